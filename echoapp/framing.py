@@ -1,0 +1,97 @@
+"""
+How received bytes become messages, and which terminator each reply mirrors.
+
+Two framings, both over bytes: I{line} (a message ends at LF; a CR just
+before the LF belongs to the terminator) and I{raw} (each received chunk is
+one message, the way a plain-socket client that C{send()}s without a newline
+and then C{recv()}s expects).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+LF = b"\n"
+CR = 0x0D
+
+
+class Framing(enum.Enum):
+    AUTO = "auto"
+    LINE = "line"
+    RAW = "raw"
+
+    @classmethod
+    def choose(cls, first_chunk: bytes) -> Framing:
+        """
+        What C{auto} becomes for a connection: line framing if the first
+        chunk holds a LF, raw otherwise.
+        """
+        return cls.LINE if LF in first_chunk else cls.RAW
+
+
+class LineTooLong(Exception):
+    """A message is longer than the configured maximum."""
+
+
+def split_terminator(chunk: bytes) -> tuple[bytes, bytes]:
+    """
+    Split the trailing run of CR/LF off a raw message, so that the reply can
+    end with exactly what the message ended with (or nothing).
+    """
+    message = chunk.rstrip(b"\r\n")
+    return message, chunk[len(message) :]
+
+
+class LineSplitter:
+    """
+    Cuts a byte stream into LF-terminated lines, holding at most one partial
+    line of at most C{max_length} bytes (+1 for a CR that may be the start of
+    a CRLF), so memory stays bounded whatever a client sends.
+
+    The partial line is kept as a list of chunks and joined once, when its LF
+    arrives: a client trickling one byte at a time costs linear, not
+    quadratic, copying.
+    """
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+        self._pending: list[bytes] = []
+        self._pending_length = 0
+
+    def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """
+        Yield C{(message, terminator)} for each line that C{data} completes.
+
+        @raise LineTooLong: once the lines before the offending one have been
+            yielded; the splitter is then of no further use.  The error is
+            raised as soon as the length is certain, and never for a line
+            that fits, so any chunking of a stream gives the same result.
+        """
+        if LF not in data:
+            self._hold(data)
+            return
+        if self._pending:
+            self._pending.append(data)
+            data = b"".join(self._pending)
+            self._pending = []
+            self._pending_length = 0
+        start = 0
+        max_length = self.max_length
+        while (end := data.find(LF, start)) >= 0:
+            stop = end - 1 if end > start and data[end - 1] == CR else end
+            if stop - start > max_length:
+                raise LineTooLong()
+            yield data[start:stop], data[stop : end + 1]
+            start = end + 1
+        self._hold(data[start:])
+
+    def _hold(self, partial: bytes) -> None:
+        if not partial:
+            return
+        self._pending.append(partial)
+        self._pending_length += len(partial)
+        excess = self._pending_length - self.max_length
+        # One byte over may still be the CR of a CRLF; two bytes over cannot.
+        if excess > 1 or (excess == 1 and partial[-1] != CR):
+            raise LineTooLong()

@@ -1,0 +1,189 @@
+"""
+Where services listen: Twisted endpoint strings for streams, and a small
+C{udp:PORT[:interface=ADDR]} syntax for datagrams (Twisted has no UDP
+endpoint strings).  Both bind in C{privilegedStartService}, so
+C{twistd --uid/--gid} can bind a low port and then drop privileges.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import Logger
+
+from echoapp.udp import READ_SIZE
+
+DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
+DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
+DEFAULT_UDP_LISTEN = "udp:9999:interface=127.0.0.1"
+
+log = Logger()
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def check_endpoint(description: str) -> str:
+    """
+    Parse a server endpoint string without touching the real reactor, so a
+    typo is reported while options are parsed, as a one-line error.
+
+    @raise ValueError: if Twisted cannot make an endpoint of it.
+    """
+    try:
+        serverFromString(MemoryReactor(), description)
+    except Exception as error:
+        raise ValueError(f"cannot listen on {description!r}: {_one_line(error)}") from None
+    return description
+
+
+# Split parameters on an unescaped ':' that starts a "key=", so that a bare
+# IPv6 address (interface=::1) needs no escaping; "\:" works as in Twisted.
+_PARAMETER = re.compile(r"(?<!\\):(?=[A-Za-z]\w*=)")
+UDP_SYNTAX = "udp:PORT[:interface=ADDRESS]"
+
+
+@dataclass(frozen=True)
+class UDPListen:
+    """
+    A UDP port to listen on.  With no interface it binds every IPv4
+    interface, exactly as C{tcp:PORT} does: that is never a default.
+    """
+
+    port: int
+    interface: str = ""
+
+    @classmethod
+    def parse(cls, description: str) -> UDPListen:
+        """
+        @raise ValueError: with a one-line reason naming the description.
+        """
+
+        def invalid(reason: str) -> ValueError:
+            return ValueError(f"cannot listen on {description!r}: {reason} (expected {UDP_SYNTAX})")
+
+        kind, colon, rest = description.partition(":")
+        if kind != "udp" or not colon:
+            raise invalid("not a UDP listen description")
+        port_text, *parameters = _PARAMETER.split(rest)
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise invalid(f"port {port_text!r} is not a number from 0 to 65535")
+        interface = ""
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key != "interface":
+                raise invalid(f"unknown parameter {key!r}")
+            interface = value.replace("\\:", ":")
+            try:
+                ipaddress.ip_address(interface)
+            except ValueError:
+                raise invalid(f"interface {interface!r} is not an IP address") from None
+        return cls(int(port_text), interface)
+
+    def __str__(self) -> str:
+        if not self.interface:
+            return f"udp:{self.port}"
+        return f"udp:{self.port}:interface={self.interface}"
+
+
+def describe_address(address: IAddress) -> str:
+    """An address as the C{kind:host:port} a person would type back."""
+    if isinstance(address, IPv6Address):
+        return f"{address.type.lower()}6:[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.type.lower()}:{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    return str(address)
+
+
+def _cannot_listen(service: Service, where: str, error: BaseException) -> SystemExit:
+    """
+    A port that is taken or forbidden is an operator's mistake, not a bug:
+    stop with one line naming the service and address, not a traceback.
+    """
+    owner = service.parent.name if service.parent is not None else "echoapp"
+    reason = error.socketError if isinstance(error, CannotListenError) else error
+    return SystemExit(f"{owner}: cannot listen on {where}: {_one_line(reason)}")
+
+
+def _log_listening(service: Service, port: Any) -> None:
+    """The line operators (and the subprocess tests) read to learn the real port."""
+    owner = service.parent.name if service.parent is not None else None
+    log.info("{service} listening on {address}", service=owner, address=describe_address(port.getHost()))
+
+
+class StreamListenService(StreamServerEndpointService):
+    """
+    A stream listener that says where it listens once it does, and keeps its
+    port for whoever needs the address (tests listening on port 0 do).
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any = None) -> None:
+        super().__init__(serverFromString(reactor or _reactor(), description), factory)
+        self.description = description
+        self.port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as error:
+            raise _cannot_listen(self, self.description, error) from None
+        self._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort | None) -> IListeningPort | None:
+        if port is not None:
+            self.port = port
+            _log_listening(self, port)
+        return port
+
+
+class UDPListenService(Service):
+    def __init__(self, listen: UDPListen, protocol: DatagramProtocol, reactor: Any = None) -> None:
+        self.listen = listen
+        self.protocol = protocol
+        self._reactor = reactor
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        reactor = self._reactor or _reactor()
+        try:
+            self.port = reactor.listenUDP(
+                self.listen.port, self.protocol, interface=self.listen.interface, maxPacketSize=READ_SIZE
+            )
+        except CannotListenError as error:
+            raise _cannot_listen(self, str(self.listen), error) from None
+        _log_listening(self, self.port)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.port is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening) if port is not None else maybeDeferred(lambda: None)

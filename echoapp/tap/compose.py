@@ -1,0 +1,72 @@
+"""
+twistd plugin echoapp-compose: several installed twistd plugins, ours or
+anyone's, in one process, each configured by its own C{Options}.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from twisted.application.service import IService, IServiceMaker, MultiService
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+
+def _makers() -> dict[str, IServiceMaker]:
+    return {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+
+
+def parse_service(spec: str, makers: dict[str, IServiceMaker]) -> tuple[IServiceMaker, usage.Options]:
+    """
+    Parse C{"PLUGIN [OPTIONS]"} with the plugin's own options parser.
+
+    @raise usage.UsageError: one line naming the offending C{--service}.
+    """
+
+    def invalid(reason: str) -> usage.UsageError:
+        return usage.UsageError(f"--service {spec!r}: {reason}")
+
+    try:
+        words = shlex.split(spec)
+    except ValueError as error:
+        raise invalid(str(error)) from None
+    if not words:
+        raise invalid("empty; expected a plugin name and its options")
+    name, arguments = words[0], words[1:]
+    maker = makers.get(name)
+    if maker is None:
+        raise invalid(f"no twistd plugin named {name!r} (twistd --help lists them)")
+    options = maker.options()
+    try:
+        options.parseOptions(arguments)
+    except usage.UsageError as error:
+        raise invalid(str(error)) from None
+    return maker, options
+
+
+class Options(usage.Options):
+    synopsis = '--service "PLUGIN [OPTIONS]" [--service ...]'
+    longdesc = (
+        "Runs several installed twistd plugins in one process. Each --service is a plugin name "
+        "followed by that plugin's own options, quoted as one argument."
+    )
+
+    def opt_service(self, spec: str) -> None:
+        """A plugin and its options, e.g. "echoapp-tcp --listen tcp:9999"; repeatable."""
+        self.setdefault("specs", []).append(spec)
+
+    def postOptions(self) -> None:
+        specs = self.get("specs", [])
+        if not specs:
+            raise usage.UsageError('give at least one --service "PLUGIN [OPTIONS]"')
+        makers = _makers()
+        self["services"] = [parse_service(spec, makers) for spec in specs]
+
+
+def makeService(options: usage.Options) -> IService:
+    composed = MultiService()
+    services: list[tuple[IServiceMaker, Any]] = options["services"]
+    for maker, plugin_options in services:
+        maker.makeService(plugin_options).setServiceParent(composed)
+    return composed

@@ -1,0 +1,25 @@
+"""twistd plugin echoapp-echo: RFC 862 byte echo over TCP."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import services
+from echoapp.listen import DEFAULT_ECHO_LISTEN
+from echoapp.tap.common import RepeatableListen, stream_listens
+
+LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
+    opt_listen = LISTEN.option()
+
+    def postOptions(self) -> None:
+        self["endpoints"] = stream_listens(LISTEN, self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return services.echo(options["endpoints"])

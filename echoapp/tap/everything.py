@@ -1,0 +1,47 @@
+"""twistd plugin echoapp: the TCP greeter, the UDP greeter and echo in one process."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import services
+from echoapp.listen import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDP_SYNTAX
+from echoapp.tap.common import (
+    GREETER_PARAMETERS,
+    RepeatableListen,
+    greeter_config,
+    stream_listens,
+    udp_listens,
+)
+
+TCP = RepeatableListen("tcp", DEFAULT_TCP_LISTEN, "Endpoint string for the TCP greeter")
+UDP = RepeatableListen("udp", DEFAULT_UDP_LISTEN, f"{UDP_SYNTAX} for the UDP greeter")
+ECHO = RepeatableListen("echo", DEFAULT_ECHO_LISTEN, "Endpoint string for the echo service")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "All echoapp services in one process. --tcp, --udp and --echo each replace the default "
+        "address of their service; the message options apply to both greeters."
+    )
+    optParameters = GREETER_PARAMETERS
+    opt_tcp = TCP.option()
+    opt_udp = UDP.option()
+    opt_echo = ECHO.option()
+
+    def postOptions(self) -> None:
+        self["tcp-endpoints"] = stream_listens(TCP, self)
+        self["udp-ports"] = udp_listens(UDP, self)
+        self["echo-endpoints"] = stream_listens(ECHO, self)
+        self["config"] = greeter_config(self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return services.everything(
+        tcp=options["tcp-endpoints"],
+        udp=options["udp-ports"],
+        echo_listen=options["echo-endpoints"],
+        config=options["config"],
+    )

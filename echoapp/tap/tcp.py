@@ -1,0 +1,30 @@
+"""twistd plugin echoapp-tcp: the welcome/echo/exit TCP greeter."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import services
+from echoapp.listen import DEFAULT_TCP_LISTEN
+from echoapp.tap.common import GREETER_PARAMETERS, RepeatableListen, greeter_config, stream_listens
+
+LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "
+        "and the exit word closes the connection."
+    )
+    optParameters = GREETER_PARAMETERS
+    opt_listen = LISTEN.option()
+
+    def postOptions(self) -> None:
+        self["endpoints"] = stream_listens(LISTEN, self)
+        self["config"] = greeter_config(self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return services.tcp_greeter(options["endpoints"], options["config"])

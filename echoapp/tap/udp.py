@@ -1,0 +1,33 @@
+"""twistd plugin echoapp-udp: the UDP greeter."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import services
+from echoapp.listen import DEFAULT_UDP_LISTEN, UDP_SYNTAX
+from echoapp.tap.common import RepeatableListen, reply_template, udp_listens
+from echoapp.template import DEFAULT_REPLY
+
+LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "The UDP greeter: each datagram gets one reply datagram to its sender. "
+        "--reply '{}' makes it a UDP echo."
+    )
+    optParameters = [
+        ["reply", None, str(DEFAULT_REPLY), "Reply template; exactly one {} stands for the message."]
+    ]
+    opt_listen = LISTEN.option()
+
+    def postOptions(self) -> None:
+        self["ports"] = udp_listens(LISTEN, self)
+        self["template"] = reply_template(self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return services.udp_greeter(options["ports"], options["template"])

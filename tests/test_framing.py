@@ -1,0 +1,113 @@
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
+
+
+class SplitTerminatorTests(SynchronousTestCase):
+    def test_cases(self) -> None:
+        cases = {
+            b"hello": (b"hello", b""),
+            b"hello\n": (b"hello", b"\n"),
+            b"hello\r\n": (b"hello", b"\r\n"),
+            b"hello\r": (b"hello", b"\r"),
+            b"a\nb\r\n\r\n": (b"a\nb", b"\r\n\r\n"),
+            b"\r\n": (b"", b"\r\n"),
+            b"\xff\xfe": (b"\xff\xfe", b""),
+        }
+        for chunk, expected in cases.items():
+            self.assertEqual(split_terminator(chunk), expected, chunk)
+
+
+class ChooseTests(SynchronousTestCase):
+    def test_lf_means_lines(self) -> None:
+        self.assertIs(Framing.choose(b"abc\n"), Framing.LINE)
+        self.assertIs(Framing.choose(b"a\nbc"), Framing.LINE)
+
+    def test_no_lf_means_raw(self) -> None:
+        self.assertIs(Framing.choose(b"abc"), Framing.RAW)
+        self.assertIs(Framing.choose(b"abc\r"), Framing.RAW)
+
+
+class LineSplitterTests(SynchronousTestCase):
+    def test_lf_and_crlf(self) -> None:
+        splitter = LineSplitter(100)
+        self.assertEqual(list(splitter.feed(b"a\nb\r\nc")), [(b"a", b"\n"), (b"b", b"\r\n")])
+        self.assertEqual(list(splitter.feed(b"d\n")), [(b"cd", b"\n")])
+
+    def test_cr_split_from_its_lf(self) -> None:
+        splitter = LineSplitter(100)
+        self.assertEqual(list(splitter.feed(b"abc\r")), [])
+        self.assertEqual(list(splitter.feed(b"\n")), [(b"abc", b"\r\n")])
+
+    def test_lone_cr_inside_a_line_is_content(self) -> None:
+        self.assertEqual(list(LineSplitter(100).feed(b"a\rb\n")), [(b"a\rb", b"\n")])
+
+    def test_line_at_the_limit_fits(self) -> None:
+        self.assertEqual(list(LineSplitter(3).feed(b"abc\r\n")), [(b"abc", b"\r\n")])
+
+    def test_complete_line_over_the_limit(self) -> None:
+        splitter = LineSplitter(3)
+        lines = []
+        with self.assertRaises(LineTooLong):
+            for line in splitter.feed(b"ok\nabcd\nlater\n"):
+                lines.append(line)
+        self.assertEqual(lines, [(b"ok", b"\n")])
+
+    def test_partial_line_over_the_limit_fails_early(self) -> None:
+        splitter = LineSplitter(3)
+        self.assertEqual(list(splitter.feed(b"abc")), [])
+        self.assertRaises(LineTooLong, list, splitter.feed(b"d"))
+
+    def test_partial_line_may_end_in_the_cr_of_crlf(self) -> None:
+        splitter = LineSplitter(3)
+        self.assertEqual(list(splitter.feed(b"abc\r")), [])
+        self.assertRaises(LineTooLong, list, splitter.feed(b"x"))
+
+    def test_memory_is_bounded(self) -> None:
+        splitter = LineSplitter(1024)
+        with self.assertRaises(LineTooLong):
+            for _ in range(10_000):
+                list(splitter.feed(b"x" * 100))
+        self.assertLessEqual(splitter._pending_length, 1024 + 100)
+
+
+def reference_lines(stream: bytes, max_length: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """What line framing means, written the obvious way."""
+    *complete, tail = stream.split(b"\n")
+    lines = []
+    for raw in complete:
+        message, terminator = (raw[:-1], b"\r\n") if raw.endswith(b"\r") else (raw, b"\n")
+        if len(message) > max_length:
+            return lines, True
+        lines.append((message, terminator))
+    tail_content = tail[:-1] if tail.endswith(b"\r") else tail
+    return lines, len(tail_content) > max_length
+
+
+def feed_all(chunks: list[bytes], max_length: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+    splitter = LineSplitter(max_length)
+    lines: list[tuple[bytes, bytes]] = []
+    try:
+        for chunk in chunks:
+            lines.extend(splitter.feed(chunk))
+    except LineTooLong:
+        return lines, True
+    return lines, False
+
+
+def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
+    return [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+
+
+streams = st.lists(st.sampled_from([b"a", b"bc", b"\r", b"\n", b"\r\n", b"\xff", b"exit"]), max_size=60).map(
+    b"".join
+)
+
+
+class LineSplitterProperties(SynchronousTestCase):
+    @given(streams, st.lists(st.integers(min_value=0), max_size=20), st.integers(min_value=1, max_value=8))
+    def test_any_chunking_gives_the_reference_lines(self, stream: bytes, cuts: list[int], limit: int) -> None:
+        self.assertEqual(feed_all(chunked(stream, cuts), limit), reference_lines(stream, limit))
