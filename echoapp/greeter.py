@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from twisted.internet.interfaces import IAddress, ITCPTransport
+from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
 from echoapp.limits import pause_reading_when_full
@@ -37,11 +38,13 @@ class GreeterConfig:
         return b"ERROR: line too long (limit %d bytes)\r\n" % self.max_line_length
 
 
+@implementer(IHalfCloseableProtocol)
 class Greeter(Protocol):
     """
     One connection's state machine: the framing it settled on, its partial
     line, and whether it is finished.  Every chunk is answered with a single
-    write of all its replies, in order.
+    write of all its replies, in order.  A client that half-closes after its
+    last message still gets every reply before the connection closes.
     """
 
     log = Logger()
@@ -82,6 +85,12 @@ class Greeter(Protocol):
             self.transport.write(b"".join(replies))
         if self._finished:
             self.transport.loseConnection()
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """The client stopped reading; the close that follows ends us."""
 
     def _answer(self, message: bytes, terminator: bytes, replies: list[bytes]) -> bool:
         """

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
 from tests.support import DEADLINE
@@ -68,6 +68,3 @@ async def connect(port: int, client: Protocol) -> Any:
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
     return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
-
-
-__all__ = ["ClientFactory", "FloodClient", "Recording", "buffered", "connect", "wait_until"]

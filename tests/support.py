@@ -94,7 +94,7 @@ class Twistd:
         if runner == "twistd":
             command = [twistd_path(), "-n", "--pidfile=", "--logfile=-", *args]
         else:
-            command = [twistd_path(runner), "--log-file=-", *args]
+            command = [twistd_path(runner), "--log-file=-", "--log-format=text", *args]
         self.process = subprocess.Popen(
             command,
             cwd=self.directory,
@@ -108,17 +108,19 @@ class Twistd:
         self._wait_for(lambda: sum(map(len, self.addresses.values())) >= expect)
 
     def _read(self, timeout: float) -> bool:
+        """Read what the process printed within C{timeout}; False at its end."""
         assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        fd = self.process.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
             return True
-        line = self.process.stdout.readline().decode("utf-8", "replace")
-        if not line:
+        data = os.read(fd, 65536)
+        if not data:
             return False
-        self.output += line
-        match = LISTENING.search(line)
-        if match:
-            self.addresses.setdefault(match.group(1), []).append(match.group(2))
+        self.output += data.decode("utf-8", "replace")
+        for service, address in LISTENING.findall(self.output):
+            if address not in self.addresses.setdefault(service, []):
+                self.addresses[service].append(address)
         return True
 
     def _wait_for(self, condition: Any) -> None:

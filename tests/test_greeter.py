@@ -271,3 +271,18 @@ class LoopbackTests(TestCase):
         data = b"".join(client.chunks)
         self.assertEqual(data, b"Welcome!\r\n" + reply * count)
         client.transport.loseConnection()
+
+    def test_half_close_still_gets_every_reply(self) -> Deferred[None]:
+        import socket
+
+        port = self.serve()
+
+        def client() -> bytes:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"a\n" * 1000)
+                sock.shutdown(socket.SHUT_WR)
+                return recv_until_closed(sock)
+
+        d = deferToThread(client)
+        d.addCallback(self.assertEqual, b"Welcome!\r\n" + b"Hello, a!\n" * 1000)
+        return d

@@ -1,0 +1,9 @@
+# Everything in one process on the defaults: the TCP greeter on 127.0.0.1:9999,
+# the UDP greeter on 127.0.0.1:9999/udp and echo on 127.0.0.1:10888.
+#     twistd -ny tac/echoapp.tac
+from twisted.application import service
+
+from echoapp import services
+
+application = service.Application("echoapp")
+services.everything().setServiceParent(application)

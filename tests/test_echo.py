@@ -1,0 +1,73 @@
+import socket
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp import services
+from echoapp.echo import EchoFactory
+from tests.flow import FloodClient, Recording, buffered, connect, wait_until
+from tests.support import start
+
+
+class EchoUnitTests(SynchronousTestCase):
+    @given(st.lists(st.binary(max_size=200), max_size=20))
+    def test_every_byte_back_in_order(self, chunks: list[bytes]) -> None:
+        protocol = EchoFactory().buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        self.assertEqual(transport.value(), b"".join(chunks))
+
+    def test_no_banner_and_backpressure_registered(self) -> None:
+        protocol = EchoFactory().buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.value(), b"")
+        transport.producer.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+
+
+class EchoLoopbackTests(TestCase):
+    def test_round_trip_over_loopback(self) -> Deferred[None]:
+        [port] = start(self, services.echo(["tcp:0:interface=127.0.0.1"]))
+        payload = bytes(range(256)) * 64 + b"exit\r\n"
+
+        def client() -> bytes:
+            with socket.create_connection(("127.0.0.1", port.getHost().port), timeout=20) as sock:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                got = b""
+                while len(got) < len(payload):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                return got
+
+        return deferToThread(client).addCallback(self.assertEqual, payload)
+
+    def test_slow_reader_gets_backpressure(self) -> Deferred[None]:
+        return ensureDeferred(self._slow_reader())
+
+    async def _slow_reader(self) -> None:
+        recording = Recording(EchoFactory())
+        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(recording)
+        self.addCleanup(port.stopListening)
+        payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
+        client = FloodClient(payload, len(payload))
+        await connect(port.getHost().port, client)
+        await wait_until(lambda: recording.protocols, "the connection")
+        server = recording.protocols[0].transport
+        await wait_until(lambda: server not in reactor.getReaders(), "the server to stop reading")
+        self.assertLess(buffered(server), 4 << 20)
+        client.transport.resumeProducing()
+        await client.done
+        self.assertEqual(b"".join(client.chunks), payload)
+        client.transport.loseConnection()

@@ -1,0 +1,152 @@
+import socket
+
+from twisted.application.service import MultiService
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp.echo import EchoFactory
+from echoapp.listen import (
+    StreamListenService,
+    UDPListen,
+    UDPListenService,
+    check_endpoint,
+    describe_address,
+)
+from echoapp.udp import READ_SIZE, UDPGreeter
+
+
+class UDPListenParseTests(SynchronousTestCase):
+    def test_valid(self) -> None:
+        cases = {
+            "udp:9999": UDPListen(9999, ""),
+            "udp:0:interface=127.0.0.1": UDPListen(0, "127.0.0.1"),
+            "udp:53:interface=::1": UDPListen(53, "::1"),
+            r"udp:53:interface=\:\:1": UDPListen(53, "::1"),
+            "udp:7:interface=fe80::1:2": UDPListen(7, "fe80::1:2"),
+        }
+        for text, expected in cases.items():
+            self.assertEqual(UDPListen.parse(text), expected, text)
+
+    def test_round_trip(self) -> None:
+        for text in ("udp:9999", "udp:1:interface=127.0.0.2", "udp:2:interface=::1"):
+            self.assertEqual(str(UDPListen.parse(text)), text)
+
+    def test_invalid_is_one_clear_line(self) -> None:
+        cases = {
+            "tcp:9999": "not a UDP listen description",
+            "udp": "not a UDP listen description",
+            "udp:": "port '' is not a number",
+            "udp:http": "port 'http' is not a number",
+            "udp:65536": "port '65536' is not a number from 0 to 65535",
+            "udp:-1": "port '-1'",
+            "udp:1:iface=127.0.0.1": "unknown parameter 'iface'",
+            "udp:1:interface=localhost": "interface 'localhost' is not an IP address",
+            "udp:1:interface=": "interface '' is not an IP address",
+        }
+        for text, reason in cases.items():
+            error = self.assertRaises(ValueError, UDPListen.parse, text)
+            self.assertIn(reason, str(error), text)
+            self.assertIn(repr(text), str(error))
+            self.assertIn("udp:PORT[:interface=ADDRESS]", str(error))
+            self.assertNotIn("\n", str(error))
+
+
+class CheckEndpointTests(SynchronousTestCase):
+    def test_accepts_endpoint_strings(self) -> None:
+        for text in ("tcp:9999", "tcp:0:interface=127.0.0.1", r"tcp6:0:interface=\:\:1", "unix:/tmp/x.sock"):
+            self.assertEqual(check_endpoint(text), text)
+
+    def test_rejects_with_one_line(self) -> None:
+        for text, reason in [("foo:1", "Unknown endpoint type"), ("tcp:abc", "invalid literal"), ("", "")]:
+            error = self.assertRaises(ValueError, check_endpoint, text)
+            self.assertIn(f"cannot listen on {text!r}", str(error))
+            self.assertIn(reason, str(error))
+            self.assertNotIn("\n", str(error))
+
+
+class DescribeAddressTests(SynchronousTestCase):
+    def test_kinds(self) -> None:
+        self.assertEqual(describe_address(IPv4Address("TCP", "127.0.0.1", 5)), "tcp:127.0.0.1:5")
+        self.assertEqual(describe_address(IPv4Address("UDP", "127.0.0.1", 5)), "udp:127.0.0.1:5")
+        self.assertEqual(describe_address(IPv6Address("TCP", "::1", 5)), "tcp6:[::1]:5")
+        self.assertEqual(describe_address(UNIXAddress(b"/run/x.sock")), "unix:/run/x.sock")
+
+
+class UDPMemoryReactor(MemoryReactor):
+    """MemoryReactor records TCP and UNIX listens; this records UDP ones too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udpServers: list[tuple[int, object, str, int]] = []
+
+    def listenUDP(self, port: int, protocol: object, interface: str = "", maxPacketSize: int = 8192) -> object:
+        self.udpServers.append((port, protocol, interface, maxPacketSize))
+        return _FakeUDPPort(port, interface)
+
+
+class _FakeUDPPort:
+    def __init__(self, port: int, interface: str) -> None:
+        self.address = IPv4Address("UDP", interface or "0.0.0.0", port)
+
+    def getHost(self) -> IPv4Address:
+        return self.address
+
+
+class PrivilegedBindTests(SynchronousTestCase):
+    """
+    Ports are bound in privilegedStartService, which twistd runs before it
+    drops privileges (--uid/--gid), and not again in startService.
+    """
+
+    def test_stream_binds_before_privileges_drop(self) -> None:
+        reactor = MemoryReactor()
+        listener = StreamListenService("tcp:80:interface=127.0.0.1", EchoFactory(), reactor)
+        listener.setServiceParent(MultiService())
+        listener.privilegedStartService()
+        self.assertEqual([(port, host) for port, _, _, host in reactor.tcpServers], [(80, "127.0.0.1")])
+        listener.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+
+    def test_udp_binds_before_privileges_drop(self) -> None:
+        reactor = UDPMemoryReactor()
+        listener = UDPListenService(UDPListen(53, "127.0.0.1"), UDPGreeter(), reactor)
+        listener.setServiceParent(MultiService())
+        listener.privilegedStartService()
+        self.assertEqual(len(reactor.udpServers), 1)
+        port, _, interface, size = reactor.udpServers[0]
+        self.assertEqual((port, interface, size), (53, "127.0.0.1", READ_SIZE))
+        listener.startService()
+        self.assertEqual(len(reactor.udpServers), 1)
+
+    def test_start_without_privileged_step_still_binds(self) -> None:
+        reactor = UDPMemoryReactor()
+        listener = UDPListenService(UDPListen(53, "127.0.0.1"), UDPGreeter(), reactor)
+        listener.startService()
+        self.assertEqual(len(reactor.udpServers), 1)
+
+
+class CannotListenTests(TestCase):
+    def test_port_in_use_is_one_line(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            parent = MultiService()
+            parent.setName("echoapp-echo")
+            listener = StreamListenService(f"tcp:{port}:interface=127.0.0.1", EchoFactory())
+            listener.setServiceParent(parent)
+            error = self.assertRaises(SystemExit, listener.privilegedStartService)
+        self.assertEqual(
+            str(error.code),
+            f"echoapp-echo: cannot listen on tcp:{port}:interface=127.0.0.1: [Errno 98] Address already in use",
+        )
+
+    def test_udp_port_in_use_is_one_line(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            listener = UDPListenService(UDPListen(port, "127.0.0.1"), UDPGreeter())
+            error = self.assertRaises(SystemExit, listener.privilegedStartService)
+        self.assertIn(f"cannot listen on udp:{port}:interface=127.0.0.1:", str(error.code))
+        self.assertIn("Address already in use", str(error.code))

@@ -1,0 +1,37 @@
+import subprocess
+import sys
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import IPlugin, getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+NAMES = {"echoapp", "echoapp-tcp", "echoapp-echo", "echoapp-udp", "echoapp-compose"}
+
+
+class PluginDiscoveryTests(SynchronousTestCase):
+    def makers(self) -> dict[str, IServiceMaker]:
+        return {maker.tapname: maker for maker in getPlugins(IServiceMaker) if maker.tapname in NAMES}
+
+    def test_all_plugins_found(self) -> None:
+        self.assertEqual(set(self.makers()), NAMES)
+
+    def test_each_is_a_service_maker_with_options(self) -> None:
+        for name, maker in self.makers().items():
+            self.assertTrue(verifyObject(IServiceMaker, maker), name)
+            self.assertTrue(verifyObject(IPlugin, maker), name)
+            self.assertTrue(maker.description, name)
+            self.assertTrue(callable(maker.options().parseOptions), name)
+
+    def test_plugins_are_lazy(self) -> None:
+        """Listing twistd's plugins must not import our protocol modules."""
+        code = (
+            "import sys\n"
+            "from twisted.plugin import getPlugins\n"
+            "from twisted.application.service import IServiceMaker\n"
+            "names = [m.tapname for m in getPlugins(IServiceMaker)]\n"
+            "assert 'echoapp-tcp' in names, names\n"
+            "print(sorted(m for m in sys.modules if m.startswith('echoapp')))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.strip(), "[]")

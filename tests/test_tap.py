@@ -1,0 +1,201 @@
+"""Option parsing for every plugin: defaults, replacements and one-line errors."""
+
+from twisted.application.service import IServiceCollection
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoapp.framing import Framing
+from echoapp.greeter import GreeterConfig
+from echoapp.listen import UDPListen
+from echoapp.tap import compose, echo, everything, tcp, udp
+from tests.support import listeners
+
+
+def parse(module: object, *args: str) -> usage.Options:
+    options = module.Options()  # type: ignore[attr-defined]
+    options.parseOptions(list(args))
+    return options
+
+
+def described(service: object) -> list[tuple[str, str]]:
+    return [
+        (listener.parent.name, getattr(listener, "description", None) or str(listener.listen))
+        for listener in listeners(service)
+    ]
+
+
+class TCPOptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = parse(tcp)
+        self.assertEqual(options["endpoints"], ["tcp:9999:interface=127.0.0.1"])
+        self.assertEqual(options["config"], GreeterConfig())
+
+    def test_everything_set(self) -> None:
+        options = parse(
+            tcp,
+            "--listen=tcp:1:interface=127.0.0.1",
+            "--listen",
+            "unix:/tmp/g.sock",
+            "--banner=Hello, I am server!",
+            "--reply=Loop_Msg: {}!",
+            "--exit-word=quit",
+            "--farewell=",
+            "--framing=line",
+            "--max-line-length=10",
+        )
+        self.assertEqual(options["endpoints"], ["tcp:1:interface=127.0.0.1", "unix:/tmp/g.sock"])
+        config = options["config"]
+        self.assertEqual(
+            (config.banner, config.reply.render(b"x"), config.exit_word, config.farewell),
+            (b"Hello, I am server!", b"Loop_Msg: x!", b"quit", b""),
+        )
+        self.assertEqual((config.framing, config.max_line_length), (Framing.LINE, 10))
+
+    def test_non_utf8_argument_bytes_survive(self) -> None:
+        banner = b"caf\xe9".decode("utf-8", "surrogateescape")
+        self.assertEqual(parse(tcp, "--banner", banner)["config"].banner, b"caf\xe9")
+
+    def test_errors_are_one_line_usage_errors(self) -> None:
+        cases = [
+            (["--listen=foo:1"], "--listen: cannot listen on 'foo:1': Unknown endpoint type"),
+            (["--listen=tcp:port"], "--listen: cannot listen on 'tcp:port'"),
+            (["--reply=Hello"], "--reply: reply template 'Hello' must contain exactly one {} placeholder, found 0"),
+            (["--reply={} {}"], "found 2"),
+            (["--framing=lines"], "--framing: unknown framing 'lines' (choose one of auto, line, raw)"),
+            (["--max-line-length=0"], "--max-line-length: must be a positive whole number, got '0'"),
+            (["--max-line-length=-5"], "got '-5'"),
+            (["--max-line-length=lots"], "got 'lots'"),
+        ]
+        for args, message in cases:
+            error = self.assertRaises(usage.UsageError, parse, tcp, *args)
+            self.assertIn(message, str(error), args)
+            self.assertNotIn("\n", str(error))
+
+    def test_help_documents_every_option_with_default(self) -> None:
+        text = str(tcp.Options())
+        for expected in (
+            "--listen=",
+            "tcp:9999:interface=127.0.0.1",
+            "--banner=",
+            "Welcome!",
+            "--reply=",
+            "Hello, {}!",
+            "--exit-word=",
+            "--farewell=",
+            "--framing=",
+            "[default: auto]",
+            "--max-line-length=",
+            "65536",
+        ):
+            self.assertIn(expected, text)
+
+    def test_make_service(self) -> None:
+        service = tcp.makeService(parse(tcp, "--listen=tcp:1", "--listen=tcp:2"))
+        self.assertEqual(described(service), [("echoapp-tcp", "tcp:1"), ("echoapp-tcp", "tcp:2")])
+
+
+class EchoOptionsTests(SynchronousTestCase):
+    def test_default_and_replacement(self) -> None:
+        self.assertEqual(parse(echo)["endpoints"], ["tcp:10888:interface=127.0.0.1"])
+        self.assertEqual(parse(echo, "--listen=tcp:7")["endpoints"], ["tcp:7"])
+        self.assertIn("tcp:10888:interface=127.0.0.1", str(echo.Options()))
+
+    def test_no_greeter_options(self) -> None:
+        self.assertRaises(usage.UsageError, parse, echo, "--banner=x")
+
+    def test_bad_endpoint(self) -> None:
+        self.assertIn("--listen: cannot listen on 'nope'", str(self.assertRaises(usage.UsageError, parse, echo, "--listen=nope")))
+
+
+class UDPOptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        options = parse(udp)
+        self.assertEqual(options["ports"], [UDPListen(9999, "127.0.0.1")])
+        self.assertEqual(options["template"].render(b"x"), b"Hello, x!")
+        self.assertIn("udp:9999:interface=127.0.0.1", str(udp.Options()))
+
+    def test_repeatable_and_ipv6(self) -> None:
+        options = parse(udp, "--listen=udp:1", "--listen=udp:2:interface=::1", "--reply={}")
+        self.assertEqual(options["ports"], [UDPListen(1, ""), UDPListen(2, "::1")])
+        self.assertEqual(options["template"].render(b"x"), b"x")
+
+    def test_errors(self) -> None:
+        for args, message in [
+            (["--listen=udp:x"], "--listen: cannot listen on 'udp:x': port 'x'"),
+            (["--listen=tcp:1"], "not a UDP listen description"),
+            (["--reply=none"], "--reply: reply template 'none'"),
+        ]:
+            self.assertIn(message, str(self.assertRaises(usage.UsageError, parse, udp, *args)))
+
+
+class EverythingOptionsTests(SynchronousTestCase):
+    def test_defaults_share_port_9999(self) -> None:
+        service = everything.makeService(parse(everything))
+        self.assertEqual(
+            described(service),
+            [
+                ("echoapp-tcp", "tcp:9999:interface=127.0.0.1"),
+                ("echoapp-udp", "udp:9999:interface=127.0.0.1"),
+                ("echoapp-echo", "tcp:10888:interface=127.0.0.1"),
+            ],
+        )
+
+    def test_each_kind_replaces_only_its_default(self) -> None:
+        service = everything.makeService(parse(everything, "--udp=udp:1", "--udp=udp:2", "--echo=tcp:7"))
+        self.assertEqual(
+            described(service),
+            [
+                ("echoapp-tcp", "tcp:9999:interface=127.0.0.1"),
+                ("echoapp-udp", "udp:1"),
+                ("echoapp-udp", "udp:2"),
+                ("echoapp-echo", "tcp:7"),
+            ],
+        )
+
+    def test_message_options_apply_to_both_greeters(self) -> None:
+        service = everything.makeService(parse(everything, "--reply=Loop_Msg: {}!", "--banner=Hi"))
+        tcp_listener, udp_listener, _ = listeners(service)
+        self.assertEqual(tcp_listener.factory.config.reply.render(b"m"), b"Loop_Msg: m!")
+        self.assertEqual(tcp_listener.factory.config.banner, b"Hi")
+        self.assertEqual(udp_listener.protocol.reply.render(b"m"), b"Loop_Msg: m!")
+
+    def test_errors_name_the_option(self) -> None:
+        for args, message in [
+            (["--tcp=bad"], "--tcp: cannot listen on 'bad'"),
+            (["--udp=udp:1:interface=x"], "--udp: cannot listen on 'udp:1:interface=x'"),
+            (["--echo=tcp:"], "--echo: cannot listen on 'tcp:'"),
+            (["--framing=x"], "--framing: unknown framing"),
+        ]:
+            self.assertIn(message, str(self.assertRaises(usage.UsageError, parse, everything, *args)))
+
+
+class ComposeOptionsTests(SynchronousTestCase):
+    def test_composes_our_plugins_and_anyones(self) -> None:
+        options = parse(
+            compose,
+            "--service",
+            "echoapp-tcp --listen tcp:0:interface=127.0.0.1 --reply 'Loop_Msg: {}!'",
+            "--service",
+            "web --listen tcp:0:interface=127.0.0.1 --path .",
+        )
+        names = [maker.tapname for maker, _ in options["services"]]
+        self.assertEqual(names, ["echoapp-tcp", "web"])
+        self.assertEqual(options["services"][0][1]["config"].reply.render(b"x"), b"Loop_Msg: x!")
+        service = compose.makeService(options)
+        self.assertEqual(len(list(IServiceCollection(service))), 2)
+
+    def test_needs_a_service(self) -> None:
+        self.assertIn("at least one --service", str(self.assertRaises(usage.UsageError, parse, compose)))
+
+    def test_errors_name_the_service(self) -> None:
+        cases = [
+            ("no-such-plugin --x", "--service 'no-such-plugin --x': no twistd plugin named 'no-such-plugin'"),
+            ("echoapp-tcp --bogus", "--service 'echoapp-tcp --bogus': option --bogus not recognized"),
+            ("echoapp-tcp --reply x", "--service 'echoapp-tcp --reply x': --reply: reply template 'x'"),
+            ("echoapp-udp --listen 'unclosed", "No closing quotation"),
+            ("   ", "empty"),
+        ]
+        for spec, message in cases:
+            error = self.assertRaises(usage.UsageError, parse, compose, "--service", spec)
+            self.assertIn(message, str(error))
+            self.assertNotIn("\n", str(error))

@@ -1,0 +1,145 @@
+"""
+Real twistd and twist processes, started from an empty directory so that
+they run the installed package and plugins, talked to over loopback.
+"""
+
+import os
+import signal
+import socket
+import tempfile
+import time
+import urllib.request
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import DEADLINE, Twistd, recv_until_closed, run_twistd, tutorial_client, twistd_path
+
+LOOP = "tcp:0:interface=127.0.0.1"
+ULOOP = "udp:0:interface=127.0.0.1"
+
+
+def udp_exchange(port: int, datagram: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendto(datagram, ("127.0.0.1", port))
+        return sock.recvfrom(70000)[0]
+
+
+def echo_exchange(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_until_closed(sock)
+
+
+class TwistdPluginTests(SynchronousTestCase):
+    def running(self, *args: str, expect: int = 1, runner: str = "twistd") -> Twistd:
+        process = Twistd(args, runner=runner, expect=expect)
+        self.addCleanup(self.stopped_cleanly, process)
+        return process
+
+    def stopped_cleanly(self, process: Twistd) -> None:
+        code = process.stop()
+        # Twisted ends a process stopped by SIGTERM with that signal, after a clean shutdown.
+        self.assertIn(code, (0, -signal.SIGTERM), process.output)
+        self.assertIn("Main loop terminated.", process.output)
+        self.assertNotIn("Traceback", process.output)
+
+    def test_help_lists_every_plugin(self) -> None:
+        result = run_twistd(["--help"])
+        for name in ("echoapp ", "echoapp-tcp", "echoapp-udp", "echoapp-echo", "echoapp-compose"):
+            self.assertIn(name, result.stdout)
+
+    def test_tcp(self) -> None:
+        server = self.running("echoapp-tcp", "--listen", LOOP, "--banner", "Hello, I am server!", "--reply", "Loop_Msg: {}!")
+        replies = tutorial_client(server.port("echoapp-tcp"), [b"one", b"exit"])
+        self.assertEqual(replies, [b"Hello, I am server!\r\n", b"Loop_Msg: one!", b"Goodbye!"])
+
+    def test_echo(self) -> None:
+        server = self.running("echoapp-echo", "--listen", LOOP)
+        self.assertEqual(echo_exchange(server.port("echoapp-echo"), b"\x00\xffabc\r\n" * 1000), b"\x00\xffabc\r\n" * 1000)
+
+    def test_udp(self) -> None:
+        server = self.running("echoapp-udp", "--listen", ULOOP)
+        self.assertEqual(udp_exchange(server.port("echoapp-udp"), b"Michael\n"), b"Hello, Michael!\n")
+
+    def test_everything(self) -> None:
+        server = self.running("echoapp", "--tcp", LOOP, "--udp", ULOOP, "--echo", LOOP, "--reply", "Hi {}", expect=3)
+        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"a"]), [b"Welcome!\r\n", b"Hi a"])
+        self.assertEqual(udp_exchange(server.port("echoapp-udp"), b"b"), b"Hi b")
+        self.assertEqual(echo_exchange(server.port("echoapp-echo"), b"c"), b"c")
+
+    def test_compose_with_someone_elses_plugin(self) -> None:
+        with tempfile.TemporaryDirectory() as docroot:
+            with open(os.path.join(docroot, "index.html"), "w") as page:
+                page.write("served by twisted.web")
+            server = self.running(
+                "echoapp-compose",
+                "--service",
+                f"echoapp-tcp --listen {LOOP}",
+                "--service",
+                f"web --listen tcp:0:interface=127.0.0.1 --path {docroot}",
+            )
+            self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"x"])[1], b"Hello, x!")
+            # twisted.web says where it listens in its own words.
+            end = time.monotonic() + DEADLINE
+            while "Site starting on" not in server.output and time.monotonic() < end:
+                server._read(0.2)
+            web_port = int(server.output.split("Site starting on ")[1].split()[0])
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/index.html", timeout=DEADLINE) as response:
+                self.assertEqual(response.read(), b"served by twisted.web")
+
+    def test_twist_runner(self) -> None:
+        server = self.running("echoapp-tcp", "--listen", LOOP, runner="twist")
+        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"t"])[1], b"Hello, t!")
+
+    def test_option_error_is_one_line_without_traceback(self) -> None:
+        result = run_twistd(["echoapp-tcp", "--reply", "no placeholder"])
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(
+            "--reply: reply template 'no placeholder' must contain exactly one {} placeholder",
+            result.stdout + result.stderr,
+        )
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+    def test_port_in_use_is_one_line_without_traceback(self) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = run_twistd(["--logfile=-", "echoapp-echo", "--listen", f"tcp:{port}:interface=127.0.0.1"])
+        self.assertEqual(result.returncode, 1)
+        output = result.stdout + result.stderr
+        self.assertIn(f"echoapp-echo: cannot listen on tcp:{port}:interface=127.0.0.1: [Errno 98]", output)
+        self.assertNotIn("Traceback", output)
+
+
+class DaemonTests(SynchronousTestCase):
+    def test_daemonized_with_pidfile_and_logfile(self) -> None:
+        import subprocess
+
+        with tempfile.TemporaryDirectory() as directory:
+            pidfile = os.path.join(directory, "echoapp.pid")
+            logfile = os.path.join(directory, "echoapp.log")
+            env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+            subprocess.run(
+                [twistd_path(), "--pidfile", pidfile, "--logfile", logfile, "echoapp-tcp", "--listen", LOOP],
+                cwd=directory,
+                env=env,
+                check=True,
+                timeout=DEADLINE,
+            )
+            end = time.monotonic() + DEADLINE
+            text = ""
+            while "listening on" not in text and time.monotonic() < end:
+                time.sleep(0.05)
+                text = open(logfile).read() if os.path.exists(logfile) else ""
+            pid = int(open(pidfile).read())
+            try:
+                port = int(text.split("listening on tcp:127.0.0.1:")[1].split()[0])
+                self.assertEqual(tutorial_client(port, [b"daemon"])[1], b"Hello, daemon!")
+            finally:
+                os.kill(pid, signal.SIGTERM)
+            while os.path.exists(pidfile) and time.monotonic() < end:
+                time.sleep(0.05)
+            self.assertFalse(os.path.exists(pidfile), "twistd removes its pidfile when it stops")
