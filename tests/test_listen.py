@@ -80,7 +80,9 @@ class UDPMemoryReactor(MemoryReactor):
         super().__init__()
         self.udpServers: list[tuple[int, object, str, int]] = []
 
-    def listenUDP(self, port: int, protocol: object, interface: str = "", maxPacketSize: int = 8192) -> object:
+    def listenUDP(
+        self, port: int, protocol: object, interface: str = "", maxPacketSize: int = 8192
+    ) -> object:
         self.udpServers.append((port, protocol, interface, maxPacketSize))
         return _FakeUDPPort(port, interface)
 
@@ -139,7 +141,8 @@ class CannotListenTests(TestCase):
             error = self.assertRaises(SystemExit, listener.privilegedStartService)
         self.assertEqual(
             str(error.code),
-            f"echoapp-echo: cannot listen on tcp:{port}:interface=127.0.0.1: [Errno 98] Address already in use",
+            f"echoapp-echo: cannot listen on tcp:{port}:interface=127.0.0.1: "
+            "[Errno 98] Address already in use",
         )
 
     def test_udp_port_in_use_is_one_line(self) -> None:

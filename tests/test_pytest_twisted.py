@@ -40,7 +40,9 @@ class LineCollector(Protocol):
 @pytest.fixture
 def everything() -> Iterator[dict[str, int]]:
     service = services.everything(
-        tcp=["tcp:0:interface=127.0.0.1"], udp=["udp:0:interface=127.0.0.1"], echo_listen=["tcp:0:interface=127.0.0.1"]
+        tcp=["tcp:0:interface=127.0.0.1"],
+        udp=["udp:0:interface=127.0.0.1"],
+        echo_listen=["tcp:0:interface=127.0.0.1"],
     )
     service.privilegedStartService()
     service.startService()

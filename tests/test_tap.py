@@ -59,7 +59,10 @@ class TCPOptionsTests(SynchronousTestCase):
         cases = [
             (["--listen=foo:1"], "--listen: cannot listen on 'foo:1': Unknown endpoint type"),
             (["--listen=tcp:port"], "--listen: cannot listen on 'tcp:port'"),
-            (["--reply=Hello"], "--reply: reply template 'Hello' must contain exactly one {} placeholder, found 0"),
+            (
+                ["--reply=Hello"],
+                "--reply: reply template 'Hello' must contain exactly one {} placeholder, found 0",
+            ),
             (["--reply={} {}"], "found 2"),
             (["--framing=lines"], "--framing: unknown framing 'lines' (choose one of auto, line, raw)"),
             (["--max-line-length=0"], "--max-line-length: must be a positive whole number, got '0'"),
@@ -104,7 +107,10 @@ class EchoOptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse, echo, "--banner=x")
 
     def test_bad_endpoint(self) -> None:
-        self.assertIn("--listen: cannot listen on 'nope'", str(self.assertRaises(usage.UsageError, parse, echo, "--listen=nope")))
+        self.assertIn(
+            "--listen: cannot listen on 'nope'",
+            str(self.assertRaises(usage.UsageError, parse, echo, "--listen=nope")),
+        )
 
 
 class UDPOptionsTests(SynchronousTestCase):

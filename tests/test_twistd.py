@@ -51,20 +51,26 @@ class TwistdPluginTests(SynchronousTestCase):
             self.assertIn(name, result.stdout)
 
     def test_tcp(self) -> None:
-        server = self.running("echoapp-tcp", "--listen", LOOP, "--banner", "Hello, I am server!", "--reply", "Loop_Msg: {}!")
+        server = self.running(
+            "echoapp-tcp", "--listen", LOOP, "--banner", "Hello, I am server!", "--reply", "Loop_Msg: {}!"
+        )
         replies = tutorial_client(server.port("echoapp-tcp"), [b"one", b"exit"])
         self.assertEqual(replies, [b"Hello, I am server!\r\n", b"Loop_Msg: one!", b"Goodbye!"])
 
     def test_echo(self) -> None:
         server = self.running("echoapp-echo", "--listen", LOOP)
-        self.assertEqual(echo_exchange(server.port("echoapp-echo"), b"\x00\xffabc\r\n" * 1000), b"\x00\xffabc\r\n" * 1000)
+        self.assertEqual(
+            echo_exchange(server.port("echoapp-echo"), b"\x00\xffabc\r\n" * 1000), b"\x00\xffabc\r\n" * 1000
+        )
 
     def test_udp(self) -> None:
         server = self.running("echoapp-udp", "--listen", ULOOP)
         self.assertEqual(udp_exchange(server.port("echoapp-udp"), b"Michael\n"), b"Hello, Michael!\n")
 
     def test_everything(self) -> None:
-        server = self.running("echoapp", "--tcp", LOOP, "--udp", ULOOP, "--echo", LOOP, "--reply", "Hi {}", expect=3)
+        server = self.running(
+            "echoapp", "--tcp", LOOP, "--udp", ULOOP, "--echo", LOOP, "--reply", "Hi {}", expect=3
+        )
         self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"a"]), [b"Welcome!\r\n", b"Hi a"])
         self.assertEqual(udp_exchange(server.port("echoapp-udp"), b"b"), b"Hi b")
         self.assertEqual(echo_exchange(server.port("echoapp-echo"), b"c"), b"c")
@@ -86,7 +92,9 @@ class TwistdPluginTests(SynchronousTestCase):
             while "Site starting on" not in server.output and time.monotonic() < end:
                 server._read(0.2)
             web_port = int(server.output.split("Site starting on ")[1].split()[0])
-            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/index.html", timeout=DEADLINE) as response:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{web_port}/index.html", timeout=DEADLINE
+            ) as response:
                 self.assertEqual(response.read(), b"served by twisted.web")
 
     def test_twist_runner(self) -> None:
@@ -107,7 +115,9 @@ class TwistdPluginTests(SynchronousTestCase):
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            result = run_twistd(["--logfile=-", "echoapp-echo", "--listen", f"tcp:{port}:interface=127.0.0.1"])
+            result = run_twistd(
+                ["--logfile=-", "echoapp-echo", "--listen", f"tcp:{port}:interface=127.0.0.1"]
+            )
         self.assertEqual(result.returncode, 1)
         output = result.stdout + result.stderr
         self.assertIn(f"echoapp-echo: cannot listen on tcp:{port}:interface=127.0.0.1: [Errno 98]", output)
