@@ -4,40 +4,32 @@ RFC 862 echo over TCP: every byte back, unchanged, in order.
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
-from echoapp.limits import pause_reading_when_full
+from echoapp.limits import GuardedFactory, GuardedProtocol
 
 
 @implementer(IHalfCloseableProtocol)
-class Echo(Protocol):
+class Echo(GuardedProtocol):
     """
     Half-close aware: a client that sends everything and then shuts down
     its side (C{nc -N}, C{shutdown(SHUT_WR)}) still gets every byte back
-    before the connection closes.
+    before the connection closes.  It says nothing of its own on a timeout
+    or at shutdown: any byte it sent would not be an echo.
     """
 
-    transport: ITCPTransport  # set by makeConnection, before any callback runs
-
-    def connectionMade(self) -> None:
-        pause_reading_when_full(self.transport)
-
     def dataReceived(self, data: bytes) -> None:
+        self.activity()
         self.transport.write(data)
 
     def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        self.close()
 
     def writeConnectionLost(self) -> None:
         """The client stopped reading; the close that follows ends us."""
 
 
-class EchoFactory(Factory):
-    noisy = False
-
-    def buildProtocol(self, addr: IAddress | None) -> Echo:
-        protocol = Echo()
-        protocol.factory = self
-        return protocol
+class EchoFactory(GuardedFactory):
+    def makeProtocol(self) -> Echo:
+        return Echo()

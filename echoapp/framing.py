@@ -86,6 +86,11 @@ class LineSplitter:
             start = end + 1
         self._hold(data[start:])
 
+    @property
+    def pending(self) -> int:
+        """Bytes of the partial line held so far."""
+        return self._pending_length
+
     def _hold(self, partial: bytes) -> None:
         if not partial:
             return

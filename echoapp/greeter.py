@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
-from echoapp.limits import pause_reading_when_full
+from echoapp.limits import GuardedFactory, GuardedProtocol, TCPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 CRLF = b"\r\n"
@@ -39,7 +39,7 @@ class GreeterConfig:
 
 
 @implementer(IHalfCloseableProtocol)
-class Greeter(Protocol):
+class Greeter(GuardedProtocol):
     """
     One connection's state machine: the framing it settled on, its partial
     line, and whether it is finished.  Every chunk is answered with a single
@@ -48,7 +48,7 @@ class Greeter(Protocol):
     """
 
     log = Logger()
-    transport: ITCPTransport  # set by makeConnection, before any callback runs
+    _line_timer: IDelayedCall | None = None
 
     def __init__(self, config: GreeterConfig) -> None:
         self.config = config
@@ -57,13 +57,19 @@ class Greeter(Protocol):
         self._finished = False
 
     def connectionMade(self) -> None:
-        pause_reading_when_full(self.transport)
+        super().connectionMade()
         if self.config.banner:
             self.transport.write(self.config.banner + CRLF)
+
+    def notice(self, reason: str) -> bytes:
+        if reason == "server shutting down":
+            return self.config.farewell + CRLF if self.config.farewell else b""
+        return b"ERROR: %s\r\n" % reason.encode()
 
     def dataReceived(self, data: bytes) -> None:
         if self._finished:
             return
+        self.activity()
         if self._framing is Framing.AUTO:
             self._framing = Framing.choose(data)
         replies: list[bytes] = []
@@ -78,16 +84,41 @@ class Greeter(Protocol):
                     if not self._answer(message, terminator, replies):
                         break
         except LineTooLong:
-            self.log.info("Closing {peer}: line too long", peer=self._peer())
+            self.log.info("Closing {peer}: line too long", peer=self.peer)
             replies.append(self.config.too_long_error())
             self._finished = True
         if replies:
             self.transport.write(b"".join(replies))
         if self._finished:
-            self.transport.loseConnection()
+            self.close()
+        else:
+            self._time_partial_line(bool(replies))
+
+    def _time_partial_line(self, completed: bool) -> None:
+        """
+        A partial line must be completed within the line timeout, counted
+        from when it began, so a client trickling a byte at a time cannot
+        hold a connection forever by never finishing its line.
+        """
+        timer = self._line_timer
+        if not self._lines.pending:
+            if timer is not None and timer.active():
+                timer.cancel()
+            return
+        if timer is None or not timer.active():
+            self._line_timer = self.clock.callLater(
+                self.factory.limits.line_timeout, self.timedOut, "line timeout"
+            )
+        elif completed:
+            timer.reset(self.factory.limits.line_timeout)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._line_timer is not None and self._line_timer.active():
+            self._line_timer.cancel()
+        super().connectionLost(reason)
 
     def readConnectionLost(self) -> None:
-        self.transport.loseConnection()
+        self.close()
 
     def writeConnectionLost(self) -> None:
         """The client stopped reading; the close that follows ends us."""
@@ -106,17 +137,16 @@ class Greeter(Protocol):
         replies.append(config.reply.render(message, terminator))
         return True
 
-    def _peer(self) -> IAddress | None:
-        return self.transport.getPeer() if self.transport is not None else None
 
-
-class GreeterFactory(Factory):
-    noisy = False
-
-    def __init__(self, config: GreeterConfig | None = None) -> None:
+class GreeterFactory(GuardedFactory):
+    def __init__(
+        self,
+        config: GreeterConfig | None = None,
+        limits: TCPLimits | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(limits, clock)
         self.config = config or GreeterConfig()
 
-    def buildProtocol(self, addr: IAddress | None) -> Greeter:
-        protocol = Greeter(self.config)
-        protocol.factory = self
-        return protocol
+    def makeProtocol(self) -> Greeter:
+        return Greeter(self.config)

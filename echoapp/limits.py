@@ -1,13 +1,29 @@
 """
-Protections that keep one client from costing the server more than its share.
+Protections that keep one client from costing the server more than its
+share: backpressure, connection limits, timeouts with escalation, graceful
+drain, the process-wide file-descriptor ceiling, and token buckets.
+
+The TCP protocols share their connection bookkeeping through
+L{GuardedProtocol} and L{GuardedFactory}, so every rule lives here once.
 """
 
 from __future__ import annotations
 
+import resource
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+log = Logger()
 
 
 @implementer(IPushProducer)
@@ -40,3 +56,310 @@ def pause_reading_when_full(transport: Any) -> None:
     producer (TCP, UNIX, TLS, the test transports); no one interface says so.
     """
     transport.registerProducer(ReadPauser(transport), True)
+
+
+# --- file descriptors -------------------------------------------------------
+
+# Descriptors kept free for listening sockets, log files and the like.
+FD_RESERVE = 16
+_fd_ceiling: int | None = None
+_open_connections = 0
+
+
+def raise_fd_limit() -> int:
+    """
+    Raise the soft RLIMIT_NOFILE to the hard limit, once, and log the figure:
+    the connection ceiling below follows from it.
+    """
+    global _fd_ceiling
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if _fd_ceiling is None:
+        log.info(
+            "File descriptor limit {limit}; at most {ceiling} connections",
+            limit=soft,
+            ceiling=soft - FD_RESERVE,
+        )
+    _fd_ceiling = max(soft - FD_RESERVE, 1)
+    return soft
+
+
+def fd_ceiling() -> int:
+    """How many connections this process may hold before accept() would fail."""
+    if _fd_ceiling is None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(soft - FD_RESERVE, 1)
+    return _fd_ceiling
+
+
+# --- TCP connections -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TCPLimits:
+    """Per-service connection limits and timeouts, in connections and seconds."""
+
+    max_connections: int = 10_000
+    max_per_peer: int = 100
+    idle_timeout: float = 300.0
+    line_timeout: float = 30.0
+    session_timeout: float = 3600.0
+    close_grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class UDPLimits:
+    """
+    Replies per second per source address and for the whole port, and how
+    many sources the rate table remembers.
+    """
+
+    rate: float = 50.0
+    burst: int = 100
+    global_rate: float = 10_000.0
+    max_sources: int = 65_536
+
+
+def peer_key(addr: IAddress | None) -> str:
+    """Connections are counted per source host; UNIX peers share one key."""
+    host = getattr(addr, "host", None)
+    return str(host) if host is not None else "local"
+
+
+class Connections:
+    """
+    One service's open connections: admission against its limits and the
+    process-wide descriptor ceiling, and the drain at shutdown.
+    """
+
+    def __init__(self, limits: TCPLimits) -> None:
+        self.limits = limits
+        self.live: set[GuardedProtocol] = set()
+        self.per_peer: dict[str, int] = {}
+        self.refused: dict[str, int] = {"limit": 0, "per-peer": 0, "fd": 0}
+        self._idle_waiters: list[Deferred[None]] = []
+        self.draining = False
+
+    def refusal(self, peer: str) -> str | None:
+        """Why a new connection from C{peer} is refused, if it is."""
+        if self.draining:
+            return "server shutting down"
+        if _open_connections >= fd_ceiling():
+            self.refused["fd"] += 1
+            return "server busy"
+        if len(self.live) >= self.limits.max_connections:
+            self.refused["limit"] += 1
+            return "too many connections"
+        if self.per_peer.get(peer, 0) >= self.limits.max_per_peer:
+            self.refused["per-peer"] += 1
+            return "too many connections from your address"
+        return None
+
+    def add(self, protocol: GuardedProtocol) -> None:
+        global _open_connections
+        _open_connections += 1
+        self.live.add(protocol)
+        self.per_peer[protocol.peer] = self.per_peer.get(protocol.peer, 0) + 1
+
+    def remove(self, protocol: GuardedProtocol) -> None:
+        global _open_connections
+        if protocol not in self.live:
+            return
+        _open_connections -= 1
+        self.live.discard(protocol)
+        remaining = self.per_peer[protocol.peer] - 1
+        if remaining:
+            self.per_peer[protocol.peer] = remaining
+        else:
+            del self.per_peer[protocol.peer]
+        if not self.live:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self) -> Deferred[None]:
+        """
+        Say goodbye to every client and close; stragglers are aborted after
+        the grace period.  Fires once every connection is gone.
+        """
+        self.draining = True
+        if not self.live:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle_waiters.append(waiter)
+        for protocol in list(self.live):
+            protocol.shutdown()
+        return waiter
+
+
+class GuardedProtocol(Protocol):
+    """
+    What every echoapp TCP connection shares: backpressure, its place in the
+    service's L{Connections}, the idle and session timers, and closing that
+    escalates from C{loseConnection} to C{abortConnection}.
+
+    Subclasses call L{activity} when data arrives and say what a client is
+    told on a timeout or at shutdown (L{notice}).
+    """
+
+    factory: GuardedFactory
+    transport: Any
+    peer = "local"
+    _closing = False
+    _abort: IDelayedCall | None = None
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.factory.clock
+
+    def connectionMade(self) -> None:
+        pause_reading_when_full(self.transport)
+        limits = self.factory.limits
+        self.factory.connections.add(self)
+        self._idle = self.clock.callLater(limits.idle_timeout, self.timedOut, "idle timeout")
+        self._session = self.clock.callLater(limits.session_timeout, self.timedOut, "session time limit")
+
+    def activity(self) -> None:
+        if self._idle.active():
+            self._idle.reset(self.factory.limits.idle_timeout)
+
+    def notice(self, reason: str) -> bytes:
+        """The line a client gets before the server closes on it."""
+        return b""
+
+    def timedOut(self, reason: str) -> None:
+        log.info("Closing {peer}: {reason}", peer=self.peer, reason=reason)
+        self.close(self.notice(reason))
+
+    def shutdown(self) -> None:
+        self.close(self.notice("server shutting down"))
+
+    def close(self, last_words: bytes = b"") -> None:
+        """
+        Close cleanly (flushing what is buffered), and abort if the client
+        has not let go when the grace period ends.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if last_words:
+            self.transport.write(last_words)
+        self.transport.loseConnection()
+        self._abort = self.clock.callLater(self.factory.limits.close_grace, self.transport.abortConnection)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        for call in (self._idle, self._session, self._abort):
+            if call is not None and call.active():
+                call.cancel()
+        self.factory.connections.remove(self)
+
+
+class Refusal(Protocol):
+    """Says why in one line, then closes: over a limit, or shutting down."""
+
+    transport: Any
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"ERROR: %s\r\n" % self.reason.encode())
+        self.transport.loseConnection()
+
+
+class GuardedFactory(Factory):
+    """
+    Builds L{GuardedProtocol}s within the service's limits, and a
+    L{Refusal} for a connection over them; existing clients are untouched.
+    """
+
+    noisy = False
+    log = Logger()
+
+    def __init__(self, limits: TCPLimits | None = None, clock: IReactorTime | None = None) -> None:
+        self.limits = limits or TCPLimits()
+        self.connections = Connections(self.limits)
+        self._clock = clock
+        self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
+
+    @property
+    def clock(self) -> IReactorTime:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = reactor
+        return self._clock
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        peer = peer_key(addr)
+        reason = self.connections.refusal(peer)
+        if reason is not None:
+            self._refusal_log.note(self.clock, reason)
+            return Refusal(reason)
+        protocol = self.makeProtocol()
+        protocol.factory = self
+        protocol.peer = peer
+        return protocol
+
+    def makeProtocol(self) -> GuardedProtocol:
+        raise NotImplementedError
+
+
+# --- rate limits and throttled logs -----------------------------------------
+
+
+class ThrottledLog:
+    """
+    Logs an attack at most once per C{interval} seconds with a count of what
+    happened since, never one line per packet or connection.
+    """
+
+    def __init__(self, text: str, interval: float = 10.0) -> None:
+        self.text = text
+        self.interval = interval
+        self.counts: dict[str, int] = {}
+        self._last: float | None = None
+
+    def note(self, clock: IReactorTime, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        now = clock.seconds()
+        if self._last is None or now - self._last >= self.interval:
+            self._last = now
+            reasons = ", ".join(f"{why}: {n}" for why, n in sorted(self.counts.items()))
+            log.warn(self.text, count=sum(self.counts.values()), reasons=reasons)
+            self.counts = {}
+
+
+class TokenBuckets:
+    """
+    Per-source token buckets in a table of bounded size: the least recently
+    seen source is forgotten first, so spoofed sources cannot grow memory
+    (a forgotten source simply starts again with a full bucket).
+    """
+
+    def __init__(
+        self, rate: float, burst: float, max_sources: int, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_sources = max_sources
+        self._now = now
+        self._buckets: OrderedDict[Any, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: Any) -> bool:
+        now = self._now()
+        tokens, then = self._buckets.pop(source, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_sources:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._buckets)

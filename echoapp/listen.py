@@ -23,6 +23,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 
+from echoapp.limits import raise_fd_limit
 from echoapp.udp import READ_SIZE
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
@@ -147,6 +148,7 @@ class StreamListenService(StreamServerEndpointService):
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
+        raise_fd_limit()
         try:
             super().privilegedStartService()
         except Exception as error:
@@ -169,6 +171,7 @@ class UDPListenService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        raise_fd_limit()
         reactor = self._reactor or _reactor()
         try:
             self.port = reactor.listenUDP(

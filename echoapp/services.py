@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 
 from echoapp.echo import EchoFactory
 from echoapp.greeter import GreeterConfig, GreeterFactory
+from echoapp.limits import Connections, GuardedFactory, TCPLimits, UDPLimits
 from echoapp.listen import (
     DEFAULT_ECHO_LISTEN,
     DEFAULT_TCP_LISTEN,
@@ -38,36 +40,63 @@ def _named(name: str) -> MultiService:
     return service
 
 
+class DrainService(Service):
+    """
+    On stop, after the listeners have stopped accepting (they are added
+    after it, and a MultiService stops its children last-first), every
+    client gets its goodbye and the connection is closed; twistd waits for
+    the returned Deferred, so the process exits once the last one is gone.
+    """
+
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.connections.drain()
+
+
+def _stream_service(name: str, factory: GuardedFactory, listen: Iterable[str], reactor: Any) -> MultiService:
+    service = _named(name)
+    DrainService(factory.connections).setServiceParent(service)
+    for description in listen:
+        StreamListenService(description, factory, reactor).setServiceParent(service)
+    return service
+
+
 def tcp_greeter(
-    listen: Iterable[str] = (DEFAULT_TCP_LISTEN,), config: GreeterConfig | None = None, reactor: Any = None
+    listen: Iterable[str] = (DEFAULT_TCP_LISTEN,),
+    config: GreeterConfig | None = None,
+    limits: TCPLimits | None = None,
+    reactor: Any = None,
 ) -> MultiService:
     """The welcome/echo/exit greeter on every endpoint string in C{listen}."""
-    service = _named(TCP_NAME)
-    factory = GreeterFactory(config)
-    for description in listen:
-        StreamListenService(description, factory, reactor).setServiceParent(service)
-    return service
+    return _stream_service(TCP_NAME, GreeterFactory(config, limits, reactor), listen, reactor)
 
 
-def echo(listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,), reactor: Any = None) -> MultiService:
+def echo(
+    listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,), limits: TCPLimits | None = None, reactor: Any = None
+) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}."""
-    service = _named(ECHO_NAME)
-    factory = EchoFactory()
-    for description in listen:
-        StreamListenService(description, factory, reactor).setServiceParent(service)
-    return service
+    return _stream_service(ECHO_NAME, EchoFactory(limits, reactor), listen, reactor)
 
 
 def udp_greeter(
     listen: Iterable[str | UDPListen] = (DEFAULT_UDP_LISTEN,),
     reply: ReplyTemplate = DEFAULT_REPLY,
+    limits: UDPLimits | None = None,
     reactor: Any = None,
 ) -> MultiService:
-    """The UDP greeter on every C{udp:PORT[:interface=ADDR]} in C{listen}."""
+    """
+    The UDP greeter on every C{udp:PORT[:interface=ADDR]} in C{listen}.
+    Its listeners know each other's ports, so none answers another.
+    """
     service = _named(UDP_NAME)
+    own_ports: set[int] = set()
     for spec in listen:
         spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec)
-        UDPListenService(spec, UDPGreeter(reply), reactor).setServiceParent(service)
+        protocol = UDPGreeter(reply, limits, own_ports, reactor)
+        UDPListenService(spec, protocol, reactor).setServiceParent(service)
     return service
 
 
@@ -76,18 +105,21 @@ def everything(
     udp: Iterable[str | UDPListen] = (DEFAULT_UDP_LISTEN,),
     echo_listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,),
     config: GreeterConfig | None = None,
+    tcp_limits: TCPLimits | None = None,
+    udp_limits: UDPLimits | None = None,
     reactor: Any = None,
 ) -> MultiService:
     """
     All three services in one process; the greeters share one message
-    configuration, so the TCP and UDP greeters answer alike.
+    configuration, so the TCP and UDP greeters answer alike, and both TCP
+    services share one set of limits (each counts its own connections).
     """
     config = config or GreeterConfig()
     service = _named("echoapp")
     for child in (
-        tcp_greeter(tcp, config, reactor),
-        udp_greeter(udp, config.reply, reactor),
-        echo(echo_listen, reactor),
+        tcp_greeter(tcp, config, tcp_limits, reactor),
+        udp_greeter(udp, config.reply, udp_limits, reactor),
+        echo(echo_listen, tcp_limits, reactor),
     ):
         child.setServiceParent(service)
     return service

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IUDPTransport
+from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from echoapp.framing import split_terminator
+from echoapp.limits import ThrottledLog, TokenBuckets, UDPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
@@ -20,25 +21,72 @@ MAX_DATAGRAM = 65507
 READ_SIZE = 65535
 
 
+# Source ports below this belong to system services (echo 7, chargen 19,
+# DNS 53, ...): answering them is how UDP packet storms and reflection start.
+FIRST_UNPRIVILEGED_PORT = 1024
+
+
 class UDPGreeter(DatagramProtocol):
     """
     Replies are built the way the TCP greeter builds them in raw framing:
     trailing CR/LF stripped and mirrored.  A reply that would not fit in one
     datagram is dropped: a truncated greeting would be a lie.
+
+    UDP sources can be forged, so before answering: no reply to port 0,
+    privileged ports or our own listening ports (the echo/chargen loop,
+    CVE-1999-0103), and no more than the per-source and global token
+    buckets allow.  Every drop is counted; drops are logged throttled.
     """
 
     noisy = False
     log = Logger()
     transport: IUDPTransport  # set by makeConnection, before any datagram arrives
 
-    def __init__(self, reply: ReplyTemplate = DEFAULT_REPLY) -> None:
+    def __init__(
+        self,
+        reply: ReplyTemplate = DEFAULT_REPLY,
+        limits: UDPLimits | None = None,
+        own_ports: set[int] | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.reply = reply
-        self.dropped_oversized = 0
+        self.limits = limits = limits or UDPLimits()
+        self.own_ports = own_ports if own_ports is not None else set()
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
+        self.everyone = TokenBuckets(limits.global_rate, limits.global_rate, 1, self.clock.seconds)
+        self.answered = 0
+        self.dropped: dict[str, int] = {"port": 0, "rate": 0, "size": 0, "error": 0}
+        self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
+
+    def startProtocol(self) -> None:
+        self.own_ports.add(self.transport.getHost().port)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        try:
+            self._answer(datagram, addr)
+        except Exception:
+            if not self.dropped["error"]:
+                self.log.failure(
+                    "Answering a datagram from {addr} failed; further failures are only counted", addr=addr
+                )
+            self._drop("error")
+
+    def _answer(self, datagram: bytes, addr: Any) -> None:
+        host, port = addr[0], addr[1]
+        if port < FIRST_UNPRIVILEGED_PORT or port in self.own_ports:
+            return self._drop("port")
+        if not self.sources.allow(host) or not self.everyone.allow(None):
+            return self._drop("rate")
         message, terminator = split_terminator(datagram)
         reply = self.reply.render(message, terminator)
         if len(reply) > MAX_DATAGRAM:
-            self.dropped_oversized += 1
-            return
+            return self._drop("size")
         self.transport.write(reply, addr)
+        self.answered += 1
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        self._drops.note(self.clock, reason)

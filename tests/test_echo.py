@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -18,7 +19,7 @@ from tests.support import start
 class EchoUnitTests(SynchronousTestCase):
     @given(st.lists(st.binary(max_size=200), max_size=20))
     def test_every_byte_back_in_order(self, chunks: list[bytes]) -> None:
-        protocol = EchoFactory().buildProtocol(None)
+        protocol = EchoFactory(clock=Clock()).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
         for chunk in chunks:
@@ -26,7 +27,7 @@ class EchoUnitTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"".join(chunks))
 
     def test_no_banner_and_backpressure_registered(self) -> None:
-        protocol = EchoFactory().buildProtocol(None)
+        protocol = EchoFactory(clock=Clock()).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
         self.assertEqual(transport.value(), b"")

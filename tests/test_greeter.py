@@ -3,6 +3,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -10,14 +11,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from echoapp import services
 from echoapp.framing import Framing
 from echoapp.greeter import Greeter, GreeterConfig, GreeterFactory
+from echoapp.limits import TCPLimits
 from echoapp.template import ReplyTemplate
 from tests.flow import FloodClient, Recording, buffered, connect, wait_until
 from tests.support import recv_until_closed, start, tutorial_client
 from tests.test_framing import chunked
 
 
-def connected(config: GreeterConfig | None = None) -> tuple[Greeter, StringTransport]:
-    protocol = GreeterFactory(config).buildProtocol(None)
+def connected(
+    config: GreeterConfig | None = None, limits: TCPLimits | None = None, clock: Clock | None = None
+) -> tuple[Greeter, StringTransport]:
+    protocol = GreeterFactory(config, limits, clock or Clock()).buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport

@@ -1,24 +1,33 @@
 import socket
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp.limits import UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.udp import MAX_DATAGRAM, UDPGreeter
 
 
 class RecordingUDPTransport:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 9999) -> None:
         self.sent: list[tuple[bytes, object]] = []
+        self.port = port
 
     def write(self, datagram: bytes, addr: object) -> None:
         self.sent.append((datagram, addr))
 
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "127.0.0.1", self.port)
 
-def greeter(template: str = "Hello, {}!") -> tuple[UDPGreeter, RecordingUDPTransport]:
-    protocol = UDPGreeter(ReplyTemplate.parse(template))
+
+def greeter(
+    template: str = "Hello, {}!", limits: UDPLimits | None = None, clock: Clock | None = None
+) -> tuple[UDPGreeter, RecordingUDPTransport]:
+    protocol = UDPGreeter(ReplyTemplate.parse(template), limits, clock=clock or Clock())
     transport = RecordingUDPTransport()
     protocol.makeConnection(transport)  # type: ignore[arg-type]
     return protocol, transport
@@ -55,7 +64,83 @@ class UDPGreeterUnitTests(SynchronousTestCase):
         protocol.datagramReceived(fits, self.addr)
         protocol.datagramReceived(fits + b"x", self.addr)
         self.assertEqual([len(d) for d, _ in transport.sent], [MAX_DATAGRAM])
-        self.assertEqual(protocol.dropped_oversized, 1)
+        self.assertEqual(protocol.dropped["size"], 1)
+
+    def test_65000_byte_datagram_answered_whole(self) -> None:
+        protocol, transport = greeter()
+        protocol.datagramReceived(b"z" * 65000, self.addr)
+        protocol.datagramReceived(b"next", self.addr)
+        self.assertEqual([len(d) for d, _ in transport.sent], [65008, len(b"Hello, next!")])
+
+    def test_reply_is_request_plus_template_overhead_at_most(self) -> None:
+        protocol, transport = greeter()
+        for size in (0, 1, 100, 8192):
+            protocol.datagramReceived(b"q" * size + b"\r\n", self.addr)
+            self.assertEqual(len(transport.sent[-1][0]), size + 2 + protocol.reply.overhead)
+
+
+class UDPGuardTests(SynchronousTestCase):
+    addr = ("127.0.0.1", 40000)
+
+    def test_no_reply_to_port_zero_privileged_or_own_ports(self) -> None:
+        protocol, transport = greeter()
+        for port in (0, 7, 19, 53, 1023, 9999):
+            protocol.datagramReceived(b"storm", ("127.0.0.1", port))
+        self.assertEqual(transport.sent, [])
+        self.assertEqual(protocol.dropped["port"], 6)
+        protocol.datagramReceived(b"fine", ("127.0.0.1", 1024))
+        self.assertEqual(transport.sent, [(b"Hello, fine!", ("127.0.0.1", 1024))])
+
+    def test_listeners_of_one_service_share_their_ports(self) -> None:
+        shared: set[int] = set()
+        first = UDPGreeter(limits=None, own_ports=shared, clock=Clock())
+        first.makeConnection(RecordingUDPTransport(5000))  # type: ignore[arg-type]
+        second = UDPGreeter(limits=None, own_ports=shared, clock=Clock())
+        transport = RecordingUDPTransport(6000)
+        second.makeConnection(transport)  # type: ignore[arg-type]
+        second.datagramReceived(b"loop", ("127.0.0.1", 5000))
+        self.assertEqual(transport.sent, [])
+
+    def test_flood_from_one_source_is_bounded_and_others_still_served(self) -> None:
+        clock = Clock()
+        protocol, transport = greeter(limits=UDPLimits(rate=10, burst=5), clock=clock)
+        for _ in range(1000):
+            protocol.datagramReceived(b"flood", ("127.0.0.9", 40000))
+        self.assertEqual(len(transport.sent), 5)
+        protocol.datagramReceived(b"other", ("127.0.0.2", 40000))
+        self.assertEqual(transport.sent[-1], (b"Hello, other!", ("127.0.0.2", 40000)))
+        clock.advance(1)
+        for _ in range(1000):
+            protocol.datagramReceived(b"flood", ("127.0.0.9", 40000))
+        self.assertEqual(len(transport.sent), 6 + 5)  # the bucket refilled to its burst, no more
+        self.assertEqual(protocol.dropped["rate"], 1990)
+
+    def test_global_cap(self) -> None:
+        protocol, transport = greeter(limits=UDPLimits(rate=100, burst=100, global_rate=20), clock=Clock())
+        for source in range(100):
+            protocol.datagramReceived(b"x", (f"10.0.0.{source}", 40000))
+        self.assertEqual(len(transport.sent), 20)
+
+    def test_spoofed_sources_cannot_grow_the_table(self) -> None:
+        protocol, _ = greeter(limits=UDPLimits(max_sources=100), clock=Clock())
+        for source in range(10_000):
+            protocol.datagramReceived(b"x", (f"10.{source >> 8}.{source & 255}.1", 40000))
+        self.assertEqual(len(protocol.sources), 100)
+
+    def test_exception_caught_counted_logged_once(self) -> None:
+        protocol, transport = greeter()
+
+        def broken(datagram: bytes, addr: object) -> None:
+            raise RuntimeError("boom")
+
+        transport.write = broken  # type: ignore[method-assign]
+        for _ in range(5):
+            protocol.datagramReceived(b"x", self.addr)
+        self.assertEqual(protocol.dropped["error"], 5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        transport.write = RecordingUDPTransport.write.__get__(transport)  # type: ignore[method-assign]
+        protocol.datagramReceived(b"again", self.addr)
+        self.assertEqual(transport.sent, [(b"Hello, again!", self.addr)])
 
 
 def exchange(family: int, host: str, port: int, datagrams: list[bytes]) -> list[bytes]:
