@@ -49,7 +49,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         factory = EchoFactory(TCPLimits(max_per_peer=2), Clock())
         connect(factory, "127.0.0.1")
         second, _ = connect(factory, "127.0.0.1")
-        refused, transport = connect(factory, "127.0.0.1")
+        _, transport = connect(factory, "127.0.0.1")
         self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
         self.assertNotIsInstance(connect(factory, "127.0.0.2")[0], Refusal)
         lose(second)
@@ -182,7 +182,7 @@ class DrainTests(SynchronousTestCase):
 
     def test_echo_drains_without_a_farewell(self) -> None:
         factory = EchoFactory(clock=Clock())
-        protocol, transport = connect(factory)
+        _, transport = connect(factory)
         factory.connections.drain()
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
