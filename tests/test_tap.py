@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp.framing import Framing
 from echoapp.greeter import GreeterConfig
+from echoapp.limits import TCPLimits, UDPLimits
 from echoapp.listen import UDPListen
 from echoapp.tap import compose, echo, everything, tcp, udp
 from tests.support import listeners
@@ -205,3 +206,55 @@ class ComposeOptionsTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, parse, compose, "--service", spec)
             self.assertIn(message, str(error))
             self.assertNotIn("\n", str(error))
+
+
+class LimitOptionsTests(SynchronousTestCase):
+    def test_tcp_defaults_are_the_documented_limits(self) -> None:
+        self.assertEqual(parse(tcp)["limits"], TCPLimits())
+        self.assertEqual(parse(echo)["limits"], TCPLimits())
+        self.assertEqual(parse(udp)["limits"], UDPLimits())
+        options = parse(everything)
+        self.assertEqual((options["tcp-limits"], options["udp-limits"]), (TCPLimits(), UDPLimits()))
+
+    def test_tcp_limits_set(self) -> None:
+        options = parse(
+            tcp,
+            "--max-connections=5",
+            "--max-per-peer=2",
+            "--idle-timeout=1.5",
+            "--line-timeout=3",
+            "--session-timeout=60",
+            "--close-grace=0.25",
+        )
+        self.assertEqual(options["limits"], TCPLimits(5, 2, 1.5, 3.0, 60.0, 0.25))
+
+    def test_limits_reach_the_factories(self) -> None:
+        service = everything.makeService(parse(everything, "--max-per-peer=3", "--rate=7"))
+        tcp_listener, udp_listener, echo_listener = listeners(service)
+        self.assertEqual(tcp_listener.factory.limits.max_per_peer, 3)
+        self.assertEqual(echo_listener.factory.limits.max_per_peer, 3)
+        self.assertEqual(udp_listener.protocol.limits.rate, 7.0)
+
+    def test_echo_has_no_line_timeout(self) -> None:
+        self.assertRaises(usage.UsageError, parse, echo, "--line-timeout=3")
+
+    def test_udp_limits_set(self) -> None:
+        options = parse(udp, "--rate=2.5", "--burst=4", "--global-rate=100", "--max-sources=10")
+        self.assertEqual(options["limits"], UDPLimits(2.5, 4, 100.0, 10))
+
+    def test_bad_limits_are_one_line_errors(self) -> None:
+        cases = [
+            (tcp, ["--max-connections=0"], "--max-connections: must be a positive whole number, got '0'"),
+            (tcp, ["--max-per-peer=-1"], "--max-per-peer: must be a positive whole number"),
+            (tcp, ["--idle-timeout=0"], "--idle-timeout: must be a positive number, got '0'"),
+            (tcp, ["--line-timeout=soon"], "--line-timeout: must be a positive number, got 'soon'"),
+            (echo, ["--session-timeout=inf"], "--session-timeout: must be a positive number"),
+            (echo, ["--close-grace=-2"], "--close-grace: must be a positive number"),
+            (udp, ["--rate=0"], "--rate: must be a positive number"),
+            (udp, ["--burst=1.5"], "--burst: must be a positive whole number"),
+            (udp, ["--global-rate=nan"], "--global-rate: must be a positive number"),
+            (everything, ["--max-sources=0"], "--max-sources: must be a positive whole number"),
+        ]
+        for module, args, message in cases:
+            error = self.assertRaises(usage.UsageError, parse, module, *args)
+            self.assertIn(message, str(error), args)

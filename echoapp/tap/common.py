@@ -10,6 +10,7 @@ from twisted.python import usage
 
 from echoapp.framing import Framing
 from echoapp.greeter import DEFAULT_MAX_LINE_LENGTH, GreeterConfig
+from echoapp.limits import TCPLimits, UDPLimits
 from echoapp.listen import UDPListen, check_endpoint
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate, encode_text
 
@@ -25,6 +26,52 @@ GREETER_PARAMETERS = [
         str(DEFAULT_MAX_LINE_LENGTH),
         "Longest message in bytes; a longer one gets an error line and the connection is closed.",
     ],
+]
+
+
+_TCP = TCPLimits()
+_UDP = UDPLimits()
+
+
+def _default(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+TCP_LIMIT_PARAMETERS = [
+    [
+        "max-connections",
+        None,
+        _default(_TCP.max_connections),
+        "Open connections per service; more are refused.",
+    ],
+    [
+        "max-per-peer",
+        None,
+        _default(_TCP.max_per_peer),
+        "Open connections per source address; more are refused.",
+    ],
+    ["idle-timeout", None, _default(_TCP.idle_timeout), "Seconds of silence before a connection is closed."],
+    ["session-timeout", None, _default(_TCP.session_timeout), "Seconds any one connection may last."],
+    [
+        "close-grace",
+        None,
+        _default(_TCP.close_grace),
+        "Seconds a closing connection (timeout, exit, shutdown) gets before it is aborted.",
+    ],
+]
+LINE_TIMEOUT_PARAMETERS = [
+    [
+        "line-timeout",
+        None,
+        _default(_TCP.line_timeout),
+        "Seconds to finish a line once its first byte arrived.",
+    ]
+]
+UDP_LIMIT_PARAMETERS = [
+    ["rate", None, _default(_UDP.rate), "Replies per second to one source address."],
+    ["burst", None, _default(_UDP.burst), "Replies one source may get at once before --rate applies."],
+    ["global-rate", None, _default(_UDP.global_rate), "Replies per second to all sources together."],
+    ["max-sources", None, _default(_UDP.max_sources), "Source addresses the rate table remembers."],
 ]
 
 
@@ -90,6 +137,37 @@ def _positive(name: str, text: str) -> int:
     if value <= 0:
         raise usage.UsageError(f"--{name}: must be a positive whole number, got {text!r}")
     return value
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise usage.UsageError(f"--{name}: must be a positive number, got {text!r}")
+    return value
+
+
+def tcp_limits(options: usage.Options) -> TCPLimits:
+    """The L{TCPLimits} that C{TCP_LIMIT_PARAMETERS} (and the line timeout, if offered) describe."""
+    return TCPLimits(
+        max_connections=_positive("max-connections", options["max-connections"]),
+        max_per_peer=_positive("max-per-peer", options["max-per-peer"]),
+        idle_timeout=_seconds("idle-timeout", options["idle-timeout"]),
+        line_timeout=_seconds("line-timeout", options.get("line-timeout", _default(_TCP.line_timeout))),
+        session_timeout=_seconds("session-timeout", options["session-timeout"]),
+        close_grace=_seconds("close-grace", options["close-grace"]),
+    )
+
+
+def udp_limits(options: usage.Options) -> UDPLimits:
+    return UDPLimits(
+        rate=_seconds("rate", options["rate"]),
+        burst=_positive("burst", options["burst"]),
+        global_rate=_seconds("global-rate", options["global-rate"]),
+        max_sources=_positive("max-sources", options["max-sources"]),
+    )
 
 
 def greeter_config(options: usage.Options) -> GreeterConfig:

@@ -7,7 +7,7 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp.listen import DEFAULT_ECHO_LISTEN
-from echoapp.tap.common import RepeatableListen, stream_listens
+from echoapp.tap.common import TCP_LIMIT_PARAMETERS, RepeatableListen, stream_listens, tcp_limits
 
 LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 
@@ -15,11 +15,13 @@ LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
+    optParameters = TCP_LIMIT_PARAMETERS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
         self["endpoints"] = stream_listens(LISTEN, self)
+        self["limits"] = tcp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.echo(options["endpoints"])
+    return services.echo(options["endpoints"], options["limits"])

@@ -9,9 +9,14 @@ from echoapp import services
 from echoapp.listen import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDP_SYNTAX
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
+    LINE_TIMEOUT_PARAMETERS,
+    TCP_LIMIT_PARAMETERS,
+    UDP_LIMIT_PARAMETERS,
     RepeatableListen,
     greeter_config,
     stream_listens,
+    tcp_limits,
+    udp_limits,
     udp_listens,
 )
 
@@ -24,9 +29,10 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "All echoapp services in one process. --tcp, --udp and --echo each replace the default "
-        "address of their service; the message options apply to both greeters."
+        "address of their service; the message options apply to both greeters, the TCP limits to "
+        "the greeter and echo (each counting its own connections)."
     )
-    optParameters = GREETER_PARAMETERS
+    optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + UDP_LIMIT_PARAMETERS
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
@@ -36,6 +42,8 @@ class Options(usage.Options):
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
         self["config"] = greeter_config(self)
+        self["tcp-limits"] = tcp_limits(self)
+        self["udp-limits"] = udp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
@@ -44,4 +52,6 @@ def makeService(options: usage.Options) -> IService:
         udp=options["udp-ports"],
         echo_listen=options["echo-endpoints"],
         config=options["config"],
+        tcp_limits=options["tcp-limits"],
+        udp_limits=options["udp-limits"],
     )

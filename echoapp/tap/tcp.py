@@ -7,7 +7,15 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp.listen import DEFAULT_TCP_LISTEN
-from echoapp.tap.common import GREETER_PARAMETERS, RepeatableListen, greeter_config, stream_listens
+from echoapp.tap.common import (
+    GREETER_PARAMETERS,
+    LINE_TIMEOUT_PARAMETERS,
+    TCP_LIMIT_PARAMETERS,
+    RepeatableListen,
+    greeter_config,
+    stream_listens,
+    tcp_limits,
+)
 
 LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
 
@@ -18,13 +26,14 @@ class Options(usage.Options):
         "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "
         "and the exit word closes the connection."
     )
-    optParameters = GREETER_PARAMETERS
+    optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
         self["endpoints"] = stream_listens(LISTEN, self)
         self["config"] = greeter_config(self)
+        self["limits"] = tcp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.tcp_greeter(options["endpoints"], options["config"])
+    return services.tcp_greeter(options["endpoints"], options["config"], options["limits"])

@@ -7,7 +7,7 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp.listen import DEFAULT_UDP_LISTEN, UDP_SYNTAX
-from echoapp.tap.common import RepeatableListen, reply_template, udp_listens
+from echoapp.tap.common import UDP_LIMIT_PARAMETERS, RepeatableListen, reply_template, udp_limits, udp_listens
 from echoapp.template import DEFAULT_REPLY
 
 LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
@@ -20,14 +20,16 @@ class Options(usage.Options):
         "--reply '{}' makes it a UDP echo."
     )
     optParameters = [
-        ["reply", None, str(DEFAULT_REPLY), "Reply template; exactly one {} stands for the message."]
+        ["reply", None, str(DEFAULT_REPLY), "Reply template; exactly one {} stands for the message."],
+        *UDP_LIMIT_PARAMETERS,
     ]
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
         self["ports"] = udp_listens(LISTEN, self)
         self["template"] = reply_template(self)
+        self["limits"] = udp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.udp_greeter(options["ports"], options["template"])
+    return services.udp_greeter(options["ports"], options["template"], options["limits"])
