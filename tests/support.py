@@ -88,7 +88,9 @@ class Twistd:
     plugins: a packaging mistake fails here.
     """
 
-    def __init__(self, args: Sequence[str], runner: str = "twistd", expect: int = 1) -> None:
+    def __init__(
+        self, args: Sequence[str], runner: str = "twistd", expect: int = 1, preexec: Any = None
+    ) -> None:
         self.directory = tempfile.mkdtemp(prefix="echoapp-test-")
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         if runner == "twistd":
@@ -102,6 +104,7 @@ class Twistd:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
         )
         self.output = ""
         self.addresses: dict[str, list[str]] = {}

@@ -1,0 +1,343 @@
+"""
+Attacks over loopback, each a real client against a real server: in-process
+on port 0 where that shows the outcome, a twistd subprocess where the process
+boundary matters (memory high-water marks, descriptor limits, signals).
+Every loop is bounded in count and time; numbers asserted are bounds on
+memory, counts and CPU, never timings of the server's speed.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import signal
+import socket
+import time
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp import services
+from echoapp.greeter import GreeterConfig
+from echoapp.limits import TCPLimits, UDPLimits
+from tests.support import DEADLINE, Twistd, recv_until_closed, start, tutorial_client
+
+LOOP = "tcp:0:interface=127.0.0.1"
+MiB = 1 << 20
+
+
+def status(pid: int, field: str) -> int:
+    """A kB figure from /proc/PID/status (VmHWM: the peak resident memory)."""
+    with open(f"/proc/{pid}/status") as lines:
+        for line in lines:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def flood_without_reading(port: int, unit: bytes, offered: int) -> int:
+    """
+    Send up to C{offered} bytes and never read; stop when the server has
+    stopped taking them (no progress for a second).  Returns bytes sent.
+    """
+    sent = 0
+    chunk = unit * (MiB // len(unit))
+    end = time.monotonic() + 60
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setblocking(False)
+        while sent < offered and time.monotonic() < end:
+            _, writable, _ = select.select([], [sock], [], 1.0)
+            if not writable:
+                break
+            try:
+                sent += sock.send(chunk)
+            except BlockingIOError:
+                continue
+    return sent
+
+
+class ProcessAttackTests(SynchronousTestCase):
+    def server(self, *args: str, expect: int = 1, preexec: object = None) -> Twistd:
+        process = Twistd(args, expect=expect, preexec=preexec)
+        self.addCleanup(process.stop)
+        return process
+
+    def test_ten_mib_line(self) -> None:
+        # Line framing: with auto framing a first chunk without LF means raw
+        # framing, where each chunk is its own (bounded) message; the slow
+        # reader test floods that case too.
+        server = self.server("echoapp-tcp", "--listen", LOOP, "--framing", "line")
+        with socket.create_connection(("127.0.0.1", server.port("echoapp-tcp")), timeout=DEADLINE) as sock:
+            try:
+                sock.sendall(b"A" * (10 * MiB))
+            except OSError:
+                pass  # the server hung up on us mid-line, as it should
+            received = recv_until_closed(sock)
+        self.assertEqual(received, b"Welcome!\r\nERROR: line too long (limit 65536 bytes)\r\n")
+        self.assertLess(status(server.process.pid, "VmHWM"), 100 * MiB)
+        with socket.create_connection(("127.0.0.1", server.port("echoapp-tcp")), timeout=DEADLINE) as sock:
+            sock.sendall(b"after\n")
+            self.assertEqual(
+                recv_until_closed(sock, limit=len(b"Welcome!\r\nHello, after!\n")),
+                b"Welcome!\r\nHello, after!\n",
+            )
+
+    def test_slow_readers_on_both_tcp_services(self) -> None:
+        server = self.server(
+            "echoapp", "--tcp", LOOP, "--echo", LOOP, "--udp", "udp:0:interface=127.0.0.1", expect=3
+        )
+        offered = 300 * MiB
+        floods = [
+            ("echoapp-tcp", b"x" * 1023 + b"\n"),  # pipelined lines
+            ("echoapp-tcp", b"x" * 1024),  # no newline at all: raw framing, a reply per chunk
+            ("echoapp-echo", bytes(range(256))),
+        ]
+        for service, unit in floods:
+            sent = flood_without_reading(server.port(service), unit, offered)
+            self.assertLess(sent, offered, f"{service} kept reading from a client that never reads")
+            self.assertLess(status(server.process.pid, "VmHWM"), 100 * MiB, service)
+        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"ok"])[1], b"Hello, ok!")
+
+    def test_fd_exhaustion(self) -> None:
+        def low_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+        server = self.server("echoapp-tcp", "--listen", LOOP, "--max-per-peer=1000", preexec=low_limit)
+        self.assertIn("File descriptor limit 64; at most 48 connections", server.output)
+        port = server.port("echoapp-tcp")
+        pid = server.process.pid
+        clients = []
+        try:
+            for _ in range(200):
+                sock = socket.socket()
+                sock.settimeout(DEADLINE)
+                sock.connect(("127.0.0.1", port))
+                clients.append(sock)
+            before = cpu_seconds(pid)
+            time.sleep(1.0)  # a window in which a spinning accept loop would burn CPU
+            self.assertLess(cpu_seconds(pid) - before, 0.5, "the server spins while out of descriptors")
+            answers = [sock.recv(64) for sock in clients]
+            served = answers.count(b"Welcome!\r\n")
+            self.assertGreater(served, 0)
+            self.assertLessEqual(served, 48)
+            self.assertIsNone(server.process.poll(), "the server crashed")
+        finally:
+            for sock in clients:
+                sock.close()
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            try:
+                if tutorial_client(port, [b"again"])[1] == b"Hello, again!":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.assertEqual(tutorial_client(port, [b"again"]), [b"Welcome!\r\n", b"Hello, again!"])
+
+    def test_sigterm_says_goodbye_and_exits(self) -> None:
+        server = Twistd(
+            ["echoapp", "--tcp", LOOP, "--echo", LOOP, "--udp", "udp:0:interface=127.0.0.1"], expect=3
+        )
+        greeter = socket.create_connection(("127.0.0.1", server.port("echoapp-tcp")), timeout=DEADLINE)
+        echo = socket.create_connection(("127.0.0.1", server.port("echoapp-echo")), timeout=DEADLINE)
+        try:
+            self.assertEqual(greeter.recv(100), b"Welcome!\r\n")
+            greeter.sendall(b"hi\n")
+            self.assertEqual(greeter.recv(100), b"Hello, hi!\n")
+            code = server.stop()
+            self.assertEqual(recv_until_closed(greeter), b"Goodbye!\r\n")
+            self.assertEqual(recv_until_closed(echo), b"")
+        finally:
+            greeter.close()
+            echo.close()
+        self.assertIn(code, (0, -signal.SIGTERM))
+        self.assertIn("Main loop terminated.", server.output)
+        self.assertNotIn("Traceback", server.output)
+
+    def test_fuzzed_byte_streams(self) -> None:
+        server = self.server(
+            "echoapp", "--tcp", LOOP, "--echo", LOOP, "--udp", "udp:0:interface=127.0.0.1", expect=3
+        )
+        tcp, echo = server.port("echoapp-tcp"), server.port("echoapp-echo")
+
+        def converse(port: int, chunks: list[bytes]) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+                for chunk in chunks:
+                    sock.sendall(chunk)
+                sock.shutdown(socket.SHUT_WR)
+                return recv_until_closed(sock)
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            st.lists(
+                st.binary(max_size=3000) | st.sampled_from([b"exit", b"\r\n", b"\n", b"\xff" * 70000]),
+                max_size=8,
+            )
+        )
+        def attack(chunks: list[bytes]) -> None:
+            converse(tcp, chunks)
+            self.assertEqual(converse(echo, chunks), b"".join(chunks))
+
+        attack()
+        self.assertEqual(
+            tutorial_client(tcp, [b"still", b"exit"]), [b"Welcome!\r\n", b"Hello, still!", b"Goodbye!"]
+        )
+        server.stop()
+        self.assertNotIn("Traceback", server.output)
+        self.assertNotIn("Unhandled", server.output)
+
+
+def open_from(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(DEADLINE)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+class InProcessAttackTests(TestCase):
+    def test_per_peer_and_total_limits(self) -> Deferred[None]:
+        limits = TCPLimits(max_connections=5, max_per_peer=3)
+        [listener] = start(self, services.tcp_greeter([LOOP], limits=limits))
+        port = listener.getHost().port
+
+        def attack() -> None:
+            mine = [open_from("127.0.0.1", port) for _ in range(3)]
+            try:
+                for sock in mine:
+                    self.assertEqual(sock.recv(100), b"Welcome!\r\n")
+                with open_from("127.0.0.1", port) as extra:
+                    self.assertEqual(
+                        recv_until_closed(extra), b"ERROR: too many connections from your address\r\n"
+                    )
+                others = [open_from("127.0.0.2", port) for _ in range(2)]
+                for sock in others:
+                    self.assertEqual(sock.recv(100), b"Welcome!\r\n")
+                with open_from("127.0.0.3", port) as extra:
+                    self.assertEqual(recv_until_closed(extra), b"ERROR: too many connections\r\n")
+                mine[0].sendall(b"unharmed\n")
+                self.assertEqual(mine[0].recv(100), b"Hello, unharmed!\n")
+                for sock in others:
+                    sock.close()
+            finally:
+                for sock in mine:
+                    sock.close()
+
+        return deferToThread(attack)
+
+    def test_trickler_is_cut_off(self) -> Deferred[None]:
+        limits = TCPLimits(line_timeout=0.5, close_grace=0.5)
+        [listener] = start(self, services.tcp_greeter([LOOP], GreeterConfig(), limits))
+        port = listener.getHost().port
+
+        def trickle() -> tuple[bytes, int]:
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+                received = sock.recv(100)
+                sock.sendall(b"a\n")  # settle on line framing
+                received += sock.recv(100)
+                for sent in range(1, 200):  # at most 20 s of trickling
+                    try:
+                        sock.sendall(b"x")
+                    except OSError:
+                        break
+                    readable, _, _ = select.select([sock], [], [], 0.1)
+                    if readable:
+                        break
+                return received + recv_until_closed(sock), sent
+
+        def check(result: tuple[bytes, int]) -> None:
+            received, sent = result
+            self.assertEqual(received, b"Welcome!\r\nHello, a!\nERROR: line timeout\r\n")
+            self.assertLess(sent, 199)
+
+        return deferToThread(trickle).addCallback(check)
+
+    def test_udp_flood_bounded_and_second_source_served(self) -> Deferred[None]:
+        [listener] = start(
+            self, services.udp_greeter(["udp:0:interface=127.0.0.1"], limits=UDPLimits(rate=5, burst=5))
+        )
+        port = listener.getHost().port
+
+        def flood() -> None:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bystander,
+            ):
+                started = time.monotonic()
+                for _ in range(2000):
+                    attacker.sendto(b"flood", ("127.0.0.1", port))
+                bystander.bind(("127.0.0.2", 0))  # another source address
+                bystander.settimeout(0.5)
+                # A flood can fill the socket's kernel buffer, where the
+                # kernel drops datagrams before the server sees them; a
+                # real client retries, and then it is answered.
+                answer = b""
+                for _ in range(20):
+                    bystander.sendto(b"me too", ("127.0.0.1", port))
+                    try:
+                        answer = bystander.recvfrom(100)[0]
+                        break
+                    except TimeoutError:
+                        continue
+                self.assertEqual(answer, b"Hello, me too!")
+                elapsed = time.monotonic() - started
+                attacker.settimeout(0.5)
+                replies = 0
+                try:
+                    while replies < 2000:
+                        attacker.recvfrom(100)
+                        replies += 1
+                except TimeoutError:
+                    pass
+                self.assertGreater(replies, 0)
+                self.assertLessEqual(replies, 5 + 5 * (elapsed + 0.5) + 1)
+
+        return deferToThread(flood)
+
+    def test_privileged_source_ports_get_no_reply(self) -> Deferred[None]:
+        if os.geteuid() != 0:
+            self.skipTest("binding a source port below 1024 needs root")
+        [listener] = start(self, services.udp_greeter(["udp:0:interface=127.0.0.1"]))
+        port = listener.getHost().port
+
+        def probe() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as low:
+                for candidate in range(1000, 1023):
+                    try:
+                        low.bind(("127.0.0.1", candidate))
+                        break
+                    except OSError:
+                        continue
+                low.settimeout(1.0)
+                low.sendto(b"storm", ("127.0.0.1", port))
+                self.assertRaises(TimeoutError, low.recvfrom, 100)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as high:
+                high.settimeout(DEADLINE)
+                high.sendto(b"fine", ("127.0.0.1", port))
+                self.assertEqual(high.recvfrom(100)[0], b"Hello, fine!")
+
+        return deferToThread(probe)
+
+    def test_65000_byte_datagram(self) -> Deferred[None]:
+        [listener] = start(self, services.udp_greeter(["udp:0:interface=127.0.0.1"]))
+        port = listener.getHost().port
+
+        def send() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(DEADLINE)
+                sock.sendto(b"B" * 65000, ("127.0.0.1", port))
+                self.assertEqual(sock.recvfrom(70000)[0], b"Hello, " + b"B" * 65000 + b"!")
+                sock.sendto(b"next", ("127.0.0.1", port))
+                self.assertEqual(sock.recvfrom(100)[0], b"Hello, next!")
+
+        return deferToThread(send)
