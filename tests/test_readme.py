@@ -37,6 +37,6 @@ class ReadmeTests(SynchronousTestCase):
 
         errors = io.StringIO()
         publish_string(
-            self.text, writer_name="null", settings_overrides={"warning_stream": errors, "report_level": 2}
+            self.text, writer="null", settings_overrides={"warning_stream": errors, "report_level": 2}
         )
         self.assertEqual(errors.getvalue(), "")
