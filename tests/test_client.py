@@ -1,0 +1,362 @@
+"""
+echoapp-client as a user runs it: a real subprocess against real servers
+(echoapp's own, in-process on port 0, and twisted.web for raw mode).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol, Protocol
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import Data
+
+from echoapp import services
+from echoapp.client import EXIT_CONNECTION, EXIT_TIMEOUT, EXIT_USAGE, parse_host_port, unescape
+from echoapp.greeter import GreeterConfig
+from tests.support import start, twistd_path
+
+LOOP = "tcp:0:interface=127.0.0.1"
+
+
+class _Collect(ProcessProtocol):
+    def __init__(self, stdin: bytes | None) -> None:
+        self.stdin = stdin
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.done: Deferred[tuple[bytes, str, int]] = Deferred()
+
+    def connectionMade(self) -> None:
+        if self.stdin is not None:
+            self.transport.write(self.stdin)  # type: ignore[union-attr]
+            self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def outReceived(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err.append(data)
+
+    def processEnded(self, reason: Any) -> None:
+        code = reason.value.exitCode
+        if code is None:
+            code = -reason.value.signal
+        self.done.callback((b"".join(self.out), b"".join(self.err).decode(), code))
+
+
+def client(*args: str, stdin: bytes | None = b"", module: bool = False) -> tuple[_Collect, Any]:
+    """Run echoapp-client (the installed console script) with C{args}."""
+    collect = _Collect(stdin)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    command = [sys.executable, "-m", "echoapp", *args] if module else [twistd_path("echoapp-client"), *args]
+    process = reactor.spawnProcess(collect, command[0], command, env=env, path="/")  # type: ignore[attr-defined]
+    return collect, process
+
+
+def run(*args: str, stdin: bytes | None = b"", module: bool = False) -> Deferred[tuple[bytes, str, int]]:
+    return client(*args, stdin=stdin, module=module)[0].done
+
+
+def client_peak_memory(pid: int | None) -> int:
+    """VmHWM of the client once it runs (exec resets it; a forked copy of us does not count)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if b"echoapp-client" not in cmdline.read():
+                return 0
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, TypeError):
+        pass
+    return 0
+
+
+class ClientTestCase(TestCase):
+    def serve_all(self, config: GreeterConfig | None = None) -> dict[str, int]:
+        service = services.everything([LOOP], ["udp:0:interface=127.0.0.1"], [LOOP], config)
+        ports = start(self, service)
+        return dict(zip(["tcp", "udp", "echo"], [port.getHost().port for port in ports], strict=True))
+
+    def assertClean(self, err: str) -> None:
+        self.assertNotIn("Traceback", err)
+        self.assertLessEqual(err.count("\n"), 1, err)
+
+
+class TCPModeTests(ClientTestCase):
+    async def _one_shot(self) -> None:
+        ports = self.serve_all()
+        out, err, code = await run("tcp", "--connect", f"tcp:127.0.0.1:{ports['tcp']}", "Michael", "caf\xe9")
+        self.assertEqual(
+            (out, err, code), (b"Welcome!\nHello, Michael!\nHello, caf\xc3\xa9!\nGoodbye!\n", "", 0)
+        )
+
+    def test_one_shot(self) -> Deferred[None]:
+        return ensureDeferred(self._one_shot())
+
+    async def _interactive(self) -> None:
+        ports = self.serve_all(GreeterConfig(banner=b"Hello, I am server!", exit_word=b"quit", farewell=b""))
+        out, err, code = await run(
+            "tcp", "-c", f"tcp:127.0.0.1:{ports['tcp']}", "--exit-word", "quit", stdin=b"one\ntwo\r\nthree"
+        )
+        self.assertEqual(
+            (out, err, code), (b"Hello, I am server!\nHello, one!\nHello, two!\nHello, three!\n", "", 0)
+        )
+
+    def test_interactive_from_stdin(self) -> Deferred[None]:
+        return ensureDeferred(self._interactive())
+
+    async def _unix(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        start(self, services.tcp_greeter([f"unix:{path}"]))
+        out, _, code = await run("tcp", "-c", f"unix:{path}", "sock")
+        self.assertEqual((out, code), (b"Welcome!\nHello, sock!\nGoodbye!\n", 0))
+
+    def test_unix_endpoint(self) -> Deferred[None]:
+        return ensureDeferred(self._unix())
+
+
+class UDPModeTests(ClientTestCase):
+    async def _one_shot(self) -> None:
+        ports = self.serve_all()
+        out, err, code = await run("udp", "--to", f"127.0.0.1:{ports['udp']}", "x", "y")
+        self.assertEqual((out, err, code), (b"Hello, x!\nHello, y!\n", "", 0))
+
+    def test_one_shot(self) -> Deferred[None]:
+        return ensureDeferred(self._one_shot())
+
+    async def _interactive(self) -> None:
+        ports = self.serve_all()
+        out, _, code = await run("udp", "--to", f"127.0.0.1:{ports['udp']}", stdin=b"a\nbye\nnever\n")
+        self.assertEqual((out, code), (b"Hello, a!\n", 0))
+
+    def test_interactive_ends_at_bye(self) -> Deferred[None]:
+        return ensureDeferred(self._interactive())
+
+    async def _retry(self) -> None:
+        class DropsTheFirst(DatagramProtocol):
+            seen = 0
+
+            def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+                self.seen += 1
+                if self.seen > 1:
+                    self.transport.write(b"second try " + datagram, addr)  # type: ignore[union-attr]
+
+        server = DropsTheFirst()
+        port = reactor.listenUDP(0, server, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        out, _, code = await run(
+            "udp", "--to", f"127.0.0.1:{port.getHost().port}", "-t", "0.3", "-r", "2", "m"
+        )
+        self.assertEqual((out, code, server.seen), (b"second try m\n", 0, 2))
+
+    def test_lost_datagram_is_sent_again(self) -> Deferred[None]:
+        return ensureDeferred(self._retry())
+
+    async def _timeout(self) -> None:
+        silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(silent.stopListening)
+        out, err, code = await run(
+            "udp", "--to", f"127.0.0.1:{silent.getHost().port}", "-t", "0.2", "-r", "1", "m"
+        )
+        self.assertEqual((out, code), (b"", EXIT_TIMEOUT))
+        self.assertIn("echoapp-client: no reply from 127.0.0.1:", err)
+        self.assertIn("after 2 tries", err)
+        self.assertClean(err)
+
+    def test_timeout(self) -> Deferred[None]:
+        return ensureDeferred(self._timeout())
+
+
+class EchoModeTests(ClientTestCase):
+    async def _large(self) -> None:
+        ports = self.serve_all()
+        payload = os.urandom(1 << 20) * 96  # 96 MiB
+        collect, process = client("echo", "--connect", f"tcp:127.0.0.1:{ports['echo']}", stdin=payload)
+        peak = 0
+        while not collect.done.called:
+            peak = max(peak, client_peak_memory(process.pid))
+            await deferLater(reactor, 0.05)
+        out, err, code = await collect.done
+        self.assertEqual((len(out), err, code), (len(payload), "", 0))
+        self.assertTrue(out == payload, "echo mode must round-trip byte-exact")
+        self.assertGreater(peak, 0)
+        self.assertLess(peak, 64 << 20, "the client held the stream in memory")
+
+    def test_large_stream_round_trips_in_bounded_memory(self) -> Deferred[None]:
+        return ensureDeferred(self._large())
+
+
+class RawModeTests(ClientTestCase):
+    async def _http(self) -> None:
+        root = Resource()
+        root.putChild(b"hello", Data(b"served by twisted.web", "text/plain"))
+        port = await serverFromString(reactor, LOOP).listen(Site(root))
+        self.addCleanup(port.stopListening)
+        request = "GET /hello HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
+        out, err, code = await run(
+            "raw", "--connect", f"tcp:127.0.0.1:{port.getHost().port}", "--send", request
+        )
+        self.assertEqual((err, code), ("", 0))
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out)
+        self.assertTrue(out.endswith(b"\r\n\r\nserved by twisted.web"), out)
+
+    def test_http_get_against_twisted_web(self) -> Deferred[None]:
+        return ensureDeferred(self._http())
+
+    async def _greeter(self) -> None:
+        ports = self.serve_all()
+        out, _, code = await run(
+            "raw", "-c", f"tcp:127.0.0.1:{ports['tcp']}", "-s", "\\xff\\r\\nexit\\n", module=True
+        )
+        self.assertEqual((out, code), (b"Welcome!\r\nHello, \xff!\r\nGoodbye!\n", 0))
+
+    def test_raw_bytes_and_python_dash_m(self) -> Deferred[None]:
+        return ensureDeferred(self._greeter())
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ErrorTests(ClientTestCase):
+    async def expect(self, code: int, message: str, *args: str) -> None:
+        _, err, got = await run(*args)
+        self.assertEqual(got, code, err)
+        self.assertIn(message, err)
+        self.assertTrue(err.startswith("echoapp-client: "), err)
+        self.assertNotIn("Traceback", err)
+
+    def test_connection_refused(self) -> Deferred[None]:
+        port = closed_port()
+        return ensureDeferred(
+            self.expect(
+                EXIT_CONNECTION,
+                f"connection refused by 'tcp:127.0.0.1:{port}'",
+                "tcp",
+                "-c",
+                f"tcp:127.0.0.1:{port}",
+            )
+        )
+
+    def test_unknown_host(self) -> Deferred[None]:
+        return ensureDeferred(
+            self.expect(
+                EXIT_CONNECTION,
+                "unknown host in 'tcp:no-such-host.invalid:9'",
+                "tcp",
+                "-c",
+                "tcp:no-such-host.invalid:9",
+            )
+        )
+
+    def test_bad_endpoint(self) -> Deferred[None]:
+        return ensureDeferred(self.expect(EXIT_USAGE, "bad endpoint 'bogus:1'", "echo", "-c", "bogus:1"))
+
+    def test_usage_errors(self) -> Deferred[None]:
+        async def check() -> None:
+            await self.expect(EXIT_USAGE, "name a mode")
+            await self.expect(EXIT_USAGE, "option --bogus not recognized", "tcp", "--bogus")
+            await self.expect(
+                EXIT_USAGE, "--timeout must be a positive number, got '0'", "tcp", "--timeout", "0"
+            )
+            await self.expect(EXIT_USAGE, "raw needs --connect ENDPOINT", "raw")
+            await self.expect(EXIT_USAGE, "--to 'nowhere': expected HOST:PORT", "udp", "--to", "nowhere", "x")
+
+        return ensureDeferred(check())
+
+    async def _silent(self) -> None:
+        port = await serverFromString(reactor, LOOP).listen(Factory.forProtocol(Protocol))
+        self.addCleanup(port.stopListening)
+        await self.expect(
+            EXIT_TIMEOUT,
+            "no banner within 0.3 seconds",
+            "tcp",
+            "-c",
+            f"tcp:127.0.0.1:{port.getHost().port}",
+            "-t",
+            "0.3",
+        )
+
+    def test_timeout_waiting_for_the_server(self) -> Deferred[None]:
+        return ensureDeferred(self._silent())
+
+    async def _early(self) -> None:
+        class Rude(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(b"Welcome!\r\n")  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        port = await serverFromString(reactor, LOOP).listen(Factory.forProtocol(Rude))
+        self.addCleanup(port.stopListening)
+        await self.expect(
+            EXIT_CONNECTION,
+            "the server closed the connection early",
+            "tcp",
+            "-c",
+            f"tcp:127.0.0.1:{port.getHost().port}",
+            "x",
+        )
+
+    def test_server_closing_early(self) -> Deferred[None]:
+        return ensureDeferred(self._early())
+
+    async def _interrupt(self) -> None:
+        ports = self.serve_all()
+        collect, process = client("tcp", "-c", f"tcp:127.0.0.1:{ports['tcp']}", stdin=None)
+        for _ in range(200):  # wait for the banner: the client is then waiting on stdin
+            if collect.out:
+                break
+            await deferLater(reactor, 0.05)
+        process.signalProcess(signal.SIGINT)
+        out, err, code = await collect.done
+        self.assertEqual((out, err, code), (b"Welcome!\n", "", 130))
+
+    def test_ctrl_c_exits_quietly(self) -> Deferred[None]:
+        return ensureDeferred(self._interrupt())
+
+    def test_help_for_every_mode(self) -> Deferred[None]:
+        async def check() -> None:
+            out, _, code = await run("--help")
+            self.assertEqual(code, 0)
+            for mode in (b"tcp", b"udp", b"echo", b"raw", b"Exit status"):
+                self.assertIn(mode, out)
+            for mode, options in [
+                ("tcp", [b"--connect", b"--exit-word", b"--timeout", b"--ca"]),
+                ("udp", [b"--to", b"--timeout", b"--retries"]),
+                ("echo", [b"--connect"]),
+                ("raw", [b"--connect", b"--send", b"--timeout"]),
+            ]:
+                out, _, code = await run(mode, "--help")
+                self.assertEqual(code, 0)
+                for option in options:
+                    self.assertIn(option, out, mode)
+
+        return ensureDeferred(check())
+
+
+class ParsingTests(SynchronousTestCase):
+    def test_unescape(self) -> None:
+        self.assertEqual(unescape("a\\r\\n\\t\\0\\\\\\x41\\xff"), b"a\r\n\t\0\\A\xff")
+
+    def test_unknown_escape(self) -> None:
+        from twisted.python.usage import UsageError
+
+        self.assertRaises(UsageError, unescape, "\\q")
+
+    def test_host_port(self) -> None:
+        self.assertEqual(parse_host_port("127.0.0.1:9999"), ("127.0.0.1", 9999))
+        self.assertEqual(parse_host_port("[::1]:53"), ("::1", 53))
+        self.assertEqual(parse_host_port("localhost:1"), ("localhost", 1))
