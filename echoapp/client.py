@@ -194,11 +194,21 @@ class LineConnection(Protocol):
             self.lines.put(line.rstrip(b"\r"))
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.reason = reason
         if self.buffer:
             self.lines.put(self.buffer)
             self.buffer = b""
         self.lines.put(None)
         self.closed.callback(None)
+
+    def why_closed(self) -> str:
+        """How the server went away, when that was not a clean close."""
+        reason = getattr(self, "reason", None)
+        if reason is None or reason.check(error.ConnectionDone):
+            return ""
+        if reason.check(error.ConnectionLost) is None:  # TLS errors and the like
+            return f" ({_one_line(reason.value)})"
+        return ""
 
     async def line(self, what: str) -> bytes | None:
         """The next line, or None once the server has closed."""
@@ -282,7 +292,9 @@ async def run_tcp(reactor: Any, options: usage.Options) -> None:
     await _connect(reactor, options["connect"], connection, options["ca"])
     banner = await connection.line("banner")
     if banner is None:
-        raise ClientError(EXIT_CONNECTION, "the server closed the connection before its banner")
+        raise ClientError(
+            EXIT_CONNECTION, "the server closed the connection before its banner" + connection.why_closed()
+        )
     _out(banner + b"\n")
     messages = [message.encode("utf-8", "surrogateescape") for message in options["messages"]]
     stdin = None

@@ -217,14 +217,24 @@ class GuardedProtocol(Protocol):
     def clock(self) -> IReactorTime:
         return self.factory.clock
 
+    _flow_controlled = False
+
     def connectionMade(self) -> None:
-        pause_reading_when_full(self.transport)
         limits = self.factory.limits
         self.factory.connections.add(self)
         self._idle = self.clock.callLater(limits.idle_timeout, self.timedOut, "idle timeout")
         self._session = self.clock.callLater(limits.session_timeout, self.timedOut, "session time limit")
 
     def activity(self) -> None:
+        """
+        Data arrived.  Backpressure starts here rather than at connect:
+        under TLS, a write before the handshake is done (the banner) pauses
+        the producer, and pausing reads then would stall the handshake for
+        good; by the time a client's data arrives the handshake is over.
+        """
+        if not self._flow_controlled:
+            self._flow_controlled = True
+            pause_reading_when_full(self.transport)
         if self._idle.active():
             self._idle.reset(self.factory.limits.idle_timeout)
 
@@ -249,6 +259,9 @@ class GuardedProtocol(Protocol):
         self._closing = True
         if last_words:
             self.transport.write(last_words)
+        if self._flow_controlled:
+            # A registered producer would hold a TLS close open until it left.
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._abort = self.clock.callLater(self.factory.limits.close_grace, self.transport.abortConnection)
 

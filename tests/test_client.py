@@ -360,3 +360,53 @@ class ParsingTests(SynchronousTestCase):
         self.assertEqual(parse_host_port("127.0.0.1:9999"), ("127.0.0.1", 9999))
         self.assertEqual(parse_host_port("[::1]:53"), ("::1", 53))
         self.assertEqual(parse_host_port("localhost:1"), ("localhost", 1))
+
+
+class TLSTests(ClientTestCase):
+    def serve_tls(self) -> tuple[int, dict[str, str]]:
+        try:
+            import OpenSSL  # noqa: F401
+
+            from tests.certs import make_certificates
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL (pip install 'echoapp[tls]')")
+        paths = make_certificates(os.path.abspath(self.mktemp()))
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        [port] = start(self, services.tcp_greeter([listen]))
+        return port.getHost().port, paths
+
+    async def _trusted(self) -> None:
+        port, paths = self.serve_tls()
+        for host in ("127.0.0.1", "localhost"):
+            out, err, code = await run("tcp", "-c", f"tcp:{host}:{port}", "--ca", paths["ca.pem"], "secret")
+            self.assertEqual((out, err, code), (b"Welcome!\nHello, secret!\nGoodbye!\n", "", 0))
+
+    def test_tls_with_ca(self) -> Deferred[None]:
+        return ensureDeferred(self._trusted())
+
+    async def _untrusted(self) -> None:
+        port, _ = self.serve_tls()
+        other = make_other_ca(os.path.abspath(self.mktemp()))
+        out, err, code = await run("tcp", "-c", f"tcp:127.0.0.1:{port}", "--ca", other, "secret")
+        self.assertEqual((out, code), (b"", EXIT_CONNECTION))
+        self.assertIn("echoapp-client: the server closed the connection before its banner (", err)
+        self.assertIn("certificate verify failed", err)
+        self.assertClean(err)
+
+    def test_tls_with_the_wrong_ca_fails_cleanly(self) -> Deferred[None]:
+        return ensureDeferred(self._untrusted())
+
+    def test_missing_ca_file(self) -> Deferred[None]:
+        async def check() -> None:
+            port, _ = self.serve_tls()
+            _, err, code = await run("tcp", "-c", f"tcp:127.0.0.1:{port}", "--ca", "/no/such/ca.pem")
+            self.assertEqual(code, EXIT_USAGE)
+            self.assertIn("echoapp-client: --ca '/no/such/ca.pem': No such file or directory", err)
+
+        return ensureDeferred(check())
+
+
+def make_other_ca(directory: str) -> str:
+    from tests.certs import make_certificates
+
+    return make_certificates(directory)["ca.pem"]

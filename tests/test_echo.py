@@ -31,6 +31,7 @@ class EchoUnitTests(SynchronousTestCase):
         transport = StringTransport()
         protocol.makeConnection(transport)
         self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(b"x")
         transport.producer.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
 

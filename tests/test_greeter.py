@@ -156,12 +156,20 @@ class AutoFramingTests(SynchronousTestCase):
 
 class BackpressureUnitTests(SynchronousTestCase):
     def test_registers_a_streaming_producer_that_pauses_reading(self) -> None:
-        _, transport = connected()
+        protocol, transport = connected()
+        self.assertIsNone(transport.producer, "not before data: it would stall a TLS handshake")
+        protocol.dataReceived(b"hi\n")
         self.assertTrue(transport.streaming)
         transport.producer.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
         transport.producer.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
+
+    def test_closing_unregisters_the_producer(self) -> None:
+        protocol, transport = connected()
+        protocol.dataReceived(b"exit\n")
+        self.assertIsNone(transport.producer, "a registered producer would hold a TLS close open")
+        self.assertTrue(transport.disconnecting)
 
 
 def reference_replies(stream: bytes, config: GreeterConfig) -> bytes:
