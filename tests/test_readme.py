@@ -26,6 +26,13 @@ class ReadmeTests(SynchronousTestCase):
             for name in long_options(module.Options()):
                 self.assertIn(f"``--{name}", self.text, f"{module.__name__}: --{name}")
 
+    def test_every_client_option_is_documented(self) -> None:
+        from echoapp import client
+
+        for mode in (client.TCPOptions, client.UDPOptions, client.EchoOptions, client.RawOptions):
+            for name in long_options(mode()):
+                self.assertIn(f"--{name}", self.text.split("\nClient\n", 1)[1], f"{mode.__name__}: --{name}")
+
     def test_the_two_commands(self) -> None:
         self.assertIn("pip install . && twistd -n echoapp", self.text)
         self.assertIn("pip install '.[test]' && python -m twisted.trial tests && python -m pytest", self.text)
