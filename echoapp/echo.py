@@ -22,6 +22,10 @@ class Echo(GuardedProtocol):
     def dataReceived(self, data: bytes) -> None:
         self.activity()
         self.transport.write(data)
+        stats = self.stats
+        stats.messages.inc()
+        stats.bytes_in.inc(len(data))
+        stats.bytes_out.inc(len(data))
 
     def readConnectionLost(self) -> None:
         self.close()

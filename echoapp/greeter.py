@@ -13,7 +13,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
-from echoapp.limits import GuardedFactory, GuardedProtocol, TCPLimits
+from echoapp.limits import Connections, GuardedFactory, GuardedProtocol, TCPLimits
+from echoapp.metrics import TCPStats
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 CRLF = b"\r\n"
@@ -60,6 +61,7 @@ class Greeter(GuardedProtocol):
         super().connectionMade()
         if self.config.banner:
             self.transport.write(self.config.banner + CRLF)
+            self.stats.bytes_out.inc(len(self.config.banner) + 2)
 
     def notice(self, reason: str) -> bytes:
         if reason == "server shutting down":
@@ -70,6 +72,7 @@ class Greeter(GuardedProtocol):
         if self._finished:
             return
         self.activity()
+        self.stats.bytes_in.inc(len(data))
         if self._framing is Framing.AUTO:
             self._framing = Framing.choose(data)
         replies: list[bytes] = []
@@ -85,10 +88,14 @@ class Greeter(GuardedProtocol):
                         break
         except LineTooLong:
             self.log.info("Closing {peer}: line too long", peer=self.peer)
+            self.stats.too_long.inc()
             replies.append(self.config.too_long_error())
             self._finished = True
         if replies:
-            self.transport.write(b"".join(replies))
+            out = b"".join(replies)
+            self.transport.write(out)
+            self.stats.messages.inc(len(replies))
+            self.stats.bytes_out.inc(len(out))
         if self._finished:
             self.close()
         else:
@@ -106,9 +113,7 @@ class Greeter(GuardedProtocol):
                 timer.cancel()
             return
         if timer is None or not timer.active():
-            self._line_timer = self.clock.callLater(
-                self.factory.limits.line_timeout, self.timedOut, "line timeout"
-            )
+            self._line_timer = self.clock.callLater(self.factory.limits.line_timeout, self.timedOut, "line")
         elif completed:
             timer.reset(self.factory.limits.line_timeout)
 
@@ -144,8 +149,10 @@ class GreeterFactory(GuardedFactory):
         config: GreeterConfig | None = None,
         limits: TCPLimits | None = None,
         clock: IReactorTime | None = None,
+        connections: Connections | None = None,
+        stats: TCPStats | None = None,
     ) -> None:
-        super().__init__(limits, clock)
+        super().__init__(limits, clock, connections, stats)
         self.config = config or GreeterConfig()
 
     def makeProtocol(self) -> Greeter:

@@ -23,6 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echoapp.metrics import TCPStats
+
 log = Logger()
 
 
@@ -131,6 +133,17 @@ def peer_key(addr: IAddress | None) -> str:
     return str(host) if host is not None else "local"
 
 
+# Why a connection is refused, and what its client is told.
+REFUSALS = {
+    "draining": "server shutting down",
+    "fd": "server busy",
+    "limit": "too many connections",
+    "per-peer": "too many connections from your address",
+}
+# Why a connection timed out, and what a greeter client is told.
+TIMEOUTS = {"idle": "idle timeout", "line": "line timeout", "session": "session time limit"}
+
+
 class Connections:
     """
     One service's open connections: admission against its limits and the
@@ -141,24 +154,24 @@ class Connections:
         self.limits = limits
         self.live: set[GuardedProtocol] = set()
         self.per_peer: dict[str, int] = {}
-        self.refused: dict[str, int] = {"limit": 0, "per-peer": 0, "fd": 0}
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
     def refusal(self, peer: str) -> str | None:
-        """Why a new connection from C{peer} is refused, if it is."""
+        """Why (a key of L{REFUSALS}) a new connection from C{peer} is refused, if it is."""
         if self.draining:
-            return "server shutting down"
-        if _open_connections >= fd_ceiling():
-            self.refused["fd"] += 1
-            return "server busy"
-        if len(self.live) >= self.limits.max_connections:
-            self.refused["limit"] += 1
-            return "too many connections"
-        if self.per_peer.get(peer, 0) >= self.limits.max_per_peer:
-            self.refused["per-peer"] += 1
-            return "too many connections from your address"
-        return None
+            reason = "draining"
+        elif _open_connections >= fd_ceiling():
+            reason = "fd"
+        elif len(self.live) >= self.limits.max_connections:
+            reason = "limit"
+        elif self.per_peer.get(peer, 0) >= self.limits.max_per_peer:
+            reason = "per-peer"
+        else:
+            return None
+        self.refused[reason] += 1
+        return reason
 
     def add(self, protocol: GuardedProtocol) -> None:
         global _open_connections
@@ -221,9 +234,13 @@ class GuardedProtocol(Protocol):
 
     def connectionMade(self) -> None:
         limits = self.factory.limits
+        self.stats = self.factory.stats
+        self.stats.accepted.inc()
+        self.stats.open.inc()
+        log.info("Connection from {peer} to {service}", peer=self.peer, service=self.stats.service)
         self.factory.connections.add(self)
-        self._idle = self.clock.callLater(limits.idle_timeout, self.timedOut, "idle timeout")
-        self._session = self.clock.callLater(limits.session_timeout, self.timedOut, "session time limit")
+        self._idle = self.clock.callLater(limits.idle_timeout, self.timedOut, "idle")
+        self._session = self.clock.callLater(limits.session_timeout, self.timedOut, "session")
 
     def activity(self) -> None:
         """
@@ -242,9 +259,11 @@ class GuardedProtocol(Protocol):
         """The line a client gets before the server closes on it."""
         return b""
 
-    def timedOut(self, reason: str) -> None:
-        log.info("Closing {peer}: {reason}", peer=self.peer, reason=reason)
-        self.close(self.notice(reason))
+    def timedOut(self, kind: str) -> None:
+        """C{kind} is a key of L{TIMEOUTS}."""
+        log.info("Closing {peer}: {reason}", peer=self.peer, reason=TIMEOUTS[kind])
+        self.stats.timeouts[kind].inc()
+        self.close(self.notice(TIMEOUTS[kind]))
 
     def shutdown(self) -> None:
         self.close(self.notice("server shutting down"))
@@ -259,6 +278,7 @@ class GuardedProtocol(Protocol):
         self._closing = True
         if last_words:
             self.transport.write(last_words)
+            self.stats.bytes_out.inc(len(last_words))
         if self._flow_controlled:
             # A registered producer would hold a TLS close open until it left.
             self.transport.unregisterProducer()
@@ -269,7 +289,9 @@ class GuardedProtocol(Protocol):
         for call in (self._idle, self._session, self._abort):
             if call is not None and call.active():
                 call.cancel()
+        self.stats.open.dec()
         self.factory.connections.remove(self)
+        log.info("Connection from {peer} to {service} closed", peer=self.peer, service=self.stats.service)
 
 
 class Refusal(Protocol):
@@ -294,9 +316,20 @@ class GuardedFactory(Factory):
     noisy = False
     log = Logger()
 
-    def __init__(self, limits: TCPLimits | None = None, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        limits: TCPLimits | None = None,
+        clock: IReactorTime | None = None,
+        connections: Connections | None = None,
+        stats: TCPStats | None = None,
+    ) -> None:
+        """
+        Listeners of one service each have a factory (their own metrics
+        labels) and share one L{Connections} (one set of limits).
+        """
         self.limits = limits or TCPLimits()
-        self.connections = Connections(self.limits)
+        self.connections = connections or Connections(self.limits)
+        self.stats = stats or TCPStats("echoapp", "")
         self._clock = clock
         self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
 
@@ -312,8 +345,9 @@ class GuardedFactory(Factory):
         peer = peer_key(addr)
         reason = self.connections.refusal(peer)
         if reason is not None:
+            self.stats.refused[reason].inc()
             self._refusal_log.note(self.clock, reason)
-            return Refusal(reason)
+            return Refusal(REFUSALS[reason])
         protocol = self.makeProtocol()
         protocol.factory = self
         protocol.peer = peer

@@ -9,11 +9,12 @@ address, like carbon's receivers composed in one service.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from echoapp.echo import EchoFactory
 from echoapp.greeter import GreeterConfig, GreeterFactory
@@ -26,6 +27,7 @@ from echoapp.listen import (
     UDPListen,
     UDPListenService,
 )
+from echoapp.metrics import TCPStats, UDPStats, metrics_site
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 from echoapp.udp import UDPGreeter
 
@@ -56,10 +58,24 @@ class DrainService(Service):
         return self.connections.drain()
 
 
-def _stream_service(name: str, factory: GuardedFactory, listen: Iterable[str], reactor: Any) -> MultiService:
+def _stream_service(
+    name: str,
+    make_factory: Callable[..., GuardedFactory],
+    limits: TCPLimits | None,
+    listen: Iterable[str],
+    reactor: Any,
+) -> MultiService:
+    """
+    One factory per listener, for per-listener metrics, all sharing one
+    L{Connections}: the service's limits count across its listeners.
+    """
     service = _named(name)
-    DrainService(factory.connections).setServiceParent(service)
+    connections = Connections(limits or TCPLimits())
+    DrainService(connections).setServiceParent(service)
     for description in listen:
+        factory = make_factory(
+            limits=limits, clock=reactor, connections=connections, stats=TCPStats(name, description)
+        )
         StreamListenService(description, factory, reactor).setServiceParent(service)
     return service
 
@@ -71,14 +87,14 @@ def tcp_greeter(
     reactor: Any = None,
 ) -> MultiService:
     """The welcome/echo/exit greeter on every endpoint string in C{listen}."""
-    return _stream_service(TCP_NAME, GreeterFactory(config, limits, reactor), listen, reactor)
+    return _stream_service(TCP_NAME, partial(GreeterFactory, config), limits, listen, reactor)
 
 
 def echo(
     listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,), limits: TCPLimits | None = None, reactor: Any = None
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}."""
-    return _stream_service(ECHO_NAME, EchoFactory(limits, reactor), listen, reactor)
+    return _stream_service(ECHO_NAME, EchoFactory, limits, listen, reactor)
 
 
 def udp_greeter(
@@ -95,7 +111,7 @@ def udp_greeter(
     own_ports: set[int] = set()
     for spec in listen:
         spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec)
-        protocol = UDPGreeter(reply, limits, own_ports, reactor)
+        protocol = UDPGreeter(reply, limits, own_ports, reactor, UDPStats(UDP_NAME, str(spec)))
         UDPListenService(spec, protocol, reactor).setServiceParent(service)
     return service
 
@@ -123,3 +139,33 @@ def everything(
     ):
         child.setServiceParent(service)
     return service
+
+
+class Monitored(MultiService):
+    """
+    A service tree with its C{/metrics} and C{/healthz} listener, which is
+    started first and stopped last, after the tree has drained, so that
+    C{/healthz} answers 503 while clients are still being said goodbye to.
+    """
+
+    def __init__(self, inner: MultiService, metrics_listen: str, reactor: Any = None) -> None:
+        super().__init__()
+        self.setName(inner.name or "echoapp")
+        group = _named("echoapp-metrics")
+        self.metrics = StreamListenService(metrics_listen, metrics_site(inner), reactor)
+        self.metrics.setServiceParent(group)
+        group.setServiceParent(self)
+        inner.setServiceParent(self)
+        self.inner = inner
+        self.group = group
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        stopped = maybeDeferred(self.inner.stopService)
+        stopped.addBoth(lambda _: self.group.stopService())
+        return stopped
+
+
+def monitored(service: MultiService, metrics_listen: str | None, reactor: Any = None) -> MultiService:
+    """C{service}, with metrics and health over HTTP if C{metrics_listen} is given."""
+    return service if metrics_listen is None else Monitored(service, metrics_listen, reactor)

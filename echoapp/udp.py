@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from echoapp.framing import split_terminator
 from echoapp.limits import ThrottledLog, TokenBuckets, UDPLimits
+from echoapp.metrics import DROP_REASONS, UDPStats
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
@@ -48,6 +49,7 @@ class UDPGreeter(DatagramProtocol):
         limits: UDPLimits | None = None,
         own_ports: set[int] | None = None,
         clock: IReactorTime | None = None,
+        stats: UDPStats | None = None,
     ) -> None:
         self.reply = reply
         self.limits = limits = limits or UDPLimits()
@@ -57,8 +59,9 @@ class UDPGreeter(DatagramProtocol):
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
         self.everyone = TokenBuckets(limits.global_rate, limits.global_rate, 1, self.clock.seconds)
+        self.stats = stats or UDPStats("echoapp-udp", "")
         self.answered = 0
-        self.dropped: dict[str, int] = {"port": 0, "rate": 0, "size": 0, "error": 0}
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
 
     def startProtocol(self) -> None:
@@ -86,7 +89,12 @@ class UDPGreeter(DatagramProtocol):
             return self._drop("size")
         self.transport.write(reply, addr)
         self.answered += 1
+        stats = self.stats
+        stats.answered.inc()
+        stats.bytes_in.inc(len(datagram))
+        stats.bytes_out.inc(len(reply))
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] += 1
+        self.stats.dropped[reason].inc()
         self._drops.note(self.clock, reason)

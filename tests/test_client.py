@@ -67,6 +67,16 @@ def run(*args: str, stdin: bytes | None = b"", module: bool = False) -> Deferred
     return client(*args, stdin=stdin, module=module)[0].done
 
 
+def scratch(test: TestCase) -> str:
+    """A fresh directory outside the work tree (pytest runs trial's mktemp in the checkout)."""
+    import shutil
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="echoapp-test-")
+    test.addCleanup(shutil.rmtree, directory, True)
+    return directory
+
+
 def client_peak_memory(pid: int | None) -> int:
     """VmHWM of the client once it runs (exec resets it; a forked copy of us does not count)."""
     try:
@@ -117,7 +127,7 @@ class TCPModeTests(ClientTestCase):
         return ensureDeferred(self._interactive())
 
     async def _unix(self) -> None:
-        path = os.path.abspath(self.mktemp())
+        path = os.path.join(scratch(self), "greeter.sock")
         start(self, services.tcp_greeter([f"unix:{path}"]))
         out, _, code = await run("tcp", "-c", f"unix:{path}", "sock")
         self.assertEqual((out, code), (b"Welcome!\nHello, sock!\nGoodbye!\n", 0))
@@ -370,7 +380,7 @@ class TLSTests(ClientTestCase):
             from tests.certs import make_certificates
         except ImportError:
             self.skipTest("TLS needs pyOpenSSL (pip install 'echoapp[tls]')")
-        paths = make_certificates(os.path.abspath(self.mktemp()))
+        paths = make_certificates(scratch(self))
         listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['server.key']}:certKey={paths['server.pem']}"
         [port] = start(self, services.tcp_greeter([listen]))
         return port.getHost().port, paths
@@ -386,7 +396,7 @@ class TLSTests(ClientTestCase):
 
     async def _untrusted(self) -> None:
         port, _ = self.serve_tls()
-        other = make_other_ca(os.path.abspath(self.mktemp()))
+        other = make_other_ca(scratch(self))
         out, err, code = await run("tcp", "-c", f"tcp:127.0.0.1:{port}", "--ca", other, "secret")
         self.assertEqual((out, code), (b"", EXIT_CONNECTION))
         self.assertIn("echoapp-client: the server closed the connection before its banner (", err)

@@ -75,6 +75,26 @@ UDP_LIMIT_PARAMETERS = [
 ]
 
 
+METRICS_PARAMETERS = [
+    [
+        "metrics",
+        None,
+        None,
+        "Endpoint string for /metrics (Prometheus) and /healthz over HTTP; off unless given.",
+    ]
+]
+
+
+def metrics_listen(options: usage.Options) -> str | None:
+    description = options["metrics"]
+    if description is None:
+        return None
+    try:
+        return check_endpoint(description)
+    except ValueError as error:
+        raise usage.UsageError(f"--metrics: {error}") from None
+
+
 class RepeatableListen:
     """
     A repeatable listen option: C{--NAME DESCRIPTION} given any number of

@@ -12,6 +12,9 @@ from twisted.application.service import IService, IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
+from echoapp import services
+from echoapp.tap.common import METRICS_PARAMETERS, metrics_listen
+
 
 def _makers() -> dict[str, IServiceMaker]:
     return {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
@@ -51,12 +54,14 @@ class Options(usage.Options):
         "Runs several installed twistd plugins in one process. Each --service is a plugin name "
         "followed by that plugin's own options, quoted as one argument."
     )
+    optParameters = METRICS_PARAMETERS
 
     def opt_service(self, spec: str) -> None:
         """A plugin and its options, e.g. "echoapp-tcp --listen tcp:9999"; repeatable."""
         self.setdefault("specs", []).append(spec)
 
     def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
         specs = self.get("specs", [])
         if not specs:
             raise usage.UsageError('give at least one --service "PLUGIN [OPTIONS]"')
@@ -66,7 +71,7 @@ class Options(usage.Options):
 
 def makeService(options: usage.Options) -> IService:
     composed = MultiService()
-    services: list[tuple[IServiceMaker, Any]] = options["services"]
-    for maker, plugin_options in services:
+    chosen: list[tuple[IServiceMaker, Any]] = options["services"]
+    for maker, plugin_options in chosen:
         maker.makeService(plugin_options).setServiceParent(composed)
-    return composed
+    return services.monitored(composed, options["metrics-listen"])

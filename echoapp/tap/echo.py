@@ -7,7 +7,14 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp.listen import DEFAULT_ECHO_LISTEN
-from echoapp.tap.common import TCP_LIMIT_PARAMETERS, RepeatableListen, stream_listens, tcp_limits
+from echoapp.tap.common import (
+    METRICS_PARAMETERS,
+    TCP_LIMIT_PARAMETERS,
+    RepeatableListen,
+    metrics_listen,
+    stream_listens,
+    tcp_limits,
+)
 
 LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 
@@ -15,13 +22,16 @@ LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
-    optParameters = TCP_LIMIT_PARAMETERS
+    optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         self["limits"] = tcp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.echo(options["endpoints"], options["limits"])
+    return services.monitored(
+        services.echo(options["endpoints"], options["limits"]), options["metrics-listen"]
+    )

@@ -10,10 +10,12 @@ from echoapp.listen import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
+    METRICS_PARAMETERS,
     TCP_LIMIT_PARAMETERS,
     UDP_LIMIT_PARAMETERS,
     RepeatableListen,
     greeter_config,
+    metrics_listen,
     stream_listens,
     tcp_limits,
     udp_limits,
@@ -32,12 +34,19 @@ class Options(usage.Options):
         "address of their service; the message options apply to both greeters, the TCP limits to "
         "the greeter and echo (each counting its own connections)."
     )
-    optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + UDP_LIMIT_PARAMETERS
+    optParameters = (
+        GREETER_PARAMETERS
+        + TCP_LIMIT_PARAMETERS
+        + LINE_TIMEOUT_PARAMETERS
+        + UDP_LIMIT_PARAMETERS
+        + METRICS_PARAMETERS
+    )
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
 
     def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
         self["tcp-endpoints"] = stream_listens(TCP, self)
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
@@ -47,11 +56,14 @@ class Options(usage.Options):
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.everything(
-        tcp=options["tcp-endpoints"],
-        udp=options["udp-ports"],
-        echo_listen=options["echo-endpoints"],
-        config=options["config"],
-        tcp_limits=options["tcp-limits"],
-        udp_limits=options["udp-limits"],
+    return services.monitored(
+        services.everything(
+            tcp=options["tcp-endpoints"],
+            udp=options["udp-ports"],
+            echo_listen=options["echo-endpoints"],
+            config=options["config"],
+            tcp_limits=options["tcp-limits"],
+            udp_limits=options["udp-limits"],
+        ),
+        options["metrics-listen"],
     )

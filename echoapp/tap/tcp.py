@@ -10,9 +10,11 @@ from echoapp.listen import DEFAULT_TCP_LISTEN
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
+    METRICS_PARAMETERS,
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
     greeter_config,
+    metrics_listen,
     stream_listens,
     tcp_limits,
 )
@@ -26,14 +28,18 @@ class Options(usage.Options):
         "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "
         "and the exit word closes the connection."
     )
-    optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS
+    optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         self["config"] = greeter_config(self)
         self["limits"] = tcp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.tcp_greeter(options["endpoints"], options["config"], options["limits"])
+    return services.monitored(
+        services.tcp_greeter(options["endpoints"], options["config"], options["limits"]),
+        options["metrics-listen"],
+    )

@@ -7,7 +7,15 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp.listen import DEFAULT_UDP_LISTEN, UDP_SYNTAX
-from echoapp.tap.common import UDP_LIMIT_PARAMETERS, RepeatableListen, reply_template, udp_limits, udp_listens
+from echoapp.tap.common import (
+    METRICS_PARAMETERS,
+    UDP_LIMIT_PARAMETERS,
+    RepeatableListen,
+    metrics_listen,
+    reply_template,
+    udp_limits,
+    udp_listens,
+)
 from echoapp.template import DEFAULT_REPLY
 
 LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
@@ -22,14 +30,19 @@ class Options(usage.Options):
     optParameters = [
         ["reply", None, str(DEFAULT_REPLY), "Reply template; exactly one {} stands for the message."],
         *UDP_LIMIT_PARAMETERS,
+        *METRICS_PARAMETERS,
     ]
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
         self["ports"] = udp_listens(LISTEN, self)
         self["template"] = reply_template(self)
         self["limits"] = udp_limits(self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.udp_greeter(options["ports"], options["template"], options["limits"])
+    return services.monitored(
+        services.udp_greeter(options["ports"], options["template"], options["limits"]),
+        options["metrics-listen"],
+    )

@@ -1,0 +1,62 @@
+import io
+import json
+
+from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoapp.logs import event_as_json, json_observer
+from tests.test_limits import connect
+
+
+class JSONLogTests(SynchronousTestCase):
+    def test_one_object_per_line_with_fields(self) -> None:
+        stream = io.StringIO()
+        Logger(namespace="echoapp.test", observer=json_observer(stream)).warn(
+            "Closing {peer}: {reason}", peer="127.0.0.1", reason="idle timeout"
+        )
+        [line] = stream.getvalue().splitlines()
+        record = json.loads(line)
+        self.assertEqual(record["message"], "Closing 127.0.0.1: idle timeout")
+        self.assertEqual(
+            (record["peer"], record["reason"], record["level"]), ("127.0.0.1", "idle timeout", "warn")
+        )
+        self.assertEqual(record["namespace"], "echoapp.test")
+        self.assertTrue(record["time"].endswith("+00:00"))
+
+    def test_odd_values_and_failures_stay_json(self) -> None:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            failure = Failure()
+        text = event_as_json(
+            {
+                "log_format": "{data} {thing}",
+                "data": b"\xff",
+                "thing": object(),
+                "log_level": LogLevel.error,
+                "log_failure": failure,
+                "log_time": 0,
+            }
+        )
+        record = json.loads(text)
+        self.assertEqual(text.count("\n"), 1)
+        self.assertEqual(record["data"], "\\xff")
+        self.assertIn("ValueError: boom", record["traceback"])
+
+    def test_connections_are_logged_open_and_closed_with_fields(self) -> None:
+        from twisted.internet.task import Clock
+
+        from echoapp.echo import EchoFactory
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol, _ = connect(EchoFactory(clock=Clock()), "127.0.0.7")
+        protocol.connectionLost(None)
+        mine = [event for event in events if event.get("peer") == "127.0.0.7"]
+        self.assertEqual(
+            [event["log_format"] for event in mine],
+            ["Connection from {peer} to {service}", "Connection from {peer} to {service} closed"],
+        )
+        self.assertEqual(mine[0]["log_level"], LogLevel.info)
