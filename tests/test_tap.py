@@ -258,3 +258,20 @@ class LimitOptionsTests(SynchronousTestCase):
         for module, args, message in cases:
             error = self.assertRaises(usage.UsageError, parse, module, *args)
             self.assertIn(message, str(error), args)
+
+
+class MetricsOptionTests(SynchronousTestCase):
+    def test_off_unless_given(self) -> None:
+        from echoapp.services import Monitored
+
+        self.assertNotIsInstance(tcp.makeService(parse(tcp)), Monitored)
+        for module in (tcp, echo, udp, everything):
+            service = module.makeService(parse(module, "--metrics=tcp:0:interface=127.0.0.1"))
+            self.assertIsInstance(service, Monitored, module.__name__)
+            self.assertEqual(service.metrics.description, "tcp:0:interface=127.0.0.1")
+        composed = compose.makeService(parse(compose, "--metrics=tcp:0", "--service", "echoapp-echo"))
+        self.assertIsInstance(composed, Monitored)
+
+    def test_bad_metrics_endpoint(self) -> None:
+        error = self.assertRaises(usage.UsageError, parse, echo, "--metrics=http:80")
+        self.assertIn("--metrics: cannot listen on 'http:80'", str(error))
