@@ -1,0 +1,212 @@
+"""
+The deployment files work: systemd units verify, every command line in them
+parses with echoapp's own options, the Dockerfile's command runs and passes
+its own health check, and HAProxy really balances over two instances.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from twisted.python import usage
+from twisted.python.reflect import namedAny
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import DEADLINE, Twistd, twistd_path
+
+DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
+UNITS = os.path.join(DEPLOY, "systemd")
+PLUGINS = {
+    "echoapp": "echoapp.tap.everything",
+    "echoapp-tcp": "echoapp.tap.tcp",
+    "echoapp-udp": "echoapp.tap.udp",
+    "echoapp-echo": "echoapp.tap.echo",
+}
+
+
+def read(*parts: str) -> str:
+    with open(os.path.join(DEPLOY, *parts)) as file:
+        return file.read()
+
+
+def exec_start(unit: str, instance: str = "9001") -> list[str]:
+    """ExecStart's command, as the shell would run it for instance 9001 of a template."""
+    [line] = [line for line in read("systemd", unit).splitlines() if line.startswith("ExecStart=")]
+    words = shlex.split(line[len("ExecStart=") :].replace("%i", instance))
+    if words[:2] == ["/bin/sh", "-c"]:
+        script = re.sub(r"\$\(\((\d+) \+ (\d+)\)\)", lambda m: str(int(m[1]) + int(m[2])), words[2])
+        words = shlex.split(script.replace("exec ", "", 1))
+    return words
+
+
+def check_command(test: SynchronousTestCase, words: list[str]) -> None:
+    """twistd's own options, then a plugin and options its Options accept."""
+    test.assertTrue(words[0].endswith("twistd"), words)
+    [at] = [i for i, word in enumerate(words) if word in PLUGINS]
+    twistd_options, plugin, plugin_args = words[1:at], words[at], words[at + 1 :]
+    test.assertIn("--nodaemon", twistd_options)
+    logger = twistd_options[twistd_options.index("--logger") + 1]
+    test.assertTrue(callable(namedAny(logger)), logger)
+    options: usage.Options = namedAny(PLUGINS[plugin]).Options()
+    if any(arg.startswith("systemd:") for arg in plugin_args):
+        return  # needs an inherited socket: tests/test_endpoints.py runs it for real
+    options.parseOptions(plugin_args)
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    def test_command_lines_parse(self) -> None:
+        for unit in os.listdir(UNITS):
+            if unit.endswith(".service"):
+                check_command(self, exec_start(unit))
+
+    def test_hardening(self) -> None:
+        for unit in ("echoapp.service", "echoapp-tcp.service", "echoapp@.service"):
+            text = read("systemd", unit)
+            for setting in (
+                "DynamicUser=yes",
+                "NoNewPrivileges=yes",
+                "ProtectSystem=strict",
+                "MemoryMax=",
+                "Restart=",
+            ):
+                self.assertIn(setting, text, unit)
+
+    def test_units_verify(self) -> None:
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            self.skipTest("systemd-analyze is not installed here")
+        with tempfile.TemporaryDirectory() as directory:
+            for unit in os.listdir(UNITS):
+                text = read("systemd", unit).replace("/opt/echoapp/bin/twistd", twistd_path())
+                with open(os.path.join(directory, unit), "w") as copy:
+                    copy.write(text)
+            names = [unit.replace("@.", "@9001.") for unit in sorted(os.listdir(UNITS))]
+            result = subprocess.run(
+                [analyze, "verify", *names],
+                cwd=directory,
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE * 3,
+            )
+        self.assertEqual((result.returncode, result.stdout + result.stderr), (0, ""))
+
+
+class DockerfileTests(SynchronousTestCase):
+    def instruction(self, name: str) -> str:
+        lines = read("Dockerfile").replace("\\\n", " ").splitlines()
+        [line] = [line for line in lines if line.startswith(name + " ")]
+        return line[len(name) + 1 :].strip()
+
+    def test_runs_as_a_user_that_is_not_root(self) -> None:
+        self.assertNotIn(self.instruction("USER"), ("root", "0"))
+
+    def test_command_runs_and_passes_its_health_check(self) -> None:
+        command = json.loads(self.instruction("CMD"))
+        check_command(self, command)
+        # The same command on ports chosen by the kernel, on loopback.
+        args = [re.sub(r"^(tcp|udp):\d+$", r"\1:0:interface=127.0.0.1", word) for word in command[1:]]
+        args = [arg for arg in args if arg not in ("--nodaemon", "--pidfile=")]
+        at = args.index("--logger")
+        del args[at : at + 2]  # the test reads twistd's text log to learn the ports
+        server = Twistd(args, expect=4)
+        try:
+            metrics = server.port("echoapp-metrics")
+            healthcheck = json.loads(self.instruction("HEALTHCHECK").split("CMD", 1)[1])
+            self.assertIn(":9100/healthz", healthcheck[-1])
+            probe = [
+                shutil.which("python") or "python3",
+                *healthcheck[1:-1],
+                healthcheck[-1].replace(":9100/", f":{metrics}/"),
+            ]
+            self.assertEqual(subprocess.run(probe, timeout=DEADLINE).returncode, 0)
+        finally:
+            server.stop()
+
+
+class KubernetesTests(SynchronousTestCase):
+    def test_manifest_parses(self) -> None:
+        try:
+            import yaml
+        except ImportError:
+            self.skipTest("PyYAML is not installed")
+        documents = list(yaml.safe_load_all(read("kubernetes", "echoapp.yaml")))
+        self.assertEqual([document["kind"] for document in documents], ["Deployment", "Service"])
+        container = documents[0]["spec"]["template"]["spec"]["containers"][0]
+        self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/healthz")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HAProxyTests(SynchronousTestCase):
+    def test_balances_over_two_instances(self) -> None:
+        haproxy = shutil.which("haproxy") or (
+            "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None
+        )
+        if haproxy is None:
+            self.skipTest("haproxy is not installed here (.ci/run installs it with apt-get)")
+        instances = []
+        for name in ("a", "b"):
+            instances.append(
+                Twistd(
+                    [
+                        "echoapp-tcp",
+                        "--listen",
+                        "tcp:0:interface=127.0.0.1",
+                        "--banner",
+                        f"Welcome from {name}!",
+                        "--metrics",
+                        "tcp:0:interface=127.0.0.1",
+                    ],
+                    expect=2,
+                )
+            )
+        for instance in instances:
+            self.addCleanup(instance.stop)
+        config = read("haproxy", "haproxy.cfg")
+        frontend = free_port()
+        config = config.replace("bind 127.0.0.1:9000", f"bind 127.0.0.1:{frontend}")
+        for name, instance in zip(("a", "b"), instances, strict=True):
+            config = re.sub(
+                rf"server {name} 127\.0\.0\.1:\d+ check port \d+",
+                f"server {name} 127.0.0.1:{instance.port('echoapp-tcp')} "
+                f"check port {instance.port('echoapp-metrics')}",
+                config,
+            )
+        directory = tempfile.mkdtemp(prefix="echoapp-haproxy-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "haproxy.cfg")
+        with open(path, "w") as file:
+            file.write(config)
+        checked = subprocess.run(
+            [haproxy, "-c", "-f", path], capture_output=True, text=True, timeout=DEADLINE
+        )
+        self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+        proxy = subprocess.Popen(
+            [haproxy, "-db", "-f", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.addCleanup(proxy.wait, DEADLINE)
+        self.addCleanup(proxy.terminate)
+        banners = set()
+        end = time.monotonic() + DEADLINE
+        while len(banners) < 2 and time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", frontend), timeout=2) as sock:
+                    banner = sock.recv(100)
+                    if banner:
+                        banners.add(banner)
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.assertEqual(banners, {b"Welcome from a!\r\n", b"Welcome from b!\r\n"})
