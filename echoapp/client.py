@@ -177,15 +177,13 @@ def _out(data: bytes) -> None:
     sys.stdout.buffer.flush()
 
 
-class LineConnection(Protocol):
-    """A client connection read line by line, with a timeout per line."""
+class Lines(Protocol):
+    """Whatever it is connected to, as a queue of lines; None at the end."""
 
-    def __init__(self, clock: IReactorTime, timeout: float) -> None:
-        self.clock = clock
-        self.timeout = timeout
+    def __init__(self) -> None:
         self.buffer = b""
         self.lines: defer.DeferredQueue[bytes | None] = defer.DeferredQueue()
-        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.reason: Failure | None = None
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
@@ -199,11 +197,19 @@ class LineConnection(Protocol):
             self.lines.put(self.buffer)
             self.buffer = b""
         self.lines.put(None)
-        self.closed.callback(None)
+
+
+class LineConnection(Lines):
+    """A client connection read line by line, with a timeout per line."""
+
+    def __init__(self, clock: IReactorTime, timeout: float) -> None:
+        super().__init__()
+        self.clock = clock
+        self.timeout = timeout
 
     def why_closed(self) -> str:
         """How the server went away, when that was not a clean close."""
-        reason = getattr(self, "reason", None)
+        reason = self.reason
         if reason is None or reason.check(error.ConnectionDone):
             return ""
         if reason.check(error.ConnectionLost) is None:  # TLS errors and the like
@@ -224,23 +230,26 @@ class LineConnection(Protocol):
         self.transport.write(line + b"\n")
 
 
-class StdinLines(Protocol):
-    """Standard input as a queue of lines; None at its end."""
+class Messages:
+    """
+    What to send: the messages on the command line or, if there are none,
+    the lines of standard input (interactive use) until its end or, if
+    given, a line equal to C{stop}.
+    """
 
-    def __init__(self) -> None:
-        self.lines: defer.DeferredQueue[bytes | None] = defer.DeferredQueue()
-        self.buffer = b""
+    def __init__(self, reactor: Any, arguments: Sequence[str], stop: bytes | None = None) -> None:
+        self._given = [argument.encode("utf-8", "surrogateescape") for argument in arguments]
+        self._stop = stop
+        self._stdin: Lines | None = None
+        if not self._given:
+            self._stdin = Lines()
+            stdio.StandardIO(self._stdin, reactor=reactor)
 
-    def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            self.lines.put(line.rstrip(b"\r"))
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if self.buffer:
-            self.lines.put(self.buffer)
-        self.lines.put(None)
+    async def next(self) -> bytes | None:
+        if self._stdin is None:
+            return self._given.pop(0) if self._given else None
+        line = await self._stdin.lines.get()
+        return None if line is not None and line == self._stop else line
 
 
 def _endpoint(reactor: Any, description: str, ca: str | None = None) -> Any:
@@ -296,20 +305,8 @@ async def run_tcp(reactor: Any, options: usage.Options) -> None:
             EXIT_CONNECTION, "the server closed the connection before its banner" + connection.why_closed()
         )
     _out(banner + b"\n")
-    messages = [message.encode("utf-8", "surrogateescape") for message in options["messages"]]
-    stdin = None
-    if not messages:
-        stdin = StdinLines()
-        stdio.StandardIO(stdin, reactor=reactor)
-    index = 0
-    while True:
-        if stdin is None:
-            message = messages[index] if index < len(messages) else None
-            index += 1
-        else:
-            message = await stdin.lines.get()
-        if message is None:
-            break
+    messages = Messages(reactor, options["messages"])
+    while (message := await messages.next()) is not None:
         connection.send_line(message)
         reply = await connection.line("reply")
         if reply is None:
@@ -340,20 +337,8 @@ async def run_udp(reactor: Any, options: usage.Options) -> None:
     client = _UDPClient((address, port))
     listening = reactor.listenUDP(0, client, interface="::" if _is_ipv6(address) else "")
     try:
-        messages = [message.encode("utf-8", "surrogateescape") for message in options["messages"]]
-        stdin = None
-        if not messages:
-            stdin = StdinLines()
-            stdio.StandardIO(stdin, reactor=reactor)
-        index = 0
-        while True:
-            if stdin is None:
-                message = messages[index] if index < len(messages) else None
-                index += 1
-            else:
-                message = await stdin.lines.get()
-            if message is None or (stdin is not None and message == b"bye"):
-                break
+        messages = Messages(reactor, options["messages"], stop=b"bye")
+        while (message := await messages.next()) is not None:
             _out(await _exchange(reactor, listening, client, message, options) + b"\n")
     finally:
         await listening.stopListening()
