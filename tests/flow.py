@@ -68,3 +68,26 @@ async def connect(port: int, client: Protocol) -> Any:
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
     return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+
+async def assert_backpressure(test: Any, factory: Factory, payload: bytes, expected: bytes) -> None:
+    """
+    A client sends C{payload} and does not read: the server must stop
+    reading while it holds about one write buffer, not the flood; once the
+    client reads, it gets exactly C{expected}.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    recording = Recording(factory)
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(recording)
+    test.addCleanup(port.stopListening)
+    client = FloodClient(payload, len(expected))
+    await connect(port.getHost().port, client)
+    await wait_until(lambda: recording.protocols, "the connection")
+    server = recording.protocols[0].transport
+    await wait_until(lambda: server not in reactor.getReaders(), "the server to stop reading")
+    test.assertLess(buffered(server), 4 << 20)
+    client.transport.resumeProducing()  # type: ignore[union-attr]
+    await client.done
+    test.assertTrue(b"".join(client.chunks) == expected, "every reply, in order")
+    client.transport.loseConnection()  # type: ignore[union-attr]

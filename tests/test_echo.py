@@ -2,9 +2,7 @@ import socket
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -12,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
 from echoapp.echo import EchoFactory
-from tests.flow import FloodClient, Recording, buffered, connect, wait_until
+from tests.flow import assert_backpressure
 from tests.support import start
 
 
@@ -59,17 +57,5 @@ class EchoLoopbackTests(TestCase):
         return ensureDeferred(self._slow_reader())
 
     async def _slow_reader(self) -> None:
-        recording = Recording(EchoFactory())
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(recording)
-        self.addCleanup(port.stopListening)
         payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
-        client = FloodClient(payload, len(payload))
-        await connect(port.getHost().port, client)
-        await wait_until(lambda: recording.protocols, "the connection")
-        server = recording.protocols[0].transport
-        await wait_until(lambda: server not in reactor.getReaders(), "the server to stop reading")
-        self.assertLess(buffered(server), 4 << 20)
-        client.transport.resumeProducing()
-        await client.done
-        self.assertEqual(b"".join(client.chunks), payload)
-        client.transport.loseConnection()
+        await assert_backpressure(self, EchoFactory(), payload, payload)

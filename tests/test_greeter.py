@@ -1,8 +1,6 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -13,7 +11,7 @@ from echoapp.framing import Framing
 from echoapp.greeter import Greeter, GreeterConfig, GreeterFactory
 from echoapp.limits import TCPLimits
 from echoapp.template import ReplyTemplate
-from tests.flow import FloodClient, Recording, buffered, connect, wait_until
+from tests.flow import assert_backpressure
 from tests.support import recv_until_closed, start, tutorial_client
 from tests.test_framing import chunked
 
@@ -265,24 +263,10 @@ class LoopbackTests(TestCase):
         return ensureDeferred(self._slow_reader())
 
     async def _slow_reader(self) -> None:
-        recording = Recording(GreeterFactory())
-        port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(recording)
-        self.addCleanup(port.stopListening)
-        line = b"y" * 1023 + b"\n"
         count = 24 * 1024  # 24 MiB offered, ~24 MiB of replies owed
+        line = b"y" * 1023 + b"\n"
         reply = b"Hello, " + b"y" * 1023 + b"!\n"
-        client = FloodClient(line * count, len(b"Welcome!\r\n") + count * len(reply))
-        await connect(port.getHost().port, client)
-        await wait_until(lambda: recording.protocols, "the connection")
-        server = recording.protocols[0].transport
-        await wait_until(lambda: server not in reactor.getReaders(), "the server to stop reading")
-        # Paused: the server holds about one write buffer, not the flood.
-        self.assertLess(buffered(server), 4 << 20)
-        client.transport.resumeProducing()
-        await client.done
-        data = b"".join(client.chunks)
-        self.assertEqual(data, b"Welcome!\r\n" + reply * count)
-        client.transport.loseConnection()
+        await assert_backpressure(self, GreeterFactory(), line * count, b"Welcome!\r\n" + reply * count)
 
     def test_half_close_still_gets_every_reply(self) -> Deferred[None]:
         import socket
