@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.defer import Deferred, execute, maybeDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from echoapp.limits import raise_fd_limit
 from echoapp.udp import READ_SIZE
@@ -43,7 +45,7 @@ def _reactor() -> Any:
     return reactor
 
 
-def check_endpoint(description: str) -> str:
+def check_endpoint(description: str, reuse_port: bool = False) -> str:
     """
     Parse a server endpoint string without touching the real reactor, so a
     typo is reported while options are parsed, as a one-line error.
@@ -51,10 +53,63 @@ def check_endpoint(description: str) -> str:
     @raise ValueError: if Twisted cannot make an endpoint of it.
     """
     try:
-        serverFromString(MemoryReactor(), description)
+        stream_endpoint(MemoryReactor(), description, reuse_port)
     except Exception as error:
         raise ValueError(f"cannot listen on {description!r}: {_one_line(error)}") from None
     return description
+
+
+def reuse_port_socket(family: int, kind: int, interface: str, port: int) -> socket.socket:
+    """
+    A socket bound with SO_REUSEPORT: several processes bind the same port
+    and the kernel spreads connections (or datagrams) across them.
+    """
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((interface or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+    except OSError as error:
+        sock.close()
+        raise CannotListenError(interface, port, error) from None
+    sock.setblocking(False)
+    return sock
+
+
+@implementer(IStreamServerEndpoint)
+class ReusePortEndpoint:
+    """A TCP server endpoint whose port other processes may share."""
+
+    def __init__(self, reactor: Any, family: int, port: int, interface: str, backlog: int) -> None:
+        self._reactor = reactor
+        self._family = family
+        self._port = port
+        self._interface = interface
+        self._backlog = backlog
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return execute(self._listen, factory)
+
+    def _listen(self, factory: IProtocolFactory) -> IListeningPort:
+        sock = reuse_port_socket(self._family, socket.SOCK_STREAM, self._interface, self._port)
+        try:
+            sock.listen(self._backlog)
+            port: IListeningPort = self._reactor.adoptStreamPort(sock.fileno(), self._family, factory)
+            return port
+        finally:
+            sock.close()  # the reactor holds its own duplicate
+
+
+def stream_endpoint(reactor: Any, description: str, reuse_port: bool = False) -> IStreamServerEndpoint:
+    """The endpoint for C{description}; with C{reuse_port}, one that shares its port."""
+    endpoint = serverFromString(reactor, description)
+    if not reuse_port:
+        return endpoint
+    if not isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
+        raise ValueError("--reuse-port works with tcp: and tcp6: listeners only")
+    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+    # Twisted keeps these private; they are the parsed description.
+    return ReusePortEndpoint(reactor, family, endpoint._port, endpoint._interface, endpoint._backlog)
 
 
 # Split parameters on an unescaped ':' that starts a "key=", so that a bare
@@ -142,8 +197,10 @@ class StreamListenService(StreamServerEndpointService):
 
     _raiseSynchronously = True
 
-    def __init__(self, description: str, factory: IProtocolFactory, reactor: Any = None) -> None:
-        super().__init__(serverFromString(reactor or _reactor(), description), factory)
+    def __init__(
+        self, description: str, factory: IProtocolFactory, reactor: Any = None, reuse_port: bool = False
+    ) -> None:
+        super().__init__(stream_endpoint(reactor or _reactor(), description, reuse_port), factory)
         self.description = description
         self.port: IListeningPort | None = None
 
@@ -163,20 +220,32 @@ class StreamListenService(StreamServerEndpointService):
 
 
 class UDPListenService(Service):
-    def __init__(self, listen: UDPListen, protocol: DatagramProtocol, reactor: Any = None) -> None:
+    def __init__(
+        self, listen: UDPListen, protocol: DatagramProtocol, reactor: Any = None, reuse_port: bool = False
+    ) -> None:
         self.listen = listen
         self.protocol = protocol
         self._reactor = reactor
+        self.reuse_port = reuse_port
         self.port: Any = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         raise_fd_limit()
         reactor = self._reactor or _reactor()
+        listen = self.listen
         try:
-            self.port = reactor.listenUDP(
-                self.listen.port, self.protocol, interface=self.listen.interface, maxPacketSize=READ_SIZE
-            )
+            if self.reuse_port:
+                family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
+                sock = reuse_port_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port)
+                try:
+                    self.port = reactor.adoptDatagramPort(sock.fileno(), family, self.protocol, READ_SIZE)
+                finally:
+                    sock.close()
+            else:
+                self.port = reactor.listenUDP(
+                    listen.port, self.protocol, interface=listen.interface, maxPacketSize=READ_SIZE
+                )
         except CannotListenError as error:
             raise _cannot_listen(self, str(self.listen), error) from None
         _log_listening(self, self.port)

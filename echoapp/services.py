@@ -64,6 +64,7 @@ def _stream_service(
     limits: TCPLimits | None,
     listen: Iterable[str],
     reactor: Any,
+    reuse_port: bool,
 ) -> MultiService:
     """
     One factory per listener, for per-listener metrics, all sharing one
@@ -76,7 +77,7 @@ def _stream_service(
         factory = make_factory(
             limits=limits, clock=reactor, connections=connections, stats=TCPStats(name, description)
         )
-        StreamListenService(description, factory, reactor).setServiceParent(service)
+        StreamListenService(description, factory, reactor, reuse_port).setServiceParent(service)
     return service
 
 
@@ -85,16 +86,20 @@ def tcp_greeter(
     config: GreeterConfig | None = None,
     limits: TCPLimits | None = None,
     reactor: Any = None,
+    reuse_port: bool = False,
 ) -> MultiService:
     """The welcome/echo/exit greeter on every endpoint string in C{listen}."""
-    return _stream_service(TCP_NAME, partial(GreeterFactory, config), limits, listen, reactor)
+    return _stream_service(TCP_NAME, partial(GreeterFactory, config), limits, listen, reactor, reuse_port)
 
 
 def echo(
-    listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,), limits: TCPLimits | None = None, reactor: Any = None
+    listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,),
+    limits: TCPLimits | None = None,
+    reactor: Any = None,
+    reuse_port: bool = False,
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}."""
-    return _stream_service(ECHO_NAME, EchoFactory, limits, listen, reactor)
+    return _stream_service(ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port)
 
 
 def udp_greeter(
@@ -102,6 +107,7 @@ def udp_greeter(
     reply: ReplyTemplate = DEFAULT_REPLY,
     limits: UDPLimits | None = None,
     reactor: Any = None,
+    reuse_port: bool = False,
 ) -> MultiService:
     """
     The UDP greeter on every C{udp:PORT[:interface=ADDR]} in C{listen}.
@@ -112,7 +118,7 @@ def udp_greeter(
     for spec in listen:
         spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec)
         protocol = UDPGreeter(reply, limits, own_ports, reactor, UDPStats(UDP_NAME, str(spec)))
-        UDPListenService(spec, protocol, reactor).setServiceParent(service)
+        UDPListenService(spec, protocol, reactor, reuse_port).setServiceParent(service)
     return service
 
 
@@ -124,6 +130,7 @@ def everything(
     tcp_limits: TCPLimits | None = None,
     udp_limits: UDPLimits | None = None,
     reactor: Any = None,
+    reuse_port: bool = False,
 ) -> MultiService:
     """
     All three services in one process; the greeters share one message
@@ -133,9 +140,9 @@ def everything(
     config = config or GreeterConfig()
     service = _named("echoapp")
     for child in (
-        tcp_greeter(tcp, config, tcp_limits, reactor),
-        udp_greeter(udp, config.reply, udp_limits, reactor),
-        echo(echo_listen, tcp_limits, reactor),
+        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port),
+        udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port),
+        echo(echo_listen, tcp_limits, reactor, reuse_port),
     ):
         child.setServiceParent(service)
     return service

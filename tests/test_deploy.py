@@ -68,7 +68,7 @@ class SystemdUnitTests(SynchronousTestCase):
                 check_command(self, exec_start(unit))
 
     def test_hardening(self) -> None:
-        for unit in ("echoapp.service", "echoapp-tcp.service", "echoapp@.service"):
+        for unit in ("echoapp.service", "echoapp-tcp.service", "echoapp@.service", "echoapp-shared@.service"):
             text = read("systemd", unit)
             for setting in (
                 "DynamicUser=yes",

@@ -35,7 +35,11 @@ class ReadmeTests(SynchronousTestCase):
 
     def test_the_two_commands(self) -> None:
         self.assertIn("pip install . && twistd -n echoapp", self.text)
-        self.assertIn("pip install '.[test]' && python -m twisted.trial tests && python -m pytest", self.text)
+        self.assertIn(
+            "pip install '.[test]' && python -m twisted.trial tests && python -m twisted.trial --reactor=uvloop tests"
+            " && python -m pytest",
+            self.text,
+        )
 
     def test_renders_without_warnings(self) -> None:
         import io

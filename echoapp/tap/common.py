@@ -75,6 +75,14 @@ UDP_LIMIT_PARAMETERS = [
 ]
 
 
+REUSE_PORT_FLAGS = [
+    [
+        "reuse-port",
+        None,
+        "Let other processes listen on the same TCP and UDP ports (SO_REUSEPORT), to run one per core.",
+    ]
+]
+
 METRICS_PARAMETERS = [
     [
         "metrics",
@@ -121,8 +129,9 @@ class RepeatableListen:
 
 
 def stream_listens(option: RepeatableListen, options: usage.Options) -> list[str]:
+    reuse_port = bool(options.get("reuse-port"))
     try:
-        return [check_endpoint(description) for description in option.given(options)]
+        return [check_endpoint(description, reuse_port) for description in option.given(options)]
     except ValueError as error:
         raise usage.UsageError(f"--{option.name}: {error}") from None
 

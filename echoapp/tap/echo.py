@@ -9,6 +9,7 @@ from echoapp import services
 from echoapp.listen import DEFAULT_ECHO_LISTEN
 from echoapp.tap.common import (
     METRICS_PARAMETERS,
+    REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
     metrics_listen,
@@ -23,6 +24,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
+    optFlags = REUSE_PORT_FLAGS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
@@ -33,5 +35,6 @@ class Options(usage.Options):
 
 def makeService(options: usage.Options) -> IService:
     return services.monitored(
-        services.echo(options["endpoints"], options["limits"]), options["metrics-listen"]
+        services.echo(options["endpoints"], options["limits"], reuse_port=bool(options["reuse-port"])),
+        options["metrics-listen"],
     )

@@ -11,6 +11,7 @@ from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
     METRICS_PARAMETERS,
+    REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     UDP_LIMIT_PARAMETERS,
     RepeatableListen,
@@ -41,6 +42,7 @@ class Options(usage.Options):
         + UDP_LIMIT_PARAMETERS
         + METRICS_PARAMETERS
     )
+    optFlags = REUSE_PORT_FLAGS
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
@@ -64,6 +66,7 @@ def makeService(options: usage.Options) -> IService:
             config=options["config"],
             tcp_limits=options["tcp-limits"],
             udp_limits=options["udp-limits"],
+            reuse_port=bool(options["reuse-port"]),
         ),
         options["metrics-listen"],
     )

@@ -11,6 +11,7 @@ from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
     METRICS_PARAMETERS,
+    REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
     greeter_config,
@@ -29,6 +30,7 @@ class Options(usage.Options):
         "and the exit word closes the connection."
     )
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
+    optFlags = REUSE_PORT_FLAGS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
@@ -40,6 +42,8 @@ class Options(usage.Options):
 
 def makeService(options: usage.Options) -> IService:
     return services.monitored(
-        services.tcp_greeter(options["endpoints"], options["config"], options["limits"]),
+        services.tcp_greeter(
+            options["endpoints"], options["config"], options["limits"], reuse_port=bool(options["reuse-port"])
+        ),
         options["metrics-listen"],
     )

@@ -9,6 +9,7 @@ from echoapp import services
 from echoapp.listen import DEFAULT_UDP_LISTEN, UDP_SYNTAX
 from echoapp.tap.common import (
     METRICS_PARAMETERS,
+    REUSE_PORT_FLAGS,
     UDP_LIMIT_PARAMETERS,
     RepeatableListen,
     metrics_listen,
@@ -32,6 +33,7 @@ class Options(usage.Options):
         *UDP_LIMIT_PARAMETERS,
         *METRICS_PARAMETERS,
     ]
+    optFlags = REUSE_PORT_FLAGS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
@@ -43,6 +45,8 @@ class Options(usage.Options):
 
 def makeService(options: usage.Options) -> IService:
     return services.monitored(
-        services.udp_greeter(options["ports"], options["template"], options["limits"]),
+        services.udp_greeter(
+            options["ports"], options["template"], options["limits"], reuse_port=bool(options["reuse-port"])
+        ),
         options["metrics-listen"],
     )

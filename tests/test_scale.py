@@ -1,0 +1,74 @@
+"""Scale-out across cores: --reuse-port lets several processes share a port."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoapp.listen import check_endpoint
+from echoapp.tap import tcp, udp
+from tests.support import DEADLINE, Twistd
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ReusePortOptionTests(SynchronousTestCase):
+    def test_only_for_tcp(self) -> None:
+        self.assertEqual(check_endpoint("tcp:0", reuse_port=True), "tcp:0")
+        self.assertEqual(
+            check_endpoint(r"tcp6:0:interface=\:\:1", reuse_port=True), r"tcp6:0:interface=\:\:1"
+        )
+        error = self.assertRaises(ValueError, check_endpoint, "unix:/tmp/x.sock", True)
+        self.assertIn("--reuse-port works with tcp: and tcp6: listeners only", str(error))
+
+    def test_flag(self) -> None:
+        options = tcp.Options()
+        options.parseOptions(["--reuse-port"])
+        self.assertTrue(options["reuse-port"])
+        options = udp.Options()
+        options.parseOptions([])
+        self.assertFalse(options["reuse-port"])
+        self.assertRaises(
+            usage.UsageError, tcp.Options().parseOptions, ["--reuse-port", "--listen", "unix:/tmp/x"]
+        )
+
+
+class ReusePortProcessTests(SynchronousTestCase):
+    def test_two_processes_share_a_tcp_port(self) -> None:
+        port = free_port(socket.SOCK_STREAM)
+        listen = f"tcp:{port}:interface=127.0.0.1"
+        for name in ("A", "B"):
+            server = Twistd(["echoapp-tcp", "--reuse-port", "--listen", listen, "--banner", name])
+            self.addCleanup(server.stop)
+        seen = set()
+        end = time.monotonic() + DEADLINE
+        for _ in range(500):
+            if len(seen) == 2 or time.monotonic() > end:
+                break
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+                seen.add(sock.recv(100))
+        self.assertEqual(seen, {b"A\r\n", b"B\r\n"})
+
+    def test_two_processes_share_a_udp_port(self) -> None:
+        port = free_port(socket.SOCK_DGRAM)
+        listen = f"udp:{port}:interface=127.0.0.1"
+        for name in ("A", "B"):
+            server = Twistd(["echoapp-udp", "--reuse-port", "--listen", listen, "--reply", name + " {}"])
+            self.addCleanup(server.stop)
+        seen = set()
+        end = time.monotonic() + DEADLINE
+        for _ in range(500):
+            if len(seen) == 2 or time.monotonic() > end:
+                break
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a new source port each time
+                sock.settimeout(DEADLINE)
+                sock.sendto(b"x", ("127.0.0.1", port))
+                seen.add(sock.recvfrom(100)[0])
+        self.assertEqual(seen, {b"A x", b"B x"})
