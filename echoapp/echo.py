@@ -23,9 +23,9 @@ class Echo(GuardedProtocol):
         self.activity()
         self.transport.write(data)
         stats = self.stats
-        stats.messages.inc()
-        stats.bytes_in.inc(len(data))
-        stats.bytes_out.inc(len(data))
+        stats.messages += 1
+        stats.bytes_in += len(data)
+        stats.bytes_out += len(data)
 
     def readConnectionLost(self) -> None:
         self.close()

@@ -61,7 +61,7 @@ class Greeter(GuardedProtocol):
         super().connectionMade()
         if self.config.banner:
             self.transport.write(self.config.banner + CRLF)
-            self.stats.bytes_out.inc(len(self.config.banner) + 2)
+            self.stats.bytes_out += len(self.config.banner) + 2
 
     def notice(self, reason: str) -> bytes:
         if reason == "server shutting down":
@@ -72,7 +72,7 @@ class Greeter(GuardedProtocol):
         if self._finished:
             return
         self.activity()
-        self.stats.bytes_in.inc(len(data))
+        self.stats.bytes_in += len(data)
         if self._framing is Framing.AUTO:
             self._framing = Framing.choose(data)
         replies: list[bytes] = []
@@ -88,14 +88,14 @@ class Greeter(GuardedProtocol):
                         break
         except LineTooLong:
             self.log.info("Closing {peer}: line too long", peer=self.peer)
-            self.stats.too_long.inc()
+            self.stats.too_long += 1
             replies.append(self.config.too_long_error())
             self._finished = True
         if replies:
             out = b"".join(replies)
             self.transport.write(out)
-            self.stats.messages.inc(len(replies))
-            self.stats.bytes_out.inc(len(out))
+            self.stats.messages += len(replies)
+            self.stats.bytes_out += len(out)
         if self._finished:
             self.close()
         else:

@@ -235,8 +235,8 @@ class GuardedProtocol(Protocol):
     def connectionMade(self) -> None:
         limits = self.factory.limits
         self.stats = self.factory.stats
-        self.stats.accepted.inc()
-        self.stats.open.inc()
+        self.stats.accepted += 1
+        self.stats.open += 1
         log.info("Connection from {peer} to {service}", peer=self.peer, service=self.stats.service)
         self.factory.connections.add(self)
         self._idle = self.clock.callLater(limits.idle_timeout, self.timedOut, "idle")
@@ -262,7 +262,7 @@ class GuardedProtocol(Protocol):
     def timedOut(self, kind: str) -> None:
         """C{kind} is a key of L{TIMEOUTS}."""
         log.info("Closing {peer}: {reason}", peer=self.peer, reason=TIMEOUTS[kind])
-        self.stats.timeouts[kind].inc()
+        self.stats.timeouts[kind] += 1
         self.close(self.notice(TIMEOUTS[kind]))
 
     def shutdown(self) -> None:
@@ -278,7 +278,7 @@ class GuardedProtocol(Protocol):
         self._closing = True
         if last_words:
             self.transport.write(last_words)
-            self.stats.bytes_out.inc(len(last_words))
+            self.stats.bytes_out += len(last_words)
         if self._flow_controlled:
             # A registered producer would hold a TLS close open until it left.
             self.transport.unregisterProducer()
@@ -289,7 +289,7 @@ class GuardedProtocol(Protocol):
         for call in (self._idle, self._session, self._abort):
             if call is not None and call.active():
                 call.cancel()
-        self.stats.open.dec()
+        self.stats.open -= 1
         self.factory.connections.remove(self)
         log.info("Connection from {peer} to {service} closed", peer=self.peer, service=self.stats.service)
 
@@ -345,7 +345,7 @@ class GuardedFactory(Factory):
         peer = peer_key(addr)
         reason = self.connections.refusal(peer)
         if reason is not None:
-            self.stats.refused[reason].inc()
+            self.stats.refused[reason] += 1
             self._refusal_log.note(self.clock, reason)
             return Refusal(REFUSALS[reason])
         protocol = self.makeProtocol()

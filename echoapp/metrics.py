@@ -1,69 +1,127 @@
 """
 Prometheus metrics and the health check, served over HTTP by twisted.web.
 
-The counters are created once per process, and each listener binds its label
-children at start-up (L{TCPStats}, L{UDPStats}), so counting on the hot path
-is one C{inc} on an object already at hand, once per received chunk rather
-than per message.
+Counting happens on the hot path, so it is plain integer arithmetic on a
+per-listener object (L{TCPStats}, L{UDPStats}) bound at start-up; nothing is
+locked or looked up per chunk.  L{StatsCollector} turns the live objects into
+Prometheus metrics only when C{/metrics} is scraped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, disable_created_metrics
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.twisted import MetricsResource
 from twisted.application.service import IServiceCollection, MultiService
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-# The *_created series only double every counter's output.
-disable_created_metrics()
-
-LABELS = ("service", "listener")
-
-CONNECTIONS_OPEN = Gauge("echoapp_connections_open", "Open TCP connections.", LABELS)
-CONNECTIONS = Counter("echoapp_connections", "TCP connections accepted.", LABELS)
-REFUSED = Counter("echoapp_connections_refused", "TCP connections refused, by reason.", (*LABELS, "reason"))
-MESSAGES = Counter("echoapp_messages", "Messages answered (echo: chunks echoed).", LABELS)
-BYTES_IN = Counter("echoapp_received_bytes", "Bytes received.", LABELS)
-BYTES_OUT = Counter("echoapp_sent_bytes", "Bytes sent.", LABELS)
-TOO_LONG = Counter("echoapp_lines_too_long", "Connections closed for a line over --max-line-length.", LABELS)
-TIMEOUTS = Counter("echoapp_timeouts", "Connections closed by a timeout, by kind.", (*LABELS, "kind"))
-ANSWERED = Counter("echoapp_datagrams_answered", "UDP datagrams answered.", LABELS)
-DROPPED = Counter("echoapp_datagrams_dropped", "UDP datagrams not answered, by reason.", (*LABELS, "reason"))
-
+LABELS = ["service", "listener"]
 REFUSAL_REASONS = ("limit", "per-peer", "fd", "draining")
 TIMEOUT_KINDS = ("idle", "line", "session")
 DROP_REASONS = ("port", "rate", "size", "error")
 
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
 
 class TCPStats:
-    """One TCP listener's label children, bound once."""
+    """One TCP listener's counts."""
 
     def __init__(self, service: str, listener: str) -> None:
         self.service = service
-        labels = (service, listener)
-        self.open = CONNECTIONS_OPEN.labels(*labels)
-        self.accepted = CONNECTIONS.labels(*labels)
-        self.refused = {reason: REFUSED.labels(*labels, reason) for reason in REFUSAL_REASONS}
-        self.messages = MESSAGES.labels(*labels)
-        self.bytes_in = BYTES_IN.labels(*labels)
-        self.bytes_out = BYTES_OUT.labels(*labels)
-        self.too_long = TOO_LONG.labels(*labels)
-        self.timeouts = {kind: TIMEOUTS.labels(*labels, kind) for kind in TIMEOUT_KINDS}
+        self.labels = [service, listener]
+        self.open = 0
+        self.accepted = 0
+        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.messages = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.too_long = 0
+        self.timeouts = dict.fromkeys(TIMEOUT_KINDS, 0)
+        _live.add(self)
 
 
 class UDPStats:
-    """One UDP listener's label children, bound once."""
+    """One UDP listener's counts."""
 
     def __init__(self, service: str, listener: str) -> None:
-        labels = (service, listener)
-        self.answered = ANSWERED.labels(*labels)
-        self.bytes_in = BYTES_IN.labels(*labels)
-        self.bytes_out = BYTES_OUT.labels(*labels)
-        self.dropped = {reason: DROPPED.labels(*labels, reason) for reason in DROP_REASONS}
+        self.service = service
+        self.labels = [service, listener]
+        self.answered = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        _live.add(self)
+
+
+# name, help, kind, the stats attribute it reads, the label its dict is keyed by
+METRICS: list[tuple[str, str, type, str, str | None]] = [
+    ("echoapp_connections_open", "Open TCP connections.", GaugeMetricFamily, "open", None),
+    ("echoapp_connections", "TCP connections accepted.", CounterMetricFamily, "accepted", None),
+    (
+        "echoapp_connections_refused",
+        "TCP connections refused, by reason.",
+        CounterMetricFamily,
+        "refused",
+        "reason",
+    ),
+    ("echoapp_messages", "Replies sent (echo: chunks echoed).", CounterMetricFamily, "messages", None),
+    (
+        "echoapp_lines_too_long",
+        "Connections closed for a too long line.",
+        CounterMetricFamily,
+        "too_long",
+        None,
+    ),
+    (
+        "echoapp_timeouts",
+        "Connections closed by a timeout, by kind.",
+        CounterMetricFamily,
+        "timeouts",
+        "kind",
+    ),
+    ("echoapp_datagrams_answered", "UDP datagrams answered.", CounterMetricFamily, "answered", None),
+    (
+        "echoapp_datagrams_dropped",
+        "UDP datagrams not answered, by reason.",
+        CounterMetricFamily,
+        "dropped",
+        "reason",
+    ),
+    ("echoapp_received_bytes", "Bytes received.", CounterMetricFamily, "bytes_in", None),
+    ("echoapp_sent_bytes", "Bytes sent.", CounterMetricFamily, "bytes_out", None),
+]
+
+
+class StatsCollector(Collector):
+    """
+    The metrics of every live listener, read at scrape time and summed by
+    labels (two listeners with the same description make one series).
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        live = list(_live)
+        for name, text, kind, attribute, key in METRICS:
+            totals: dict[tuple[str, ...], float] = {}
+            for stats in live:
+                value = getattr(stats, attribute, None)
+                if value is None:
+                    continue
+                for extra, count in value.items() if key else [((), value)]:
+                    labels = (*stats.labels, *((extra,) if key else ()))
+                    totals[labels] = totals.get(labels, 0) + count
+            family = kind(name, text, labels=LABELS + ([key] if key else []))
+            for labels, total in totals.items():
+                family.add_metric(list(labels), total)
+            yield family
+
+
+REGISTRY.register(StatsCollector())
 
 
 def healthy(root: Any) -> bool:

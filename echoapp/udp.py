@@ -90,11 +90,11 @@ class UDPGreeter(DatagramProtocol):
         self.transport.write(reply, addr)
         self.answered += 1
         stats = self.stats
-        stats.answered.inc()
-        stats.bytes_in.inc(len(datagram))
-        stats.bytes_out.inc(len(reply))
+        stats.answered += 1
+        stats.bytes_in += len(datagram)
+        stats.bytes_out += len(reply)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] += 1
-        self.stats.dropped[reason].inc()
+        self.stats.dropped[reason] += 1
         self._drops.note(self.clock, reason)
