@@ -172,10 +172,16 @@ class ProcessAttackTests(SynchronousTestCase):
 
         def converse(port: int, chunks: list[bytes]) -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
-                for chunk in chunks:
-                    sock.sendall(chunk)
-                sock.shutdown(socket.SHUT_WR)
-                return recv_until_closed(sock)
+                try:
+                    for chunk in chunks:
+                        sock.sendall(chunk)
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass  # the greeter may hang up first: the exit word, a line too long
+                try:
+                    return recv_until_closed(sock)
+                except ConnectionResetError:
+                    return b""  # ... with our unread bytes still in its buffer
 
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
         @given(
