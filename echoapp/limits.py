@@ -154,7 +154,6 @@ class Connections:
         self.limits = limits
         self.live: set[GuardedProtocol] = set()
         self.per_peer: dict[str, int] = {}
-        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
@@ -170,7 +169,6 @@ class Connections:
             reason = "per-peer"
         else:
             return None
-        self.refused[reason] += 1
         return reason
 
     def add(self, protocol: GuardedProtocol) -> None:

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from echoapp.framing import split_terminator
 from echoapp.limits import ThrottledLog, TokenBuckets, UDPLimits
-from echoapp.metrics import DROP_REASONS, UDPStats
+from echoapp.metrics import UDPStats
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
@@ -60,8 +60,6 @@ class UDPGreeter(DatagramProtocol):
         self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
         self.everyone = TokenBuckets(limits.global_rate, limits.global_rate, 1, self.clock.seconds)
         self.stats = stats or UDPStats("echoapp-udp", "")
-        self.answered = 0
-        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
 
     def startProtocol(self) -> None:
@@ -71,7 +69,7 @@ class UDPGreeter(DatagramProtocol):
         try:
             self._answer(datagram, addr)
         except Exception:
-            if not self.dropped["error"]:
+            if not self.stats.dropped["error"]:
                 self.log.failure(
                     "Answering a datagram from {addr} failed; further failures are only counted", addr=addr
                 )
@@ -88,13 +86,11 @@ class UDPGreeter(DatagramProtocol):
         if len(reply) > MAX_DATAGRAM:
             return self._drop("size")
         self.transport.write(reply, addr)
-        self.answered += 1
         stats = self.stats
         stats.answered += 1
         stats.bytes_in += len(datagram)
         stats.bytes_out += len(reply)
 
     def _drop(self, reason: str) -> None:
-        self.dropped[reason] += 1
         self.stats.dropped[reason] += 1
         self._drops.note(self.clock, reason)

@@ -41,7 +41,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         first.dataReceived(b"still here\n")
         self.assertIn(b"Hello, still here!\n", first_transport.value())
-        self.assertEqual(factory.connections.refused["limit"], 1)
+        self.assertEqual(factory.stats.refused["limit"], 1)
         lose(first)
         self.assertNotIsInstance(connect(factory, "127.0.0.3")[0], Refusal)
 

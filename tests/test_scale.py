@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -40,35 +41,43 @@ class ReusePortOptionTests(SynchronousTestCase):
         )
 
 
+def answers_until_both(probe: Callable[[], bytes]) -> set[bytes]:
+    """Ask until two different processes have answered (bounded in count and time)."""
+    seen: set[bytes] = set()
+    end = time.monotonic() + DEADLINE
+    for _ in range(500):
+        if len(seen) == 2 or time.monotonic() > end:
+            break
+        seen.add(probe())
+    return seen
+
+
 class ReusePortProcessTests(SynchronousTestCase):
+    def start_two(self, plugin: str, listen: str, *per_process: tuple[str, str]) -> None:
+        for option, value in per_process:
+            server = Twistd([plugin, "--reuse-port", "--listen", listen, option, value])
+            self.addCleanup(server.stop)
+
     def test_two_processes_share_a_tcp_port(self) -> None:
         port = free_port(socket.SOCK_STREAM)
-        listen = f"tcp:{port}:interface=127.0.0.1"
-        for name in ("A", "B"):
-            server = Twistd(["echoapp-tcp", "--reuse-port", "--listen", listen, "--banner", name])
-            self.addCleanup(server.stop)
-        seen = set()
-        end = time.monotonic() + DEADLINE
-        for _ in range(500):
-            if len(seen) == 2 or time.monotonic() > end:
-                break
+        self.start_two("echoapp-tcp", f"tcp:{port}:interface=127.0.0.1", ("--banner", "A"), ("--banner", "B"))
+
+        def probe() -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
-                seen.add(sock.recv(100))
-        self.assertEqual(seen, {b"A\r\n", b"B\r\n"})
+                return sock.recv(100)
+
+        self.assertEqual(answers_until_both(probe), {b"A\r\n", b"B\r\n"})
 
     def test_two_processes_share_a_udp_port(self) -> None:
         port = free_port(socket.SOCK_DGRAM)
-        listen = f"udp:{port}:interface=127.0.0.1"
-        for name in ("A", "B"):
-            server = Twistd(["echoapp-udp", "--reuse-port", "--listen", listen, "--reply", name + " {}"])
-            self.addCleanup(server.stop)
-        seen = set()
-        end = time.monotonic() + DEADLINE
-        for _ in range(500):
-            if len(seen) == 2 or time.monotonic() > end:
-                break
+        self.start_two(
+            "echoapp-udp", f"udp:{port}:interface=127.0.0.1", ("--reply", "A {}"), ("--reply", "B {}")
+        )
+
+        def probe() -> bytes:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # a new source port each time
                 sock.settimeout(DEADLINE)
                 sock.sendto(b"x", ("127.0.0.1", port))
-                seen.add(sock.recvfrom(100)[0])
-        self.assertEqual(seen, {b"A x", b"B x"})
+                return sock.recvfrom(100)[0]
+
+        self.assertEqual(answers_until_both(probe), {b"A x", b"B x"})

@@ -64,7 +64,7 @@ class UDPGreeterUnitTests(SynchronousTestCase):
         protocol.datagramReceived(fits, self.addr)
         protocol.datagramReceived(fits + b"x", self.addr)
         self.assertEqual([len(d) for d, _ in transport.sent], [MAX_DATAGRAM])
-        self.assertEqual(protocol.dropped["size"], 1)
+        self.assertEqual(protocol.stats.dropped["size"], 1)
 
     def test_65000_byte_datagram_answered_whole(self) -> None:
         protocol, transport = greeter()
@@ -87,7 +87,7 @@ class UDPGuardTests(SynchronousTestCase):
         for port in (0, 7, 19, 53, 1023, 9999):
             protocol.datagramReceived(b"storm", ("127.0.0.1", port))
         self.assertEqual(transport.sent, [])
-        self.assertEqual(protocol.dropped["port"], 6)
+        self.assertEqual(protocol.stats.dropped["port"], 6)
         protocol.datagramReceived(b"fine", ("127.0.0.1", 1024))
         self.assertEqual(transport.sent, [(b"Hello, fine!", ("127.0.0.1", 1024))])
 
@@ -113,7 +113,7 @@ class UDPGuardTests(SynchronousTestCase):
         for _ in range(1000):
             protocol.datagramReceived(b"flood", ("127.0.0.9", 40000))
         self.assertEqual(len(transport.sent), 6 + 5)  # the bucket refilled to its burst, no more
-        self.assertEqual(protocol.dropped["rate"], 1990)
+        self.assertEqual(protocol.stats.dropped["rate"], 1990)
 
     def test_global_cap(self) -> None:
         protocol, transport = greeter(limits=UDPLimits(rate=100, burst=100, global_rate=20), clock=Clock())
@@ -136,7 +136,7 @@ class UDPGuardTests(SynchronousTestCase):
         transport.write = broken  # type: ignore[method-assign]
         for _ in range(5):
             protocol.datagramReceived(b"x", self.addr)
-        self.assertEqual(protocol.dropped["error"], 5)
+        self.assertEqual(protocol.stats.dropped["error"], 5)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         transport.write = RecordingUDPTransport.write.__get__(transport)  # type: ignore[method-assign]
         protocol.datagramReceived(b"again", self.addr)
