@@ -3,11 +3,15 @@
  * (or pipelined) rounds of LF-terminated lines against a greeter that
  * answers "Hello, <line without LF>!\n" and sends one banner line first.
  *
- *   loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP_S DURATION_S
+ *   loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP_S DURATION_S [udp]
+ *
+ * With "udp", CONNECTIONS is the number of UDP sockets, each with one
+ * datagram in flight; a reply that has not come within 200 ms is counted as
+ * lost and the next datagram is sent.
  *
  * Prints "warm" when the warm-up ends (the harness samples the server's
  * CPU then), then one line:
- *   requests=N seconds=S p50_us=X p99_us=Y errors=E
+ *   requests=N seconds=S p50_us=X p99_us=Y errors=E lost=L
  * Written in C so that the client is never the bottleneck.
  */
 #define _GNU_SOURCE
@@ -73,15 +77,17 @@ static double percentile(uint64_t total, double p) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 8) {
-        fprintf(stderr, "usage: loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP DURATION\n");
+    if (argc != 8 && argc != 9) {
+        fprintf(stderr, "usage: loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP DURATION [udp]\n");
         return 2;
     }
+    int udp = argc == 9 && strcmp(argv[8], "udp") == 0;
     const char *host = argv[1];
     int port = atoi(argv[2]), nconn = atoi(argv[3]), depth = atoi(argv[5]);
     double warmup = atof(argv[6]), duration = atof(argv[7]);
     msgsize = atol(argv[4]);
     replysize = msgsize - 1 + 9; /* "Hello, " + line + "!\n" */
+    if (udp) depth = 1;
     if (depth < 1 || depth > 64) depth = 1;
     message = malloc(msgsize);
     memset(message, 'x', msgsize);
@@ -92,9 +98,9 @@ int main(int argc, char **argv) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, host, &addr.sin_addr);
     for (int i = 0; i < nconn; i++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int fd = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
         int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (!udp) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
             perror("connect");
             return 1;
@@ -103,13 +109,17 @@ int main(int argc, char **argv) {
         conns[i].fd = fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+        if (udp) { /* no banner: start at once */
+            conns[i].banner_done = 1;
+            if (send_one(&conns[i]) < 0) return 1;
+        }
     }
 
     static char buf[1 << 16];
     struct epoll_event events[1024];
     double start = now(), measure_from = start + warmup, end = measure_from + duration;
     int warm = 0;
-    uint64_t requests = 0, errors = 0;
+    uint64_t requests = 0, errors = 0, lost = 0;
     while (1) {
         double t = now();
         if (!warm && t >= measure_from) {
@@ -121,7 +131,16 @@ int main(int argc, char **argv) {
             measure_from = t;
         }
         if (t >= end) break;
-        int n = epoll_wait(ep, events, 1024, 50);
+        if (udp) /* a datagram unanswered for 200 ms is lost: send the next one */
+            for (int i = 0; i < nconn; i++)
+                if (conns[i].in_flight && t - conns[i].sent_at[conns[i].head] > 0.2) {
+                    conns[i].head = (conns[i].head + 1) % 64;
+                    conns[i].in_flight--;
+                    conns[i].pending = 0;
+                    lost++;
+                    if (send_one(&conns[i]) < 0) errors++;
+                }
+        int n = epoll_wait(ep, events, 1024, udp ? 20 : 50);
         for (int e = 0; e < n; e++) {
             conn_t *c = events[e].data.ptr;
             ssize_t got = recv(c->fd, buf, sizeof buf, 0);
@@ -155,7 +174,7 @@ int main(int argc, char **argv) {
         }
     }
     double seconds = now() - measure_from;
-    printf("requests=%lu seconds=%.3f p50_us=%.0f p99_us=%.0f errors=%lu\n", (unsigned long)requests, seconds,
-           percentile(requests, 0.50), percentile(requests, 0.99), (unsigned long)errors);
+    printf("requests=%lu seconds=%.3f p50_us=%.0f p99_us=%.0f errors=%lu lost=%lu\n", (unsigned long)requests,
+           seconds, percentile(requests, 0.50), percentile(requests, 0.99), (unsigned long)errors, (unsigned long)lost);
     return 0;
 }

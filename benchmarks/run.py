@@ -52,6 +52,14 @@ def script(name: str, *extra: str) -> Any:
     return lambda port: [PYTHON, os.path.join(SERVERS, name), str(port), *extra]
 
 
+def echoapp_udp(port: int) -> list[str]:
+    # Guards on; rate limits opened up, as one load generator is one source.
+    return [
+        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", "echoapp-udp",
+        "--listen", f"udp:{port}:interface=127.0.0.1", "--rate=1e9", "--burst=1000000000", "--global-rate=1e9",
+    ]  # fmt: skip
+
+
 CONTENDERS: dict[str, Any] = {
     "echoapp-tcp, default reactor": twistd(),
     "echoapp-tcp, uvloop reactor": twistd("--reactor=uvloop"),
@@ -59,6 +67,12 @@ CONTENDERS: dict[str, Any] = {
     "asyncio Protocol": script("asyncio_greeter.py"),
     "asyncio Protocol on uvloop": script("asyncio_greeter.py", "--uvloop"),
     "threads (socket + threading)": script("threaded.py"),
+}
+UDP_CONTENDERS: dict[str, Any] = {
+    "echoapp-udp, guards on": echoapp_udp,
+    "asyncio DatagramProtocol": script("udp_greeters.py"),
+    "asyncio DatagramProtocol on uvloop": script("udp_greeters.py", "--uvloop"),
+    "blocking recvfrom/sendto loop": script("udp_greeters.py", "--blocking"),
 }
 
 
@@ -68,6 +82,7 @@ class Scenario:
     connections: int
     size: int
     depth: int = 1
+    udp: bool = False
 
 
 SCENARIOS = [
@@ -77,6 +92,7 @@ SCENARIOS = [
     Scenario("ping-pong, 16 KiB messages, 50 connections", 50, 16384),
     Scenario("pipelined 16 deep, 64 B lines, 50 connections", 50, 64, 16),
 ]
+UDP_SCENARIOS = [Scenario("UDP ping-pong, 64 B datagrams, 8 in flight", 8, 64, udp=True)]
 IDLE = "idle connections: server RSS per connection"
 
 
@@ -87,6 +103,7 @@ class Sample:
     p50: float
     p99: float
     client_cpu: float
+    lost: int = 0
 
 
 @dataclass
@@ -139,17 +156,22 @@ def build_loadgen() -> str:
 
 
 def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
+    udp = name in UDP_CONTENDERS
+    command = (UDP_CONTENDERS if udp else CONTENDERS)[name](port)
     server = subprocess.Popen(
-        CONTENDERS[name](port),
-        preexec_fn=pin(SERVER_CPU),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        command, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-                probe.recv(100)
+            if udp:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.settimeout(0.2)
+                    probe.sendto(b"ready?", ("127.0.0.1", port))
+                    probe.recvfrom(100)
+            else:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.recv(100)
             return server
         except OSError:
             if server.poll() is not None:
@@ -175,7 +197,7 @@ def measure(
         str(scenario.size),
         str(scenario.depth),
     ]
-    command += [str(warmup), str(duration)]
+    command += [str(warmup), str(duration)] + (["udp"] if scenario.udp else [])
     client = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CPU), text=True)
     assert client.stdout is not None
     first = client.stdout.readline().strip()
@@ -194,6 +216,7 @@ def measure(
         p50=float(figures["p50_us"]),
         p99=float(figures["p99_us"]),
         client_cpu=client_cpu,
+        lost=int(figures.get("lost", 0)),
     )
 
 
@@ -229,7 +252,10 @@ def run(args: argparse.Namespace) -> Results:
     idle_count = min(args.idle, hard - 100)
     contenders = args.contenders or list(CONTENDERS)
     scenarios = SCENARIOS[: args.scenarios]
-    total = args.rounds * len(contenders) * (len(scenarios) + (1 if idle_count > 0 else 0))
+    udp_contenders = [] if args.smoke or args.contenders else list(UDP_CONTENDERS)
+    total = args.rounds * (
+        len(contenders) * (len(scenarios) + (1 if idle_count > 0 else 0)) + len(udp_contenders)
+    )
     results = Results()
     done = 0
     for round_number in range(1, args.rounds + 1):
@@ -249,6 +275,18 @@ def run(args: argparse.Namespace) -> Results:
             finally:
                 server.terminate()
                 server.wait()
+        for name in udp_contenders:
+            port = free_port()
+            server = start_server(name, port)
+            try:
+                for scenario in UDP_SCENARIOS:
+                    progress(done, total, f"round {round_number}: {name}: {scenario.name}")
+                    sample = measure(loadgen, server, port, scenario, args.warmup, args.duration)
+                    results.samples.setdefault((scenario.name, name), []).append(sample)
+                    done += 1
+            finally:
+                server.terminate()
+                server.wait()
     progress(done, total, "done")
     sys.stderr.write("\n")
     return results
@@ -260,11 +298,12 @@ def spread(values: list[float], unit: str = "", digits: int = 1) -> str:
 
 
 def tables(results: Results, args: argparse.Namespace) -> list[tuple[str, list[str], list[list[str]]]]:
-    header = ["server", "server CPU µs/request", "requests/s", "p50 µs", "p99 µs", "client CPU"]
     out = []
-    for scenario in SCENARIOS[: args.scenarios]:
+    for scenario in SCENARIOS[: args.scenarios] + UDP_SCENARIOS:
+        header = ["server", "server CPU µs/request", "requests/s", "p50 µs", "p99 µs", "client CPU"]
+        header += ["lost"] if scenario.udp else []
         rows = []
-        for name in args.contenders or CONTENDERS:
+        for name in (args.contenders or list(CONTENDERS)) + list(UDP_CONTENDERS):
             samples = results.samples.get((scenario.name, name))
             if not samples:
                 continue
@@ -278,8 +317,10 @@ def tables(results: Results, args: argparse.Namespace) -> list[tuple[str, list[s
                     f"{statistics.median(s.p99 for s in samples):.0f}",
                     f"{client:.0%}" + (" CLIENT-BOUND" if client > 0.9 else ""),
                 ]
+                + ([f"{statistics.median(s.lost for s in samples):.0f}"] if scenario.udp else [])
             )
-        out.append((scenario.name, header, rows))
+        if rows:
+            out.append((scenario.name, header, rows))
     if results.idle:
         rows = [[name, spread([v / 1024 for v in values], " KiB")] for name, values in results.idle.items()]
         out.append((f"{IDLE} ({min(args.idle, 10**9)} open)", ["server", "RSS per connection"], rows))
