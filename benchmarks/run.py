@@ -56,7 +56,8 @@ def echoapp_udp(port: int) -> list[str]:
     # Guards on; rate limits opened up, as one load generator is one source.
     return [
         os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", "echoapp-udp",
-        "--listen", f"udp:{port}:interface=127.0.0.1", "--rate=1e9", "--burst=1000000000", "--global-rate=1e9",
+        "--listen", f"udp:{port}:interface=127.0.0.1",
+        "--rate=1e9", "--burst=1000000000", "--global-rate=1e9",
     ]  # fmt: skip
 
 
