@@ -1,7 +1,7 @@
 """
 The side-by-side benchmark: echoapp against the servers it replaces.
 
-    python benchmarks/run.py            # about 7 minutes on 2 cores
+    python benchmarks/run.py            # about 9 minutes on 2 cores
     python benchmarks/run.py --smoke    # a second or two, to keep it working
 
 Each contender runs as its own process pinned to CPU 0; the load generator,
