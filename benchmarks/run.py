@@ -251,39 +251,27 @@ def run(args: argparse.Namespace) -> Results:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     idle_count = min(args.idle, hard - 100)
-    contenders = args.contenders or list(CONTENDERS)
     scenarios = SCENARIOS[: args.scenarios]
-    udp_contenders = [] if args.smoke or args.contenders else list(UDP_CONTENDERS)
-    total = args.rounds * (
-        len(contenders) * (len(scenarios) + (1 if idle_count > 0 else 0)) + len(udp_contenders)
-    )
+    # (contender, its scenarios, idle connections to open) for each server run in a round
+    plan = [(name, scenarios, idle_count) for name in args.contenders or CONTENDERS]
+    if not (args.smoke or args.contenders):
+        plan += [(name, UDP_SCENARIOS, 0) for name in UDP_CONTENDERS]
+    total = args.rounds * sum(len(runs) + (1 if idle > 0 else 0) for _, runs, idle in plan)
     results = Results()
     done = 0
     for round_number in range(1, args.rounds + 1):
-        for name in contenders:
+        for name, runs, idle in plan:
             port = free_port()
             server = start_server(name, port)
             try:
-                for scenario in scenarios:
+                for scenario in runs:
                     progress(done, total, f"round {round_number}: {name}: {scenario.name}")
                     sample = measure(loadgen, server, port, scenario, args.warmup, args.duration)
                     results.samples.setdefault((scenario.name, name), []).append(sample)
                     done += 1
-                if idle_count > 0:
-                    progress(done, total, f"round {round_number}: {name}: {idle_count} idle connections")
-                    results.idle.setdefault(name, []).append(idle_rss(server, port, idle_count))
-                    done += 1
-            finally:
-                server.terminate()
-                server.wait()
-        for name in udp_contenders:
-            port = free_port()
-            server = start_server(name, port)
-            try:
-                for scenario in UDP_SCENARIOS:
-                    progress(done, total, f"round {round_number}: {name}: {scenario.name}")
-                    sample = measure(loadgen, server, port, scenario, args.warmup, args.duration)
-                    results.samples.setdefault((scenario.name, name), []).append(sample)
+                if idle > 0:
+                    progress(done, total, f"round {round_number}: {name}: {idle} idle connections")
+                    results.idle.setdefault(name, []).append(idle_rss(server, port, idle))
                     done += 1
             finally:
                 server.terminate()

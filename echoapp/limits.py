@@ -312,7 +312,6 @@ class GuardedFactory(Factory):
     """
 
     noisy = False
-    log = Logger()
 
     def __init__(
         self,
