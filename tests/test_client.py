@@ -14,8 +14,9 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.process import reapAllProcesses
 from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol, Protocol
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -55,11 +56,26 @@ class _Collect(ProcessProtocol):
 
 
 def client(*args: str, stdin: bytes | None = b"", module: bool = False) -> tuple[_Collect, Any]:
-    """Run echoapp-client (the installed console script) with C{args}."""
+    """
+    Run echoapp-client (the installed console script) with C{args}.
+
+    No C{path=}: in the test's own working directory Twisted starts the
+    child with posix_spawn rather than running Python in a fork of this
+    threaded process.  C{-I} keeps the checkout off C{python -m}'s path.
+    """
     collect = _Collect(stdin)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    command = [sys.executable, "-m", "echoapp", *args] if module else [twistd_path("echoapp-client"), *args]
-    process = reactor.spawnProcess(collect, command[0], command, env=env, path="/")  # type: ignore[attr-defined]
+    command = (
+        [sys.executable, "-I", "-m", "echoapp", *args] if module else [twistd_path("echoapp-client"), *args]
+    )
+    process = reactor.spawnProcess(collect, command[0], command, env=env)  # type: ignore[attr-defined]
+    # Twisted reaps a child when SIGCHLD wakes the reactor, but a child that
+    # closes its pipes just before it exits can leave that to the signal
+    # alone, and the wakeup can be lost (uvloop takes the signal wakeup fd
+    # while its loop runs): the test then waits on a zombie.  Poll as well.
+    reaper = LoopingCall(reapAllProcesses)
+    reaper.start(0.1, now=False)
+    collect.done.addBoth(lambda result: (reaper.stop(), result)[1])
     return collect, process
 
 
