@@ -56,6 +56,7 @@ class Greeter(GuardedProtocol):
         self._framing = config.framing
         self._lines = LineSplitter(config.max_line_length)
         self._finished = False
+        self._too_long = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -90,14 +91,14 @@ class Greeter(GuardedProtocol):
             self.log.info("Closing {peer}: line too long", peer=self.peer)
             self.stats.too_long += 1
             replies.append(self.config.too_long_error())
-            self._finished = True
+            self._finished = self._too_long = True
         if replies:
             out = b"".join(replies)
             self.transport.write(out)
             self.stats.messages += len(replies)
             self.stats.bytes_out += len(out)
         if self._finished:
-            self.close()
+            self.close(linger=self._too_long)
         else:
             self._time_partial_line(bool(replies))
 

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -222,6 +228,7 @@ class GuardedProtocol(Protocol):
     transport: Any
     peer = "local"
     _closing = False
+    _lingering = False
     _abort: IDelayedCall | None = None
 
     @property
@@ -266,12 +273,22 @@ class GuardedProtocol(Protocol):
     def shutdown(self) -> None:
         self.close(self.notice("server shutting down"))
 
-    def close(self, last_words: bytes = b"") -> None:
+    def close(self, last_words: bytes = b"", linger: bool = False) -> None:
         """
         Close cleanly (flushing what is buffered), and abort if the client
         has not let go when the grace period ends.
+
+        With C{linger}, for a client that is still sending (an oversized
+        line): closing a socket with unread input makes the kernel send a
+        reset, which can destroy C{last_words} before the client reads
+        them.  So only the write side is closed; what the client still
+        sends is read and dropped (the subclass ignores it once finished)
+        until it closes its side (L{close} is called again from
+        C{readConnectionLost}) or the grace period ends.
         """
         if self._closing:
+            if self._lingering:
+                self.transport.loseConnection()
             return
         self._closing = True
         if last_words:
@@ -280,7 +297,13 @@ class GuardedProtocol(Protocol):
         if self._flow_controlled:
             # A registered producer would hold a TLS close open until it left.
             self.transport.unregisterProducer()
-        self.transport.loseConnection()
+        half_close = getattr(self.transport, "loseWriteConnection", None)  # TLS has none
+        if linger and half_close is not None and IHalfCloseableProtocol.providedBy(self):
+            self._lingering = True
+            self.transport.resumeProducing()  # reads may be paused by backpressure
+            half_close()
+        else:
+            self.transport.loseConnection()
         self._abort = self.clock.callLater(self.factory.limits.close_grace, self.transport.abortConnection)
 
     def connectionLost(self, reason: Failure | None = None) -> None:

@@ -122,6 +122,57 @@ class LineFramingTests(SynchronousTestCase):
         self.assertLessEqual(protocol._lines._pending_length, 1100)
 
 
+class HalfClosingTransport(StringTransport):
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+class LingeringCloseTests(SynchronousTestCase):
+    """
+    Closing on a client that is still sending would make the kernel reset
+    the connection, which can destroy the error line before it is read.
+    """
+
+    error = b"ERROR: line too long (limit 4 bytes)\r\n"
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        config = GreeterConfig(framing=Framing.LINE, max_line_length=4)
+        self.protocol = GreeterFactory(config, TCPLimits(close_grace=3), self.clock).buildProtocol(None)
+        self.transport = HalfClosingTransport()
+        self.protocol.makeConnection(self.transport)
+        self.transport.clear()
+        self.protocol.dataReceived(b"abcdefgh")
+
+    def test_error_then_only_the_write_side_closes(self) -> None:
+        self.assertEqual(self.transport.value(), self.error)
+        self.assertTrue(self.transport.write_closed)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_the_rest_is_read_and_dropped_until_the_client_closes(self) -> None:
+        self.protocol.dataReceived(b"more\n" * 1000)
+        self.assertEqual(self.transport.value(), self.error)
+        self.protocol.readConnectionLost()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected, "aborted")
+
+    def test_a_client_that_never_closes_is_aborted_after_the_grace(self) -> None:
+        self.clock.advance(2.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.disconnected, "not aborted")
+
+    def test_exit_word_closes_at_once(self) -> None:
+        protocol = GreeterFactory(GreeterConfig(), clock=Clock()).buildProtocol(None)
+        transport = HalfClosingTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"exit\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.write_closed)
+
+
 class RawFramingTests(SynchronousTestCase):
     raw = GreeterConfig(framing=Framing.RAW)
 
