@@ -16,15 +16,17 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, execute, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.tcp import _resolveIPv6
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from echoapp import native
 from echoapp.limits import raise_fd_limit
 from echoapp.udp import READ_SIZE
 
@@ -59,16 +61,21 @@ def check_endpoint(description: str, reuse_port: bool = False) -> str:
     return description
 
 
-def reuse_port_socket(family: int, kind: int, interface: str, port: int) -> socket.socket:
+def bound_socket(family: int, kind: int, interface: str, port: int, reuse_port: bool = True) -> socket.socket:
     """
-    A socket bound with SO_REUSEPORT: several processes bind the same port
-    and the kernel spreads connections (or datagrams) across them.
+    A bound socket.  With C{reuse_port} (SO_REUSEPORT), several processes
+    bind the same port and the kernel spreads connections (or datagrams)
+    across them.
     """
     sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((interface or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.bind(_resolveIPv6(interface or "::", port))  # a scope ID (fe80::1%eth0) as Twisted allows
+        else:
+            sock.bind((interface or "0.0.0.0", port))
     except OSError as error:
         sock.close()
         raise CannotListenError(interface, port, error) from None
@@ -77,39 +84,60 @@ def reuse_port_socket(family: int, kind: int, interface: str, port: int) -> sock
 
 
 @implementer(IStreamServerEndpoint)
-class ReusePortEndpoint:
-    """A TCP server endpoint whose port other processes may share."""
+class SocketEndpoint:
+    """
+    A C{tcp:}/C{tcp6:} endpoint that makes its own listening socket: to
+    share the port with other processes (C{--reuse-port}), or to hand it to
+    the asyncio loop under the reactor, whose own transports then serve it
+    (L{echoapp.native}).  The port is bound synchronously, so a taken port
+    fails C{listen} at once, before twistd drops privileges.
+    """
 
-    def __init__(self, reactor: Any, family: int, port: int, interface: str, backlog: int) -> None:
+    def __init__(
+        self, reactor: Any, family: int, port: int, interface: str, backlog: int, reuse_port: bool
+    ) -> None:
         self._reactor = reactor
         self._family = family
         self._port = port
         self._interface = interface
         self._backlog = backlog
+        self._reuse_port = reuse_port
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        return execute(self._listen, factory)
-
-    def _listen(self, factory: IProtocolFactory) -> IListeningPort:
-        sock = reuse_port_socket(self._family, socket.SOCK_STREAM, self._interface, self._port)
         try:
+            sock = bound_socket(
+                self._family, socket.SOCK_STREAM, self._interface, self._port, self._reuse_port
+            )
+        except CannotListenError:
+            return fail()
+        loop = native.event_loop(self._reactor)
+        try:
+            if loop is not None:
+                return succeed(native.serve(loop, sock, factory, self._backlog))
             sock.listen(self._backlog)
-            port: IListeningPort = self._reactor.adoptStreamPort(sock.fileno(), self._family, factory)
-            return port
-        finally:
+            port = self._reactor.adoptStreamPort(sock.fileno(), self._family, factory)
             sock.close()  # the reactor holds its own duplicate
+            return succeed(port)
+        except Exception:
+            sock.close()
+            return fail()
 
 
 def stream_endpoint(reactor: Any, description: str, reuse_port: bool = False) -> IStreamServerEndpoint:
-    """The endpoint for C{description}; with C{reuse_port}, one that shares its port."""
+    """
+    The endpoint for C{description}.  C{tcp:}/C{tcp6:} get a
+    L{SocketEndpoint} when they share their port or when the reactor sits
+    on an asyncio loop; everything else is Twisted's own endpoint.
+    """
     endpoint = serverFromString(reactor, description)
-    if not reuse_port:
-        return endpoint
-    if not isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint):
+    tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
+    if reuse_port and not tcp:
         raise ValueError("--reuse-port works with tcp: and tcp6: listeners only")
+    if not tcp or not (reuse_port or native.event_loop(reactor) is not None):
+        return endpoint
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
     # Twisted keeps these private; they are the parsed description.
-    return ReusePortEndpoint(reactor, family, endpoint._port, endpoint._interface, endpoint._backlog)
+    return SocketEndpoint(reactor, family, endpoint._port, endpoint._interface, endpoint._backlog, reuse_port)
 
 
 # Split parameters on an unescaped ':' that starts a "key=", so that a bare
@@ -237,7 +265,7 @@ class UDPListenService(Service):
         try:
             if self.reuse_port:
                 family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
-                sock = reuse_port_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port)
+                sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port)
                 try:
                     self.port = reactor.adoptDatagramPort(sock.fileno(), family, self.protocol, READ_SIZE)
                 finally:
