@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterator
 
 LF = b"\n"
+CRLF = b"\r\n"
 CR = 0x0D
 
 
@@ -85,6 +86,23 @@ class LineSplitter:
             yield data[start:stop], data[stop : end + 1]
             start = end + 1
         self._hold(data[start:])
+
+    def whole_lines(self, data: bytes) -> list[tuple[bytes, bytes]] | None:
+        """
+        The usual chunk, split in one pass: nothing held from before, LF at
+        the end, and too short to hold a line over the limit.  Gives what
+        L{feed} would yield, or L{None} to say that L{feed} must decide.
+        """
+        if self._pending or data[-1:] != LF or len(data) > self.max_length + 1:
+            return None
+        end = len(data) - 1
+        if data.find(LF, 0, end) < 0:  # one line: request and response clients
+            if end and data[end - 1] == CR:
+                return [(data[: end - 1], CRLF)]
+            return [(data[:end], LF)]
+        lines = data.split(LF)
+        lines.pop()  # the empty remainder after the final LF
+        return [(line[:-1], CRLF) if line[-1:] == b"\r" else (line, LF) for line in lines]
 
     @property
     def pending(self) -> int:

@@ -17,6 +17,8 @@ from echoapp.limits import Connections, GuardedFactory, GuardedProtocol, TCPLimi
 from echoapp.metrics import TCPStats
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
+_AUTO, _LINE, _RAW = Framing.AUTO, Framing.LINE, Framing.RAW
+
 CRLF = b"\r\n"
 DEFAULT_MAX_LINE_LENGTH = 64 * 1024
 
@@ -74,11 +76,31 @@ class Greeter(GuardedProtocol):
             return
         self.activity()
         self.stats.bytes_in += len(data)
-        if self._framing is Framing.AUTO:
-            self._framing = Framing.choose(data)
+        framing = self._framing
+        if framing is _AUTO:
+            framing = self._framing = Framing.choose(data)
         replies: list[bytes] = []
+        lines = self._lines.whole_lines(data) if framing is _LINE else None
+        if lines is not None:
+            for message, terminator in lines:
+                if not self._answer(message, terminator, replies):
+                    break
+        else:
+            self._answer_any(framing, data, replies)
+        if replies:
+            out = b"".join(replies)
+            self.transport.write(out)
+            self.stats.messages += len(replies)
+            self.stats.bytes_out += len(out)
+        if self._finished:
+            self.close(linger=self._too_long)
+        elif self._line_timer is not None or self._lines.pending:
+            self._time_partial_line(bool(replies))
+
+    def _answer_any(self, framing: Framing, data: bytes, replies: list[bytes]) -> None:
+        """The general path: raw chunks, partial lines, lines over the limit."""
         try:
-            if self._framing is Framing.RAW:
+            if framing is _RAW:
                 message, terminator = split_terminator(data)
                 if len(message) > self.config.max_line_length:
                     raise LineTooLong()
@@ -92,15 +114,6 @@ class Greeter(GuardedProtocol):
             self.stats.too_long += 1
             replies.append(self.config.too_long_error())
             self._finished = self._too_long = True
-        if replies:
-            out = b"".join(replies)
-            self.transport.write(out)
-            self.stats.messages += len(replies)
-            self.stats.bytes_out += len(out)
-        if self._finished:
-            self.close(linger=self._too_long)
-        else:
-            self._time_partial_line(bool(replies))
 
     def _time_partial_line(self, completed: bool) -> None:
         """
@@ -112,6 +125,7 @@ class Greeter(GuardedProtocol):
         if not self._lines.pending:
             if timer is not None and timer.active():
                 timer.cancel()
+            self._line_timer = None
             return
         if timer is None or not timer.active():
             self._line_timer = self.clock.callLater(self.factory.limits.line_timeout, self.timedOut, "line")

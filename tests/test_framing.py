@@ -88,12 +88,16 @@ def reference_lines(stream: bytes, max_length: int) -> tuple[list[tuple[bytes, b
     return lines, len(tail_content) > max_length
 
 
-def feed_all(chunks: list[bytes], max_length: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+def feed_all(
+    chunks: list[bytes], max_length: int, fast: bool = False
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """With C{fast}, as the greeter does: L{LineSplitter.whole_lines} first."""
     splitter = LineSplitter(max_length)
     lines: list[tuple[bytes, bytes]] = []
     try:
         for chunk in chunks:
-            lines.extend(splitter.feed(chunk))
+            whole = splitter.whole_lines(chunk) if fast else None
+            lines.extend(splitter.feed(chunk) if whole is None else whole)
     except LineTooLong:
         return lines, True
     return lines, False
@@ -113,3 +117,16 @@ class LineSplitterProperties(SynchronousTestCase):
     @given(streams, st.lists(st.integers(min_value=0), max_size=20), st.integers(min_value=1, max_value=8))
     def test_any_chunking_gives_the_reference_lines(self, stream: bytes, cuts: list[int], limit: int) -> None:
         self.assertEqual(feed_all(chunked(stream, cuts), limit), reference_lines(stream, limit))
+
+    @given(streams, st.lists(st.integers(min_value=0), max_size=20), st.integers(min_value=1, max_value=8))
+    def test_the_fast_path_changes_nothing(self, stream: bytes, cuts: list[int], limit: int) -> None:
+        self.assertEqual(feed_all(chunked(stream, cuts), limit, fast=True), reference_lines(stream, limit))
+
+    def test_fast_path_takes_the_usual_chunks_only(self) -> None:
+        splitter = LineSplitter(4)
+        self.assertEqual(splitter.whole_lines(b"ab\r\n"), [(b"ab", b"\r\n")])
+        self.assertEqual(splitter.whole_lines(b"a\nb\r\n"), [(b"a", b"\n"), (b"b", b"\r\n")])
+        self.assertIsNone(splitter.whole_lines(b"ab"), "no final LF")
+        self.assertIsNone(splitter.whole_lines(b"abcdef\n"), "may be over the limit")
+        list(splitter.feed(b"ab"))
+        self.assertIsNone(splitter.whole_lines(b"c\n"), "a partial line is held")
