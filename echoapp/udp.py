@@ -11,7 +11,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from echoapp.framing import split_terminator
-from echoapp.limits import ThrottledLog, TokenBuckets, UDPLimits
+from echoapp.limits import ThrottledLog, TokenBucket, TokenBuckets, UDPLimits
 from echoapp.metrics import UDPStats
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
@@ -58,7 +58,7 @@ class UDPGreeter(DatagramProtocol):
             from twisted.internet import reactor as clock
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
-        self.everyone = TokenBuckets(limits.global_rate, limits.global_rate, 1, self.clock.seconds)
+        self.everyone = TokenBucket(limits.global_rate, limits.global_rate, self.clock.seconds)
         self.stats = stats or UDPStats("echoapp-udp", "")
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
 
@@ -79,7 +79,7 @@ class UDPGreeter(DatagramProtocol):
         host, port = addr[0], addr[1]
         if port < FIRST_UNPRIVILEGED_PORT or port in self.own_ports:
             return self._drop("port")
-        if not self.sources.allow(host) or not self.everyone.allow(None):
+        if not self.sources.allow(host) or not self.everyone.allow():
             return self._drop("rate")
         message, terminator = split_terminator(datagram)
         reply = self.reply.render(message, terminator)

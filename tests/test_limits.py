@@ -12,7 +12,7 @@ from echoapp import limits
 from echoapp.echo import EchoFactory
 from echoapp.framing import Framing
 from echoapp.greeter import GreeterConfig, GreeterFactory
-from echoapp.limits import Refusal, TCPLimits, ThrottledLog, TokenBuckets, peer_key
+from echoapp.limits import Refusal, TCPLimits, ThrottledLog, TokenBucket, TokenBuckets, peer_key
 
 
 def address(host: str = "127.0.0.1") -> IPv4Address:
@@ -197,6 +197,15 @@ class TokenBucketTests(SynchronousTestCase):
         self.assertEqual([buckets.allow("a") for _ in range(2)], [True, False])
         clock.advance(100)
         self.assertEqual(sum(buckets.allow("a") for _ in range(10)), 3)
+
+    def test_single_bucket_burst_then_rate(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(rate=2, burst=3, now=clock.seconds)
+        self.assertEqual([bucket.allow() for _ in range(4)], [True, True, True, False])
+        clock.advance(0.5)
+        self.assertEqual([bucket.allow() for _ in range(2)], [True, False])
+        clock.advance(100)
+        self.assertEqual(sum(bucket.allow() for _ in range(10)), 3)
 
     def test_least_recently_seen_is_forgotten(self) -> None:
         clock = Clock()
