@@ -52,10 +52,10 @@ def script(name: str, *extra: str) -> Any:
     return lambda port: [PYTHON, os.path.join(SERVERS, name), str(port), *extra]
 
 
-def echoapp_udp(port: int) -> list[str]:
+def echoapp_udp(*options: str) -> Any:
     # Guards on; rate limits opened up, as one load generator is one source.
-    return [
-        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", "echoapp-udp",
+    return lambda port: [
+        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-udp",
         "--listen", f"udp:{port}:interface=127.0.0.1",
         "--rate=1e9", "--burst=1000000000", "--global-rate=1e9",
     ]  # fmt: skip
@@ -70,7 +70,8 @@ CONTENDERS: dict[str, Any] = {
     "threads (socket + threading)": script("threaded.py"),
 }
 UDP_CONTENDERS: dict[str, Any] = {
-    "echoapp-udp, guards on": echoapp_udp,
+    "echoapp-udp, guards on, default reactor": echoapp_udp(),
+    "echoapp-udp, guards on, uvloop reactor": echoapp_udp("--reactor=uvloop"),
     "asyncio DatagramProtocol": script("udp_greeters.py"),
     "asyncio DatagramProtocol on uvloop": script("udp_greeters.py", "--uvloop"),
     "blocking recvfrom/sendto loop": script("udp_greeters.py", "--blocking"),

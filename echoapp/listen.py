@@ -65,11 +65,13 @@ def bound_socket(family: int, kind: int, interface: str, port: int, reuse_port: 
     """
     A bound socket.  With C{reuse_port} (SO_REUSEPORT), several processes
     bind the same port and the kernel spreads connections (or datagrams)
-    across them.
+    across them.  SO_REUSEADDR only for streams, as Twisted does: on a
+    datagram socket it would let a second process bind a taken port.
     """
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM or reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
@@ -262,9 +264,13 @@ class UDPListenService(Service):
         raise_fd_limit()
         reactor = self._reactor or _reactor()
         listen = self.listen
+        family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
+        loop = native.event_loop(reactor)
         try:
-            if self.reuse_port:
-                family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
+            if loop is not None:
+                sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port, self.reuse_port)
+                self.port = native.serve_datagrams(loop, sock, self.protocol)
+            elif self.reuse_port:
                 sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port)
                 try:
                     self.port = reactor.adoptDatagramPort(sock.fileno(), family, self.protocol, READ_SIZE)

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport, IUDPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -28,7 +28,8 @@ from zope.interface.verify import verifyObject
 
 from echoapp import native, services
 from echoapp.greeter import GreeterConfig, GreeterFactory
-from echoapp.listen import SocketEndpoint, StreamListenService
+from echoapp.listen import SocketEndpoint, StreamListenService, UDPListen
+from echoapp.udp import UDPGreeter
 from tests.support import listeners, start, tutorial_client
 
 
@@ -297,6 +298,86 @@ class GuardedOverNativeTests(SynchronousTestCase):
         self.assertEqual(factory.stats.open, 0)
 
 
+class FakeDatagramTransport(asyncio.DatagramTransport):
+    def __init__(self) -> None:
+        super().__init__({"socket": None})
+        self.sent: list[tuple[bytes, Any]] = []
+        self.closing = False
+        self.buffered = 0
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        self.sent.append((bytes(data), addr))
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def datagram_port(
+    greeter: UDPGreeter,
+) -> tuple[native.NativeDatagramPort, native.DatagramBridge, FakeDatagramTransport]:
+    port = native.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
+    bridge = native.DatagramBridge(port)
+    transport = FakeDatagramTransport()
+    bridge.connection_made(transport)
+    return port, bridge, transport
+
+
+class DatagramAdapterTests(SynchronousTestCase):
+    def test_is_a_udp_transport(self) -> None:
+        port, _, _ = datagram_port(UDPGreeter(clock=Clock()))
+        self.assertTrue(verifyObject(IUDPTransport, port))
+
+    def test_greeter_answers_through_the_loop(self) -> None:
+        greeter = UDPGreeter(clock=Clock())
+        _, bridge, transport = datagram_port(greeter)
+        self.assertIn(9999, greeter.own_ports, "startProtocol ran, and learnt the port")
+        bridge.datagram_received(b"uv\n", ("127.0.0.1", 40000))
+        bridge.datagram_received(b"loop", ("127.0.0.1", 9999))  # from our own port: never answered
+        self.assertEqual(transport.sent, [(b"Hello, uv!\n", ("127.0.0.1", 40000))])
+
+    def test_replies_dropped_rather_than_buffered_without_bound(self) -> None:
+        port, bridge, transport = datagram_port(UDPGreeter(clock=Clock()))
+        transport.buffered = native.DATAGRAM_BUFFER_LIMIT + 1
+        bridge.datagram_received(b"x", ("127.0.0.1", 40000))
+        self.assertEqual((transport.sent, port.dropped), ([], 1))
+
+    def test_an_error_is_logged_and_the_port_keeps_serving(self) -> None:
+        class Broken(UDPGreeter):
+            def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+                if datagram == b"bug":
+                    raise ZeroDivisionError()
+                super().datagramReceived(datagram, addr)
+
+        _, bridge, transport = datagram_port(Broken(clock=Clock()))
+        bridge.datagram_received(b"bug", ("127.0.0.1", 40000))
+        bridge.datagram_received(b"ok", ("127.0.0.1", 40000))
+        self.assertEqual(len(transport.sent), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_stop_closes_and_stops_the_protocol(self) -> None:
+        greeter = UDPGreeter(clock=Clock())
+        port, bridge, transport = datagram_port(greeter)
+        self.successResultOf(port.stopListening())
+        self.assertTrue(transport.closing)
+        bridge.connection_lost(None)
+        self.assertEqual(greeter.numPorts, 0)
+
+    def test_stopped_before_the_loop_handed_over(self) -> None:
+        greeter = UDPGreeter(clock=Clock())
+        port = native.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
+        port.stopListening()
+        transport = FakeDatagramTransport()
+        native.DatagramBridge(port).connection_made(transport)
+        self.assertTrue(transport.closing)
+        self.assertEqual(greeter.numPorts, 0)
+
+
 class ServeTests(SynchronousTestCase):
     def check_listens_before_serve_returns(self, loop: asyncio.AbstractEventLoop) -> None:
         self.addCleanup(loop.close)
@@ -334,6 +415,21 @@ class NativeLoopbackTests(TestCase):
         d.addCallback(lambda _: deferToThread(tutorial_client, six, [b"six"], "::1"))
         d.addCallback(lambda replies: self.assertEqual(replies, [b"Welcome!\r\n", b"Hello, six!"]))
         return d
+
+    def test_udp_uses_the_loops_transport(self) -> Deferred[None]:
+        tree = services.udp_greeter(listen=[UDPListen(0, "127.0.0.1")])
+        start(self, tree)
+        [listener] = listeners(tree)
+        self.assertIsInstance(listener.port, native.NativeDatagramPort)
+        port = listener.port.getHost().port
+
+        def client() -> bytes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                sock.sendto(b"datagram", ("127.0.0.1", port))
+                return sock.recv(100)
+
+        return deferToThread(client).addCallback(self.assertEqual, b"Hello, datagram!")
 
     def test_other_endpoints_keep_twisteds_path(self) -> None:
         path = self.mktemp()
