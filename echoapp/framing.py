@@ -55,6 +55,8 @@ class LineSplitter:
     quadratic, copying.
     """
 
+    __slots__ = ("_pending", "_pending_length", "max_length")  # one per connection
+
     def __init__(self, max_length: int) -> None:
         self.max_length = max_length
         self._pending: list[bytes] = []

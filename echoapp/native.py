@@ -65,13 +65,23 @@ class NativeTransport:
     call deep: on uvloop a reply goes from the protocol to C in two calls.
     """
 
-    def __init__(
-        self, transport: asyncio.Transport, protocol: IProtocol, peer: Address, host: Address
-    ) -> None:
+    # Ten thousand idle connections each hold one: no __dict__, and the
+    # addresses are asked of the loop's transport when someone wants them.
+    __slots__ = (
+        "_protocol",
+        "_streaming",
+        "_transport",
+        "_writes_paused",
+        "aborted",
+        "connected",
+        "disconnected",
+        "disconnecting",
+        "producer",
+    )  # fmt: skip
+
+    def __init__(self, transport: asyncio.Transport, protocol: IProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
-        self._peer = peer
-        self._host = host
         self.connected = True
         self.disconnecting = False
         self.disconnected = False
@@ -115,10 +125,10 @@ class NativeTransport:
                 asyncio.get_running_loop().call_soon(self._protocol.writeConnectionLost)
 
     def getPeer(self) -> Address:
-        return self._peer
+        return _address(self._transport.get_extra_info("peername"))
 
     def getHost(self) -> Address:
-        return self._host
+        return _address(self._transport.get_extra_info("sockname"))
 
     def getHandle(self) -> Any:
         return self._transport.get_extra_info("socket")
@@ -192,7 +202,7 @@ class NativeTransport:
         self.loseConnection()
 
     def __repr__(self) -> str:
-        return f"<NativeTransport {self._peer} for {self._protocol!r}>"
+        return f"<NativeTransport for {self._protocol!r}>"
 
 
 class Bridge(asyncio.Protocol):
@@ -202,6 +212,8 @@ class Bridge(asyncio.Protocol):
     Twisted call with Twisted's arguments.
     """
 
+    __slots__ = ("_adapter", "_factory", "_failure", "_protocol")
+
     def __init__(self, factory: IProtocolFactory) -> None:
         self._factory = factory
         self._protocol: IProtocol | None = None
@@ -209,14 +221,12 @@ class Bridge(asyncio.Protocol):
         self._failure: Failure | None = None
 
     def connection_made(self, transport: Any) -> None:
-        peer = _address(transport.get_extra_info("peername"))
-        host = _address(transport.get_extra_info("sockname"))
-        protocol = self._factory.buildProtocol(peer)
+        protocol = self._factory.buildProtocol(_address(transport.get_extra_info("peername")))
         if protocol is None:
             transport.close()  # refused by the factory, as Twisted's Port does
             return
         self._protocol = protocol
-        self._adapter = adapter = NativeTransport(transport, protocol, peer, host)
+        self._adapter = adapter = NativeTransport(transport, protocol)
         try:
             protocol.makeConnection(adapter)
         except Exception:

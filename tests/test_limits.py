@@ -140,6 +140,15 @@ class TimeoutTests(SynchronousTestCase):
         clock.advance(1)
         self.assertTrue(transport.value().endswith(b"ERROR: session time limit\r\n"))
 
+    def test_an_idle_connection_holds_one_timer(self) -> None:
+        # 10,000 idle connections: each timer is memory, so idle and session share one.
+        clock = Clock()
+        protocol, _ = self.greeter(clock)
+        protocol.dataReceived(b"x\n")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(10)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
     def test_echo_times_out_silently(self) -> None:
         clock = Clock()
         protocol, transport = connect(EchoFactory(self.limits, clock))
