@@ -41,6 +41,9 @@ log = Logger()
 
 Address = IPv4Address | IPv6Address
 
+# What Twisted's TCP reads at once (FileDescriptor.bufferSize).
+READ_SIZE = 65536
+
 
 def event_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
     """The asyncio loop under C{reactor}, or L{None} for any other reactor."""
@@ -237,9 +240,24 @@ class Bridge(asyncio.Protocol):
         if protocol is None or self._failure is not None:
             return
         try:
-            protocol.dataReceived(data)
+            if len(data) <= READ_SIZE:
+                protocol.dataReceived(data)
+            else:
+                self._in_pieces(protocol, data)
         except Exception:
             self._fail(self._adapter._transport)  # type: ignore[union-attr]
+
+    def _in_pieces(self, protocol: IProtocol, data: bytes) -> None:
+        """
+        uvloop reads up to 256 KiB at once, Twisted 64 KiB: the protocol gets
+        Twisted's chunk sizes, which raw framing (a chunk is a message, at
+        most C{--max-line-length}) depends on.
+        """
+        view = memoryview(data)
+        for start in range(0, len(data), READ_SIZE):
+            if self._failure is not None or self._adapter.disconnecting:  # type: ignore[union-attr]
+                return
+            protocol.dataReceived(bytes(view[start : start + READ_SIZE]))
 
     def _fail(self, transport: Any) -> None:
         """As Twisted's reactor does: log the error and drop the connection with it."""

@@ -81,6 +81,22 @@ def twistd_path(name: str = "twistd") -> str:
 LISTENING = re.compile(r"(echoapp[\w-]*) listening on (\S+)")
 
 
+def same_reactor(args: Sequence[str]) -> list[str]:
+    """
+    C{--reactor=uvloop} when this test run is on uvloop (and C{args} names
+    no reactor), so the subprocess tests, the attacks among them, prove the
+    native transports too.
+    """
+    from twisted.internet import reactor
+
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None or type(loop).__module__.split(".")[0] != "uvloop":
+        return []
+    if any(arg.startswith("--reactor") for arg in args):
+        return []
+    return ["--reactor=uvloop"]
+
+
 class Twistd:
     """
     A real C{twistd -n} (or C{twist}) subprocess, run from an empty
@@ -93,6 +109,7 @@ class Twistd:
     ) -> None:
         self.directory = tempfile.mkdtemp(prefix="echoapp-test-")
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        args = [*same_reactor(args), *args]
         if runner == "twistd":
             command = [twistd_path(), "-n", "--pidfile=", "--logfile=-", *args]
         else:

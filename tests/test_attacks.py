@@ -161,7 +161,7 @@ class ProcessAttackTests(SynchronousTestCase):
             greeter.close()
             echo.close()
         self.assertIn(code, (0, -signal.SIGTERM))
-        self.assertIn("Main loop terminated.", server.output)
+        self.assertIn("Received SIGTERM, shutting down.", server.output)
         self.assertNotIn("Traceback", server.output)
 
     def test_fuzzed_byte_streams(self) -> None:

@@ -163,6 +163,26 @@ class AdapterTests(SynchronousTestCase):
         self.assertRaises(TypeError, protocol.transport.write, "text")
         self.assertRaises(TypeError, protocol.transport.writeSequence, ["text"])
 
+    def test_big_reads_arrive_in_twisted_sized_chunks(self) -> None:
+        # uvloop reads 256 KiB at once; raw framing counts on Twisted's 64 KiB.
+        protocol = Recorder()
+        bridge, _, _ = connect(protocol)
+        data = bytes(range(256)) * 1000
+        bridge.data_received(data)
+        self.assertEqual([len(chunk) for chunk in protocol.received], [65536, 65536, 65536, 59392])
+        self.assertEqual(b"".join(protocol.received), data)
+
+    def test_no_more_chunks_once_closing(self) -> None:
+        class Closer(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                super().dataReceived(data)
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        protocol = Closer()
+        bridge, _, _ = connect(protocol)
+        bridge.data_received(b"x" * 200_000)
+        self.assertEqual(len(protocol.received), 1)
+
     def test_lose_connection_flushes_then_connection_done(self) -> None:
         protocol = Recorder()
         bridge, transport, _ = connect(protocol)
