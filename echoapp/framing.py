@@ -59,7 +59,9 @@ class LineSplitter:
 
     def __init__(self, max_length: int) -> None:
         self.max_length = max_length
-        self._pending: list[bytes] = []
+        # No list until a partial line needs one: most connections never do,
+        # and an idle connection should cost as little as possible.
+        self._pending: list[bytes] | tuple[()] = ()
         self._pending_length = 0
 
     def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -75,9 +77,8 @@ class LineSplitter:
             self._hold(data)
             return
         if self._pending:
-            self._pending.append(data)
-            data = b"".join(self._pending)
-            self._pending = []
+            data = b"".join([*self._pending, data])
+            self._pending = ()
             self._pending_length = 0
         start = 0
         max_length = self.max_length
@@ -114,7 +115,10 @@ class LineSplitter:
     def _hold(self, partial: bytes) -> None:
         if not partial:
             return
-        self._pending.append(partial)
+        if self._pending:
+            self._pending.append(partial)
+        else:
+            self._pending = [partial]
         self._pending_length += len(partial)
         excess = self._pending_length - self.max_length
         # One byte over may still be the CR of a CRLF; two bytes over cannot.

@@ -249,8 +249,7 @@ class GuardedProtocol(Protocol):
         self.stats.open += 1
         log.info("Connection from {peer} to {service}", peer=self.peer, service=self.stats.service)
         self.factory.connections.add(self)
-        self._seconds = self.clock.seconds
-        self._last_seen = now = self._seconds()
+        self._last_seen = now = self.factory.now()
         self._session_end = now + limits.session_timeout
         self._deadline = self.clock.callLater(
             min(limits.idle_timeout, limits.session_timeout), self._check_deadlines
@@ -269,7 +268,7 @@ class GuardedProtocol(Protocol):
         if not self._flow_controlled:
             self._flow_controlled = True
             pause_reading_when_full(self.transport)
-        self._last_seen = self._seconds()
+        self._last_seen = self.factory.now()
 
     def _check_deadlines(self) -> None:
         """
@@ -277,7 +276,7 @@ class GuardedProtocol(Protocol):
         deadline (a timer is ~0.45 KiB, and 10,000 idle connections each
         hold one): it fires at the nearer, and re-arms for what is left.
         """
-        now = self._seconds()
+        now = self.factory.now()
         session_left = self._session_end - now
         idle_left = self._last_seen + self.factory.limits.idle_timeout - now
         if session_left <= _SLACK:
@@ -379,6 +378,12 @@ class GuardedFactory(Factory):
         self.stats = stats or TCPStats("echoapp", "")
         self._clock = clock
         self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
+        # The clock's time, one bound method per factory rather than per connection.
+        self.now: Callable[[], float] = self._first_now
+
+    def _first_now(self) -> float:
+        self.now = self.clock.seconds
+        return self.now()
 
     @property
     def clock(self) -> IReactorTime:

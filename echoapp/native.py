@@ -5,7 +5,7 @@ C{create_server}, so uvloop's C transports do the accepting, reading and
 writing.  Twisted's asyncio reactor runs its own sockets through
 C{add_reader} callbacks, where uvloop gains nothing.
 
-The unchanged Twisted protocol sees a L{NativeTransport}: an
+The unchanged Twisted protocol sees a L{NativeConnection}: an
 C{ITCPTransport} with Twisted's semantics (flushing C{loseConnection},
 C{ConnectionDone}/C{ConnectionLost}/C{ConnectionAborted} reasons, a
 streaming producer paused by a full write buffer, reads paused by
@@ -62,15 +62,22 @@ def _address(sockaddr: Any) -> Address:
 
 
 @implementer(ITCPTransport, IConsumer, IPushProducer)
-class NativeTransport:
+class NativeConnection(asyncio.Protocol):
     """
-    Twisted's view of an asyncio transport.  The write path is one method
-    call deep: on uvloop a reply goes from the protocol to C in two calls.
+    One connection, both ways: the asyncio protocol the loop drives, and
+    the Twisted transport the Twisted protocol writes to.  It builds the
+    protocol from the factory for the peer and turns each asyncio callback
+    into the Twisted call with Twisted's arguments.
+
+    One object, with slots and no stored addresses (they are asked of the
+    loop's transport when someone wants them): ten thousand idle
+    connections each hold one.  A reply goes from the protocol to uvloop's
+    C code in two calls.
     """
 
-    # Ten thousand idle connections each hold one: no __dict__, and the
-    # addresses are asked of the loop's transport when someone wants them.
     __slots__ = (
+        "_factory",
+        "_failure",
         "_protocol",
         "_streaming",
         "_transport",
@@ -80,12 +87,14 @@ class NativeTransport:
         "disconnected",
         "disconnecting",
         "producer",
-    )  # fmt: skip
+    )
 
-    def __init__(self, transport: asyncio.Transport, protocol: IProtocol) -> None:
-        self._transport = transport
-        self._protocol = protocol
-        self.connected = True
+    def __init__(self, factory: IProtocolFactory) -> None:
+        self._factory = factory
+        self._protocol: IProtocol | None = None
+        self._transport: Any = None
+        self._failure: Failure | None = None
+        self.connected = False
         self.disconnecting = False
         self.disconnected = False
         self.aborted = False
@@ -93,7 +102,90 @@ class NativeTransport:
         self._streaming = False
         self._writes_paused = False
 
-    # ITransport
+    # --- asyncio.Protocol: what the loop calls ---
+
+    def connection_made(self, transport: Any) -> None:
+        protocol = self._factory.buildProtocol(_address(transport.get_extra_info("peername")))
+        if protocol is None:
+            transport.close()  # refused by the factory, as Twisted's Port does
+            return
+        self._protocol = protocol
+        self._transport = transport
+        self.connected = True
+        try:
+            protocol.makeConnection(self)
+        except Exception:
+            self._fail()
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self._protocol
+        if protocol is None or self._failure is not None:
+            return
+        try:
+            if len(data) <= READ_SIZE:
+                protocol.dataReceived(data)
+            else:
+                self._in_pieces(protocol, data)
+        except Exception:
+            self._fail()
+
+    def _in_pieces(self, protocol: IProtocol, data: bytes) -> None:
+        """
+        uvloop reads up to 256 KiB at once, Twisted 64 KiB: the protocol gets
+        Twisted's chunk sizes, which raw framing (a chunk is a message, at
+        most C{--max-line-length}) depends on.
+        """
+        view = memoryview(data)
+        for start in range(0, len(data), READ_SIZE):
+            if self._failure is not None or self.disconnecting:
+                return
+            protocol.dataReceived(bytes(view[start : start + READ_SIZE]))
+
+    def _fail(self) -> None:
+        """As Twisted's reactor does: log the error and drop the connection with it."""
+        self._failure = Failure()
+        log.failure(
+            "Unhandled error in {protocol!r}; connection dropped", self._failure, protocol=self._protocol
+        )
+        self._transport.abort()
+
+    def eof_received(self) -> bool:
+        protocol = self._protocol
+        if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
+            protocol.readConnectionLost()
+            return True  # keep the write side open
+        return False  # the loop closes the transport: ConnectionDone
+
+    def pause_writing(self) -> None:
+        self._writes_paused = True
+        if self.producer is not None and self._streaming:
+            self.producer.pauseProducing()
+
+    def resume_writing(self) -> None:
+        self._writes_paused = False
+        self._wake_producer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        protocol = self._protocol
+        if protocol is None:
+            return
+        self.connected = False
+        self.disconnected = True
+        if self._failure is not None:
+            reason = self._failure
+        elif self.aborted:
+            reason = Failure(ConnectionAborted())
+        elif exc is None:
+            reason = Failure(ConnectionDone())
+        else:
+            reason = Failure(ConnectionLost(str(exc) or type(exc).__name__))
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.stopProducing()
+        protocol.connectionLost(reason)
+
+    # --- ITransport: what the Twisted protocol calls ---
+
     def write(self, data: bytes) -> None:
         if not isinstance(data, bytes):
             raise TypeError(f"Data must be bytes, not {type(data).__name__}")
@@ -205,106 +297,7 @@ class NativeTransport:
         self.loseConnection()
 
     def __repr__(self) -> str:
-        return f"<NativeTransport for {self._protocol!r}>"
-
-
-class Bridge(asyncio.Protocol):
-    """
-    The asyncio protocol the loop drives: it builds the Twisted protocol
-    from the factory for the peer, and turns each asyncio callback into the
-    Twisted call with Twisted's arguments.
-    """
-
-    __slots__ = ("_adapter", "_factory", "_failure", "_protocol")
-
-    def __init__(self, factory: IProtocolFactory) -> None:
-        self._factory = factory
-        self._protocol: IProtocol | None = None
-        self._adapter: NativeTransport | None = None
-        self._failure: Failure | None = None
-
-    def connection_made(self, transport: Any) -> None:
-        protocol = self._factory.buildProtocol(_address(transport.get_extra_info("peername")))
-        if protocol is None:
-            transport.close()  # refused by the factory, as Twisted's Port does
-            return
-        self._protocol = protocol
-        self._adapter = adapter = NativeTransport(transport, protocol)
-        try:
-            protocol.makeConnection(adapter)
-        except Exception:
-            self._fail(transport)
-
-    def data_received(self, data: bytes) -> None:
-        protocol = self._protocol
-        if protocol is None or self._failure is not None:
-            return
-        try:
-            if len(data) <= READ_SIZE:
-                protocol.dataReceived(data)
-            else:
-                self._in_pieces(protocol, data)
-        except Exception:
-            self._fail(self._adapter._transport)  # type: ignore[union-attr]
-
-    def _in_pieces(self, protocol: IProtocol, data: bytes) -> None:
-        """
-        uvloop reads up to 256 KiB at once, Twisted 64 KiB: the protocol gets
-        Twisted's chunk sizes, which raw framing (a chunk is a message, at
-        most C{--max-line-length}) depends on.
-        """
-        view = memoryview(data)
-        for start in range(0, len(data), READ_SIZE):
-            if self._failure is not None or self._adapter.disconnecting:  # type: ignore[union-attr]
-                return
-            protocol.dataReceived(bytes(view[start : start + READ_SIZE]))
-
-    def _fail(self, transport: Any) -> None:
-        """As Twisted's reactor does: log the error and drop the connection with it."""
-        self._failure = Failure()
-        log.failure(
-            "Unhandled error in {protocol!r}; connection dropped", self._failure, protocol=self._protocol
-        )
-        transport.abort()
-
-    def eof_received(self) -> bool:
-        protocol = self._protocol
-        if protocol is not None and IHalfCloseableProtocol.providedBy(protocol):
-            protocol.readConnectionLost()
-            return True  # keep the write side open
-        return False  # the loop closes the transport: ConnectionDone
-
-    def pause_writing(self) -> None:
-        adapter = self._adapter
-        if adapter is not None:
-            adapter._writes_paused = True
-            if adapter.producer is not None and adapter._streaming:
-                adapter.producer.pauseProducing()
-
-    def resume_writing(self) -> None:
-        adapter = self._adapter
-        if adapter is not None:
-            adapter._writes_paused = False
-            adapter._wake_producer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        adapter, protocol = self._adapter, self._protocol
-        if adapter is None or protocol is None:
-            return
-        adapter.connected = False
-        adapter.disconnected = True
-        if self._failure is not None:
-            reason = self._failure
-        elif adapter.aborted:
-            reason = Failure(ConnectionAborted())
-        elif exc is None:
-            reason = Failure(ConnectionDone())
-        else:
-            reason = Failure(ConnectionLost(str(exc) or type(exc).__name__))
-        producer, adapter.producer = adapter.producer, None
-        if producer is not None:
-            producer.stopProducing()
-        protocol.connectionLost(reason)
+        return f"<NativeConnection for {self._protocol!r}>"
 
 
 @implementer(IListeningPort)
@@ -339,7 +332,7 @@ def serve(
     on port 0) read the port at once.
     """
     host = _address(sock.getsockname())
-    server = _finish_now(loop.create_server(lambda: Bridge(factory), sock=sock, backlog=backlog))
+    server = _finish_now(loop.create_server(lambda: NativeConnection(factory), sock=sock, backlog=backlog))
     log.info(
         "Connections to port {port} use the {loop} loop's own transports",
         port=host.port,

@@ -109,7 +109,7 @@ class Producer:
         self.calls.append("stop")
 
 
-def connect(protocol: Protocol, **addresses: Any) -> tuple[native.Bridge, FakeTransport, Any]:
+def connect(protocol: Protocol, **addresses: Any) -> tuple[native.NativeConnection, FakeTransport, Any]:
     built: list[Any] = []
 
     class Recording(Factory):
@@ -117,7 +117,7 @@ def connect(protocol: Protocol, **addresses: Any) -> tuple[native.Bridge, FakeTr
             built.append(addr)
             return protocol
 
-    bridge = native.Bridge(Recording())
+    bridge = native.NativeConnection(Recording())
     transport = FakeTransport(**addresses)
     bridge.connection_made(transport)
     return bridge, transport, built[0]
@@ -145,7 +145,7 @@ class AdapterTests(SynchronousTestCase):
             def buildProtocol(self, addr: Any) -> None:
                 return None
 
-        bridge = native.Bridge(Refusing())
+        bridge = native.NativeConnection(Refusing())
         transport = FakeTransport()
         bridge.connection_made(transport)
         self.assertTrue(transport.closing)
