@@ -2,8 +2,9 @@
 Native transports: on a reactor that sits on an asyncio loop (C{--reactor=uvloop}
 or C{asyncio}), C{tcp:} and C{tcp6:} listeners are served by the loop's own
 C{create_server}, so uvloop's C transports do the accepting, reading and
-writing.  Twisted's asyncio reactor runs its own sockets through
-C{add_reader} callbacks, where uvloop gains nothing.
+writing, and UDP ports by C{create_datagram_endpoint}.  Twisted's asyncio
+reactor runs its own sockets through C{add_reader} callbacks, where uvloop
+gains nothing.
 
 The unchanged Twisted protocol sees a L{NativeConnection}: an
 C{ITCPTransport} with Twisted's semantics (flushing C{loseConnection},
