@@ -9,6 +9,7 @@ L{GuardedProtocol} and L{GuardedFactory}, so every rule lives here once.
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -218,6 +219,51 @@ class Connections:
 _SLACK = 1e-3
 
 
+class Deadlines:
+    """
+    The idle and session deadlines of a listener's connections, checked in
+    one-second slots: each slot is one timer for every connection due in
+    that second.  A timer per connection would cost ~0.5 KiB each (10,000
+    idle connections hold 5 MiB of them); a slot entry costs a set member.
+    A deadline is therefore met up to a second late, never early.  Activity
+    moves no timer: each connection notes the time, and when its slot comes
+    it checks, and either closes or takes a later slot.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._slots: dict[int, set[Any]] = {}
+        self._timers: dict[int, IDelayedCall] = {}
+
+    def add(self, protocol: Any, when: float) -> int:
+        """Check C{protocol} at C{when}, rounded up to a whole second; the slot is the key to L{remove}."""
+        slot = math.ceil(when - _SLACK)
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+            delay = max(0.0, slot - self._clock.seconds())
+            self._timers[slot] = self._clock.callLater(delay, self._due, slot)
+        members.add(protocol)
+        return slot
+
+    def remove(self, protocol: Any, slot: int) -> None:
+        members = self._slots.get(slot)
+        if members is None:
+            return
+        members.discard(protocol)
+        if not members:
+            del self._slots[slot]
+            self._timers.pop(slot).cancel()
+
+    def _due(self, slot: int) -> None:
+        del self._timers[slot]
+        for protocol in self._slots.pop(slot, ()):
+            protocol.check_deadlines()
+
+    def __len__(self) -> int:
+        return sum(map(len, self._slots.values()))
+
+
 class GuardedProtocol(Protocol):
     """
     What every echoapp TCP connection shares: backpressure, its place in the
@@ -234,7 +280,7 @@ class GuardedProtocol(Protocol):
     _closing = False
     _lingering = False
     _abort: IDelayedCall | None = None
-    _deadline: IDelayedCall | None = None
+    _slot: int | None = None
 
     @property
     def clock(self) -> IReactorTime:
@@ -251,9 +297,7 @@ class GuardedProtocol(Protocol):
         self.factory.connections.add(self)
         self._last_seen = now = self.factory.now()
         self._session_end = now + limits.session_timeout
-        self._deadline = self.clock.callLater(
-            min(limits.idle_timeout, limits.session_timeout), self._check_deadlines
-        )
+        self._slot = self.factory.deadlines.add(self, now + min(limits.idle_timeout, limits.session_timeout))
 
     def activity(self) -> None:
         """
@@ -263,28 +307,30 @@ class GuardedProtocol(Protocol):
         good; by the time a client's data arrives the handshake is over.
 
         No timer is moved on every chunk (that was most of the cost of a
-        request); the time is noted, and L{_check_deadlines} reads it.
+        request); the time is noted, and L{check_deadlines} reads it.
         """
         if not self._flow_controlled:
             self._flow_controlled = True
             pause_reading_when_full(self.transport)
         self._last_seen = self.factory.now()
 
-    def _check_deadlines(self) -> None:
+    def check_deadlines(self) -> None:
         """
-        One timer per connection serves both the idle and the session
-        deadline (a timer is ~0.45 KiB, and 10,000 idle connections each
-        hold one): it fires at the nearer, and re-arms for what is left.
+        Called by L{Deadlines} at (or just after) the nearer of the idle and
+        session deadlines: close on one that has passed, or wait for what
+        is left.
         """
         now = self.factory.now()
         session_left = self._session_end - now
         idle_left = self._last_seen + self.factory.limits.idle_timeout - now
         if session_left <= _SLACK:
+            self._slot = None
             self.timedOut("session")
         elif idle_left <= _SLACK:
+            self._slot = None
             self.timedOut("idle")
         else:
-            self._deadline = self.clock.callLater(min(idle_left, session_left), self._check_deadlines)
+            self._slot = self.factory.deadlines.add(self, now + min(idle_left, session_left))
 
     def notice(self, reason: str) -> bytes:
         """The line a client gets before the server closes on it."""
@@ -333,9 +379,11 @@ class GuardedProtocol(Protocol):
         self._abort = self.clock.callLater(self.factory.limits.close_grace, self.transport.abortConnection)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        for call in (self._deadline, self._abort):
-            if call is not None and call.active():
-                call.cancel()
+        if self._slot is not None:
+            self.factory.deadlines.remove(self, self._slot)
+            self._slot = None
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
         self.stats.open -= 1
         self.factory.connections.remove(self)
         log.info("Connection from {peer} to {service} closed", peer=self.peer, service=self.stats.service)
@@ -380,6 +428,13 @@ class GuardedFactory(Factory):
         self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
         # The clock's time, one bound method per factory rather than per connection.
         self.now: Callable[[], float] = self._first_now
+        self._deadlines: Deadlines | None = None
+
+    @property
+    def deadlines(self) -> Deadlines:
+        if self._deadlines is None:
+            self._deadlines = Deadlines(self.clock)
+        return self._deadlines
 
     def _first_now(self) -> float:
         self.now = self.clock.seconds

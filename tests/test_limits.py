@@ -140,14 +140,31 @@ class TimeoutTests(SynchronousTestCase):
         clock.advance(1)
         self.assertTrue(transport.value().endswith(b"ERROR: session time limit\r\n"))
 
-    def test_an_idle_connection_holds_one_timer(self) -> None:
-        # 10,000 idle connections: each timer is memory, so idle and session share one.
+    def test_idle_connections_share_their_timers(self) -> None:
+        # 10,000 idle connections: a timer each would be 5 MiB, so a second's worth share one.
         clock = Clock()
-        protocol, _ = self.greeter(clock)
-        protocol.dataReceived(b"x\n")
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
-        clock.advance(10)
-        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        factory = GreeterFactory(GreeterConfig(), TCPLimits(idle_timeout=10, max_per_peer=1000), clock)
+        clock.advance(0.2)
+        early = [connect(factory)[1] for _ in range(100)]  # due at 10.2
+        clock.advance(0.5)
+        late = [connect(factory)[1] for _ in range(100)]  # due at 10.7
+        self.assertEqual(len(clock.getDelayedCalls()), 1, "due in the same second: one timer")
+        clock.advance(9.8)
+        self.assertFalse(
+            any(transport.disconnecting for transport in early + late),
+            "checked on the whole second after, not before",
+        )
+        clock.advance(0.5)
+        self.assertTrue(all(transport.disconnecting for transport in early + late), "within the second")
+
+    def test_the_last_connection_to_leave_a_slot_cancels_its_timer(self) -> None:
+        clock = Clock()
+        factory = GreeterFactory(GreeterConfig(), self.limits, clock)
+        protocols = [connect(factory)[0] for _ in range(3)]
+        for protocol in protocols:
+            lose(protocol)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(len(factory.deadlines), 0)
 
     def test_echo_times_out_silently(self) -> None:
         clock = Clock()
