@@ -490,7 +490,11 @@ class ThrottledLog:
 
 
 class TokenBucket:
-    """One token bucket: the global cap on replies."""
+    """
+    One token bucket: the global cap on replies.  Its refill-then-take rule
+    is written out again in L{TokenBuckets.allow} on purpose: a shared helper
+    measured 0.2 us more per bucket, twice per datagram (timeit, this VM).
+    """
 
     def __init__(self, rate: float, burst: float, now: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate

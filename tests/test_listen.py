@@ -2,6 +2,7 @@ import socket
 
 from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -10,6 +11,7 @@ from echoapp.listen import (
     StreamListenService,
     UDPListen,
     UDPListenService,
+    bound_socket,
     check_endpoint,
     describe_address,
 )
@@ -143,6 +145,16 @@ class CannotListenTests(TestCase):
             str(error.code),
             f"echoapp-echo: cannot listen on tcp:{port}:interface=127.0.0.1: "
             "[Errno 98] Address already in use",
+        )
+
+    def test_a_taken_udp_port_stays_taken(self) -> None:
+        # SO_REUSEADDR on a datagram socket would let a second process bind a
+        # port already in use; only --reuse-port may share one.
+        first = bound_socket(socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1", 0, reuse_port=False)
+        self.addCleanup(first.close)
+        port = first.getsockname()[1]
+        self.assertRaises(
+            CannotListenError, bound_socket, socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1", port, False
         )
 
     def test_udp_port_in_use_is_one_line(self) -> None:
