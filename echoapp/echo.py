@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
-from echoapp.limits import GuardedFactory, GuardedProtocol
+from echoapp.guard import GuardedFactory, GuardedProtocol
 
 
 @implementer(IHalfCloseableProtocol)

@@ -44,27 +44,42 @@ def split_terminator(chunk: bytes) -> tuple[bytes, bytes]:
     return message, chunk[len(message) :]
 
 
+def raw_message(chunk: bytes, max_length: int) -> tuple[bytes, bytes]:
+    """
+    A raw chunk as C{(message, terminator)}, held to the same limit as a
+    line: the terminator does not count.
+
+    @raise LineTooLong: if the message is over C{max_length} bytes.
+    """
+    message, terminator = split_terminator(chunk)
+    if len(message) > max_length:
+        raise LineTooLong()
+    return message, terminator
+
+
 class LineSplitter:
     """
     Cuts a byte stream into LF-terminated lines, holding at most one partial
     line of at most C{max_length} bytes (+1 for a CR that may be the start of
     a CRLF), so memory stays bounded whatever a client sends.
 
+    The limit is passed in on each call rather than kept: the connection's
+    configuration holds it once, and an idle connection holds one slot less.
+
     The partial line is kept as a list of chunks and joined once, when its LF
     arrives: a client trickling one byte at a time costs linear, not
     quadratic, copying.
     """
 
-    __slots__ = ("_pending", "_pending_length", "max_length")  # one per connection
+    __slots__ = ("_pending", "_pending_length")  # one per connection
 
-    def __init__(self, max_length: int) -> None:
-        self.max_length = max_length
+    def __init__(self) -> None:
         # No list until a partial line needs one: most connections never do,
         # and an idle connection should cost as little as possible.
         self._pending: list[bytes] | tuple[()] = ()
         self._pending_length = 0
 
-    def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def feed(self, data: bytes, max_length: int) -> Iterator[tuple[bytes, bytes]]:
         """
         Yield C{(message, terminator)} for each line that C{data} completes.
 
@@ -74,29 +89,28 @@ class LineSplitter:
             that fits, so any chunking of a stream gives the same result.
         """
         if LF not in data:
-            self._hold(data)
+            self._hold(data, max_length)
             return
         if self._pending:
             data = b"".join([*self._pending, data])
             self._pending = ()
             self._pending_length = 0
         start = 0
-        max_length = self.max_length
         while (end := data.find(LF, start)) >= 0:
             stop = end - 1 if end > start and data[end - 1] == CR else end
             if stop - start > max_length:
                 raise LineTooLong()
             yield data[start:stop], data[stop : end + 1]
             start = end + 1
-        self._hold(data[start:])
+        self._hold(data[start:], max_length)
 
-    def whole_lines(self, data: bytes) -> list[tuple[bytes, bytes]] | None:
+    def whole_lines(self, data: bytes, max_length: int) -> list[tuple[bytes, bytes]] | None:
         """
         The usual chunk, split in one pass: nothing held from before, LF at
         the end, and too short to hold a line over the limit.  Gives what
         L{feed} would yield, or L{None} to say that L{feed} must decide.
         """
-        if self._pending or data[-1:] != LF or len(data) > self.max_length + 1:
+        if self._pending or data[-1:] != LF or len(data) > max_length + 1:
             return None
         end = len(data) - 1
         if data.find(LF, 0, end) < 0:  # one line: request and response clients
@@ -112,7 +126,7 @@ class LineSplitter:
         """Bytes of the partial line held so far."""
         return self._pending_length
 
-    def _hold(self, partial: bytes) -> None:
+    def _hold(self, partial: bytes, max_length: int) -> None:
         if not partial:
             return
         if self._pending:
@@ -120,7 +134,7 @@ class LineSplitter:
         else:
             self._pending = [partial]
         self._pending_length += len(partial)
-        excess = self._pending_length - self.max_length
+        excess = self._pending_length - max_length
         # One byte over may still be the CR of a CRLF; two bytes over cannot.
         if excess > 1 or (excess == 1 and partial[-1] != CR):
             raise LineTooLong()

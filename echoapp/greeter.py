@@ -5,40 +5,19 @@ per message, and the exit word closes the connection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
-from echoapp.limits import Connections, GuardedFactory, GuardedProtocol, TCPLimits
+from echoapp.config import GreeterConfig, TCPLimits
+from echoapp.framing import Framing, LineSplitter, LineTooLong, raw_message
+from echoapp.guard import Connections, GuardedFactory, GuardedProtocol
 from echoapp.metrics import TCPStats
-from echoapp.template import DEFAULT_REPLY, ReplyTemplate
+from echoapp.reasons import SHUTDOWN, TIMEOUTS
 
 _AUTO, _LINE, _RAW = Framing.AUTO, Framing.LINE, Framing.RAW
 
 CRLF = b"\r\n"
-DEFAULT_MAX_LINE_LENGTH = 64 * 1024
-
-
-@dataclass(frozen=True)
-class GreeterConfig:
-    """
-    Everything a greeter connection says.  An empty C{banner}, C{farewell} or
-    C{exit_word} switches that part off.
-    """
-
-    banner: bytes = b"Welcome!"
-    reply: ReplyTemplate = field(default=DEFAULT_REPLY)
-    exit_word: bytes = b"exit"
-    farewell: bytes = b"Goodbye!"
-    framing: Framing = Framing.AUTO
-    max_line_length: int = DEFAULT_MAX_LINE_LENGTH
-
-    def too_long_error(self) -> bytes:
-        return b"ERROR: line too long (limit %d bytes)\r\n" % self.max_line_length
 
 
 @implementer(IHalfCloseableProtocol)
@@ -51,12 +30,11 @@ class Greeter(GuardedProtocol):
     """
 
     log = Logger()
-    _line_timer: IDelayedCall | None = None
 
     def __init__(self, config: GreeterConfig) -> None:
         self.config = config
         self._framing = config.framing
-        self._lines = LineSplitter(config.max_line_length)
+        self._lines = LineSplitter()
         self._finished = False
         self._too_long = False
 
@@ -66,10 +44,10 @@ class Greeter(GuardedProtocol):
             self.transport.write(self.config.banner + CRLF)
             self.stats.bytes_out += len(self.config.banner) + 2
 
-    def notice(self, reason: str) -> bytes:
-        if reason == "server shutting down":
+    def notice(self, key: str) -> bytes:
+        if key == SHUTDOWN:
             return self.config.farewell + CRLF if self.config.farewell else b""
-        return b"ERROR: %s\r\n" % reason.encode()
+        return b"ERROR: %s\r\n" % TIMEOUTS[key].encode()
 
     def dataReceived(self, data: bytes) -> None:
         if self._finished:
@@ -80,7 +58,7 @@ class Greeter(GuardedProtocol):
         if framing is _AUTO:
             framing = self._framing = Framing.choose(data)
         replies: list[bytes] = []
-        lines = self._lines.whole_lines(data) if framing is _LINE else None
+        lines = self._lines.whole_lines(data, self.config.max_line_length) if framing is _LINE else None
         if lines is not None:
             for message, terminator in lines:
                 if not self._answer(message, terminator, replies):
@@ -94,19 +72,17 @@ class Greeter(GuardedProtocol):
             self.stats.bytes_out += len(out)
         if self._finished:
             self.close(linger=self._too_long)
-        elif self._line_timer is not None or self._lines.pending:
+        elif self._message_started is not None or self._lines.pending:
             self._time_partial_line(bool(replies))
 
     def _answer_any(self, framing: Framing, data: bytes, replies: list[bytes]) -> None:
         """The general path: raw chunks, partial lines, lines over the limit."""
+        max_length = self.config.max_line_length
         try:
             if framing is _RAW:
-                message, terminator = split_terminator(data)
-                if len(message) > self.config.max_line_length:
-                    raise LineTooLong()
-                self._answer(message, terminator, replies)
+                self._answer(*raw_message(data, max_length), replies)
             else:
-                for message, terminator in self._lines.feed(data):
+                for message, terminator in self._lines.feed(data, max_length):
                     if not self._answer(message, terminator, replies):
                         break
         except LineTooLong:
@@ -117,25 +93,13 @@ class Greeter(GuardedProtocol):
 
     def _time_partial_line(self, completed: bool) -> None:
         """
-        A partial line must be completed within the line timeout, counted
-        from when it began, so a client trickling a byte at a time cannot
-        hold a connection forever by never finishing its line.
+        A partial line is timed from when it began: a new one begins when
+        none was held, or when this chunk completed one and left another.
         """
-        timer = self._line_timer
         if not self._lines.pending:
-            if timer is not None and timer.active():
-                timer.cancel()
-            self._line_timer = None
-            return
-        if timer is None or not timer.active():
-            self._line_timer = self.clock.callLater(self.factory.limits.line_timeout, self.timedOut, "line")
-        elif completed:
-            timer.reset(self.factory.limits.line_timeout)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._line_timer is not None and self._line_timer.active():
-            self._line_timer.cancel()
-        super().connectionLost(reason)
+            self.message_finished()
+        elif self._message_started is None or completed:
+            self.message_started()
 
     def readConnectionLost(self) -> None:
         self.close()

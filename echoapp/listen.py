@@ -1,206 +1,32 @@
 """
-Where services listen: Twisted endpoint strings for streams, and a small
-C{udp:PORT[:interface=ADDR]} syntax for datagrams (Twisted has no UDP
-endpoint strings).  Both bind in C{privilegedStartService}, so
-C{twistd --uid/--gid} can bind a low port and then drop privileges.
+The services that listen: one per stream endpoint or UDP port.  Both bind
+in C{privilegedStartService}, so C{twistd --uid/--gid} can bind a low port
+and then drop privileges, and both say where they listen once they do.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import socket
-from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.tcp import _resolveIPv6
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import Logger
-from zope.interface import implementer
+from twisted.python.failure import Failure
 
-from echoapp import native
-from echoapp.limits import raise_fd_limit
-from echoapp.udp import READ_SIZE
+from echoapp import native_udp
+from echoapp._twisted import asyncio_loop, global_reactor
+from echoapp.descriptors import DESCRIPTORS
+from echoapp.endpoints import UDPListen, bound_socket, describe_address, one_line, stream_endpoint
 
-DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
-DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
-DEFAULT_UDP_LISTEN = "udp:9999:interface=127.0.0.1"
+# What a UDP port asks the socket for: more than any datagram, so nothing is
+# cut.  (Twisted's default of 8192 truncates larger datagrams without a word.)
+READ_SIZE = 65535
 
 log = Logger()
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def check_endpoint(description: str, reuse_port: bool = False) -> str:
-    """
-    Parse a server endpoint string without touching the real reactor, so a
-    typo is reported while options are parsed, as a one-line error.
-
-    @raise ValueError: if Twisted cannot make an endpoint of it.
-    """
-    try:
-        stream_endpoint(MemoryReactor(), description, reuse_port)
-    except Exception as error:
-        raise ValueError(f"cannot listen on {description!r}: {_one_line(error)}") from None
-    return description
-
-
-def bound_socket(family: int, kind: int, interface: str, port: int, reuse_port: bool = True) -> socket.socket:
-    """
-    A bound socket.  With C{reuse_port} (SO_REUSEPORT), several processes
-    bind the same port and the kernel spreads connections (or datagrams)
-    across them.  SO_REUSEADDR only for streams, as Twisted does: on a
-    datagram socket it would let a second process bind a taken port.
-    """
-    sock = socket.socket(family, kind)
-    try:
-        if kind == socket.SOCK_STREAM or reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.bind(_resolveIPv6(interface or "::", port))  # a scope ID (fe80::1%eth0) as Twisted allows
-        else:
-            sock.bind((interface or "0.0.0.0", port))
-    except OSError as error:
-        sock.close()
-        raise CannotListenError(interface, port, error) from None
-    sock.setblocking(False)
-    return sock
-
-
-@implementer(IStreamServerEndpoint)
-class SocketEndpoint:
-    """
-    A C{tcp:}/C{tcp6:} endpoint that makes its own listening socket: to
-    share the port with other processes (C{--reuse-port}), or to hand it to
-    the asyncio loop under the reactor, whose own transports then serve it
-    (L{echoapp.native}).  The port is bound synchronously, so a taken port
-    fails C{listen} at once, before twistd drops privileges.
-    """
-
-    def __init__(
-        self, reactor: Any, family: int, port: int, interface: str, backlog: int, reuse_port: bool
-    ) -> None:
-        self._reactor = reactor
-        self._family = family
-        self._port = port
-        self._interface = interface
-        self._backlog = backlog
-        self._reuse_port = reuse_port
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        try:
-            sock = bound_socket(
-                self._family, socket.SOCK_STREAM, self._interface, self._port, self._reuse_port
-            )
-        except CannotListenError:
-            return fail()
-        loop = native.event_loop(self._reactor)
-        try:
-            if loop is not None:
-                return succeed(native.serve(loop, sock, factory, self._backlog))
-            sock.listen(self._backlog)
-            port = self._reactor.adoptStreamPort(sock.fileno(), self._family, factory)
-            sock.close()  # the reactor holds its own duplicate
-            return succeed(port)
-        except Exception:
-            sock.close()
-            return fail()
-
-
-def stream_endpoint(reactor: Any, description: str, reuse_port: bool = False) -> IStreamServerEndpoint:
-    """
-    The endpoint for C{description}.  C{tcp:}/C{tcp6:} get a
-    L{SocketEndpoint} when they share their port or when the reactor sits
-    on an asyncio loop; everything else is Twisted's own endpoint.
-    """
-    endpoint = serverFromString(reactor, description)
-    tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
-    if reuse_port and not tcp:
-        raise ValueError("--reuse-port works with tcp: and tcp6: listeners only")
-    if not tcp or not (reuse_port or native.event_loop(reactor) is not None):
-        return endpoint
-    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
-    # Twisted keeps these private; they are the parsed description.
-    return SocketEndpoint(reactor, family, endpoint._port, endpoint._interface, endpoint._backlog, reuse_port)
-
-
-# Split parameters on an unescaped ':' that starts a "key=", so that a bare
-# IPv6 address (interface=::1) needs no escaping; "\:" works as in Twisted.
-_PARAMETER = re.compile(r"(?<!\\):(?=[A-Za-z]\w*=)")
-UDP_SYNTAX = "udp:PORT[:interface=ADDRESS]"
-
-
-@dataclass(frozen=True)
-class UDPListen:
-    """
-    A UDP port to listen on.  With no interface it binds every IPv4
-    interface, exactly as C{tcp:PORT} does: that is never a default.
-    """
-
-    port: int
-    interface: str = ""
-
-    @classmethod
-    def parse(cls, description: str) -> UDPListen:
-        """
-        @raise ValueError: with a one-line reason naming the description.
-        """
-
-        def invalid(reason: str) -> ValueError:
-            return ValueError(f"cannot listen on {description!r}: {reason} (expected {UDP_SYNTAX})")
-
-        kind, colon, rest = description.partition(":")
-        if kind != "udp" or not colon:
-            raise invalid("not a UDP listen description")
-        port_text, *parameters = _PARAMETER.split(rest)
-        if not port_text.isdigit() or int(port_text) > 65535:
-            raise invalid(f"port {port_text!r} is not a number from 0 to 65535")
-        interface = ""
-        for parameter in parameters:
-            key, _, value = parameter.partition("=")
-            if key != "interface":
-                raise invalid(f"unknown parameter {key!r}")
-            interface = value.replace("\\:", ":")
-            try:
-                ipaddress.ip_address(interface)
-            except ValueError:
-                raise invalid(f"interface {interface!r} is not an IP address") from None
-        return cls(int(port_text), interface)
-
-    def __str__(self) -> str:
-        if not self.interface:
-            return f"udp:{self.port}"
-        return f"udp:{self.port}:interface={self.interface}"
-
-
-def describe_address(address: IAddress) -> str:
-    """An address as the C{kind:host:port} a person would type back."""
-    if isinstance(address, IPv6Address):
-        return f"{address.type.lower()}6:[{address.host}]:{address.port}"
-    if isinstance(address, IPv4Address):
-        return f"{address.type.lower()}:{address.host}:{address.port}"
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
-    return str(address)
 
 
 def _cannot_listen(service: Service, where: str, error: BaseException) -> SystemExit:
@@ -210,7 +36,7 @@ def _cannot_listen(service: Service, where: str, error: BaseException) -> System
     """
     owner = service.parent.name if service.parent is not None else "echoapp"
     reason = error.socketError if isinstance(error, CannotListenError) else error
-    return SystemExit(f"{owner}: cannot listen on {where}: {_one_line(reason)}")
+    return SystemExit(f"{owner}: cannot listen on {where}: {one_line(reason)}")
 
 
 def _log_listening(service: Service, port: Any) -> None:
@@ -219,34 +45,64 @@ def _log_listening(service: Service, port: Any) -> None:
     log.info("{service} listening on {address}", service=owner, address=describe_address(port.getHost()))
 
 
-class StreamListenService(StreamServerEndpointService):
+class StreamListenService(Service):
     """
     A stream listener that says where it listens once it does, and keeps its
-    port for whoever needs the address (tests listening on port 0 do).
+    port for whoever needs the address (tests listening on port 0 do).  A
+    port that cannot be had stops start-up at once with one line.
     """
-
-    _raiseSynchronously = True
 
     def __init__(
         self, description: str, factory: IProtocolFactory, reactor: Any = None, reuse_port: bool = False
     ) -> None:
-        super().__init__(stream_endpoint(reactor or _reactor(), description, reuse_port), factory)
+        self.endpoint = stream_endpoint(reactor or global_reactor(), description, reuse_port)
+        self.factory = factory
         self.description = description
         self.port: IListeningPort | None = None
+        self._listening: Deferred[Any] | None = None
+        self._starting = False
 
     def privilegedStartService(self) -> None:
-        raise_fd_limit()
+        super().privilegedStartService()
+        DESCRIPTORS.raise_limit()
+        failed: list[Failure] = []
+        self._starting = True
         try:
-            super().privilegedStartService()
+            listening = self.endpoint.listen(self.factory)
+            listening.addCallbacks(self._listening_on, self._not_listening, errbackArgs=(failed,))
         except Exception as error:
             raise _cannot_listen(self, self.description, error) from None
-        self._waitingForPort.addCallback(self._listening)
+        finally:
+            self._starting = False
+        if failed:
+            raise _cannot_listen(self, self.description, failed[0].value)
+        self._listening = listening
 
-    def _listening(self, port: IListeningPort | None) -> IListeningPort | None:
-        if port is not None:
-            self.port = port
-            _log_listening(self, port)
+    def _listening_on(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        _log_listening(self, port)
         return port
+
+    def _not_listening(self, failure: Failure, failed: list[Failure]) -> None:
+        """At start, the failure is raised; a later one (an endpoint that listens late) is logged."""
+        if self._starting:
+            failed.append(failure)
+        elif not failure.check(CancelledError):
+            log.failure("Cannot listen on {where}", failure, where=self.description)
+
+    def startService(self) -> None:
+        super().startService()
+        if self._listening is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.cancel()  # an endpoint still on its way to listening
+        port: Any = self.port
+        self.port = None
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
 
 
 class UDPListenService(Service):
@@ -261,15 +117,15 @@ class UDPListenService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        raise_fd_limit()
-        reactor = self._reactor or _reactor()
+        DESCRIPTORS.raise_limit()
+        reactor = self._reactor or global_reactor()
         listen = self.listen
         family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
-        loop = native.event_loop(reactor)
+        loop = asyncio_loop(reactor)
         try:
             if loop is not None:
                 sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port, self.reuse_port)
-                self.port = native.serve_datagrams(loop, sock, self.protocol)
+                self.port = native_udp.serve_datagrams(loop, sock, self.protocol)
             elif self.reuse_port:
                 sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port)
                 try:
@@ -292,4 +148,4 @@ class UDPListenService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         port, self.port = self.port, None
-        return maybeDeferred(port.stopListening) if port is not None else maybeDeferred(lambda: None)
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)

@@ -1,5 +1,8 @@
 """
-Prometheus metrics and the health check, served over HTTP by twisted.web.
+Prometheus metrics: what every listener counts, and the collector that
+turns the counts into metrics when C{/metrics} is scraped.  The HTTP side
+(C{/metrics}, C{/healthz}) is L{echoapp.monitor}; this module is a leaf that
+the protocols import.
 
 Counting happens on the hot path, so it is plain integer arithmetic on a
 per-listener object (L{TCPStats}, L{UDPStats}) bound at start-up; nothing is
@@ -10,21 +13,16 @@ Prometheus metrics only when C{/metrics} is scraped.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.twisted import MetricsResource
-from twisted.application.service import IServiceCollection, MultiService
-from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+
+from echoapp.reasons import DROPS, REFUSALS, TIMEOUTS
 
 LABELS = ["service", "listener"]
-REFUSAL_REASONS = ("limit", "per-peer", "fd", "draining")
-TIMEOUT_KINDS = ("idle", "line", "session")
-DROP_REASONS = ("port", "rate", "size", "error")
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -37,12 +35,12 @@ class TCPStats:
         self.labels = [service, listener]
         self.open = 0
         self.accepted = 0
-        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)
+        self.refused = dict.fromkeys(REFUSALS, 0)
         self.messages = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.too_long = 0
-        self.timeouts = dict.fromkeys(TIMEOUT_KINDS, 0)
+        self.timeouts = dict.fromkeys(TIMEOUTS, 0)
         _live.add(self)
 
 
@@ -55,7 +53,7 @@ class UDPStats:
         self.answered = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.dropped = dict.fromkeys(DROPS, 0)
         _live.add(self)
 
 
@@ -122,48 +120,3 @@ class StatsCollector(Collector):
 
 
 REGISTRY.register(StatsCollector())
-
-
-def healthy(root: Any) -> bool:
-    """
-    Every listener under C{root} is listening and nothing is draining: the
-    answer a load balancer wants before it sends traffic here.
-    """
-    from echoapp.listen import StreamListenService, UDPListenService
-    from echoapp.services import DrainService
-
-    if not root.running:
-        return False
-    for service in IServiceCollection(root, []):
-        if isinstance(service, StreamListenService | UDPListenService) and service.port is None:
-            return False
-        if isinstance(service, DrainService) and service.connections.draining:
-            return False
-        if IServiceCollection(service, None) is not None and not healthy(service):
-            return False
-    return True
-
-
-class HealthResource(Resource):
-    isLeaf = True
-
-    def __init__(self, check: Callable[[], bool]) -> None:
-        super().__init__()
-        self.check = check
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        if self.check():
-            return b"ok\n"
-        request.setResponseCode(503)
-        return b"unavailable\n"
-
-
-def metrics_site(root: MultiService) -> Site:
-    """C{/metrics} in the Prometheus text format and C{/healthz} for C{root}."""
-    top = Resource()
-    top.putChild(b"metrics", MetricsResource())
-    top.putChild(b"healthz", HealthResource(lambda: healthy(root)))
-    site = Site(top)
-    site.noisy = False
-    return site

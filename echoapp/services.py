@@ -14,20 +14,15 @@ from functools import partial
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.echo import EchoFactory
-from echoapp.greeter import GreeterConfig, GreeterFactory
-from echoapp.limits import Connections, GuardedFactory, TCPLimits, UDPLimits
-from echoapp.listen import (
-    DEFAULT_ECHO_LISTEN,
-    DEFAULT_TCP_LISTEN,
-    DEFAULT_UDP_LISTEN,
-    StreamListenService,
-    UDPListen,
-    UDPListenService,
-)
-from echoapp.metrics import TCPStats, UDPStats, metrics_site
+from echoapp.endpoints import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDPListen
+from echoapp.greeter import GreeterFactory
+from echoapp.guard import Connections, GuardedFactory
+from echoapp.listen import StreamListenService, UDPListenService
+from echoapp.metrics import TCPStats, UDPStats
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 from echoapp.udp import UDPGreeter
 
@@ -36,7 +31,7 @@ ECHO_NAME = "echoapp-echo"
 UDP_NAME = "echoapp-udp"
 
 
-def _named(name: str) -> MultiService:
+def named(name: str) -> MultiService:
     service = MultiService()
     service.setName(name)
     return service
@@ -70,13 +65,11 @@ def _stream_service(
     One factory per listener, for per-listener metrics, all sharing one
     L{Connections}: the service's limits count across its listeners.
     """
-    service = _named(name)
-    connections = Connections(limits or TCPLimits())
+    service = named(name)
+    connections = Connections(limits)
     DrainService(connections).setServiceParent(service)
     for description in listen:
-        factory = make_factory(
-            limits=limits, clock=reactor, connections=connections, stats=TCPStats(name, description)
-        )
+        factory = make_factory(clock=reactor, connections=connections, stats=TCPStats(name, description))
         StreamListenService(description, factory, reactor, reuse_port).setServiceParent(service)
     return service
 
@@ -113,7 +106,7 @@ def udp_greeter(
     The UDP greeter on every C{udp:PORT[:interface=ADDR]} in C{listen}.
     Its listeners know each other's ports, so none answers another.
     """
-    service = _named(UDP_NAME)
+    service = named(UDP_NAME)
     own_ports: set[int] = set()
     for spec in listen:
         spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec)
@@ -138,7 +131,7 @@ def everything(
     services share one set of limits (each counts its own connections).
     """
     config = config or GreeterConfig()
-    service = _named("echoapp")
+    service = named("echoapp")
     for child in (
         tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port),
         udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port),
@@ -146,33 +139,3 @@ def everything(
     ):
         child.setServiceParent(service)
     return service
-
-
-class Monitored(MultiService):
-    """
-    A service tree with its C{/metrics} and C{/healthz} listener, which is
-    started first and stopped last, after the tree has drained, so that
-    C{/healthz} answers 503 while clients are still being said goodbye to.
-    """
-
-    def __init__(self, inner: MultiService, metrics_listen: str, reactor: Any = None) -> None:
-        super().__init__()
-        self.setName(inner.name or "echoapp")
-        group = _named("echoapp-metrics")
-        self.metrics = StreamListenService(metrics_listen, metrics_site(inner), reactor)
-        self.metrics.setServiceParent(group)
-        group.setServiceParent(self)
-        inner.setServiceParent(self)
-        self.inner = inner
-        self.group = group
-
-    def stopService(self) -> Deferred[None]:
-        Service.stopService(self)
-        stopped = maybeDeferred(self.inner.stopService)
-        stopped.addBoth(lambda _: self.group.stopService())
-        return stopped
-
-
-def monitored(service: MultiService, metrics_listen: str | None, reactor: Any = None) -> MultiService:
-    """C{service}, with metrics and health over HTTP if C{metrics_listen} is given."""
-    return service if metrics_listen is None else Monitored(service, metrics_listen, reactor)

@@ -10,16 +10,15 @@ from twisted.internet.interfaces import IReactorTime, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from echoapp._twisted import global_reactor
+from echoapp.config import UDPLimits
 from echoapp.framing import split_terminator
-from echoapp.limits import ThrottledLog, TokenBucket, TokenBuckets, UDPLimits
 from echoapp.metrics import UDPStats
+from echoapp.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 # The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
 MAX_DATAGRAM = 65507
-# What we ask the socket for: more than any datagram, so nothing is cut.
-# (Twisted's default of 8192 truncates larger datagrams without a word.)
-READ_SIZE = 65535
 
 
 # Source ports below this belong to system services (echo 7, chargen 19,
@@ -54,9 +53,7 @@ class UDPGreeter(DatagramProtocol):
         self.reply = reply
         self.limits = limits = limits or UDPLimits()
         self.own_ports = own_ports if own_ports is not None else set()
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.clock: IReactorTime = clock  # type: ignore[assignment]
+        self.clock: IReactorTime = clock if clock is not None else global_reactor()
         self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
         self.everyone = TokenBucket(limits.global_rate, limits.global_rate, self.clock.seconds)
         self.stats = stats or UDPStats("echoapp-udp", "")

@@ -5,7 +5,7 @@
 from twisted.application import service
 
 from echoapp import services
-from echoapp.greeter import GreeterConfig
+from echoapp.config import GreeterConfig
 from echoapp.template import ReplyTemplate
 
 classic = GreeterConfig(

@@ -21,6 +21,7 @@ from typing import Any
 from twisted.application.service import IServiceCollection, MultiService
 from twisted.trial.unittest import TestCase
 
+from echoapp._twisted import asyncio_loop
 from echoapp.listen import StreamListenService, UDPListenService
 
 DEADLINE = 20.0  # seconds; a bound so that nothing hangs, never an assertion
@@ -89,7 +90,7 @@ def same_reactor(args: Sequence[str]) -> list[str]:
     """
     from twisted.internet import reactor
 
-    loop = getattr(reactor, "_asyncioEventloop", None)
+    loop = asyncio_loop(reactor)
     if loop is None or type(loop).__module__.split(".")[0] != "uvloop":
         return []
     if any(arg.startswith("--reactor") for arg in args):

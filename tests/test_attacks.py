@@ -22,8 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
-from echoapp.greeter import GreeterConfig
-from echoapp.limits import TCPLimits, UDPLimits
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from tests.support import DEADLINE, Twistd, recv_until_closed, start, tutorial_client
 
 LOOP = "tcp:0:interface=127.0.0.1"

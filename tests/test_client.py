@@ -23,8 +23,8 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 
 from echoapp import services
-from echoapp.client import EXIT_CONNECTION, EXIT_TIMEOUT, EXIT_USAGE, parse_host_port, unescape
-from echoapp.greeter import GreeterConfig
+from echoapp.client.options import EXIT_CONNECTION, EXIT_TIMEOUT, EXIT_USAGE, parse_host_port, unescape
+from echoapp.config import GreeterConfig
 from tests.support import start, twistd_path
 
 LOOP = "tcp:0:interface=127.0.0.1"

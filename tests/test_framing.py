@@ -34,44 +34,44 @@ class ChooseTests(SynchronousTestCase):
 
 class LineSplitterTests(SynchronousTestCase):
     def test_lf_and_crlf(self) -> None:
-        splitter = LineSplitter(100)
-        self.assertEqual(list(splitter.feed(b"a\nb\r\nc")), [(b"a", b"\n"), (b"b", b"\r\n")])
-        self.assertEqual(list(splitter.feed(b"d\n")), [(b"cd", b"\n")])
+        splitter = LineSplitter()
+        self.assertEqual(list(splitter.feed(b"a\nb\r\nc", 100)), [(b"a", b"\n"), (b"b", b"\r\n")])
+        self.assertEqual(list(splitter.feed(b"d\n", 100)), [(b"cd", b"\n")])
 
     def test_cr_split_from_its_lf(self) -> None:
-        splitter = LineSplitter(100)
-        self.assertEqual(list(splitter.feed(b"abc\r")), [])
-        self.assertEqual(list(splitter.feed(b"\n")), [(b"abc", b"\r\n")])
+        splitter = LineSplitter()
+        self.assertEqual(list(splitter.feed(b"abc\r", 100)), [])
+        self.assertEqual(list(splitter.feed(b"\n", 100)), [(b"abc", b"\r\n")])
 
     def test_lone_cr_inside_a_line_is_content(self) -> None:
-        self.assertEqual(list(LineSplitter(100).feed(b"a\rb\n")), [(b"a\rb", b"\n")])
+        self.assertEqual(list(LineSplitter().feed(b"a\rb\n", 100)), [(b"a\rb", b"\n")])
 
     def test_line_at_the_limit_fits(self) -> None:
-        self.assertEqual(list(LineSplitter(3).feed(b"abc\r\n")), [(b"abc", b"\r\n")])
+        self.assertEqual(list(LineSplitter().feed(b"abc\r\n", 3)), [(b"abc", b"\r\n")])
 
     def test_complete_line_over_the_limit(self) -> None:
-        splitter = LineSplitter(3)
+        splitter = LineSplitter()
         lines = []
         with self.assertRaises(LineTooLong):
-            for line in splitter.feed(b"ok\nabcd\nlater\n"):
+            for line in splitter.feed(b"ok\nabcd\nlater\n", 3):
                 lines.append(line)
         self.assertEqual(lines, [(b"ok", b"\n")])
 
     def test_partial_line_over_the_limit_fails_early(self) -> None:
-        splitter = LineSplitter(3)
-        self.assertEqual(list(splitter.feed(b"abc")), [])
-        self.assertRaises(LineTooLong, list, splitter.feed(b"d"))
+        splitter = LineSplitter()
+        self.assertEqual(list(splitter.feed(b"abc", 3)), [])
+        self.assertRaises(LineTooLong, list, splitter.feed(b"d", 3))
 
     def test_partial_line_may_end_in_the_cr_of_crlf(self) -> None:
-        splitter = LineSplitter(3)
-        self.assertEqual(list(splitter.feed(b"abc\r")), [])
-        self.assertRaises(LineTooLong, list, splitter.feed(b"x"))
+        splitter = LineSplitter()
+        self.assertEqual(list(splitter.feed(b"abc\r", 3)), [])
+        self.assertRaises(LineTooLong, list, splitter.feed(b"x", 3))
 
     def test_memory_is_bounded(self) -> None:
-        splitter = LineSplitter(1024)
+        splitter = LineSplitter()
         with self.assertRaises(LineTooLong):
             for _ in range(10_000):
-                list(splitter.feed(b"x" * 100))
+                list(splitter.feed(b"x" * 100, 1024))
         self.assertLessEqual(splitter._pending_length, 1024 + 100)
 
 
@@ -92,12 +92,12 @@ def feed_all(
     chunks: list[bytes], max_length: int, fast: bool = False
 ) -> tuple[list[tuple[bytes, bytes]], bool]:
     """With C{fast}, as the greeter does: L{LineSplitter.whole_lines} first."""
-    splitter = LineSplitter(max_length)
+    splitter = LineSplitter()
     lines: list[tuple[bytes, bytes]] = []
     try:
         for chunk in chunks:
-            whole = splitter.whole_lines(chunk) if fast else None
-            lines.extend(splitter.feed(chunk) if whole is None else whole)
+            whole = splitter.whole_lines(chunk, max_length) if fast else None
+            lines.extend(splitter.feed(chunk, max_length) if whole is None else whole)
     except LineTooLong:
         return lines, True
     return lines, False
@@ -123,10 +123,10 @@ class LineSplitterProperties(SynchronousTestCase):
         self.assertEqual(feed_all(chunked(stream, cuts), limit, fast=True), reference_lines(stream, limit))
 
     def test_fast_path_takes_the_usual_chunks_only(self) -> None:
-        splitter = LineSplitter(4)
-        self.assertEqual(splitter.whole_lines(b"ab\r\n"), [(b"ab", b"\r\n")])
-        self.assertEqual(splitter.whole_lines(b"a\nb\r\n"), [(b"a", b"\n"), (b"b", b"\r\n")])
-        self.assertIsNone(splitter.whole_lines(b"ab"), "no final LF")
-        self.assertIsNone(splitter.whole_lines(b"abcdef\n"), "may be over the limit")
-        list(splitter.feed(b"ab"))
-        self.assertIsNone(splitter.whole_lines(b"c\n"), "a partial line is held")
+        splitter = LineSplitter()
+        self.assertEqual(splitter.whole_lines(b"ab\r\n", 4), [(b"ab", b"\r\n")])
+        self.assertEqual(splitter.whole_lines(b"a\nb\r\n", 4), [(b"a", b"\n"), (b"b", b"\r\n")])
+        self.assertIsNone(splitter.whole_lines(b"ab", 4), "no final LF")
+        self.assertIsNone(splitter.whole_lines(b"abcdef\n", 4), "may be over the limit")
+        list(splitter.feed(b"ab", 4))
+        self.assertIsNone(splitter.whole_lines(b"c\n", 4), "a partial line is held")

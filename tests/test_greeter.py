@@ -7,9 +7,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp.config import GreeterConfig, TCPLimits
 from echoapp.framing import Framing
-from echoapp.greeter import Greeter, GreeterConfig, GreeterFactory
-from echoapp.limits import TCPLimits
+from echoapp.greeter import Greeter, GreeterFactory
 from echoapp.template import ReplyTemplate
 from tests.flow import assert_backpressure
 from tests.support import recv_until_closed, start, tutorial_client

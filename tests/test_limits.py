@@ -8,11 +8,13 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp import limits
+from echoapp.config import GreeterConfig, TCPLimits
+from echoapp.descriptors import DESCRIPTORS, FD_RESERVE
 from echoapp.echo import EchoFactory
 from echoapp.framing import Framing
-from echoapp.greeter import GreeterConfig, GreeterFactory
-from echoapp.limits import Refusal, TCPLimits, ThrottledLog, TokenBucket, TokenBuckets, peer_key
+from echoapp.greeter import GreeterFactory
+from echoapp.guard import Refusal, peer_key
+from echoapp.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 
 
 def address(host: str = "127.0.0.1") -> IPv4Address:
@@ -57,16 +59,16 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(factory.connections.per_peer, {"127.0.0.1": 2, "127.0.0.2": 1})
 
     def test_fd_ceiling_is_process_wide(self) -> None:
-        self.patch(limits, "fd_ceiling", lambda: limits._open_connections)
+        self.patch(DESCRIPTORS, "limit", lambda: DESCRIPTORS.open)
         _, transport = connect(EchoFactory(clock=Clock()))
         self.assertEqual(transport.value(), b"ERROR: server busy\r\n")
 
     def test_raise_fd_limit_reports_the_soft_limit(self) -> None:
         import resource
 
-        soft = limits.raise_fd_limit()
+        soft = DESCRIPTORS.raise_limit()
         self.assertEqual(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        self.assertEqual(limits.fd_ceiling(), soft - limits.FD_RESERVE)
+        self.assertEqual(DESCRIPTORS.limit(), soft - FD_RESERVE)
 
     def test_peer_keys(self) -> None:
         self.assertEqual(peer_key(address("10.1.2.3")), "10.1.2.3")

@@ -7,15 +7,9 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp.echo import EchoFactory
-from echoapp.listen import (
-    StreamListenService,
-    UDPListen,
-    UDPListenService,
-    bound_socket,
-    check_endpoint,
-    describe_address,
-)
-from echoapp.udp import READ_SIZE, UDPGreeter
+from echoapp.endpoints import UDPListen, bound_socket, check_endpoint, describe_address
+from echoapp.listen import READ_SIZE, StreamListenService, UDPListenService
+from echoapp.udp import UDPGreeter
 
 
 class UDPListenParseTests(SynchronousTestCase):

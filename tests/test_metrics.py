@@ -9,10 +9,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
-from echoapp import services
-from echoapp.greeter import GreeterConfig, GreeterFactory
-from echoapp.limits import TCPLimits, UDPLimits
-from echoapp.metrics import TCPStats, UDPStats, healthy
+from echoapp import monitor, services
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
+from echoapp.greeter import GreeterFactory
+from echoapp.metrics import TCPStats, UDPStats
+from echoapp.monitor import healthy
 from echoapp.udp import UDPGreeter
 from tests.support import listeners, start
 from tests.test_limits import connect
@@ -77,9 +78,9 @@ async def get(url: str) -> tuple[int, bytes]:
 
 
 class MetricsServiceTests(TestCase):
-    def serve(self, limits: TCPLimits | None = None) -> tuple[services.Monitored, int, int]:
+    def serve(self, limits: TCPLimits | None = None) -> tuple[monitor.Monitored, int, int]:
         inner = services.tcp_greeter([LOOP], limits=limits)
-        monitored = services.Monitored(inner, LOOP)
+        monitored = monitor.Monitored(inner, LOOP)
         start(self, monitored)
         metrics_port, greeter_port = (listener.port.getHost().port for listener in listeners(monitored))
         return monitored, metrics_port, greeter_port
@@ -118,7 +119,7 @@ class MetricsServiceTests(TestCase):
         inner = MultiService()
         slow = SlowToDrain()
         slow.setServiceParent(inner)
-        monitored = services.Monitored(inner, LOOP)
+        monitored = monitor.Monitored(inner, LOOP)
         [listener] = start(self, monitored)
         url = f"http://127.0.0.1:{listener.getHost().port}/healthz"
         self.assertEqual(await get(url), (200, b"ok\n"))

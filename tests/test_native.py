@@ -26,9 +26,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from echoapp import native, services
-from echoapp.greeter import GreeterConfig, GreeterFactory
-from echoapp.listen import SocketEndpoint, StreamListenService, UDPListen
+from echoapp import native_tcp, native_udp, services
+from echoapp._twisted import asyncio_loop
+from echoapp.config import GreeterConfig
+from echoapp.endpoints import SocketEndpoint, UDPListen
+from echoapp.greeter import GreeterFactory
+from echoapp.listen import StreamListenService
 from echoapp.udp import UDPGreeter
 from tests.support import listeners, start, tutorial_client
 
@@ -109,7 +112,7 @@ class Producer:
         self.calls.append("stop")
 
 
-def connect(protocol: Protocol, **addresses: Any) -> tuple[native.NativeConnection, FakeTransport, Any]:
+def connect(protocol: Protocol, **addresses: Any) -> tuple[native_tcp.NativeConnection, FakeTransport, Any]:
     built: list[Any] = []
 
     class Recording(Factory):
@@ -117,7 +120,7 @@ def connect(protocol: Protocol, **addresses: Any) -> tuple[native.NativeConnecti
             built.append(addr)
             return protocol
 
-    bridge = native.NativeConnection(Recording())
+    bridge = native_tcp.NativeConnection(Recording())
     transport = FakeTransport(**addresses)
     bridge.connection_made(transport)
     return bridge, transport, built[0]
@@ -145,7 +148,7 @@ class AdapterTests(SynchronousTestCase):
             def buildProtocol(self, addr: Any) -> None:
                 return None
 
-        bridge = native.NativeConnection(Refusing())
+        bridge = native_tcp.NativeConnection(Refusing())
         transport = FakeTransport()
         bridge.connection_made(transport)
         self.assertTrue(transport.closing)
@@ -340,9 +343,9 @@ class FakeDatagramTransport(asyncio.DatagramTransport):
 
 def datagram_port(
     greeter: UDPGreeter,
-) -> tuple[native.NativeDatagramPort, native.DatagramBridge, FakeDatagramTransport]:
-    port = native.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
-    bridge = native.DatagramBridge(port)
+) -> tuple[native_udp.NativeDatagramPort, native_udp.DatagramBridge, FakeDatagramTransport]:
+    port = native_udp.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
+    bridge = native_udp.DatagramBridge(port)
     transport = FakeDatagramTransport()
     bridge.connection_made(transport)
     return port, bridge, transport
@@ -363,7 +366,7 @@ class DatagramAdapterTests(SynchronousTestCase):
 
     def test_replies_dropped_rather_than_buffered_without_bound(self) -> None:
         port, bridge, transport = datagram_port(UDPGreeter(clock=Clock()))
-        transport.buffered = native.DATAGRAM_BUFFER_LIMIT + 1
+        transport.buffered = native_udp.DATAGRAM_BUFFER_LIMIT + 1
         bridge.datagram_received(b"x", ("127.0.0.1", 40000))
         self.assertEqual((transport.sent, port.dropped), ([], 1))
 
@@ -390,10 +393,10 @@ class DatagramAdapterTests(SynchronousTestCase):
 
     def test_stopped_before_the_loop_handed_over(self) -> None:
         greeter = UDPGreeter(clock=Clock())
-        port = native.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
+        port = native_udp.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
         port.stopListening()
         transport = FakeDatagramTransport()
-        native.DatagramBridge(port).connection_made(transport)
+        native_udp.DatagramBridge(port).connection_made(transport)
         self.assertTrue(transport.closing)
         self.assertEqual(greeter.numPorts, 0)
 
@@ -403,7 +406,7 @@ class ServeTests(SynchronousTestCase):
         self.addCleanup(loop.close)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        port = native.serve(loop, sock, Factory.forProtocol(Recorder), 50)
+        port = native_tcp.serve(loop, sock, Factory.forProtocol(Recorder), 50)
         self.assertEqual(port.getHost(), IPv4Address("TCP", "127.0.0.1", sock.getsockname()[1]))
         probe = socket.create_connection(("127.0.0.1", port.getHost().port))  # the backlog takes it
         probe.close()
@@ -421,14 +424,14 @@ class ServeTests(SynchronousTestCase):
 
 class NativeLoopbackTests(TestCase):
     def setUp(self) -> None:
-        if native.event_loop(reactor) is None:
+        if asyncio_loop(reactor) is None:
             raise self.skipTest("the reactor has no asyncio loop (run trial --reactor=uvloop)")
 
     def test_tcp_listeners_use_the_loops_transports(self) -> None:
         tree = services.tcp_greeter(listen=["tcp:0:interface=127.0.0.1", "tcp6:0:interface=\\:\\:1"])
         start(self, tree)
         ports = [listener.port for listener in listeners(tree)]
-        self.assertEqual([type(port) for port in ports], [native.NativePort, native.NativePort])
+        self.assertEqual([type(port) for port in ports], [native_tcp.NativePort, native_tcp.NativePort])
         four, six = (port.getHost().port for port in ports)
         d = deferToThread(tutorial_client, four, [b"uv"])
         d.addCallback(lambda replies: self.assertEqual(replies, [b"Welcome!\r\n", b"Hello, uv!"]))
@@ -440,7 +443,7 @@ class NativeLoopbackTests(TestCase):
         tree = services.udp_greeter(listen=[UDPListen(0, "127.0.0.1")])
         start(self, tree)
         [listener] = listeners(tree)
-        self.assertIsInstance(listener.port, native.NativeDatagramPort)
+        self.assertIsInstance(listener.port, native_udp.NativeDatagramPort)
         port = listener.port.getHost().port
 
         def client() -> bytes:
@@ -457,7 +460,7 @@ class NativeLoopbackTests(TestCase):
         self.assertNotIsInstance(service.endpoint, SocketEndpoint)
         service.privilegedStartService()
         self.addCleanup(service.stopService)
-        self.assertNotIsInstance(service.port, native.NativePort)
+        self.assertNotIsInstance(service.port, native_tcp.NativePort)
 
     def test_peer_is_an_ipv4address(self) -> Deferred[None]:
         seen: list[Any] = []

@@ -19,7 +19,8 @@ class UvloopReactorTests(SynchronousTestCase):
         code = (
             "from echoapp.reactor import install; install()\n"
             "from twisted.internet import reactor\n"
-            "print(type(reactor).__name__, type(reactor._asyncioEventloop).__module__)\n"
+            "from echoapp._twisted import asyncio_loop\n"
+            "print(type(reactor).__name__, type(asyncio_loop(reactor)).__module__)\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         self.assertEqual(out.split(), ["AsyncioSelectorReactor", "uvloop"])

@@ -27,7 +27,7 @@ class ReadmeTests(SynchronousTestCase):
                 self.assertIn(f"``--{name}", self.text, f"{module.__name__}: --{name}")
 
     def test_every_client_option_is_documented(self) -> None:
-        from echoapp import client
+        from echoapp.client import options as client
 
         for mode in (client.TCPOptions, client.UDPOptions, client.EchoOptions, client.RawOptions):
             for name in long_options(mode()):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp.listen import check_endpoint
+from echoapp.endpoints import check_endpoint
 from echoapp.tap import tcp, udp
 from tests.support import DEADLINE, Twistd
 

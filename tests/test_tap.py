@@ -4,10 +4,9 @@ from twisted.application.service import IServiceCollection
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
+from echoapp.endpoints import UDPListen
 from echoapp.framing import Framing
-from echoapp.greeter import GreeterConfig
-from echoapp.limits import TCPLimits, UDPLimits
-from echoapp.listen import UDPListen
 from echoapp.tap import compose, echo, everything, tcp, udp
 from tests.support import listeners
 
@@ -262,7 +261,7 @@ class LimitOptionsTests(SynchronousTestCase):
 
 class MetricsOptionTests(SynchronousTestCase):
     def test_off_unless_given(self) -> None:
-        from echoapp.services import Monitored
+        from echoapp.monitor import Monitored
 
         self.assertNotIsInstance(tcp.makeService(parse(tcp)), Monitored)
         for module in (tcp, echo, udp, everything):

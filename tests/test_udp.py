@@ -7,7 +7,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
-from echoapp.limits import UDPLimits
+from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.udp import MAX_DATAGRAM, UDPGreeter
 

@@ -1,79 +1,123 @@
 """
-Option rules shared by several plugins, so each rule has one home: the
-greeter's message options (used by echoapp-tcp and echoapp) and the
-validation of listen descriptions.
+Option rules shared by several plugins, so each rule has one home.
+
+The option rows for the greeter's messages and the TCP and UDP limits are
+derived from the fields of L{echoapp.config}'s dataclasses (name, default,
+help), and read back into those dataclasses by L{build}: a field added
+there is an option here, with its default and validation, and nothing else
+has to change.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
+from typing import Any, TypeVar
+
 from twisted.python import usage
 
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
+from echoapp.endpoints import UDPListen, check_endpoint
 from echoapp.framing import Framing
-from echoapp.greeter import DEFAULT_MAX_LINE_LENGTH, GreeterConfig
-from echoapp.limits import TCPLimits, UDPLimits
-from echoapp.listen import UDPListen, check_endpoint
-from echoapp.template import DEFAULT_REPLY, ReplyTemplate, encode_text
+from echoapp.template import ReplyTemplate, encode_text
 
-GREETER_PARAMETERS = [
-    ["banner", None, "Welcome!", "Line sent on connect ('' for none)."],
-    ["reply", None, str(DEFAULT_REPLY), "Reply template; exactly one {} stands for the message."],
-    ["exit-word", None, "exit", "Message that closes the connection ('' for none)."],
-    ["farewell", None, "Goodbye!", "Line sent before closing on the exit word ('' for none)."],
-    ["framing", None, Framing.AUTO.value, "auto, line or raw: how bytes become messages (see README)."],
-    [
-        "max-line-length",
-        None,
-        str(DEFAULT_MAX_LINE_LENGTH),
-        "Longest message in bytes; a longer one gets an error line and the connection is closed.",
-    ],
-]
+Config = TypeVar("Config")
 
 
-_TCP = TCPLimits()
-_UDP = UDPLimits()
+def option_name(field_name: str) -> str:
+    return field_name.replace("_", "-")
 
 
-def _default(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+def _show(value: Any) -> str:
+    """A default as C{--help} shows it and as it would be typed."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    if isinstance(value, Framing):
+        return value.value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
-TCP_LIMIT_PARAMETERS = [
-    [
-        "max-connections",
-        None,
-        _default(_TCP.max_connections),
-        "Open connections per service; more are refused.",
-    ],
-    [
-        "max-per-peer",
-        None,
-        _default(_TCP.max_per_peer),
-        "Open connections per source address; more are refused.",
-    ],
-    ["idle-timeout", None, _default(_TCP.idle_timeout), "Seconds of silence before a connection is closed."],
-    ["session-timeout", None, _default(_TCP.session_timeout), "Seconds any one connection may last."],
-    [
-        "close-grace",
-        None,
-        _default(_TCP.close_grace),
-        "Seconds a closing connection (timeout, exit, shutdown) gets before it is aborted.",
-    ],
-]
-LINE_TIMEOUT_PARAMETERS = [
-    [
-        "line-timeout",
-        None,
-        _default(_TCP.line_timeout),
-        "Seconds to finish a line once its first byte arrived.",
+def _positive(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise usage.UsageError(f"--{name}: must be a positive whole number, got {text!r}")
+    return value
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise usage.UsageError(f"--{name}: must be a positive number, got {text!r}")
+    return value
+
+
+def _framing(name: str, text: str) -> Framing:
+    try:
+        return Framing(text)
+    except ValueError:
+        choices = ", ".join(framing.value for framing in Framing)
+        raise usage.UsageError(f"--{name}: unknown framing {text!r} (choose one of {choices})") from None
+
+
+def _template(name: str, text: str) -> ReplyTemplate:
+    try:
+        return ReplyTemplate.parse(text)
+    except ValueError as error:
+        raise usage.UsageError(f"--{name}: {error}") from None
+
+
+def _parse(name: str, text: str, default: Any) -> Any:
+    """C{text} given for option C{name}, read as the kind of value its default is."""
+    if isinstance(default, bytes):
+        return encode_text(text)
+    if isinstance(default, ReplyTemplate):
+        return _template(name, text)
+    if isinstance(default, Framing):
+        return _framing(name, text)
+    if isinstance(default, int):
+        return _positive(name, text)
+    return _seconds(name, text)
+
+
+def parameters(
+    config: type[Any], only: Collection[str] | None = None, skip: Collection[str] = ()
+) -> list[list[Any]]:
+    """C{optParameters} rows for the fields of the dataclass C{config}."""
+    defaults = config()
+    return [
+        [option_name(field.name), None, _show(getattr(defaults, field.name)), field.metadata["help"]]
+        for field in dataclasses.fields(config)
+        if (only is None or field.name in only) and field.name not in skip
     ]
-]
-UDP_LIMIT_PARAMETERS = [
-    ["rate", None, _default(_UDP.rate), "Replies per second to one source address."],
-    ["burst", None, _default(_UDP.burst), "Replies one source may get at once before --rate applies."],
-    ["global-rate", None, _default(_UDP.global_rate), "Replies per second to all sources together."],
-    ["max-sources", None, _default(_UDP.max_sources), "Source addresses the rate table remembers."],
-]
 
+
+def build(config: type[Config], options: usage.Options) -> Config:
+    """
+    An instance of the dataclass C{config} from the options a plugin
+    offers; fields it does not offer keep their defaults.
+    """
+    defaults = config()
+    given = {}
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        name = option_name(field.name)
+        if name in options:
+            given[field.name] = _parse(name, options[name], getattr(defaults, field.name))
+    return config(**given)
+
+
+GREETER_PARAMETERS = parameters(GreeterConfig)
+REPLY_PARAMETERS = parameters(GreeterConfig, only={"reply"})
+TCP_LIMIT_PARAMETERS = parameters(TCPLimits, skip={"line_timeout"})
+LINE_TIMEOUT_PARAMETERS = parameters(TCPLimits, only={"line_timeout"})
+UDP_LIMIT_PARAMETERS = parameters(UDPLimits)
 
 REUSE_PORT_FLAGS = [
     [
@@ -141,71 +185,3 @@ def udp_listens(option: RepeatableListen, options: usage.Options) -> list[UDPLis
         return [UDPListen.parse(description) for description in option.given(options)]
     except ValueError as error:
         raise usage.UsageError(f"--{option.name}: {error}") from None
-
-
-def reply_template(options: usage.Options) -> ReplyTemplate:
-    try:
-        return ReplyTemplate.parse(options["reply"])
-    except ValueError as error:
-        raise usage.UsageError(f"--reply: {error}") from None
-
-
-def _framing(text: str) -> Framing:
-    try:
-        return Framing(text)
-    except ValueError:
-        choices = ", ".join(framing.value for framing in Framing)
-        raise usage.UsageError(f"--framing: unknown framing {text!r} (choose one of {choices})") from None
-
-
-def _positive(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise usage.UsageError(f"--{name}: must be a positive whole number, got {text!r}")
-    return value
-
-
-def _seconds(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise usage.UsageError(f"--{name}: must be a positive number, got {text!r}")
-    return value
-
-
-def tcp_limits(options: usage.Options) -> TCPLimits:
-    """The L{TCPLimits} that C{TCP_LIMIT_PARAMETERS} (and the line timeout, if offered) describe."""
-    return TCPLimits(
-        max_connections=_positive("max-connections", options["max-connections"]),
-        max_per_peer=_positive("max-per-peer", options["max-per-peer"]),
-        idle_timeout=_seconds("idle-timeout", options["idle-timeout"]),
-        line_timeout=_seconds("line-timeout", options.get("line-timeout", _default(_TCP.line_timeout))),
-        session_timeout=_seconds("session-timeout", options["session-timeout"]),
-        close_grace=_seconds("close-grace", options["close-grace"]),
-    )
-
-
-def udp_limits(options: usage.Options) -> UDPLimits:
-    return UDPLimits(
-        rate=_seconds("rate", options["rate"]),
-        burst=_positive("burst", options["burst"]),
-        global_rate=_seconds("global-rate", options["global-rate"]),
-        max_sources=_positive("max-sources", options["max-sources"]),
-    )
-
-
-def greeter_config(options: usage.Options) -> GreeterConfig:
-    """The L{GreeterConfig} that C{GREETER_PARAMETERS} describe."""
-    return GreeterConfig(
-        banner=encode_text(options["banner"]),
-        reply=reply_template(options),
-        exit_word=encode_text(options["exit-word"]),
-        farewell=encode_text(options["farewell"]),
-        framing=_framing(options["framing"]),
-        max_line_length=_positive("max-line-length", options["max-line-length"]),
-    )

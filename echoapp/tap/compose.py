@@ -12,7 +12,7 @@ from twisted.application.service import IService, IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from echoapp import services
+from echoapp import monitor
 from echoapp.tap.common import METRICS_PARAMETERS, metrics_listen
 
 
@@ -74,4 +74,4 @@ def makeService(options: usage.Options) -> IService:
     chosen: list[tuple[IServiceMaker, Any]] = options["services"]
     for maker, plugin_options in chosen:
         maker.makeService(plugin_options).setServiceParent(composed)
-    return services.monitored(composed, options["metrics-listen"])
+    return monitor.monitored(composed, options["metrics-listen"])

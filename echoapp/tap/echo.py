@@ -5,16 +5,17 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import services
-from echoapp.listen import DEFAULT_ECHO_LISTEN
+from echoapp import monitor, services
+from echoapp.config import TCPLimits
+from echoapp.endpoints import DEFAULT_ECHO_LISTEN
 from echoapp.tap.common import (
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
+    build,
     metrics_listen,
     stream_listens,
-    tcp_limits,
 )
 
 LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
@@ -30,11 +31,11 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
-        self["limits"] = tcp_limits(self)
+        self["limits"] = build(TCPLimits, self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.monitored(
+    return monitor.monitored(
         services.echo(options["endpoints"], options["limits"], reuse_port=bool(options["reuse-port"])),
         options["metrics-listen"],
     )

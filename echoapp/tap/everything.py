@@ -5,8 +5,9 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import services
-from echoapp.listen import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDP_SYNTAX
+from echoapp import monitor, services
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
+from echoapp.endpoints import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDP_SYNTAX
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
@@ -15,11 +16,9 @@ from echoapp.tap.common import (
     TCP_LIMIT_PARAMETERS,
     UDP_LIMIT_PARAMETERS,
     RepeatableListen,
-    greeter_config,
+    build,
     metrics_listen,
     stream_listens,
-    tcp_limits,
-    udp_limits,
     udp_listens,
 )
 
@@ -52,13 +51,13 @@ class Options(usage.Options):
         self["tcp-endpoints"] = stream_listens(TCP, self)
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
-        self["config"] = greeter_config(self)
-        self["tcp-limits"] = tcp_limits(self)
-        self["udp-limits"] = udp_limits(self)
+        self["config"] = build(GreeterConfig, self)
+        self["tcp-limits"] = build(TCPLimits, self)
+        self["udp-limits"] = build(UDPLimits, self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.monitored(
+    return monitor.monitored(
         services.everything(
             tcp=options["tcp-endpoints"],
             udp=options["udp-ports"],

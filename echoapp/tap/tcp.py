@@ -5,8 +5,9 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import services
-from echoapp.listen import DEFAULT_TCP_LISTEN
+from echoapp import monitor, services
+from echoapp.config import GreeterConfig, TCPLimits
+from echoapp.endpoints import DEFAULT_TCP_LISTEN
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
@@ -14,10 +15,9 @@ from echoapp.tap.common import (
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
-    greeter_config,
+    build,
     metrics_listen,
     stream_listens,
-    tcp_limits,
 )
 
 LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
@@ -36,12 +36,12 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
-        self["config"] = greeter_config(self)
-        self["limits"] = tcp_limits(self)
+        self["config"] = build(GreeterConfig, self)
+        self["limits"] = build(TCPLimits, self)
 
 
 def makeService(options: usage.Options) -> IService:
-    return services.monitored(
+    return monitor.monitored(
         services.tcp_greeter(
             options["endpoints"], options["config"], options["limits"], reuse_port=bool(options["reuse-port"])
         ),

@@ -1,19 +1,16 @@
 """
-Protections that keep one client from costing the server more than its
-share: backpressure, connection limits, timeouts with escalation, graceful
-drain, the process-wide file-descriptor ceiling, and token buckets.
+What every echoapp TCP connection shares: backpressure, admission against
+the service's limits and the process's descriptor ceiling, the idle,
+session and line deadlines, closing that escalates from C{loseConnection}
+to C{abortConnection}, and the drain at shutdown.
 
-The TCP protocols share their connection bookkeeping through
-L{GuardedProtocol} and L{GuardedFactory}, so every rule lives here once.
+The greeter and echo protocols subclass L{GuardedProtocol} and
+L{GuardedFactory}, so each of these rules lives here once.
 """
 
 from __future__ import annotations
 
-import math
-import resource
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -29,7 +26,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echoapp._twisted import global_reactor
+from echoapp.config import TCPLimits
+from echoapp.deadlines import SLACK, Deadlines
+from echoapp.descriptors import DESCRIPTORS
 from echoapp.metrics import TCPStats
+from echoapp.ratelimit import ThrottledLog
+from echoapp.reasons import REFUSALS, SHUTDOWN, TIMEOUTS
 
 log = Logger()
 
@@ -66,88 +69,10 @@ def pause_reading_when_full(transport: Any) -> None:
     transport.registerProducer(ReadPauser(transport), True)
 
 
-# --- file descriptors -------------------------------------------------------
-
-# Descriptors kept free for listening sockets, log files and the like.
-FD_RESERVE = 16
-_fd_ceiling: int | None = None
-_open_connections = 0
-
-
-def raise_fd_limit() -> int:
-    """
-    Raise the soft RLIMIT_NOFILE to the hard limit, once, and log the figure:
-    the connection ceiling below follows from it.
-    """
-    global _fd_ceiling
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    if _fd_ceiling is None:
-        log.info(
-            "File descriptor limit {limit}; at most {ceiling} connections",
-            limit=soft,
-            ceiling=soft - FD_RESERVE,
-        )
-    _fd_ceiling = max(soft - FD_RESERVE, 1)
-    return soft
-
-
-def fd_ceiling() -> int:
-    """How many connections this process may hold before accept() would fail."""
-    if _fd_ceiling is None:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        return max(soft - FD_RESERVE, 1)
-    return _fd_ceiling
-
-
-# --- TCP connections -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TCPLimits:
-    """Per-service connection limits and timeouts, in connections and seconds."""
-
-    max_connections: int = 10_000
-    max_per_peer: int = 100
-    idle_timeout: float = 300.0
-    line_timeout: float = 30.0
-    session_timeout: float = 3600.0
-    close_grace: float = 5.0
-
-
-@dataclass(frozen=True)
-class UDPLimits:
-    """
-    Replies per second per source address and for the whole port, and how
-    many sources the rate table remembers.
-    """
-
-    rate: float = 50.0
-    burst: int = 100
-    global_rate: float = 10_000.0
-    max_sources: int = 65_536
-
-
 def peer_key(addr: IAddress | None) -> str:
     """Connections are counted per source host; UNIX peers share one key."""
     host = getattr(addr, "host", None)
     return str(host) if host is not None else "local"
-
-
-# Why a connection is refused, and what its client is told.
-REFUSALS = {
-    "draining": "server shutting down",
-    "fd": "server busy",
-    "limit": "too many connections",
-    "per-peer": "too many connections from your address",
-}
-# Why a connection timed out, and what a greeter client is told.
-TIMEOUTS = {"idle": "idle timeout", "line": "line timeout", "session": "session time limit"}
 
 
 class Connections:
@@ -156,8 +81,8 @@ class Connections:
     process-wide descriptor ceiling, and the drain at shutdown.
     """
 
-    def __init__(self, limits: TCPLimits) -> None:
-        self.limits = limits
+    def __init__(self, limits: TCPLimits | None = None) -> None:
+        self.limits = limits or TCPLimits()
         self.live: set[GuardedProtocol] = set()
         self.per_peer: dict[str, int] = {}
         self._idle_waiters: list[Deferred[None]] = []
@@ -166,28 +91,24 @@ class Connections:
     def refusal(self, peer: str) -> str | None:
         """Why (a key of L{REFUSALS}) a new connection from C{peer} is refused, if it is."""
         if self.draining:
-            reason = "draining"
-        elif _open_connections >= fd_ceiling():
-            reason = "fd"
-        elif len(self.live) >= self.limits.max_connections:
-            reason = "limit"
-        elif self.per_peer.get(peer, 0) >= self.limits.max_per_peer:
-            reason = "per-peer"
-        else:
-            return None
-        return reason
+            return "draining"
+        if DESCRIPTORS.full():
+            return "fd"
+        if len(self.live) >= self.limits.max_connections:
+            return "limit"
+        if self.per_peer.get(peer, 0) >= self.limits.max_per_peer:
+            return "per-peer"
+        return None
 
     def add(self, protocol: GuardedProtocol) -> None:
-        global _open_connections
-        _open_connections += 1
+        DESCRIPTORS.open += 1
         self.live.add(protocol)
         self.per_peer[protocol.peer] = self.per_peer.get(protocol.peer, 0) + 1
 
     def remove(self, protocol: GuardedProtocol) -> None:
-        global _open_connections
         if protocol not in self.live:
             return
-        _open_connections -= 1
+        DESCRIPTORS.open -= 1
         self.live.discard(protocol)
         remaining = self.per_peer[protocol.peer] - 1
         if remaining:
@@ -214,64 +135,11 @@ class Connections:
         return waiter
 
 
-# A deadline this close is met: re-arming a timer for a rounding error would
-# only fire it again a moment later.
-_SLACK = 1e-3
-
-
-class Deadlines:
-    """
-    The idle and session deadlines of a listener's connections, checked in
-    one-second slots: each slot is one timer for every connection due in
-    that second.  A timer per connection would cost ~0.5 KiB each (10,000
-    idle connections hold 5 MiB of them); a slot entry costs a set member.
-    A deadline is therefore met up to a second late, never early.  Activity
-    moves no timer: each connection notes the time, and when its slot comes
-    it checks, and either closes or takes a later slot.
-    """
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self._slots: dict[int, set[Any]] = {}
-        self._timers: dict[int, IDelayedCall] = {}
-
-    def add(self, protocol: Any, when: float) -> int:
-        """Check C{protocol} at C{when}, rounded up to a whole second; the slot is the key to L{remove}."""
-        slot = math.ceil(when - _SLACK)
-        members = self._slots.get(slot)
-        if members is None:
-            members = self._slots[slot] = set()
-            delay = max(0.0, slot - self._clock.seconds())
-            self._timers[slot] = self._clock.callLater(delay, self._due, slot)
-        members.add(protocol)
-        return slot
-
-    def remove(self, protocol: Any, slot: int) -> None:
-        members = self._slots.get(slot)
-        if members is None:
-            return
-        members.discard(protocol)
-        if not members:
-            del self._slots[slot]
-            self._timers.pop(slot).cancel()
-
-    def _due(self, slot: int) -> None:
-        del self._timers[slot]
-        for protocol in self._slots.pop(slot, ()):
-            protocol.check_deadlines()
-
-    def __len__(self) -> int:
-        return sum(map(len, self._slots.values()))
-
-
 class GuardedProtocol(Protocol):
     """
-    What every echoapp TCP connection shares: backpressure, its place in the
-    service's L{Connections}, the idle and session timers, and closing that
-    escalates from C{loseConnection} to C{abortConnection}.
-
-    Subclasses call L{activity} when data arrives and say what a client is
-    told on a timeout or at shutdown (L{notice}).
+    The connection side of the guard.  Subclasses call L{activity} when data
+    arrives, L{message_started} when a partial message begins to be held,
+    and say what a client is told on a timeout or at shutdown (L{notice}).
     """
 
     factory: GuardedFactory
@@ -281,12 +149,13 @@ class GuardedProtocol(Protocol):
     _lingering = False
     _abort: IDelayedCall | None = None
     _slot: int | None = None
+    # When the partial message now held began; None while none is.
+    _message_started: float | None = None
+    _flow_controlled = False
 
     @property
     def clock(self) -> IReactorTime:
         return self.factory.clock
-
-    _flow_controlled = False
 
     def connectionMade(self) -> None:
         limits = self.factory.limits
@@ -314,36 +183,65 @@ class GuardedProtocol(Protocol):
             pause_reading_when_full(self.transport)
         self._last_seen = self.factory.now()
 
+    def message_started(self) -> None:
+        """
+        A partial message began: it must be complete within the line
+        timeout, counted from now, so a client trickling a byte at a time
+        cannot hold the connection by never finishing.  The deadline joins
+        the idle and session ones: the connection's slot moves earlier if
+        need be.
+        """
+        if self._closing:
+            return
+        now = self._message_started = self.factory.now()
+        deadline = now + self.factory.limits.line_timeout
+        slot = self._slot
+        if slot is None or Deadlines.slot(deadline) < slot:
+            deadlines = self.factory.deadlines
+            if slot is not None:
+                deadlines.remove(self, slot)
+            self._slot = deadlines.add(self, deadline)
+
+    def message_finished(self) -> None:
+        """No partial message is held any more; a slot taken for it finds nothing due."""
+        self._message_started = None
+
     def check_deadlines(self) -> None:
         """
-        Called by L{Deadlines} at (or just after) the nearer of the idle and
-        session deadlines: close on one that has passed, or wait for what
-        is left.
+        Called by L{Deadlines} at (or just after) the nearest deadline:
+        close on one that has passed, or wait for what is left.
         """
         now = self.factory.now()
+        limits = self.factory.limits
         session_left = self._session_end - now
-        idle_left = self._last_seen + self.factory.limits.idle_timeout - now
-        if session_left <= _SLACK:
-            self._slot = None
+        idle_left = self._last_seen + limits.idle_timeout - now
+        started = self._message_started
+        line_left = started + limits.line_timeout - now if started is not None else session_left
+        self._slot = None
+        if session_left <= SLACK:
             self.timedOut("session")
-        elif idle_left <= _SLACK:
-            self._slot = None
+        elif idle_left <= SLACK:
             self.timedOut("idle")
+        elif line_left <= SLACK:
+            self.timedOut("line")
         else:
-            self._slot = self.factory.deadlines.add(self, now + min(idle_left, session_left))
+            self._slot = self.factory.deadlines.add(self, now + min(idle_left, session_left, line_left))
 
-    def notice(self, reason: str) -> bytes:
-        """The line a client gets before the server closes on it."""
+    def notice(self, key: str) -> bytes:
+        """
+        The line a client gets before the server closes on it: C{key} is a
+        key of L{TIMEOUTS}, or L{SHUTDOWN}.
+        """
         return b""
 
     def timedOut(self, kind: str) -> None:
         """C{kind} is a key of L{TIMEOUTS}."""
         log.info("Closing {peer}: {reason}", peer=self.peer, reason=TIMEOUTS[kind])
         self.stats.timeouts[kind] += 1
-        self.close(self.notice(TIMEOUTS[kind]))
+        self.close(self.notice(kind))
 
     def shutdown(self) -> None:
-        self.close(self.notice("server shutting down"))
+        self.close(self.notice(SHUTDOWN))
 
     def close(self, last_words: bytes = b"", linger: bool = False) -> None:
         """
@@ -419,10 +317,11 @@ class GuardedFactory(Factory):
     ) -> None:
         """
         Listeners of one service each have a factory (their own metrics
-        labels) and share one L{Connections} (one set of limits).
+        labels) and share one L{Connections}, which holds the service's
+        limits: give either C{connections} or the C{limits} for new ones.
         """
-        self.limits = limits or TCPLimits()
-        self.connections = connections or Connections(self.limits)
+        self.connections = connections or Connections(limits)
+        self.limits = self.connections.limits
         self.stats = stats or TCPStats("echoapp", "")
         self._clock = clock
         self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
@@ -443,9 +342,7 @@ class GuardedFactory(Factory):
     @property
     def clock(self) -> IReactorTime:
         if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = reactor
+            self._clock = global_reactor()
         return self._clock
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
@@ -462,93 +359,3 @@ class GuardedFactory(Factory):
 
     def makeProtocol(self) -> GuardedProtocol:
         raise NotImplementedError
-
-
-# --- rate limits and throttled logs -----------------------------------------
-
-
-class ThrottledLog:
-    """
-    Logs an attack at most once per C{interval} seconds with a count of what
-    happened since, never one line per packet or connection.
-    """
-
-    def __init__(self, text: str, interval: float = 10.0) -> None:
-        self.text = text
-        self.interval = interval
-        self.counts: dict[str, int] = {}
-        self._last: float | None = None
-
-    def note(self, clock: IReactorTime, reason: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        now = clock.seconds()
-        if self._last is None or now - self._last >= self.interval:
-            self._last = now
-            reasons = ", ".join(f"{why}: {n}" for why, n in sorted(self.counts.items()))
-            log.warn(self.text, count=sum(self.counts.values()), reasons=reasons)
-            self.counts = {}
-
-
-class TokenBucket:
-    """
-    One token bucket: the global cap on replies.  Its refill-then-take rule
-    is written out again in L{TokenBuckets.allow} on purpose: a shared helper
-    measured 0.2 us more per bucket, twice per datagram (timeit, this VM).
-    """
-
-    def __init__(self, rate: float, burst: float, now: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._now = now
-        self._tokens = float(burst)
-        self._then = now()
-
-    def allow(self) -> bool:
-        now = self._now()
-        tokens = self._tokens + (now - self._then) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
-        self._then = now
-        allowed = tokens >= 1.0
-        self._tokens = tokens - 1.0 if allowed else tokens
-        return allowed
-
-
-class TokenBuckets:
-    """
-    Per-source token buckets in a table of bounded size: the least recently
-    seen source is forgotten first, so spoofed sources cannot grow memory
-    (a forgotten source simply starts again with a full bucket).
-
-    A plain dict keeps insertion order: taking a source out and putting it
-    back makes it the newest, so the first key is the least recently seen.
-    (Twice as fast as an OrderedDict here, on every datagram.)
-    """
-
-    def __init__(
-        self, rate: float, burst: float, max_sources: int, now: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_sources = max_sources
-        self._now = now
-        self._buckets: dict[Any, tuple[float, float]] = {}
-
-    def allow(self, source: Any) -> bool:
-        now = self._now()
-        buckets = self._buckets
-        entry = buckets.pop(source, None)
-        if entry is None:
-            tokens = self.burst
-            if len(buckets) >= self.max_sources:
-                del buckets[next(iter(buckets))]
-        else:
-            tokens = entry[0] + (now - entry[1]) * self.rate
-            if tokens > self.burst:
-                tokens = self.burst
-        allowed = tokens >= 1.0
-        buckets[source] = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
-
-    def __len__(self) -> int:
-        return len(self._buckets)

@@ -1,16 +1,16 @@
 """
-Native transports: on a reactor that sits on an asyncio loop (C{--reactor=uvloop}
-or C{asyncio}), C{tcp:} and C{tcp6:} listeners are served by the loop's own
-C{create_server}, so uvloop's C transports do the accepting, reading and
-writing, and UDP ports by C{create_datagram_endpoint}.  Twisted's asyncio
-reactor runs its own sockets through C{add_reader} callbacks, where uvloop
-gains nothing.
+Native stream transports: on a reactor that sits on an asyncio loop
+(C{--reactor=uvloop} or C{asyncio}), C{tcp:} and C{tcp6:} listeners are
+served by the loop's own C{create_server}, so uvloop's C transports do the
+accepting, reading and writing.  Twisted's asyncio reactor runs its own
+sockets through C{add_reader} callbacks, where uvloop gains nothing.  (UDP
+ports: L{echoapp.native_udp}.)
 
 The unchanged Twisted protocol sees a L{NativeConnection}: an
 C{ITCPTransport} with Twisted's semantics (flushing C{loseConnection},
 C{ConnectionDone}/C{ConnectionLost}/C{ConnectionAborted} reasons, a
 streaming producer paused by a full write buffer, reads paused by
-C{pauseProducing}), so every protection in L{echoapp.limits} works as on
+C{pauseProducing}), so every protection in L{echoapp.guard} works as on
 Twisted's own TCP.
 """
 
@@ -31,9 +31,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IPushProducer,
     ITCPTransport,
-    IUDPTransport,
 )
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -44,12 +42,6 @@ Address = IPv4Address | IPv6Address
 
 # What Twisted's TCP reads at once (FileDescriptor.bufferSize).
 READ_SIZE = 65536
-
-
-def event_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
-    """The asyncio loop under C{reactor}, or L{None} for any other reactor."""
-    loop = getattr(reactor, "_asyncioEventloop", None)
-    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
 
 
 def _address(sockaddr: Any) -> Address:
@@ -355,118 +347,3 @@ def _finish_now(coroutine: Any) -> Any:
                 raise RuntimeError("create_server waited on a future; cannot listen synchronously")
     except StopIteration as finished:
         return finished.value
-
-
-# --- datagrams --------------------------------------------------------------
-
-# Replies the loop may hold for a full socket buffer before it drops them:
-# UDP may lose a datagram, but the server must not grow without bound.
-DATAGRAM_BUFFER_LIMIT = 1 << 20
-
-
-def _udp_address(sockaddr: Any) -> IPv4Address | IPv6Address:
-    if len(sockaddr) == 4:
-        return IPv6Address("UDP", sockaddr[0], sockaddr[1], sockaddr[2], sockaddr[3])
-    return IPv4Address("UDP", sockaddr[0], sockaddr[1])
-
-
-@implementer(IListeningPort, IUDPTransport)
-class NativeDatagramPort:
-    """
-    What a Twisted C{DatagramProtocol} sees as its transport and its port,
-    as with Twisted's own UDP port: C{write(data, addr)}, C{getHost},
-    C{stopListening}.
-    """
-
-    def __init__(self, protocol: DatagramProtocol, host: IPv4Address | IPv6Address) -> None:
-        self.protocol = protocol
-        self._host = host
-        self._transport: Any = None
-        self.stopped = False
-        self.dropped = 0
-
-    def write(self, datagram: bytes, addr: Any = None) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if transport.get_write_buffer_size() > DATAGRAM_BUFFER_LIMIT:
-            self.dropped += 1
-            return
-        transport.sendto(datagram, addr)
-
-    def getHost(self) -> IPv4Address | IPv6Address:
-        return self._host
-
-    def getHandle(self) -> Any:
-        return self._transport.get_extra_info("socket") if self._transport is not None else None
-
-    def setBroadcastAllowed(self, enabled: bool) -> None:
-        sock = self.getHandle()
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1 if enabled else 0)
-
-    def getBroadcastAllowed(self) -> bool:
-        sock = self.getHandle()
-        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)) if sock is not None else False
-
-    def startListening(self) -> None:
-        """Already listening."""
-
-    def stopListening(self) -> Deferred[None]:
-        self.stopped = True
-        if self._transport is not None:
-            self._transport.close()  # the protocol is stopped by connection_lost
-        return succeed(None)
-
-    loseConnection = stopListening
-
-    def connect(self, host: str, port: int) -> None:
-        raise NotImplementedError("echoapp's datagram ports answer whoever writes; they do not connect")
-
-    def logPrefix(self) -> str:
-        return self.protocol.__class__.__name__
-
-
-class DatagramBridge(asyncio.DatagramProtocol):
-    def __init__(self, port: NativeDatagramPort) -> None:
-        self._port = port
-
-    def connection_made(self, transport: Any) -> None:
-        self._port._transport = transport
-        if self._port.stopped:  # stopped before the loop got to it
-            transport.close()
-            return
-        self._port.protocol.makeConnection(self._port)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        try:
-            self._port.protocol.datagramReceived(data, addr)
-        except Exception:
-            # As Twisted's UDP port does: log it, keep serving.
-            log.failure("Unhandled error in {protocol!r}", protocol=self._port.protocol)
-
-    def error_received(self, exc: Exception) -> None:
-        """An ICMP error for an earlier reply: nothing to do for an unconnected port."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._port.protocol.numPorts:
-            self._port.protocol.doStop()
-
-
-def serve_datagrams(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: DatagramProtocol
-) -> NativeDatagramPort:
-    """C{protocol} on C{sock}, a bound datagram socket, through the loop's own transport."""
-    port = NativeDatagramPort(protocol, _udp_address(sock.getsockname()))
-    # The loop hands over the transport on its next turn (both asyncio and
-    # uvloop wait for connection_made); the socket is bound already.
-    starting = asyncio.ensure_future(
-        loop.create_datagram_endpoint(lambda: DatagramBridge(port), sock=sock), loop=loop
-    )
-    starting.add_done_callback(_report)
-    return port
-
-
-def _report(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.failure("Cannot serve datagrams", Failure(done.exception()))

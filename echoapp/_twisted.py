@@ -1,0 +1,64 @@
+"""
+The one place echoapp touches what Twisted does not promise to keep: private
+names and internals.  Everything else in echoapp uses Twisted's public API.
+
+Each item here is small, says what it relies on, and has a test of its own
+in C{tests/test_twisted_seam.py} that names the item when a Twisted release
+changes it.  Moving the upper bound on Twisted in C{setup.cfg} means running
+those tests (and the suite) against the new release first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.tcp import _resolveIPv6
+
+
+def resolve_ipv6(host: str, port: int) -> tuple[Any, ...]:
+    """
+    The socket address Twisted binds for an IPv6 C{host}, scope IDs
+    (C{fe80::1%eth0}) included: L{twisted.internet.tcp._resolveIPv6}.
+    """
+    return tuple(_resolveIPv6(host, port))
+
+
+def tcp_server_parameters(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint) -> tuple[int, str, int]:
+    """
+    C{(port, interface, backlog)} of a parsed C{tcp:}/C{tcp6:} description:
+    Twisted keeps them as C{_port}, C{_interface} and C{_backlog}, and has
+    no public parser that returns them.
+    """
+    return endpoint._port, endpoint._interface, endpoint._backlog
+
+
+def asyncio_loop(reactor: Any) -> asyncio.AbstractEventLoop | None:
+    """
+    The asyncio loop under C{reactor} (Twisted's asyncio reactor keeps it as
+    C{_asyncioEventloop}), or L{None} for any other reactor.
+    """
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+def client_host(endpoint: Any) -> str | None:
+    """
+    The host name a client endpoint connects to, for TLS server name checks:
+    C{HostnameEndpoint._hostText} or C{TCP4ClientEndpoint._host}; L{None}
+    for endpoints that have no host (UNIX).
+    """
+    host = getattr(endpoint, "_hostText", None) or getattr(endpoint, "_host", None)
+    return None if host is None else str(host)
+
+
+def global_reactor() -> Any:
+    """
+    The global reactor, imported when first needed: importing
+    C{twisted.internet.reactor} installs the default one, so no echoapp
+    module may do it at import time, before twistd installs the chosen one.
+    """
+    from twisted.internet import reactor
+
+    return reactor

@@ -1,0 +1,32 @@
+"""
+Why a connection is refused or closed and why a datagram is dropped: the
+keys that the protocols pass around, the metrics label, and the logs all
+use, with the words a client is told.  One table each, so a new reason is
+added in one place and is counted, logged and said alike.
+"""
+
+from __future__ import annotations
+
+# What a client is told when the server shuts down (or refuses it while it does).
+SHUTTING_DOWN = "server shutting down"
+
+# Why a connection is refused, and what its client is told.
+REFUSALS = {
+    "limit": "too many connections",
+    "per-peer": "too many connections from your address",
+    "fd": "server busy",
+    "draining": SHUTTING_DOWN,
+}
+
+# Why a connection timed out, and what a greeter client is told.
+TIMEOUTS = {
+    "idle": "idle timeout",
+    "line": "line timeout",
+    "session": "session time limit",
+}
+
+# Why a datagram got no reply (the client is told nothing: it is UDP).
+DROPS = ("port", "rate", "size", "error")
+
+# The key a protocol's notice is asked for when the service stops.
+SHUTDOWN = "shutdown"
