@@ -1,0 +1,161 @@
+"""
+How the benchmark measures: servers and the load generator as processes
+pinned to their own cores, CPU time and memory read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from contenders import CONTENDERS, HERE, UDP_CONTENDERS, Scenario
+
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
+@dataclass
+class Sample:
+    cpu_us: float
+    rate: float
+    p50: float
+    p99: float
+    client_cpu: float
+    lost: int = 0
+
+
+@dataclass
+class Results:
+    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+    idle: dict[str, list[float]] = field(default_factory=dict)
+
+
+def pin(cpu: int) -> Any:
+    def preexec() -> None:
+        try:
+            os.sched_setaffinity(0, {cpu % os.cpu_count()})  # type: ignore[operator]
+        except OSError:
+            pass
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    return preexec
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_loadgen() -> str:
+    target = os.path.join(HERE, "results", ".loadgen")
+    source = os.path.join(HERE, "loadgen.c")
+    if not os.path.exists(target) or os.path.getmtime(target) < os.path.getmtime(source):
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise SystemExit("the benchmark needs a C compiler (cc) for its load generator")
+        subprocess.run([compiler, "-O2", "-o", target, source], check=True)
+    return target
+
+
+def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
+    udp = name in UDP_CONTENDERS
+    command = (UDP_CONTENDERS if udp else CONTENDERS)[name](port)
+    server = subprocess.Popen(
+        command, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if udp:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.settimeout(0.2)
+                    probe.sendto(b"ready?", ("127.0.0.1", port))
+                    probe.recvfrom(100)
+            else:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.recv(100)
+            return server
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.05)
+    server.kill()
+    raise SystemExit(f"{name} did not start")
+
+
+def measure(
+    loadgen: str,
+    server: subprocess.Popen[bytes],
+    port: int,
+    scenario: Scenario,
+    warmup: float,
+    duration: float,
+) -> Sample:
+    command = [
+        loadgen,
+        "127.0.0.1",
+        str(port),
+        str(scenario.connections),
+        str(scenario.size),
+        str(scenario.depth),
+    ]
+    command += [str(warmup), str(duration)] + (["udp"] if scenario.udp else [])
+    client = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CPU), text=True)
+    assert client.stdout is not None
+    first = client.stdout.readline().strip()
+    before = cpu_seconds(server.pid)
+    if first != "warm":
+        raise SystemExit(f"load generator failed: {first}")
+    result = client.stdout.readline().strip()
+    after = cpu_seconds(server.pid)
+    _, _, usage = os.wait4(client.pid, 0)
+    figures = dict(item.split("=") for item in result.split())
+    requests = int(figures["requests"])
+    client_cpu = (usage.ru_utime + usage.ru_stime) / (warmup + duration)
+    return Sample(
+        cpu_us=(after - before) * 1e6 / max(requests, 1),
+        rate=requests / float(figures["seconds"]),
+        p50=float(figures["p50_us"]),
+        p99=float(figures["p99_us"]),
+        client_cpu=client_cpu,
+        lost=int(figures.get("lost", 0)),
+    )
+
+
+def idle_rss(server: subprocess.Popen[bytes], port: int, count: int) -> float:
+    """Server RSS added per idle connection, with C{count} connections open."""
+    time.sleep(0.2)
+    before = rss(server.pid)
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sockets.append(sock)
+        for sock in sockets:
+            sock.recv(100)  # the banner: the server has set the connection up
+        time.sleep(0.5)
+        return (rss(server.pid) - before) / count
+    finally:
+        for sock in sockets:
+            sock.close()

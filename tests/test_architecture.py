@@ -1,0 +1,181 @@
+"""
+The package's shape, checked from its source: imports form a DAG (function-
+local imports included, so a cycle cannot hide inside a function), no
+production module uses Twisted's test helpers, Twisted's private names are
+reached only through the seam (L{echoapp._twisted}), and no module is too
+long to hold in one's head.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import echoapp
+
+PACKAGE_DIR = os.path.dirname(echoapp.__file__)
+SEAM = "echoapp._twisted"
+MAX_LINES = 400
+TEST_HELPERS = ("twisted.internet.testing", "twisted.test", "twisted.trial")
+
+
+def package_modules() -> dict[str, str]:
+    """Every module of the package: dotted name -> path."""
+    found = {}
+    for directory, _, files in os.walk(PACKAGE_DIR):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(directory, name)
+            parts = os.path.relpath(path, os.path.dirname(PACKAGE_DIR))[: -len(".py")].split(os.sep)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def imported_names(path: str) -> Iterator[tuple[str, str | None, int]]:
+    """C{(module, name or None, line)} for every import anywhere in the file, functions included."""
+    with open(path, encoding="utf-8") as source:
+        tree = ast.parse(source.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None, node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                yield node.module, alias.name, node.lineno
+
+
+def import_graph(modules: Mapping[str, str]) -> dict[str, set[str]]:
+    """Which package modules each package module imports (C{from echoapp import x} names module x)."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for module, imported, _ in imported_names(path):
+            target = f"{module}.{imported}" if f"{module}.{imported}" in modules else module
+            if target in modules and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path that returns to its start, or None for a DAG."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target in on_path:
+                return [*path[path.index(target) :], target]
+            if target not in done:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        on_path.discard(path.pop())
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if start not in done:
+            cycle = visit(start)
+            if cycle:
+                return cycle
+    return None
+
+
+def code_lines(path: str) -> int:
+    with open(path, encoding="utf-8") as source:
+        return sum(1 for line in source if line.strip())
+
+
+class CycleFinderTests(SynchronousTestCase):
+    """The checker itself: it must see a cycle where there is one."""
+
+    def test_finds_a_cycle(self) -> None:
+        graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+        self.assertEqual(find_cycle(graph), ["a", "b", "c", "a"])
+
+    def test_a_dag_has_none(self) -> None:
+        self.assertIsNone(find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}))
+
+    def source(self, text: str) -> str:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "module.py")
+        with open(path, "w") as out:
+            out.write(text)
+        return path
+
+    def test_function_local_imports_count(self) -> None:
+        path = self.source("def later():\n    from echoapp.services import named\n")
+        self.assertIn(("echoapp.services", "named", 2), list(imported_names(path)))
+
+    def test_from_package_import_module_names_the_module(self) -> None:
+        path = self.source("from echoapp import native_tcp\n")
+        graph = import_graph({"echoapp.x": path, "echoapp.native_tcp": path})
+        self.assertEqual(graph["echoapp.x"], {"echoapp.native_tcp"})
+
+
+class PackageShapeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.modules = package_modules()
+
+    def test_sees_the_whole_package(self) -> None:
+        for name in ("echoapp.guard", "echoapp.tap.common", "echoapp.client.modes", SEAM):
+            self.assertIn(name, self.modules)
+
+    def test_imports_form_a_dag(self) -> None:
+        cycle = find_cycle(import_graph(self.modules))
+        self.assertIsNone(cycle, f"import cycle: {' -> '.join(cycle or [])}")
+
+    def test_no_twisted_test_helper_in_production(self) -> None:
+        offenders = [
+            f"{name}:{line} imports {module}"
+            for name, path in self.modules.items()
+            for module, imported, line in imported_names(path)
+            if any(f"{module}.{imported}".startswith(helper) for helper in TEST_HELPERS)
+        ]
+        self.assertEqual(offenders, [])
+
+    def test_twisted_private_names_only_through_the_seam(self) -> None:
+        offenders = [
+            f"{name}:{line} imports {module}.{imported}"
+            for name, path in self.modules.items()
+            if name != SEAM
+            for module, imported, line in imported_names(path)
+            if module.startswith("twisted")
+            and ((imported or "").startswith("_") or any(part.startswith("_") for part in module.split(".")))
+        ]
+        self.assertEqual(offenders, [])
+
+    def test_no_private_attribute_strings_outside_the_seam(self) -> None:
+        """C{getattr(obj, "_name")} is how a private name hides from the import check."""
+        offenders = []
+        for name, path in self.modules.items():
+            if name == SEAM:
+                continue
+            with open(path, encoding="utf-8") as source:
+                tree = ast.parse(source.read(), path)
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name)
+                    and node.func.id in ("getattr", "hasattr", "setattr")
+                    and len(node.args) > 1
+                    and isinstance(node.args[1], ast.Constant)
+                    and str(node.args[1].value).startswith("_")
+                ):
+                    offenders.append(f"{name}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})")
+        self.assertEqual(offenders, [])
+
+    def test_every_module_fits_in_a_head(self) -> None:
+        long = {name: code_lines(path) for name, path in self.modules.items() if code_lines(path) > MAX_LINES}
+        self.assertEqual(long, {}, f"modules over {MAX_LINES} non-blank lines")
