@@ -7,6 +7,7 @@ and then drop privileges, and both say where they listen once they do.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,14 +30,45 @@ READ_SIZE = 65535
 log = Logger()
 
 
-def _cannot_listen(service: Service, where: str, error: BaseException) -> SystemExit:
+class StartupError(SystemExit, Exception):
     """
-    A port that is taken or forbidden is an operator's mistake, not a bug:
-    stop with one line naming the service and address, not a traceback.
+    A service cannot start: its port is taken or forbidden.  That is an
+    operator's mistake, not a bug, so it ends start-up with one line, never
+    a traceback, in every mode:
+
+    - a L{SystemExit}: C{twistd -n} and C{twist} print the line and exit 1;
+    - an L{Exception} too: a daemonizing twistd catches only those to
+      remove its pid file and tell the parent waiting on the terminal,
+      which otherwise waits forever.
+
+    That parent prints at most 100 bytes of C{str()}, the class name
+    included, so C{str()} puts the reason first; C{code}, what C{-n}
+    prints, is the whole line.
+    """
+
+    def __init__(self, line: str, short: str) -> None:
+        super().__init__(line)
+        self.short = short
+
+    def __str__(self) -> str:
+        return self.short
+
+
+def _cannot_listen(service: Service, where: str, error: BaseException) -> StartupError:
+    """
+    The one line that names the service, the address and the reason.  It is
+    also written to the terminal when twistd has swapped standard error for
+    its log (C{twistd -n --logfile FILE}), where no one would see it.
     """
     owner = service.parent.name if service.parent is not None else "echoapp"
     reason = error.socketError if isinstance(error, CannotListenError) else error
-    return SystemExit(f"{owner}: cannot listen on {where}: {one_line(reason)}")
+    why = (reason.strerror if isinstance(reason, OSError) else None) or one_line(reason)
+    line = f"{owner}: cannot listen on {where}: {one_line(reason)}"
+    terminal = sys.__stderr__
+    if terminal is not None and sys.stderr is not terminal:
+        terminal.write(line + "\n")
+        terminal.flush()
+    return StartupError(line, f"{why}: {where} ({owner})")
 
 
 def _log_listening(service: Service, port: Any) -> None:

@@ -154,3 +154,83 @@ class DaemonTests(SynchronousTestCase):
             while os.path.exists(pidfile) and time.monotonic() < end:
                 time.sleep(0.05)
             self.assertFalse(os.path.exists(pidfile), "twistd removes its pidfile when it stops")
+
+
+class StartupFailureTests(SynchronousTestCase):
+    """
+    A port that cannot be had ends start-up promptly, exit status 1, the
+    reason on the terminal and no pid file left, in every mode.  A daemon's
+    parent used to wait forever: twistd tells it only about Exceptions.
+    """
+
+    def start(self, runner_args: list[str], plugin: str, listen: str) -> tuple[int, str, list[str]]:
+        import subprocess
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(lambda: [os.remove(os.path.join(directory, n)) for n in os.listdir(directory)])
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        runner = twistd_path("twist" if runner_args[:1] == ["twist"] else "twistd")
+        result = subprocess.run(
+            [runner, *runner_args[1:], plugin, "--listen", listen],
+            cwd=directory,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            stdin=subprocess.DEVNULL,
+        )
+        return result.returncode, result.stderr, os.listdir(directory)
+
+    def taken(self, kind: int) -> int:
+        sock = socket.socket(socket.AF_INET, kind)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            sock.listen()
+        return int(sock.getsockname()[1])
+
+    def test_daemon_with_tcp_port_taken(self) -> None:
+        port = self.taken(socket.SOCK_STREAM)
+        code, err, left = self.start(
+            ["twistd", "--pidfile=t.pid", "--logfile=t.log"], "echoapp-tcp", f"tcp:{port}:interface=127.0.0.1"
+        )
+        self.assertEqual(code, 1)
+        self.assertIn(f"Address already in use: tcp:{port}:interface=127.0.0.1 (echoapp-tcp)", err)
+        self.assertNotIn("t.pid", left)
+        self.assertNotIn("Traceback", err)
+
+    def test_daemon_with_udp_port_taken(self) -> None:
+        port = self.taken(socket.SOCK_DGRAM)
+        code, err, left = self.start(
+            ["twistd", "--pidfile=t.pid", "--logfile=t.log"], "echoapp-udp", f"udp:{port}:interface=127.0.0.1"
+        )
+        self.assertEqual(code, 1)
+        self.assertIn(f"Address already in use: udp:{port}:interface=127.0.0.1 (echoapp-udp)", err)
+        self.assertNotIn("t.pid", left)
+
+    def test_daemon_with_unusable_unix_path(self) -> None:
+        code, err, left = self.start(
+            ["twistd", "--pidfile=t.pid", "--logfile=t.log"], "echoapp-echo", "unix:/no/such/dir/echo.sock"
+        )
+        self.assertEqual(code, 1)
+        self.assertIn("unix:/no/such/dir/echo.sock (echoapp-echo)", err)
+        self.assertNotIn("t.pid", left)
+
+    def test_foreground_leaves_no_pid_file(self) -> None:
+        port = self.taken(socket.SOCK_STREAM)
+        code, err, left = self.start(
+            ["twistd", "-n", "--pidfile=t.pid", "--logfile=t.log"], "echoapp-tcp", f"tcp:{port}"
+        )
+        self.assertEqual(code, 1)
+        self.assertIn(f"echoapp-tcp: cannot listen on tcp:{port}: [Errno 98] Address already in use", err)
+        self.assertNotIn("t.pid", left)
+
+    def test_twist(self) -> None:
+        port = self.taken(socket.SOCK_STREAM)
+        code, err, _ = self.start(["twist"], "echoapp-tcp", f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            err.strip().splitlines()[-1],
+            f"echoapp-tcp: cannot listen on tcp:{port}:interface=127.0.0.1: "
+            "[Errno 98] Address already in use",
+        )
