@@ -123,13 +123,37 @@ class SocketEndpoint:
             return fail()
 
 
-def stream_endpoint(reactor: Any, description: str, reuse_port: bool = False) -> IStreamServerEndpoint:
+# Endpoint kinds whose descriptions take a backlog= parameter.
+_WITH_BACKLOG = {"tcp", "tcp6", "ssl", "unix"}
+_BACKLOG = re.compile(r"(?<!\\):backlog=")
+
+
+def with_backlog(description: str, backlog: int | None) -> str:
     """
-    The endpoint for C{description}.  C{tcp:}/C{tcp6:} get a
-    L{SocketEndpoint} when they share their port or when the reactor sits
-    on an asyncio loop; everything else is Twisted's own endpoint.
+    C{description} with C{backlog} as its listen backlog, unless it names
+    one itself.  Twisted's default of 50 does not fit a server that speaks
+    first: a burst of clients overflows the kernel's accept queue and the
+    rest get nothing until their SYNs are retried, seconds later.  (The
+    kernel caps any backlog at C{net.core.somaxconn}.)
     """
-    endpoint = serverFromString(reactor, description)
+    if backlog is None or _BACKLOG.search(description):
+        return description
+    kind = description.partition(":")[0]
+    if kind == "haproxy":
+        kind = description.split(":", 2)[1] if description.count(":") >= 2 else ""
+    return f"{description}:backlog={backlog}" if kind in _WITH_BACKLOG else description
+
+
+def stream_endpoint(
+    reactor: Any, description: str, reuse_port: bool = False, backlog: int | None = None
+) -> IStreamServerEndpoint:
+    """
+    The endpoint for C{description}, with C{backlog} unless it names its
+    own.  C{tcp:}/C{tcp6:} get a L{SocketEndpoint} when they share their
+    port or when the reactor sits on an asyncio loop; everything else is
+    Twisted's own endpoint.
+    """
+    endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
     if reuse_port and not tcp:
         raise ValueError("--reuse-port works with tcp: and tcp6: listeners only")

@@ -85,9 +85,15 @@ class StreamListenService(Service):
     """
 
     def __init__(
-        self, description: str, factory: IProtocolFactory, reactor: Any = None, reuse_port: bool = False
+        self,
+        description: str,
+        factory: IProtocolFactory,
+        reactor: Any = None,
+        reuse_port: bool = False,
+        backlog: int | None = None,
     ) -> None:
-        self.endpoint = stream_endpoint(reactor or global_reactor(), description, reuse_port)
+        """C{backlog} is the listen backlog unless C{description} names its own."""
+        self.endpoint = stream_endpoint(reactor or global_reactor(), description, reuse_port, backlog)
         self.factory = factory
         self.description = description
         self.port: IListeningPort | None = None

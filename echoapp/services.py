@@ -70,7 +70,11 @@ def _stream_service(
     DrainService(connections).setServiceParent(service)
     for description in listen:
         factory = make_factory(clock=reactor, connections=connections, stats=TCPStats(name, description))
-        StreamListenService(description, factory, reactor, reuse_port).setServiceParent(service)
+        # A backlog as deep as the service's connection limit: a burst of
+        # clients up to the limit is accepted, not dropped by the kernel.
+        StreamListenService(
+            description, factory, reactor, reuse_port, backlog=connections.limits.max_connections
+        ).setServiceParent(service)
     return service
 
 

@@ -1,15 +1,21 @@
 import socket
 
 from twisted.application.service import MultiService
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from echoapp import services
+from echoapp._twisted import tcp_server_parameters
+from echoapp.config import TCPLimits
 from echoapp.echo import EchoFactory
-from echoapp.endpoints import UDPListen, bound_socket, check_endpoint, describe_address
+from echoapp.endpoints import UDPListen, bound_socket, check_endpoint, describe_address, with_backlog
 from echoapp.listen import READ_SIZE, StreamListenService, UDPListenService
 from echoapp.udp import UDPGreeter
+from tests.support import DEADLINE, start
 
 
 class UDPListenParseTests(SynchronousTestCase):
@@ -159,3 +165,62 @@ class CannotListenTests(TestCase):
             error = self.assertRaises(SystemExit, listener.privilegedStartService)
         self.assertIn(f"cannot listen on udp:{port}:interface=127.0.0.1:", str(error.code))
         self.assertIn("Address already in use", str(error.code))
+
+
+class BacklogTests(SynchronousTestCase):
+    """A listen backlog that fits the service's connection limit, unless a description names its own."""
+
+    def test_added_where_the_kind_takes_one(self) -> None:
+        cases = {
+            "tcp:9999": "tcp:9999:backlog=300",
+            "tcp6:9999:interface=\\:\\:1": "tcp6:9999:interface=\\:\\:1:backlog=300",
+            "unix:/run/e.sock": "unix:/run/e.sock:backlog=300",
+            "ssl:9443:privateKey=k.pem": "ssl:9443:privateKey=k.pem:backlog=300",
+            "haproxy:tcp:9999": "haproxy:tcp:9999:backlog=300",
+        }
+        for description, expected in cases.items():
+            self.assertEqual(with_backlog(description, 300), expected)
+
+    def test_a_named_backlog_wins(self) -> None:
+        self.assertEqual(with_backlog("tcp:9999:backlog=7", 300), "tcp:9999:backlog=7")
+
+    def test_kinds_without_one_are_left_alone(self) -> None:
+        self.assertEqual(with_backlog("systemd:domain=INET:index=0", 300), "systemd:domain=INET:index=0")
+        self.assertEqual(with_backlog("tcp:9999", None), "tcp:9999")
+
+    def test_services_listen_with_their_connection_limit(self) -> None:
+        tree = services.tcp_greeter(["tcp:0:interface=127.0.0.1"], limits=TCPLimits(max_connections=777))
+        [listener] = [child for child in tree if isinstance(child, StreamListenService)]
+        self.assertEqual(tcp_server_parameters(listener.endpoint)[2], 777)
+
+
+class BurstTests(TestCase):
+    """
+    Clients that connect at once to a server that speaks first each get a
+    line, their banner or their refusal.  With Twisted's backlog of 50 the
+    kernel's accept queue overflowed and 130 of 300 got nothing at all.
+    """
+
+    async def test_300_clients_at_once(self) -> None:
+        [port] = start(self, services.tcp_greeter(["tcp:0:interface=127.0.0.1"]))
+        clients = []
+        for _ in range(300):  # all of them before the reactor runs again to accept any
+            sock = socket.socket()
+            self.addCleanup(sock.close)
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port.getHost().port))
+            clients.append(sock)
+        answered: dict[socket.socket, bytes] = {}
+        for _ in range(int(DEADLINE / 0.05)):
+            for sock in clients:
+                if sock not in answered:
+                    try:
+                        answered[sock] = sock.recv(100)
+                    except (BlockingIOError, InterruptedError):
+                        pass
+            if len(answered) == len(clients):
+                break
+            await deferLater(reactor, 0.05)
+        lines = sorted(set(answered.values()))
+        self.assertEqual(len(answered), 300, f"{300 - len(answered)} clients got nothing")
+        self.assertEqual(lines, [b"ERROR: too many connections from your address\r\n", b"Welcome!\r\n"])
