@@ -54,6 +54,12 @@ def check_endpoint(description: str, reuse_port: bool = False) -> str:
     """
     try:
         stream_endpoint(ParseOnlyReactor(), description, reuse_port)
+    except ImportError as error:
+        if "OpenSSL" not in str(error):
+            raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
+        raise ValueError(
+            f"cannot listen on {description!r}: TLS needs pyOpenSSL: pip install 'echoapp[tls]'"
+        ) from None
     except Exception as error:
         raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
     return description
@@ -223,3 +229,14 @@ def describe_address(address: IAddress) -> str:
         name = address.name
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
     return str(address)
+
+
+def describe_listening(description: str, address: IAddress) -> str:
+    """
+    Where a listener listens, as C{describe_address} gives it, but with the
+    kind its description names: an C{ssl:} port's address says C{TCP}.
+    """
+    text = describe_address(address)
+    if description.partition(":")[0] == "ssl" and text.startswith("tcp"):
+        return "ssl" + text[len("tcp6") if text.startswith("tcp6") else len("tcp") :]
+    return text

@@ -75,6 +75,13 @@ def peer_key(addr: IAddress | None) -> str:
     return str(host) if host is not None else "local"
 
 
+def peer_text(peer: str, port: int | None) -> str:
+    """C{host:port} (C{[host]:port} for IPv6) for logs: the port pairs a connection's open and close lines."""
+    if port is None:
+        return peer
+    return f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
+
+
 class Connections:
     """
     One service's open connections: admission against its limits and the
@@ -145,6 +152,7 @@ class GuardedProtocol(Protocol):
     factory: GuardedFactory
     transport: Any
     peer = "local"
+    peer_port: int | None = None
     _closing = False
     _lingering = False
     _abort: IDelayedCall | None = None
@@ -162,7 +170,13 @@ class GuardedProtocol(Protocol):
         self.stats = self.factory.stats
         self.stats.accepted += 1
         self.stats.open += 1
-        log.info("Connection from {peer} to {service}", peer=self.peer, service=self.stats.service)
+        log.info(
+            "Connection from {address} to {service}",
+            address=peer_text(self.peer, self.peer_port),
+            peer=self.peer,
+            port=self.peer_port,
+            service=self.stats.service,
+        )
         self.factory.connections.add(self)
         self._last_seen = now = self.factory.now()
         self._session_end = now + limits.session_timeout
@@ -284,7 +298,13 @@ class GuardedProtocol(Protocol):
             self._abort.cancel()
         self.stats.open -= 1
         self.factory.connections.remove(self)
-        log.info("Connection from {peer} to {service} closed", peer=self.peer, service=self.stats.service)
+        log.info(
+            "Connection from {address} to {service} closed",
+            address=peer_text(self.peer, self.peer_port),
+            peer=self.peer,
+            port=self.peer_port,
+            service=self.stats.service,
+        )
 
 
 class Refusal(Protocol):
@@ -355,7 +375,12 @@ class GuardedFactory(Factory):
         protocol = self.makeProtocol()
         protocol.factory = self
         protocol.peer = peer
+        protocol.peer_port = getattr(addr, "port", None)
         return protocol
+
+    def stopFactory(self) -> None:
+        """The listener stopped: the refusals not yet logged are logged now."""
+        self._refusal_log.flush()
 
     def makeProtocol(self) -> GuardedProtocol:
         raise NotImplementedError

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from echoapp import native_udp
 from echoapp._twisted import asyncio_loop, global_reactor
 from echoapp.descriptors import DESCRIPTORS
-from echoapp.endpoints import UDPListen, bound_socket, describe_address, one_line, stream_endpoint
+from echoapp.endpoints import UDPListen, bound_socket, describe_listening, one_line, stream_endpoint
 
 # What a UDP port asks the socket for: more than any datagram, so nothing is
 # cut.  (Twisted's default of 8192 truncates larger datagrams without a word.)
@@ -71,10 +71,11 @@ def _cannot_listen(service: Service, where: str, error: BaseException) -> Startu
     return StartupError(line, f"{why}: {where} ({owner})")
 
 
-def _log_listening(service: Service, port: Any) -> None:
+def _log_listening(service: Service, port: Any, description: str = "") -> None:
     """The line operators (and the subprocess tests) read to learn the real port."""
     owner = service.parent.name if service.parent is not None else None
-    log.info("{service} listening on {address}", service=owner, address=describe_address(port.getHost()))
+    address = describe_listening(description, port.getHost())
+    log.info("{service} listening on {address}", service=owner, address=address)
 
 
 class StreamListenService(Service):
@@ -118,7 +119,7 @@ class StreamListenService(Service):
 
     def _listening_on(self, port: IListeningPort) -> IListeningPort:
         self.port = port
-        _log_listening(self, port)
+        _log_listening(self, port, self.description)
         return port
 
     def _not_listening(self, failure: Failure, failed: list[Failure]) -> None:

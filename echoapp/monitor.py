@@ -12,11 +12,15 @@ from typing import Any
 from prometheus_client.twisted import MetricsResource
 from twisted.application.service import IServiceCollection, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from echoapp.listen import StreamListenService, UDPListenService
 from echoapp.services import DrainService, named
+
+log = Logger()
 
 
 def healthy(root: Any) -> bool:
@@ -51,14 +55,28 @@ class HealthResource(Resource):
         return b"unavailable\n"
 
 
+class MonitorSite(Site):
+    """
+    A load balancer probes C{/healthz} every second or so: an access log
+    line for each would bury everything else, so probes are logged at debug
+    level; other requests (C{/metrics} scrapes, strays) as twisted.web does.
+    """
+
+    noisy = False
+
+    def log(self, request: http.Request) -> None:
+        if request.path == b"/healthz":
+            log.debug("{method} /healthz: {code}", method=request.method, code=request.code)
+        else:
+            super().log(request)
+
+
 def metrics_site(root: MultiService) -> Site:
     """C{/metrics} in the Prometheus text format and C{/healthz} for C{root}."""
     top = Resource()
     top.putChild(b"metrics", MetricsResource())
     top.putChild(b"healthz", HealthResource(lambda: healthy(root)))
-    site = Site(top)
-    site.noisy = False
-    return site
+    return MonitorSite(top)
 
 
 class Monitored(MultiService):

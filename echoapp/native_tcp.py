@@ -295,11 +295,17 @@ class NativeConnection(asyncio.Protocol):
 
 @implementer(IListeningPort)
 class NativePort:
-    """A listening asyncio server, as the C{IListeningPort} services keep."""
+    """
+    A listening asyncio server, as the C{IListeningPort} services keep.  As
+    Twisted's ports do, it starts its factory (C{doStart}) when it listens
+    and stops it (C{doStop}) when it stops listening.
+    """
 
-    def __init__(self, server: asyncio.AbstractServer, host: Address) -> None:
+    def __init__(self, server: asyncio.AbstractServer, host: Address, factory: IProtocolFactory) -> None:
         self._server = server
         self._host = host
+        self._factory: IProtocolFactory | None = factory
+        factory.doStart()
 
     def startListening(self) -> None:
         """Already listening: the socket was bound and listening before the loop took it."""
@@ -310,6 +316,9 @@ class NativePort:
         ports.  The listening socket is closed before this returns.
         """
         self._server.close()
+        factory, self._factory = self._factory, None
+        if factory is not None:
+            factory.doStop()
         return succeed(None)
 
     def getHost(self) -> Address:
@@ -331,7 +340,7 @@ def serve(
         port=host.port,
         loop=type(loop).__module__.partition(".")[0],
     )
-    return NativePort(server, host)
+    return NativePort(server, host, factory)
 
 
 def _finish_now(coroutine: Any) -> Any:

@@ -45,6 +45,8 @@ class NativeDatagramPort:
         self._transport: Any = None
         self.stopped = False
         self.dropped = 0
+        self._closed = False
+        self._waiting: list[Deferred[None]] = []
 
     def write(self, datagram: bytes, addr: Any = None) -> None:
         transport = self._transport
@@ -74,10 +76,26 @@ class NativeDatagramPort:
         """Already listening."""
 
     def stopListening(self) -> Deferred[None]:
+        """
+        Fires once the loop has let the socket go and the protocol has been
+        stopped (its C{stopProtocol} ran), as Twisted's own UDP port does:
+        whoever waits for the service to stop sees all of that done.
+        """
         self.stopped = True
         if self._transport is not None:
             self._transport.close()  # the protocol is stopped by connection_lost
-        return succeed(None)
+        if self._closed:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
+
+    def closed(self) -> None:
+        """The loop is done with the socket (or never took it)."""
+        self._closed = True
+        waiting, self._waiting = self._waiting, []
+        for each in waiting:
+            each.callback(None)
 
     loseConnection = stopListening
 
@@ -110,8 +128,11 @@ class DatagramBridge(asyncio.DatagramProtocol):
         """An ICMP error for an earlier reply: nothing to do for an unconnected port."""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._port.protocol.numPorts:
-            self._port.protocol.doStop()
+        try:
+            if self._port.protocol.numPorts:
+                self._port.protocol.doStop()
+        finally:
+            self._port.closed()
 
 
 def serve_datagrams(
@@ -124,10 +145,13 @@ def serve_datagrams(
     starting = asyncio.ensure_future(
         loop.create_datagram_endpoint(lambda: DatagramBridge(port), sock=sock), loop=loop
     )
-    starting.add_done_callback(_report)
+    starting.add_done_callback(lambda done: _report(done, port))
     return port
 
 
-def _report(done: asyncio.Future[Any]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.failure("Cannot serve datagrams", Failure(done.exception()))
+def _report(done: asyncio.Future[Any], port: NativeDatagramPort) -> None:
+    """A port the loop could not take is closed: nothing will wait for it to stop."""
+    if done.cancelled() or done.exception() is not None:
+        if not done.cancelled():
+            log.failure("Cannot serve datagrams", Failure(done.exception()))
+        port.closed()

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 log = Logger()
@@ -18,7 +18,9 @@ log = Logger()
 class ThrottledLog:
     """
     Logs an attack at most once per C{interval} seconds with a count of what
-    happened since, never one line per packet or connection.
+    happened since, never one line per packet or connection.  What is held
+    back is written when the interval ends (a timer), or at L{flush} when
+    the listener stops, so the counts in the log add up to what happened.
     """
 
     def __init__(self, text: str, interval: float = 10.0) -> None:
@@ -26,15 +28,37 @@ class ThrottledLog:
         self.interval = interval
         self.counts: dict[str, int] = {}
         self._last: float | None = None
+        self._pending: IDelayedCall | None = None
 
     def note(self, clock: IReactorTime, reason: str) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + 1
         now = clock.seconds()
         if self._last is None or now - self._last >= self.interval:
-            self._last = now
-            reasons = ", ".join(f"{why}: {n}" for why, n in sorted(self.counts.items()))
-            log.warn(self.text, count=sum(self.counts.values()), reasons=reasons)
-            self.counts = {}
+            self._write(now)
+        elif self._pending is None:
+            self._pending = clock.callLater(self._last + self.interval - now, self._due, clock)
+
+    def _due(self, clock: IReactorTime) -> None:
+        self._pending = None
+        self._write(clock.seconds())
+
+    def flush(self) -> None:
+        """Write what is held back now, and stop the timer: the listener is stopping."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        self._write(self._last)
+
+    def _write(self, now: float | None) -> None:
+        if not self.counts:
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        self._last = now
+        reasons = ", ".join(f"{why}: {n}" for why, n in sorted(self.counts.items()))
+        log.warn(self.text, count=sum(self.counts.values()), reasons=reasons)
+        self.counts = {}
 
 
 class TokenBucket:

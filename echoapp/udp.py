@@ -62,6 +62,10 @@ class UDPGreeter(DatagramProtocol):
     def startProtocol(self) -> None:
         self.own_ports.add(self.transport.getHost().port)
 
+    def stopProtocol(self) -> None:
+        """The port stopped: the drops not yet logged are logged now."""
+        self._drops.flush()
+
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         try:
             self._answer(datagram, addr)

@@ -248,17 +248,42 @@ class TokenBucketTests(SynchronousTestCase):
 
 
 class ThrottledLogTests(SynchronousTestCase):
-    def test_one_line_per_interval(self) -> None:
+    def logged(self) -> list[tuple[object, object]]:
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events  # type: ignore[return-value]
+
+    @staticmethod
+    def mine(events: list[dict[str, object]]) -> list[tuple[object, object]]:
+        return [
+            (e["count"], e["reasons"]) for e in events if e.get("log_format") == "Dropped {count} ({reasons})"
+        ]
+
+    def test_one_line_per_interval_and_the_rest_when_it_ends(self) -> None:
+        events = self.logged()
         clock = Clock()
         throttled = ThrottledLog("Dropped {count} ({reasons})", interval=10)
         for _ in range(1000):
             throttled.note(clock, "rate")
+        self.assertEqual(self.mine(events), [(1, "rate: 1")])
         clock.advance(10)
+        self.assertEqual(self.mine(events), [(1, "rate: 1"), (999, "rate: 999")], "no later event needed")
         throttled.note(clock, "port")
-        mine = [event for event in events if event.get("log_format") == "Dropped {count} ({reasons})"]
-        self.assertEqual(
-            [(e["count"], e["reasons"]) for e in mine], [(1, "rate: 1"), (1000, "port: 1, rate: 999")]
-        )
+        clock.advance(9.9)
+        self.assertEqual(len(self.mine(events)), 2, "still one line per interval")
+        clock.advance(0.1)
+        self.assertEqual(self.mine(events)[-1], (1, "port: 1"))
+        self.assertEqual(clock.getDelayedCalls(), [], "nothing held back, no timer")
+
+    def test_flush_writes_what_is_held_and_stops_the_timer(self) -> None:
+        events = self.logged()
+        clock = Clock()
+        throttled = ThrottledLog("Dropped {count} ({reasons})", interval=10)
+        for _ in range(150):
+            throttled.note(clock, "rate")
+        throttled.flush()
+        self.assertEqual(self.mine(events), [(1, "rate: 1"), (149, "rate: 149")])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        throttled.flush()
+        self.assertEqual(len(self.mine(events)), 2, "nothing held: nothing written")

@@ -1,4 +1,6 @@
 import socket
+import subprocess
+import sys
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
@@ -12,7 +14,14 @@ from echoapp import services
 from echoapp._twisted import tcp_server_parameters
 from echoapp.config import TCPLimits
 from echoapp.echo import EchoFactory
-from echoapp.endpoints import UDPListen, bound_socket, check_endpoint, describe_address, with_backlog
+from echoapp.endpoints import (
+    UDPListen,
+    bound_socket,
+    check_endpoint,
+    describe_address,
+    describe_listening,
+    with_backlog,
+)
 from echoapp.listen import READ_SIZE, StreamListenService, UDPListenService
 from echoapp.udp import UDPGreeter
 from tests.support import DEADLINE, start
@@ -224,3 +233,25 @@ class BurstTests(TestCase):
         lines = sorted(set(answered.values()))
         self.assertEqual(len(answered), 300, f"{300 - len(answered)} clients got nothing")
         self.assertEqual(lines, [b"ERROR: too many connections from your address\r\n", b"Welcome!\r\n"])
+
+
+class ListeningLineTests(SynchronousTestCase):
+    def test_names_the_kind_the_description_names(self) -> None:
+        tcp4, tcp6 = IPv4Address("TCP", "127.0.0.1", 9443), IPv6Address("TCP", "::1", 9443)
+        self.assertEqual(describe_listening("ssl:9443:privateKey=k.pem", tcp4), "ssl:127.0.0.1:9443")
+        self.assertEqual(describe_listening("ssl:9443:interface=\\:\\:1", tcp6), "ssl:[::1]:9443")
+        self.assertEqual(describe_listening("tcp:9443", tcp4), "tcp:127.0.0.1:9443")
+        self.assertEqual(describe_listening("systemd:domain=INET:index=0", tcp4), "tcp:127.0.0.1:9443")
+
+    def test_without_pyopenssl_says_which_extra(self) -> None:
+        code = (
+            "import sys; sys.modules['OpenSSL'] = None\n"
+            "from echoapp.endpoints import check_endpoint\n"
+            "try:\n    check_endpoint('ssl:0:privateKey=k.pem')\n"
+            "except ValueError as error:\n    print(error)\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(
+            result.stdout.strip(),
+            "cannot listen on 'ssl:0:privateKey=k.pem': TLS needs pyOpenSSL: pip install 'echoapp[tls]'",
+        )

@@ -1,7 +1,7 @@
 import io
 import json
 
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -56,7 +56,11 @@ class JSONLogTests(SynchronousTestCase):
         protocol.connectionLost(None)
         mine = [event for event in events if event.get("peer") == "127.0.0.7"]
         self.assertEqual(
-            [event["log_format"] for event in mine],
-            ["Connection from {peer} to {service}", "Connection from {peer} to {service} closed"],
+            [formatEvent(event) for event in mine],
+            [
+                "Connection from 127.0.0.7:50000 to echoapp",
+                "Connection from 127.0.0.7:50000 to echoapp closed",
+            ],
         )
+        self.assertEqual([event["port"] for event in mine], [50000, 50000])
         self.assertEqual(mine[0]["log_level"], LogLevel.info)

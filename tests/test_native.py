@@ -386,9 +386,11 @@ class DatagramAdapterTests(SynchronousTestCase):
     def test_stop_closes_and_stops_the_protocol(self) -> None:
         greeter = UDPGreeter(clock=Clock())
         port, bridge, transport = datagram_port(greeter)
-        self.successResultOf(port.stopListening())
+        stopping = port.stopListening()
         self.assertTrue(transport.closing)
+        self.assertNoResult(stopping)  # until the loop has let the socket go
         bridge.connection_lost(None)
+        self.successResultOf(stopping)
         self.assertEqual(greeter.numPorts, 0)
 
     def test_stopped_before_the_loop_handed_over(self) -> None:
