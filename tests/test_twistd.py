@@ -234,3 +234,30 @@ class StartupFailureTests(SynchronousTestCase):
             f"echoapp-tcp: cannot listen on tcp:{port}:interface=127.0.0.1: "
             "[Errno 98] Address already in use",
         )
+
+
+class OptionErrorTests(SynchronousTestCase):
+    """A mistake on the command line: one line naming the option, first, on stderr; no usage dump."""
+
+    cases = {
+        "echoapp-tcp": (["--reply", "nope"], "--reply: reply template 'nope' must contain exactly one {}"),
+        "echoapp-echo": (["--max-per-peer", "0"], "--max-per-peer: must be a positive whole number, got '0'"),
+        "echoapp-udp": (
+            ["--listen", "udp:x"],
+            "--listen: cannot listen on 'udp:x': port 'x' is not a number",
+        ),
+        "echoapp": (["--bogus"], "option --bogus not recognized"),
+        "echoapp-compose": (
+            ["--service", "echoapp-tcp --framing x"],
+            "--service 'echoapp-tcp --framing x': --framing: unknown framing 'x'",
+        ),
+    }
+
+    def test_every_plugin(self) -> None:
+        for plugin, (args, message) in self.cases.items():
+            result = run_twistd([plugin, *args])
+            self.assertEqual(result.returncode, 1, plugin)
+            lines = result.stderr.splitlines()
+            self.assertTrue(lines[0].startswith(f"twistd {plugin}: {message}"), lines[:1])
+            self.assertEqual(lines[1:], [f"(twistd {plugin} --help lists every option)"])
+            self.assertEqual(result.stdout, "", "no usage dump")

@@ -11,9 +11,11 @@ has to change.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Collection
 from typing import Any, TypeVar
 
+from twisted.application import app
 from twisted.python import usage
 
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
@@ -111,6 +113,28 @@ def build(config: type[Config], options: usage.Options) -> Config:
         if name in options:
             given[field.name] = _parse(name, options[name], getattr(defaults, field.name))
     return config(**given)
+
+
+class PluginOptions(usage.Options):
+    """
+    The base of every echoapp plugin's options.  twistd answers a mistake
+    with some forty lines of its own usage on standard output and the error
+    last; under twistd, a mistake in a plugin's options is instead one line
+    on standard error, naming the option, and a hint, and twistd exits 1.
+    (C{twist} already puts the error first; echoapp-compose parses other
+    plugins' options itself and names the C{--service}.)
+    """
+
+    def parseOptions(self, options: Any = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            parent = getattr(self, "parent", None)
+            if not isinstance(parent, app.ServerOptions):
+                raise
+            name = f"twistd {parent.subCommand}"
+            sys.stderr.write(f"{name}: {error}\n({name} --help lists every option)\n")
+            raise SystemExit(1) from None
 
 
 GREETER_PARAMETERS = parameters(GreeterConfig)

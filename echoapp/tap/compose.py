@@ -13,7 +13,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from echoapp import monitor
-from echoapp.tap.common import METRICS_PARAMETERS, metrics_listen
+from echoapp.tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen
 
 
 def _makers() -> dict[str, IServiceMaker]:
@@ -48,7 +48,7 @@ def parse_service(spec: str, makers: dict[str, IServiceMaker]) -> tuple[IService
     return maker, options
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = '--service "PLUGIN [OPTIONS]" [--service ...]'
     longdesc = (
         "Runs several installed twistd plugins in one process. Each --service is a plugin name "

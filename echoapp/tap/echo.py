@@ -12,6 +12,7 @@ from echoapp.tap.common import (
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
+    PluginOptions,
     RepeatableListen,
     build,
     metrics_listen,
@@ -21,7 +22,7 @@ from echoapp.tap.common import (
 LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS

@@ -15,6 +15,7 @@ from echoapp.tap.common import (
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     UDP_LIMIT_PARAMETERS,
+    PluginOptions,
     RepeatableListen,
     build,
     metrics_listen,
@@ -27,7 +28,7 @@ UDP = RepeatableListen("udp", DEFAULT_UDP_LISTEN, f"{UDP_SYNTAX} for the UDP gre
 ECHO = RepeatableListen("echo", DEFAULT_ECHO_LISTEN, "Endpoint string for the echo service")
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = (
         "All echoapp services in one process. --tcp, --udp and --echo each replace the default "

@@ -14,6 +14,7 @@ from echoapp.tap.common import (
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
+    PluginOptions,
     RepeatableListen,
     build,
     metrics_listen,
@@ -23,7 +24,7 @@ from echoapp.tap.common import (
 LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = (
         "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "

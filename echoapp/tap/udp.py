@@ -13,6 +13,7 @@ from echoapp.tap.common import (
     REPLY_PARAMETERS,
     REUSE_PORT_FLAGS,
     UDP_LIMIT_PARAMETERS,
+    PluginOptions,
     RepeatableListen,
     build,
     metrics_listen,
@@ -22,7 +23,7 @@ from echoapp.tap.common import (
 LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
 
 
-class Options(usage.Options):
+class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = (
         "The UDP greeter: each datagram gets one reply datagram to its sender. "
