@@ -35,3 +35,12 @@ class PluginDiscoveryTests(SynchronousTestCase):
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         self.assertEqual(out.stdout.strip(), "[]")
+
+
+class PackageMetadataTests(SynchronousTestCase):
+    def test_pip_show_names_a_home_page_and_an_author(self) -> None:
+        from importlib.metadata import metadata
+
+        info = metadata("echoapp")
+        self.assertEqual(info["Home-page"], "https://pypi.org/project/echoapp/")
+        self.assertEqual(info["Author"], "echoapp maintainers")

@@ -1,6 +1,7 @@
 """README.rst is the manual: it must render and mention every option there is."""
 
 import os
+import re
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,6 +26,20 @@ class ReadmeTests(SynchronousTestCase):
         for module in (tcp, echo, udp, everything, compose):
             for name in long_options(module.Options()):
                 self.assertIn(f"``--{name}", self.text, f"{module.__name__}: --{name}")
+
+    def test_documented_defaults_are_the_real_ones(self) -> None:
+        """Every option table row (``--name``  ``default``) says what --help says."""
+        rows = re.findall(r"^``--([\w-]+)``\s+``([^`]*)``", self.text, re.MULTILINE)
+        self.assertGreater(len(rows), 15)
+        for name, documented in rows:
+            defaults = {
+                str(row[2])
+                for module in (tcp, echo, udp, everything, compose)
+                for row in getattr(module.Options, "optParameters", [])
+                if row[0] == name
+            }
+            self.assertIn(documented, defaults or {documented}, f"--{name}")
+            self.assertLessEqual(len(defaults), 1, f"--{name} has different defaults in different plugins")
 
     def test_every_client_option_is_documented(self) -> None:
         from echoapp.client import options as client
