@@ -6,6 +6,7 @@ connection read line by line with a timeout, and the messages to send
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -100,9 +101,32 @@ class Messages:
         return None if line is not None and line == self._stop else line
 
 
+# tcp:[ADDRESS]:PORT..., tcp6:[ADDRESS]:PORT..., tls:[ADDRESS]:PORT...
+_BRACKETED = re.compile(r"^(tcp6?|tls):\[([^\]]+)\](?::(\d+))?(.*)$")
+
+
+def client_description(description: str, ca: str | None) -> str:
+    """
+    A client endpoint string as Twisted takes it, from one as people write
+    it: an IPv6 host in brackets (C{tcp:[::1]:9999}), and C{tcp6:}, which
+    Twisted has only for servers (its C{tcp:} client connects to IPv6
+    hosts).  With C{--ca}, a C{tls:} description is a C{tcp:} one that
+    C{--ca} wraps in TLS: wrapping Twisted's C{tls:} would be TLS twice.
+    """
+    match = _BRACKETED.match(description)
+    if match:
+        kind, host, port, rest = match.groups()
+        escaped = host.replace(":", "\\:")
+        description = f"{kind}:host={escaped}" + (f":port={port}" if port else "") + rest
+    kind, colon, rest = description.partition(":")
+    if kind == "tcp6" or (kind == "tls" and ca is not None):
+        description = f"tcp{colon}{rest}"
+    return description
+
+
 def endpoint_for(reactor: Any, description: str, ca: str | None = None) -> Any:
     try:
-        endpoint = clientFromString(reactor, description)
+        endpoint = clientFromString(reactor, client_description(description, ca))
     except Exception as problem:
         raise ClientError(EXIT_USAGE, f"bad endpoint {description!r}: {one_line(problem)}") from None
     if ca is None:

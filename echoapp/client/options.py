@@ -9,6 +9,9 @@ import re
 
 from twisted.python import usage
 
+import echoapp
+import twisted
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3
@@ -28,7 +31,41 @@ class ClientError(Exception):
         self.code = code
 
 
+def options_first(args: list[str], takes_value: set[str]) -> list[str]:
+    """
+    C{args} with every option before every message, as command-line tools
+    usually take them (C{udp hello --to HOST:PORT}); Twisted's parser stops
+    at the first message.  C{--} ends the options: what follows is a message
+    even if it starts with a dash.
+    """
+    options: list[str] = []
+    messages: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            messages.extend(rest)
+        elif arg.startswith("-") and arg != "-":
+            options.append(arg)
+            if arg in takes_value:
+                value = next(rest, None)
+                if value is None:
+                    raise usage.UsageError(f"option {arg} needs a value")
+                options.append(value)
+        else:
+            messages.append(arg)
+    return [*options, "--", *messages]
+
+
 class _Mode(usage.Options):
+    """A mode that sends messages: options may come before or after them."""
+
+    optParameters: list[list[str | None]] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        takes_value = {f"--{long}" for long, *_ in self.optParameters}  # every parameter takes one
+        takes_value |= {f"-{short}" for _, short, *_ in self.optParameters if short}
+        super().parseOptions(options_first(list(options or []), takes_value))
+
     def parseArgs(self, *messages: str) -> None:
         self["messages"] = list(messages)
 
@@ -41,7 +78,12 @@ class TCPOptions(_Mode):
         "sent and its reply printed; end of input sends the exit word."
     )
     optParameters = [
-        ["connect", "c", DEFAULT_TCP, "Client endpoint string (tcp:, tcp6:, unix:, tls:)."],
+        [
+            "connect",
+            "c",
+            DEFAULT_TCP,
+            "Client endpoint string (tcp:, tcp6:, unix:, tls:; [ADDRESS] for IPv6).",
+        ],
         ["exit-word", None, "exit", "Sent at the end."],
         ["timeout", "t", "10", "Seconds to wait for each reply."],
         ["ca", None, None, "PEM file of the CA that signed the server's certificate (TLS)."],
@@ -88,7 +130,7 @@ class RawOptions(usage.Options):
 
 
 class Options(usage.Options):
-    synopsis = "tcp|udp|echo|raw [options]"
+    synopsis = "Usage: echoapp-client tcp|udp|echo|raw [options]"
     longdesc = (
         "The command-line client for echoapp's services. Exit status: 0 done, 2 usage error, "
         "3 connection failed or closed early, 4 timed out. 'echoapp-client MODE --help' for each mode."
@@ -99,6 +141,11 @@ class Options(usage.Options):
         ["echo", None, EchoOptions, "Stream through the echo service."],
         ["raw", None, RawOptions, "Send bytes, print everything until the server closes."],
     ]
+
+    def opt_version(self) -> None:
+        """Print echoapp's version (and Twisted's), then exit."""
+        print(f"echoapp-client {echoapp.__version__} (Twisted {twisted.__version__})")
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:
