@@ -45,7 +45,13 @@ READ_SIZE = 65536
 
 
 def _address(sockaddr: Any) -> Address:
-    """As Twisted's TCP gives it: a scope ID is part of the IPv6 host."""
+    """
+    As Twisted's TCP gives it: a scope ID is part of the IPv6 host.  A
+    connection that is gone may have no address left (C{None}): then
+    C{0.0.0.0:0}, rather than an exception from C{getPeer}.
+    """
+    if not sockaddr:
+        return IPv4Address("TCP", "0.0.0.0", 0)
     if len(sockaddr) == 4:
         host = sockaddr[0]
         if sockaddr[3]:
@@ -98,7 +104,14 @@ class NativeConnection(asyncio.Protocol):
     # --- asyncio.Protocol: what the loop calls ---
 
     def connection_made(self, transport: Any) -> None:
-        protocol = self._factory.buildProtocol(_address(transport.get_extra_info("peername")))
+        peername = transport.get_extra_info("peername")
+        if not peername:
+            # Reset before the loop got to it: the kernel no longer knows the
+            # peer, and there is no one to serve.  Quietly, as a reset storm
+            # must not write a traceback per connection.
+            transport.abort()
+            return
+        protocol = self._factory.buildProtocol(_address(peername))
         if protocol is None:
             transport.close()  # refused by the factory, as Twisted's Port does
             return
