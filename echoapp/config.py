@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from echoapp.framing import Framing
+from echoapp.peers import DEFAULT_IPV6_PREFIX
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 
@@ -25,7 +26,13 @@ class GreeterConfig:
 
     banner: bytes = field(default=b"Welcome!", metadata={"help": "Line sent on connect ('' for none)."})
     reply: ReplyTemplate = field(
-        default=DEFAULT_REPLY, metadata={"help": "Reply template; exactly one {} stands for the message."}
+        default=DEFAULT_REPLY,
+        metadata={
+            "help": "Reply template; exactly one {} stands for the message.",
+            # Bytes the template adds to a message: over UDP that is the
+            # amplification ((28 + 256) / 28, about 10x, at most).
+            "max": 256,
+        },
     )
     exit_word: bytes = field(
         default=b"exit", metadata={"help": "Message that closes the connection ('' for none)."}
@@ -39,7 +46,10 @@ class GreeterConfig:
     max_line_length: int = field(
         default=64 * 1024,
         metadata={
-            "help": "Longest message in bytes; a longer one gets an error line and the connection is closed."
+            "help": "Longest message in bytes; a longer one gets an error line and the connection is closed.",
+            # A line is held whole until its LF comes: the bound keeps what one
+            # client can make the server hold to a few MiB.
+            "max": 1024 * 1024,
         },
     )
 
@@ -70,6 +80,13 @@ class TCPLimits:
             "help": "Seconds a closing connection (timeout, exit, shutdown) gets before it is aborted."
         },
     )
+    ipv6_prefix: int = field(
+        default=DEFAULT_IPV6_PREFIX,
+        metadata={
+            "help": "IPv6 peers are counted per prefix of this length (a host owns a /64).",
+            "max": 128,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -87,3 +104,7 @@ class UDPLimits:
         default=10_000.0, metadata={"help": "Replies per second to all sources together."}
     )
     max_sources: int = field(default=65_536, metadata={"help": "Source addresses the rate table remembers."})
+    ipv6_prefix: int = field(
+        default=DEFAULT_IPV6_PREFIX,
+        metadata={"help": "IPv6 sources are rate-limited per prefix of this length.", "max": 128},
+    )

@@ -31,6 +31,7 @@ from echoapp.config import TCPLimits
 from echoapp.deadlines import SLACK, Deadlines
 from echoapp.descriptors import DESCRIPTORS
 from echoapp.metrics import TCPStats
+from echoapp.peers import PeerKeys, peer_host
 from echoapp.ratelimit import ThrottledLog
 from echoapp.reasons import REFUSALS, SHUTDOWN, TIMEOUTS
 
@@ -69,12 +70,6 @@ def pause_reading_when_full(transport: Any) -> None:
     transport.registerProducer(ReadPauser(transport), True)
 
 
-def peer_key(addr: IAddress | None) -> str:
-    """Connections are counted per source host; UNIX peers share one key."""
-    host = getattr(addr, "host", None)
-    return str(host) if host is not None else "local"
-
-
 def peer_text(peer: str, port: int | None) -> str:
     """C{host:port} (C{[host]:port} for IPv6) for logs: the port pairs a connection's open and close lines."""
     if port is None:
@@ -89,39 +84,49 @@ class Connections:
     """
 
     def __init__(self, limits: TCPLimits | None = None) -> None:
-        self.limits = limits or TCPLimits()
+        self.limits = limits = limits or TCPLimits()
         self.live: set[GuardedProtocol] = set()
+        # Open connections per peer key (L{PeerKeys}: an IPv6 peer is its prefix).
         self.per_peer: dict[str, int] = {}
+        self.key = PeerKeys(limits.ipv6_prefix)
+        # The last tenth of the service is kept for peers that hold nothing
+        # yet: sixty addresses at their per-peer limit must not lock out
+        # everyone else.  (No reserve for a cap under ten.)
+        self.reserved_from = limits.max_connections - limits.max_connections // 10
         self._idle_waiters: list[Deferred[None]] = []
         self.draining = False
 
     def refusal(self, peer: str) -> str | None:
-        """Why (a key of L{REFUSALS}) a new connection from C{peer} is refused, if it is."""
+        """Why (a key of L{REFUSALS}) a new connection from host C{peer} is refused, if it is."""
         if self.draining:
             return "draining"
         if DESCRIPTORS.full():
             return "fd"
-        if len(self.live) >= self.limits.max_connections:
+        live = len(self.live)
+        if live >= self.limits.max_connections:
             return "limit"
-        if self.per_peer.get(peer, 0) >= self.limits.max_per_peer:
+        held = self.per_peer.get(self.key(peer), 0)
+        if held >= self.limits.max_per_peer or (held and live >= self.reserved_from):
             return "per-peer"
         return None
 
     def add(self, protocol: GuardedProtocol) -> None:
         DESCRIPTORS.open += 1
         self.live.add(protocol)
-        self.per_peer[protocol.peer] = self.per_peer.get(protocol.peer, 0) + 1
+        key = self.key(protocol.peer)
+        self.per_peer[key] = self.per_peer.get(key, 0) + 1
 
     def remove(self, protocol: GuardedProtocol) -> None:
         if protocol not in self.live:
             return
         DESCRIPTORS.open -= 1
         self.live.discard(protocol)
-        remaining = self.per_peer[protocol.peer] - 1
+        key = self.key(protocol.peer)
+        remaining = self.per_peer[key] - 1
         if remaining:
-            self.per_peer[protocol.peer] = remaining
+            self.per_peer[key] = remaining
         else:
-            del self.per_peer[protocol.peer]
+            del self.per_peer[key]
         if not self.live:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
@@ -366,7 +371,7 @@ class GuardedFactory(Factory):
         return self._clock
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        peer = peer_key(addr)
+        peer = peer_host(addr)
         reason = self.connections.refusal(peer)
         if reason is not None:
             self.stats.refused[reason] += 1

@@ -14,6 +14,7 @@ from echoapp._twisted import global_reactor
 from echoapp.config import UDPLimits
 from echoapp.framing import split_terminator
 from echoapp.metrics import UDPStats
+from echoapp.peers import PeerKeys
 from echoapp.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
@@ -54,6 +55,7 @@ class UDPGreeter(DatagramProtocol):
         self.limits = limits = limits or UDPLimits()
         self.own_ports = own_ports if own_ports is not None else set()
         self.clock: IReactorTime = clock if clock is not None else global_reactor()
+        self.key = PeerKeys(limits.ipv6_prefix, limits.max_sources)
         self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
         self.everyone = TokenBucket(limits.global_rate, limits.global_rate, self.clock.seconds)
         self.stats = stats or UDPStats("echoapp-udp", "")
@@ -80,6 +82,8 @@ class UDPGreeter(DatagramProtocol):
         host, port = addr[0], addr[1]
         if port < FIRST_UNPRIVILEGED_PORT or port in self.own_ports:
             return self._drop("port")
+        if ":" in host:  # IPv6: rate-limited per prefix, IPv4-mapped as IPv4
+            host = self.key(host)
         if not self.sources.allow(host) or not self.everyone.allow():
             return self._drop("rate")
         message, terminator = split_terminator(datagram)

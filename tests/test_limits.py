@@ -13,7 +13,8 @@ from echoapp.descriptors import DESCRIPTORS, FD_RESERVE
 from echoapp.echo import EchoFactory
 from echoapp.framing import Framing
 from echoapp.greeter import GreeterFactory
-from echoapp.guard import Refusal, peer_key
+from echoapp.guard import Refusal
+from echoapp.peers import peer_host
 from echoapp.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 
 
@@ -71,9 +72,9 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertEqual(DESCRIPTORS.limit(), soft - FD_RESERVE)
 
     def test_peer_keys(self) -> None:
-        self.assertEqual(peer_key(address("10.1.2.3")), "10.1.2.3")
-        self.assertEqual(peer_key(UNIXAddress(b"/x")), "local")
-        self.assertEqual(peer_key(None), "local")
+        self.assertEqual(peer_host(address("10.1.2.3")), "10.1.2.3")
+        self.assertEqual(peer_host(UNIXAddress(b"/x")), "local")
+        self.assertEqual(peer_host(None), "local")
 
 
 class TimeoutTests(SynchronousTestCase):

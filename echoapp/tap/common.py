@@ -76,17 +76,37 @@ def _template(name: str, text: str) -> ReplyTemplate:
         raise usage.UsageError(f"--{name}: {error}") from None
 
 
-def _parse(name: str, text: str, default: Any) -> Any:
-    """C{text} given for option C{name}, read as the kind of value its default is."""
+def _parse(name: str, text: str, default: Any, most: int | None = None) -> Any:
+    """
+    C{text} given for option C{name}, read as the kind of value its default
+    is, and held to C{most}: for a number its value, for a template the
+    bytes it adds to a message.
+    """
     if isinstance(default, bytes):
         return encode_text(text)
     if isinstance(default, ReplyTemplate):
-        return _template(name, text)
+        template = _template(name, text)
+        if most is not None and template.overhead > most:
+            raise usage.UsageError(
+                f"--{name}: the template adds {template.overhead} bytes to each message; at most {most}"
+            )
+        return template
     if isinstance(default, Framing):
         return _framing(name, text)
-    if isinstance(default, int):
-        return _positive(name, text)
-    return _seconds(name, text)
+    value = _positive(name, text) if isinstance(default, int) else _seconds(name, text)
+    if most is not None and value > most:
+        raise usage.UsageError(f"--{name}: at most {most}, got {text!r}")
+    return value
+
+
+def _help(field: dataclasses.Field[Any]) -> str:
+    """The field's help, and its bound when it has one: the bound is part of the contract."""
+    text = str(field.metadata["help"])
+    most = field.metadata.get("max")
+    if most is None:
+        return text
+    what = "bytes added to a message" if field.name == "reply" else "value"
+    return f"{text} (Largest {what}: {most}.)"
 
 
 def parameters(
@@ -95,7 +115,7 @@ def parameters(
     """C{optParameters} rows for the fields of the dataclass C{config}."""
     defaults = config()
     return [
-        [option_name(field.name), None, _show(getattr(defaults, field.name)), field.metadata["help"]]
+        [option_name(field.name), None, _show(getattr(defaults, field.name)), _help(field)]
         for field in dataclasses.fields(config)
         if (only is None or field.name in only) and field.name not in skip
     ]
@@ -111,7 +131,9 @@ def build(config: type[Config], options: usage.Options) -> Config:
     for field in dataclasses.fields(config):  # type: ignore[arg-type]
         name = option_name(field.name)
         if name in options:
-            given[field.name] = _parse(name, options[name], getattr(defaults, field.name))
+            given[field.name] = _parse(
+                name, options[name], getattr(defaults, field.name), field.metadata.get("max")
+            )
     return config(**given)
 
 

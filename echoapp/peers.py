@@ -1,0 +1,75 @@
+"""
+Who a peer is, for every rule that counts per peer (connection limits, UDP
+rate limits) and for the logs.
+
+- An IPv4 client reaching an IPv6 socket appears as C{::ffff:a.b.c.d}; it is
+  the same host as C{a.b.c.d} on an IPv4 socket, so it is named that way.
+- An IPv6 client owns at least a /64 (a host picks any address in it at
+  will), so limits count IPv6 peers per prefix, /64 unless told otherwise,
+  as mature rate limiters do; logs still show the whole address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from twisted.internet.interfaces import IAddress
+
+LOCAL = "local"
+DEFAULT_IPV6_PREFIX = 64
+
+
+def host_of(host: str) -> str:
+    """C{host} with an IPv4-mapped IPv6 address turned back into IPv4."""
+    if host.startswith("::ffff:") and "." in host:
+        try:
+            mapped = ipaddress.IPv6Address(host).ipv4_mapped
+        except ValueError:
+            return host
+        if mapped is not None:
+            return str(mapped)
+    return host
+
+
+def peer_host(addr: IAddress | None) -> str:
+    """The host of a connection's peer, as logs show it; UNIX peers are all L{LOCAL}."""
+    host = getattr(addr, "host", None)
+    return host_of(str(host)) if host is not None else LOCAL
+
+
+class PeerKeys:
+    """
+    The key a peer is counted by: an IPv4 address as it is, an IPv6 address
+    as its prefix (C{2001:db8:1:2::/64}).  Parsing an IPv6 address costs
+    about 10 us, too much per datagram, so keys are remembered in a table
+    that is emptied when it reaches C{size} (spoofed sources cannot grow it).
+    """
+
+    def __init__(self, ipv6_prefix: int = DEFAULT_IPV6_PREFIX, size: int = 65_536) -> None:
+        if not 1 <= ipv6_prefix <= 128:
+            raise ValueError(f"an IPv6 prefix length is 1 to 128, not {ipv6_prefix}")
+        self.ipv6_prefix = ipv6_prefix
+        self._size = size
+        self._known: dict[str, str] = {}
+
+    def __call__(self, host: str) -> str:
+        if ":" not in host:
+            return host
+        key = self._known.get(host)
+        if key is None:
+            key = self._key(host)
+            if len(self._known) >= self._size:
+                self._known.clear()
+            self._known[host] = key
+        return key
+
+    def _key(self, host: str) -> str:
+        host = host_of(host)
+        if ":" not in host:
+            return host
+        try:
+            address = ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            return host
+        network = ipaddress.IPv6Network((address, self.ipv6_prefix), strict=False)
+        return str(network)
