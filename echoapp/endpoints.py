@@ -202,10 +202,14 @@ class UDPListen:
         if not port_text.isdigit() or int(port_text) > 65535:
             raise invalid(f"port {port_text!r} is not a number from 0 to 65535")
         interface = ""
+        seen: set[str] = set()
         for parameter in parameters:
             key, _, value = parameter.partition("=")
             if key != "interface":
                 raise invalid(f"unknown parameter {key!r}")
+            if key in seen:
+                raise invalid(f"{key} given twice")
+            seen.add(key)
             interface = value.replace("\\:", ":")
             try:
                 ipaddress.ip_address(interface)
@@ -226,8 +230,11 @@ def describe_address(address: IAddress) -> str:
     if isinstance(address, IPv4Address):
         return f"{address.type.lower()}:{address.host}:{address.port}"
     if isinstance(address, UNIXAddress):
+        # A path need not be UTF-8: its odd bytes are shown as escapes
+        # rather than lost (with the line that says where we listen).
         name = address.name
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+        raw = name if isinstance(name, bytes) else str(name).encode("utf-8", "surrogateescape")
+        return f"unix:{raw.decode('utf-8', 'backslashreplace')}"
     return str(address)
 
 

@@ -18,8 +18,10 @@ from echoapp.peers import PeerKeys
 from echoapp.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
-# The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes).
+# The largest UDP payload over IPv4 (65535 - 8 UDP - 20 IP header bytes),
+# and over IPv6, whose payload length does not count its own header.
 MAX_DATAGRAM = 65507
+MAX_IPV6_DATAGRAM = 65527
 
 
 # Source ports below this belong to system services (echo 7, chargen 19,
@@ -88,7 +90,7 @@ class UDPGreeter(DatagramProtocol):
             return self._drop("rate")
         message, terminator = split_terminator(datagram)
         reply = self.reply.render(message, terminator)
-        if len(reply) > MAX_DATAGRAM:
+        if len(reply) > MAX_DATAGRAM and (len(reply) > MAX_IPV6_DATAGRAM or not _over_ipv6(addr[0])):
             return self._drop("size")
         self.transport.write(reply, addr)
         stats = self.stats
@@ -99,3 +101,8 @@ class UDPGreeter(DatagramProtocol):
     def _drop(self, reason: str) -> None:
         self.stats.dropped[reason] += 1
         self._drops.note(self.clock, reason)
+
+
+def _over_ipv6(host: str) -> bool:
+    """A reply to C{host} travels over IPv6 (an IPv4-mapped host is reached over IPv4)."""
+    return ":" in host and not host.startswith("::ffff:")

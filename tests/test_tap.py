@@ -184,9 +184,9 @@ class ComposeOptionsTests(SynchronousTestCase):
             "--service",
             "web --listen tcp:0:interface=127.0.0.1 --path .",
         )
-        names = [maker.tapname for maker, _ in options["services"]]
+        names = [maker.tapname for _, maker, _ in options["services"]]
         self.assertEqual(names, ["echoapp-tcp", "web"])
-        self.assertEqual(options["services"][0][1]["config"].reply.render(b"x"), b"Loop_Msg: x!")
+        self.assertEqual(options["services"][0][2]["config"].reply.render(b"x"), b"Loop_Msg: x!")
         service = compose.makeService(options)
         self.assertEqual(len(list(IServiceCollection(service))), 2)
 

@@ -13,6 +13,7 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from echoapp import monitor
+from echoapp.endpoints import one_line
 from echoapp.tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen
 
 
@@ -66,12 +67,44 @@ class Options(PluginOptions):
         if not specs:
             raise usage.UsageError('give at least one --service "PLUGIN [OPTIONS]"')
         makers = _makers()
-        self["services"] = [parse_service(spec, makers) for spec in specs]
+        self["services"] = [(spec, *parse_service(spec, makers)) for spec in specs]
+
+
+def make_one(spec: str, maker: IServiceMaker, options: usage.Options) -> IService:
+    """
+    One plugin's service.  A plugin that fails here is someone else's code
+    failing: one line naming the C{--service} and the error, exit status 1
+    (twistd calls C{makeService} before it logs or daemonizes, so the line
+    reaches the terminal).
+    """
+    try:
+        service = maker.makeService(options)
+    except Exception as error:
+        raise SystemExit(f"--service {spec!r}: {maker.tapname} failed: {one_line(error)}") from None
+    if not IService.providedBy(service):
+        raise SystemExit(f"--service {spec!r}: {maker.tapname} made no service (got {service!r})")
+    return service
 
 
 def makeService(options: usage.Options) -> IService:
+    """
+    Every plugin's service under one parent.  The same plugin twice (two
+    greeters with different banners, a real use) gives two services of one
+    name, which a MultiService refuses: the second is named C{NAME-2}.
+    """
     composed = MultiService()
-    chosen: list[tuple[IServiceMaker, Any]] = options["services"]
-    for maker, plugin_options in chosen:
-        maker.makeService(plugin_options).setServiceParent(composed)
+    chosen: list[tuple[str, IServiceMaker, Any]] = options["services"]
+    taken: set[str] = set()
+    for spec, maker, plugin_options in chosen:
+        service = make_one(spec, maker, plugin_options)
+        name = service.name
+        if name is not None and name in taken:
+            number = 2
+            while f"{name}-{number}" in taken:
+                number += 1
+            name = f"{name}-{number}"
+            service.setName(name)
+        if name is not None:
+            taken.add(name)
+        service.setServiceParent(composed)
     return monitor.monitored(composed, options["metrics-listen"])
