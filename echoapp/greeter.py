@@ -6,7 +6,6 @@ per message, and the exit word closes the connection.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from echoapp.config import GreeterConfig, TCPLimits
@@ -28,8 +27,6 @@ class Greeter(GuardedProtocol):
     write of all its replies, in order.  A client that half-closes after its
     last message still gets every reply before the connection closes.
     """
-
-    log = Logger()
 
     def __init__(self, config: GreeterConfig) -> None:
         self.config = config
@@ -86,7 +83,7 @@ class Greeter(GuardedProtocol):
                     if not self._answer(message, terminator, replies):
                         break
         except LineTooLong:
-            self.log.info("Closing {peer}: line too long", peer=self.peer)
+            self.closing_because("line too long")
             self.stats.too_long += 1
             replies.append(self.config.too_long_error())
             self._finished = self._too_long = True
@@ -130,8 +127,9 @@ class GreeterFactory(GuardedFactory):
         clock: IReactorTime | None = None,
         connections: Connections | None = None,
         stats: TCPStats | None = None,
+        log_connections: bool = False,
     ) -> None:
-        super().__init__(limits, clock, connections, stats)
+        super().__init__(limits, clock, connections, stats, log_connections)
         self.config = config or GreeterConfig()
 
     def makeProtocol(self) -> Greeter:

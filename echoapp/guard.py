@@ -175,13 +175,14 @@ class GuardedProtocol(Protocol):
         self.stats = self.factory.stats
         self.stats.accepted += 1
         self.stats.open += 1
-        log.info(
-            "Connection from {address} to {service}",
-            address=peer_text(self.peer, self.peer_port),
-            peer=self.peer,
-            port=self.peer_port,
-            service=self.stats.service,
-        )
+        if self.factory.log_connections:
+            log.info(
+                "Connection from {address} to {service}",
+                address=peer_text(self.peer, self.peer_port),
+                peer=self.peer,
+                port=self.peer_port,
+                service=self.stats.service,
+            )
         self.factory.connections.add(self)
         self._last_seen = now = self.factory.now()
         self._session_end = now + limits.session_timeout
@@ -255,9 +256,23 @@ class GuardedProtocol(Protocol):
 
     def timedOut(self, kind: str) -> None:
         """C{kind} is a key of L{TIMEOUTS}."""
-        log.info("Closing {peer}: {reason}", peer=self.peer, reason=TIMEOUTS[kind])
+        self.closing_because(TIMEOUTS[kind])
         self.stats.timeouts[kind] += 1
         self.close(self.notice(kind))
+
+    def closing_because(self, reason: str) -> None:
+        """
+        Say why the server closes this connection: a line of its own with
+        C{--log-connections}, else counted in a summary at most every 10 s,
+        so a flood of clients that time out cannot grow the log.
+        """
+        factory = self.factory
+        if factory.log_connections:
+            log.info(
+                "Closing {address}: {reason}", address=peer_text(self.peer, self.peer_port), reason=reason
+            )
+        else:
+            factory.closing_log.note(factory.clock, reason)
 
     def shutdown(self) -> None:
         self.close(self.notice(SHUTDOWN))
@@ -303,13 +318,14 @@ class GuardedProtocol(Protocol):
             self._abort.cancel()
         self.stats.open -= 1
         self.factory.connections.remove(self)
-        log.info(
-            "Connection from {address} to {service} closed",
-            address=peer_text(self.peer, self.peer_port),
-            peer=self.peer,
-            port=self.peer_port,
-            service=self.stats.service,
-        )
+        if self.factory.log_connections:
+            log.info(
+                "Connection from {address} to {service} closed",
+                address=peer_text(self.peer, self.peer_port),
+                peer=self.peer,
+                port=self.peer_port,
+                service=self.stats.service,
+            )
 
 
 class Refusal(Protocol):
@@ -339,17 +355,23 @@ class GuardedFactory(Factory):
         clock: IReactorTime | None = None,
         connections: Connections | None = None,
         stats: TCPStats | None = None,
+        log_connections: bool = False,
     ) -> None:
         """
         Listeners of one service each have a factory (their own metrics
         labels) and share one L{Connections}, which holds the service's
         limits: give either C{connections} or the C{limits} for new ones.
+        With C{log_connections}, every connection's open, close and
+        timeout is a log line; without, only summaries are (the counts are
+        in the metrics), so the log stays small whatever clients do.
         """
         self.connections = connections or Connections(limits)
         self.limits = self.connections.limits
         self.stats = stats or TCPStats("echoapp", "")
+        self.log_connections = log_connections
         self._clock = clock
         self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
+        self.closing_log = ThrottledLog("Closed {count} connections ({reasons})")
         # The clock's time, one bound method per factory rather than per connection.
         self.now: Callable[[], float] = self._first_now
         self._deadlines: Deadlines | None = None
@@ -380,12 +402,14 @@ class GuardedFactory(Factory):
         protocol = self.makeProtocol()
         protocol.factory = self
         protocol.peer = peer
-        protocol.peer_port = getattr(addr, "port", None)
+        if self.log_connections:  # only the log lines need it: it is not kept otherwise
+            protocol.peer_port = getattr(addr, "port", None)
         return protocol
 
     def stopFactory(self) -> None:
-        """The listener stopped: the refusals not yet logged are logged now."""
+        """The listener stopped: what the summaries hold back is logged now."""
         self._refusal_log.flush()
+        self.closing_log.flush()
 
     def makeProtocol(self) -> GuardedProtocol:
         raise NotImplementedError

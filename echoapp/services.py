@@ -60,6 +60,7 @@ def _stream_service(
     listen: Iterable[str],
     reactor: Any,
     reuse_port: bool,
+    log_connections: bool,
 ) -> MultiService:
     """
     One factory per listener, for per-listener metrics, all sharing one
@@ -69,7 +70,12 @@ def _stream_service(
     connections = Connections(limits)
     DrainService(connections).setServiceParent(service)
     for description in listen:
-        factory = make_factory(clock=reactor, connections=connections, stats=TCPStats(name, description))
+        factory = make_factory(
+            clock=reactor,
+            connections=connections,
+            stats=TCPStats(name, description),
+            log_connections=log_connections,
+        )
         # A backlog as deep as the service's connection limit: a burst of
         # clients up to the limit is accepted, not dropped by the kernel.
         StreamListenService(
@@ -84,9 +90,15 @@ def tcp_greeter(
     limits: TCPLimits | None = None,
     reactor: Any = None,
     reuse_port: bool = False,
+    log_connections: bool = False,
 ) -> MultiService:
-    """The welcome/echo/exit greeter on every endpoint string in C{listen}."""
-    return _stream_service(TCP_NAME, partial(GreeterFactory, config), limits, listen, reactor, reuse_port)
+    """
+    The welcome/echo/exit greeter on every endpoint string in C{listen};
+    C{log_connections} logs every connection (see L{GuardedFactory}).
+    """
+    return _stream_service(
+        TCP_NAME, partial(GreeterFactory, config), limits, listen, reactor, reuse_port, log_connections
+    )
 
 
 def echo(
@@ -94,9 +106,10 @@ def echo(
     limits: TCPLimits | None = None,
     reactor: Any = None,
     reuse_port: bool = False,
+    log_connections: bool = False,
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}."""
-    return _stream_service(ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port)
+    return _stream_service(ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port, log_connections)
 
 
 def udp_greeter(
@@ -128,6 +141,7 @@ def everything(
     udp_limits: UDPLimits | None = None,
     reactor: Any = None,
     reuse_port: bool = False,
+    log_connections: bool = False,
 ) -> MultiService:
     """
     All three services in one process; the greeters share one message
@@ -137,9 +151,9 @@ def everything(
     config = config or GreeterConfig()
     service = named("echoapp")
     for child in (
-        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port),
+        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port, log_connections),
         udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port),
-        echo(echo_listen, tcp_limits, reactor, reuse_port),
+        echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections),
     ):
         child.setServiceParent(service)
     return service

@@ -52,7 +52,7 @@ class JSONLogTests(SynchronousTestCase):
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        protocol, _ = connect(EchoFactory(clock=Clock()), "127.0.0.7")
+        protocol, _ = connect(EchoFactory(clock=Clock(), log_connections=True), "127.0.0.7")
         protocol.connectionLost(None)
         mine = [event for event in events if event.get("peer") == "127.0.0.7"]
         self.assertEqual(
@@ -64,3 +64,26 @@ class JSONLogTests(SynchronousTestCase):
         )
         self.assertEqual([event["port"] for event in mine], [50000, 50000])
         self.assertEqual(mine[0]["log_level"], LogLevel.info)
+
+    def test_by_default_connections_are_only_summarized(self) -> None:
+        """A flood of clients must not grow the log: per-connection lines are opt-in."""
+        from twisted.internet.task import Clock
+
+        from echoapp.config import TCPLimits
+        from echoapp.echo import EchoFactory
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        factory = EchoFactory(TCPLimits(idle_timeout=1, max_per_peer=1000), clock)
+        factory.doStart()  # as its port does
+        for _ in range(100):
+            connect(factory, "127.0.0.8")
+        clock.advance(1)
+        clock.advance(1)
+        factory.doStop()  # the port stops: what is held back is written
+        texts = [formatEvent(event) for event in events]
+        self.assertEqual(
+            texts, ["Closed 1 connections (idle timeout: 1)", "Closed 99 connections (idle timeout: 99)"]
+        )

@@ -173,6 +173,15 @@ REUSE_PORT_FLAGS = [
     ]
 ]
 
+LOG_CONNECTIONS_FLAGS = [
+    [
+        "log-connections",
+        None,
+        "Log every connection's open, close and timeout with its address and port. Off: only "
+        "summaries, at most one line per 10 s each, so a flood of clients cannot grow the log.",
+    ]
+]
+
 METRICS_PARAMETERS = [
     [
         "metrics",

@@ -9,6 +9,7 @@ from echoapp import monitor, services
 from echoapp.config import TCPLimits
 from echoapp.endpoints import DEFAULT_ECHO_LISTEN
 from echoapp.tap.common import (
+    LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
@@ -26,7 +27,7 @@ class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
@@ -37,6 +38,11 @@ class Options(PluginOptions):
 
 def makeService(options: usage.Options) -> IService:
     return monitor.monitored(
-        services.echo(options["endpoints"], options["limits"], reuse_port=bool(options["reuse-port"])),
+        services.echo(
+            options["endpoints"],
+            options["limits"],
+            reuse_port=bool(options["reuse-port"]),
+            log_connections=bool(options["log-connections"]),
+        ),
         options["metrics-listen"],
     )

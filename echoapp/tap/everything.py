@@ -11,6 +11,7 @@ from echoapp.endpoints import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_U
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
+    LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
@@ -42,7 +43,7 @@ class Options(PluginOptions):
         + UDP_LIMIT_PARAMETERS
         + METRICS_PARAMETERS
     )
-    optFlags = REUSE_PORT_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
@@ -67,6 +68,7 @@ def makeService(options: usage.Options) -> IService:
             tcp_limits=options["tcp-limits"],
             udp_limits=options["udp-limits"],
             reuse_port=bool(options["reuse-port"]),
+            log_connections=bool(options["log-connections"]),
         ),
         options["metrics-listen"],
     )

@@ -11,6 +11,7 @@ from echoapp.endpoints import DEFAULT_TCP_LISTEN
 from echoapp.tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
+    LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
@@ -31,7 +32,7 @@ class Options(PluginOptions):
         "and the exit word closes the connection."
     )
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
     opt_listen = LISTEN.option()
 
     def postOptions(self) -> None:
@@ -44,7 +45,11 @@ class Options(PluginOptions):
 def makeService(options: usage.Options) -> IService:
     return monitor.monitored(
         services.tcp_greeter(
-            options["endpoints"], options["config"], options["limits"], reuse_port=bool(options["reuse-port"])
+            options["endpoints"],
+            options["config"],
+            options["limits"],
+            reuse_port=bool(options["reuse-port"]),
+            log_connections=bool(options["log-connections"]),
         ),
         options["metrics-listen"],
     )
