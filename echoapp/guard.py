@@ -20,6 +20,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
+    ISSLTransport,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -329,16 +330,45 @@ class GuardedProtocol(Protocol):
 
 
 class Refusal(Protocol):
-    """Says why in one line, then closes: over a limit, or shutting down."""
+    """
+    Says why in one line, then closes: over a limit, or shutting down.
+
+    A refused connection holds a descriptor until it is gone, so it counts
+    against the process's ceiling, and it is gone within the close grace
+    whatever the client does: a client that does not read is aborted.
+
+    Over TLS it says nothing and aborts at once.  Twisted's C{ssl:}
+    endpoint wraps this factory, so the refusal is decided inside TLS,
+    where a line waits for a handshake the client may never start, and
+    Twisted's TLS C{loseConnection} waits for that handshake too (that is
+    how refused connections stayed open for good).  Deciding before TLS
+    wraps the connection would spare a refused client the OpenSSL object it
+    costs for that moment, but would mean taking Twisted's C{ssl:} endpoint
+    apart (its context factory is private); aborting does the same job with
+    the public API.
+    """
 
     transport: Any
+    _abort: IDelayedCall | None = None
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, clock: IReactorTime, grace: float) -> None:
         self.reason = reason
+        self._clock = clock
+        self._grace = grace
 
     def connectionMade(self) -> None:
+        DESCRIPTORS.open += 1
+        if ISSLTransport.providedBy(self.transport):
+            self.transport.abortConnection()
+            return
         self.transport.write(b"ERROR: %s\r\n" % self.reason.encode())
         self.transport.loseConnection()
+        self._abort = self._clock.callLater(self._grace, self.transport.abortConnection)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        DESCRIPTORS.open -= 1
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
 
 
 class GuardedFactory(Factory):
@@ -398,7 +428,7 @@ class GuardedFactory(Factory):
         if reason is not None:
             self.stats.refused[reason] += 1
             self._refusal_log.note(self.clock, reason)
-            return Refusal(REFUSALS[reason])
+            return Refusal(REFUSALS[reason], self.clock, self.limits.close_grace)
         protocol = self.makeProtocol()
         protocol.factory = self
         protocol.peer = peer
