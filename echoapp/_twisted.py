@@ -11,10 +11,12 @@ those tests (and the suite) against the new release first.
 from __future__ import annotations
 
 import asyncio
+import signal
 from typing import Any
 
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.tcp import _resolveIPv6
+from twisted.python.logfile import LogFile
 
 
 def resolve_ipv6(host: str, port: int) -> tuple[Any, ...]:
@@ -62,3 +64,17 @@ def global_reactor() -> Any:
     from twisted.internet import reactor
 
     return reactor
+
+
+def twistd_log_file() -> LogFile | None:
+    """
+    The log file twistd writes to (C{--logfile FILE}), or L{None} when it
+    logs elsewhere.  twistd keeps it only in the closure of the SIGUSR1
+    handler it installs to rotate it (C{UnixAppLogger._getLogObserver}).
+    """
+    handler = signal.getsignal(signal.SIGUSR1)
+    for cell in getattr(handler, "__closure__", None) or ():
+        contents = cell.cell_contents
+        if isinstance(contents, LogFile):
+            return contents
+    return None

@@ -4,7 +4,7 @@
 #     twistd -ny tac/custom.tac
 from twisted.application import service
 
-from echoapp import services
+from echoapp import services, signals
 from echoapp.config import GreeterConfig
 from echoapp.template import ReplyTemplate
 
@@ -19,3 +19,5 @@ services.tcp_greeter(
 ).setServiceParent(application)
 services.udp_greeter(["udp:8888:interface=127.0.0.1"], ReplyTemplate.parse("{}")).setServiceParent(application)
 services.echo(["tcp:8007:interface=127.0.0.1"]).setServiceParent(application)
+# SIGHUP reopens the log file; a second SIGTERM during the drain is quiet.
+signals.SignalService().setServiceParent(application)

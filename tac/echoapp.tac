@@ -3,7 +3,9 @@
 #     twistd -ny tac/echoapp.tac
 from twisted.application import service
 
-from echoapp import services
+from echoapp import services, signals
 
 application = service.Application("echoapp")
 services.everything().setServiceParent(application)
+# SIGHUP reopens the log file; a second SIGTERM during the drain is quiet.
+signals.SignalService().setServiceParent(application)

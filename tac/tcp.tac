@@ -2,7 +2,9 @@
 #     twistd -ny tac/tcp.tac
 from twisted.application import service
 
-from echoapp import services
+from echoapp import services, signals
 
 application = service.Application("echoapp-tcp")
 services.tcp_greeter().setServiceParent(application)
+# SIGHUP reopens the log file; a second SIGTERM during the drain is quiet.
+signals.SignalService().setServiceParent(application)

@@ -188,7 +188,9 @@ class ComposeOptionsTests(SynchronousTestCase):
         self.assertEqual(names, ["echoapp-tcp", "web"])
         self.assertEqual(options["services"][0][2]["config"].reply.render(b"x"), b"Loop_Msg: x!")
         service = compose.makeService(options)
-        self.assertEqual(len(list(IServiceCollection(service))), 2)
+        children = list(IServiceCollection(service))
+        self.assertEqual([type(child).__name__ for child in children][-1], "SignalService")
+        self.assertEqual(len(children), 3, "the two plugins' services and the signal handling")
 
     def test_needs_a_service(self) -> None:
         self.assertIn("at least one --service", str(self.assertRaises(usage.UsageError, parse, compose)))

@@ -92,3 +92,35 @@ class GlobalReactorTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         self.assertIs(_twisted.global_reactor(), reactor)
+
+
+class TwistdLogFileTests(SynchronousTestCase):
+    """twistd keeps its LogFile only in the closure of the SIGUSR1 handler it installs."""
+
+    def test_found_through_the_rotation_handler(self) -> None:
+        import signal
+        import tempfile
+
+        from twisted.python.logfile import LogFile
+        from twisted.scripts._twistd_unix import UnixAppLogger
+
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        path = tempfile.mktemp(prefix="echoapp-seam-", suffix=".log")
+        logger = UnixAppLogger(
+            {"logfile": path, "nodaemon": False, "syslog": False, "prefix": "", "logger": None}
+        )
+        observer = logger._getLogObserver()
+        found = _twisted.twistd_log_file()
+        self.assertIsInstance(found, LogFile, "twistd's SIGUSR1 handler no longer holds its LogFile")
+        assert found is not None
+        self.assertEqual(found.path, path)
+        found.close()
+        del observer
+
+    def test_none_without_a_log_file(self) -> None:
+        import signal
+
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        self.assertIsNone(_twisted.twistd_log_file())

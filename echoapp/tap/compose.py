@@ -12,7 +12,7 @@ from twisted.application.service import IService, IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from echoapp import monitor
+from echoapp import monitor, signals
 from echoapp.endpoints import one_line
 from echoapp.tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen
 
@@ -107,4 +107,4 @@ def makeService(options: usage.Options) -> IService:
         if name is not None:
             taken.add(name)
         service.setServiceParent(composed)
-    return monitor.monitored(composed, options["metrics-listen"])
+    return signals.handled(monitor.monitored(composed, options["metrics-listen"]))

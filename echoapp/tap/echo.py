@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import monitor, services
+from echoapp import monitor, services, signals
 from echoapp.config import TCPLimits
 from echoapp.endpoints import DEFAULT_ECHO_LISTEN
 from echoapp.tap.common import (
@@ -37,12 +37,14 @@ class Options(PluginOptions):
 
 
 def makeService(options: usage.Options) -> IService:
-    return monitor.monitored(
-        services.echo(
-            options["endpoints"],
-            options["limits"],
-            reuse_port=bool(options["reuse-port"]),
-            log_connections=bool(options["log-connections"]),
-        ),
-        options["metrics-listen"],
+    return signals.handled(
+        monitor.monitored(
+            services.echo(
+                options["endpoints"],
+                options["limits"],
+                reuse_port=bool(options["reuse-port"]),
+                log_connections=bool(options["log-connections"]),
+            ),
+            options["metrics-listen"],
+        )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import monitor, services
+from echoapp import monitor, services, signals
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.endpoints import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDP_SYNTAX
 from echoapp.tap.common import (
@@ -59,16 +59,18 @@ class Options(PluginOptions):
 
 
 def makeService(options: usage.Options) -> IService:
-    return monitor.monitored(
-        services.everything(
-            tcp=options["tcp-endpoints"],
-            udp=options["udp-ports"],
-            echo_listen=options["echo-endpoints"],
-            config=options["config"],
-            tcp_limits=options["tcp-limits"],
-            udp_limits=options["udp-limits"],
-            reuse_port=bool(options["reuse-port"]),
-            log_connections=bool(options["log-connections"]),
-        ),
-        options["metrics-listen"],
+    return signals.handled(
+        monitor.monitored(
+            services.everything(
+                tcp=options["tcp-endpoints"],
+                udp=options["udp-ports"],
+                echo_listen=options["echo-endpoints"],
+                config=options["config"],
+                tcp_limits=options["tcp-limits"],
+                udp_limits=options["udp-limits"],
+                reuse_port=bool(options["reuse-port"]),
+                log_connections=bool(options["log-connections"]),
+            ),
+            options["metrics-listen"],
+        )
     )

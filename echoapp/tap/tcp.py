@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import monitor, services
+from echoapp import monitor, services, signals
 from echoapp.config import GreeterConfig, TCPLimits
 from echoapp.endpoints import DEFAULT_TCP_LISTEN
 from echoapp.tap.common import (
@@ -43,13 +43,15 @@ class Options(PluginOptions):
 
 
 def makeService(options: usage.Options) -> IService:
-    return monitor.monitored(
-        services.tcp_greeter(
-            options["endpoints"],
-            options["config"],
-            options["limits"],
-            reuse_port=bool(options["reuse-port"]),
-            log_connections=bool(options["log-connections"]),
-        ),
-        options["metrics-listen"],
+    return signals.handled(
+        monitor.monitored(
+            services.tcp_greeter(
+                options["endpoints"],
+                options["config"],
+                options["limits"],
+                reuse_port=bool(options["reuse-port"]),
+                log_connections=bool(options["log-connections"]),
+            ),
+            options["metrics-listen"],
+        )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.python import usage
 
-from echoapp import monitor, services
+from echoapp import monitor, services, signals
 from echoapp.config import GreeterConfig, UDPLimits
 from echoapp.endpoints import DEFAULT_UDP_LISTEN, UDP_SYNTAX
 from echoapp.tap.common import (
@@ -41,9 +41,14 @@ class Options(PluginOptions):
 
 
 def makeService(options: usage.Options) -> IService:
-    return monitor.monitored(
-        services.udp_greeter(
-            options["ports"], options["template"], options["limits"], reuse_port=bool(options["reuse-port"])
-        ),
-        options["metrics-listen"],
+    return signals.handled(
+        monitor.monitored(
+            services.udp_greeter(
+                options["ports"],
+                options["template"],
+                options["limits"],
+                reuse_port=bool(options["reuse-port"]),
+            ),
+            options["metrics-listen"],
+        )
     )

@@ -1,0 +1,120 @@
+"""
+What a daemon does with the signals an operator and the usual tools send:
+
+- SIGHUP reopens the log file, as log rotation tools expect (logrotate's
+  C{postrotate kill -HUP}); it used to kill the process at once, no drain.
+- SIGUSR1 rotates the log file as twistd does, or, when a tool has moved it
+  away already, reopens it (twistd's own rotation then did nothing and kept
+  writing to the moved file).
+- SIGTERM and SIGINT stop the service with a drain, as Twisted does; one
+  that comes again while it drains is noted in one line and changes
+  nothing (the drain ends within --close-grace anyway), where Twisted
+  logged a critical ReactorNotRunning traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.logger import Logger
+from twisted.python.logfile import LogFile
+
+from echoapp._twisted import global_reactor, twistd_log_file
+
+log = Logger()
+
+Handler = Callable[[int, FrameType | None], Any]
+
+
+class SignalService(Service):
+    """
+    Installs the handlers when the service starts (the reactor's own are in
+    place by then) and puts back what it found when it stops.
+    """
+
+    def __init__(self, reactor: Any = None) -> None:
+        self._reactor = reactor
+        self._log_file: LogFile | None = None
+        self._stopping = False
+        self._said_again = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def reactor(self) -> Any:
+        return self._reactor or global_reactor()
+
+    def startService(self) -> None:
+        super().startService()
+        # Found before our SIGUSR1 handler replaces twistd's, whose closure holds it.
+        self._log_file = twistd_log_file()
+        self._install(signal.SIGHUP, self._on_hup)
+        self._install(signal.SIGUSR1, self._on_usr1)
+        # twistd starts services before the reactor runs, and the reactor
+        # installs its SIGTERM/SIGINT handlers as it starts: wrap them then.
+        self.reactor.callWhenRunning(self._wrap_stop_signals)
+
+    def _wrap_stop_signals(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            stop = signal.getsignal(number)
+            if callable(stop):
+                self._install(number, self._stop_once(stop))
+
+    def stopService(self) -> None:
+        super().stopService()
+        for number, previous in self._previous.items():
+            if number not in (signal.SIGTERM, signal.SIGINT):  # a second one may still come
+                signal.signal(number, previous)
+        self._previous = {}
+
+    def _install(self, number: int, handler: Handler) -> None:
+        self._previous.setdefault(number, signal.getsignal(number))
+        signal.signal(number, handler)
+
+    def _on_hup(self, number: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.reopen)
+
+    def _on_usr1(self, number: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.rotate)
+
+    def reopen(self) -> None:
+        log_file = self._log_file
+        if log_file is None:
+            log.info("SIGHUP: no log file to reopen (logging to standard output or a --logger)")
+            return
+        log_file.reopen()
+        log.info("SIGHUP: reopened the log file {path}", path=log_file.path)
+
+    def rotate(self) -> None:
+        log_file = self._log_file
+        if log_file is None:
+            return
+        if os.path.exists(log_file.path):
+            log_file.rotate()
+        else:  # moved away by a rotation tool: start a new file where it was
+            log_file.reopen()
+
+    def _stop_once(self, stop: Handler) -> Handler:
+        def handler(number: int, frame: FrameType | None) -> None:
+            if not self._stopping:
+                self._stopping = True
+                stop(number, frame)
+            elif not self._said_again:
+                self._said_again = True
+                self.reactor.callFromThread(
+                    log.info,
+                    "Signal {number} again: still stopping; the drain ends within --close-grace",
+                    number=number,
+                )
+
+        return handler
+
+
+def handled(service: MultiService, reactor: Any = None) -> MultiService:
+    """C{service} with the daemon's signal handling (see the module docstring)."""
+    SignalService(reactor).setServiceParent(service)
+    return service
