@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import struct
 from typing import Any
 
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IAddress
 from twisted.internet.tcp import _resolveIPv6
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python.logfile import LogFile
 
 
@@ -78,3 +83,37 @@ def twistd_log_file() -> LogFile | None:
         if isinstance(contents, LogFile):
             return contents
     return None
+
+
+def parse_proxy_header(data: bytes) -> tuple[bool, IAddress | None, bytes]:
+    """
+    A PROXY protocol header (v1 or v2) at the start of C{data}, read with
+    Twisted's own parsers (C{twisted.protocols.haproxy._v1parser} and
+    C{_v2parser}; only the wrapping endpoint is public there, and it admits
+    a connection before its header is read).
+
+    @return: C{(complete, source, rest)}: C{complete} is False while more
+        bytes are needed; C{source} is the client's address, or L{None} for
+        a v2 LOCAL or v1 UNKNOWN header (the balancer speaking for itself);
+        C{rest} is what followed the header.
+    @raise ValueError: the header is malformed.
+    """
+    if len(data) < len(V2Parser.PREFIX) and V2Parser.PREFIX.startswith(data):
+        return False, None, b""
+    if data.startswith(V2Parser.PREFIX):
+        if len(data) < 16:
+            return False, None, b""
+        if data[12] & 0xF0 != 0x20:
+            raise ValueError("not PROXY protocol version 2")
+        parser: V1Parser | V2Parser = V2Parser()
+    elif data.startswith(V1Parser.PROXYSTR) or V1Parser.PROXYSTR.startswith(data):
+        parser = V1Parser()
+    else:
+        raise ValueError("no PROXY protocol header")
+    try:
+        info, rest = parser.feed(data)
+    except (InvalidProxyHeader, ValueError, KeyError, IndexError, struct.error) as error:
+        raise ValueError(f"malformed PROXY header ({type(error).__name__})") from None
+    if info is None:
+        return False, None, b""
+    return True, info.source, rest or b""

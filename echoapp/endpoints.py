@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from echoapp import native_tcp
 from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
+from echoapp.proxy import PREFIX, Network, ProxyEndpoint
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
 DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
@@ -145,20 +146,26 @@ def with_backlog(description: str, backlog: int | None) -> str:
     if backlog is None or _BACKLOG.search(description):
         return description
     kind = description.partition(":")[0]
-    if kind == "haproxy":
-        kind = description.split(":", 2)[1] if description.count(":") >= 2 else ""
     return f"{description}:backlog={backlog}" if kind in _WITH_BACKLOG else description
 
 
 def stream_endpoint(
-    reactor: Any, description: str, reuse_port: bool = False, backlog: int | None = None
+    reactor: Any,
+    description: str,
+    reuse_port: bool = False,
+    backlog: int | None = None,
+    proxy_from: tuple[Network, ...] = (),
 ) -> IStreamServerEndpoint:
     """
     The endpoint for C{description}, with C{backlog} unless it names its
     own.  C{tcp:}/C{tcp6:} get a L{SocketEndpoint} when they share their
-    port or when the reactor sits on an asyncio loop; everything else is
-    Twisted's own endpoint.
+    port or when the reactor sits on an asyncio loop; C{haproxy:ENDPOINT}
+    is ENDPOINT read through L{echoapp.proxy} (believing headers only from
+    C{proxy_from}, when given); everything else is Twisted's own endpoint.
     """
+    if description.startswith(PREFIX):
+        inner = stream_endpoint(reactor, description[len(PREFIX) :], reuse_port, backlog)
+        return ProxyEndpoint(inner, proxy_from)
     endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
     if reuse_port and not tcp:

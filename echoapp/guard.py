@@ -32,7 +32,7 @@ from echoapp.config import TCPLimits
 from echoapp.deadlines import SLACK, Deadlines
 from echoapp.descriptors import DESCRIPTORS
 from echoapp.metrics import TCPStats
-from echoapp.peers import PeerKeys, peer_host
+from echoapp.peers import BALANCER, PeerKeys, peer_host
 from echoapp.ratelimit import ThrottledLog
 from echoapp.reasons import REFUSALS, SHUTDOWN, TIMEOUTS
 
@@ -106,6 +106,8 @@ class Connections:
         live = len(self.live)
         if live >= self.limits.max_connections:
             return "limit"
+        if peer == BALANCER:
+            return None  # its own health checks count against no peer
         held = self.per_peer.get(self.key(peer), 0)
         if held >= self.limits.max_per_peer or (held and live >= self.reserved_from):
             return "per-peer"
@@ -114,20 +116,27 @@ class Connections:
     def add(self, protocol: GuardedProtocol) -> None:
         DESCRIPTORS.open += 1
         self.live.add(protocol)
-        key = self.key(protocol.peer)
-        self.per_peer[key] = self.per_peer.get(key, 0) + 1
+        if protocol.peer != BALANCER:
+            key = self.key(protocol.peer)
+            self.per_peer[key] = self.per_peer.get(key, 0) + 1
 
     def remove(self, protocol: GuardedProtocol) -> None:
         if protocol not in self.live:
             return
         DESCRIPTORS.open -= 1
         self.live.discard(protocol)
+        if protocol.peer == BALANCER:
+            self._idle_if_empty()
+            return
         key = self.key(protocol.peer)
         remaining = self.per_peer[key] - 1
         if remaining:
             self.per_peer[key] = remaining
         else:
             del self.per_peer[key]
+        self._idle_if_empty()
+
+    def _idle_if_empty(self) -> None:
         if not self.live:
             waiters, self._idle_waiters = self._idle_waiters, []
             for waiter in waiters:
@@ -177,11 +186,13 @@ class GuardedProtocol(Protocol):
         self.stats.accepted += 1
         self.stats.open += 1
         if self.factory.log_connections:
+            balancer = getattr(self.transport, "balancer", None)  # behind a PROXY protocol listener
             log.info(
-                "Connection from {address} to {service}",
+                "Connection from {address} to {service}" + (" via {via}" if balancer is not None else ""),
                 address=peer_text(self.peer, self.peer_port),
                 peer=self.peer,
                 port=self.peer_port,
+                via=peer_text(str(getattr(balancer, "host", "")), getattr(balancer, "port", None)),
                 service=self.stats.service,
             )
         self.factory.connections.add(self)

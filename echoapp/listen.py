@@ -22,6 +22,7 @@ from echoapp import native_udp
 from echoapp._twisted import asyncio_loop, global_reactor
 from echoapp.descriptors import DESCRIPTORS
 from echoapp.endpoints import UDPListen, bound_socket, describe_listening, one_line, stream_endpoint
+from echoapp.proxy import Network
 
 # What a UDP port asks the socket for: more than any datagram, so nothing is
 # cut.  (Twisted's default of 8192 truncates larger datagrams without a word.)
@@ -92,9 +93,15 @@ class StreamListenService(Service):
         reactor: Any = None,
         reuse_port: bool = False,
         backlog: int | None = None,
+        proxy_from: tuple[Network, ...] = (),
     ) -> None:
-        """C{backlog} is the listen backlog unless C{description} names its own."""
-        self.endpoint = stream_endpoint(reactor or global_reactor(), description, reuse_port, backlog)
+        """
+        C{backlog} is the listen backlog unless C{description} names its
+        own; C{proxy_from}, the senders a C{haproxy:} listener believes.
+        """
+        self.endpoint = stream_endpoint(
+            reactor or global_reactor(), description, reuse_port, backlog, proxy_from
+        )
         self.factory = factory
         self.description = description
         self.port: IListeningPort | None = None

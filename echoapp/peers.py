@@ -14,9 +14,27 @@ from __future__ import annotations
 import ipaddress
 
 from twisted.internet.interfaces import IAddress
+from zope.interface import implementer
 
 LOCAL = "local"
+# The peer key of a load balancer's own health checks (PROXY v2 LOCAL):
+# served, and counted against no peer.
+BALANCER = "balancer"
 DEFAULT_IPV6_PREFIX = 64
+
+
+@implementer(IAddress)
+class BalancerAddress:
+    """A connection a load balancer makes for itself, from C{address}."""
+
+    host = BALANCER
+
+    def __init__(self, address: IAddress | None) -> None:
+        self.address = address
+        self.port = getattr(address, "port", None)
+
+    def __repr__(self) -> str:
+        return f"BalancerAddress({self.address!r})"
 
 
 def host_of(host: str) -> str:
@@ -32,7 +50,10 @@ def host_of(host: str) -> str:
 
 
 def peer_host(addr: IAddress | None) -> str:
-    """The host of a connection's peer, as logs show it; UNIX peers are all L{LOCAL}."""
+    """
+    The host of a connection's peer, as logs show it; UNIX peers are all
+    L{LOCAL}, a balancer's own checks L{BALANCER}.
+    """
     host = getattr(addr, "host", None)
     return host_of(str(host)) if host is not None else LOCAL
 

@@ -16,6 +16,9 @@ REFUSALS = {
     "per-peer": "too many connections from your address",
     "fd": "server busy",
     "draining": SHUTTING_DOWN,
+    # Behind a balancer: an untrusted sender, a malformed or missing PROXY
+    # header.  Such a connection is closed without a word.
+    "proxy": "bad PROXY protocol header",
 }
 
 # Why a connection timed out, and what a greeter client is told.

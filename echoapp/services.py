@@ -23,6 +23,7 @@ from echoapp.greeter import GreeterFactory
 from echoapp.guard import Connections, GuardedFactory
 from echoapp.listen import StreamListenService, UDPListenService
 from echoapp.metrics import TCPStats, UDPStats
+from echoapp.proxy import Network
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 from echoapp.udp import UDPGreeter
 
@@ -61,6 +62,7 @@ def _stream_service(
     reactor: Any,
     reuse_port: bool,
     log_connections: bool,
+    proxy_from: tuple[Network, ...],
 ) -> MultiService:
     """
     One factory per listener, for per-listener metrics, all sharing one
@@ -79,7 +81,12 @@ def _stream_service(
         # A backlog as deep as the service's connection limit: a burst of
         # clients up to the limit is accepted, not dropped by the kernel.
         StreamListenService(
-            description, factory, reactor, reuse_port, backlog=connections.limits.max_connections
+            description,
+            factory,
+            reactor,
+            reuse_port,
+            backlog=connections.limits.max_connections,
+            proxy_from=proxy_from,
         ).setServiceParent(service)
     return service
 
@@ -91,13 +98,23 @@ def tcp_greeter(
     reactor: Any = None,
     reuse_port: bool = False,
     log_connections: bool = False,
+    proxy_from: tuple[Network, ...] = (),
 ) -> MultiService:
     """
     The welcome/echo/exit greeter on every endpoint string in C{listen};
-    C{log_connections} logs every connection (see L{GuardedFactory}).
+    C{log_connections} logs every connection (see L{GuardedFactory});
+    C{haproxy:} listeners believe PROXY headers from C{proxy_from} only, when
+    given (see L{echoapp.proxy}).
     """
     return _stream_service(
-        TCP_NAME, partial(GreeterFactory, config), limits, listen, reactor, reuse_port, log_connections
+        TCP_NAME,
+        partial(GreeterFactory, config),
+        limits,
+        listen,
+        reactor,
+        reuse_port,
+        log_connections,
+        proxy_from,
     )
 
 
@@ -107,9 +124,12 @@ def echo(
     reactor: Any = None,
     reuse_port: bool = False,
     log_connections: bool = False,
+    proxy_from: tuple[Network, ...] = (),
 ) -> MultiService:
-    """RFC 862 echo on every endpoint string in C{listen}."""
-    return _stream_service(ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port, log_connections)
+    """RFC 862 echo on every endpoint string in C{listen}; the rest as L{tcp_greeter}."""
+    return _stream_service(
+        ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port, log_connections, proxy_from
+    )
 
 
 def udp_greeter(
@@ -142,6 +162,7 @@ def everything(
     reactor: Any = None,
     reuse_port: bool = False,
     log_connections: bool = False,
+    proxy_from: tuple[Network, ...] = (),
 ) -> MultiService:
     """
     All three services in one process; the greeters share one message
@@ -151,9 +172,9 @@ def everything(
     config = config or GreeterConfig()
     service = named("echoapp")
     for child in (
-        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port, log_connections),
+        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port, log_connections, proxy_from),
         udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port),
-        echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections),
+        echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections, proxy_from),
     ):
         child.setServiceParent(service)
     return service

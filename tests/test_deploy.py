@@ -150,40 +150,48 @@ def free_port() -> int:
 
 
 class HAProxyTests(SynchronousTestCase):
-    def test_balances_over_two_instances(self) -> None:
-        haproxy = shutil.which("haproxy") or (
-            "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None
-        )
+    """
+    The shipped HAProxy front (ports changed only) before two real
+    instances listening as the systemd template says, with the PROXY
+    protocol: clients are limited by their own addresses, not HAProxy's.
+    """
+
+    def front(self, *args: str) -> tuple[int, list[Twistd]]:
+        haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
         if haproxy is None:
             self.skipTest("haproxy is not installed here (.ci/run installs it with apt-get)")
         instances = []
         for name in ("a", "b"):
-            instances.append(
-                Twistd(
-                    [
-                        "echoapp-tcp",
-                        "--listen",
-                        "tcp:0:interface=127.0.0.1",
-                        "--banner",
-                        f"Welcome from {name}!",
-                        "--metrics",
-                        "tcp:0:interface=127.0.0.1",
-                    ],
-                    expect=2,
-                )
+            instance = Twistd(
+                [
+                    "echoapp-tcp",
+                    "--listen",
+                    "haproxy:tcp:0:interface=127.0.0.1",
+                    "--proxy-from",
+                    "127.0.0.1",
+                    "--banner",
+                    f"Welcome from {name}!",
+                    "--metrics",
+                    "tcp:0:interface=127.0.0.1",
+                    *args,
+                ],
+                expect=2,
             )
-        for instance in instances:
             self.addCleanup(instance.stop)
+            instances.append(instance)
         config = read("haproxy", "haproxy.cfg")
         frontend = free_port()
         config = config.replace("bind 127.0.0.1:9000", f"bind 127.0.0.1:{frontend}")
         for name, instance in zip(("a", "b"), instances, strict=True):
-            config = re.sub(
+            config, count = re.subn(
                 rf"server {name} 127\.0\.0\.1:\d+ check port \d+",
                 f"server {name} 127.0.0.1:{instance.port('echoapp-tcp')} "
                 f"check port {instance.port('echoapp-metrics')}",
                 config,
             )
+            self.assertEqual(count, 1)
+        servers = re.findall(r"(?m)^\s*server .* send-proxy-v2$", config)
+        self.assertEqual(len(servers), 2, "the shipped servers send the PROXY header")
         directory = tempfile.mkdtemp(prefix="echoapp-haproxy-")
         self.addCleanup(shutil.rmtree, directory, True)
         path = os.path.join(directory, "haproxy.cfg")
@@ -198,6 +206,10 @@ class HAProxyTests(SynchronousTestCase):
         )
         self.addCleanup(proxy.wait, DEADLINE)
         self.addCleanup(proxy.terminate)
+        self.wait_until_both_serve(frontend)
+        return frontend, instances
+
+    def wait_until_both_serve(self, frontend: int) -> None:
         banners = set()
         end = time.monotonic() + DEADLINE
         while len(banners) < 2 and time.monotonic() < end:
@@ -210,3 +222,35 @@ class HAProxyTests(SynchronousTestCase):
                 pass
             time.sleep(0.05)
         self.assertEqual(banners, {b"Welcome from a!\r\n", b"Welcome from b!\r\n"})
+
+    def clients(self, frontend: int, sources: list[str]) -> list[bytes]:
+        """One connection from each source address, all open at once; the first line each gets."""
+        socks = []
+        for source in sources:
+            sock = socket.socket()
+            self.addCleanup(sock.close)
+            sock.bind((source, 0))
+            sock.settimeout(DEADLINE)
+            sock.connect(("127.0.0.1", frontend))
+            socks.append(sock)
+        return [sock.recv(100) for sock in socks]
+
+    def test_balances_over_two_instances(self) -> None:
+        self.front()
+
+    def test_600_clients_from_20_addresses_are_all_welcomed(self) -> None:
+        frontend, _ = self.front()
+        sources = [f"127.0.0.{2 + n % 20}" for n in range(600)]
+        lines = self.clients(frontend, sources)
+        self.assertEqual(len([line for line in lines if line.startswith(b"Welcome from ")]), 600)
+
+    def test_one_address_over_its_limit_is_refused_by_its_own_address(self) -> None:
+        frontend, _ = self.front("--max-per-peer", "10")
+        lines = self.clients(frontend, ["127.0.0.77"] * 30 + ["127.0.0.78"] * 5)
+        welcomed = [line.startswith(b"Welcome from ") for line in lines]
+        self.assertEqual(sum(welcomed[:30]), 20, "ten per instance, by the client's own address")
+        self.assertEqual(
+            set(lines[:30]) - {b"Welcome from a!\r\n", b"Welcome from b!\r\n"},
+            {b"ERROR: too many connections from your address\r\n"},
+        )
+        self.assertEqual(welcomed[30:], [True] * 5, "another address is not held to the first one's limit")

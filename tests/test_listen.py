@@ -15,11 +15,13 @@ from echoapp._twisted import tcp_server_parameters
 from echoapp.config import TCPLimits
 from echoapp.echo import EchoFactory
 from echoapp.endpoints import (
+    ParseOnlyReactor,
     UDPListen,
     bound_socket,
     check_endpoint,
     describe_address,
     describe_listening,
+    stream_endpoint,
     with_backlog,
 )
 from echoapp.listen import READ_SIZE, StreamListenService, UDPListenService
@@ -185,7 +187,6 @@ class BacklogTests(SynchronousTestCase):
             "tcp6:9999:interface=\\:\\:1": "tcp6:9999:interface=\\:\\:1:backlog=300",
             "unix:/run/e.sock": "unix:/run/e.sock:backlog=300",
             "ssl:9443:privateKey=k.pem": "ssl:9443:privateKey=k.pem:backlog=300",
-            "haproxy:tcp:9999": "haproxy:tcp:9999:backlog=300",
         }
         for description, expected in cases.items():
             self.assertEqual(with_backlog(description, 300), expected)
@@ -196,6 +197,10 @@ class BacklogTests(SynchronousTestCase):
     def test_kinds_without_one_are_left_alone(self) -> None:
         self.assertEqual(with_backlog("systemd:domain=INET:index=0", 300), "systemd:domain=INET:index=0")
         self.assertEqual(with_backlog("tcp:9999", None), "tcp:9999")
+
+    def test_behind_a_balancer_too(self) -> None:
+        endpoint = stream_endpoint(ParseOnlyReactor(), "haproxy:tcp:0:interface=127.0.0.1", backlog=300)
+        self.assertEqual(tcp_server_parameters(endpoint.wrapped)[2], 300)  # type: ignore[attr-defined]
 
     def test_services_listen_with_their_connection_limit(self) -> None:
         tree = services.tcp_greeter(["tcp:0:interface=127.0.0.1"], limits=TCPLimits(max_connections=777))

@@ -124,3 +124,31 @@ class TwistdLogFileTests(SynchronousTestCase):
         previous = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         self.addCleanup(signal.signal, signal.SIGUSR1, previous)
         self.assertIsNone(_twisted.twistd_log_file())
+
+
+class ProxyHeaderTests(SynchronousTestCase):
+    """twisted.protocols.haproxy._v1parser.V1Parser and _v2parser.V2Parser: feed() and the info they give."""
+
+    def test_v1(self) -> None:
+        complete, source, rest = _twisted.parse_proxy_header(b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 9999\r\nhi")
+        self.assertEqual((complete, rest), (True, b"hi"), "V1Parser.feed changed")
+        self.assertEqual(
+            (source.host, source.port), ("10.1.2.3", 5555), "V1Parser's ProxyInfo.source changed"
+        )  # type: ignore[union-attr]
+
+    def test_v2_and_local(self) -> None:
+        import struct
+
+        prefix = b"\r\n\r\n\x00\r\nQUIT\n"
+        addresses = bytes([10, 9, 8, 7, 127, 0, 0, 1]) + struct.pack("!HH", 4444, 9999)
+        header = prefix + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
+        complete, source, rest = _twisted.parse_proxy_header(header + b"x")
+        self.assertEqual((complete, source.host, rest), (True, "10.9.8.7", b"x"), "V2Parser changed")  # type: ignore[union-attr]
+        local = _twisted.parse_proxy_header(prefix + bytes([0x20, 0x00, 0, 0]))
+        self.assertEqual(local, (True, None, b""), "V2Parser no longer gives LOCAL a source of None")
+
+    def test_incomplete_and_malformed(self) -> None:
+        self.assertEqual(_twisted.parse_proxy_header(b"PROXY TCP4 10.1"), (False, None, b""))
+        self.assertEqual(_twisted.parse_proxy_header(b"\r\n\r\n"), (False, None, b""))
+        for bad in (b"GET / HTTP/1.1\r\n", b"PROXY TCP4 a b c d\r\n", b"PROXY " + b"x" * 200):
+            self.assertRaises(ValueError, _twisted.parse_proxy_header, bad)

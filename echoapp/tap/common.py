@@ -21,6 +21,7 @@ from twisted.python import usage
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.endpoints import UDPListen, check_endpoint
 from echoapp.framing import Framing
+from echoapp.proxy import PREFIX, Network, parse_networks
 from echoapp.template import ReplyTemplate, encode_text
 
 Config = TypeVar("Config")
@@ -225,6 +226,25 @@ class RepeatableListen:
 
     def given(self, options: usage.Options) -> list[str]:
         return list(options.get(self.name, [])) or [self.default]
+
+
+def opt_proxy_from(options: usage.Options, network: str) -> None:
+    """
+    An address or network (10.0.0.0/8) whose PROXY protocol headers a
+    haproxy: listener believes; repeatable. Without it every sender is believed.
+    """
+    options.setdefault("proxy-from-texts", []).append(network)
+
+
+def proxy_from(options: usage.Options, listens: list[str]) -> tuple[Network, ...]:
+    """The C{--proxy-from} networks, which only mean something to C{haproxy:} listeners."""
+    texts = options.get("proxy-from-texts", [])
+    if texts and not any(listen.startswith(PREFIX) for listen in listens):
+        raise usage.UsageError("--proxy-from: applies to haproxy: listeners, and there is none")
+    try:
+        return parse_networks(texts)
+    except ValueError as error:
+        raise usage.UsageError(f"--proxy-from: {error}") from None
 
 
 def stream_listens(option: RepeatableListen, options: usage.Options) -> list[str]:

@@ -17,6 +17,8 @@ from echoapp.tap.common import (
     RepeatableListen,
     build,
     metrics_listen,
+    opt_proxy_from,
+    proxy_from,
     stream_listens,
 )
 
@@ -29,10 +31,12 @@ class Options(PluginOptions):
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
     optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
     opt_listen = LISTEN.option()
+    opt_proxy_from = opt_proxy_from
 
     def postOptions(self) -> None:
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
+        self["proxy-from"] = proxy_from(self, self["endpoints"])
         self["limits"] = build(TCPLimits, self)
 
 
@@ -44,6 +48,7 @@ def makeService(options: usage.Options) -> IService:
                 options["limits"],
                 reuse_port=bool(options["reuse-port"]),
                 log_connections=bool(options["log-connections"]),
+                proxy_from=options["proxy-from"],
             ),
             options["metrics-listen"],
         )

@@ -20,6 +20,8 @@ from echoapp.tap.common import (
     RepeatableListen,
     build,
     metrics_listen,
+    opt_proxy_from,
+    proxy_from,
     stream_listens,
     udp_listens,
 )
@@ -47,12 +49,14 @@ class Options(PluginOptions):
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
+    opt_proxy_from = opt_proxy_from
 
     def postOptions(self) -> None:
         self["metrics-listen"] = metrics_listen(self)
         self["tcp-endpoints"] = stream_listens(TCP, self)
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
+        self["proxy-from"] = proxy_from(self, self["tcp-endpoints"] + self["echo-endpoints"])
         self["config"] = build(GreeterConfig, self)
         self["tcp-limits"] = build(TCPLimits, self)
         self["udp-limits"] = build(UDPLimits, self)
@@ -70,6 +74,7 @@ def makeService(options: usage.Options) -> IService:
                 udp_limits=options["udp-limits"],
                 reuse_port=bool(options["reuse-port"]),
                 log_connections=bool(options["log-connections"]),
+                proxy_from=options["proxy-from"],
             ),
             options["metrics-listen"],
         )

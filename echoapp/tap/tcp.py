@@ -19,6 +19,8 @@ from echoapp.tap.common import (
     RepeatableListen,
     build,
     metrics_listen,
+    opt_proxy_from,
+    proxy_from,
     stream_listens,
 )
 
@@ -34,10 +36,12 @@ class Options(PluginOptions):
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
     optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
     opt_listen = LISTEN.option()
+    opt_proxy_from = opt_proxy_from
 
     def postOptions(self) -> None:
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
+        self["proxy-from"] = proxy_from(self, self["endpoints"])
         self["config"] = build(GreeterConfig, self)
         self["limits"] = build(TCPLimits, self)
 
@@ -51,6 +55,7 @@ def makeService(options: usage.Options) -> IService:
                 options["limits"],
                 reuse_port=bool(options["reuse-port"]),
                 log_connections=bool(options["log-connections"]),
+                proxy_from=options["proxy-from"],
             ),
             options["metrics-listen"],
         )
