@@ -141,6 +141,37 @@ class KubernetesTests(SynchronousTestCase):
         self.assertEqual([document["kind"] for document in documents], ["Deployment", "Service"])
         container = documents[0]["spec"]["template"]["spec"]["containers"][0]
         self.assertEqual(container["readinessProbe"]["httpGet"]["path"], "/healthz")
+        self.assertEqual(
+            documents[1]["spec"]["externalTrafficPolicy"], "Local", "keeps client addresses for the limits"
+        )
+
+
+class NginxTests(SynchronousTestCase):
+    def test_stream_example_passes_nginx_t(self) -> None:
+        nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+        module = "/usr/lib/nginx/modules/ngx_stream_module.so"
+        if nginx is None or not os.path.exists(module):
+            self.skipTest("nginx with its stream module is not installed here (.ci/run installs them)")
+        example = os.path.join(DEPLOY, "nginx", "echoapp-stream.conf")
+        with open(example) as conf:
+            self.assertIn("proxy_protocol on;", conf.read())
+        directory = tempfile.mkdtemp(prefix="echoapp-nginx-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        os.mkdir(os.path.join(directory, "logs"))
+        main = os.path.join(directory, "nginx.conf")
+        with open(main, "w") as conf:
+            conf.write(
+                f"load_module {module};\n"
+                f"error_log {directory}/logs/error.log;\n"
+                f"pid {directory}/nginx.pid;\n"
+                "events {}\n"
+                f"include {example};\n"
+            )
+        checked = subprocess.run(
+            [nginx, "-t", "-p", directory, "-c", main], capture_output=True, text=True, timeout=DEADLINE
+        )
+        self.assertEqual(checked.returncode, 0, checked.stderr)
+        self.assertIn("syntax is ok", checked.stderr)
 
 
 def free_port() -> int:
