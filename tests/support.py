@@ -1,10 +1,15 @@
 """
-Helpers the tests share: servers started in-process on port 0, the classic
-blocking-socket tutorial client, and real twistd subprocesses.
+Everything the tests share, in one place: no test module imports another.
+
+Sections: bounds and addresses; service trees started in-process on port 0;
+fake connections for the unit tests; framing references; blocking socket
+clients; the backpressure check; TLS certificates; real twistd subprocesses.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import re
 import select
@@ -16,18 +21,52 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from twisted.application.service import IServiceCollection, MultiService
-from twisted.trial.unittest import TestCase
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._twisted import asyncio_loop
 from echoapp.listen import StreamListenService, UDPListenService
 
+# --- Bounds and addresses ---------------------------------------------------
+
 DEADLINE = 20.0  # seconds; a bound so that nothing hangs, never an assertion
 
+# Listen on loopback only, on a port the kernel picks: tests never collide.
+LOOP = "tcp:0:interface=127.0.0.1"
+ULOOP = "udp:0:interface=127.0.0.1"
 
-def start(test: TestCase, service: MultiService) -> list[Any]:
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def in_checkout(*parts: str) -> str:
+    """A path in the source tree (README, tac files, deploy files), wherever the tests run from."""
+    return os.path.join(CHECKOUT, *parts)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """
+    A loopback port that nothing listens on now.  Only for what cannot be
+    told port 0 (a port shared by two processes, a proxy's config, a port
+    to be refused): another process could take it in between.
+    """
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- Service trees in-process -----------------------------------------------
+
+
+def start(test: SynchronousTestCase, service: MultiService) -> list[Any]:
     """
     Start a service tree in-process, stop it when the test ends, and return
     the ports its listeners bound (in tree order).
@@ -39,12 +78,90 @@ def start(test: TestCase, service: MultiService) -> list[Any]:
 
 
 def listeners(service: Any) -> list[Any]:
+    """Every TCP and UDP listener in a service tree, in tree order."""
     found: list[Any] = []
     if isinstance(service, StreamListenService | UDPListenService):
         found.append(service)
     for child in IServiceCollection(service, []):
         found.extend(listeners(child))
     return found
+
+
+def description(listener: Any) -> str:
+    """The listen description a listener was made from: an endpoint string or a C{udp:} one."""
+    return getattr(listener, "description", None) or str(listener.listen)
+
+
+def described(service: Any) -> list[tuple[str, str]]:
+    """(service name, listen description) for every listener in a tree."""
+    return [(listener.parent.name, description(listener)) for listener in listeners(service)]
+
+
+def require_asyncio_loop(test: SynchronousTestCase) -> None:
+    """Skip unless the reactor runs on an asyncio loop, where the native transports are used."""
+    from twisted.internet import reactor
+
+    if asyncio_loop(reactor) is None:
+        test.skipTest("the reactor has no asyncio loop (run trial --reactor=uvloop)")
+
+
+# --- Fake connections for the unit tests --------------------------------------
+
+
+def address(host: str = "127.0.0.1") -> IPv4Address:
+    return IPv4Address("TCP", host, 50000)
+
+
+def fake_connect(factory: Factory, host: str = "127.0.0.1") -> tuple[Any, StringTransport]:
+    """A connection from C{host}, as the reactor would make it, over a StringTransport."""
+    protocol = factory.buildProtocol(address(host))
+    transport = StringTransport(peerAddress=address(host))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def lose(protocol: Protocol) -> None:
+    """The client closed cleanly."""
+    protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class RecordingUDPTransport:
+    """A UDP port that records what is sent and says which port it is."""
+
+    def __init__(self, port: int = 9999) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+        self.port = port
+
+    def write(self, datagram: bytes, addr: object) -> None:
+        self.sent.append((datagram, addr))
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "127.0.0.1", self.port)
+
+
+# --- Framing references -------------------------------------------------------
+
+
+def reference_lines(stream: bytes, max_length: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """What line framing means, written the obvious way: (lines, whether one was too long)."""
+    *complete, tail = stream.split(b"\n")
+    lines = []
+    for raw in complete:
+        message, terminator = (raw[:-1], b"\r\n") if raw.endswith(b"\r") else (raw, b"\n")
+        if len(message) > max_length:
+            return lines, True
+        lines.append((message, terminator))
+    tail_content = tail[:-1] if tail.endswith(b"\r") else tail
+    return lines, len(tail_content) > max_length
+
+
+def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
+    """C{stream} cut at the given points (taken modulo its length), as TCP may deliver it."""
+    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
+    return [stream[a:b] for a, b in pairwise(points)]
+
+
+# --- Blocking socket clients (run them in a thread from a trial TestCase) -----
 
 
 def tutorial_client(port: int, messages: Sequence[bytes], host: str = "127.0.0.1") -> list[bytes]:
@@ -71,6 +188,179 @@ def recv_until_closed(sock: socket.socket, limit: int = 1 << 24) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def udp_exchange(port: int, datagrams: Sequence[bytes], host: str = "127.0.0.1") -> list[bytes]:
+    """Send each datagram from one new socket and read its reply, read whole."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DEADLINE)
+        replies = []
+        for datagram in datagrams:
+            sock.sendto(datagram, (host, port))
+            replies.append(sock.recvfrom(70000)[0])
+        return replies
+
+
+# --- Backpressure: a real loopback client that sends far more than it reads ---
+
+
+def buffered(transport: Any) -> int:
+    """Bytes a Twisted TCP transport holds in user space, waiting to be sent."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class Recording(Factory):
+    """Wraps a server factory to keep the protocols it builds."""
+
+    def __init__(self, wrapped: Factory) -> None:
+        self.wrapped = wrapped
+        self.protocols: list[Protocol] = []
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        protocol = self.wrapped.buildProtocol(addr)
+        if protocol is not None:
+            self.protocols.append(protocol)
+        return protocol
+
+
+class FloodClient(Protocol):
+    """Writes everything at once and does not read until told to."""
+
+    def __init__(self, payload: bytes, expected: int) -> None:
+        self.payload = payload
+        self.expected = expected
+        self.received = 0
+        self.chunks: list[bytes] = []
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.transport.write(self.payload)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        self.chunks.append(data)
+        if self.received >= self.expected and not self.done.called:
+            self.done.callback(None)
+
+
+async def wait_until(condition: Any, what: str) -> None:
+    """Poll a condition, with a deadline so the test stops by itself."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(int(DEADLINE / 0.01)):
+        if condition():
+            return
+        await deferLater(reactor, 0.01)
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+async def connect_tcp(port: int, client: Protocol) -> Any:
+    """Connect C{client} to C{port} on 127.0.0.1 over the running reactor."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+
+
+async def assert_backpressure(test: Any, factory: Factory, payload: bytes, expected: bytes) -> None:
+    """
+    A client sends C{payload} and does not read: the server must stop
+    reading while it holds about one write buffer, not the flood; once the
+    client reads, it gets exactly C{expected}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    recording = Recording(factory)
+    port = await serverFromString(reactor, LOOP).listen(recording)
+    test.addCleanup(port.stopListening)
+    client = FloodClient(payload, len(expected))
+    await connect_tcp(port.getHost().port, client)
+    await wait_until(lambda: recording.protocols, "the connection")
+    server = recording.protocols[0].transport
+    await wait_until(lambda: server not in reactor.getReaders(), "the server to stop reading")
+    test.assertLess(buffered(server), 4 << 20)
+    client.transport.resumeProducing()  # type: ignore[union-attr]
+    await client.done
+    test.assertTrue(b"".join(client.chunks) == expected, "every reply, in order")
+    client.transport.loseConnection()  # type: ignore[union-attr]
+
+
+# --- TLS: a throw-away certificate authority and server certificate ------------
+
+
+def make_certificates(directory: str) -> dict[str, str]:
+    """
+    Write ca.pem, server.pem (certificate) and server.key; return their
+    paths.  C{cryptography} is imported here, not above, so that a run
+    without the TLS extra only skips the TLS tests.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("echoapp test CA"))
+        .issuer_name(name("echoapp test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = {name: os.path.join(directory, name) for name in ("ca.pem", "server.pem", "server.key")}
+    os.makedirs(directory, exist_ok=True)
+    with open(paths["ca.pem"], "wb") as out:
+        out.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.pem"], "wb") as out:
+        out.write(server.public_bytes(serialization.Encoding.PEM))
+    with open(paths["server.key"], "wb") as out:
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return paths
+
+
+# --- Real twistd subprocesses, on the installed package ------------------------
+
+
+def installed_env() -> dict[str, str]:
+    """
+    This process's environment without PYTHONPATH: a subprocess started
+    with it (from outside the checkout) runs the installed package and
+    plugins, so a packaging mistake fails the test.
+    """
+    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
 
 
 def twistd_path(name: str = "twistd") -> str:
@@ -109,7 +399,6 @@ class Twistd:
         self, args: Sequence[str], runner: str = "twistd", expect: int = 1, preexec: Any = None
     ) -> None:
         self.directory = tempfile.mkdtemp(prefix="echoapp-test-")
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         args = [*same_reactor(args), *args]
         if runner == "twistd":
             command = [twistd_path(), "-n", "--pidfile=", "--logfile=-", *args]
@@ -118,7 +407,7 @@ class Twistd:
         self.process = subprocess.Popen(
             command,
             cwd=self.directory,
-            env=env,
+            env=installed_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -169,12 +458,11 @@ class Twistd:
 
 def run_twistd(args: Iterable[str]) -> subprocess.CompletedProcess[str]:
     """Run twistd to completion (for option errors and --help)."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     with tempfile.TemporaryDirectory() as directory:
         return subprocess.run(
             [twistd_path(), "-n", "--pidfile=", *args],
             cwd=directory,
-            env=env,
+            env=installed_env(),
             capture_output=True,
             text=True,
             timeout=DEADLINE * 3,

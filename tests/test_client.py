@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.process import reapAllProcesses
 from twisted.internet.protocol import DatagramProtocol, Factory, ProcessProtocol, Protocol
@@ -25,7 +25,7 @@ from twisted.web.static import Data
 from echoapp import services
 from echoapp.client.options import EXIT_CONNECTION, EXIT_TIMEOUT, EXIT_USAGE, parse_host_port, unescape
 from echoapp.config import GreeterConfig
-from tests.support import start, twistd_path
+from tests.support import installed_env, make_certificates, start, twistd_path
 
 LOOP = "tcp:0:interface=127.0.0.1"
 
@@ -64,11 +64,10 @@ def client(*args: str, stdin: bytes | None = b"", module: bool = False) -> tuple
     threaded process.  C{-I} keeps the checkout off C{python -m}'s path.
     """
     collect = _Collect(stdin)
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     command = (
         [sys.executable, "-I", "-m", "echoapp", *args] if module else [twistd_path("echoapp-client"), *args]
     )
-    process = reactor.spawnProcess(collect, command[0], command, env=env)  # type: ignore[attr-defined]
+    process = reactor.spawnProcess(collect, command[0], command, env=installed_env())  # type: ignore[attr-defined]
     # Twisted reaps a child when SIGCHLD wakes the reactor, but a child that
     # closes its pipes just before it exits can leave that to the signal
     # alone, and the wakeup can be lost (uvloop takes the signal wakeup fd
@@ -120,17 +119,14 @@ class ClientTestCase(TestCase):
 
 
 class TCPModeTests(ClientTestCase):
-    async def _one_shot(self) -> None:
+    async def test_one_shot(self) -> None:
         ports = self.serve_all()
         out, err, code = await run("tcp", "--connect", f"tcp:127.0.0.1:{ports['tcp']}", "Michael", "caf\xe9")
         self.assertEqual(
             (out, err, code), (b"Welcome!\nHello, Michael!\nHello, caf\xc3\xa9!\nGoodbye!\n", "", 0)
         )
 
-    def test_one_shot(self) -> Deferred[None]:
-        return ensureDeferred(self._one_shot())
-
-    async def _interactive(self) -> None:
+    async def test_interactive_from_stdin(self) -> None:
         ports = self.serve_all(GreeterConfig(banner=b"Hello, I am server!", exit_word=b"quit", farewell=b""))
         out, err, code = await run(
             "tcp", "-c", f"tcp:127.0.0.1:{ports['tcp']}", "--exit-word", "quit", stdin=b"one\ntwo\r\nthree"
@@ -139,37 +135,25 @@ class TCPModeTests(ClientTestCase):
             (out, err, code), (b"Hello, I am server!\nHello, one!\nHello, two!\nHello, three!\n", "", 0)
         )
 
-    def test_interactive_from_stdin(self) -> Deferred[None]:
-        return ensureDeferred(self._interactive())
-
-    async def _unix(self) -> None:
+    async def test_unix_endpoint(self) -> None:
         path = os.path.join(scratch(self), "greeter.sock")
         start(self, services.tcp_greeter([f"unix:{path}"]))
         out, _, code = await run("tcp", "-c", f"unix:{path}", "sock")
         self.assertEqual((out, code), (b"Welcome!\nHello, sock!\nGoodbye!\n", 0))
 
-    def test_unix_endpoint(self) -> Deferred[None]:
-        return ensureDeferred(self._unix())
-
 
 class UDPModeTests(ClientTestCase):
-    async def _one_shot(self) -> None:
+    async def test_one_shot(self) -> None:
         ports = self.serve_all()
         out, err, code = await run("udp", "--to", f"127.0.0.1:{ports['udp']}", "x", "y")
         self.assertEqual((out, err, code), (b"Hello, x!\nHello, y!\n", "", 0))
 
-    def test_one_shot(self) -> Deferred[None]:
-        return ensureDeferred(self._one_shot())
-
-    async def _interactive(self) -> None:
+    async def test_interactive_from_stdin(self) -> None:
         ports = self.serve_all()
         out, _, code = await run("udp", "--to", f"127.0.0.1:{ports['udp']}", stdin=b"a\nbye\nnever\n")
         self.assertEqual((out, code), (b"Hello, a!\n", 0))
 
-    def test_interactive_ends_at_bye(self) -> Deferred[None]:
-        return ensureDeferred(self._interactive())
-
-    async def _retry(self) -> None:
+    async def test_lost_datagram_is_sent_again(self) -> None:
         class DropsTheFirst(DatagramProtocol):
             seen = 0
 
@@ -186,10 +170,7 @@ class UDPModeTests(ClientTestCase):
         )
         self.assertEqual((out, code, server.seen), (b"second try m\n", 0, 2))
 
-    def test_lost_datagram_is_sent_again(self) -> Deferred[None]:
-        return ensureDeferred(self._retry())
-
-    async def _timeout(self) -> None:
+    async def test_timeout(self) -> None:
         silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")  # type: ignore[attr-defined]
         self.addCleanup(silent.stopListening)
         out, err, code = await run(
@@ -200,12 +181,9 @@ class UDPModeTests(ClientTestCase):
         self.assertIn("after 2 tries", err)
         self.assertClean(err)
 
-    def test_timeout(self) -> Deferred[None]:
-        return ensureDeferred(self._timeout())
-
 
 class EchoModeTests(ClientTestCase):
-    async def _large(self) -> None:
+    async def test_large_stream_round_trips_in_bounded_memory(self) -> None:
         ports = self.serve_all()
         payload = os.urandom(1 << 20) * 96  # 96 MiB
         collect, process = client("echo", "--connect", f"tcp:127.0.0.1:{ports['echo']}", stdin=payload)
@@ -219,12 +197,9 @@ class EchoModeTests(ClientTestCase):
         self.assertGreater(peak, 0)
         self.assertLess(peak, 64 << 20, "the client held the stream in memory")
 
-    def test_large_stream_round_trips_in_bounded_memory(self) -> Deferred[None]:
-        return ensureDeferred(self._large())
-
 
 class RawModeTests(ClientTestCase):
-    async def _http(self) -> None:
+    async def test_http_get_against_twisted_web(self) -> None:
         root = Resource()
         root.putChild(b"hello", Data(b"served by twisted.web", "text/plain"))
         port = await serverFromString(reactor, LOOP).listen(Site(root))
@@ -237,18 +212,12 @@ class RawModeTests(ClientTestCase):
         self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out)
         self.assertTrue(out.endswith(b"\r\n\r\nserved by twisted.web"), out)
 
-    def test_http_get_against_twisted_web(self) -> Deferred[None]:
-        return ensureDeferred(self._http())
-
-    async def _greeter(self) -> None:
+    async def test_raw_bytes_and_python_dash_m(self) -> None:
         ports = self.serve_all()
         out, _, code = await run(
             "raw", "-c", f"tcp:127.0.0.1:{ports['tcp']}", "-s", "\\xff\\r\\nexit\\n", module=True
         )
         self.assertEqual((out, code), (b"Welcome!\r\nHello, \xff!\r\nGoodbye!\n", 0))
-
-    def test_raw_bytes_and_python_dash_m(self) -> Deferred[None]:
-        return ensureDeferred(self._greeter())
 
 
 def closed_port() -> int:
@@ -265,45 +234,36 @@ class ErrorTests(ClientTestCase):
         self.assertTrue(err.startswith("echoapp-client: "), err)
         self.assertNotIn("Traceback", err)
 
-    def test_connection_refused(self) -> Deferred[None]:
+    async def test_connection_refused(self) -> None:
         port = closed_port()
-        return ensureDeferred(
-            self.expect(
-                EXIT_CONNECTION,
-                f"connection refused by 'tcp:127.0.0.1:{port}'",
-                "tcp",
-                "-c",
-                f"tcp:127.0.0.1:{port}",
-            )
+        await self.expect(
+            EXIT_CONNECTION,
+            f"connection refused by 'tcp:127.0.0.1:{port}'",
+            "tcp",
+            "-c",
+            f"tcp:127.0.0.1:{port}",
         )
 
-    def test_unknown_host(self) -> Deferred[None]:
-        return ensureDeferred(
-            self.expect(
-                EXIT_CONNECTION,
-                "unknown host in 'tcp:no-such-host.invalid:9'",
-                "tcp",
-                "-c",
-                "tcp:no-such-host.invalid:9",
-            )
+    async def test_unknown_host(self) -> None:
+        await self.expect(
+            EXIT_CONNECTION,
+            "unknown host in 'tcp:no-such-host.invalid:9'",
+            "tcp",
+            "-c",
+            "tcp:no-such-host.invalid:9",
         )
 
-    def test_bad_endpoint(self) -> Deferred[None]:
-        return ensureDeferred(self.expect(EXIT_USAGE, "bad endpoint 'bogus:1'", "echo", "-c", "bogus:1"))
+    async def test_bad_endpoint(self) -> None:
+        await self.expect(EXIT_USAGE, "bad endpoint 'bogus:1'", "echo", "-c", "bogus:1")
 
-    def test_usage_errors(self) -> Deferred[None]:
-        async def check() -> None:
-            await self.expect(EXIT_USAGE, "name a mode")
-            await self.expect(EXIT_USAGE, "option --bogus not recognized", "tcp", "--bogus")
-            await self.expect(
-                EXIT_USAGE, "--timeout must be a positive number, got '0'", "tcp", "--timeout", "0"
-            )
-            await self.expect(EXIT_USAGE, "raw needs --connect ENDPOINT", "raw")
-            await self.expect(EXIT_USAGE, "--to 'nowhere': expected HOST:PORT", "udp", "--to", "nowhere", "x")
+    async def test_usage_errors(self) -> None:
+        await self.expect(EXIT_USAGE, "name a mode")
+        await self.expect(EXIT_USAGE, "option --bogus not recognized", "tcp", "--bogus")
+        await self.expect(EXIT_USAGE, "--timeout must be a positive number, got '0'", "tcp", "--timeout", "0")
+        await self.expect(EXIT_USAGE, "raw needs --connect ENDPOINT", "raw")
+        await self.expect(EXIT_USAGE, "--to 'nowhere': expected HOST:PORT", "udp", "--to", "nowhere", "x")
 
-        return ensureDeferred(check())
-
-    async def _silent(self) -> None:
+    async def test_timeout_waiting_for_the_server(self) -> None:
         port = await serverFromString(reactor, LOOP).listen(Factory.forProtocol(Protocol))
         self.addCleanup(port.stopListening)
         await self.expect(
@@ -316,10 +276,7 @@ class ErrorTests(ClientTestCase):
             "0.3",
         )
 
-    def test_timeout_waiting_for_the_server(self) -> Deferred[None]:
-        return ensureDeferred(self._silent())
-
-    async def _early(self) -> None:
+    async def test_server_closing_early(self) -> None:
         class Rude(Protocol):
             def connectionMade(self) -> None:
                 self.transport.write(b"Welcome!\r\n")  # type: ignore[union-attr]
@@ -336,10 +293,7 @@ class ErrorTests(ClientTestCase):
             "x",
         )
 
-    def test_server_closing_early(self) -> Deferred[None]:
-        return ensureDeferred(self._early())
-
-    async def _interrupt(self) -> None:
+    async def test_ctrl_c_exits_quietly(self) -> None:
         ports = self.serve_all()
         collect, process = client("tcp", "-c", f"tcp:127.0.0.1:{ports['tcp']}", stdin=None)
         for _ in range(200):  # wait for the banner: the client is then waiting on stdin
@@ -350,27 +304,21 @@ class ErrorTests(ClientTestCase):
         out, err, code = await collect.done
         self.assertEqual((out, err, code), (b"Welcome!\n", "", 130))
 
-    def test_ctrl_c_exits_quietly(self) -> Deferred[None]:
-        return ensureDeferred(self._interrupt())
-
-    def test_help_for_every_mode(self) -> Deferred[None]:
-        async def check() -> None:
-            out, _, code = await run("--help")
+    async def test_help_for_every_mode(self) -> None:
+        out, _, code = await run("--help")
+        self.assertEqual(code, 0)
+        for mode in (b"tcp", b"udp", b"echo", b"raw", b"Exit status"):
+            self.assertIn(mode, out)
+        for mode, options in [
+            ("tcp", [b"--connect", b"--exit-word", b"--timeout", b"--ca"]),
+            ("udp", [b"--to", b"--timeout", b"--retries"]),
+            ("echo", [b"--connect"]),
+            ("raw", [b"--connect", b"--send", b"--timeout"]),
+        ]:
+            out, _, code = await run(mode, "--help")
             self.assertEqual(code, 0)
-            for mode in (b"tcp", b"udp", b"echo", b"raw", b"Exit status"):
-                self.assertIn(mode, out)
-            for mode, options in [
-                ("tcp", [b"--connect", b"--exit-word", b"--timeout", b"--ca"]),
-                ("udp", [b"--to", b"--timeout", b"--retries"]),
-                ("echo", [b"--connect"]),
-                ("raw", [b"--connect", b"--send", b"--timeout"]),
-            ]:
-                out, _, code = await run(mode, "--help")
-                self.assertEqual(code, 0)
-                for option in options:
-                    self.assertIn(option, out, mode)
-
-        return ensureDeferred(check())
+            for option in options:
+                self.assertIn(option, out, mode)
 
 
 class ParsingTests(SynchronousTestCase):
@@ -393,7 +341,6 @@ class TLSTests(ClientTestCase):
         try:
             import OpenSSL  # noqa: F401
 
-            from tests.certs import make_certificates
         except ImportError:
             self.skipTest("TLS needs pyOpenSSL (pip install 'echoapp[tls]')")
         paths = make_certificates(scratch(self))
@@ -401,16 +348,13 @@ class TLSTests(ClientTestCase):
         [port] = start(self, services.tcp_greeter([listen]))
         return port.getHost().port, paths
 
-    async def _trusted(self) -> None:
+    async def test_tls_with_ca(self) -> None:
         port, paths = self.serve_tls()
         for host in ("127.0.0.1", "localhost"):
             out, err, code = await run("tcp", "-c", f"tcp:{host}:{port}", "--ca", paths["ca.pem"], "secret")
             self.assertEqual((out, err, code), (b"Welcome!\nHello, secret!\nGoodbye!\n", "", 0))
 
-    def test_tls_with_ca(self) -> Deferred[None]:
-        return ensureDeferred(self._trusted())
-
-    async def _untrusted(self) -> None:
+    async def test_tls_with_the_wrong_ca_fails_cleanly(self) -> None:
         port, _ = self.serve_tls()
         other = make_other_ca(scratch(self))
         out, err, code = await run("tcp", "-c", f"tcp:127.0.0.1:{port}", "--ca", other, "secret")
@@ -419,20 +363,59 @@ class TLSTests(ClientTestCase):
         self.assertIn("certificate verify failed", err)
         self.assertClean(err)
 
-    def test_tls_with_the_wrong_ca_fails_cleanly(self) -> Deferred[None]:
-        return ensureDeferred(self._untrusted())
+    async def test_tls_endpoint_with_ca(self) -> None:
+        """tls:HOST:PORT with --ca is TLS once, not TLS inside TLS."""
+        port, paths = self.serve_tls()
+        out, err, code = await run("tcp", "-c", f"tls:localhost:{port}", "--ca", paths["ca.pem"], "secret")
+        self.assertEqual((out, err, code), (b"Welcome!\nHello, secret!\nGoodbye!\n", "", 0))
 
-    def test_missing_ca_file(self) -> Deferred[None]:
-        async def check() -> None:
-            port, _ = self.serve_tls()
-            _, err, code = await run("tcp", "-c", f"tcp:127.0.0.1:{port}", "--ca", "/no/such/ca.pem")
-            self.assertEqual(code, EXIT_USAGE)
-            self.assertIn("echoapp-client: --ca '/no/such/ca.pem': No such file or directory", err)
+    async def test_missing_ca_file(self) -> None:
+        port, _ = self.serve_tls()
+        _, err, code = await run("tcp", "-c", f"tcp:127.0.0.1:{port}", "--ca", "/no/such/ca.pem")
+        self.assertEqual(code, EXIT_USAGE)
+        self.assertIn("echoapp-client: --ca '/no/such/ca.pem': No such file or directory", err)
 
-        return ensureDeferred(check())
+
+class CommandLineTests(ClientTestCase):
+    """What people type: options anywhere, IPv6 as they write it, the version."""
+
+    async def test_options_after_the_messages(self) -> None:
+        ports = self.serve_all()
+        out, err, code = await run("udp", "hello", "--to", f"127.0.0.1:{ports['udp']}", "--timeout", "5")
+        self.assertEqual((out, err, code), (b"Hello, hello!\n", "", 0))
+
+    async def test_double_dash_ends_the_options(self) -> None:
+        ports = self.serve_all()
+        out, err, code = await run("tcp", "--connect", f"tcp:127.0.0.1:{ports['tcp']}", "--", "-1")
+        self.assertEqual((out, err, code), (b"Welcome!\nHello, -1!\nGoodbye!\n", "", 0))
+
+    async def test_an_option_without_its_value(self) -> None:
+        _, err, code = await run("udp", "hello", "--to")
+        self.assertEqual(code, EXIT_USAGE)
+        self.assertIn("echoapp-client: option --to needs a value", err)
+
+    async def test_ipv6_hosts_as_people_write_them(self) -> None:
+        [port] = start(self, services.tcp_greeter(["tcp6:0:interface=\\:\\:1"]))
+        number = port.getHost().port
+        for description in (f"tcp6:[::1]:{number}", f"tcp:[::1]:{number}", f"tcp6:\\:\\:1:{number}"):
+            out, err, code = await run("tcp", "-c", description, "six")
+            self.assertEqual((out, err, code), (b"Welcome!\nHello, six!\nGoodbye!\n", "", 0), description)
+
+    async def test_version_is_echoapps(self) -> None:
+        import echoapp
+        import twisted
+
+        out, err, code = await run("--version")
+        self.assertEqual(
+            (out.decode(), err, code),
+            (f"echoapp-client {echoapp.__version__} (Twisted {twisted.__version__})\n", "", 0),
+        )
+
+    async def test_usage_names_the_program(self) -> None:
+        out, _, code = await run("--help")
+        self.assertEqual(code, 0)
+        self.assertEqual(out.decode().splitlines()[0], "Usage: echoapp-client tcp|udp|echo|raw [options]")
 
 
 def make_other_ca(directory: str) -> str:
-    from tests.certs import make_certificates
-
     return make_certificates(directory)["ca.pem"]

@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.python.reflect import namedAny
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, Twistd, twistd_path
+from tests.support import DEADLINE, Twistd, free_port, twistd_path
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 UNITS = os.path.join(DEPLOY, "systemd")
@@ -172,12 +172,6 @@ class NginxTests(SynchronousTestCase):
         )
         self.assertEqual(checked.returncode, 0, checked.stderr)
         self.assertIn("syntax is ok", checked.stderr)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class HAProxyTests(SynchronousTestCase):

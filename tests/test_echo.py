@@ -2,7 +2,7 @@ import socket
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -10,8 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
 from echoapp.echo import EchoFactory
-from tests.flow import assert_backpressure
-from tests.support import start
+from tests.support import assert_backpressure, start
 
 
 class EchoUnitTests(SynchronousTestCase):
@@ -53,9 +52,6 @@ class EchoLoopbackTests(TestCase):
 
         return deferToThread(client).addCallback(self.assertEqual, payload)
 
-    def test_slow_reader_gets_backpressure(self) -> Deferred[None]:
-        return ensureDeferred(self._slow_reader())
-
-    async def _slow_reader(self) -> None:
+    async def test_slow_reader_gets_backpressure(self) -> None:
         payload = bytes(range(256)) * (32 * 4096)  # 32 MiB
         await assert_backpressure(self, EchoFactory(), payload, payload)

@@ -15,7 +15,15 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
-from tests.support import DEADLINE, LISTENING, recv_until_closed, start, twistd_path
+from tests.support import (
+    DEADLINE,
+    LISTENING,
+    installed_env,
+    make_certificates,
+    recv_until_closed,
+    start,
+    twistd_path,
+)
 
 
 def has_ipv6_loopback() -> bool:
@@ -63,7 +71,6 @@ class InProcessEndpointTests(TestCase):
         try:
             import OpenSSL  # noqa: F401
 
-            from tests.certs import make_certificates
         except ImportError:
             self.skipTest("TLS needs pyOpenSSL (pip install 'echoapp[tls]')")
         import ssl
@@ -102,7 +109,7 @@ class SystemdActivationTests(SynchronousTestCase):
             os.dup2(listener.fileno(), 3)
             os.set_inheritable(3, True)
 
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env = installed_env()
         env["LISTEN_FDS"] = "1"
         env["LISTEN_FDNAMES"] = "echoapp.socket"  # systemd 227+ names them; Twisted requires it
         script = 'export LISTEN_PID=$$; exec "$@"'  # the shell's pid is twistd's pid after exec

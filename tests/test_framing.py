@@ -1,10 +1,9 @@
-from itertools import pairwise
-
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
+from tests.support import chunked, reference_lines
 
 
 class SplitTerminatorTests(SynchronousTestCase):
@@ -75,19 +74,6 @@ class LineSplitterTests(SynchronousTestCase):
         self.assertLessEqual(splitter._pending_length, 1024 + 100)
 
 
-def reference_lines(stream: bytes, max_length: int) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """What line framing means, written the obvious way."""
-    *complete, tail = stream.split(b"\n")
-    lines = []
-    for raw in complete:
-        message, terminator = (raw[:-1], b"\r\n") if raw.endswith(b"\r") else (raw, b"\n")
-        if len(message) > max_length:
-            return lines, True
-        lines.append((message, terminator))
-    tail_content = tail[:-1] if tail.endswith(b"\r") else tail
-    return lines, len(tail_content) > max_length
-
-
 def feed_all(
     chunks: list[bytes], max_length: int, fast: bool = False
 ) -> tuple[list[tuple[bytes, bytes]], bool]:
@@ -101,11 +87,6 @@ def feed_all(
     except LineTooLong:
         return lines, True
     return lines, False
-
-
-def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
-    return [stream[a:b] for a, b in pairwise(points)]
 
 
 streams = st.lists(st.sampled_from([b"a", b"bc", b"\r", b"\n", b"\r\n", b"\xff", b"exit"]), max_size=60).map(

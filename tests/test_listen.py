@@ -54,6 +54,7 @@ class UDPListenParseTests(SynchronousTestCase):
             "udp:65536": "port '65536' is not a number from 0 to 65535",
             "udp:-1": "port '-1'",
             "udp:1:iface=127.0.0.1": "unknown parameter 'iface'",
+            "udp:1:interface=127.0.0.1:interface=127.0.0.2": "interface given twice",
             "udp:1:interface=localhost": "interface 'localhost' is not an IP address",
             "udp:1:interface=": "interface '' is not an IP address",
         }
@@ -84,6 +85,11 @@ class DescribeAddressTests(SynchronousTestCase):
         self.assertEqual(describe_address(IPv4Address("UDP", "127.0.0.1", 5)), "udp:127.0.0.1:5")
         self.assertEqual(describe_address(IPv6Address("TCP", "::1", 5)), "tcp6:[::1]:5")
         self.assertEqual(describe_address(UNIXAddress(b"/run/x.sock")), "unix:/run/x.sock")
+
+    def test_a_unix_path_that_is_not_utf8(self) -> None:
+        """Its odd bytes are escaped rather than the "listening on" line lost."""
+        self.assertEqual(describe_address(UNIXAddress(b"/tmp/\xff.sock")), "unix:/tmp/\\xff.sock")
+        self.assertEqual(describe_address(UNIXAddress("/tmp/\udcff.sock")), "unix:/tmp/\\xff.sock")
 
 
 class UDPMemoryReactor(MemoryReactor):

@@ -6,7 +6,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp.logs import event_as_json, json_observer
-from tests.test_limits import connect
+from tests.support import fake_connect
 
 
 class JSONLogTests(SynchronousTestCase):
@@ -52,7 +52,7 @@ class JSONLogTests(SynchronousTestCase):
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        protocol, _ = connect(EchoFactory(clock=Clock(), log_connections=True), "127.0.0.7")
+        protocol, _ = fake_connect(EchoFactory(clock=Clock(), log_connections=True), "127.0.0.7")
         protocol.connectionLost(None)
         mine = [event for event in events if event.get("peer") == "127.0.0.7"]
         self.assertEqual(
@@ -79,7 +79,7 @@ class JSONLogTests(SynchronousTestCase):
         factory = EchoFactory(TCPLimits(idle_timeout=1, max_per_peer=1000), clock)
         factory.doStart()  # as its port does
         for _ in range(100):
-            connect(factory, "127.0.0.8")
+            fake_connect(factory, "127.0.0.8")
         clock.advance(1)
         clock.advance(1)
         factory.doStop()  # the port stops: what is held back is written

@@ -1,8 +1,9 @@
 import subprocess
 import sys
 
-from twisted.application.service import IServiceMaker
+from twisted.application.service import IService, IServiceMaker
 from twisted.plugin import IPlugin, getPlugins
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -21,14 +22,25 @@ class PluginDiscoveryTests(SynchronousTestCase):
             self.assertTrue(verifyObject(IServiceMaker, maker), name)
             self.assertTrue(verifyObject(IPlugin, maker), name)
             self.assertTrue(maker.description, name)
-            self.assertTrue(callable(maker.options().parseOptions), name)
+
+    def test_defaults_make_a_service_named_for_the_plugin(self) -> None:
+        names = {"echoapp-tcp": "echoapp-tcp", "echoapp-echo": "echoapp-echo", "echoapp-udp": "echoapp-udp"}
+        names["echoapp"] = "echoapp"
+        for tapname, name in names.items():
+            options = self.makers()[tapname].options()
+            options.parseOptions([])
+            service = self.makers()[tapname].makeService(options)
+            self.assertTrue(IService.providedBy(service), tapname)
+            self.assertEqual(service.name, name)
+        compose = self.makers()["echoapp-compose"].options()
+        self.assertRaises(usage.UsageError, compose.parseOptions, [])
 
     def test_plugins_are_lazy(self) -> None:
         """Listing twistd's plugins must not import our protocol modules."""
         code = (
             "import sys\n"
             "from twisted.plugin import getPlugins\n"
-            "from twisted.application.service import IServiceMaker\n"
+            "from twisted.application.service import IService, IServiceMaker\n"
             "names = [m.tapname for m in getPlugins(IServiceMaker)]\n"
             "assert 'echoapp-tcp' in names, names\n"
             "print(sorted(m for m in sys.modules if m.startswith('echoapp')))\n"

@@ -11,13 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp.endpoints import check_endpoint
 from echoapp.tap import tcp, udp
-from tests.support import DEADLINE, Twistd
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support import DEADLINE, Twistd, free_port
 
 
 class ReusePortOptionTests(SynchronousTestCase):

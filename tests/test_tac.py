@@ -74,6 +74,10 @@ class TacTests(SynchronousTestCase):
         self.assertEqual(greeter.config.reply.render(b"x"), b"Loop_Msg: x!")  # type: ignore[attr-defined]
         self.assertEqual(found[2][2].reply.render(b"x"), b"x")  # type: ignore[attr-defined]
 
-    def test_application_is_a_service(self) -> None:
+    def test_application_holds_the_service_tree_and_signal_handling(self) -> None:
         application = loadApplication(os.path.join(TAC, "echoapp.tac"), "python")
-        self.assertTrue(IService.providedBy(IService(application)))
+        children = list(IServiceCollection(IService(application)))
+        self.assertEqual([type(child).__name__ for child in children], ["MultiService", "SignalService"])
+        self.assertEqual(
+            [grandchild.name for grandchild in children[0]], ["echoapp-tcp", "echoapp-udp", "echoapp-echo"]
+        )

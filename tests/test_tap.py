@@ -1,8 +1,11 @@
 """Option parsing for every plugin: defaults, replacements and one-line errors."""
 
-from twisted.application.service import IServiceCollection
+from typing import Any
+
+from twisted.application.service import IServiceCollection, IServiceMaker
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.endpoints import UDPListen
@@ -276,3 +279,76 @@ class MetricsOptionTests(SynchronousTestCase):
     def test_bad_metrics_endpoint(self) -> None:
         error = self.assertRaises(usage.UsageError, parse, echo, "--metrics=http:80")
         self.assertIn("--metrics: cannot listen on 'http:80'", str(error))
+
+
+class BoundsTests(SynchronousTestCase):
+    """Upper bounds on what one option can make the server hold or send, stated in --help."""
+
+    def test_max_line_length(self) -> None:
+        self.assertEqual(parse(tcp, "--max-line-length=1048576")["config"].max_line_length, 1 << 20)
+        error = self.assertRaises(usage.UsageError, parse, tcp, "--max-line-length=1000000000000")
+        self.assertEqual(str(error), "--max-line-length: at most 1048576, got '1000000000000'")
+
+    def test_reply_template_size(self) -> None:
+        self.assertEqual(parse(udp, "--reply=" + "x" * 256 + "{}")["template"].overhead, 256)
+        error = self.assertRaises(usage.UsageError, parse, udp, "--reply=" + "x" * 257 + "{}")
+        self.assertEqual(str(error), "--reply: the template adds 257 bytes to each message; at most 256")
+        self.assertRaises(usage.UsageError, parse, tcp, "--reply=" + "x" * 65000 + "{}")
+
+    def test_ipv6_prefix(self) -> None:
+        self.assertEqual(parse(tcp, "--ipv6-prefix=48")["limits"].ipv6_prefix, 48)
+        self.assertEqual(parse(udp, "--ipv6-prefix=56")["limits"].ipv6_prefix, 56)
+        self.assertRaises(usage.UsageError, parse, echo, "--ipv6-prefix=129")
+        self.assertRaises(usage.UsageError, parse, echo, "--ipv6-prefix=0")
+
+    def test_bounds_are_in_the_help(self) -> None:
+        text = str(tcp.Options())
+        self.assertIn("(Largest value: 1048576.)", " ".join(text.split()))
+        self.assertIn("(Largest bytes added to a message: 256.)", " ".join(text.split()))
+
+
+class ComposeFailureTests(SynchronousTestCase):
+    """A plugin whose makeService fails: one line naming the --service and the error."""
+
+    def maker(self, make: Any) -> Any:
+        @implementer(IServiceMaker)
+        class Maker:
+            tapname = "broken"
+            description = "fails"
+
+            def options(self) -> usage.Options:
+                return usage.Options()
+
+            def makeService(self, options: usage.Options) -> Any:
+                return make()
+
+        return Maker()
+
+    def test_raises(self) -> None:
+        def boom() -> None:
+            raise RuntimeError("no database\nat all")
+
+        error = self.assertRaises(
+            SystemExit, compose.make_one, "broken --x", self.maker(boom), usage.Options()
+        )
+        self.assertEqual(str(error), "--service 'broken --x': broken failed: no database at all")
+
+    def test_returns_none(self) -> None:
+        error = self.assertRaises(
+            SystemExit, compose.make_one, "broken", self.maker(lambda: None), usage.Options()
+        )
+        self.assertEqual(str(error), "--service 'broken': broken made no service (got None)")
+
+    def test_same_plugin_twice_gets_two_names(self) -> None:
+        options = parse(
+            compose,
+            "--service",
+            "echoapp-tcp --listen tcp:0:interface=127.0.0.1",
+            "--service",
+            "echoapp-tcp --listen tcp:0:interface=127.0.0.1 --banner Hi",
+            "--service",
+            "echoapp-tcp --listen tcp:0:interface=127.0.0.1 --banner Ho",
+        )
+        service = compose.makeService(options)
+        names = [child.name for child in service][:3]  # then the signal handling, unnamed
+        self.assertEqual(names, ["echoapp-tcp", "echoapp-tcp-2", "echoapp-tcp-3"])

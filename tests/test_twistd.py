@@ -12,7 +12,15 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, Twistd, recv_until_closed, run_twistd, tutorial_client, twistd_path
+from tests.support import (
+    DEADLINE,
+    Twistd,
+    installed_env,
+    recv_until_closed,
+    run_twistd,
+    tutorial_client,
+    twistd_path,
+)
 
 LOOP = "tcp:0:interface=127.0.0.1"
 ULOOP = "udp:0:interface=127.0.0.1"
@@ -98,6 +106,18 @@ class TwistdPluginTests(SynchronousTestCase):
             ) as response:
                 self.assertEqual(response.read(), b"served by twisted.web")
 
+    def test_compose_the_same_plugin_twice(self) -> None:
+        server = self.running(
+            "echoapp-compose",
+            "--service",
+            f"echoapp-tcp --listen {LOOP}",
+            "--service",
+            f"echoapp-tcp --listen {LOOP} --banner Hi",
+            expect=2,
+        )
+        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [])[0], b"Welcome!\r\n")
+        self.assertEqual(tutorial_client(server.port("echoapp-tcp-2"), [])[0], b"Hi\r\n")
+
     def test_twist_runner(self) -> None:
         server = self.running("echoapp-tcp", "--listen", LOOP, runner="twist")
         self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"t"])[1], b"Hello, t!")
@@ -132,11 +152,10 @@ class DaemonTests(SynchronousTestCase):
         with tempfile.TemporaryDirectory() as directory:
             pidfile = os.path.join(directory, "echoapp.pid")
             logfile = os.path.join(directory, "echoapp.log")
-            env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
             subprocess.run(
                 [twistd_path(), "--pidfile", pidfile, "--logfile", logfile, "echoapp-tcp", "--listen", LOOP],
                 cwd=directory,
-                env=env,
+                env=installed_env(),
                 check=True,
                 timeout=DEADLINE,
             )
@@ -168,12 +187,11 @@ class StartupFailureTests(SynchronousTestCase):
 
         directory = tempfile.mkdtemp()
         self.addCleanup(lambda: [os.remove(os.path.join(directory, n)) for n in os.listdir(directory)])
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         runner = twistd_path("twist" if runner_args[:1] == ["twist"] else "twistd")
         result = subprocess.run(
             [runner, *runner_args[1:], plugin, "--listen", listen],
             cwd=directory,
-            env=env,
+            env=installed_env(),
             capture_output=True,
             text=True,
             timeout=DEADLINE,

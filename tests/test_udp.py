@@ -1,6 +1,5 @@
 import socket
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -10,18 +9,7 @@ from echoapp import services
 from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.udp import MAX_DATAGRAM, UDPGreeter
-
-
-class RecordingUDPTransport:
-    def __init__(self, port: int = 9999) -> None:
-        self.sent: list[tuple[bytes, object]] = []
-        self.port = port
-
-    def write(self, datagram: bytes, addr: object) -> None:
-        self.sent.append((datagram, addr))
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", "127.0.0.1", self.port)
+from tests.support import RecordingUDPTransport
 
 
 def greeter(
@@ -77,6 +65,15 @@ class UDPGreeterUnitTests(SynchronousTestCase):
         for size in (0, 1, 100, 8192):
             protocol.datagramReceived(b"q" * size + b"\r\n", self.addr)
             self.assertEqual(len(transport.sent[-1][0]), size + 2 + protocol.reply.overhead)
+
+    def test_ipv6_datagrams_up_to_65527(self) -> None:
+        """IPv6 carries 65527 bytes of UDP payload; IPv4 and IPv4-mapped hosts 65507."""
+        protocol, transport = greeter("{}", UDPLimits(burst=100))
+        protocol.datagramReceived(b"x" * 65520, ("2001:db8::1", 40000, 0, 0))
+        protocol.datagramReceived(b"x" * 65520, ("::ffff:10.0.0.1", 40000, 0, 0))
+        protocol.datagramReceived(b"x" * 65528, ("2001:db8:1::1", 40000, 0, 0))
+        self.assertEqual([(len(data), addr[0]) for data, addr in transport.sent], [(65520, "2001:db8::1")])
+        self.assertEqual(protocol.stats.dropped["size"], 2)
 
 
 class UDPGuardTests(SynchronousTestCase):

@@ -1,44 +1,31 @@
-"""Connection limits, timeouts, escalation, drain and token buckets, on a fake clock."""
+"""The connection guard: admission, limits, refusals, deadlines, closing, drain; on a fake clock."""
 
-from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
+import socket
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
+from echoapp import services
 from echoapp.config import GreeterConfig, TCPLimits
-from echoapp.descriptors import DESCRIPTORS, FD_RESERVE
+from echoapp.descriptors import DESCRIPTORS
 from echoapp.echo import EchoFactory
 from echoapp.framing import Framing
 from echoapp.greeter import GreeterFactory
 from echoapp.guard import Refusal
-from echoapp.peers import peer_host
-from echoapp.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
-
-
-def address(host: str = "127.0.0.1") -> IPv4Address:
-    return IPv4Address("TCP", host, 50000)
-
-
-def connect(factory, host: str = "127.0.0.1"):
-    protocol = factory.buildProtocol(address(host))
-    transport = StringTransport(peerAddress=address(host))
-    protocol.makeConnection(transport)
-    return protocol, transport
-
-
-def lose(protocol) -> None:
-    protocol.connectionLost(Failure(ConnectionDone()))
+from tests.support import DEADLINE, fake_connect, listeners, lose, make_certificates, start
 
 
 class ConnectionLimitTests(SynchronousTestCase):
     def test_total_limit_refuses_with_one_line_and_spares_existing(self) -> None:
         factory = GreeterFactory(limits=TCPLimits(max_connections=2), clock=Clock())
-        first, first_transport = connect(factory, "127.0.0.1")
-        connect(factory, "127.0.0.2")
-        refused, transport = connect(factory, "127.0.0.3")
+        first, first_transport = fake_connect(factory, "127.0.0.1")
+        fake_connect(factory, "127.0.0.2")
+        refused, transport = fake_connect(factory, "127.0.0.3")
         self.assertIsInstance(refused, Refusal)
         self.assertEqual(transport.value(), b"ERROR: too many connections\r\n")
         self.assertTrue(transport.disconnecting)
@@ -46,35 +33,18 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertIn(b"Hello, still here!\n", first_transport.value())
         self.assertEqual(factory.stats.refused["limit"], 1)
         lose(first)
-        self.assertNotIsInstance(connect(factory, "127.0.0.3")[0], Refusal)
+        self.assertNotIsInstance(fake_connect(factory, "127.0.0.3")[0], Refusal)
 
     def test_per_peer_limit_spares_other_peers(self) -> None:
         factory = EchoFactory(TCPLimits(max_per_peer=2), Clock())
-        connect(factory, "127.0.0.1")
-        second, _ = connect(factory, "127.0.0.1")
-        _, transport = connect(factory, "127.0.0.1")
+        fake_connect(factory, "127.0.0.1")
+        second, _ = fake_connect(factory, "127.0.0.1")
+        _, transport = fake_connect(factory, "127.0.0.1")
         self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
-        self.assertNotIsInstance(connect(factory, "127.0.0.2")[0], Refusal)
+        self.assertNotIsInstance(fake_connect(factory, "127.0.0.2")[0], Refusal)
         lose(second)
-        self.assertNotIsInstance(connect(factory, "127.0.0.1")[0], Refusal)
+        self.assertNotIsInstance(fake_connect(factory, "127.0.0.1")[0], Refusal)
         self.assertEqual(factory.connections.per_peer, {"127.0.0.1": 2, "127.0.0.2": 1})
-
-    def test_fd_ceiling_is_process_wide(self) -> None:
-        self.patch(DESCRIPTORS, "limit", lambda: DESCRIPTORS.open)
-        _, transport = connect(EchoFactory(clock=Clock()))
-        self.assertEqual(transport.value(), b"ERROR: server busy\r\n")
-
-    def test_raise_fd_limit_reports_the_soft_limit(self) -> None:
-        import resource
-
-        soft = DESCRIPTORS.raise_limit()
-        self.assertEqual(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        self.assertEqual(DESCRIPTORS.limit(), soft - FD_RESERVE)
-
-    def test_peer_keys(self) -> None:
-        self.assertEqual(peer_host(address("10.1.2.3")), "10.1.2.3")
-        self.assertEqual(peer_host(UNIXAddress(b"/x")), "local")
-        self.assertEqual(peer_host(None), "local")
 
 
 class TimeoutTests(SynchronousTestCase):
@@ -82,7 +52,7 @@ class TimeoutTests(SynchronousTestCase):
 
     def greeter(self, clock: Clock, **config: object):
         factory = GreeterFactory(GreeterConfig(**config), self.limits, clock)  # type: ignore[arg-type]
-        protocol, transport = connect(factory)
+        protocol, transport = fake_connect(factory)
         transport.clear()
         return protocol, transport
 
@@ -148,9 +118,9 @@ class TimeoutTests(SynchronousTestCase):
         clock = Clock()
         factory = GreeterFactory(GreeterConfig(), TCPLimits(idle_timeout=10, max_per_peer=1000), clock)
         clock.advance(0.2)
-        early = [connect(factory)[1] for _ in range(100)]  # due at 10.2
+        early = [fake_connect(factory)[1] for _ in range(100)]  # due at 10.2
         clock.advance(0.5)
-        late = [connect(factory)[1] for _ in range(100)]  # due at 10.7
+        late = [fake_connect(factory)[1] for _ in range(100)]  # due at 10.7
         self.assertEqual(len(clock.getDelayedCalls()), 1, "due in the same second: one timer")
         clock.advance(9.8)
         self.assertFalse(
@@ -163,7 +133,7 @@ class TimeoutTests(SynchronousTestCase):
     def test_the_last_connection_to_leave_a_slot_cancels_its_timer(self) -> None:
         clock = Clock()
         factory = GreeterFactory(GreeterConfig(), self.limits, clock)
-        protocols = [connect(factory)[0] for _ in range(3)]
+        protocols = [fake_connect(factory)[0] for _ in range(3)]
         for protocol in protocols:
             lose(protocol)
         self.assertEqual(clock.getDelayedCalls(), [])
@@ -171,7 +141,7 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_echo_times_out_silently(self) -> None:
         clock = Clock()
-        protocol, transport = connect(EchoFactory(self.limits, clock))
+        protocol, transport = fake_connect(EchoFactory(self.limits, clock))
         protocol.dataReceived(b"abc")
         clock.advance(10)
         self.assertEqual(transport.value(), b"abc")
@@ -190,7 +160,7 @@ class DrainTests(SynchronousTestCase):
     def test_every_client_gets_the_farewell_and_the_drain_waits(self) -> None:
         clock = Clock()
         factory = GreeterFactory(limits=TCPLimits(close_grace=3), clock=clock)
-        clients = [connect(factory, f"127.0.0.{n}") for n in range(1, 4)]
+        clients = [fake_connect(factory, f"127.0.0.{n}") for n in range(1, 4)]
         done = factory.connections.drain()
         for _, transport in clients:
             self.assertTrue(transport.value().endswith(b"Goodbye!\r\n"))
@@ -206,85 +176,97 @@ class DrainTests(SynchronousTestCase):
     def test_draining_refuses_new_connections(self) -> None:
         factory = EchoFactory(clock=Clock())
         self.successResultOf(factory.connections.drain())
-        _, transport = connect(factory)
+        _, transport = fake_connect(factory)
         self.assertEqual(transport.value(), b"ERROR: server shutting down\r\n")
 
     def test_echo_drains_without_a_farewell(self) -> None:
         factory = EchoFactory(clock=Clock())
-        _, transport = connect(factory)
+        _, transport = fake_connect(factory)
         factory.connections.drain()
         self.assertEqual(transport.value(), b"")
         self.assertTrue(transport.disconnecting)
 
 
-class TokenBucketTests(SynchronousTestCase):
-    def test_burst_then_rate(self) -> None:
+class RefusalTests(SynchronousTestCase):
+    """A refusal holds a descriptor until it is gone, and is gone within the close grace."""
+
+    def test_plain_says_why_then_aborts_a_client_that_does_not_let_go(self) -> None:
         clock = Clock()
-        buckets = TokenBuckets(rate=2, burst=3, max_sources=10, now=clock.seconds)
-        self.assertEqual([buckets.allow("a") for _ in range(4)], [True, True, True, False])
-        clock.advance(0.5)
-        self.assertEqual([buckets.allow("a") for _ in range(2)], [True, False])
-        clock.advance(100)
-        self.assertEqual(sum(buckets.allow("a") for _ in range(10)), 3)
-
-    def test_single_bucket_burst_then_rate(self) -> None:
-        clock = Clock()
-        bucket = TokenBucket(rate=2, burst=3, now=clock.seconds)
-        self.assertEqual([bucket.allow() for _ in range(4)], [True, True, True, False])
-        clock.advance(0.5)
-        self.assertEqual([bucket.allow() for _ in range(2)], [True, False])
-        clock.advance(100)
-        self.assertEqual(sum(bucket.allow() for _ in range(10)), 3)
-
-    def test_least_recently_seen_is_forgotten(self) -> None:
-        clock = Clock()
-        buckets = TokenBuckets(rate=1, burst=1, max_sources=2, now=clock.seconds)
-        buckets.allow("a")
-        buckets.allow("b")
-        buckets.allow("a")
-        buckets.allow("c")  # forgets b, the least recently seen
-        self.assertEqual(len(buckets), 2)
-        self.assertTrue(buckets.allow("b"), "a forgotten source starts with a full bucket")
-        self.assertFalse(buckets.allow("c"))
-
-
-class ThrottledLogTests(SynchronousTestCase):
-    def logged(self) -> list[tuple[object, object]]:
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        return events  # type: ignore[return-value]
-
-    @staticmethod
-    def mine(events: list[dict[str, object]]) -> list[tuple[object, object]]:
-        return [
-            (e["count"], e["reasons"]) for e in events if e.get("log_format") == "Dropped {count} ({reasons})"
-        ]
-
-    def test_one_line_per_interval_and_the_rest_when_it_ends(self) -> None:
-        events = self.logged()
-        clock = Clock()
-        throttled = ThrottledLog("Dropped {count} ({reasons})", interval=10)
-        for _ in range(1000):
-            throttled.note(clock, "rate")
-        self.assertEqual(self.mine(events), [(1, "rate: 1")])
-        clock.advance(10)
-        self.assertEqual(self.mine(events), [(1, "rate: 1"), (999, "rate: 999")], "no later event needed")
-        throttled.note(clock, "port")
-        clock.advance(9.9)
-        self.assertEqual(len(self.mine(events)), 2, "still one line per interval")
-        clock.advance(0.1)
-        self.assertEqual(self.mine(events)[-1], (1, "port: 1"))
-        self.assertEqual(clock.getDelayedCalls(), [], "nothing held back, no timer")
-
-    def test_flush_writes_what_is_held_and_stops_the_timer(self) -> None:
-        events = self.logged()
-        clock = Clock()
-        throttled = ThrottledLog("Dropped {count} ({reasons})", interval=10)
-        for _ in range(150):
-            throttled.note(clock, "rate")
-        throttled.flush()
-        self.assertEqual(self.mine(events), [(1, "rate: 1"), (149, "rate: 149")])
+        before = DESCRIPTORS.open
+        refusal = Refusal("too many connections", clock, 3)
+        transport = StringTransport()
+        refusal.makeConnection(transport)
+        self.assertEqual(transport.value(), b"ERROR: too many connections\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(DESCRIPTORS.open, before + 1, "counted while it holds a descriptor")
+        clock.advance(3)
+        self.assertTrue(transport.disconnected, "aborted after the grace")
+        refusal.connectionLost(None)
+        self.assertEqual(DESCRIPTORS.open, before)
         self.assertEqual(clock.getDelayedCalls(), [])
-        throttled.flush()
-        self.assertEqual(len(self.mine(events)), 2, "nothing held: nothing written")
+
+    def test_tls_is_aborted_at_once_without_a_word(self) -> None:
+        @implementer(ISSLTransport)
+        class TLSTransport(StringTransport):
+            def getPeerCertificate(self) -> None:
+                return None
+
+        refusal = Refusal("too many connections", Clock(), 3)
+        transport = TLSTransport()
+        refusal.makeConnection(transport)
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnected)
+        refusal.connectionLost(None)
+
+
+def closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(100) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+class TLSRefusalTests(TestCase):
+    def tls_service(self, **limits: float) -> tuple[int, object]:
+        try:
+            import OpenSSL  # noqa: F401
+
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL")
+        paths = make_certificates(tempfile.mkdtemp())
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        tree = services.tcp_greeter([listen], limits=TCPLimits(**limits))  # type: ignore[arg-type]
+        [port] = start(self, tree)
+        return port.getHost().port, tree
+
+    def silent(self, port: int) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), DEADLINE)
+        self.addCleanup(sock.close)
+        sock.setblocking(False)
+        return sock
+
+    async def test_refused_silent_clients_are_gone_within_close_grace(self) -> None:
+        before = DESCRIPTORS.open
+        port, tree = self.tls_service(max_per_peer=1, idle_timeout=30, close_grace=0.5)
+        admitted = self.silent(port)
+        refused = [self.silent(port) for _ in range(8)]
+        for _ in range(int(DEADLINE / 0.05)):
+            if all(closed(sock) for sock in refused):
+                break
+            await deferLater(reactor, 0.05)
+        self.assertEqual([closed(sock) for sock in refused], [True] * 8)
+        self.assertFalse(closed(admitted), "the admitted client is untouched")
+        self.assertEqual(DESCRIPTORS.open, before + 1, "refused connections no longer hold descriptors")
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["per-peer"], 8)
+
+    async def test_a_stalled_handshake_is_closed_after_the_idle_timeout(self) -> None:
+        port, _ = self.tls_service(idle_timeout=1, close_grace=0.5)
+        sock = self.silent(port)
+        sock.send(b"\x16\x03\x01\x00\x05")  # the start of a ClientHello record, and nothing more
+        for _ in range(int(DEADLINE / 0.05)):
+            if closed(sock):
+                break
+            await deferLater(reactor, 0.05)
+        self.assertTrue(closed(sock))

@@ -18,7 +18,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, Twistd, same_reactor, tutorial_client, twistd_path
+from tests.support import DEADLINE, Twistd, installed_env, same_reactor, tutorial_client, twistd_path
 
 LOOP = "tcp:0:interface=127.0.0.1"
 
@@ -47,11 +47,10 @@ class LogFileDaemon:
         test.addCleanup(shutil.rmtree, self.directory, True)
         self.log = os.path.join(self.directory, "echoapp.log")
         args = [*same_reactor([]), "echoapp-tcp", "--listen", LOOP, "--log-connections"]
-        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         self.process = subprocess.Popen(
             [twistd_path(), "-n", "--pidfile=", f"--logfile={self.log}", *args],
             cwd=self.directory,
-            env=env,
+            env=installed_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -78,6 +77,7 @@ class LogReopenTests(SynchronousTestCase):
     def moved_then(self, number: int) -> None:
         daemon = LogFileDaemon(self)
         daemon.visit(b"before")
+        wait_for(lambda: "closed" in read(daemon.log), "the first visit's close line")
         moved = daemon.log + ".1"
         os.rename(daemon.log, moved)
         daemon.process.send_signal(number)

@@ -1,0 +1,194 @@
+"""The metrics listener: /metrics, /healthz, its own limits and its logs."""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+
+from echoapp import monitor, services
+from echoapp.config import TCPLimits
+from echoapp.descriptors import DESCRIPTORS
+from echoapp.monitor import healthy
+from tests.support import DEADLINE, LOOP, listeners, start, tutorial_client, wait_until
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    """Send C{data} (and no more) and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), DEADLINE) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+async def get(url: str) -> tuple[int, bytes]:
+    response = await Agent(reactor).request(b"GET", url.encode())
+    return response.code, await readBody(response)
+
+
+class MetricsServiceTests(TestCase):
+    def serve(self, limits: TCPLimits | None = None) -> tuple[monitor.Monitored, int, int]:
+        inner = services.tcp_greeter([LOOP], limits=limits)
+        monitored = monitor.Monitored(inner, LOOP)
+        start(self, monitored)
+        metrics_port, greeter_port = (listener.port.getHost().port for listener in listeners(monitored))
+        return monitored, metrics_port, greeter_port
+
+    async def test_metrics_and_health_over_http(self) -> None:
+        from twisted.internet.threads import deferToThread
+
+        from tests.support import tutorial_client
+
+        _, metrics, greeter = self.serve()
+        await deferToThread(tutorial_client, greeter, [b"counted"])
+        code, body = await get(f"http://127.0.0.1:{metrics}/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn(
+            b'echoapp_connections_total{listener="tcp:0:interface=127.0.0.1",service="echoapp-tcp"}', body
+        )
+        self.assertIn(b"# TYPE echoapp_datagrams_dropped_total counter", body)
+        self.assertEqual(await get(f"http://127.0.0.1:{metrics}/healthz"), (200, b"ok\n"))
+
+    async def test_healthz_is_503_while_draining(self) -> None:
+        from twisted.application.service import MultiService, Service
+
+        class SlowToDrain(Service):
+            """Stands for connections that take their time to leave."""
+
+            def __init__(self) -> None:
+                self.drained: Deferred[None] = Deferred()
+
+            def stopService(self) -> Deferred[None]:
+                super().stopService()
+                return self.drained
+
+        inner = MultiService()
+        slow = SlowToDrain()
+        slow.setServiceParent(inner)
+        monitored = monitor.Monitored(inner, LOOP)
+        [listener] = start(self, monitored)
+        url = f"http://127.0.0.1:{listener.getHost().port}/healthz"
+        self.assertEqual(await get(url), (200, b"ok\n"))
+        stopping = monitored.stopService()
+        self.assertEqual(await get(url), (503, b"unavailable\n"))
+        self.assertNoResult(stopping)
+        slow.drained.callback(None)
+        await stopping
+        self.assertFalse(monitored.metrics.running, "the metrics listener stops after the drain")
+
+    def test_draining_connections_are_unhealthy(self) -> None:
+        monitored, _, _ = self.serve()
+        self.assertTrue(healthy(monitored.inner))
+        [drain] = [child for child in monitored.inner if isinstance(child, services.DrainService)]
+        drain.connections.draining = True
+        self.assertFalse(healthy(monitored.inner))
+        drain.connections.draining = False
+
+
+class HealthTests(SynchronousTestCase):
+    def test_not_healthy_until_started(self) -> None:
+        service = services.echo(["tcp:0:interface=127.0.0.1"])
+        self.assertFalse(healthy(service))
+
+
+class MetricsLimitTests(TestCase):
+    def serve(self) -> tuple[int, int]:
+        monitored = monitor.Monitored(services.tcp_greeter([LOOP]), LOOP)
+        start(self, monitored)
+        metrics, greeter = (listener.port.getHost().port for listener in listeners(monitored))
+        return metrics, greeter
+
+    async def test_a_body_is_refused_before_it_is_read(self) -> None:
+        metrics, _ = self.serve()
+        head = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 209715200\r\n\r\n"
+        answer = await deferToThread(exchange, metrics, head)  # the 200 MiB never come
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), answer[:80])
+
+    async def test_a_chunked_body_too(self) -> None:
+        metrics, _ = self.serve()
+        head = b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n"
+        answer = await deferToThread(exchange, metrics, head)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:80])
+
+    async def test_other_methods_are_not_allowed(self) -> None:
+        metrics, _ = self.serve()
+        answer = await deferToThread(
+            exchange, metrics, b"POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 405 "), answer[:80])
+
+    async def test_a_slow_head_is_cut_off(self) -> None:
+        self.patch(monitor, "HEAD_TIMEOUT", 0.5)
+        metrics, _ = self.serve()
+        sock = socket.create_connection(("127.0.0.1", metrics), DEADLINE)
+        self.addCleanup(sock.close)
+        sock.setblocking(False)
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        for index in range(len(head)):  # a byte every 50 ms: twisted.web's own timeout never fires
+            try:
+                sock.send(head[index : index + 1])
+                if sock.recv(100) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            await deferLater(reactor, 0.05)
+        self.assertLess(index, 200, "closed long before the head could finish")
+
+    async def test_connection_cap_and_descriptors(self) -> None:
+        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 3)
+        metrics, greeter = self.serve()
+        before = DESCRIPTORS.open
+        held = [socket.create_connection(("127.0.0.1", metrics), DEADLINE) for _ in range(5)]
+        for sock in held:
+            self.addCleanup(sock.close)
+            sock.setblocking(False)
+        closed = 0
+        for _ in range(int(DEADLINE / 0.05)):
+            closed = 0
+            for sock in held:
+                try:
+                    closed += sock.recv(1) == b""
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    closed += 1
+            if closed >= 2 and DESCRIPTORS.open == before + 3:
+                break
+            await deferLater(reactor, 0.05)
+        self.assertEqual(closed, 2, "over the cap: closed at once")
+        self.assertEqual(DESCRIPTORS.open, before + 3, "metrics connections hold counted descriptors")
+        hello = await deferToThread(tutorial_client, greeter, [b"still"])
+        self.assertEqual(hello[1], b"Hello, still!", "the service itself is untouched")
+
+
+class HealthProbeLogTests(TestCase):
+    async def test_probes_at_debug_other_requests_as_usual(self) -> None:
+        from twisted.logger import LogLevel, formatEvent
+        from twisted.web.client import Agent, readBody
+
+        from echoapp import monitor
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        monitored = monitor.Monitored(
+            services.tcp_greeter(["tcp:0:interface=127.0.0.1"]), "tcp:0:interface=127.0.0.1"
+        )
+        start(self, monitored)
+        base = f"http://127.0.0.1:{listeners(monitored)[0].port.getHost().port}"
+        for path in (b"/healthz", b"/healthz", b"/metrics"):
+            response = await Agent(reactor).request(b"GET", base.encode() + path)
+            await readBody(response)
+        await wait_until(lambda: any("/metrics" in formatEvent(e) for e in events), "the /metrics log line")
+        healthz = [e for e in events if "/healthz" in formatEvent(e)]
+        self.assertEqual([e.get("log_level") for e in healthz], [LogLevel.debug, LogLevel.debug])
