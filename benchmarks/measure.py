@@ -33,6 +33,32 @@ class Sample:
 class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
     idle: dict[str, list[float]] = field(default_factory=dict)
+    steal: list[float] = field(default_factory=list)  # share of CPU time stolen, per round
+
+
+# A round with more steal than this is marked noisy (and repeated with --repeat-noisy).
+NOISY_STEAL = 0.05
+
+
+def cpu_times(stat: str | None = None) -> tuple[int, int]:
+    """
+    C{(total, steal)} jiffies of all CPUs so far, from C{/proc/stat}'s first
+    line (user nice system idle iowait irq softirq steal ...).  On a VM,
+    steal is time the hypervisor gave another guest: a round with much of
+    it measured a busier machine than the others.
+    """
+    if stat is None:
+        with open("/proc/stat") as source:
+            stat = source.readline()
+    fields = [int(value) for value in stat.split()[1:9]]
+    fields += [0] * (8 - len(fields))
+    return sum(fields), fields[7]
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time stolen between two L{cpu_times} readings."""
+    total = after[0] - before[0]
+    return (after[1] - before[1]) / total if total > 0 else 0.0
 
 
 def pin(cpu: int) -> Any:
@@ -101,7 +127,8 @@ def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
                 break
             time.sleep(0.05)
     server.kill()
-    raise SystemExit(f"{name} did not start")
+    # On a line of its own, not glued to the progress bar, with what to run to see why.
+    raise SystemExit(f"\n{name} did not start; to see why, run it by hand:\n    {' '.join(command)}")
 
 
 def measure(

@@ -10,8 +10,8 @@ import os
 import platform
 import statistics
 
-from contenders import CONTENDERS, IDLE, SCENARIOS, UDP_CONTENDERS, UDP_SCENARIOS
-from measure import CLIENT_CPU, SERVER_CPU, Results, Sample
+from contenders import CONTENDERS, IDLE, SCENARIOS, UDP_CONTENDERS, UDP_SCENARIOS, Scenario
+from measure import CLIENT_CPU, NOISY_STEAL, SERVER_CPU, Results, Sample
 
 import twisted
 
@@ -21,9 +21,14 @@ def spread(values: list[float], unit: str = "", digits: int = 1) -> str:
     return f"{median:.{digits}f}{unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def selected(args: argparse.Namespace) -> list[Scenario]:
+    """The scenarios --scenario chose (all of them by default), in table order."""
+    return [scenario for scenario in SCENARIOS + UDP_SCENARIOS if scenario.key in args.scenarios]
+
+
 def tables(results: Results, args: argparse.Namespace) -> list[tuple[str, list[str], list[list[str]]]]:
     out = []
-    for scenario in SCENARIOS[: args.scenarios] + UDP_SCENARIOS:
+    for scenario in selected(args):
         header = ["server", "server CPU µs/request", "requests/s", "p50 µs", "p99 µs", "client CPU"]
         header += ["lost"] if scenario.udp else []
         rows = []
@@ -45,6 +50,12 @@ def tables(results: Results, args: argparse.Namespace) -> list[tuple[str, list[s
             )
         if rows:
             out.append((scenario.name, header, rows))
+    if results.steal:
+        rows = [
+            [str(number), f"{share:.1%}", "noisy" if share > NOISY_STEAL else ""]
+            for number, share in enumerate(results.steal, 1)
+        ]
+        out.append((f"CPU steal per round (noisy above {NOISY_STEAL:.0%})", ["round", "steal", ""], rows))
     if results.idle:
         rows = [[name, spread([v / 1024 for v in values], " KiB")] for name, values in results.idle.items()]
         out.append((f"{IDLE} ({min(args.idle, 10**9)} open)", ["server", "RSS per connection"], rows))
@@ -92,7 +103,9 @@ def chart(results: Results, args: argparse.Namespace, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    scenarios = SCENARIOS[: args.scenarios]
+    scenarios = [scenario for scenario in selected(args) if not scenario.udp]
+    if not scenarios:
+        return False
     names = list(args.contenders or CONTENDERS)
     figure, axis = plt.subplots(figsize=(11, 5))
     width = 0.8 / len(names)
