@@ -7,12 +7,16 @@ the load scenarios.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVERS = os.path.join(HERE, "servers")
+DEPLOY = os.path.join(os.path.dirname(HERE), "deploy")
 PYTHON = sys.executable
 BIN = os.path.dirname(PYTHON)
 
@@ -60,6 +64,73 @@ UDP_CONTENDERS: dict[str, Any] = {
 }
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _instance(listen: str, *options: str) -> list[str]:
+    return [
+        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", "echoapp-tcp",
+        "--listen", listen, "--max-per-peer=100000", "--max-connections=100000", *options,
+    ]  # fmt: skip
+
+
+def behind_haproxy(instances: int) -> Any:
+    """
+    The shipped HAProxy front (deploy/haproxy/haproxy.cfg, ports changed
+    only: PROXY protocol, health checks) before N echoapp-tcp instances
+    listening as the systemd template says.  Several processes: the server
+    CPU figure is theirs together, HAProxy's included.
+    """
+
+    def commands(port: int, directory: str) -> list[list[str]]:
+        with open(os.path.join(DEPLOY, "haproxy", "haproxy.cfg")) as shipped:
+            config = shipped.read().replace("bind 127.0.0.1:9000", f"bind 127.0.0.1:{port}")
+        servers = []
+        for name in "ab"[:instances]:
+            listen, metrics = _free_port(), _free_port()
+            config = re.sub(
+                rf"(?m)^(\s*server {name} 127\.0\.0\.1:)\d+( check port )\d+",
+                rf"\g<1>{listen}\g<2>{metrics}",
+                config,
+            )
+            servers.append(
+                _instance(
+                    f"haproxy:tcp:{listen}:interface=127.0.0.1",
+                    "--proxy-from=127.0.0.1",
+                    f"--metrics=tcp:{metrics}:interface=127.0.0.1",
+                )
+            )
+        if instances == 1:
+            config = re.sub(r"(?m)^\s*server b .*$", "", config)
+        path = os.path.join(directory, "haproxy.cfg")
+        with open(path, "w") as out:
+            out.write(config)
+        haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin") or "haproxy"
+        return [*servers, [haproxy, "-db", "-f", path]]
+
+    return commands
+
+
+def reuse_port(instances: int) -> Any:
+    """N echoapp-tcp processes on one port (--reuse-port), the kernel spreading connections: no balancer."""
+    return lambda port, directory: [
+        _instance(f"tcp:{port}:interface=127.0.0.1", "--reuse-port") for _ in range(instances)
+    ]
+
+
+# Contenders of several processes: a function from (port, scratch directory)
+# to their command lines.  On this machine they share the server's core, so
+# they show what the balancer hop costs, not how instances add cores.
+GROUP_CONTENDERS: dict[str, Any] = {
+    "echoapp-tcp behind HAProxy, 1 instance": behind_haproxy(1),
+    "echoapp-tcp behind HAProxy, 2 instances": behind_haproxy(2),
+    "echoapp-tcp, 2 --reuse-port instances": reuse_port(2),
+}
+
+
 @dataclass(frozen=True)
 class Scenario:
     key: str  # what --scenario takes
@@ -81,3 +152,13 @@ UDP_SCENARIOS = [Scenario("udp", "UDP ping-pong, 64 B datagrams, 8 in flight", 8
 IDLE_KEY = "idle"
 IDLE = "idle connections: server RSS per connection"
 SCENARIO_KEYS = [scenario.key for scenario in SCENARIOS + UDP_SCENARIOS] + [IDLE_KEY]
+
+
+def have_haproxy() -> bool:
+    return bool(shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin"))
+
+
+def every_contender() -> list[str]:
+    """The default run: every server, those behind HAProxy only where it is installed."""
+    groups = [name for name in GROUP_CONTENDERS if "HAProxy" not in name or have_haproxy()]
+    return [*CONTENDERS, *groups, *UDP_CONTENDERS]

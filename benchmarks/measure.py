@@ -10,11 +10,12 @@ import resource
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from contenders import CONTENDERS, HERE, UDP_CONTENDERS, Scenario
+from contenders import CONTENDERS, GROUP_CONTENDERS, HERE, UDP_CONTENDERS, Scenario
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 
@@ -104,11 +105,46 @@ def build_loadgen() -> str:
     return target
 
 
-def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
+class Server:
+    """A contender's processes, pinned to the server's core; its figures are theirs together."""
+
+    def __init__(self, processes: list[subprocess.Popen[bytes]], directory: str | None = None) -> None:
+        self.processes = processes
+        self.pids = [process.pid for process in processes]
+        self._directory = directory
+
+    def poll(self) -> int | None:
+        codes = [process.poll() for process in self.processes]
+        return next((code for code in codes if code is not None), None)
+
+    def terminate(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+
+    def wait(self) -> None:
+        for process in self.processes:
+            process.wait()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def start_server(name: str, port: int) -> Server:
     udp = name in UDP_CONTENDERS
-    command = (UDP_CONTENDERS if udp else CONTENDERS)[name](port)
-    server = subprocess.Popen(
-        command, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    directory = None
+    if name in GROUP_CONTENDERS:
+        directory = tempfile.mkdtemp(prefix="echoapp-bench-")
+        commands = GROUP_CONTENDERS[name](port, directory)
+    else:
+        commands = [(UDP_CONTENDERS if udp else CONTENDERS)[name](port)]
+    server = Server(
+        [
+            subprocess.Popen(
+                command, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for command in commands
+        ],
+        directory,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -120,20 +156,23 @@ def start_server(name: str, port: int) -> subprocess.Popen[bytes]:
                     probe.recvfrom(100)
             else:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-                    probe.recv(100)
+                    if not probe.recv(100):
+                        raise OSError("closed before its banner")
             return server
         except OSError:
             if server.poll() is not None:
                 break
             time.sleep(0.05)
-    server.kill()
+    server.terminate()
+    server.wait()
     # On a line of its own, not glued to the progress bar, with what to run to see why.
-    raise SystemExit(f"\n{name} did not start; to see why, run it by hand:\n    {' '.join(command)}")
+    shown = "\n    ".join(" ".join(command) for command in commands)
+    raise SystemExit(f"\n{name} did not start; to see why, run it by hand:\n    {shown}")
 
 
 def measure(
     loadgen: str,
-    server: subprocess.Popen[bytes],
+    server: Server,
     port: int,
     scenario: Scenario,
     warmup: float,
@@ -151,11 +190,11 @@ def measure(
     client = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CPU), text=True)
     assert client.stdout is not None
     first = client.stdout.readline().strip()
-    before = cpu_seconds(server.pid)
+    before = sum(map(cpu_seconds, server.pids))
     if first != "warm":
         raise SystemExit(f"load generator failed: {first}")
     result = client.stdout.readline().strip()
-    after = cpu_seconds(server.pid)
+    after = sum(map(cpu_seconds, server.pids))
     _, _, usage = os.wait4(client.pid, 0)
     figures = dict(item.split("=") for item in result.split())
     requests = int(figures["requests"])
@@ -170,10 +209,10 @@ def measure(
     )
 
 
-def idle_rss(server: subprocess.Popen[bytes], port: int, count: int) -> float:
+def idle_rss(server: Server, port: int, count: int) -> float:
     """Server RSS added per idle connection, with C{count} connections open."""
     time.sleep(0.2)
-    before = rss(server.pid)
+    before = sum(map(rss, server.pids))
     sockets = []
     try:
         for _ in range(count):
@@ -182,7 +221,7 @@ def idle_rss(server: subprocess.Popen[bytes], port: int, count: int) -> float:
         for sock in sockets:
             sock.recv(100)  # the banner: the server has set the connection up
         time.sleep(0.5)
-        return (rss(server.pid) - before) / count
+        return (sum(map(rss, server.pids)) - before) / count
     finally:
         for sock in sockets:
             sock.close()

@@ -10,7 +10,7 @@ import os
 import platform
 import statistics
 
-from contenders import CONTENDERS, IDLE, SCENARIOS, UDP_CONTENDERS, UDP_SCENARIOS, Scenario
+from contenders import IDLE, SCENARIOS, UDP_CONTENDERS, UDP_SCENARIOS, Scenario, every_contender
 from measure import CLIENT_CPU, NOISY_STEAL, SERVER_CPU, Results, Sample
 
 import twisted
@@ -32,7 +32,7 @@ def tables(results: Results, args: argparse.Namespace) -> list[tuple[str, list[s
         header = ["server", "server CPU µs/request", "requests/s", "p50 µs", "p99 µs", "client CPU"]
         header += ["lost"] if scenario.udp else []
         rows = []
-        for name in (args.contenders or list(CONTENDERS)) + list(UDP_CONTENDERS):
+        for name in args.contenders or every_contender():
             samples = results.samples.get((scenario.name, name))
             if not samples:
                 continue
@@ -106,7 +106,7 @@ def chart(results: Results, args: argparse.Namespace, path: str) -> bool:
     scenarios = [scenario for scenario in selected(args) if not scenario.udp]
     if not scenarios:
         return False
-    names = list(args.contenders or CONTENDERS)
+    names = [name for name in args.contenders or every_contender() if name not in UDP_CONTENDERS]
     figure, axis = plt.subplots(figsize=(11, 5))
     width = 0.8 / len(names)
     for index, name in enumerate(names):

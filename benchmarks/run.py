@@ -23,7 +23,16 @@ import resource
 import sys
 import time
 
-from contenders import CONTENDERS, HERE, IDLE_KEY, SCENARIO_KEYS, UDP_CONTENDERS
+from contenders import (
+    CONTENDERS,
+    GROUP_CONTENDERS,
+    HERE,
+    IDLE_KEY,
+    SCENARIO_KEYS,
+    UDP_CONTENDERS,
+    every_contender,
+    have_haproxy,
+)
 from measure import (
     NOISY_STEAL,
     Results,
@@ -53,13 +62,15 @@ def plan_of(args: argparse.Namespace, idle_count: int) -> list[tuple[str, list, 
     tcp = [scenario for scenario in chosen if not scenario.udp]
     udp = [scenario for scenario in chosen if scenario.udp]
     idle = idle_count if IDLE_KEY in args.scenarios else 0
-    names = args.contenders or [*CONTENDERS, *UDP_CONTENDERS]
+    names = args.contenders or every_contender()
     plan = []
     for name in names:
         udp_server = name in UDP_CONTENDERS
         runs = udp if udp_server else tcp
-        if runs or (idle and not udp_server):
-            plan.append((name, runs, 0 if udp_server else idle))
+        # Idle memory is one process's: not measured for servers of several processes.
+        idle_here = idle if name in CONTENDERS else 0
+        if runs or idle_here:
+            plan.append((name, runs, idle_here))
     return plan
 
 
@@ -105,7 +116,9 @@ def run(args: argparse.Namespace) -> Results:
 
 def needs(args: argparse.Namespace) -> str | None:
     """What the chosen contenders need that is missing, as the one line to print."""
-    names = args.contenders or [*CONTENDERS, *UDP_CONTENDERS]
+    names = args.contenders or every_contender()
+    if any("HAProxy" in name for name in names) and not have_haproxy():
+        return "the HAProxy contenders need haproxy (Debian: apt-get install haproxy)"
     if any("uvloop" in name for name in names):
         try:
             import uvloop  # noqa: F401
@@ -142,7 +155,7 @@ def main() -> None:
         "--contender",
         dest="contenders",
         action="append",
-        choices=[*CONTENDERS, *UDP_CONTENDERS],
+        choices=[*CONTENDERS, *GROUP_CONTENDERS, *UDP_CONTENDERS],
         help="run this server; repeatable; all by default",
     )
     parser.add_argument(

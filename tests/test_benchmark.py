@@ -128,3 +128,39 @@ class BenchmarkCommandLineTests(SynchronousTestCase):
         message = str(error.code)
         self.assertTrue(message.startswith("\nnever did not start; to see why, run it by hand:"), message)
         self.assertIn("raise SystemExit(3)", message)
+
+    def test_behind_haproxy_keeps_working(self) -> None:
+        contenders = bench_module("contenders")
+        if not contenders.have_haproxy() or (shutil.which("cc") is None and shutil.which("gcc") is None):
+            self.skipTest("needs haproxy and a C compiler (.ci/run installs haproxy)")
+        with tempfile.TemporaryDirectory() as output:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    RUN,
+                    "--smoke",
+                    "--scenario",
+                    "50",
+                    "--scenario",
+                    "idle",
+                    "--output",
+                    output,
+                    "--contender",
+                    "echoapp-tcp behind HAProxy, 2 instances",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+            with open(os.path.join(output, "latest.md")) as report:
+                text = report.read()
+        rows = [
+            line
+            for line in text.splitlines()
+            if line.startswith("| echoapp-tcp behind HAProxy, 2 instances |")
+        ]
+        self.assertEqual(
+            len(rows), 1, "measured through HAProxy, and no idle-memory row for several processes"
+        )
+        self.assertGreater(float(rows[0].split("|")[3].split()[0]), 0)
