@@ -120,6 +120,33 @@ class BehindABalancerTests(TestCase):
         self.assertEqual(await self.talk(port, v1("10.1.1.1")), b"Welcome!\r\n")
 
 
+class UNIXBehindABalancerTests(TestCase):
+    async def test_haproxy_unix(self) -> None:
+        """Any stream endpoint can be wrapped: a UNIX socket a local balancer connects to."""
+        import os
+        import tempfile
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "e.sock")
+        tree = services.tcp_greeter([f"haproxy:unix:{path}"], limits=TCPLimits(max_per_peer=1))
+        start(self, tree)
+
+        def talk(header: bytes) -> bytes:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(DEADLINE)
+                sock.connect(path)
+                sock.sendall(header + b"unix\nexit\n")
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := sock.recv(4096):
+                    received += chunk
+                return received
+
+        self.assertEqual(await deferToThread(talk, v1("10.1.1.1")), b"Welcome!\r\nHello, unix!\nGoodbye!\n")
+        self.assertEqual(listeners(tree)[0].factory.stats.accepted, 1)
+
+
 class OptionTests(SynchronousTestCase):
     def test_proxy_from(self) -> None:
         options = tcp.Options()
