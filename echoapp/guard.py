@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -29,10 +28,11 @@ from zope.interface import implementer
 
 from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
+from echoapp.connections import Connections
 from echoapp.deadlines import SLACK, Deadlines
 from echoapp.descriptors import DESCRIPTORS
 from echoapp.metrics import TCPStats
-from echoapp.peers import BALANCER, PeerKeys, peer_host
+from echoapp.peers import peer_host
 from echoapp.ratelimit import ThrottledLog
 from echoapp.reasons import REFUSALS, SHUTDOWN, TIMEOUTS
 
@@ -76,85 +76,6 @@ def peer_text(peer: str, port: int | None) -> str:
     if port is None:
         return peer
     return f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
-
-
-class Connections:
-    """
-    One service's open connections: admission against its limits and the
-    process-wide descriptor ceiling, and the drain at shutdown.
-    """
-
-    def __init__(self, limits: TCPLimits | None = None) -> None:
-        self.limits = limits = limits or TCPLimits()
-        self.live: set[GuardedProtocol] = set()
-        # Open connections per peer key (L{PeerKeys}: an IPv6 peer is its prefix).
-        self.per_peer: dict[str, int] = {}
-        self.key = PeerKeys(limits.ipv6_prefix)
-        # The last tenth of the service is kept for peers that hold nothing
-        # yet: sixty addresses at their per-peer limit must not lock out
-        # everyone else.  (No reserve for a cap under ten.)
-        self.reserved_from = limits.max_connections - limits.max_connections // 10
-        self._idle_waiters: list[Deferred[None]] = []
-        self.draining = False
-
-    def refusal(self, peer: str) -> str | None:
-        """Why (a key of L{REFUSALS}) a new connection from host C{peer} is refused, if it is."""
-        if self.draining:
-            return "draining"
-        if DESCRIPTORS.full():
-            return "fd"
-        live = len(self.live)
-        if live >= self.limits.max_connections:
-            return "limit"
-        if peer == BALANCER:
-            return None  # its own health checks count against no peer
-        held = self.per_peer.get(self.key(peer), 0)
-        if held >= self.limits.max_per_peer or (held and live >= self.reserved_from):
-            return "per-peer"
-        return None
-
-    def add(self, protocol: GuardedProtocol) -> None:
-        DESCRIPTORS.open += 1
-        self.live.add(protocol)
-        if protocol.peer != BALANCER:
-            key = self.key(protocol.peer)
-            self.per_peer[key] = self.per_peer.get(key, 0) + 1
-
-    def remove(self, protocol: GuardedProtocol) -> None:
-        if protocol not in self.live:
-            return
-        DESCRIPTORS.open -= 1
-        self.live.discard(protocol)
-        if protocol.peer == BALANCER:
-            self._idle_if_empty()
-            return
-        key = self.key(protocol.peer)
-        remaining = self.per_peer[key] - 1
-        if remaining:
-            self.per_peer[key] = remaining
-        else:
-            del self.per_peer[key]
-        self._idle_if_empty()
-
-    def _idle_if_empty(self) -> None:
-        if not self.live:
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-
-    def drain(self) -> Deferred[None]:
-        """
-        Say goodbye to every client and close; stragglers are aborted after
-        the grace period.  Fires once every connection is gone.
-        """
-        self.draining = True
-        if not self.live:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._idle_waiters.append(waiter)
-        for protocol in list(self.live):
-            protocol.shutdown()
-        return waiter
 
 
 class GuardedProtocol(Protocol):
