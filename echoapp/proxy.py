@@ -96,6 +96,7 @@ class HeaderReader(Protocol):
     transport: Any
     inner: IProtocol | None = None
     _deadline: IDelayedCall | None = None
+    _holding = False  # counted in the descriptors while it reads the header
 
     def __init__(self, factory: ProxyFactory, balancer: IAddress | None) -> None:
         self._factory = factory
@@ -104,6 +105,7 @@ class HeaderReader(Protocol):
 
     def connectionMade(self) -> None:
         DESCRIPTORS.open += 1  # while it reads the header; the service's protocol counts itself after
+        self._holding = True
         self._deadline = self._factory.clock.callLater(HEADER_TIMEOUT, self._refuse, "slow")
 
     def dataReceived(self, data: bytes) -> None:
@@ -122,7 +124,7 @@ class HeaderReader(Protocol):
                 self._refuse("malformed")
             return
         self._stop_waiting()
-        DESCRIPTORS.open -= 1
+        self._release()
         self._buffer = b""
         peer = source if source is not None else BalancerAddress(self._balancer)
         inner = self.inner = self._factory.wrapped.buildProtocol(peer)
@@ -160,7 +162,12 @@ class HeaderReader(Protocol):
             self.inner.connectionLost(reason)  # type: ignore[arg-type]
             return
         self._stop_waiting()
-        DESCRIPTORS.open -= 1
+        self._release()
+
+    def _release(self) -> None:
+        if self._holding:
+            self._holding = False
+            DESCRIPTORS.open -= 1
 
 
 class ProxyFactory(Factory):

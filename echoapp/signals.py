@@ -31,10 +31,17 @@ log = Logger()
 Handler = Callable[[int, FrameType | None], Any]
 
 
+# The one SignalService whose handlers are installed: signals are per
+# process, and echoapp-compose may hold several of our plugins, each with one.
+_active: SignalService | None = None
+
+
 class SignalService(Service):
     """
     Installs the handlers when the service starts (the reactor's own are in
-    place by then) and puts back what it found when it stops.
+    place by then) and puts back what it found when it stops.  Only the
+    first to start in a process does anything: a second would find the
+    first one's SIGUSR1 handler where twistd's (and its log file) was.
     """
 
     def __init__(self, reactor: Any = None) -> None:
@@ -49,7 +56,11 @@ class SignalService(Service):
         return self._reactor or global_reactor()
 
     def startService(self) -> None:
+        global _active
         super().startService()
+        if _active is not None:
+            return
+        _active = self
         # Found before our SIGUSR1 handler replaces twistd's, whose closure holds it.
         self._log_file = twistd_log_file()
         self._install(signal.SIGHUP, self._on_hup)
@@ -65,7 +76,10 @@ class SignalService(Service):
                 self._install(number, self._stop_once(stop))
 
     def stopService(self) -> None:
+        global _active
         super().stopService()
+        if _active is self:
+            _active = None
         for number, previous in self._previous.items():
             if number not in (signal.SIGTERM, signal.SIGINT):  # a second one may still come
                 signal.signal(number, previous)

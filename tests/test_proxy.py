@@ -147,6 +147,31 @@ class UNIXBehindABalancerTests(TestCase):
         self.assertEqual(listeners(tree)[0].factory.stats.accepted, 1)
 
 
+class DescriptorTests(SynchronousTestCase):
+    def test_counted_once_whatever_the_service_answers(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.protocol import Factory
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from echoapp.descriptors import DESCRIPTORS
+
+        class Nobody(Factory):
+            def buildProtocol(self, addr: Any) -> None:
+                return None
+
+        before = DESCRIPTORS.open
+        reader = proxy.ProxyFactory(Nobody(), clock=Clock()).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert reader is not None
+        transport = StringTransport()
+        reader.makeConnection(transport)
+        self.assertEqual(DESCRIPTORS.open, before + 1, "held while the header is read")
+        reader.dataReceived(v1("10.1.1.1"))
+        self.assertTrue(transport.disconnecting, "no protocol: closed")
+        reader.connectionLost(None)
+        self.assertEqual(DESCRIPTORS.open, before)
+
+
 class OptionTests(SynchronousTestCase):
     def test_proxy_from(self) -> None:
         options = tcp.Options()

@@ -42,11 +42,12 @@ def read(path: str) -> str:
 class LogFileDaemon:
     """twistd -n with --logfile FILE in a directory of its own."""
 
-    def __init__(self, test: SynchronousTestCase) -> None:
+    def __init__(self, test: SynchronousTestCase, plugin: list[str] | None = None) -> None:
         self.directory = tempfile.mkdtemp(prefix="echoapp-signals-")
         test.addCleanup(shutil.rmtree, self.directory, True)
         self.log = os.path.join(self.directory, "echoapp.log")
-        args = [*same_reactor([]), "echoapp-tcp", "--listen", LOOP, "--log-connections"]
+        plugin = plugin or ["echoapp-tcp", "--listen", LOOP, "--log-connections"]
+        args = [*same_reactor([]), *plugin]
         self.process = subprocess.Popen(
             [twistd_path(), "-n", "--pidfile=", f"--logfile={self.log}", *args],
             cwd=self.directory,
@@ -74,8 +75,8 @@ class LogFileDaemon:
 
 
 class LogReopenTests(SynchronousTestCase):
-    def moved_then(self, number: int) -> None:
-        daemon = LogFileDaemon(self)
+    def moved_then(self, number: int, plugin: list[str] | None = None) -> None:
+        daemon = LogFileDaemon(self, plugin)
         daemon.visit(b"before")
         wait_for(lambda: "closed" in read(daemon.log), "the first visit's close line")
         moved = daemon.log + ".1"
@@ -95,6 +96,19 @@ class LogReopenTests(SynchronousTestCase):
 
     def test_sigusr1_after_the_file_was_moved(self) -> None:
         self.moved_then(signal.SIGUSR1)
+
+    def test_sighup_with_several_of_our_plugins_composed(self) -> None:
+        """Each composed plugin brings signal handling; the first to start handles the process's."""
+        self.moved_then(
+            signal.SIGHUP,
+            [
+                "echoapp-compose",
+                "--service",
+                f"echoapp-tcp --listen {LOOP} --log-connections",
+                "--service",
+                f"echoapp-echo --listen {LOOP}",
+            ],
+        )
 
     def test_sighup_without_a_log_file_does_not_kill(self) -> None:
         server = Twistd(["echoapp-tcp", "--listen", LOOP])
