@@ -55,9 +55,21 @@ class SignalService(Service):
     def reactor(self) -> Any:
         return self._reactor or global_reactor()
 
+    def privilegedStartService(self) -> None:
+        """
+        twistd's first step: the handlers go in before any listener binds
+        (and says so), so a SIGHUP from then on never finds the default
+        action, which is to die.  twistd's log file is known by now.
+        """
+        super().privilegedStartService()
+        self._install_once()
+
     def startService(self) -> None:
-        global _active
         super().startService()
+        self._install_once()  # twist has no privileged step
+
+    def _install_once(self) -> None:
+        global _active
         if _active is not None:
             return
         _active = self
@@ -129,6 +141,12 @@ class SignalService(Service):
 
 
 def handled(service: MultiService, reactor: Any = None) -> MultiService:
-    """C{service} with the daemon's signal handling (see the module docstring)."""
-    SignalService(reactor).setServiceParent(service)
+    """
+    C{service} with the daemon's signal handling (see the module docstring),
+    as its first child, so that it starts before any listener.
+    """
+    signals = SignalService(reactor)
+    signals.setServiceParent(service)
+    service.services.remove(signals)
+    service.services.insert(0, signals)
     return service

@@ -14,10 +14,11 @@ classic = GreeterConfig(
 )
 
 application = service.Application("echoapp-custom")
+# First, so that it starts before any listener: SIGHUP reopens the log file,
+# and a second SIGTERM during the drain is quiet.
+signals.SignalService().setServiceParent(application)
 services.tcp_greeter(
     ["tcp:8888:interface=127.0.0.1", r"tcp6:8888:interface=\:\:1"], classic
 ).setServiceParent(application)
 services.udp_greeter(["udp:8888:interface=127.0.0.1"], ReplyTemplate.parse("{}")).setServiceParent(application)
 services.echo(["tcp:8007:interface=127.0.0.1"]).setServiceParent(application)
-# SIGHUP reopens the log file; a second SIGTERM during the drain is quiet.
-signals.SignalService().setServiceParent(application)

@@ -6,6 +6,7 @@ from twisted.application import service
 from echoapp import services, signals
 
 application = service.Application("echoapp")
-services.everything().setServiceParent(application)
-# SIGHUP reopens the log file; a second SIGTERM during the drain is quiet.
+# First, so that it starts before any listener: SIGHUP reopens the log file,
+# and a second SIGTERM during the drain is quiet.
 signals.SignalService().setServiceParent(application)
+services.everything().setServiceParent(application)

@@ -5,6 +5,7 @@ from twisted.application import service
 from echoapp import services, signals
 
 application = service.Application("echoapp-tcp")
-services.tcp_greeter().setServiceParent(application)
-# SIGHUP reopens the log file; a second SIGTERM during the drain is quiet.
+# First, so that it starts before any listener: SIGHUP reopens the log file,
+# and a second SIGTERM during the drain is quiet.
 signals.SignalService().setServiceParent(application)
+services.tcp_greeter().setServiceParent(application)

@@ -77,7 +77,7 @@ class TacTests(SynchronousTestCase):
     def test_application_holds_the_service_tree_and_signal_handling(self) -> None:
         application = loadApplication(os.path.join(TAC, "echoapp.tac"), "python")
         children = list(IServiceCollection(IService(application)))
-        self.assertEqual([type(child).__name__ for child in children], ["MultiService", "SignalService"])
+        self.assertEqual([type(child).__name__ for child in children], ["SignalService", "MultiService"])
         self.assertEqual(
-            [grandchild.name for grandchild in children[0]], ["echoapp-tcp", "echoapp-udp", "echoapp-echo"]
+            [grandchild.name for grandchild in children[1]], ["echoapp-tcp", "echoapp-udp", "echoapp-echo"]
         )
