@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -21,17 +22,36 @@ PYTHON = sys.executable
 BIN = os.path.dirname(PYTHON)
 
 
-def twistd(*options: str) -> list[str]:
+def twistd(*options: str, plugin: str = "echoapp-tcp") -> list[str]:
     def command(port: int) -> list[str]:
         # echoapp's own default backlog, as users get it.  The limits are raised:
         # the load generator is one loopback address opening 500 connections.
         listen = f"tcp:{port}:interface=127.0.0.1"
         return [
             os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options,
-            "echoapp-tcp", "--listen", listen, "--max-per-peer=100000", "--max-connections=100000",
+            plugin, "--listen", listen, "--max-per-peer=100000", "--max-connections=100000",
         ]  # fmt: skip
 
     return command  # type: ignore[return-value]
+
+
+def compiled(name: str) -> str:
+    """A C program of the benchmark (loadgen.c, servers/NAME.c), compiled on first use."""
+    source = os.path.join(HERE, f"{name}.c")
+    if not os.path.exists(source):
+        source = os.path.join(SERVERS, f"{name}.c")
+    target = os.path.join(HERE, "results", f".{name}")
+    if not os.path.exists(target) or os.path.getmtime(target) < os.path.getmtime(source):
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise SystemExit("the benchmark needs a C compiler (cc) for its load generator and floor")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        subprocess.run([compiler, "-O2", "-o", target, source], check=True)
+    return target
+
+
+def c_server(*extra: str) -> Any:
+    return lambda port: [compiled("epoll_server"), str(port), *extra]
 
 
 def script(name: str, *extra: str) -> Any:
@@ -51,9 +71,21 @@ CONTENDERS: dict[str, Any] = {
     "echoapp-tcp, default reactor": twistd(),
     "echoapp-tcp, uvloop reactor": twistd("--reactor=uvloop"),
     "naive Twisted LineOnlyReceiver": script("naive_twisted.py"),
+    "naive Twisted + eager write": script("naive_twisted.py", "--eager"),
     "asyncio Protocol": script("asyncio_greeter.py"),
     "asyncio Protocol on uvloop": script("asyncio_greeter.py", "--uvloop"),
     "threads (socket + threading)": script("threaded.py"),
+    "C epoll greeter (the floor)": c_server(),
+}
+# RFC 862 echo: echoapp-echo against a naive Twisted echo, a hand-written
+# uvloop one and the C floor (no banner: the load generator's echo mode).
+ECHO_CONTENDERS: dict[str, Any] = {
+    "echoapp-echo, default reactor": twistd(plugin="echoapp-echo"),
+    "echoapp-echo, uvloop reactor": twistd("--reactor=uvloop", plugin="echoapp-echo"),
+    "naive Twisted echo": script("naive_twisted.py", "--echo"),
+    "naive Twisted echo + eager write": script("naive_twisted.py", "--echo", "--eager"),
+    "asyncio echo on uvloop": script("asyncio_greeter.py", "--echo", "--uvloop"),
+    "C epoll echo (the floor)": c_server("echo"),
 }
 UDP_CONTENDERS: dict[str, Any] = {
     "echoapp-udp, guards on, default reactor": echoapp_udp(),
@@ -139,6 +171,7 @@ class Scenario:
     size: int
     depth: int = 1
     udp: bool = False
+    echo: bool = False
 
 
 SCENARIOS = [
@@ -148,10 +181,14 @@ SCENARIOS = [
     Scenario("16k", "ping-pong, 16 KiB messages, 50 connections", 50, 16384),
     Scenario("pipelined", "pipelined 16 deep, 64 B lines, 50 connections", 50, 64, 16),
 ]
+ECHO_SCENARIOS = [
+    Scenario("echo50", "echo ping-pong, 64 B, 50 connections", 50, 64, echo=True),
+    Scenario("echo500", "echo ping-pong, 64 B, 500 connections", 500, 64, echo=True),
+]
 UDP_SCENARIOS = [Scenario("udp", "UDP ping-pong, 64 B datagrams, 8 in flight", 8, 64, udp=True)]
 IDLE_KEY = "idle"
 IDLE = "idle connections: server RSS per connection"
-SCENARIO_KEYS = [scenario.key for scenario in SCENARIOS + UDP_SCENARIOS] + [IDLE_KEY]
+SCENARIO_KEYS = [scenario.key for scenario in SCENARIOS + ECHO_SCENARIOS + UDP_SCENARIOS] + [IDLE_KEY]
 
 
 def have_haproxy() -> bool:
@@ -161,4 +198,4 @@ def have_haproxy() -> bool:
 def every_contender() -> list[str]:
     """The default run: every server, those behind HAProxy only where it is installed."""
     groups = [name for name in GROUP_CONTENDERS if "HAProxy" not in name or have_haproxy()]
-    return [*CONTENDERS, *groups, *UDP_CONTENDERS]
+    return [*CONTENDERS, *groups, *ECHO_CONTENDERS, *UDP_CONTENDERS]

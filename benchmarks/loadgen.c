@@ -3,8 +3,10 @@
  * (or pipelined) rounds of LF-terminated lines against a greeter that
  * answers "Hello, <line without LF>!\n" and sends one banner line first.
  *
- *   loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP_S DURATION_S [udp]
+ *   loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP_S DURATION_S [udp|echo]
  *
+ * With "echo", the server sends no banner and answers each message with
+ * the same bytes (RFC 862).
  * With "udp", CONNECTIONS is the number of UDP sockets, each with one
  * datagram in flight; a reply that has not come within 200 ms is counted as
  * lost and the next datagram is sent.
@@ -78,15 +80,16 @@ static double percentile(uint64_t total, double p) {
 
 int main(int argc, char **argv) {
     if (argc != 8 && argc != 9) {
-        fprintf(stderr, "usage: loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP DURATION [udp]\n");
+        fprintf(stderr, "usage: loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP DURATION [udp|echo]\n");
         return 2;
     }
     int udp = argc == 9 && strcmp(argv[8], "udp") == 0;
+    int echo = argc == 9 && strcmp(argv[8], "echo") == 0;
     const char *host = argv[1];
     int port = atoi(argv[2]), nconn = atoi(argv[3]), depth = atoi(argv[5]);
     double warmup = atof(argv[6]), duration = atof(argv[7]);
     msgsize = atol(argv[4]);
-    replysize = msgsize - 1 + 9; /* "Hello, " + line + "!\n" */
+    replysize = echo ? msgsize : msgsize - 1 + 9; /* "Hello, " + line + "!\n" */
     if (udp) depth = 1;
     if (depth < 1 || depth > 64) depth = 1;
     message = malloc(msgsize);
@@ -109,9 +112,10 @@ int main(int argc, char **argv) {
         conns[i].fd = fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &conns[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-        if (udp) { /* no banner: start at once */
+        if (udp || echo) { /* no banner: start at once */
             conns[i].banner_done = 1;
-            if (send_one(&conns[i]) < 0) return 1;
+            for (int d = 0; d < depth; d++)
+                if (send_one(&conns[i]) < 0) return 1;
         }
     }
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from contenders import CONTENDERS, GROUP_CONTENDERS, HERE, UDP_CONTENDERS, Scenario
+from contenders import CONTENDERS, ECHO_CONTENDERS, GROUP_CONTENDERS, UDP_CONTENDERS, Scenario, compiled
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 
@@ -95,14 +95,7 @@ def free_port() -> int:
 
 
 def build_loadgen() -> str:
-    target = os.path.join(HERE, "results", ".loadgen")
-    source = os.path.join(HERE, "loadgen.c")
-    if not os.path.exists(target) or os.path.getmtime(target) < os.path.getmtime(source):
-        compiler = shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            raise SystemExit("the benchmark needs a C compiler (cc) for its load generator")
-        subprocess.run([compiler, "-O2", "-o", target, source], check=True)
-    return target
+    return compiled("loadgen")
 
 
 class Server:
@@ -131,12 +124,13 @@ class Server:
 
 def start_server(name: str, port: int) -> Server:
     udp = name in UDP_CONTENDERS
+    echo = name in ECHO_CONTENDERS
     directory = None
     if name in GROUP_CONTENDERS:
         directory = tempfile.mkdtemp(prefix="echoapp-bench-")
         commands = GROUP_CONTENDERS[name](port, directory)
     else:
-        commands = [(UDP_CONTENDERS if udp else CONTENDERS)[name](port)]
+        commands = [(UDP_CONTENDERS if udp else ECHO_CONTENDERS if echo else CONTENDERS)[name](port)]
     server = Server(
         [
             subprocess.Popen(
@@ -156,6 +150,8 @@ def start_server(name: str, port: int) -> Server:
                     probe.recvfrom(100)
             else:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    if echo:
+                        probe.sendall(b"ready?\n")
                     if not probe.recv(100):
                         raise OSError("closed before its banner")
             return server
@@ -186,7 +182,7 @@ def measure(
         str(scenario.size),
         str(scenario.depth),
     ]
-    command += [str(warmup), str(duration)] + (["udp"] if scenario.udp else [])
+    command += [str(warmup), str(duration)] + (["udp"] if scenario.udp else ["echo"] if scenario.echo else [])
     client = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CPU), text=True)
     assert client.stdout is not None
     first = client.stdout.readline().strip()

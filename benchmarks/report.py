@@ -10,7 +10,16 @@ import os
 import platform
 import statistics
 
-from contenders import IDLE, SCENARIOS, UDP_CONTENDERS, UDP_SCENARIOS, Scenario, every_contender
+from contenders import (
+    ECHO_CONTENDERS,
+    ECHO_SCENARIOS,
+    IDLE,
+    SCENARIOS,
+    UDP_CONTENDERS,
+    UDP_SCENARIOS,
+    Scenario,
+    every_contender,
+)
 from measure import CLIENT_CPU, NOISY_STEAL, SERVER_CPU, Results, Sample
 
 import twisted
@@ -23,7 +32,9 @@ def spread(values: list[float], unit: str = "", digits: int = 1) -> str:
 
 def selected(args: argparse.Namespace) -> list[Scenario]:
     """The scenarios --scenario chose (all of them by default), in table order."""
-    return [scenario for scenario in SCENARIOS + UDP_SCENARIOS if scenario.key in args.scenarios]
+    return [
+        scenario for scenario in SCENARIOS + ECHO_SCENARIOS + UDP_SCENARIOS if scenario.key in args.scenarios
+    ]
 
 
 def tables(results: Results, args: argparse.Namespace) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -103,10 +114,14 @@ def chart(results: Results, args: argparse.Namespace, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    scenarios = [scenario for scenario in selected(args) if not scenario.udp]
-    if not scenarios:
+    scenarios = [scenario for scenario in selected(args) if not scenario.udp and not scenario.echo]
+    names = [
+        name
+        for name in args.contenders or every_contender()
+        if name not in UDP_CONTENDERS and name not in ECHO_CONTENDERS
+    ]
+    if not scenarios or not names:
         return False
-    names = [name for name in args.contenders or every_contender() if name not in UDP_CONTENDERS]
     figure, axis = plt.subplots(figsize=(11, 5))
     width = 0.8 / len(names)
     for index, name in enumerate(names):

@@ -25,6 +25,7 @@ import time
 
 from contenders import (
     CONTENDERS,
+    ECHO_CONTENDERS,
     GROUP_CONTENDERS,
     HERE,
     IDLE_KEY,
@@ -59,14 +60,14 @@ def progress(done: int, total: int, text: str) -> None:
 def plan_of(args: argparse.Namespace, idle_count: int) -> list[tuple[str, list, int]]:
     """(contender, its scenarios, idle connections to open) for each server run in a round."""
     chosen = selected(args)
-    tcp = [scenario for scenario in chosen if not scenario.udp]
+    tcp = [scenario for scenario in chosen if not scenario.udp and not scenario.echo]
+    echo = [scenario for scenario in chosen if scenario.echo]
     udp = [scenario for scenario in chosen if scenario.udp]
     idle = idle_count if IDLE_KEY in args.scenarios else 0
     names = args.contenders or every_contender()
     plan = []
     for name in names:
-        udp_server = name in UDP_CONTENDERS
-        runs = udp if udp_server else tcp
+        runs = udp if name in UDP_CONTENDERS else echo if name in ECHO_CONTENDERS else tcp
         # Idle memory is one process's: not measured for servers of several processes.
         idle_here = idle if name in CONTENDERS else 0
         if runs or idle_here:
@@ -155,7 +156,7 @@ def main() -> None:
         "--contender",
         dest="contenders",
         action="append",
-        choices=[*CONTENDERS, *GROUP_CONTENDERS, *UDP_CONTENDERS],
+        choices=[*CONTENDERS, *GROUP_CONTENDERS, *ECHO_CONTENDERS, *UDP_CONTENDERS],
         help="run this server; repeatable; all by default",
     )
     parser.add_argument(

@@ -15,8 +15,9 @@ import signal
 import struct
 from typing import Any
 
+from twisted.internet import abstract, tcp, unix
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IProtocolFactory
 from twisted.internet.tcp import _resolveIPv6
 from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
 from twisted.protocols.haproxy._v1parser import V1Parser
@@ -117,3 +118,121 @@ def parse_proxy_header(data: bytes) -> tuple[bool, IAddress | None, bytes]:
     if info is None:
         return False, None, b""
     return True, info.source, rest or b""
+
+
+class EagerWrites:
+    """
+    Eager writes for Twisted's stream transports (Twisted ticket #5303): when
+    nothing is queued, C{write()} sends at once instead of queueing the bytes
+    and asking the reactor to say when the socket is writable, which costs
+    two more epoll calls and a loop pass per reply.  What the kernel does not
+    take is queued by Twisted's own C{write}, so buffering, producers, close
+    and errors stay Twisted's.
+
+    It relies on C{FileDescriptor}'s write queue (C{dataBuffer},
+    C{_tempDataLen}), its close states (C{connected}, C{_writeDisconnected},
+    C{_aborting}), C{writeSomeData} (which returns a count, or an exception
+    for a failed send), and C{TLS} (set by C{startTLS}, whose bytes keep to
+    Twisted's path).  L{eager_writes_problem} checks each of them.
+    """
+
+    def write(self, data: bytes) -> None:
+        if (
+            self.dataBuffer  # type: ignore[attr-defined]
+            or self._tempDataLen  # type: ignore[attr-defined]
+            or data.__class__ is not bytes
+            or not data
+            or self.TLS  # type: ignore[attr-defined]
+            or not self.connected  # type: ignore[attr-defined]
+            or self._writeDisconnected  # type: ignore[attr-defined]
+            or self._aborting  # type: ignore[attr-defined]
+        ):
+            super().write(data)  # type: ignore[misc]
+            return
+        sent = self.writeSomeData(data)  # type: ignore[attr-defined]
+        if sent.__class__ is not int:
+            # A failed send: queue it all, and Twisted's own send reports the
+            # error as the reason the connection was lost.
+            super().write(data)  # type: ignore[misc]
+        elif sent < len(data):
+            super().write(data[sent:])  # type: ignore[misc]
+        elif self.producer is not None and not self.streamingProducer:  # type: ignore[attr-defined]
+            # A pull producer is asked for more when the queue drains.
+            self.startWriting()  # type: ignore[attr-defined]
+
+    def writeSequence(self, iovec: Any) -> None:
+        iovec = list(iovec)
+        if all(chunk.__class__ is bytes for chunk in iovec):
+            self.write(b"".join(iovec))
+        else:
+            super().writeSequence(iovec)  # type: ignore[misc]
+
+
+class EagerTCPServer(EagerWrites, tcp.Server):
+    """A TCP connection Twisted's port accepts, writing eagerly."""
+
+
+class EagerTCPPort(tcp.Port):
+    transport = EagerTCPServer
+
+
+class EagerUNIXServer(EagerWrites, unix.Server):
+    """A UNIX connection, writing eagerly (file descriptors still go first: C{writeSomeData} sends them)."""
+
+
+class EagerUNIXPort(unix.Port):
+    transport = EagerUNIXServer
+
+
+def adopt_eager_port(reactor: Any, fd: int, family: int, factory: IProtocolFactory) -> tcp.Port:
+    """C{reactor.adoptStreamPort} for a TCP socket, with eager writes (C{Port._fromListeningDescriptor})."""
+    port = EagerTCPPort._fromListeningDescriptor(reactor, fd, family, factory)
+    port.startListening()
+    return port
+
+
+def mark_tls(port: tcp.Port) -> tcp.Port:
+    """A TCP port carrying TLS is logged as C{TLS}, as C{listenSSL} does (C{Port._type})."""
+    port._type = "TLS"
+    return port
+
+
+def queued(transport: Any) -> int:
+    """
+    Bytes a Twisted stream transport holds, not yet taken by the kernel:
+    C{dataBuffer} past C{offset}, and C{_tempDataLen} not yet joined to it.
+    """
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+class _QueueProbe(abstract.FileDescriptor):
+    """A descriptor with no socket, to see where Twisted's C{write} queues bytes."""
+
+    connected = 1
+
+    def startWriting(self) -> None:
+        pass
+
+
+def eager_writes_problem() -> str | None:
+    """
+    What in this Twisted no longer matches what L{EagerWrites} relies on,
+    or L{None}.  Checked before the first eager port is made; on a problem
+    echoapp says so once and uses Twisted's own transport.
+    """
+    for name, base in (("tcp", tcp), ("unix", unix)):
+        if base.Port.transport is not base.Server:
+            return f"{name}.Port.transport is not {name}.Server"
+        send = getattr(base.Server, "writeSomeData", None)
+        if send is None or send is abstract.FileDescriptor.writeSomeData:
+            return f"{name}.Server has no writeSomeData"
+        for attribute in ("TLS", "_aborting", "_writeDisconnected", "dataBuffer", "offset", "producer"):
+            if not hasattr(base.Server, attribute):
+                return f"{name}.Server has no {attribute}"
+    if not hasattr(tcp.Port, "_fromListeningDescriptor"):
+        return "tcp.Port has no _fromListeningDescriptor"
+    probe = _QueueProbe(reactor=object())  # type: ignore[arg-type]
+    probe.write(b"queued")
+    if getattr(probe, "_tempDataLen", None) != 6 or queued(probe) != 6:
+        return "FileDescriptor.write no longer queues into _tempDataLen"
+    return None

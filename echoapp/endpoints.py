@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from echoapp import native_tcp
 from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
+from echoapp.eager import eager_reactor
 from echoapp.proxy import PREFIX, Network, ProxyEndpoint
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
@@ -158,7 +159,8 @@ def stream_endpoint(
 ) -> IStreamServerEndpoint:
     """
     The endpoint for C{description}, with C{backlog} unless it names its
-    own.  C{tcp:}/C{tcp6:} get a L{SocketEndpoint} when they share their
+    own, on Twisted's own reactors with eager writes (L{echoapp.eager}).
+    C{tcp:}/C{tcp6:} get a L{SocketEndpoint} when they share their
     port or when the reactor sits on an asyncio loop; C{haproxy:ENDPOINT}
     is ENDPOINT read through L{echoapp.proxy} (believing headers only from
     C{proxy_from}, when given); everything else is Twisted's own endpoint.
@@ -166,6 +168,7 @@ def stream_endpoint(
     if description.startswith(PREFIX):
         inner = stream_endpoint(reactor, description[len(PREFIX) :], reuse_port, backlog)
         return ProxyEndpoint(inner, proxy_from)
+    reactor = eager_reactor(reactor)
     endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
     if reuse_port and not tcp:

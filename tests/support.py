@@ -33,7 +33,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp._twisted import asyncio_loop
+from echoapp._twisted import asyncio_loop, queued
 from echoapp.listen import StreamListenService, UDPListenService
 
 # --- Bounds and addresses ---------------------------------------------------
@@ -207,7 +207,7 @@ def udp_exchange(port: int, datagrams: Sequence[bytes], host: str = "127.0.0.1")
 
 def buffered(transport: Any) -> int:
     """Bytes a Twisted TCP transport holds in user space, waiting to be sent."""
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return queued(transport)
 
 
 class Recording(Factory):

@@ -152,3 +152,60 @@ class ProxyHeaderTests(SynchronousTestCase):
         self.assertEqual(_twisted.parse_proxy_header(b"\r\n\r\n"), (False, None, b""))
         for bad in (b"GET / HTTP/1.1\r\n", b"PROXY TCP4 a b c d\r\n", b"PROXY " + b"x" * 200):
             self.assertRaises(ValueError, _twisted.parse_proxy_header, bad)
+
+
+class EagerWritesTests(SynchronousTestCase):
+    """
+    EagerWrites relies on FileDescriptor's write queue (dataBuffer, offset,
+    _tempDataLen), its close states (connected, _writeDisconnected,
+    _aborting), writeSomeData, TLS, and tcp/unix Port.transport.
+    """
+
+    def test_nothing_changed(self) -> None:
+        self.assertIsNone(_twisted.eager_writes_problem(), "what eager writes rely on changed in Twisted")
+
+    def test_a_changed_transport_is_named(self) -> None:
+        from twisted.internet import tcp
+
+        self.patch(tcp.Port, "transport", object)
+        self.assertEqual(_twisted.eager_writes_problem(), "tcp.Port.transport is not tcp.Server")
+
+    def test_a_missing_attribute_is_named(self) -> None:
+        from twisted.internet import tcp
+
+        self.patch(tcp.Connection, "writeSomeData", None)
+        del tcp.Connection.writeSomeData
+        self.assertEqual(_twisted.eager_writes_problem(), "tcp.Server has no writeSomeData")
+
+    def test_queue_change_is_named(self) -> None:
+        from twisted.internet import abstract
+
+        self.patch(abstract.FileDescriptor, "write", lambda self, data: None)
+        self.assertEqual(
+            _twisted.eager_writes_problem(), "FileDescriptor.write no longer queues into _tempDataLen"
+        )
+
+    def test_queued(self) -> None:
+        from twisted.internet import abstract
+
+        descriptor = abstract.FileDescriptor(reactor=object())  # type: ignore[arg-type]
+        descriptor.dataBuffer, descriptor.offset = b"abcdef", 2
+        descriptor._tempDataLen = 3
+        self.assertEqual(
+            _twisted.queued(descriptor), 7, "FileDescriptor's queue is not dataBuffer[offset:] + _tempDataLen"
+        )
+
+    def test_adopt_and_mark_tls(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        self.addCleanup(sock.close)
+        port = _twisted.adopt_eager_port(
+            reactor, sock.fileno(), socket.AF_INET, Factory.forProtocol(Protocol)
+        )
+        self.addCleanup(port.stopListening)
+        self.assertIs(port.transport, _twisted.EagerTCPServer, "tcp.Port._fromListeningDescriptor changed")
+        self.assertEqual(_twisted.mark_tls(port)._type, "TLS", "tcp.Port._type changed")

@@ -1,4 +1,4 @@
-"""A hand-written asyncio greeter; with --uvloop, on uvloop."""
+"""A hand-written asyncio greeter (with --echo, echo); with --uvloop, on uvloop."""
 
 import asyncio
 import sys
@@ -16,8 +16,17 @@ class Greeter(asyncio.Protocol):
             self.transport.write(b"".join(b"Hello, " + line + b"!\n" for line in lines))
 
 
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
 async def main(port: int) -> None:
-    server = await asyncio.get_running_loop().create_server(Greeter, "127.0.0.1", port, backlog=4096)
+    protocol = Echo if "--echo" in sys.argv else Greeter
+    server = await asyncio.get_running_loop().create_server(protocol, "127.0.0.1", port, backlog=4096)
     await server.serve_forever()
 
 

@@ -1,9 +1,15 @@
-"""The naive Twisted greeter: LineOnlyReceiver, one write per line, no protections."""
+"""
+The naive Twisted greeter: LineOnlyReceiver, one write per line, no
+protections; with --echo, the naive echo (each chunk written back).  With
+--eager, one change: its connections are echoapp's eager-write transport
+(write() sends at once when nothing is queued), to show how much of
+echoapp's speed is the write path and how much its own code.
+"""
 
 import sys
 
-from twisted.internet import reactor
-from twisted.internet.protocol import Factory
+from twisted.internet import reactor, tcp
+from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.basic import LineOnlyReceiver
 
 
@@ -18,5 +24,20 @@ class Greeter(LineOnlyReceiver):
         self.transport.write(b"Hello, " + line + b"!\n")
 
 
-reactor.listenTCP(int(sys.argv[1]), Factory.forProtocol(Greeter), backlog=4096, interface="127.0.0.1")
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+Port = tcp.Port
+if "--eager" in sys.argv[2:]:
+    from echoapp._twisted import EagerTCPPort as Port  # type: ignore[assignment]
+port = Port(
+    int(sys.argv[1]),
+    Factory.forProtocol(Echo if "--echo" in sys.argv[2:] else Greeter),
+    4096,
+    "127.0.0.1",
+    reactor,
+)
+port.startListening()
 reactor.run()
