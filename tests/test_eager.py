@@ -308,6 +308,7 @@ class EagerTransportTests(TestCase):
     async def test_start_tls(self) -> None:
         """After C{startTLS}, writes go through TLS (Twisted's path), never around it."""
         from twisted.internet.ssl import PrivateCertificate
+
         paths = make_certificates(self.mktemp() + "-certs")
         with open(paths["server.pem"]) as cert, open(paths["server.key"]) as key:
             options = PrivateCertificate.loadPEM(cert.read() + key.read()).options()

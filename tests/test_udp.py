@@ -180,3 +180,34 @@ class UDPLoopbackTests(TestCase):
         d = deferToThread(exchange, socket.AF_INET6, "::1", port, [b"six\n"])
         d.addCallback(self.assertEqual, [b"Hello, six!\n"])
         return d
+
+
+class DirectSendTests(TestCase):
+    """On Twisted's own UDP port, replies skip Port.write's address checks; errors still get its handling."""
+
+    def test_replies_go_straight_to_the_socket(self) -> None:
+        from twisted.internet import reactor, udp
+
+        protocol = UDPGreeter(ReplyTemplate.parse("Hello, {}!"))
+        port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        if not isinstance(port, udp.Port):
+            self.skipTest("this reactor's UDP port is not Twisted's udp.Port")
+        written: list[bytes] = []
+        self.patch(port, "write", lambda data, addr: written.append(data))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            protocol.datagramReceived(b"direct", client.getsockname())
+            client.settimeout(5)
+            self.assertEqual(client.recvfrom(100)[0], b"Hello, direct!")
+        self.assertEqual(written, [], "Port.write (and its isIPAddress) was not on the path")
+
+    def test_a_send_error_falls_back_to_port_write(self) -> None:
+        protocol, transport = greeter()
+
+        def refused(data: bytes, addr: object) -> int:
+            raise OSError(111, "Connection refused")
+
+        protocol._sendto = refused
+        protocol.datagramReceived(b"Bob", ("127.0.0.1", 40000))
+        self.assertEqual(transport.sent, [(b"Hello, Bob!", ("127.0.0.1", 40000))])
