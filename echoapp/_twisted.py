@@ -132,8 +132,9 @@ class EagerWrites:
     It relies on C{FileDescriptor}'s write queue (C{dataBuffer},
     C{_tempDataLen}), its close states (C{connected}, C{_writeDisconnected},
     C{_aborting}), C{writeSomeData} (which returns a count, or an exception
-    for a failed send), and C{TLS} (set by C{startTLS}, whose bytes keep to
-    Twisted's path).  L{eager_writes_problem} checks each of them.
+    for a failed send; a TCP connection calls its C{socket.send}), and
+    C{TLS} (set by C{startTLS}, whose bytes keep to Twisted's path).
+    L{eager_writes_problem} checks each of them.
     """
 
     def write(self, data: bytes) -> None:
@@ -149,16 +150,19 @@ class EagerWrites:
         ):
             super().write(data)  # type: ignore[misc]
             return
-        sent = self.writeSomeData(data)  # type: ignore[attr-defined]
-        if sent.__class__ is not int:
-            # A failed send: queue it all, and Twisted's own send reports the
-            # error as the reason the connection was lost.
-            super().write(data)  # type: ignore[misc]
-        elif sent < len(data):
-            super().write(data[sent:])  # type: ignore[misc]
+        sent = self.send_now(data)
+        if sent < len(data):
+            # The rest, or after a failed send all of it, is queued: Twisted's
+            # own send then reports an error as why the connection was lost.
+            super().write(data[sent:] if sent else data)  # type: ignore[misc]
         elif self.producer is not None and not self.streamingProducer:  # type: ignore[attr-defined]
             # A pull producer is asked for more when the queue drains.
             self.startWriting()  # type: ignore[attr-defined]
+
+    def send_now(self, data: bytes) -> int:
+        """Bytes the kernel took at once: 0 when it took none, or the send failed."""
+        sent = self.writeSomeData(data)  # type: ignore[attr-defined]
+        return sent if sent.__class__ is int else 0
 
     def writeSequence(self, iovec: Any) -> None:
         iovec = list(iovec)
@@ -170,6 +174,17 @@ class EagerWrites:
 
 class EagerTCPServer(EagerWrites, tcp.Server):
     """A TCP connection Twisted's port accepts, writing eagerly."""
+
+    def send_now(self, data: bytes) -> int:
+        """
+        C{socket.send} itself: C{writeSomeData} adds two calls and a
+        memoryview per reply to cap a send for Windows, which this is not;
+        Python retries EINTR itself.
+        """
+        try:
+            return self.socket.send(data)
+        except OSError:
+            return 0
 
 
 class EagerTCPPort(tcp.Port):

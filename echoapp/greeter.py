@@ -49,13 +49,30 @@ class Greeter(GuardedProtocol):
     def dataReceived(self, data: bytes) -> None:
         if self._finished:
             return
-        self.activity()
-        self.stats.bytes_in += len(data)
+        if self._flow_controlled:
+            self._last_seen = self.factory.now()  # what activity() does once set up, without the call
+        else:
+            self.activity()
+        stats = self.stats
+        stats.bytes_in += len(data)
         framing = self._framing
         if framing is _AUTO:
             framing = self._framing = Framing.choose(data)
+        config = self.config
+        lines = self._lines.whole_lines(data, config.max_line_length) if framing is _LINE else None
+        if lines is not None and len(lines) == 1:
+            # The usual request, one whole line and not the exit word: no
+            # list of replies, no join, no timing to keep (nothing is held).
+            message, terminator = lines[0]
+            if message != config.exit_word or not config.exit_word:
+                out = config.reply.render(message, terminator)
+                self.transport.write(out)
+                stats.messages += 1
+                stats.bytes_out += len(out)
+                if self._message_started is not None:
+                    self.message_finished()
+                return
         replies: list[bytes] = []
-        lines = self._lines.whole_lines(data, self.config.max_line_length) if framing is _LINE else None
         if lines is not None:
             for message, terminator in lines:
                 if not self._answer(message, terminator, replies):
@@ -65,8 +82,8 @@ class Greeter(GuardedProtocol):
         if replies:
             out = b"".join(replies)
             self.transport.write(out)
-            self.stats.messages += len(replies)
-            self.stats.bytes_out += len(out)
+            stats.messages += len(replies)
+            stats.bytes_out += len(out)
         if self._finished:
             self.close(linger=self._too_long)
         elif self._message_started is not None or self._lines.pending:

@@ -13,11 +13,13 @@ C{python -m tests.test_eager twisted.internet.test.test_tcp ...}.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from hypothesis import given, settings
@@ -453,7 +455,9 @@ class ListeningTests(TestCase):
         reactor = global_reactor()
         if _twisted.asyncio_loop(reactor) is not None:
             self.skipTest("on the asyncio reactor tcp: is served natively; see test_native_tcp")
-        path = os.path.join(os.path.abspath(self.mktemp()) + ".sock")
+        directory = tempfile.mkdtemp(prefix="echoapp-")  # short: AF_UNIX paths are capped at 107 bytes
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "eager.sock")
         for description, kind in (
             ("tcp:0:interface=127.0.0.1", EagerTCPServer),
             (f"unix:{path}", EagerUNIXServer),
