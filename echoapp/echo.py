@@ -20,7 +20,10 @@ class Echo(GuardedProtocol):
     """
 
     def dataReceived(self, data: bytes) -> None:
-        self.activity()
+        if self._flow_controlled:
+            self._last_seen = self.factory.now()  # what activity() does once set up, without the call
+        else:
+            self.activity()
         self.transport.write(data)
         stats = self.stats
         stats.messages += 1

@@ -9,6 +9,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp.config import TCPLimits
 from echoapp.echo import EchoFactory
 from tests.support import assert_backpressure, start
 
@@ -31,6 +32,20 @@ class EchoUnitTests(SynchronousTestCase):
         protocol.dataReceived(b"x")
         transport.producer.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
+
+
+    def test_every_chunk_resets_the_idle_timer(self) -> None:
+        clock = Clock()
+        protocol = EchoFactory(TCPLimits(idle_timeout=10), clock=clock).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        for _ in range(3):  # the first chunk sets up flow control; the others take the short path
+            clock.advance(6)
+            protocol.dataReceived(b"still here")
+        clock.advance(6)
+        self.assertFalse(transport.disconnecting, "data within the idle timeout keeps the connection")
+        clock.advance(5)
+        self.assertTrue(transport.disconnecting, "ten seconds without data closes it")
 
 
 class EchoLoopbackTests(TestCase):
