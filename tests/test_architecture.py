@@ -21,6 +21,8 @@ import echoapp
 PACKAGE_DIR = os.path.dirname(echoapp.__file__)
 SEAM = "echoapp._twisted"
 MAX_LINES = 400
+# Public, documented names that start with an underscore anyway.
+DOCUMENTED_UNDERSCORE_NAMES = {"_exit"}  # os._exit
 TEST_HELPERS = ("twisted.internet.testing", "twisted.test", "twisted.trial")
 
 
@@ -50,6 +52,23 @@ def imported_names(path: str) -> Iterator[tuple[str, str | None, int]]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             for alias in node.names:
                 yield node.module, alias.name, node.lineno
+
+
+def defined_names(tree: ast.AST) -> Iterator[str]:
+    """Names a module defines for itself: functions, classes, assigned attributes and names, slots."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            yield node.name
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            yield node.attr
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            yield node.id
+        elif isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__slots__" for target in node.targets
+        ):
+            for entry in ast.walk(node.value):
+                if isinstance(entry, ast.Constant) and isinstance(entry.value, str):
+                    yield entry.value
 
 
 def import_graph(modules: Mapping[str, str]) -> dict[str, set[str]]:
@@ -114,6 +133,15 @@ class CycleFinderTests(SynchronousTestCase):
             out.write(text)
         return path
 
+    def test_foreign_private_attribute_is_not_own(self) -> None:
+        tree = ast.parse(
+            "class A:\n    __slots__ = ('_slot',)\n    def f(self, t):\n"
+            "        self._mine = 1\n        return getattr(t, '_str'), t._theirs\n"
+        )
+        own = set(defined_names(tree))
+        self.assertTrue({"_mine", "_slot"} <= own)
+        self.assertFalse({"_theirs", "_str"} & own)
+
     def test_function_local_imports_count(self) -> None:
         path = self.source("def later():\n    from echoapp.services import named\n")
         self.assertIn(("echoapp.services", "named", 2), list(imported_names(path)))
@@ -174,6 +202,33 @@ class PackageShapeTests(SynchronousTestCase):
                     and str(node.args[1].value).startswith("_")
                 ):
                     offenders.append(f"{name}:{node.lineno} {node.func.id}(..., {node.args[1].value!r})")
+        self.assertEqual(offenders, [])
+
+    def test_no_foreign_private_attributes_outside_the_seam(self) -> None:
+        """
+        C{transport._tempDataLen}: a private attribute of someone else's
+        object is an internal too.  Any C{x._name} outside the seam must
+        name something echoapp itself defines (a function, class, attribute
+        it assigns, or slot).
+        """
+        own: set[str] = set()
+        trees = {}
+        for name, path in self.modules.items():
+            with open(path, encoding="utf-8") as source:
+                tree = trees[name] = ast.parse(source.read(), path)
+            if name != SEAM:  # what the seam names of Twisted's is not echoapp's own
+                own.update(defined_names(tree))
+        offenders = [
+            f"{name}:{node.lineno} .{node.attr}"
+            for name, tree in trees.items()
+            if name != SEAM
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and node.attr not in own
+            and node.attr not in DOCUMENTED_UNDERSCORE_NAMES
+        ]
         self.assertEqual(offenders, [])
 
     def test_every_module_fits_in_a_head(self) -> None:

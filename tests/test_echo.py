@@ -33,7 +33,6 @@ class EchoUnitTests(SynchronousTestCase):
         transport.producer.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
 
-
     def test_every_chunk_resets_the_idle_timer(self) -> None:
         clock = Clock()
         protocol = EchoFactory(TCPLimits(idle_timeout=10), clock=clock).buildProtocol(None)
