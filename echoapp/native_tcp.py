@@ -77,7 +77,9 @@ class NativeConnection(asyncio.Protocol):
     __slots__ = (
         "_factory",
         "_failure",
+        "_held",
         "_protocol",
+        "_reads_paused",
         "_streaming",
         "_transport",
         "_writes_paused",
@@ -100,6 +102,8 @@ class NativeConnection(asyncio.Protocol):
         self.producer: Any = None
         self._streaming = False
         self._writes_paused = False
+        self._reads_paused = False
+        self._held = b""
 
     # --- asyncio.Protocol: what the loop calls ---
 
@@ -126,6 +130,14 @@ class NativeConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         protocol = self._protocol
         if protocol is None or self._failure is not None:
+            return
+        if self._reads_paused:
+            # The loop read although the protocol paused it: uvloop (and
+            # asyncio before 3.12, CPython gh-76002) ignore a pause_reading()
+            # made in connection_made.  Twisted's promise is no dataReceived
+            # while paused: the chunk is held for resumeProducing.
+            self._held += data
+            self._transport.pause_reading()
             return
         try:
             if len(data) <= READ_SIZE:
@@ -292,11 +304,16 @@ class NativeConnection(asyncio.Protocol):
 
     # IPushProducer: reading from the socket.
     def pauseProducing(self) -> None:
+        self._reads_paused = True
         if self.connected and not self._transport.is_closing():
             self._transport.pause_reading()
 
     def resumeProducing(self) -> None:
-        if self.connected and not self._transport.is_closing():
+        self._reads_paused = False
+        held, self._held = self._held, b""
+        if held:
+            self.data_received(held)
+        if self.connected and not self._transport.is_closing() and not self._reads_paused:
             self._transport.resume_reading()
 
     def stopProducing(self) -> None:

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -25,7 +25,7 @@ from echoapp.config import GreeterConfig
 from echoapp.endpoints import SocketEndpoint
 from echoapp.greeter import GreeterFactory
 from echoapp.listen import StreamListenService
-from tests.support import listeners, start, tutorial_client
+from tests.support import listeners, start, tutorial_client, wait_until
 
 
 class FakeTransport(asyncio.Transport):
@@ -365,6 +365,37 @@ class NativeLoopbackTests(TestCase):
         d.addCallback(lambda _: deferToThread(tutorial_client, six, [b"six"], "::1"))
         d.addCallback(lambda replies: self.assertEqual(replies, [b"Welcome!\r\n", b"Hello, six!"]))
         return d
+
+    async def test_a_pause_in_connection_made_holds(self) -> None:
+        """
+        Twisted's promise: no dataReceived while paused, even when paused in
+        connectionMade (which uvloop's pause_reading ignores there).
+        """
+        received: list[bytes] = []
+        made: list[Any] = []
+
+        class Paused(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.pauseProducing()  # type: ignore[union-attr]
+                made.append(self.transport)
+
+            def dataReceived(self, data: bytes) -> None:
+                received.append(data)
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = native_tcp.serve(asyncio_loop(reactor), sock, Factory.forProtocol(Paused), 5)
+        self.addCleanup(port.stopListening)
+        payload = bytes(range(256)) * 400
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(client.close)
+        client.sendall(payload)
+        await wait_until(lambda: made, "the connection")
+        await deferLater(reactor, 0.3)
+        self.assertEqual(received, [], "nothing while paused")
+        made[0].resumeProducing()
+        await wait_until(lambda: len(b"".join(received)) == len(payload), "every byte once resumed")
+        self.assertTrue(b"".join(received) == payload)
 
     def test_other_endpoints_keep_twisteds_path(self) -> None:
         path = self.mktemp()
