@@ -15,10 +15,12 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.echo import EchoFactory
 from echoapp.endpoints import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDPListen
+from echoapp.faults import FaultPlan, FaultyDatagramProtocol, FaultyFactory
 from echoapp.greeter import GreeterFactory
 from echoapp.guard import Connections, GuardedFactory
 from echoapp.listen import StreamListenService, UDPListenService
@@ -30,6 +32,8 @@ from echoapp.udp import UDPGreeter
 TCP_NAME = "echoapp-tcp"
 ECHO_NAME = "echoapp-echo"
 UDP_NAME = "echoapp-udp"
+
+log = Logger()
 
 
 def named(name: str) -> MultiService:
@@ -54,6 +58,23 @@ class DrainService(Service):
         return self.connections.drain()
 
 
+class FaultNotice(Service):
+    """Says at start which faults a service applies and their seed: the seed reproduces a failure."""
+
+    def __init__(self, plan: FaultPlan) -> None:
+        self.plan = plan
+
+    def startService(self) -> None:
+        super().startService()
+        owner = self.parent.name if self.parent is not None else "echoapp"
+        log.info(
+            "{service} faults: {faults} (seed={seed})",
+            service=owner,
+            faults=self.plan.faults,
+            seed=self.plan.seed,
+        )
+
+
 def _stream_service(
     name: str,
     make_factory: Callable[..., GuardedFactory],
@@ -63,21 +84,27 @@ def _stream_service(
     reuse_port: bool,
     log_connections: bool,
     proxy_from: tuple[Network, ...],
+    faults: FaultPlan | None,
 ) -> MultiService:
     """
     One factory per listener, for per-listener metrics, all sharing one
-    L{Connections}: the service's limits count across its listeners.
+    L{Connections}: the service's limits count across its listeners.  With
+    C{faults}, every connection goes through them (L{echoapp.faults}).
     """
     service = named(name)
     connections = Connections(limits)
     DrainService(connections).setServiceParent(service)
+    if faults is not None:
+        FaultNotice(faults).setServiceParent(service)
     for description in listen:
-        factory = make_factory(
+        factory: Any = make_factory(
             clock=reactor,
             connections=connections,
             stats=TCPStats(name, description),
             log_connections=log_connections,
         )
+        if faults is not None:
+            factory = FaultyFactory(factory, faults)
         # A backlog as deep as the service's connection limit: a burst of
         # clients up to the limit is accepted, not dropped by the kernel.
         StreamListenService(
@@ -99,6 +126,7 @@ def tcp_greeter(
     reuse_port: bool = False,
     log_connections: bool = False,
     proxy_from: tuple[Network, ...] = (),
+    faults: FaultPlan | None = None,
 ) -> MultiService:
     """
     The welcome/echo/exit greeter on every endpoint string in C{listen};
@@ -115,6 +143,7 @@ def tcp_greeter(
         reuse_port,
         log_connections,
         proxy_from,
+        faults,
     )
 
 
@@ -125,10 +154,11 @@ def echo(
     reuse_port: bool = False,
     log_connections: bool = False,
     proxy_from: tuple[Network, ...] = (),
+    faults: FaultPlan | None = None,
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}; the rest as L{tcp_greeter}."""
     return _stream_service(
-        ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port, log_connections, proxy_from
+        ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port, log_connections, proxy_from, faults
     )
 
 
@@ -138,16 +168,21 @@ def udp_greeter(
     limits: UDPLimits | None = None,
     reactor: Any = None,
     reuse_port: bool = False,
+    faults: FaultPlan | None = None,
 ) -> MultiService:
     """
     The UDP greeter on every C{udp:PORT[:interface=ADDR]} in C{listen}.
     Its listeners know each other's ports, so none answers another.
     """
     service = named(UDP_NAME)
+    if faults is not None:
+        FaultNotice(faults).setServiceParent(service)
     own_ports: set[int] = set()
     for spec in listen:
         spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec)
-        protocol = UDPGreeter(reply, limits, own_ports, reactor, UDPStats(UDP_NAME, str(spec)))
+        protocol: Any = UDPGreeter(reply, limits, own_ports, reactor, UDPStats(UDP_NAME, str(spec)))
+        if faults is not None:
+            protocol = FaultyDatagramProtocol(protocol, faults)
         UDPListenService(spec, protocol, reactor, reuse_port).setServiceParent(service)
     return service
 
@@ -163,6 +198,7 @@ def everything(
     reuse_port: bool = False,
     log_connections: bool = False,
     proxy_from: tuple[Network, ...] = (),
+    faults: FaultPlan | None = None,
 ) -> MultiService:
     """
     All three services in one process; the greeters share one message
@@ -172,9 +208,9 @@ def everything(
     config = config or GreeterConfig()
     service = named("echoapp")
     for child in (
-        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port, log_connections, proxy_from),
-        udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port),
-        echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections, proxy_from),
+        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port, log_connections, proxy_from, faults),
+        udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port, faults),
+        echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections, proxy_from, faults),
     ):
         child.setServiceParent(service)
     return service

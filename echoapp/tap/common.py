@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.endpoints import UDPListen, check_endpoint
+from echoapp.faults import FaultPlan, Faults
 from echoapp.framing import Framing
 from echoapp.proxy import PREFIX, Network, parse_networks
 from echoapp.template import ReplyTemplate, encode_text
@@ -260,3 +261,27 @@ def udp_listens(option: RepeatableListen, options: usage.Options) -> list[UDPLis
         return [UDPListen.parse(description) for description in option.given(options)]
     except ValueError as error:
         raise usage.UsageError(f"--{option.name}: {error}") from None
+
+
+def opt_fault(options: usage.Options, spec: str) -> None:
+    """
+    Misbehave on purpose, for testing clients: KEY=VALUE[,KEY=VALUE...],
+    repeatable (latency=50ms,jitter=10ms; bandwidth=16KB; slice=1,slice-delay=5ms;
+    reset-after-bytes=N; reset-after=2s; half-close-after-bytes=N; slow-close=1s;
+    stall=read|answer; refuse; stall-handshake; loss=P; duplicate=P; reorder=P;
+    fraction=F; seed=N, printed at start).
+    """
+    options.setdefault("fault-texts", []).append(spec)
+
+
+def fault_plan(options: usage.Options) -> FaultPlan | None:
+    """The C{--fault} options as one plan, or L{None} without any (nothing is wrapped then)."""
+    faults = Faults()
+    for spec in options.get("fault-texts", []):
+        try:
+            faults = Faults.parse(spec, faults)
+        except ValueError as error:
+            raise usage.UsageError(f"--fault: {error}") from None
+    if not options.get("fault-texts"):
+        return None
+    return FaultPlan(faults)

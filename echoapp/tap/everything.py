@@ -19,7 +19,9 @@ from echoapp.tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    fault_plan,
     metrics_listen,
+    opt_fault,
     opt_proxy_from,
     proxy_from,
     stream_listens,
@@ -50,8 +52,10 @@ class Options(PluginOptions):
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
     opt_proxy_from = opt_proxy_from
+    opt_fault = opt_fault
 
     def postOptions(self) -> None:
+        self["faults"] = fault_plan(self)
         self["metrics-listen"] = metrics_listen(self)
         self["tcp-endpoints"] = stream_listens(TCP, self)
         self["udp-ports"] = udp_listens(UDP, self)
@@ -73,6 +77,7 @@ def makeService(options: usage.Options) -> IService:
                 tcp_limits=options["tcp-limits"],
                 udp_limits=options["udp-limits"],
                 reuse_port=bool(options["reuse-port"]),
+                faults=options["faults"],
                 log_connections=bool(options["log-connections"]),
                 proxy_from=options["proxy-from"],
             ),

@@ -18,7 +18,9 @@ from echoapp.tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    fault_plan,
     metrics_listen,
+    opt_fault,
     opt_proxy_from,
     proxy_from,
     stream_listens,
@@ -37,8 +39,10 @@ class Options(PluginOptions):
     optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
     opt_listen = LISTEN.option()
     opt_proxy_from = opt_proxy_from
+    opt_fault = opt_fault
 
     def postOptions(self) -> None:
+        self["faults"] = fault_plan(self)
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         self["proxy-from"] = proxy_from(self, self["endpoints"])
@@ -54,6 +58,7 @@ def makeService(options: usage.Options) -> IService:
                 options["config"],
                 options["limits"],
                 reuse_port=bool(options["reuse-port"]),
+                faults=options["faults"],
                 log_connections=bool(options["log-connections"]),
                 proxy_from=options["proxy-from"],
             ),

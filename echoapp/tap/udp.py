@@ -16,7 +16,9 @@ from echoapp.tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    fault_plan,
     metrics_listen,
+    opt_fault,
     udp_listens,
 )
 
@@ -32,8 +34,10 @@ class Options(PluginOptions):
     optParameters = REPLY_PARAMETERS + UDP_LIMIT_PARAMETERS + METRICS_PARAMETERS
     optFlags = REUSE_PORT_FLAGS
     opt_listen = LISTEN.option()
+    opt_fault = opt_fault
 
     def postOptions(self) -> None:
+        self["faults"] = fault_plan(self)
         self["metrics-listen"] = metrics_listen(self)
         self["ports"] = udp_listens(LISTEN, self)
         self["template"] = build(GreeterConfig, self).reply
@@ -48,6 +52,7 @@ def makeService(options: usage.Options) -> IService:
                 options["template"],
                 options["limits"],
                 reuse_port=bool(options["reuse-port"]),
+                faults=options["faults"],
             ),
             options["metrics-listen"],
         )

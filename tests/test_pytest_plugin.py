@@ -1,0 +1,49 @@
+"""
+echoapp's pytest plugin, as its users meet it: the fixtures come from the
+pytest11 entry point of the installed package, with no conftest.  (Plain
+pytest functions: trial does not collect them.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.threads import deferToThread
+
+from echoapp.testing import Faults
+
+
+@pytest_twisted.ensureDeferred
+async def test_in_process_greeter_with_latency(echoapp_peer: Any) -> None:
+    peer = echoapp_peer("greeter", faults=Faults(latency=0.05), banner="Hi")
+
+    def banner() -> bytes:
+        with socket.create_connection((peer.host, peer.port), timeout=5) as sock:
+            return sock.recv(100)
+
+    assert await deferToThread(banner) == b"Hi\r\n"
+
+
+def test_unknown_kind(echoapp_peer: Any) -> None:
+    with pytest.raises(ValueError, match="kind is one of greeter, echo, udp"):
+        echoapp_peer("http")
+
+
+def test_asyncio_client_against_a_process(echoapp_process: Any) -> None:
+    server = echoapp_process("echoapp-tcp", "--fault", "reset-after-bytes=10")
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(b"Bob\n")
+        try:
+            while await reader.read(100):
+                pass
+        finally:
+            writer.close()
+
+    with pytest.raises(ConnectionResetError):
+        asyncio.run(client())

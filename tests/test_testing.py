@@ -1,0 +1,97 @@
+"""
+L{echoapp.testing}: echoapp peers for other people's tests, as a trial user
+writes them: in-process on port 0 and stopped at cleanup, or a real twistd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp import testing
+from echoapp.testing import Faults
+
+
+def talk(port: int, send: bytes = b"", want: int = 100) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if send:
+            sock.sendall(send)
+        got = b""
+        while len(got) < want:
+            data = sock.recv(want)
+            if not data:
+                break
+            got += data
+        return got
+
+
+class InProcessTests(TestCase):
+    async def test_greeter_with_plugin_options(self) -> None:
+        peer = testing.greeter(self, banner="Hi", reply="Yo {}", max_line_length=100)
+        self.assertEqual(peer.host, "127.0.0.1")
+        self.assertEqual(await deferToThread(talk, peer.port, b"Bob\n", 11), b"Hi\r\nYo Bob\n")
+
+    async def test_echo_and_udp(self) -> None:
+        echo = testing.echo(self)
+        self.assertEqual(await deferToThread(talk, echo.port, b"ping", 4), b"ping")
+        udp = testing.udp(self, reply="{}!")
+
+        def exchange() -> bytes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                sock.sendto(b"u", ("127.0.0.1", udp.port))
+                return sock.recvfrom(100)[0]
+
+        self.assertEqual(await deferToThread(exchange), b"u!")
+
+    async def test_stop_drains_and_closes_the_port(self) -> None:
+        peer = testing.greeter()
+        port = peer.port
+        await peer.stop()
+        with self.assertRaises(ConnectionRefusedError):
+            await deferToThread(talk, port)
+
+    async def test_faults_in_one_line_and_changed_while_running(self) -> None:
+        peer = testing.greeter(self, faults=Faults(stall="answer"))
+        self.assertEqual(peer.faults, Faults(stall="answer"))
+        with self.assertRaises(TimeoutError):
+            await deferToThread(socket.create_connection(("127.0.0.1", peer.port), timeout=0.5).recv, 10)
+        peer.faults = Faults()
+        self.assertEqual(await deferToThread(talk, peer.port, b"", 10), b"Welcome!\r\n")
+        self.assertIsInstance(peer.seed, int)
+
+    def test_unknown_option_says_which_are_known(self) -> None:
+        with self.assertRaises(TypeError) as raised:
+            testing.greeter(self, banana=1)
+        self.assertIn("unknown option 'banana'; these are known: banner,", str(raised.exception))
+
+
+class ProcessTests(SynchronousTestCase):
+    def test_asyncio_client_against_a_real_twistd(self) -> None:
+        with testing.Process("echoapp-tcp", "--fault", "reset-after-bytes=10") as server:
+
+            async def client() -> bytes:
+                reader, writer = await asyncio.open_connection(server.host, server.port)
+                try:
+                    banner = await reader.readline()
+                    writer.write(b"Bob\n")
+                    await reader.read(100)
+                    return banner
+                finally:
+                    writer.close()
+
+            with self.assertRaises(ConnectionResetError):
+                asyncio.run(client())
+            process = server.process
+        assert process is not None
+        self.assertIsNotNone(process.poll(), "stopped on leaving the with block")
+
+    def test_udp_process(self) -> None:
+        with testing.Process("echoapp-udp") as server:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                sock.sendto(b"u", (server.host, server.port))
+                self.assertEqual(sock.recvfrom(100)[0], b"Hello, u!")
