@@ -30,6 +30,10 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
 _SIZE = re.compile(r"^(\d+)([KM]?B?)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1 << 20, "MB": 1 << 20}
 STALLS = ("read", "answer")
+# Replies a connection may hold back (latency, bandwidth, slices) before it
+# stops reading from its client, as a full write buffer would: a client
+# that floods a slow peer pauses itself, it does not grow the server.
+HELD_BYTES = 1 << 20
 
 
 def _duration(text: str) -> float:
@@ -233,6 +237,8 @@ class FaultyConnection(ProtocolWrapper):
         self._closing = ""  # "", "write" or "all": a close waiting for the queue
         self._write_closed = False
         self._lost = False
+        self._held_bytes = 0
+        self._reading_paused = False
 
     def makeConnection(self, transport: Any) -> None:
         faults, plan = self._faults, self.factory.plan
@@ -271,6 +277,10 @@ class FaultyConnection(ProtocolWrapper):
             if faults.bandwidth:
                 at += len(piece) / faults.bandwidth
         self._free_at = at
+        self._held_bytes += len(data)
+        if self._held_bytes > HELD_BYTES:  # again, too, should the service's producer have resumed it
+            self._reading_paused = True
+            self.transport.pauseProducing()
         self._schedule()
 
     def _schedule(self) -> None:
@@ -282,9 +292,15 @@ class FaultyConnection(ProtocolWrapper):
         self._pump = None
         now = self.factory.plan.clock.seconds()
         while self._queue and self._queue[0][0] <= now and not self._lost:
-            self._emit(self._queue.popleft()[1])
+            piece = self._queue.popleft()[1]
+            self._held_bytes -= len(piece)
+            self._emit(piece)
             if self._write_closed:
                 self._queue.clear()
+        if self._reading_paused and self._held_bytes <= HELD_BYTES // 2 and not self._lost:
+            self._reading_paused = False
+            if self._faults.stall != "read":
+                self.transport.resumeProducing()
         if self._queue:
             self._schedule()
         elif self._closing:

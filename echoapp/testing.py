@@ -12,8 +12,9 @@ misbehave on demand (L{Faults}), and a running peer's faults can be changed.
             ...connect to peer.host, peer.port...
 
 Options are the plugins' own, by their field names (C{banner},
-C{idle_timeout}, C{max_line_length}, C{rate}, ...); strings are accepted
-for the bytes ones and for C{reply}.
+C{idle_timeout}, C{max_line_length}, C{rate}, ..., C{reuse_port},
+C{log_connections}, C{proxy_from}); strings are accepted for the bytes ones
+and for C{reply}.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from echoapp import services
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.faults import FaultPlan, Faults
 from echoapp.listen import StreamListenService, UDPListenService
+from echoapp.proxy import parse_networks
 from echoapp.template import ReplyTemplate
 
 __all__ = ["Faults", "Peer", "Process", "echo", "greeter", "udp"]
@@ -62,6 +64,18 @@ def _configs(options: dict[str, Any], *kinds: type) -> list[Any]:
         known = sorted(f.name for kind in kinds for f in dataclasses.fields(kind))
         raise TypeError(f"unknown option {sorted(left)[0]!r}; these are known: {', '.join(known)}")
     return built
+
+
+def _stream_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stream options that are no config field: --reuse-port, --log-connections, --proxy-from."""
+    left = dict(options)
+    stream: dict[str, Any] = {
+        "reuse_port": bool(left.pop("reuse_port", False)),
+        "log_connections": bool(left.pop("log_connections", False)),
+    }
+    proxy_from = left.pop("proxy_from", ())
+    stream["proxy_from"] = parse_networks([proxy_from] if isinstance(proxy_from, str) else list(proxy_from))
+    return stream, left
 
 
 class Peer:
@@ -128,9 +142,10 @@ def greeter(
     The welcome/echo/exit greeter.  With a trial C{test}, it is stopped at
     the test's cleanup; without, call L{Peer.stop}.
     """
+    stream, options = _stream_options(options)
     config, limits = _configs(options, GreeterConfig, TCPLimits)
     plan = FaultPlan(faults or Faults(), reactor)
-    return _start(test, services.tcp_greeter([listen], config, limits, reactor, faults=plan), plan)
+    return _start(test, services.tcp_greeter([listen], config, limits, reactor, faults=plan, **stream), plan)
 
 
 def echo(
@@ -142,9 +157,10 @@ def echo(
     **options: Any,
 ) -> Peer:
     """RFC 862 echo; as L{greeter}."""
+    stream, options = _stream_options(options)
     (limits,) = _configs(options, TCPLimits)
     plan = FaultPlan(faults or Faults(), reactor)
-    return _start(test, services.echo([listen], limits, reactor, faults=plan), plan)
+    return _start(test, services.echo([listen], limits, reactor, faults=plan, **stream), plan)
 
 
 def udp(
@@ -157,10 +173,12 @@ def udp(
 ) -> Peer:
     """The UDP greeter; C{reply} and the UDP limits as options."""
     reply = options.pop("reply", "Hello, {}!")
+    reuse_port = bool(options.pop("reuse_port", False))
     (limits,) = _configs(options, UDPLimits)
     template = reply if isinstance(reply, ReplyTemplate) else ReplyTemplate.parse(reply)
     plan = FaultPlan(faults or Faults(), reactor)
-    return _start(test, services.udp_greeter([listen], template, limits, reactor, faults=plan), plan)
+    service = services.udp_greeter([listen], template, limits, reactor, reuse_port, faults=plan)
+    return _start(test, service, plan)
 
 
 _LISTENING = re.compile(r"(echoapp[\w-]*) listening on (?:tcp|udp|ssl):(\[?[\w.:]+\]?):(\d+)")

@@ -133,6 +133,16 @@ class ClockTests(SynchronousTestCase):
             (transport.write_closed, transport.disconnecting), (True, False), "a FIN, still reading"
         )
 
+    def test_held_replies_are_bounded(self) -> None:
+        """A client flooding a slow peer pauses itself, as a full write buffer would."""
+        protocol, transport, clock = connection(Faults(latency=10))
+        for _ in range(300):
+            protocol.dataReceived(b"x" * 4096)
+        self.assertEqual(transport.producerState, "paused", "reading stops past 1 MiB held")
+        clock.advance(11)
+        self.assertEqual(transport.producerState, "producing", "and resumes once they have gone")
+        self.assertEqual(len(transport.value()), 300 * 4098)
+
     def test_reset_after_time(self) -> None:
         _, transport, clock = connection(Faults(reset_after=2))
         clock.advance(1.9)
