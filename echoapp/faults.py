@@ -34,6 +34,7 @@ STALLS = ("read", "answer")
 # stops reading from its client, as a full write buffer would: a client
 # that floods a slow peer pauses itself, it does not grow the server.
 HELD_BYTES = 1 << 20
+PIECE_COST = 100  # bytes of memory a queued slice costs beyond its data (slice=1 is 100x)
 
 
 def _duration(text: str) -> float:
@@ -277,7 +278,7 @@ class FaultyConnection(ProtocolWrapper):
             if faults.bandwidth:
                 at += len(piece) / faults.bandwidth
         self._free_at = at
-        self._held_bytes += len(data)
+        self._held_bytes += len(data) + PIECE_COST * -(-len(data) // size)
         if self._held_bytes > HELD_BYTES:  # again, too, should the service's producer have resumed it
             self._reading_paused = True
             self.transport.pauseProducing()
@@ -293,7 +294,7 @@ class FaultyConnection(ProtocolWrapper):
         now = self.factory.plan.clock.seconds()
         while self._queue and self._queue[0][0] <= now and not self._lost:
             piece = self._queue.popleft()[1]
-            self._held_bytes -= len(piece)
+            self._held_bytes -= len(piece) + PIECE_COST
             self._emit(piece)
             if self._write_closed:
                 self._queue.clear()

@@ -143,6 +143,11 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing", "and resumes once they have gone")
         self.assertEqual(len(transport.value()), 300 * 4098)
 
+    def test_held_slices_count_what_they_cost(self) -> None:
+        protocol, transport, _ = connection(Faults(slice=1, slice_delay=1))
+        protocol.dataReceived(b"x" * 20000)  # 20,002 one-byte slices: 2 MB of queue, not 20 KB
+        self.assertEqual(transport.producerState, "paused")
+
     def test_reset_after_time(self) -> None:
         _, transport, clock = connection(Faults(reset_after=2))
         clock.advance(1.9)
