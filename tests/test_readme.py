@@ -2,11 +2,16 @@
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp.tap import compose, echo, everything, tcp, udp
+from tests.support import installed_env
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")
 
@@ -66,3 +71,24 @@ class ReadmeTests(SynchronousTestCase):
             self.text, writer="null", settings_overrides={"warning_stream": errors, "report_level": 2}
         )
         self.assertEqual(errors.getvalue(), "")
+
+    def test_the_test_peer_examples_run_as_written(self) -> None:
+        """The trial, pytest and asyncio examples of "echoapp as a test peer", run as a user would."""
+        section = self.text[self.text.index("echoapp as a test peer\n") : self.text.index("Performance and")]
+        blocks = re.findall(r"::\n\n((?:    .*\n|\n)+)", section)[:3]
+        directory = tempfile.mkdtemp(prefix="echoapp-readme-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        for number, block in enumerate(blocks):
+            with open(os.path.join(directory, f"test_example{number}.py"), "w") as out:
+                out.write("\n".join(line[4:] for line in block.splitlines()) + "\n")
+        trial = subprocess.run(
+            [sys.executable, "-m", "twisted.trial", "test_example0"],
+            cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=120,
+        )  # fmt: skip
+        self.assertIn("PASSED (successes=1)", trial.stdout, trial.stdout[-2000:])
+        examples = ["test_example1.py", "test_example2.py"]
+        pytest = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *examples],
+            cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=120,
+        )  # fmt: skip
+        self.assertIn("2 passed", pytest.stdout, pytest.stdout[-2000:])
