@@ -13,6 +13,7 @@ C{python -m tests.test_eager twisted.internet.test.test_tcp ...}.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -20,6 +21,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 from typing import Any
 
 from hypothesis import given, settings
@@ -520,30 +522,94 @@ class TwistedSuiteTests(SynchronousTestCase):
         scratch = os.path.abspath(self.mktemp())
         os.makedirs(scratch)
 
-        def run(attempt: int) -> subprocess.CompletedProcess[str]:
+        def run(attempt: int, tests: list[str]) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "tests.test_eager", f"--temp-directory={scratch}/{attempt}", *modules],
+                [sys.executable, "-m", "tests.test_eager", f"--temp-directory={scratch}/{attempt}", *tests],
                 cwd=CHECKOUT,
                 capture_output=True,
                 text=True,
                 timeout=600,
             )
 
-        result = run(1)
-        if result.returncode != 0 and "Address already in use" in result.stdout:
-            # Twisted's bind-address tests find a free port, close it and bind
-            # it again: anything else on the machine can take it in between.
-            result = run(2)
+        result = run(1, modules)
         self.assertIn("eager transports patched in", result.stdout)
-        report = failures(result.stdout) or result.stdout[-3000:] + result.stderr
-        self.assertEqual(result.returncode, 0, report)
+        if result.returncode != 0:
+            # Twisted's own suite has tests that flake on a busy machine
+            # (twisted#12208; its bind-address tests re-bind a port another
+            # process can take in between). A failing test is run twice more
+            # on its own and must pass both times; the first failure is still
+            # reported as a warning.
+            first = failures(result.stdout) or result.stdout[-3000:] + result.stderr
+            again = failed_tests(result.stdout)
+            self.assertTrue(again, first)
+            for attempt in (2, 3):
+                result = run(attempt, again)
+                report = failures(result.stdout) or result.stdout[-3000:] + result.stderr
+                self.assertEqual(result.returncode, 0, f"{first}\nand again on its own:\n{report}")
+            warnings.warn(f"passed when run again on its own: {' '.join(again)}\n{first}", stacklevel=1)
         self.assertIn("PASSED", result.stdout[-200:])
+
+
+class TrialReportTests(SynchronousTestCase):
+    """Reading trial's report, so a flaky peer test is run again by name and the rest are not."""
+
+    REPORT = "\n".join(
+        [
+            "    test_ok ...      [OK]",
+            "=" * 79,
+            "[SKIPPED]",
+            "No module named 'gi'",
+            "",
+            "twisted.internet.test.test_tcp.AbortConnectionTests_GIReactorTests.test_fullWriteBuffer",
+            "=" * 79,
+            "[ERROR]",
+            "Traceback (most recent call last):",
+            "Failure: twisted.internet.error.ConnectError: An error occurred while connecting: 104.",
+            "",
+            "twisted.internet.test.test_tls.StartTLSClientEndpointTests_EPollReactorTests.test_a",
+            "twisted.internet.test.test_tls.StartTLSClientEndpointTests_PollReactorTests.test_a",
+            "=" * 79,
+            "[FAIL]",
+            "Traceback (most recent call last):",
+            "twisted.trial.unittest.FailTest: 1 != 0",
+            "",
+            "twisted.test.test_tcp.LoopbackTests.test_b",
+            "-" * 79,
+            "Ran 3 tests in 0.1s",
+            "",
+            "FAILED (skips=1, failures=1, errors=2)",
+        ]
+    )
+
+    def test_failures_leave_out_the_skips(self) -> None:
+        report = failures(self.REPORT)
+        self.assertIn("ConnectError", report)
+        self.assertIn("FailTest", report)
+        self.assertNotIn("No module named", report)
+
+    def test_failed_tests_are_named(self) -> None:
+        self.assertEqual(
+            failed_tests(self.REPORT),
+            [
+                "twisted.internet.test.test_tls.StartTLSClientEndpointTests_EPollReactorTests.test_a",
+                "twisted.internet.test.test_tls.StartTLSClientEndpointTests_PollReactorTests.test_a",
+                "twisted.test.test_tcp.LoopbackTests.test_b",
+            ],
+        )
+
+
+TEST_ID = re.compile(r"^twisted(\.\w+)+$", re.MULTILINE)
 
 
 def failures(report: str) -> str:
     """Trial's [FAIL] and [ERROR] sections, tracebacks and test names, without the long skip list."""
     sections = report.split("=" * 79 + "\n")
     return "".join(section for section in sections if section.startswith(("[FAIL]", "[ERROR]")))
+
+
+def failed_tests(report: str) -> list[str]:
+    """The names of the tests in trial's [FAIL] and [ERROR] sections."""
+    return sorted({match.group(0) for match in TEST_ID.finditer(failures(report))})
 
 
 def run_twisted_suite(arguments: list[str]) -> None:
