@@ -1,5 +1,7 @@
 """The process-wide descriptor ceiling."""
 
+import resource
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -15,8 +17,6 @@ class DescriptorCeilingTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"ERROR: server busy\r\n")
 
     def test_raise_fd_limit_reports_the_soft_limit(self) -> None:
-        import resource
-
         soft = DESCRIPTORS.raise_limit()
         self.assertEqual(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self.assertEqual(DESCRIPTORS.limit(), soft - FD_RESERVE)

@@ -29,11 +29,13 @@ from hypothesis import strategies as st
 from twisted.internet import error, interfaces, tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactor
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.scripts.trial import run
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -311,8 +313,6 @@ class EagerTransportTests(TestCase):
 
     async def test_start_tls(self) -> None:
         """After C{startTLS}, writes go through TLS (Twisted's path), never around it."""
-        from twisted.internet.ssl import PrivateCertificate
-
         paths = make_certificates(self.mktemp() + "-certs")
         with open(paths["server.pem"]) as cert, open(paths["server.key"]) as key:
             options = PrivateCertificate.loadPEM(cert.read() + key.read()).options()
@@ -614,8 +614,6 @@ def failed_tests(report: str) -> list[str]:
 
 def run_twisted_suite(arguments: list[str]) -> None:
     """Trial with every Twisted TCP and UNIX port making eager connections."""
-    from twisted.scripts.trial import run
-
     tcp.Port.transport = EagerTCPServer
     unix.Port.transport = EagerUNIXServer
     print("eager transports patched in")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import tempfile
 
@@ -73,8 +74,6 @@ class InProcessEndpointTests(TestCase):
 
         except ImportError:
             self.skipTest("TLS needs pyOpenSSL (pip install 'echoapp[tls]')")
-        import ssl
-
         directory = tempfile.mkdtemp(prefix="echoapp-test-")
         paths = make_certificates(directory)
         listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['server.key']}:certKey={paths['server.pem']}"

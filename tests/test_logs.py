@@ -1,10 +1,13 @@
 import io
 import json
 
+from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp.config import TCPLimits
+from echoapp.echo import EchoFactory
 from echoapp.logs import event_as_json, json_observer
 from tests.support import fake_connect
 
@@ -45,10 +48,6 @@ class JSONLogTests(SynchronousTestCase):
         self.assertIn("ValueError: boom", record["traceback"])
 
     def test_connections_are_logged_open_and_closed_with_fields(self) -> None:
-        from twisted.internet.task import Clock
-
-        from echoapp.echo import EchoFactory
-
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
@@ -67,11 +66,6 @@ class JSONLogTests(SynchronousTestCase):
 
     def test_by_default_connections_are_only_summarized(self) -> None:
         """A flood of clients must not grow the log: per-connection lines are opt-in."""
-        from twisted.internet.task import Clock
-
-        from echoapp.config import TCPLimits
-        from echoapp.echo import EchoFactory
-
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 
+from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
@@ -43,10 +44,6 @@ class MetricsServiceTests(TestCase):
         return monitored, metrics_port, greeter_port
 
     async def test_metrics_and_health_over_http(self) -> None:
-        from twisted.internet.threads import deferToThread
-
-        from tests.support import tutorial_client
-
         _, metrics, greeter = self.serve()
         await deferToThread(tutorial_client, greeter, [b"counted"])
         code, body = await get(f"http://127.0.0.1:{metrics}/metrics")
@@ -58,8 +55,6 @@ class MetricsServiceTests(TestCase):
         self.assertEqual(await get(f"http://127.0.0.1:{metrics}/healthz"), (200, b"ok\n"))
 
     async def test_healthz_is_503_while_draining(self) -> None:
-        from twisted.application.service import MultiService, Service
-
         class SlowToDrain(Service):
             """Stands for connections that take their time to leave."""
 
@@ -173,11 +168,6 @@ class MetricsLimitTests(TestCase):
 
 class HealthProbeLogTests(TestCase):
     async def test_probes_at_debug_other_requests_as_usual(self) -> None:
-        from twisted.logger import LogLevel, formatEvent
-        from twisted.web.client import Agent, readBody
-
-        from echoapp import monitor
-
         events: list[dict[str, object]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)

@@ -1,5 +1,6 @@
 """README.rst is the manual: it must render and mention every option there is."""
 
+import io
 import os
 import re
 import shutil
@@ -7,9 +8,11 @@ import subprocess
 import sys
 import tempfile
 
+from docutils.core import publish_string
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp.client import options as client
 from echoapp.tap import compose, echo, everything, tcp, udp
 from tests.support import installed_env
 
@@ -47,8 +50,6 @@ class ReadmeTests(SynchronousTestCase):
             self.assertLessEqual(len(defaults), 1, f"--{name} has different defaults in different plugins")
 
     def test_every_client_option_is_documented(self) -> None:
-        from echoapp.client import options as client
-
         for mode in (client.TCPOptions, client.UDPOptions, client.EchoOptions, client.RawOptions):
             for name in long_options(mode()):
                 self.assertIn(f"--{name}", self.text.split("\nClient\n", 1)[1], f"{mode.__name__}: --{name}")
@@ -62,10 +63,6 @@ class ReadmeTests(SynchronousTestCase):
         )
 
     def test_renders_without_warnings(self) -> None:
-        import io
-
-        from docutils.core import publish_string
-
         errors = io.StringIO()
         publish_string(
             self.text, writer="null", settings_overrides={"warning_stream": errors, "report_level": 2}

@@ -10,6 +10,7 @@ from zope.interface import implementer
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.endpoints import UDPListen
 from echoapp.framing import Framing
+from echoapp.monitor import Monitored
 from echoapp.tap import compose, echo, everything, tcp, udp
 from tests.support import listeners
 
@@ -266,8 +267,6 @@ class LimitOptionsTests(SynchronousTestCase):
 
 class MetricsOptionTests(SynchronousTestCase):
     def test_off_unless_given(self) -> None:
-        from echoapp.monitor import Monitored
-
         self.assertNotIsInstance(tcp.makeService(parse(tcp)), Monitored)
         for module in (tcp, echo, udp, everything):
             service = module.makeService(parse(module, "--metrics=tcp:0:interface=127.0.0.1"))

@@ -9,7 +9,7 @@ from echoapp import services
 from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.udp import MAX_DATAGRAM, UDPGreeter
-from tests.support import RecordingUDPTransport
+from tests.support import RecordingUDPTransport, start
 
 
 def greeter(
@@ -152,8 +152,6 @@ def exchange(family: int, host: str, port: int, datagrams: list[bytes]) -> list[
 
 class UDPLoopbackTests(TestCase):
     def serve(self, listen: str, template: str = "Hello, {}!") -> int:
-        from tests.support import start
-
         [port] = start(self, services.udp_greeter([listen], ReplyTemplate.parse(template)))
         return int(port.getHost().port)
 
