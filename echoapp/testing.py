@@ -202,33 +202,39 @@ class Process:
         self.host = ""
         self.port = 0
         self.output: deque[str] = deque(maxlen=1000)  # its log, the last lines
+        self._listening = threading.Event()
 
-    def start(self) -> Process:
+    def command(self) -> list[str]:
+        """twistd's own entry point, run by this Python (twistd has no C{__main__})."""
         loopback = UDP_LOOPBACK if self.plugin == "echoapp-udp" else TCP_LOOPBACK
         listen = [] if "--listen" in self.args else ["--listen", loopback]
-        # twistd's own entry point, run by this Python (twistd has no __main__).
         command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        command += ["-n", "--pidfile=", "--logfile=-"]
-        command += [self.plugin, *listen, *self.args]
+        return [*command, "-n", "--pidfile=", "--logfile=-", self.plugin, *listen, *self.args]
+
+    def start(self) -> Process:
+        """Start it, and return once it says where it listens (at most C{timeout} seconds)."""
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
+            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
         )
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            match = _LISTENING.search(line)
-            if match:
-                self.host, self.port = match.group(2).strip("[]"), int(match.group(3))
-                # Keep reading its log, or a full pipe would stop the server.
-                threading.Thread(target=self._drain, daemon=True).start()
-                return self
-        self.stop()
-        raise RuntimeError(f"{self.plugin} did not start: {''.join(self.output)[-2000:]}")
+        # Its log is read by a thread for as long as it runs: the address is
+        # in it, and a full pipe would stop the server.
+        self._listening = threading.Event()
+        threading.Thread(target=self._drain, daemon=True).start()
+        if not self._listening.wait(self.timeout) or not self.port:
+            self.stop()
+            said = "".join(list(self.output))[-2000:]
+            raise RuntimeError(f"{self.plugin} did not say where it listens within {self.timeout:g}s: {said}")
+        return self
 
     def _drain(self) -> None:
         assert self.process is not None and self.process.stdout is not None
         for line in self.process.stdout:
             self.output.append(line)
+            match = None if self.port else _LISTENING.search(line)
+            if match:
+                self.host, self.port = match.group(2).strip("[]"), int(match.group(3))
+                self._listening.set()
+        self._listening.set()  # it ended: start() need not wait any longer
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

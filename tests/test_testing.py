@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -107,3 +108,21 @@ class ProcessTests(SynchronousTestCase):
                 sock.settimeout(5)
                 sock.sendto(b"u", (server.host, server.port))
                 self.assertEqual(sock.recvfrom(100)[0], b"Hello, u!")
+
+    def test_a_process_that_fails_to_start_says_why(self) -> None:
+        with self.assertRaises(RuntimeError) as raised:
+            testing.Process("echoapp-tcp", "--max-line-length", "banana").start()
+        self.assertIn("echoapp-tcp did not say where it listens", str(raised.exception))
+        self.assertIn("banana", str(raised.exception))
+
+    def test_a_process_that_never_listens_is_stopped_at_the_timeout(self) -> None:
+        class Silent(testing.Process):
+            def command(self) -> list[str]:
+                return [sys.executable, "-c", "import time; print('starting', flush=True); time.sleep(60)"]
+
+        silent = Silent(timeout=1)
+        with self.assertRaises(RuntimeError) as raised:
+            silent.start()
+        self.assertIn("did not say where it listens within 1s: starting", str(raised.exception))
+        assert silent.process is not None
+        self.assertIsNotNone(silent.process.poll(), "stopped, not left running")
