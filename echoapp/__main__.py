@@ -1,6 +1,6 @@
-"""python -m echoapp: the command-line client (see L{echoapp.client})."""
+"""python -m echoapp: the command-line client (see L{echoapp._client})."""
 
-from echoapp.client import main
+from echoapp._client import main
 
 if __name__ == "__main__":
     main()

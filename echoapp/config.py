@@ -3,7 +3,7 @@ What a service is told to do: the greeter's messages and framing, and the
 TCP and UDP limits, as frozen dataclasses.
 
 Each field's default and help text live here only: the plugins' command-line
-options are derived from these fields (L{echoapp.tap.common}), so C{--help},
+options are derived from these fields (L{echoapp._tap.common}), so C{--help},
 the builders in L{echoapp.services} and a C{.tac} file's defaults cannot
 drift apart.  The option for a field is its name with dashes.
 """
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from echoapp.framing import Framing
-from echoapp.peers import DEFAULT_IPV6_PREFIX
+from echoapp._framing import Framing
+from echoapp._peers import DEFAULT_IPV6_PREFIX
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
+
+__all__ = ["GreeterConfig", "TCPLimits", "UDPLimits"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,10 @@ class GreeterConfig:
     )
 
     def too_long_error(self) -> bytes:
+        """
+        The error line for a too-long message: it names the limit, so a
+        client's author knows what to change.
+        """
         return b"ERROR: line too long (limit %d bytes)\r\n" % self.max_line_length
 
 

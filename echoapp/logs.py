@@ -15,6 +15,8 @@ from typing import IO, Any
 
 from twisted.logger import FileLogObserver, ILogObserver, formatEvent
 
+__all__ = ["event_as_json", "json_observer"]
+
 # Event keys that are Twisted's bookkeeping, not the event's own fields.
 _INTERNAL = {
     "log_logger",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+__all__ = ["install"]
+
 
 def install() -> None:
     """Install the reactor; a missing uvloop is a one-line error, not a traceback."""

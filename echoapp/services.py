@@ -1,6 +1,6 @@
 """
 The service trees every entry point runs: the twistd plugins in
-L{echoapp.tap} and the C{.tac} files both build their applications here, so
+L{echoapp._tap} and the C{.tac} files both build their applications here, so
 a deployment shape is a few lines of configuration and no copied logic.
 
 Each builder returns a named L{MultiService} with one listening child per
@@ -17,26 +17,37 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from echoapp._faults import FaultPlan, FaultyDatagramProtocol, FaultyFactory
+from echoapp._limits.guard import Connections, GuardedFactory
+from echoapp._metrics import TCPStats, UDPStats
+from echoapp._protocols.echo import EchoFactory
+from echoapp._protocols.greeter import GreeterFactory
+from echoapp._protocols.udp import UDPGreeter
+from echoapp._transports.endpoints import (
+    DEFAULT_ECHO_LISTEN,
+    DEFAULT_TCP_LISTEN,
+    DEFAULT_UDP_LISTEN,
+    UDPListen,
+)
+from echoapp._transports.listen import StreamListenService, UDPListenService
+from echoapp._transports.proxy_protocol import Network
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
-from echoapp.echo import EchoFactory
-from echoapp.endpoints import DEFAULT_ECHO_LISTEN, DEFAULT_TCP_LISTEN, DEFAULT_UDP_LISTEN, UDPListen
-from echoapp.faults import FaultPlan, FaultyDatagramProtocol, FaultyFactory
-from echoapp.greeter import GreeterFactory
-from echoapp.guard import Connections, GuardedFactory
-from echoapp.listen import StreamListenService, UDPListenService
-from echoapp.metrics import TCPStats, UDPStats
-from echoapp.proxy import Network
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
-from echoapp.udp import UDPGreeter
+
+__all__ = ["ECHO_NAME", "TCP_NAME", "UDP_NAME", "echo", "everything", "named", "tcp_greeter", "udp_greeter"]
 
 TCP_NAME = "echoapp-tcp"
 ECHO_NAME = "echoapp-echo"
 UDP_NAME = "echoapp-udp"
 
-log = Logger()
+log = Logger(namespace="echoapp.services")
 
 
 def named(name: str) -> MultiService:
+    """
+    An empty L{MultiService} called C{name}: the name is what logs, metrics
+    and C{echoapp-compose} call the service.
+    """
     service = MultiService()
     service.setName(name)
     return service
@@ -89,7 +100,7 @@ def _stream_service(
     """
     One factory per listener, for per-listener metrics, all sharing one
     L{Connections}: the service's limits count across its listeners.  With
-    C{faults}, every connection goes through them (L{echoapp.faults}).
+    C{faults}, every connection goes through them (L{echoapp._faults}).
     """
     service = named(name)
     connections = Connections(limits)
@@ -132,7 +143,7 @@ def tcp_greeter(
     The welcome/echo/exit greeter on every endpoint string in C{listen};
     C{log_connections} logs every connection (see L{GuardedFactory});
     C{haproxy:} listeners believe PROXY headers from C{proxy_from} only, when
-    given (see L{echoapp.proxy}).
+    given (see L{echoapp._transports.proxy_protocol}).
     """
     return _stream_service(
         TCP_NAME,

@@ -26,7 +26,9 @@ from twisted.python.logfile import LogFile
 
 from echoapp._twisted import global_reactor, twistd_log_file
 
-log = Logger()
+__all__ = ["SignalService", "handled"]
+
+log = Logger(namespace="echoapp.signals")
 
 Handler = Callable[[int, FrameType | None], Any]
 
@@ -108,6 +110,10 @@ class SignalService(Service):
         self.reactor.callFromThread(self.rotate)
 
     def reopen(self) -> None:
+        """
+        SIGHUP: reopen the log file at its path, after a rotation tool has
+        moved it (logrotate's C{postrotate}).
+        """
         log_file = self._log_file
         if log_file is None:
             log.info("SIGHUP: no log file to reopen (logging to standard output or a --logger)")
@@ -116,6 +122,10 @@ class SignalService(Service):
         log.info("SIGHUP: reopened the log file {path}", path=log_file.path)
 
     def rotate(self) -> None:
+        """
+        SIGUSR1: rotate the log file as twistd does (C{.1}, C{.2}, ...), or
+        start a new one if it was moved away.
+        """
         log_file = self._log_file
         if log_file is None:
             return

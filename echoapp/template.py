@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = ["DEFAULT_REPLY", "PLACEHOLDER", "ReplyTemplate", "encode_text"]
+
 PLACEHOLDER = "{}"
 
 
@@ -43,6 +45,10 @@ class ReplyTemplate:
         return cls(encode_text(before), encode_text(after))
 
     def render(self, message: bytes, terminator: bytes = b"") -> bytes:
+        """
+        The reply to C{message}, built by concatenation (no formatting of the
+        client's bytes), ending in C{terminator}.
+        """
         return self.prefix + message + self.suffix + terminator
 
     @property

@@ -33,8 +33,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp._transports.listen import StreamListenService, UDPListenService
 from echoapp._twisted import asyncio_loop, queued
-from echoapp.listen import StreamListenService, UDPListenService
 
 # --- Bounds and addresses ---------------------------------------------------
 

@@ -1,6 +1,8 @@
 """
 The package's shape, checked from its source: imports form a DAG (function-
-local imports included, so a cycle cannot hide inside a function), no
+local imports included, so a cycle cannot hide inside a function) and point
+only down the layers, the public API is exactly the pinned list and every
+other module is private by name, every public name says why it exists, no
 production module uses Twisted's test helpers, Twisted's private names are
 reached only through the seam (L{echoapp._twisted}), and no module is too
 long to hold in one's head.
@@ -9,6 +11,9 @@ long to hold in one's head.
 from __future__ import annotations
 
 import ast
+import configparser
+import importlib
+import inspect
 import os
 import shutil
 import tempfile
@@ -24,6 +29,69 @@ MAX_LINES = 400
 # Public, documented names that start with an underscore anyway.
 DOCUMENTED_UNDERSCORE_NAMES = {"_exit"}  # os._exit
 TEST_HELPERS = ("twisted.internet.testing", "twisted.test", "twisted.trial")
+
+# The floors, bottom up: a module imports only from its own floor or lower.
+# A module is on the floor of the first prefix it matches (a prefix ending
+# in "." holds a whole subpackage).
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "values and the seam",
+        (
+            "echoapp",
+            "echoapp._twisted",
+            "echoapp._reasons",
+            "echoapp._framing",
+            "echoapp._peers",
+            "echoapp.template",
+            "echoapp.config",
+            "echoapp.reactor",
+            "echoapp.logs",
+        ),
+    ),
+    ("metrics", ("echoapp._metrics",)),
+    ("limits", ("echoapp._limits", "echoapp._limits.")),
+    ("transports", ("echoapp._transports", "echoapp._transports.")),
+    ("protocols and faults", ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults")),
+    ("services", ("echoapp.services",)),
+    ("process", ("echoapp._monitor", "echoapp.signals")),
+    ("test peer", ("echoapp.testing", "echoapp.testing.")),
+    (
+        "entry points",
+        ("echoapp._tap", "echoapp._tap.", "echoapp._client", "echoapp._client.")
+        + ("echoapp._pytest_plugin", "echoapp.__main__"),
+    ),
+]
+
+# The declared public API: module -> its __all__.  Removing or renaming a
+# name here is a decision for the changelog, not an accident.
+PUBLIC_API: dict[str, set[str]] = {
+    "echoapp": {"StartupError", "__version__"},
+    "echoapp.config": {"GreeterConfig", "TCPLimits", "UDPLimits"},
+    "echoapp.template": {"DEFAULT_REPLY", "PLACEHOLDER", "ReplyTemplate", "encode_text"},
+    "echoapp.services": {
+        "ECHO_NAME",
+        "TCP_NAME",
+        "UDP_NAME",
+        "echo",
+        "everything",
+        "named",
+        "tcp_greeter",
+        "udp_greeter",
+    },
+    "echoapp.signals": {"SignalService", "handled"},
+    "echoapp.logs": {"event_as_json", "json_observer"},
+    "echoapp.reactor": {"install"},
+    "echoapp.testing": {"Faults", "Peer", "Process", "echo", "greeter", "udp"},
+}
+
+
+def floor_of(module: str) -> int:
+    """The index in L{LAYERS} of the floor C{module} stands on."""
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or (prefix.endswith(".") and module.startswith(prefix)):
+                return index
+    raise LookupError(f"{module} stands on no floor: add it to LAYERS")
 
 
 def package_modules() -> dict[str, str]:
@@ -147,9 +215,14 @@ class CycleFinderTests(SynchronousTestCase):
         self.assertIn(("echoapp.services", "named", 2), list(imported_names(path)))
 
     def test_from_package_import_module_names_the_module(self) -> None:
-        path = self.source("from echoapp import native_tcp\n")
-        graph = import_graph({"echoapp.x": path, "echoapp.native_tcp": path})
-        self.assertEqual(graph["echoapp.x"], {"echoapp.native_tcp"})
+        path = self.source("from echoapp._transports import native_tcp\n")
+        graph = import_graph({"echoapp.x": path, "echoapp._transports.native_tcp": path})
+        self.assertEqual(graph["echoapp.x"], {"echoapp._transports.native_tcp"})
+
+    def test_floors_match_whole_names(self) -> None:
+        self.assertEqual(floor_of("echoapp._limits.guard"), 2)
+        self.assertEqual(floor_of("echoapp.testing"), floor_of("echoapp.testing.x"))
+        self.assertRaises(LookupError, floor_of, "echoapp.configx")
 
 
 class PackageShapeTests(SynchronousTestCase):
@@ -157,7 +230,7 @@ class PackageShapeTests(SynchronousTestCase):
         self.modules = package_modules()
 
     def test_sees_the_whole_package(self) -> None:
-        for name in ("echoapp.guard", "echoapp.tap.common", "echoapp.client.modes", SEAM):
+        for name in ("echoapp._limits.guard", "echoapp._tap.common", "echoapp._client.modes", SEAM):
             self.assertIn(name, self.modules)
 
     def test_imports_form_a_dag(self) -> None:
@@ -230,6 +303,60 @@ class PackageShapeTests(SynchronousTestCase):
             and node.attr not in DOCUMENTED_UNDERSCORE_NAMES
         ]
         self.assertEqual(offenders, [])
+
+    def test_imports_point_down_the_layers(self) -> None:
+        graph = import_graph(self.modules)
+        upward = [
+            f"{name} ({LAYERS[floor_of(name)][0]}) imports {target} ({LAYERS[floor_of(target)][0]})"
+            for name, targets in sorted(graph.items())
+            for target in sorted(targets)
+            if floor_of(target) > floor_of(name)
+        ]
+        self.assertEqual(upward, [])
+
+    def test_public_api_is_the_pinned_list(self) -> None:
+        declared = {name: set(importlib.import_module(name).__all__) for name in PUBLIC_API}
+        self.assertEqual(declared, PUBLIC_API)
+
+    def test_every_other_module_is_private_by_name(self) -> None:
+        public = [
+            name
+            for name in self.modules
+            if name not in PUBLIC_API
+            and name != "echoapp.__main__"
+            and not any(part.startswith("_") for part in name.split(".")[1:])
+            and not any(name.startswith(api + ".") for api in PUBLIC_API if api != "echoapp")
+        ]
+        self.assertEqual(public, [], "modules that look public but are not in PUBLIC_API")
+
+    def test_every_public_name_says_why_it_exists(self) -> None:
+        undocumented = []
+        for module_name, names in PUBLIC_API.items():
+            module = importlib.import_module(module_name)
+            if not (module.__doc__ or "").strip():
+                undocumented.append(module_name)
+            for name in names:
+                value = getattr(module, name)
+                if (inspect.isclass(value) or inspect.isfunction(value)) and not inspect.getdoc(value):
+                    undocumented.append(f"{module_name}.{name}")
+                if inspect.isclass(value):
+                    undocumented.extend(
+                        f"{module_name}.{name}.{member}"
+                        for member, function in vars(value).items()
+                        if inspect.isfunction(function)
+                        and not member.startswith("_")
+                        and not function.__doc__
+                        and not any(getattr(base, member, None) for base in value.__mro__[1:])
+                    )
+        self.assertEqual(undocumented, [])
+
+    def test_setup_cfg_lists_every_package(self) -> None:
+        """setup.cfg names packages by hand (C{find:} drops twisted.plugins): a new folder must be listed."""
+        parser = configparser.ConfigParser()
+        parser.read(os.path.join(os.path.dirname(PACKAGE_DIR), "setup.cfg"))
+        listed = set(parser["options"]["packages"].split())
+        packages = {name for name, path in self.modules.items() if os.path.basename(path) == "__init__.py"}
+        self.assertEqual(packages - listed, set())
 
     def test_every_module_fits_in_a_head(self) -> None:
         long = {name: code_lines(path) for name, path in self.modules.items() if code_lines(path) > MAX_LINES}

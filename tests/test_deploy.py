@@ -25,10 +25,10 @@ from tests.support import DEADLINE, Twistd, free_port, twistd_path
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 UNITS = os.path.join(DEPLOY, "systemd")
 PLUGINS = {
-    "echoapp": "echoapp.tap.everything",
-    "echoapp-tcp": "echoapp.tap.tcp",
-    "echoapp-udp": "echoapp.tap.udp",
-    "echoapp-echo": "echoapp.tap.echo",
+    "echoapp": "echoapp._tap.everything",
+    "echoapp-tcp": "echoapp._tap.tcp",
+    "echoapp-udp": "echoapp._tap.udp",
+    "echoapp-echo": "echoapp._tap.echo",
 }
 
 
@@ -57,7 +57,7 @@ def check_command(test: SynchronousTestCase, words: list[str]) -> None:
     test.assertTrue(callable(namedAny(logger)), logger)
     options: usage.Options = namedAny(PLUGINS[plugin]).Options()
     if any(arg.startswith("systemd:") for arg in plugin_args):
-        return  # needs an inherited socket: tests/test_endpoints.py runs it for real
+        return  # needs an inherited socket: tests/transports/test_endpoints.py runs it for real
     options.parseOptions(plugin_args)
 
 

@@ -1,5 +1,5 @@
 """
-Faults on demand (L{echoapp.faults}): each fault, its syntax and its seed,
+Faults on demand (L{echoapp._faults}): each fault, its syntax and its seed,
 first on a clock (what is sent when), then against unmodified real clients
 over loopback: a Python socket, asyncio, C{echoapp-client} and C{nc}.
 """
@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
-from echoapp.faults import FaultPlan, Faults, FaultyConnection, FaultyFactory
+from echoapp._faults import FaultPlan, Faults, FaultyConnection, FaultyFactory
 from tests.support import installed_env, make_certificates
 
 
@@ -388,7 +388,7 @@ class PluginOptionTests(SynchronousTestCase):
         self.assertNotIn("Traceback", result.stderr + result.stdout)
 
     def test_without_faults_nothing_is_wrapped(self) -> None:
-        from echoapp.tap import tcp
+        from echoapp._tap import tcp
 
         options = tcp.Options()
         options.parseOptions(["--listen", "tcp:0:interface=127.0.0.1"])

@@ -2,7 +2,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp.framing import Framing, LineSplitter, LineTooLong, split_terminator
+from echoapp._framing import Framing, LineSplitter, LineTooLong, split_terminator
 from tests.support import chunked, reference_lines
 
 

@@ -6,8 +6,8 @@ from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp._protocols.echo import EchoFactory
 from echoapp.config import TCPLimits
-from echoapp.echo import EchoFactory
 from echoapp.logs import event_as_json, json_observer
 from tests.support import fake_connect
 

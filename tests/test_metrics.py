@@ -8,10 +8,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
 
+from echoapp._metrics import TCPStats, UDPStats
+from echoapp._protocols.greeter import GreeterFactory
+from echoapp._protocols.udp import UDPGreeter
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
-from echoapp.greeter import GreeterFactory
-from echoapp.metrics import TCPStats, UDPStats
-from echoapp.udp import UDPGreeter
 from tests.support import RecordingUDPTransport, fake_connect
 
 LOOP = "tcp:0:interface=127.0.0.1"

@@ -13,10 +13,11 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
-from echoapp import monitor, services
+from echoapp import _monitor as monitor
+from echoapp import services
+from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._monitor import healthy
 from echoapp.config import TCPLimits
-from echoapp.descriptors import DESCRIPTORS
-from echoapp.monitor import healthy
 from tests.support import DEADLINE, LOOP, listeners, start, tutorial_client, wait_until
 
 

@@ -15,11 +15,11 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp._limits.guard import Refusal
+from echoapp._peers import PeerKeys, host_of, peer_host
+from echoapp._protocols.echo import EchoFactory
+from echoapp._protocols.udp import UDPGreeter
 from echoapp.config import TCPLimits, UDPLimits
-from echoapp.echo import EchoFactory
-from echoapp.guard import Refusal
-from echoapp.peers import PeerKeys, host_of, peer_host
-from echoapp.udp import UDPGreeter
 from tests.support import DEADLINE, listeners, start
 
 

@@ -12,8 +12,8 @@ from docutils.core import publish_string
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp.client import options as client
-from echoapp.tap import compose, echo, everything, tcp, udp
+from echoapp._client import options as client
+from echoapp._tap import compose, echo, everything, tcp, udp
 from tests.support import installed_env
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp.endpoints import check_endpoint
-from echoapp.tap import tcp, udp
+from echoapp._tap import tcp, udp
+from echoapp._transports.endpoints import check_endpoint
 from tests.support import DEADLINE, Twistd, free_port
 
 

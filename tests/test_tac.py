@@ -8,9 +8,9 @@ import os
 from twisted.application.service import IService, IServiceCollection, loadApplication
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp.echo import EchoFactory
-from echoapp.greeter import GreeterFactory
-from echoapp.udp import UDPGreeter
+from echoapp._protocols.echo import EchoFactory
+from echoapp._protocols.greeter import GreeterFactory
+from echoapp._protocols.udp import UDPGreeter
 from tests.support import listeners
 
 TAC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tac")

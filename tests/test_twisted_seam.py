@@ -15,7 +15,7 @@ from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp import _twisted
-from echoapp.endpoints import ParseOnlyReactor
+from echoapp._transports.endpoints import ParseOnlyReactor
 
 
 class ResolveIPv6Tests(SynchronousTestCase):

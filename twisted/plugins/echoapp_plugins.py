@@ -2,17 +2,21 @@
 # Twisted scans.  Each ServiceMaker imports its module only when used.
 from twisted.application.service import ServiceMaker
 
-echoapp = ServiceMaker("echoapp", "echoapp.tap.everything", "All echoapp services in one process.", "echoapp")
-echoapp_tcp = ServiceMaker(
-    "echoapp-tcp", "echoapp.tap.tcp", "The welcome/echo/exit TCP greeter.", "echoapp-tcp"
+echoapp = ServiceMaker(
+    "echoapp", "echoapp._tap.everything", "All echoapp services in one process.", "echoapp"
 )
-echoapp_echo = ServiceMaker("echoapp-echo", "echoapp.tap.echo", "RFC 862 byte echo over TCP.", "echoapp-echo")
+echoapp_tcp = ServiceMaker(
+    "echoapp-tcp", "echoapp._tap.tcp", "The welcome/echo/exit TCP greeter.", "echoapp-tcp"
+)
+echoapp_echo = ServiceMaker(
+    "echoapp-echo", "echoapp._tap.echo", "RFC 862 byte echo over TCP.", "echoapp-echo"
+)
 echoapp_udp = ServiceMaker(
-    "echoapp-udp", "echoapp.tap.udp", "The UDP greeter: one reply datagram per datagram.", "echoapp-udp"
+    "echoapp-udp", "echoapp._tap.udp", "The UDP greeter: one reply datagram per datagram.", "echoapp-udp"
 )
 echoapp_compose = ServiceMaker(
     "echoapp-compose",
-    "echoapp.tap.compose",
+    "echoapp._tap.compose",
     "Any installed twistd plugins in one process.",
     "echoapp-compose",
 )

@@ -1,0 +1,441 @@
+"""
+Network faults on demand, for people testing their clients against echoapp:
+latency, bandwidth, slicing, resets, half-closes, slow closes, stalls and
+refusals on the TCP services; loss, duplication and reordering on the UDP
+greeter.  Every random choice comes from one seeded generator, so a failing
+test reproduces exactly with the seed it printed.
+
+The faults wrap a service's factory or datagram protocol, as
+C{twisted.protocols.policies} wrappers do: with no fault configured nothing
+is wrapped, and the path a request takes is the one the benchmark measures.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+from echoapp._twisted import global_reactor
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
+_SIZE = re.compile(r"^(\d+)([KM]?B?)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1 << 20, "MB": 1 << 20}
+STALLS = ("read", "answer")
+# Replies a connection may hold back (latency, bandwidth, slices) before it
+# stops reading from its client, as a full write buffer would: a client
+# that floods a slow peer pauses itself, it does not grow the server.
+HELD_BYTES = 1 << 20
+PIECE_COST = 100  # bytes of memory a queued slice costs beyond its data (slice=1 is 100x)
+
+
+def _duration(text: str) -> float:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration (like 50ms or 2s)")
+    value = float(match.group(1))
+    return value / 1000 if match.group(2) == "ms" else value
+
+
+def _size(text: str) -> int:
+    match = _SIZE.match(text.replace("/s", ""))
+    if not match:
+        raise ValueError(f"{text!r} is not a size in bytes (like 512, 16KB or 1MB)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a probability from 0 to 1") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"{text!r} is not a probability from 0 to 1")
+    return value
+
+
+def _stall(text: str) -> str:
+    if text not in STALLS:
+        raise ValueError(f"stall is {' or '.join(STALLS)}, not {text!r}")
+    return text
+
+
+def _flag(text: str) -> bool:
+    if text not in ("", "true", "yes", "1"):
+        raise ValueError(f"{text!r}: this fault takes no value")
+    return True
+
+
+def _seed(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"seed {text!r} is not a whole number")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Faults:
+    """
+    What goes wrong, and for how many connections.  Durations in seconds,
+    sizes in bytes; C{None} and zeros mean the fault is off.
+    """
+
+    latency: float = field(default=0.0, metadata={"parse": _duration, "help": "delay before each reply"})
+    jitter: float = field(default=0.0, metadata={"parse": _duration, "help": "latency varies by up to this"})
+    bandwidth: int = field(default=0, metadata={"parse": _size, "help": "bytes per second the server sends"})
+    slice: int = field(default=0, metadata={"parse": _size, "help": "replies sent in writes of this size"})
+    slice_delay: float = field(default=0.0, metadata={"parse": _duration, "help": "pause between slices"})
+    reset_after_bytes: int | None = field(
+        default=None, metadata={"parse": _size, "help": "RST after N bytes"}
+    )
+    reset_after: float | None = field(default=None, metadata={"parse": _duration, "help": "RST after a time"})
+    half_close_after_bytes: int | None = field(
+        default=None, metadata={"parse": _size, "help": "FIN after N bytes; reading goes on"}
+    )
+    slow_close: float = field(default=0.0, metadata={"parse": _duration, "help": "delay every close"})
+    stall: str = field(
+        default="", metadata={"parse": _stall, "help": "read: never read; answer: never reply"}
+    )
+    refuse: bool = field(default=False, metadata={"parse": _flag, "help": "accept, then close at once"})
+    stall_handshake: bool = field(
+        default=False, metadata={"parse": _flag, "help": "ssl: listeners never finish the handshake"}
+    )
+    loss: float = field(default=0.0, metadata={"parse": _probability, "help": "UDP: drop a reply"})
+    duplicate: float = field(default=0.0, metadata={"parse": _probability, "help": "UDP: send a reply twice"})
+    reorder: float = field(
+        default=0.0, metadata={"parse": _probability, "help": "UDP: hold a reply until after the next"}
+    )
+    fraction: float = field(
+        default=1.0, metadata={"parse": _probability, "help": "share of connections that get the faults"}
+    )
+    seed: int | None = field(default=None, metadata={"parse": _seed, "help": "for every random choice"})
+
+    @classmethod
+    def parse(cls, text: str, base: Faults | None = None) -> Faults:
+        """
+        C{latency=50ms,jitter=10ms} (keys with C{-} or C{_}), on top of
+        C{base}.
+
+        @raise ValueError: with a one-line reason naming the key.
+        """
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, _, value = item.partition("=")
+            name = key.strip().replace("-", "_")
+            if name not in known:
+                raise ValueError(f"unknown fault {key!r} (known: {', '.join(cls.names())})")
+            try:
+                changes[name] = known[name].metadata["parse"](value.strip())
+            except ValueError as error:
+                raise ValueError(f"fault {key}: {error}") from None
+        return replace(base or cls(), **changes)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name.replace("_", "-") for f in fields(cls)]
+
+    def __bool__(self) -> bool:
+        return any(
+            getattr(self, f.name) != f.default for f in fields(self) if f.name not in ("fraction", "seed")
+        )
+
+    def shapes_output(self) -> bool:
+        """
+        Whether any fault delays, slows, cuts or stops the bytes sent, so the
+        stream wrapper is needed at all.
+        """
+        return bool(
+            self.latency
+            or self.jitter
+            or self.bandwidth
+            or self.slice
+            or self.reset_after_bytes is not None
+            or self.half_close_after_bytes is not None
+        )
+
+    def __str__(self) -> str:
+        """As C{--fault} takes it, so a logged line can be pasted back."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == f.default:
+                continue
+            if f.metadata["parse"] is _duration:
+                value = f"{value * 1000:g}ms"
+            elif value is True:
+                shown.append(f.name.replace("_", "-"))
+                continue
+            shown.append(f"{f.name.replace('_', '-')}={value}")
+        return ",".join(shown) or "none"
+
+
+class FaultPlan:
+    """
+    The faults a service applies now, and the seeded generator behind every
+    random choice; tests change C{faults} while the service runs (new
+    connections and later replies see the change).
+    """
+
+    def __init__(self, faults: Faults, clock: IReactorTime | None = None) -> None:
+        self._clock = clock
+        self.seed = faults.seed if faults.seed is not None else random.SystemRandom().randrange(1 << 32)
+        self.random = random.Random(self.seed)
+        self.faults = faults
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The reactor unless given: taken when first needed, as options are parsed before it is installed."""
+        if self._clock is None:
+            self._clock = global_reactor()
+        return self._clock
+
+    def applies(self) -> bool:
+        """Does a new connection (or a datagram) get the faults?"""
+        faults = self.faults
+        return bool(faults) and (faults.fraction >= 1 or self.random.random() < faults.fraction)
+
+    def delay(self) -> float:
+        faults = self.faults
+        if not faults.jitter:
+            return faults.latency
+        return max(0.0, faults.latency + self.random.uniform(-faults.jitter, faults.jitter))
+
+
+def reset(transport: Any) -> None:
+    """Close with an RST, not a FIN: SO_LINGER 0, then abort."""
+    try:
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except Exception:  # not a socket (a test transport): the abort alone
+        pass
+    transport.abortConnection()
+
+
+class Refused(Protocol):
+    """C{refuse}: the connection is accepted, then closed at once; the service never sees it."""
+
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class FaultyConnection(ProtocolWrapper):
+    """One connection's faults, between the service's protocol and the transport."""
+
+    factory: FaultyFactory
+    transport: Any
+    _pump: IDelayedCall | None = None
+    _timer: IDelayedCall | None = None
+
+    def __init__(self, factory: FaultyFactory, wrapped: Protocol, faults: Faults) -> None:
+        super().__init__(factory, wrapped)  # type: ignore[arg-type]
+        self._faults = faults
+        self._queue: deque[tuple[float, bytes]] = deque()
+        self._free_at = 0.0
+        self._sent = 0
+        self._closing = ""  # "", "write" or "all": a close waiting for the queue
+        self._write_closed = False
+        self._lost = False
+        self._held_bytes = 0
+        self._reading_paused = False
+
+    def makeConnection(self, transport: Any) -> None:
+        faults, plan = self._faults, self.factory.plan
+        super().makeConnection(transport)
+        if faults.stall_handshake and ISSLTransport.providedBy(transport):
+            # Below TLS: the ClientHello is never read, so no handshake ends.
+            below: Any = getattr(transport, "transport", transport)
+            below.pauseProducing()
+        if faults.stall == "read":
+            transport.pauseProducing()
+        if faults.reset_after is not None:
+            self._timer = plan.clock.callLater(faults.reset_after, reset, transport)
+
+    def write(self, data: bytes) -> None:
+        faults = self._faults
+        if faults.stall == "answer" or self._write_closed:
+            return
+        if not faults.shapes_output():
+            self.transport.write(data)
+            return
+        self._enqueue(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def _enqueue(self, data: bytes) -> None:
+        plan, faults = self.factory.plan, self._faults
+        now = plan.clock.seconds()
+        at = max(now + plan.delay(), self._free_at)
+        size = faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data))
+        for start in range(0, len(data), size):
+            piece = data[start : start + size]
+            self._queue.append((at, piece))
+            if faults.slice:
+                at += faults.slice_delay
+            if faults.bandwidth:
+                at += len(piece) / faults.bandwidth
+        self._free_at = at
+        self._held_bytes += len(data) + PIECE_COST * -(-len(data) // size)
+        if self._held_bytes > HELD_BYTES:  # again, too, should the service's producer have resumed it
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._pump is None and self._queue:
+            clock = self.factory.plan.clock
+            self._pump = clock.callLater(max(0.0, self._queue[0][0] - clock.seconds()), self._release)
+
+    def _release(self) -> None:
+        self._pump = None
+        now = self.factory.plan.clock.seconds()
+        while self._queue and self._queue[0][0] <= now and not self._lost:
+            piece = self._queue.popleft()[1]
+            self._held_bytes -= len(piece) + PIECE_COST
+            self._emit(piece)
+            if self._write_closed:
+                self._queue.clear()
+        if self._reading_paused and self._held_bytes <= HELD_BYTES // 2 and not self._lost:
+            self._reading_paused = False
+            if self._faults.stall != "read":
+                self.transport.resumeProducing()
+        if self._queue:
+            self._schedule()
+        elif self._closing:
+            self._close_now()
+
+    def _emit(self, piece: bytes) -> None:
+        faults = self._faults
+        limit = faults.reset_after_bytes
+        if limit is None:
+            limit = faults.half_close_after_bytes
+        if limit is not None and self._sent + len(piece) >= limit:
+            self.transport.write(piece[: limit - self._sent])
+            self._sent = limit
+            self._write_closed = True
+            if faults.reset_after_bytes is not None:
+                reset(self.transport)
+            else:
+                self.transport.loseWriteConnection()
+            return
+        self._sent += len(piece)
+        self.transport.write(piece)
+
+    def loseConnection(self) -> None:
+        """The service closes: after what is queued has gone, and after the slow close."""
+        self._closing = "all"
+        self.disconnecting = 1
+        if not self._queue:
+            self._close_now()
+
+    def loseWriteConnection(self) -> None:
+        self._closing = self._closing or "write"
+        if not self._queue:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        close = (
+            self.transport.loseConnection if self._closing == "all" else self.transport.loseWriteConnection
+        )
+        if self._write_closed and self._closing == "write":
+            return
+        delay = self._faults.slow_close
+        if delay:
+            self.factory.plan.clock.callLater(delay, close)
+        else:
+            close()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for call in (self._pump, self._timer):
+            if call is not None and call.active():
+                call.cancel()
+        self._pump = self._timer = None
+        self._queue.clear()
+        self._lost = True
+        super().connectionLost(reason)
+
+
+class FaultyFactory(WrappingFactory):
+    """A service's factory with faults in front of every connection it builds."""
+
+    noisy = False  # the service's own factory says when it starts and stops
+
+    def __init__(self, wrapped: Factory, plan: FaultPlan) -> None:
+        super().__init__(wrapped)
+        self.plan = plan
+
+    def buildProtocol(self, addr: Any) -> Any:
+        faults = self.plan.faults if self.plan.applies() else Faults()
+        if faults.refuse:
+            return Refused()
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        if not faults:
+            return wrapped  # this connection is spared: the service's protocol, unwrapped
+        return FaultyConnection(self, wrapped, faults)
+
+    def __getattr__(self, name: str) -> Any:
+        """What the service asks of its factory (connections, stats, drain) is the wrapped one's."""
+        return getattr(self.wrappedFactory, name)
+
+
+class FaultyDatagrams:
+    """The UDP greeter's transport with loss, duplication and reordering of replies."""
+
+    def __init__(self, transport: Any, plan: FaultPlan) -> None:
+        self._transport = transport
+        self._plan = plan
+        self._held: tuple[bytes, Any] | None = None
+
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        plan = self._plan
+        faults = plan.faults
+        if not plan.applies():
+            self._transport.write(datagram, addr)
+            return
+        if faults.loss and plan.random.random() < faults.loss:
+            return
+        copies = 2 if faults.duplicate and plan.random.random() < faults.duplicate else 1
+        if self._held is None and faults.reorder and plan.random.random() < faults.reorder:
+            self._held = (datagram, addr)  # sent after the next reply
+            return
+        for _ in range(copies):
+            self._transport.write(datagram, addr)
+        held, self._held = self._held, None
+        if held is not None:
+            self._transport.write(*held)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class FaultyDatagramProtocol(DatagramProtocol):
+    """Wraps a datagram protocol so that its replies go through L{FaultyDatagrams}."""
+
+    noisy = False
+
+    def __init__(self, wrapped: DatagramProtocol, plan: FaultPlan) -> None:
+        self.wrapped = wrapped
+        self.plan = plan
+
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(transport)
+        self.wrapped.makeConnection(FaultyDatagrams(transport, self.plan))  # type: ignore[arg-type]
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+        super().doStop()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.wrapped.datagramReceived(datagram, addr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)

@@ -1,0 +1,111 @@
+"""
+twistd plugin echoapp-compose: several installed twistd plugins, ours or
+anyone's, in one process, each configured by its own C{Options}.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from twisted.application.service import IService, IServiceMaker, MultiService
+from twisted.plugin import getPlugins
+from twisted.python import usage
+
+from echoapp import _monitor as monitor
+from echoapp import signals
+from echoapp._tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen
+from echoapp._transports.endpoints import one_line
+
+
+def _makers() -> dict[str, IServiceMaker]:
+    return {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+
+
+def parse_service(spec: str, makers: dict[str, IServiceMaker]) -> tuple[IServiceMaker, usage.Options]:
+    """
+    Parse C{"PLUGIN [OPTIONS]"} with the plugin's own options parser.
+
+    @raise usage.UsageError: one line naming the offending C{--service}.
+    """
+
+    def invalid(reason: str) -> usage.UsageError:
+        return usage.UsageError(f"--service {spec!r}: {reason}")
+
+    try:
+        words = shlex.split(spec)
+    except ValueError as error:
+        raise invalid(str(error)) from None
+    if not words:
+        raise invalid("empty; expected a plugin name and its options")
+    name, arguments = words[0], words[1:]
+    maker = makers.get(name)
+    if maker is None:
+        raise invalid(f"no twistd plugin named {name!r} (twistd --help lists them)")
+    options = maker.options()
+    try:
+        options.parseOptions(arguments)
+    except usage.UsageError as error:
+        raise invalid(str(error)) from None
+    return maker, options
+
+
+class Options(PluginOptions):
+    synopsis = '--service "PLUGIN [OPTIONS]" [--service ...]'
+    longdesc = (
+        "Runs several installed twistd plugins in one process. Each --service is a plugin name "
+        "followed by that plugin's own options, quoted as one argument."
+    )
+    optParameters = METRICS_PARAMETERS
+
+    def opt_service(self, spec: str) -> None:
+        """A plugin and its options, e.g. "echoapp-tcp --listen tcp:9999"; repeatable."""
+        self.setdefault("specs", []).append(spec)
+
+    def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
+        specs = self.get("specs", [])
+        if not specs:
+            raise usage.UsageError('give at least one --service "PLUGIN [OPTIONS]"')
+        makers = _makers()
+        self["services"] = [(spec, *parse_service(spec, makers)) for spec in specs]
+
+
+def make_one(spec: str, maker: IServiceMaker, options: usage.Options) -> IService:
+    """
+    One plugin's service.  A plugin that fails here is someone else's code
+    failing: one line naming the C{--service} and the error, exit status 1
+    (twistd calls C{makeService} before it logs or daemonizes, so the line
+    reaches the terminal).
+    """
+    try:
+        service = maker.makeService(options)
+    except Exception as error:
+        raise SystemExit(f"--service {spec!r}: {maker.tapname} failed: {one_line(error)}") from None
+    if not IService.providedBy(service):
+        raise SystemExit(f"--service {spec!r}: {maker.tapname} made no service (got {service!r})")
+    return service
+
+
+def makeService(options: usage.Options) -> IService:
+    """
+    Every plugin's service under one parent.  The same plugin twice (two
+    greeters with different banners, a real use) gives two services of one
+    name, which a MultiService refuses: the second is named C{NAME-2}.
+    """
+    composed = MultiService()
+    chosen: list[tuple[str, IServiceMaker, Any]] = options["services"]
+    taken: set[str] = set()
+    for spec, maker, plugin_options in chosen:
+        service = make_one(spec, maker, plugin_options)
+        name = service.name
+        if name is not None and name in taken:
+            number = 2
+            while f"{name}-{number}" in taken:
+                number += 1
+            name = f"{name}-{number}"
+            service.setName(name)
+        if name is not None:
+            taken.add(name)
+        service.setServiceParent(composed)
+    return signals.handled(monitor.monitored(composed, options["metrics-listen"]))

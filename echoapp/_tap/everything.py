@@ -1,0 +1,92 @@
+"""twistd plugin echoapp: the TCP greeter, the UDP greeter and echo in one process."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import _monitor as monitor
+from echoapp import services, signals
+from echoapp._tap.common import (
+    GREETER_PARAMETERS,
+    LINE_TIMEOUT_PARAMETERS,
+    LOG_CONNECTIONS_FLAGS,
+    METRICS_PARAMETERS,
+    REUSE_PORT_FLAGS,
+    TCP_LIMIT_PARAMETERS,
+    UDP_LIMIT_PARAMETERS,
+    PluginOptions,
+    RepeatableListen,
+    build,
+    fault_plan,
+    metrics_listen,
+    opt_fault,
+    opt_proxy_from,
+    proxy_from,
+    stream_listens,
+    udp_listens,
+)
+from echoapp._transports.endpoints import (
+    DEFAULT_ECHO_LISTEN,
+    DEFAULT_TCP_LISTEN,
+    DEFAULT_UDP_LISTEN,
+    UDP_SYNTAX,
+)
+from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
+
+TCP = RepeatableListen("tcp", DEFAULT_TCP_LISTEN, "Endpoint string for the TCP greeter")
+UDP = RepeatableListen("udp", DEFAULT_UDP_LISTEN, f"{UDP_SYNTAX} for the UDP greeter")
+ECHO = RepeatableListen("echo", DEFAULT_ECHO_LISTEN, "Endpoint string for the echo service")
+
+
+class Options(PluginOptions):
+    synopsis = "[options]"
+    longdesc = (
+        "All echoapp services in one process. --tcp, --udp and --echo each replace the default "
+        "address of their service; the message options apply to both greeters, the TCP limits to "
+        "the greeter and echo (each counting its own connections)."
+    )
+    optParameters = (
+        GREETER_PARAMETERS
+        + TCP_LIMIT_PARAMETERS
+        + LINE_TIMEOUT_PARAMETERS
+        + UDP_LIMIT_PARAMETERS
+        + METRICS_PARAMETERS
+    )
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    opt_tcp = TCP.option()
+    opt_udp = UDP.option()
+    opt_echo = ECHO.option()
+    opt_proxy_from = opt_proxy_from
+    opt_fault = opt_fault
+
+    def postOptions(self) -> None:
+        self["faults"] = fault_plan(self)
+        self["metrics-listen"] = metrics_listen(self)
+        self["tcp-endpoints"] = stream_listens(TCP, self)
+        self["udp-ports"] = udp_listens(UDP, self)
+        self["echo-endpoints"] = stream_listens(ECHO, self)
+        self["proxy-from"] = proxy_from(self, self["tcp-endpoints"] + self["echo-endpoints"])
+        self["config"] = build(GreeterConfig, self)
+        self["tcp-limits"] = build(TCPLimits, self)
+        self["udp-limits"] = build(UDPLimits, self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return signals.handled(
+        monitor.monitored(
+            services.everything(
+                tcp=options["tcp-endpoints"],
+                udp=options["udp-ports"],
+                echo_listen=options["echo-endpoints"],
+                config=options["config"],
+                tcp_limits=options["tcp-limits"],
+                udp_limits=options["udp-limits"],
+                reuse_port=bool(options["reuse-port"]),
+                faults=options["faults"],
+                log_connections=bool(options["log-connections"]),
+                proxy_from=options["proxy-from"],
+            ),
+            options["metrics-listen"],
+        )
+    )

@@ -1,0 +1,68 @@
+"""twistd plugin echoapp-tcp: the welcome/echo/exit TCP greeter."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import _monitor as monitor
+from echoapp import services, signals
+from echoapp._tap.common import (
+    GREETER_PARAMETERS,
+    LINE_TIMEOUT_PARAMETERS,
+    LOG_CONNECTIONS_FLAGS,
+    METRICS_PARAMETERS,
+    REUSE_PORT_FLAGS,
+    TCP_LIMIT_PARAMETERS,
+    PluginOptions,
+    RepeatableListen,
+    build,
+    fault_plan,
+    metrics_listen,
+    opt_fault,
+    opt_proxy_from,
+    proxy_from,
+    stream_listens,
+)
+from echoapp._transports.endpoints import DEFAULT_TCP_LISTEN
+from echoapp.config import GreeterConfig, TCPLimits
+
+LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
+
+
+class Options(PluginOptions):
+    synopsis = "[options]"
+    longdesc = (
+        "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "
+        "and the exit word closes the connection."
+    )
+    optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    opt_listen = LISTEN.option()
+    opt_proxy_from = opt_proxy_from
+    opt_fault = opt_fault
+
+    def postOptions(self) -> None:
+        self["faults"] = fault_plan(self)
+        self["metrics-listen"] = metrics_listen(self)
+        self["endpoints"] = stream_listens(LISTEN, self)
+        self["proxy-from"] = proxy_from(self, self["endpoints"])
+        self["config"] = build(GreeterConfig, self)
+        self["limits"] = build(TCPLimits, self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return signals.handled(
+        monitor.monitored(
+            services.tcp_greeter(
+                options["endpoints"],
+                options["config"],
+                options["limits"],
+                reuse_port=bool(options["reuse-port"]),
+                faults=options["faults"],
+                log_connections=bool(options["log-connections"]),
+                proxy_from=options["proxy-from"],
+            ),
+            options["metrics-listen"],
+        )
+    )

@@ -1,0 +1,60 @@
+"""twistd plugin echoapp-udp: the UDP greeter."""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echoapp import _monitor as monitor
+from echoapp import services, signals
+from echoapp._tap.common import (
+    METRICS_PARAMETERS,
+    REPLY_PARAMETERS,
+    REUSE_PORT_FLAGS,
+    UDP_LIMIT_PARAMETERS,
+    PluginOptions,
+    RepeatableListen,
+    build,
+    fault_plan,
+    metrics_listen,
+    opt_fault,
+    udp_listens,
+)
+from echoapp._transports.endpoints import DEFAULT_UDP_LISTEN, UDP_SYNTAX
+from echoapp.config import GreeterConfig, UDPLimits
+
+LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
+
+
+class Options(PluginOptions):
+    synopsis = "[options]"
+    longdesc = (
+        "The UDP greeter: each datagram gets one reply datagram to its sender. "
+        "--reply '{}' makes it a UDP echo."
+    )
+    optParameters = REPLY_PARAMETERS + UDP_LIMIT_PARAMETERS + METRICS_PARAMETERS
+    optFlags = REUSE_PORT_FLAGS
+    opt_listen = LISTEN.option()
+    opt_fault = opt_fault
+
+    def postOptions(self) -> None:
+        self["faults"] = fault_plan(self)
+        self["metrics-listen"] = metrics_listen(self)
+        self["ports"] = udp_listens(LISTEN, self)
+        self["template"] = build(GreeterConfig, self).reply
+        self["limits"] = build(UDPLimits, self)
+
+
+def makeService(options: usage.Options) -> IService:
+    return signals.handled(
+        monitor.monitored(
+            services.udp_greeter(
+                options["ports"],
+                options["template"],
+                options["limits"],
+                reuse_port=bool(options["reuse-port"]),
+                faults=options["faults"],
+            ),
+            options["metrics-listen"],
+        )
+    )

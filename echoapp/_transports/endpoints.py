@@ -1,0 +1,259 @@
+"""
+Where services listen, as descriptions: Twisted endpoint strings for
+streams (parsed and checked while options are parsed, made into endpoints
+when a service starts) and a small C{udp:PORT[:interface=ADDR]} syntax for
+datagrams (Twisted has no UDP endpoint strings).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from zope.interface import implementer
+
+from echoapp._transports import native_tcp
+from echoapp._transports.eager import eager_reactor
+from echoapp._transports.proxy_protocol import PREFIX, Network, ProxyEndpoint
+from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
+
+DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
+DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
+DEFAULT_UDP_LISTEN = "udp:9999:interface=127.0.0.1"
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+class ParseOnlyReactor:
+    """
+    Stands in for the reactor while options are parsed.  Twisted's endpoint
+    parsers only keep the reactor for later; taking the real one here would
+    install the default reactor before twistd installs the chosen one.  A
+    parser that did use it gets an C{AttributeError}, which reports the
+    description as unusable.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"the reactor is not available while options are parsed ({name})")
+
+
+def check_endpoint(description: str, reuse_port: bool = False) -> str:
+    """
+    Parse a server endpoint string without touching the real reactor, so a
+    typo is reported while options are parsed, as a one-line error.
+
+    @raise ValueError: if Twisted cannot make an endpoint of it.
+    """
+    try:
+        stream_endpoint(ParseOnlyReactor(), description, reuse_port)
+    except ImportError as error:
+        if "OpenSSL" not in str(error):
+            raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
+        raise ValueError(
+            f"cannot listen on {description!r}: TLS needs pyOpenSSL: pip install 'echoapp[tls]'"
+        ) from None
+    except Exception as error:
+        raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
+    return description
+
+
+def bound_socket(family: int, kind: int, interface: str, port: int, reuse_port: bool = True) -> socket.socket:
+    """
+    A bound socket.  With C{reuse_port} (SO_REUSEPORT), several processes
+    bind the same port and the kernel spreads connections (or datagrams)
+    across them.  SO_REUSEADDR only for streams, as Twisted does: on a
+    datagram socket it would let a second process bind a taken port.
+    """
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM or reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.bind(resolve_ipv6(interface or "::", port))  # a scope ID (fe80::1%eth0) as Twisted allows
+        else:
+            sock.bind((interface or "0.0.0.0", port))
+    except OSError as error:
+        sock.close()
+        raise CannotListenError(interface, port, error) from None
+    sock.setblocking(False)
+    return sock
+
+
+@implementer(IStreamServerEndpoint)
+class SocketEndpoint:
+    """
+    A C{tcp:}/C{tcp6:} endpoint that makes its own listening socket: to
+    share the port with other processes (C{--reuse-port}), or to hand it to
+    the asyncio loop under the reactor, whose own transports then serve it
+    (L{echoapp._transports.native_tcp}).  The port is bound synchronously, so a taken
+    port fails C{listen} at once, before twistd drops privileges.
+    """
+
+    def __init__(
+        self, reactor: Any, family: int, port: int, interface: str, backlog: int, reuse_port: bool
+    ) -> None:
+        self._reactor = reactor
+        self._family = family
+        self._port = port
+        self._interface = interface
+        self._backlog = backlog
+        self._reuse_port = reuse_port
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        try:
+            sock = bound_socket(
+                self._family, socket.SOCK_STREAM, self._interface, self._port, self._reuse_port
+            )
+        except CannotListenError:
+            return fail()
+        loop = asyncio_loop(self._reactor)
+        try:
+            if loop is not None:
+                return succeed(native_tcp.serve(loop, sock, factory, self._backlog))
+            sock.listen(self._backlog)
+            port = self._reactor.adoptStreamPort(sock.fileno(), self._family, factory)
+            sock.close()  # the reactor holds its own duplicate
+            return succeed(port)
+        except Exception:
+            sock.close()
+            return fail()
+
+
+# Endpoint kinds whose descriptions take a backlog= parameter.
+_WITH_BACKLOG = {"tcp", "tcp6", "ssl", "unix"}
+_BACKLOG = re.compile(r"(?<!\\):backlog=")
+
+
+def with_backlog(description: str, backlog: int | None) -> str:
+    """
+    C{description} with C{backlog} as its listen backlog, unless it names
+    one itself.  Twisted's default of 50 does not fit a server that speaks
+    first: a burst of clients overflows the kernel's accept queue and the
+    rest get nothing until their SYNs are retried, seconds later.  (The
+    kernel caps any backlog at C{net.core.somaxconn}.)
+    """
+    if backlog is None or _BACKLOG.search(description):
+        return description
+    kind = description.partition(":")[0]
+    return f"{description}:backlog={backlog}" if kind in _WITH_BACKLOG else description
+
+
+def stream_endpoint(
+    reactor: Any,
+    description: str,
+    reuse_port: bool = False,
+    backlog: int | None = None,
+    proxy_from: tuple[Network, ...] = (),
+) -> IStreamServerEndpoint:
+    """
+    The endpoint for C{description}, with C{backlog} unless it names its
+    own, on Twisted's own reactors with eager writes (L{echoapp._transports.eager}).
+    C{tcp:}/C{tcp6:} get a L{SocketEndpoint} when they share their
+    port or when the reactor sits on an asyncio loop; C{haproxy:ENDPOINT}
+    is ENDPOINT read through L{echoapp._transports.proxy_protocol} (believing headers only from
+    C{proxy_from}, when given); everything else is Twisted's own endpoint.
+    """
+    if description.startswith(PREFIX):
+        inner = stream_endpoint(reactor, description[len(PREFIX) :], reuse_port, backlog)
+        return ProxyEndpoint(inner, proxy_from)
+    reactor = eager_reactor(reactor)
+    endpoint = serverFromString(reactor, with_backlog(description, backlog))
+    tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
+    if reuse_port and not tcp:
+        raise ValueError("--reuse-port works with tcp: and tcp6: listeners only")
+    if not tcp or not (reuse_port or asyncio_loop(reactor) is not None):
+        return endpoint
+    family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+    port, interface, backlog = tcp_server_parameters(endpoint)
+    return SocketEndpoint(reactor, family, port, interface, backlog, reuse_port)
+
+
+# Split parameters on an unescaped ':' that starts a "key=", so that a bare
+# IPv6 address (interface=::1) needs no escaping; "\:" works as in Twisted.
+_PARAMETER = re.compile(r"(?<!\\):(?=[A-Za-z]\w*=)")
+UDP_SYNTAX = "udp:PORT[:interface=ADDRESS]"
+
+
+@dataclass(frozen=True)
+class UDPListen:
+    """
+    A UDP port to listen on.  With no interface it binds every IPv4
+    interface, exactly as C{tcp:PORT} does: that is never a default.
+    """
+
+    port: int
+    interface: str = ""
+
+    @classmethod
+    def parse(cls, description: str) -> UDPListen:
+        """
+        @raise ValueError: with a one-line reason naming the description.
+        """
+
+        def invalid(reason: str) -> ValueError:
+            return ValueError(f"cannot listen on {description!r}: {reason} (expected {UDP_SYNTAX})")
+
+        kind, colon, rest = description.partition(":")
+        if kind != "udp" or not colon:
+            raise invalid("not a UDP listen description")
+        port_text, *parameters = _PARAMETER.split(rest)
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise invalid(f"port {port_text!r} is not a number from 0 to 65535")
+        interface = ""
+        seen: set[str] = set()
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            if key != "interface":
+                raise invalid(f"unknown parameter {key!r}")
+            if key in seen:
+                raise invalid(f"{key} given twice")
+            seen.add(key)
+            interface = value.replace("\\:", ":")
+            try:
+                ipaddress.ip_address(interface)
+            except ValueError:
+                raise invalid(f"interface {interface!r} is not an IP address") from None
+        return cls(int(port_text), interface)
+
+    def __str__(self) -> str:
+        if not self.interface:
+            return f"udp:{self.port}"
+        return f"udp:{self.port}:interface={self.interface}"
+
+
+def describe_address(address: IAddress) -> str:
+    """An address as the C{kind:host:port} a person would type back."""
+    if isinstance(address, IPv6Address):
+        return f"{address.type.lower()}6:[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.type.lower()}:{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress):
+        # A path need not be UTF-8: its odd bytes are shown as escapes
+        # rather than lost (with the line that says where we listen).
+        name = address.name
+        raw = name if isinstance(name, bytes) else str(name).encode("utf-8", "surrogateescape")
+        return f"unix:{raw.decode('utf-8', 'backslashreplace')}"
+    return str(address)
+
+
+def describe_listening(description: str, address: IAddress) -> str:
+    """
+    Where a listener listens, as C{describe_address} gives it, but with the
+    kind its description names: an C{ssl:} port's address says C{TCP}.
+    """
+    text = describe_address(address)
+    if description.partition(":")[0] == "ssl" and text.startswith("tcp"):
+        return "ssl" + text[len("tcp6") if text.startswith("tcp6") else len("tcp") :]
+    return text

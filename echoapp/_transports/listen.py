@@ -1,0 +1,180 @@
+"""
+The services that listen: one per stream endpoint or UDP port.  Both bind
+in C{privilegedStartService}, so C{twistd --uid/--gid} can bind a low port
+and then drop privileges, and both say where they listen once they do.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from echoapp import StartupError
+from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._transports import native_udp
+from echoapp._transports.endpoints import (
+    UDPListen,
+    bound_socket,
+    describe_listening,
+    one_line,
+    stream_endpoint,
+)
+from echoapp._transports.proxy_protocol import Network
+from echoapp._twisted import asyncio_loop, global_reactor
+
+# What a UDP port asks the socket for: more than any datagram, so nothing is
+# cut.  (Twisted's default of 8192 truncates larger datagrams without a word.)
+READ_SIZE = 65535
+
+log = Logger(namespace="echoapp.listen")
+
+
+def _cannot_listen(service: Service, where: str, error: BaseException) -> StartupError:
+    """
+    The one line that names the service, the address and the reason.  It is
+    also written to the terminal when twistd has swapped standard error for
+    its log (C{twistd -n --logfile FILE}), where no one would see it.
+    """
+    owner = service.parent.name if service.parent is not None else "echoapp"
+    reason = error.socketError if isinstance(error, CannotListenError) else error
+    why = (reason.strerror if isinstance(reason, OSError) else None) or one_line(reason)
+    line = f"{owner}: cannot listen on {where}: {one_line(reason)}"
+    terminal = sys.__stderr__
+    if terminal is not None and sys.stderr is not terminal:
+        terminal.write(line + "\n")
+        terminal.flush()
+    return StartupError(line, f"{why}: {where} ({owner})")
+
+
+def _log_listening(service: Service, port: Any, description: str = "") -> None:
+    """The line operators (and the subprocess tests) read to learn the real port."""
+    owner = service.parent.name if service.parent is not None else None
+    address = describe_listening(description, port.getHost())
+    log.info("{service} listening on {address}", service=owner, address=address)
+
+
+class StreamListenService(Service):
+    """
+    A stream listener that says where it listens once it does, and keeps its
+    port for whoever needs the address (tests listening on port 0 do).  A
+    port that cannot be had stops start-up at once with one line.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        factory: IProtocolFactory,
+        reactor: Any = None,
+        reuse_port: bool = False,
+        backlog: int | None = None,
+        proxy_from: tuple[Network, ...] = (),
+    ) -> None:
+        """
+        C{backlog} is the listen backlog unless C{description} names its
+        own; C{proxy_from}, the senders a C{haproxy:} listener believes.
+        """
+        self.endpoint = stream_endpoint(
+            reactor or global_reactor(), description, reuse_port, backlog, proxy_from
+        )
+        self.factory = factory
+        self.description = description
+        self.port: IListeningPort | None = None
+        self._listening: Deferred[Any] | None = None
+        self._starting = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        DESCRIPTORS.raise_limit()
+        failed: list[Failure] = []
+        self._starting = True
+        try:
+            listening = self.endpoint.listen(self.factory)
+            listening.addCallbacks(self._listening_on, self._not_listening, errbackArgs=(failed,))
+        except Exception as error:
+            raise _cannot_listen(self, self.description, error) from None
+        finally:
+            self._starting = False
+        if failed:
+            raise _cannot_listen(self, self.description, failed[0].value)
+        self._listening = listening
+
+    def _listening_on(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        _log_listening(self, port, self.description)
+        return port
+
+    def _not_listening(self, failure: Failure, failed: list[Failure]) -> None:
+        """At start, the failure is raised; a later one (an endpoint that listens late) is logged."""
+        if self._starting:
+            failed.append(failure)
+        elif not failure.check(CancelledError):
+            log.failure("Cannot listen on {where}", failure, where=self.description)
+
+    def startService(self) -> None:
+        super().startService()
+        if self._listening is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.cancel()  # an endpoint still on its way to listening
+        port: Any = self.port
+        self.port = None
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
+
+class UDPListenService(Service):
+    def __init__(
+        self, listen: UDPListen, protocol: DatagramProtocol, reactor: Any = None, reuse_port: bool = False
+    ) -> None:
+        self.listen = listen
+        self.protocol = protocol
+        self._reactor = reactor
+        self.reuse_port = reuse_port
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        DESCRIPTORS.raise_limit()
+        reactor = self._reactor or global_reactor()
+        listen = self.listen
+        family = socket.AF_INET6 if ":" in listen.interface else socket.AF_INET
+        loop = asyncio_loop(reactor)
+        try:
+            if loop is not None:
+                sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port, self.reuse_port)
+                self.port = native_udp.serve_datagrams(loop, sock, self.protocol)
+            elif self.reuse_port:
+                sock = bound_socket(family, socket.SOCK_DGRAM, listen.interface, listen.port)
+                try:
+                    self.port = reactor.adoptDatagramPort(sock.fileno(), family, self.protocol, READ_SIZE)
+                finally:
+                    sock.close()
+            else:
+                self.port = reactor.listenUDP(
+                    listen.port, self.protocol, interface=listen.interface, maxPacketSize=READ_SIZE
+                )
+        except CannotListenError as error:
+            raise _cannot_listen(self, str(self.listen), error) from None
+        _log_listening(self, self.port)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.port is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)

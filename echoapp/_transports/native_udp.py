@@ -1,0 +1,157 @@
+"""
+Native datagram transports: on a reactor that sits on an asyncio loop, the
+UDP greeter's ports are served by the loop's own C{create_datagram_endpoint}
+(uvloop's C transport), with a Twisted C{DatagramProtocol} unchanged on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IUDPTransport
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+log = Logger(namespace="echoapp.native_udp")
+
+# Replies the loop may hold for a full socket buffer before it drops them:
+# UDP may lose a datagram, but the server must not grow without bound.
+DATAGRAM_BUFFER_LIMIT = 1 << 20
+
+
+def _udp_address(sockaddr: Any) -> IPv4Address | IPv6Address:
+    if len(sockaddr) == 4:
+        return IPv6Address("UDP", sockaddr[0], sockaddr[1], sockaddr[2], sockaddr[3])
+    return IPv4Address("UDP", sockaddr[0], sockaddr[1])
+
+
+@implementer(IListeningPort, IUDPTransport)
+class NativeDatagramPort:
+    """
+    What a Twisted C{DatagramProtocol} sees as its transport and its port,
+    as with Twisted's own UDP port: C{write(data, addr)}, C{getHost},
+    C{stopListening}.
+    """
+
+    def __init__(self, protocol: DatagramProtocol, host: IPv4Address | IPv6Address) -> None:
+        self.protocol = protocol
+        self._host = host
+        self._transport: Any = None
+        self.stopped = False
+        self.dropped = 0
+        self._closed = False
+        self._waiting: list[Deferred[None]] = []
+
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > DATAGRAM_BUFFER_LIMIT:
+            self.dropped += 1
+            return
+        transport.sendto(datagram, addr)
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        return self._host
+
+    def getHandle(self) -> Any:
+        return self._transport.get_extra_info("socket") if self._transport is not None else None
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        sock = self.getHandle()
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1 if enabled else 0)
+
+    def getBroadcastAllowed(self) -> bool:
+        sock = self.getHandle()
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)) if sock is not None else False
+
+    def startListening(self) -> None:
+        """Already listening."""
+
+    def stopListening(self) -> Deferred[None]:
+        """
+        Fires once the loop has let the socket go and the protocol has been
+        stopped (its C{stopProtocol} ran), as Twisted's own UDP port does:
+        whoever waits for the service to stop sees all of that done.
+        """
+        self.stopped = True
+        if self._transport is not None:
+            self._transport.close()  # the protocol is stopped by connection_lost
+        if self._closed:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
+
+    def closed(self) -> None:
+        """The loop is done with the socket (or never took it)."""
+        self._closed = True
+        waiting, self._waiting = self._waiting, []
+        for each in waiting:
+            each.callback(None)
+
+    loseConnection = stopListening
+
+    def connect(self, host: str, port: int) -> None:
+        raise NotImplementedError("echoapp's datagram ports answer whoever writes; they do not connect")
+
+    def logPrefix(self) -> str:
+        return self.protocol.__class__.__name__
+
+
+class DatagramBridge(asyncio.DatagramProtocol):
+    def __init__(self, port: NativeDatagramPort) -> None:
+        self._port = port
+
+    def connection_made(self, transport: Any) -> None:
+        self._port._transport = transport
+        if self._port.stopped:  # stopped before the loop got to it
+            transport.close()
+            return
+        self._port.protocol.makeConnection(self._port)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self._port.protocol.datagramReceived(data, addr)
+        except Exception:
+            # As Twisted's UDP port does: log it, keep serving.
+            log.failure("Unhandled error in {protocol!r}", protocol=self._port.protocol)
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error for an earlier reply: nothing to do for an unconnected port."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            if self._port.protocol.numPorts:
+                self._port.protocol.doStop()
+        finally:
+            self._port.closed()
+
+
+def serve_datagrams(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: DatagramProtocol
+) -> NativeDatagramPort:
+    """C{protocol} on C{sock}, a bound datagram socket, through the loop's own transport."""
+    port = NativeDatagramPort(protocol, _udp_address(sock.getsockname()))
+    # The loop hands over the transport on its next turn (both asyncio and
+    # uvloop wait for connection_made); the socket is bound already.
+    starting = asyncio.ensure_future(
+        loop.create_datagram_endpoint(lambda: DatagramBridge(port), sock=sock), loop=loop
+    )
+    starting.add_done_callback(lambda done: _report(done, port))
+    return port
+
+
+def _report(done: asyncio.Future[Any], port: NativeDatagramPort) -> None:
+    """A port the loop could not take is closed: nothing will wait for it to stop."""
+    if done.cancelled() or done.exception() is not None:
+        if not done.cancelled():
+            log.failure("Cannot serve datagrams", Failure(done.exception()))
+        port.closed()

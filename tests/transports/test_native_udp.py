@@ -1,0 +1,126 @@
+"""The native datagram transport (echoapp._transports.native_udp)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IUDPTransport
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from echoapp import services
+from echoapp._protocols.udp import UDPGreeter
+from echoapp._transports import native_udp
+from echoapp._transports.endpoints import UDPListen
+from echoapp._twisted import asyncio_loop
+from tests.support import listeners, start
+
+
+class FakeDatagramTransport(asyncio.DatagramTransport):
+    def __init__(self) -> None:
+        super().__init__({"socket": None})
+        self.sent: list[tuple[bytes, Any]] = []
+        self.closing = False
+        self.buffered = 0
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        self.sent.append((bytes(data), addr))
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def close(self) -> None:
+        self.closing = True
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def datagram_port(
+    greeter: UDPGreeter,
+) -> tuple[native_udp.NativeDatagramPort, native_udp.DatagramBridge, FakeDatagramTransport]:
+    port = native_udp.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
+    bridge = native_udp.DatagramBridge(port)
+    transport = FakeDatagramTransport()
+    bridge.connection_made(transport)
+    return port, bridge, transport
+
+
+class DatagramAdapterTests(SynchronousTestCase):
+    def test_is_a_udp_transport(self) -> None:
+        port, _, _ = datagram_port(UDPGreeter(clock=Clock()))
+        self.assertTrue(verifyObject(IUDPTransport, port))
+
+    def test_greeter_answers_through_the_loop(self) -> None:
+        greeter = UDPGreeter(clock=Clock())
+        _, bridge, transport = datagram_port(greeter)
+        self.assertIn(9999, greeter.own_ports, "startProtocol ran, and learnt the port")
+        bridge.datagram_received(b"uv\n", ("127.0.0.1", 40000))
+        bridge.datagram_received(b"loop", ("127.0.0.1", 9999))  # from our own port: never answered
+        self.assertEqual(transport.sent, [(b"Hello, uv!\n", ("127.0.0.1", 40000))])
+
+    def test_replies_dropped_rather_than_buffered_without_bound(self) -> None:
+        port, bridge, transport = datagram_port(UDPGreeter(clock=Clock()))
+        transport.buffered = native_udp.DATAGRAM_BUFFER_LIMIT + 1
+        bridge.datagram_received(b"x", ("127.0.0.1", 40000))
+        self.assertEqual((transport.sent, port.dropped), ([], 1))
+
+    def test_an_error_is_logged_and_the_port_keeps_serving(self) -> None:
+        class Broken(UDPGreeter):
+            def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+                if datagram == b"bug":
+                    raise ZeroDivisionError()
+                super().datagramReceived(datagram, addr)
+
+        _, bridge, transport = datagram_port(Broken(clock=Clock()))
+        bridge.datagram_received(b"bug", ("127.0.0.1", 40000))
+        bridge.datagram_received(b"ok", ("127.0.0.1", 40000))
+        self.assertEqual(len(transport.sent), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_stop_closes_and_stops_the_protocol(self) -> None:
+        greeter = UDPGreeter(clock=Clock())
+        port, bridge, transport = datagram_port(greeter)
+        stopping = port.stopListening()
+        self.assertTrue(transport.closing)
+        self.assertNoResult(stopping)  # until the loop has let the socket go
+        bridge.connection_lost(None)
+        self.successResultOf(stopping)
+        self.assertEqual(greeter.numPorts, 0)
+
+    def test_stopped_before_the_loop_handed_over(self) -> None:
+        greeter = UDPGreeter(clock=Clock())
+        port = native_udp.NativeDatagramPort(greeter, IPv4Address("UDP", "127.0.0.1", 9999))
+        port.stopListening()
+        transport = FakeDatagramTransport()
+        native_udp.DatagramBridge(port).connection_made(transport)
+        self.assertTrue(transport.closing)
+        self.assertEqual(greeter.numPorts, 0)
+
+
+class NativeUDPLoopbackTests(TestCase):
+    def setUp(self) -> None:
+        if asyncio_loop(reactor) is None:
+            raise self.skipTest("the reactor has no asyncio loop (run trial --reactor=uvloop)")
+
+    def test_udp_uses_the_loops_transport(self) -> Deferred[None]:
+        tree = services.udp_greeter(listen=[UDPListen(0, "127.0.0.1")])
+        start(self, tree)
+        [listener] = listeners(tree)
+        self.assertIsInstance(listener.port, native_udp.NativeDatagramPort)
+        port = listener.port.getHost().port
+
+        def client() -> bytes:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                sock.sendto(b"datagram", ("127.0.0.1", port))
+                return sock.recv(100)
+
+        return deferToThread(client).addCallback(self.assertEqual, b"Hello, datagram!")

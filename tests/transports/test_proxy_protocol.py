@@ -1,0 +1,191 @@
+"""
+The PROXY protocol behind a balancer: the client in the header is the peer
+for every limit, LOCAL checks count against no one, bad or slow headers and
+untrusted senders are closed and counted.  Over real loopback, so both
+reactors' paths (Twisted's TCP and the native transports) are exercised.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp import services
+from echoapp._tap import echo, tcp
+from echoapp._transports import proxy_protocol as proxy
+from echoapp._transports.proxy_protocol import parse_networks
+from echoapp.config import TCPLimits
+from tests.support import DEADLINE, listeners, start
+
+LISTEN = "haproxy:tcp:0:interface=127.0.0.1"
+V2 = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v1(source: str, port: int = 5555) -> bytes:
+    return f"PROXY TCP4 {source} 127.0.0.1 {port} 9999\r\n".encode()
+
+
+def v2(source: str, port: int = 5555) -> bytes:
+    addresses = socket.inet_aton(source) + socket.inet_aton("127.0.0.1") + struct.pack("!HH", port, 9999)
+    return V2 + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
+
+
+V2_LOCAL = V2 + bytes([0x20, 0x00]) + struct.pack("!H", 0)
+
+
+def converse(port: int, data: bytes, half_close: bool = False) -> bytes:
+    """Send C{data}, and read until the server closes or a line arrives."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        received = b""
+        try:
+            while chunk := sock.recv(4096):
+                received += chunk
+                if not half_close and received.endswith(b"\n"):
+                    break
+        except ConnectionResetError:
+            pass
+        return received
+
+
+class BehindABalancerTests(TestCase):
+    def serve(self, service: Any = services.tcp_greeter, **limits: Any) -> tuple[int, Any]:
+        proxy_from = limits.pop("proxy_from", ())
+        tree = service([LISTEN], limits=TCPLimits(**limits), proxy_from=proxy_from)
+        [port] = start(self, tree)
+        return port.getHost().port, tree
+
+    async def talk(self, port: int, data: bytes, half_close: bool = False) -> bytes:
+        return await deferToThread(converse, port, data, half_close)
+
+    async def test_v1_and_v2_peers_are_the_clients(self) -> None:
+        port, tree = self.serve(max_per_peer=1)
+        held = []
+        for header in (v1("10.1.1.1"), v2("10.2.2.2")):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+            self.addCleanup(sock.close)
+            sock.sendall(header)
+            held.append(sock)
+        connections = listeners(tree)[0].factory.connections
+        for _ in range(int(DEADLINE / 0.02)):
+            if len(connections.per_peer) == 2:
+                break
+            await deferLater(reactor, 0.02)
+        self.assertEqual(connections.per_peer, {"10.1.1.1": 1, "10.2.2.2": 1}, "per client, not per balancer")
+        self.assertEqual(
+            await self.talk(port, v1("10.1.1.1")), b"ERROR: too many connections from your address\r\n"
+        )
+        self.assertEqual(await self.talk(port, v2("10.3.3.3")), b"Welcome!\r\n")
+
+    async def test_what_follows_the_header_is_served(self) -> None:
+        port, _ = self.serve()
+        answer = await self.talk(port, v2("10.1.1.1") + b"hi\nexit\n", half_close=True)
+        self.assertEqual(answer, b"Welcome!\r\nHello, hi!\nGoodbye!\n")
+
+    async def test_echo_too(self) -> None:
+        port, _ = self.serve(services.echo)
+        self.assertEqual(await self.talk(port, v1("10.1.1.1") + b"bytes", half_close=True), b"bytes")
+
+    async def test_local_checks_count_against_no_peer(self) -> None:
+        port, tree = self.serve(max_per_peer=1)
+        for _ in range(3):
+            self.assertEqual(await self.talk(port, V2_LOCAL), b"Welcome!\r\n")
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["per-peer"], 0)
+
+    async def test_malformed_and_missing_headers_are_closed_and_counted(self) -> None:
+        port, tree = self.serve()
+        self.assertEqual(await self.talk(port, b"GET / HTTP/1.0\r\n\r\n"), b"")
+        self.assertEqual(await self.talk(port, b"PROXY TCP4 nonsense\r\n"), b"")
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["proxy"], 2)
+
+    async def test_a_slow_header_is_cut_off(self) -> None:
+        self.patch(proxy, "HEADER_TIMEOUT", 0.3)
+        port, tree = self.serve()
+        self.assertEqual(await self.talk(port, b"PROXY TCP4 10.1"), b"")
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["proxy"], 1)
+
+    async def test_only_trusted_senders(self) -> None:
+        port, tree = self.serve(proxy_from=parse_networks(["10.0.0.0/8"]))
+        self.assertEqual(await self.talk(port, v1("10.1.1.1")), b"", "loopback is not the balancer")
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["proxy"], 1)
+        port, _ = self.serve(proxy_from=parse_networks(["127.0.0.0/8"]))
+        self.assertEqual(await self.talk(port, v1("10.1.1.1")), b"Welcome!\r\n")
+
+
+class UNIXBehindABalancerTests(TestCase):
+    async def test_haproxy_unix(self) -> None:
+        """Any stream endpoint can be wrapped: a UNIX socket a local balancer connects to."""
+        import os
+        import tempfile
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "e.sock")
+        tree = services.tcp_greeter([f"haproxy:unix:{path}"], limits=TCPLimits(max_per_peer=1))
+        start(self, tree)
+
+        def talk(header: bytes) -> bytes:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(DEADLINE)
+                sock.connect(path)
+                sock.sendall(header + b"unix\nexit\n")
+                sock.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := sock.recv(4096):
+                    received += chunk
+                return received
+
+        self.assertEqual(await deferToThread(talk, v1("10.1.1.1")), b"Welcome!\r\nHello, unix!\nGoodbye!\n")
+        self.assertEqual(listeners(tree)[0].factory.stats.accepted, 1)
+
+
+class DescriptorTests(SynchronousTestCase):
+    def test_counted_once_whatever_the_service_answers(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.protocol import Factory
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from echoapp._limits.descriptors import DESCRIPTORS
+
+        class Nobody(Factory):
+            def buildProtocol(self, addr: Any) -> None:
+                return None
+
+        before = DESCRIPTORS.open
+        reader = proxy.ProxyFactory(Nobody(), clock=Clock()).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert reader is not None
+        transport = StringTransport()
+        reader.makeConnection(transport)
+        self.assertEqual(DESCRIPTORS.open, before + 1, "held while the header is read")
+        reader.dataReceived(v1("10.1.1.1"))
+        self.assertTrue(transport.disconnecting, "no protocol: closed")
+        reader.connectionLost(None)
+        self.assertEqual(DESCRIPTORS.open, before)
+
+
+class OptionTests(SynchronousTestCase):
+    def test_proxy_from(self) -> None:
+        options = tcp.Options()
+        options.parseOptions(["--listen", LISTEN, "--proxy-from", "10.0.0.0/8", "--proxy-from", "192.0.2.7"])
+        self.assertEqual([str(n) for n in options["proxy-from"]], ["10.0.0.0/8", "192.0.2.7/32"])
+
+    def test_proxy_from_needs_a_haproxy_listener(self) -> None:
+        options = echo.Options()
+        error = self.assertRaises(usage.UsageError, options.parseOptions, ["--proxy-from", "10.0.0.0/8"])
+        self.assertEqual(str(error), "--proxy-from: applies to haproxy: listeners, and there is none")
+
+    def test_a_bad_network(self) -> None:
+        error = self.assertRaises(
+            usage.UsageError, tcp.Options().parseOptions, ["--listen", LISTEN, "--proxy-from", "ten"]
+        )
+        self.assertEqual(str(error), "--proxy-from: 'ten' is not an address or network (e.g. 10.0.0.0/8)")
