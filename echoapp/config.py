@@ -2,16 +2,19 @@
 What a service is told to do: the greeter's messages and framing, and the
 TCP and UDP limits, as frozen dataclasses.
 
-Each field's default and help text live here only: the plugins' command-line
-options are derived from these fields (L{echoapp._tap.common}), so C{--help},
-the builders in L{echoapp.services} and a C{.tac} file's defaults cannot
-drift apart.  The option for a field is its name with dashes.
+Each field's default, help text and rules live here only (its kind, from
+L{echoapp._fields}): the plugins' command-line options are derived from these
+fields (L{echoapp._tap.common}), and every instance checks itself when made,
+so C{--help}, the builders in L{echoapp.services}, a C{.tac} file and the
+test peer cannot drift apart or accept what another refuses.  The option for
+a field is its name with dashes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from echoapp._fields import TEXT, choice, positive_int, positive_seconds, spec, template, validate
 from echoapp._framing import Framing
 from echoapp._peers import DEFAULT_IPV6_PREFIX
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
@@ -23,37 +26,31 @@ __all__ = ["GreeterConfig", "TCPLimits", "UDPLimits"]
 class GreeterConfig:
     """
     Everything a greeter connection says.  An empty C{banner}, C{farewell} or
-    C{exit_word} switches that part off.
+    C{exit_word} switches that part off.  Text is accepted for the bytes
+    fields and for C{reply}; a bad value raises L{ValueError} naming the field.
     """
 
-    banner: bytes = field(default=b"Welcome!", metadata={"help": "Line sent on connect ('' for none)."})
-    reply: ReplyTemplate = field(
-        default=DEFAULT_REPLY,
-        metadata={
-            "help": "Reply template; exactly one {} stands for the message.",
-            # Bytes the template adds to a message: over UDP that is the
-            # amplification ((28 + 256) / 28, about 10x, at most).
-            "max": 256,
-        },
+    banner: bytes = spec(b"Welcome!", TEXT, "Line sent on connect ('' for none).")
+    # Bytes the template adds to a message: over UDP that is the
+    # amplification ((28 + 256) / 28, about 10x, at most).
+    reply: ReplyTemplate = spec(
+        DEFAULT_REPLY, template(256), "Reply template; exactly one {} stands for the message."
     )
-    exit_word: bytes = field(
-        default=b"exit", metadata={"help": "Message that closes the connection ('' for none)."}
+    exit_word: bytes = spec(b"exit", TEXT, "Message that closes the connection ('' for none).")
+    farewell: bytes = spec(b"Goodbye!", TEXT, "Line sent before closing on the exit word ('' for none).")
+    framing: Framing = spec(
+        Framing.AUTO, choice(Framing, "framing"), "auto, line or raw: how bytes become messages (see README)."
     )
-    farewell: bytes = field(
-        default=b"Goodbye!", metadata={"help": "Line sent before closing on the exit word ('' for none)."}
+    # A line is held whole until its LF comes: the bound keeps what one
+    # client can make the server hold to a few MiB.
+    max_line_length: int = spec(
+        64 * 1024,
+        positive_int(1024 * 1024),
+        "Longest message in bytes; a longer one gets an error line and the connection is closed.",
     )
-    framing: Framing = field(
-        default=Framing.AUTO, metadata={"help": "auto, line or raw: how bytes become messages (see README)."}
-    )
-    max_line_length: int = field(
-        default=64 * 1024,
-        metadata={
-            "help": "Longest message in bytes; a longer one gets an error line and the connection is closed.",
-            # A line is held whole until its LF comes: the bound keeps what one
-            # client can make the server hold to a few MiB.
-            "max": 1024 * 1024,
-        },
-    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def too_long_error(self) -> bytes:
         """
@@ -62,55 +59,60 @@ class GreeterConfig:
         """
         return b"ERROR: line too long (limit %d bytes)\r\n" % self.max_line_length
 
+    @property
+    def exit_match(self) -> bytes | None:
+        """
+        What a message (without its line end) must equal to be the exit
+        word: the one rule for every path, as a value compared with C{==}
+        so the per-line fast path costs no call.  L{None} when the exit word
+        is off, so that an empty message never ends the conversation.
+        """
+        return self.exit_word or None
+
 
 @dataclass(frozen=True)
 class TCPLimits:
-    """Per-service connection limits and timeouts, in connections and seconds."""
+    """
+    Per-service connection limits and timeouts, in connections and seconds.
+    A bad value raises L{ValueError} naming the field, as the command line does.
+    """
 
-    max_connections: int = field(
-        default=10_000, metadata={"help": "Open connections per service; more are refused."}
+    max_connections: int = spec(10_000, positive_int(), "Open connections per service; more are refused.")
+    max_per_peer: int = spec(100, positive_int(), "Open connections per source address; more are refused.")
+    idle_timeout: float = spec(300.0, positive_seconds(), "Seconds of silence before a connection is closed.")
+    line_timeout: float = spec(
+        30.0, positive_seconds(), "Seconds to finish a line once its first byte arrived."
     )
-    max_per_peer: int = field(
-        default=100, metadata={"help": "Open connections per source address; more are refused."}
+    session_timeout: float = spec(3600.0, positive_seconds(), "Seconds any one connection may last.")
+    close_grace: float = spec(
+        5.0,
+        positive_seconds(),
+        "Seconds a closing connection (timeout, exit, shutdown) gets before it is aborted.",
     )
-    idle_timeout: float = field(
-        default=300.0, metadata={"help": "Seconds of silence before a connection is closed."}
+    ipv6_prefix: int = spec(
+        DEFAULT_IPV6_PREFIX,
+        positive_int(128),
+        "IPv6 peers are counted per prefix of this length (a host owns a /64).",
     )
-    line_timeout: float = field(
-        default=30.0, metadata={"help": "Seconds to finish a line once its first byte arrived."}
-    )
-    session_timeout: float = field(default=3600.0, metadata={"help": "Seconds any one connection may last."})
-    close_grace: float = field(
-        default=5.0,
-        metadata={
-            "help": "Seconds a closing connection (timeout, exit, shutdown) gets before it is aborted."
-        },
-    )
-    ipv6_prefix: int = field(
-        default=DEFAULT_IPV6_PREFIX,
-        metadata={
-            "help": "IPv6 peers are counted per prefix of this length (a host owns a /64).",
-            "max": 128,
-        },
-    )
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass(frozen=True)
 class UDPLimits:
     """
     Replies per second per source address and for the whole port, and how
-    many sources the rate table remembers.
+    many sources the rate table remembers.  A bad value raises L{ValueError}.
     """
 
-    rate: float = field(default=50.0, metadata={"help": "Replies per second to one source address."})
-    burst: int = field(
-        default=100, metadata={"help": "Replies one source may get at once before --rate applies."}
+    rate: float = spec(50.0, positive_seconds(), "Replies per second to one source address.")
+    burst: int = spec(100, positive_int(), "Replies one source may get at once before --rate applies.")
+    global_rate: float = spec(10_000.0, positive_seconds(), "Replies per second to all sources together.")
+    max_sources: int = spec(65_536, positive_int(), "Source addresses the rate table remembers.")
+    ipv6_prefix: int = spec(
+        DEFAULT_IPV6_PREFIX, positive_int(128), "IPv6 sources are rate-limited per prefix of this length."
     )
-    global_rate: float = field(
-        default=10_000.0, metadata={"help": "Replies per second to all sources together."}
-    )
-    max_sources: int = field(default=65_536, metadata={"help": "Source addresses the rate table remembers."})
-    ipv6_prefix: int = field(
-        default=DEFAULT_IPV6_PREFIX,
-        metadata={"help": "IPv6 sources are rate-limited per prefix of this length.", "max": 128},
-    )
+
+    def __post_init__(self) -> None:
+        validate(self)

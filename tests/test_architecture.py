@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "echoapp._framing",
             "echoapp._peers",
             "echoapp.template",
+            "echoapp._fields",
             "echoapp.config",
             "echoapp.reactor",
             "echoapp.logs",
@@ -57,8 +58,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("test peer", ("echoapp.testing", "echoapp.testing.")),
     (
         "entry points",
-        ("echoapp._tap", "echoapp._tap.", "echoapp._client", "echoapp._client.")
-        + ("echoapp._pytest_plugin", "echoapp.__main__"),
+        (
+            "echoapp._tap",
+            "echoapp._tap.",
+            "echoapp._client",
+            "echoapp._client.",
+            "echoapp._pytest_plugin",
+            "echoapp.__main__",
+        ),
     ),
 ]
 

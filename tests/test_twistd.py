@@ -259,7 +259,7 @@ class OptionErrorTests(SynchronousTestCase):
 
     cases = {
         "echoapp-tcp": (["--reply", "nope"], "--reply: reply template 'nope' must contain exactly one {}"),
-        "echoapp-echo": (["--max-per-peer", "0"], "--max-per-peer: must be a positive whole number, got '0'"),
+        "echoapp-echo": (["--max-per-peer", "0"], "--max-per-peer: must be a positive whole number, got 0"),
         "echoapp-udp": (
             ["--listen", "udp:x"],
             "--listen: cannot listen on 'udp:x': port 'x' is not a number",

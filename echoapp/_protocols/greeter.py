@@ -30,6 +30,7 @@ class Greeter(GuardedProtocol):
 
     def __init__(self, config: GreeterConfig) -> None:
         self.config = config
+        self._exit = config.exit_match
         self._framing = config.framing
         self._lines = LineSplitter()
         self._finished = False
@@ -64,7 +65,7 @@ class Greeter(GuardedProtocol):
             # The usual request, one whole line and not the exit word: no
             # list of replies, no join, no timing to keep (nothing is held).
             message, terminator = lines[0]
-            if message != config.exit_word or not config.exit_word:
+            if message != self._exit:
                 out = config.reply.render(message, terminator)
                 self.transport.write(out)
                 stats.messages += 1
@@ -127,7 +128,7 @@ class Greeter(GuardedProtocol):
         the conversation (anything pipelined after it is not answered).
         """
         config = self.config
-        if config.exit_word and message == config.exit_word:
+        if message == self._exit:
             if config.farewell:
                 replies.append(config.farewell + terminator)
             self._finished = True

@@ -3,9 +3,9 @@ Option rules shared by several plugins, so each rule has one home.
 
 The option rows for the greeter's messages and the TCP and UDP limits are
 derived from the fields of L{echoapp.config}'s dataclasses (name, default,
-help), and read back into those dataclasses by L{build}: a field added
-there is an option here, with its default and validation, and nothing else
-has to change.
+help), and read back into those dataclasses by L{build}, which uses the
+fields' own rules (L{echoapp._fields}): a field added there is an option
+here, with its default and validation, and nothing else has to change.
 """
 
 from __future__ import annotations
@@ -19,105 +19,20 @@ from twisted.application import app
 from twisted.python import usage
 
 from echoapp._faults import FaultPlan, Faults
-from echoapp._framing import Framing
+from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports.endpoints import UDPListen, check_endpoint
 from echoapp._transports.proxy_protocol import PREFIX, Network, parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
-from echoapp.template import ReplyTemplate, encode_text
 
 Config = TypeVar("Config")
-
-
-def option_name(field_name: str) -> str:
-    return field_name.replace("_", "-")
-
-
-def _show(value: Any) -> str:
-    """A default as C{--help} shows it and as it would be typed."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "surrogateescape")
-    if isinstance(value, Framing):
-        return value.value
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _positive(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise usage.UsageError(f"--{name}: must be a positive whole number, got {text!r}")
-    return value
-
-
-def _seconds(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise usage.UsageError(f"--{name}: must be a positive number, got {text!r}")
-    return value
-
-
-def _framing(name: str, text: str) -> Framing:
-    try:
-        return Framing(text)
-    except ValueError:
-        choices = ", ".join(framing.value for framing in Framing)
-        raise usage.UsageError(f"--{name}: unknown framing {text!r} (choose one of {choices})") from None
-
-
-def _template(name: str, text: str) -> ReplyTemplate:
-    try:
-        return ReplyTemplate.parse(text)
-    except ValueError as error:
-        raise usage.UsageError(f"--{name}: {error}") from None
-
-
-def _parse(name: str, text: str, default: Any, most: int | None = None) -> Any:
-    """
-    C{text} given for option C{name}, read as the kind of value its default
-    is, and held to C{most}: for a number its value, for a template the
-    bytes it adds to a message.
-    """
-    if isinstance(default, bytes):
-        return encode_text(text)
-    if isinstance(default, ReplyTemplate):
-        template = _template(name, text)
-        if most is not None and template.overhead > most:
-            raise usage.UsageError(
-                f"--{name}: the template adds {template.overhead} bytes to each message; at most {most}"
-            )
-        return template
-    if isinstance(default, Framing):
-        return _framing(name, text)
-    value = _positive(name, text) if isinstance(default, int) else _seconds(name, text)
-    if most is not None and value > most:
-        raise usage.UsageError(f"--{name}: at most {most}, got {text!r}")
-    return value
-
-
-def _help(field: dataclasses.Field[Any]) -> str:
-    """The field's help, and its bound when it has one: the bound is part of the contract."""
-    text = str(field.metadata["help"])
-    most = field.metadata.get("max")
-    if most is None:
-        return text
-    what = "bytes added to a message" if field.name == "reply" else "value"
-    return f"{text} (Largest {what}: {most}.)"
 
 
 def parameters(
     config: type[Any], only: Collection[str] | None = None, skip: Collection[str] = ()
 ) -> list[list[Any]]:
-    """C{optParameters} rows for the fields of the dataclass C{config}."""
-    defaults = config()
+    """C{optParameters} rows for the fields of the dataclass C{config}: name, default and help."""
     return [
-        [option_name(field.name), None, _show(getattr(defaults, field.name)), _help(field)]
+        [option_name(field.name), None, shown_default(field), help_text(field)]
         for field in dataclasses.fields(config)
         if (only is None or field.name in only) and field.name not in skip
     ]
@@ -126,17 +41,19 @@ def parameters(
 def build(config: type[Config], options: usage.Options) -> Config:
     """
     An instance of the dataclass C{config} from the options a plugin
-    offers; fields it does not offer keep their defaults.
+    offers; fields it does not offer keep their defaults.  The rules are the
+    fields' own (L{echoapp._fields}): the command line refuses exactly what
+    the dataclass refuses, with the option's name in front.
     """
-    defaults = config()
-    given = {}
-    for field in dataclasses.fields(config):  # type: ignore[arg-type]
-        name = option_name(field.name)
-        if name in options:
-            given[field.name] = _parse(
-                name, options[name], getattr(defaults, field.name), field.metadata.get("max")
-            )
-    return config(**given)
+    texts = {
+        field.name: options[option_name(field.name)]
+        for field in dataclasses.fields(config)  # type: ignore[arg-type]
+        if option_name(field.name) in options
+    }
+    try:
+        return from_text(config, texts)
+    except ValueError as error:
+        raise usage.UsageError(f"--{error}") from None
 
 
 class PluginOptions(usage.Options):

@@ -53,13 +53,8 @@ def _configs(options: dict[str, Any], *kinds: type) -> list[Any]:
         for field in dataclasses.fields(kind):
             if field.name not in left:
                 continue
-            value = left.pop(field.name)
-            if field.name == "reply" and isinstance(value, str):
-                value = ReplyTemplate.parse(value)
-            elif isinstance(field.default, bytes) and isinstance(value, str):
-                value = value.encode("utf-8")
-            values[field.name] = value
-        built.append(kind(**values))
+            values[field.name] = left.pop(field.name)
+        built.append(kind(**values))  # the config checks (and converts) its own fields
     if left:
         known = sorted(f.name for kind in kinds for f in dataclasses.fields(kind))
         raise TypeError(f"unknown option {sorted(left)[0]!r}; these are known: {', '.join(known)}")
