@@ -10,6 +10,7 @@ address, like carbon's receivers composed in one service.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,6 +28,7 @@ from echoapp._transports.endpoints import (
     DEFAULT_ECHO_LISTEN,
     DEFAULT_TCP_LISTEN,
     DEFAULT_UDP_LISTEN,
+    StreamListen,
     UDPListen,
 )
 from echoapp._transports.listen import StreamListenService, UDPListenService
@@ -34,7 +36,18 @@ from echoapp._transports.proxy_protocol import Network
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
-__all__ = ["ECHO_NAME", "TCP_NAME", "UDP_NAME", "echo", "everything", "named", "tcp_greeter", "udp_greeter"]
+__all__ = [
+    "ECHO_NAME",
+    "TCP_NAME",
+    "UDP_NAME",
+    "StreamListen",
+    "UDPListen",
+    "echo",
+    "everything",
+    "named",
+    "tcp_greeter",
+    "udp_greeter",
+]
 
 TCP_NAME = "echoapp-tcp"
 ECHO_NAME = "echoapp-echo"
@@ -86,15 +99,23 @@ class FaultNotice(Service):
         )
 
 
+def _stream_listens(
+    listen: Iterable[str | StreamListen], reuse_port: bool, proxy_from: tuple[Network, ...]
+) -> list[StreamListen]:
+    """Each listener described once, here at the top: a string gets this builder's reuse-port and trust."""
+    return [
+        spec if isinstance(spec, StreamListen) else StreamListen.parse(spec, reuse_port, proxy_from)
+        for spec in listen
+    ]
+
+
 def _stream_service(
     name: str,
     make_factory: Callable[..., GuardedFactory],
     limits: TCPLimits | None,
-    listen: Iterable[str],
+    listens: list[StreamListen],
     reactor: Any,
-    reuse_port: bool,
     log_connections: bool,
-    proxy_from: tuple[Network, ...],
     faults: FaultPlan | None,
 ) -> MultiService:
     """
@@ -107,30 +128,25 @@ def _stream_service(
     DrainService(connections).setServiceParent(service)
     if faults is not None:
         FaultNotice(faults).setServiceParent(service)
-    for description in listen:
+    for listen in listens:
         factory: Any = make_factory(
             clock=reactor,
             connections=connections,
-            stats=TCPStats(name, description),
+            stats=TCPStats(name, str(listen)),
             log_connections=log_connections,
         )
         if faults is not None:
             factory = FaultyFactory(factory, faults)
-        # A backlog as deep as the service's connection limit: a burst of
-        # clients up to the limit is accepted, not dropped by the kernel.
-        StreamListenService(
-            description,
-            factory,
-            reactor,
-            reuse_port,
-            backlog=connections.limits.max_connections,
-            proxy_from=proxy_from,
-        ).setServiceParent(service)
+        if listen.backlog is None:
+            # A backlog as deep as the service's connection limit: a burst of
+            # clients up to the limit is accepted, not dropped by the kernel.
+            listen = replace(listen, backlog=connections.limits.max_connections)
+        StreamListenService(listen, factory, reactor).setServiceParent(service)
     return service
 
 
 def tcp_greeter(
-    listen: Iterable[str] = (DEFAULT_TCP_LISTEN,),
+    listen: Iterable[str | StreamListen] = (DEFAULT_TCP_LISTEN,),
     config: GreeterConfig | None = None,
     limits: TCPLimits | None = None,
     reactor: Any = None,
@@ -145,21 +161,14 @@ def tcp_greeter(
     C{haproxy:} listeners believe PROXY headers from C{proxy_from} only, when
     given (see L{echoapp._transports.proxy_protocol}).
     """
+    listens = _stream_listens(listen, reuse_port, proxy_from)
     return _stream_service(
-        TCP_NAME,
-        partial(GreeterFactory, config),
-        limits,
-        listen,
-        reactor,
-        reuse_port,
-        log_connections,
-        proxy_from,
-        faults,
+        TCP_NAME, partial(GreeterFactory, config), limits, listens, reactor, log_connections, faults
     )
 
 
 def echo(
-    listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,),
+    listen: Iterable[str | StreamListen] = (DEFAULT_ECHO_LISTEN,),
     limits: TCPLimits | None = None,
     reactor: Any = None,
     reuse_port: bool = False,
@@ -168,9 +177,8 @@ def echo(
     faults: FaultPlan | None = None,
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}; the rest as L{tcp_greeter}."""
-    return _stream_service(
-        ECHO_NAME, EchoFactory, limits, listen, reactor, reuse_port, log_connections, proxy_from, faults
-    )
+    listens = _stream_listens(listen, reuse_port, proxy_from)
+    return _stream_service(ECHO_NAME, EchoFactory, limits, listens, reactor, log_connections, faults)
 
 
 def udp_greeter(
@@ -190,18 +198,18 @@ def udp_greeter(
         FaultNotice(faults).setServiceParent(service)
     own_ports: set[int] = set()
     for spec in listen:
-        spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec)
+        spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec, reuse_port)
         protocol: Any = UDPGreeter(reply, limits, own_ports, reactor, UDPStats(UDP_NAME, str(spec)))
         if faults is not None:
             protocol = FaultyDatagramProtocol(protocol, faults)
-        UDPListenService(spec, protocol, reactor, reuse_port).setServiceParent(service)
+        UDPListenService(spec, protocol, reactor).setServiceParent(service)
     return service
 
 
 def everything(
-    tcp: Iterable[str] = (DEFAULT_TCP_LISTEN,),
+    tcp: Iterable[str | StreamListen] = (DEFAULT_TCP_LISTEN,),
     udp: Iterable[str | UDPListen] = (DEFAULT_UDP_LISTEN,),
-    echo_listen: Iterable[str] = (DEFAULT_ECHO_LISTEN,),
+    echo_listen: Iterable[str | StreamListen] = (DEFAULT_ECHO_LISTEN,),
     config: GreeterConfig | None = None,
     tcp_limits: TCPLimits | None = None,
     udp_limits: UDPLimits | None = None,

@@ -33,17 +33,13 @@ log = Logger(namespace="echoapp.signals")
 Handler = Callable[[int, FrameType | None], Any]
 
 
-# The one SignalService whose handlers are installed: signals are per
-# process, and echoapp-compose may hold several of our plugins, each with one.
-_active: SignalService | None = None
-
-
 class SignalService(Service):
     """
     Installs the handlers when the service starts (the reactor's own are in
-    place by then) and puts back what it found when it stops.  Only the
-    first to start in a process does anything: a second would find the
-    first one's SIGUSR1 handler where twistd's (and its log file) was.
+    place by then) and puts back what it found when it stops.  Signals are
+    per process: one SignalService belongs at the top of the tree (the
+    plugins and C{echoapp-compose} put it there, once), as a C{.tac} file
+    does with L{handled}.
     """
 
     def __init__(self, reactor: Any = None) -> None:
@@ -71,10 +67,8 @@ class SignalService(Service):
         self._install_once()  # twist has no privileged step
 
     def _install_once(self) -> None:
-        global _active
-        if _active is not None:
+        if self._previous:
             return
-        _active = self
         # Found before our SIGUSR1 handler replaces twistd's, whose closure holds it.
         self._log_file = twistd_log_file()
         self._install(signal.SIGHUP, self._on_hup)
@@ -90,10 +84,7 @@ class SignalService(Service):
                 self._install(number, self._stop_once(stop))
 
     def stopService(self) -> None:
-        global _active
         super().stopService()
-        if _active is self:
-            _active = None
         for number, previous in self._previous.items():
             if number not in (signal.SIGTERM, signal.SIGINT):  # a second one may still come
                 signal.signal(number, previous)

@@ -79,6 +79,8 @@ PUBLIC_API: dict[str, set[str]] = {
         "ECHO_NAME",
         "TCP_NAME",
         "UDP_NAME",
+        "StreamListen",
+        "UDPListen",
         "echo",
         "everything",
         "named",

@@ -6,6 +6,7 @@ from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp._limits.connections import Connections
 from echoapp._protocols.echo import EchoFactory
 from echoapp.config import TCPLimits
 from echoapp.logs import event_as_json, json_observer
@@ -70,7 +71,7 @@ class JSONLogTests(SynchronousTestCase):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         clock = Clock()
-        factory = EchoFactory(TCPLimits(idle_timeout=1, max_per_peer=1000), clock)
+        factory = EchoFactory(Connections(TCPLimits(idle_timeout=1, max_per_peer=1000)), clock)
         factory.doStart()  # as its port does
         for _ in range(100):
             fake_connect(factory, "127.0.0.8")

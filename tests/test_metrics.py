@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
 
+from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats, UDPStats
 from echoapp._protocols.greeter import GreeterFactory
 from echoapp._protocols.udp import UDPGreeter
@@ -28,7 +29,7 @@ class TCPCountingTests(SynchronousTestCase):
         clock = Clock()
         factory = GreeterFactory(
             GreeterConfig(max_line_length=4),
-            TCPLimits(max_per_peer=1, idle_timeout=5),
+            Connections(TCPLimits(max_per_peer=1, idle_timeout=5)),
             clock,
             stats=TCPStats("echoapp-tcp", listener),
         )

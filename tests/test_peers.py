@@ -15,6 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp._limits.connections import Connections
 from echoapp._limits.guard import Refusal
 from echoapp._peers import PeerKeys, host_of, peer_host
 from echoapp._protocols.echo import EchoFactory
@@ -78,14 +79,14 @@ def connect(factory: Any, host: str, family: type = IPv4Address) -> tuple[Any, S
 
 class PerPeerTests(SynchronousTestCase):
     def test_a_64_is_one_peer(self) -> None:
-        factory = EchoFactory(TCPLimits(max_per_peer=2), Clock())
+        factory = EchoFactory(Connections(TCPLimits(max_per_peer=2)), Clock())
         for host in ("2001:db8::1", "2001:db8::2"):
             self.assertNotIsInstance(connect(factory, host, IPv6Address)[0], Refusal)
         self.assertIsInstance(connect(factory, "2001:db8::3", IPv6Address)[0], Refusal)
         self.assertNotIsInstance(connect(factory, "2001:db8:0:1::1", IPv6Address)[0], Refusal)
 
     def test_mapped_and_plain_ipv4_are_one_peer(self) -> None:
-        factory = EchoFactory(TCPLimits(max_per_peer=2), Clock())
+        factory = EchoFactory(Connections(TCPLimits(max_per_peer=2)), Clock())
         connect(factory, "127.0.0.1")
         connect(factory, "::ffff:127.0.0.1", IPv6Address)
         self.assertIsInstance(connect(factory, "127.0.0.1")[0], Refusal)
@@ -94,7 +95,7 @@ class PerPeerTests(SynchronousTestCase):
 
 class ReserveTests(SynchronousTestCase):
     def test_the_last_tenth_is_for_new_peers(self) -> None:
-        factory = EchoFactory(TCPLimits(max_connections=200, max_per_peer=5), Clock())
+        factory = EchoFactory(Connections(TCPLimits(max_connections=200, max_per_peer=5)), Clock())
         admitted: dict[str, int] = {}
         for n in range(60):
             host = f"10.0.0.{n}"
@@ -106,7 +107,7 @@ class ReserveTests(SynchronousTestCase):
         self.assertEqual(sorted(set(admitted.values())), [1, 5])
 
     def test_no_reserve_for_a_small_cap(self) -> None:
-        factory = EchoFactory(TCPLimits(max_connections=9, max_per_peer=9), Clock())
+        factory = EchoFactory(Connections(TCPLimits(max_connections=9, max_per_peer=9)), Clock())
         refused = [isinstance(connect(factory, "10.0.0.1")[0], Refusal) for _ in range(10)]
         self.assertEqual(refused, [False] * 9 + [True])
 

@@ -34,7 +34,6 @@ from echoapp._metrics import TCPStats
 from echoapp._peers import peer_host
 from echoapp._reasons import REFUSALS, SHUTDOWN, TIMEOUTS
 from echoapp._twisted import global_reactor
-from echoapp.config import TCPLimits
 
 log = Logger(namespace="echoapp.guard")
 
@@ -313,21 +312,21 @@ class GuardedFactory(Factory):
 
     def __init__(
         self,
-        limits: TCPLimits | None = None,
-        clock: IReactorTime | None = None,
         connections: Connections | None = None,
+        clock: IReactorTime | None = None,
         stats: TCPStats | None = None,
         log_connections: bool = False,
     ) -> None:
         """
         Listeners of one service each have a factory (their own metrics
-        labels) and share one L{Connections}, which holds the service's
-        limits: give either C{connections} or the C{limits} for new ones.
+        labels) and share one L{Connections}, which owns the service's
+        limits (a new one with the defaults when none is given; a factory
+        keeps C{limits} as a plain attribute for the per-connection reads).
         With C{log_connections}, every connection's open, close and
         timeout is a log line; without, only summaries are (the counts are
         in the metrics), so the log stays small whatever clients do.
         """
-        self.connections = connections or Connections(limits)
+        self.connections = connections or Connections()
         self.limits = self.connections.limits
         self.stats = stats or TCPStats("echoapp", "")
         self.log_connections = log_connections

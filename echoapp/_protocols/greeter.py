@@ -12,7 +12,7 @@ from echoapp._framing import Framing, LineSplitter, LineTooLong, raw_message
 from echoapp._limits.guard import Connections, GuardedFactory, GuardedProtocol
 from echoapp._metrics import TCPStats
 from echoapp._reasons import SHUTDOWN, TIMEOUTS
-from echoapp.config import GreeterConfig, TCPLimits
+from echoapp.config import GreeterConfig
 
 _AUTO, _LINE, _RAW = Framing.AUTO, Framing.LINE, Framing.RAW
 
@@ -141,13 +141,12 @@ class GreeterFactory(GuardedFactory):
     def __init__(
         self,
         config: GreeterConfig | None = None,
-        limits: TCPLimits | None = None,
-        clock: IReactorTime | None = None,
         connections: Connections | None = None,
+        clock: IReactorTime | None = None,
         stats: TCPStats | None = None,
         log_connections: bool = False,
     ) -> None:
-        super().__init__(limits, clock, connections, stats, log_connections)
+        super().__init__(connections, clock, stats, log_connections)
         self.config = config or GreeterConfig()
 
     def makeProtocol(self) -> Greeter:

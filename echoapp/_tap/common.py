@@ -16,12 +16,15 @@ from collections.abc import Collection
 from typing import Any, TypeVar
 
 from twisted.application import app
+from twisted.application.service import MultiService
 from twisted.python import usage
 
+from echoapp import _monitor as monitor
+from echoapp import signals
 from echoapp._faults import FaultPlan, Faults
 from echoapp._fields import from_text, help_text, option_name, shown_default
-from echoapp._transports.endpoints import UDPListen, check_endpoint
-from echoapp._transports.proxy_protocol import PREFIX, Network, parse_networks
+from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
+from echoapp._transports.proxy_protocol import Network, parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 
 Config = TypeVar("Config")
@@ -154,30 +157,47 @@ def opt_proxy_from(options: usage.Options, network: str) -> None:
     options.setdefault("proxy-from-texts", []).append(network)
 
 
-def proxy_from(options: usage.Options, listens: list[str]) -> tuple[Network, ...]:
-    """The C{--proxy-from} networks, which only mean something to C{haproxy:} listeners."""
-    texts = options.get("proxy-from-texts", [])
-    if texts and not any(listen.startswith(PREFIX) for listen in listens):
-        raise usage.UsageError("--proxy-from: applies to haproxy: listeners, and there is none")
+def _proxy_from(options: usage.Options) -> tuple[Network, ...]:
     try:
-        return parse_networks(texts)
+        return parse_networks(options.get("proxy-from-texts", []))
     except ValueError as error:
         raise usage.UsageError(f"--proxy-from: {error}") from None
 
 
-def stream_listens(option: RepeatableListen, options: usage.Options) -> list[str]:
+def stream_listens(option: RepeatableListen, options: usage.Options) -> list[StreamListen]:
+    """The listeners an option names, each a whole description: reuse-port and PROXY trust included."""
     reuse_port = bool(options.get("reuse-port"))
+    proxy_from = _proxy_from(options)
     try:
-        return [check_endpoint(description, reuse_port) for description in option.given(options)]
+        return [StreamListen.parse(text, reuse_port, proxy_from) for text in option.given(options)]
     except ValueError as error:
         raise usage.UsageError(f"--{option.name}: {error}") from None
+
+
+def check_proxy_from(options: usage.Options, listens: list[StreamListen]) -> None:
+    """C{--proxy-from} only means something to C{haproxy:} listeners: without one it is a mistake."""
+    if options.get("proxy-from-texts") and not any(listen.proxy for listen in listens):
+        raise usage.UsageError("--proxy-from: applies to haproxy: listeners, and there is none")
 
 
 def udp_listens(option: RepeatableListen, options: usage.Options) -> list[UDPListen]:
+    """The UDP ports an option names, with C{--reuse-port}."""
+    reuse_port = bool(options.get("reuse-port"))
     try:
-        return [UDPListen.parse(description) for description in option.given(options)]
+        return [UDPListen.parse(description, reuse_port) for description in option.given(options)]
     except ValueError as error:
         raise usage.UsageError(f"--{option.name}: {error}") from None
+
+
+def process_service(tree: MultiService, options: usage.Options) -> MultiService:
+    """
+    The parts that exist once per process, added by the top of the tree:
+    signal handling (SIGHUP, SIGUSR1, a second SIGTERM) and, with
+    C{--metrics}, the metrics and health listener.  Each plugin's
+    C{makeService} adds them around its bare C{service_tree}; under
+    C{echoapp-compose}, compose adds them once around all the trees.
+    """
+    return signals.handled(monitor.monitored(tree, options["metrics-listen"]))
 
 
 def opt_fault(options: usage.Options, spec: str) -> None:

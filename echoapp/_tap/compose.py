@@ -6,15 +6,15 @@ anyone's, in one process, each configured by its own C{Options}.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, IServiceMaker, MultiService
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.python.reflect import namedModule
 
-from echoapp import _monitor as monitor
-from echoapp import signals
-from echoapp._tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen
+from echoapp._tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen, process_service
 from echoapp._transports.endpoints import one_line
 
 
@@ -71,6 +71,19 @@ class Options(PluginOptions):
         self["services"] = [(spec, *parse_service(spec, makers)) for spec in specs]
 
 
+def bare_tree(maker: IServiceMaker) -> Callable[[usage.Options], IService] | None:
+    """
+    An echoapp plugin's C{service_tree}: its services without the parts that
+    exist once per process (signals, the metrics listener), which compose
+    adds once around everything.  L{None} for anyone else's plugin.
+    """
+    module = getattr(maker, "module", None)
+    if not isinstance(module, str) or not module.startswith(f"{__package__}."):
+        return None
+    tree: Callable[[usage.Options], IService] | None = getattr(namedModule(module), "service_tree", None)
+    return tree
+
+
 def make_one(spec: str, maker: IServiceMaker, options: usage.Options) -> IService:
     """
     One plugin's service.  A plugin that fails here is someone else's code
@@ -78,8 +91,13 @@ def make_one(spec: str, maker: IServiceMaker, options: usage.Options) -> IServic
     (twistd calls C{makeService} before it logs or daemonizes, so the line
     reaches the terminal).
     """
+    tree = bare_tree(maker)
+    if tree is not None and options.get("metrics-listen") is not None:
+        raise SystemExit(
+            f"--service {spec!r}: one metrics listener per process: give --metrics to echoapp-compose"
+        )
     try:
-        service = maker.makeService(options)
+        service = tree(options) if tree is not None else maker.makeService(options)
     except Exception as error:
         raise SystemExit(f"--service {spec!r}: {maker.tapname} failed: {one_line(error)}") from None
     if not IService.providedBy(service):
@@ -108,4 +126,4 @@ def makeService(options: usage.Options) -> IService:
         if name is not None:
             taken.add(name)
         service.setServiceParent(composed)
-    return signals.handled(monitor.monitored(composed, options["metrics-listen"]))
+    return process_service(composed, options)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from echoapp import _monitor as monitor
-from echoapp import services, signals
+from echoapp import services
 from echoapp._tap.common import (
     LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
@@ -15,11 +14,12 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_proxy_from,
     fault_plan,
     metrics_listen,
     opt_fault,
     opt_proxy_from,
-    proxy_from,
+    process_service,
     stream_listens,
 )
 from echoapp._transports.endpoints import DEFAULT_ECHO_LISTEN
@@ -41,21 +41,19 @@ class Options(PluginOptions):
         self["faults"] = fault_plan(self)
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
-        self["proxy-from"] = proxy_from(self, self["endpoints"])
+        check_proxy_from(self, self["endpoints"])
         self["limits"] = build(TCPLimits, self)
 
 
-def makeService(options: usage.Options) -> IService:
-    return signals.handled(
-        monitor.monitored(
-            services.echo(
-                options["endpoints"],
-                options["limits"],
-                reuse_port=bool(options["reuse-port"]),
-                faults=options["faults"],
-                log_connections=bool(options["log-connections"]),
-                proxy_from=options["proxy-from"],
-            ),
-            options["metrics-listen"],
-        )
+def service_tree(options: usage.Options) -> MultiService:
+    """The bare service, without the process parts (L{process_service}): what compose runs."""
+    return services.echo(
+        options["endpoints"],
+        options["limits"],
+        faults=options["faults"],
+        log_connections=bool(options["log-connections"]),
     )
+
+
+def makeService(options: usage.Options) -> IService:
+    return process_service(service_tree(options), options)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from echoapp import _monitor as monitor
-from echoapp import services, signals
+from echoapp import services
 from echoapp._tap.common import (
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
@@ -18,11 +17,12 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_proxy_from,
     fault_plan,
     metrics_listen,
     opt_fault,
     opt_proxy_from,
-    proxy_from,
+    process_service,
     stream_listens,
     udp_listens,
 )
@@ -66,27 +66,25 @@ class Options(PluginOptions):
         self["tcp-endpoints"] = stream_listens(TCP, self)
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
-        self["proxy-from"] = proxy_from(self, self["tcp-endpoints"] + self["echo-endpoints"])
+        check_proxy_from(self, self["tcp-endpoints"] + self["echo-endpoints"])
         self["config"] = build(GreeterConfig, self)
         self["tcp-limits"] = build(TCPLimits, self)
         self["udp-limits"] = build(UDPLimits, self)
 
 
-def makeService(options: usage.Options) -> IService:
-    return signals.handled(
-        monitor.monitored(
-            services.everything(
-                tcp=options["tcp-endpoints"],
-                udp=options["udp-ports"],
-                echo_listen=options["echo-endpoints"],
-                config=options["config"],
-                tcp_limits=options["tcp-limits"],
-                udp_limits=options["udp-limits"],
-                reuse_port=bool(options["reuse-port"]),
-                faults=options["faults"],
-                log_connections=bool(options["log-connections"]),
-                proxy_from=options["proxy-from"],
-            ),
-            options["metrics-listen"],
-        )
+def service_tree(options: usage.Options) -> MultiService:
+    """The bare services, without the process parts (L{process_service}): what compose runs."""
+    return services.everything(
+        tcp=options["tcp-endpoints"],
+        udp=options["udp-ports"],
+        echo_listen=options["echo-endpoints"],
+        config=options["config"],
+        tcp_limits=options["tcp-limits"],
+        udp_limits=options["udp-limits"],
+        faults=options["faults"],
+        log_connections=bool(options["log-connections"]),
     )
+
+
+def makeService(options: usage.Options) -> IService:
+    return process_service(service_tree(options), options)

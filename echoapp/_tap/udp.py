@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from echoapp import _monitor as monitor
-from echoapp import services, signals
+from echoapp import services
 from echoapp._tap.common import (
     METRICS_PARAMETERS,
     REPLY_PARAMETERS,
@@ -18,6 +17,7 @@ from echoapp._tap.common import (
     fault_plan,
     metrics_listen,
     opt_fault,
+    process_service,
     udp_listens,
 )
 from echoapp._transports.endpoints import DEFAULT_UDP_LISTEN, UDP_SYNTAX
@@ -45,16 +45,12 @@ class Options(PluginOptions):
         self["limits"] = build(UDPLimits, self)
 
 
-def makeService(options: usage.Options) -> IService:
-    return signals.handled(
-        monitor.monitored(
-            services.udp_greeter(
-                options["ports"],
-                options["template"],
-                options["limits"],
-                reuse_port=bool(options["reuse-port"]),
-                faults=options["faults"],
-            ),
-            options["metrics-listen"],
-        )
+def service_tree(options: usage.Options) -> MultiService:
+    """The bare service, without the process parts (L{process_service}): what compose runs."""
+    return services.udp_greeter(
+        options["ports"], options["template"], options["limits"], faults=options["faults"]
     )
+
+
+def makeService(options: usage.Options) -> IService:
+    return process_service(service_tree(options), options)

@@ -47,6 +47,16 @@ class ParseOnlyReactor:
         raise AttributeError(f"the reactor is not available while options are parsed ({name})")
 
 
+def split_proxy(description: str) -> tuple[bool, str]:
+    """
+    Whether C{description} asks for PROXY headers first (C{haproxy:}), and
+    the endpoint description behind the prefix: the one place that knows it.
+    """
+    if description.startswith(PREFIX):
+        return True, description[len(PREFIX) :]
+    return False, description
+
+
 def check_endpoint(description: str, reuse_port: bool = False) -> str:
     """
     Parse a server endpoint string without touching the real reactor, so a
@@ -55,7 +65,7 @@ def check_endpoint(description: str, reuse_port: bool = False) -> str:
     @raise ValueError: if Twisted cannot make an endpoint of it.
     """
     try:
-        stream_endpoint(ParseOnlyReactor(), description, reuse_port)
+        stream_endpoint(ParseOnlyReactor(), split_proxy(description)[1], reuse_port)
     except ImportError as error:
         if "OpenSSL" not in str(error):
             raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
@@ -151,23 +161,15 @@ def with_backlog(description: str, backlog: int | None) -> str:
 
 
 def stream_endpoint(
-    reactor: Any,
-    description: str,
-    reuse_port: bool = False,
-    backlog: int | None = None,
-    proxy_from: tuple[Network, ...] = (),
+    reactor: Any, description: str, reuse_port: bool = False, backlog: int | None = None
 ) -> IStreamServerEndpoint:
     """
-    The endpoint for C{description}, with C{backlog} unless it names its
-    own, on Twisted's own reactors with eager writes (L{echoapp._transports.eager}).
-    C{tcp:}/C{tcp6:} get a L{SocketEndpoint} when they share their
-    port or when the reactor sits on an asyncio loop; C{haproxy:ENDPOINT}
-    is ENDPOINT read through L{echoapp._transports.proxy_protocol} (believing headers only from
-    C{proxy_from}, when given); everything else is Twisted's own endpoint.
+    The endpoint for a plain (no C{haproxy:}) C{description}, with
+    C{backlog} unless it names its own, on Twisted's own reactors with eager
+    writes (L{echoapp._transports.eager}).  C{tcp:}/C{tcp6:} get a
+    L{SocketEndpoint} when they share their port or when the reactor sits on
+    an asyncio loop; everything else is Twisted's own endpoint.
     """
-    if description.startswith(PREFIX):
-        inner = stream_endpoint(reactor, description[len(PREFIX) :], reuse_port, backlog)
-        return ProxyEndpoint(inner, proxy_from)
     reactor = eager_reactor(reactor)
     endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
@@ -178,6 +180,50 @@ def stream_endpoint(
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
     port, interface, backlog = tcp_server_parameters(endpoint)
     return SocketEndpoint(reactor, family, port, interface, backlog, reuse_port)
+
+
+@dataclass(frozen=True)
+class StreamListen:
+    """
+    A stream listener, described once at the top (the command line, a
+    builder in L{echoapp.services}) and carried whole to the listener: the
+    endpoint description, whether PROXY headers come first (C{haproxy:},
+    recognised here only) and whom to believe, the listen backlog and
+    whether the port is shared.  Nothing between needs to know any of it.
+
+    @ivar endpoint: the Twisted endpoint description, without C{haproxy:}.
+    @ivar proxy: read a PROXY protocol header first (L{ProxyEndpoint}).
+    @ivar proxy_from: the senders whose headers are believed (all if empty).
+    @ivar backlog: the listen backlog, unless the description names one.
+    @ivar reuse_port: share the port with other processes (SO_REUSEPORT).
+    """
+
+    endpoint: str
+    proxy: bool = False
+    proxy_from: tuple[Network, ...] = ()
+    backlog: int | None = None
+    reuse_port: bool = False
+
+    @classmethod
+    def parse(
+        cls, description: str, reuse_port: bool = False, proxy_from: tuple[Network, ...] = ()
+    ) -> StreamListen:
+        """
+        @raise ValueError: with a one-line reason, for a description Twisted
+            cannot make an endpoint of (checked without the real reactor).
+        """
+        check_endpoint(description, reuse_port)
+        proxy, endpoint = split_proxy(description)
+        return cls(endpoint, proxy, proxy_from if proxy else (), None, reuse_port)
+
+    def server_endpoint(self, reactor: Any) -> IStreamServerEndpoint:
+        """The endpoint to listen on, read through the PROXY protocol when asked."""
+        inner = stream_endpoint(reactor, self.endpoint, self.reuse_port, self.backlog)
+        return ProxyEndpoint(inner, self.proxy_from) if self.proxy else inner
+
+    def __str__(self) -> str:
+        """The description as it was typed."""
+        return PREFIX + self.endpoint if self.proxy else self.endpoint
 
 
 # Split parameters on an unescaped ':' that starts a "key=", so that a bare
@@ -195,9 +241,10 @@ class UDPListen:
 
     port: int
     interface: str = ""
+    reuse_port: bool = False
 
     @classmethod
-    def parse(cls, description: str) -> UDPListen:
+    def parse(cls, description: str, reuse_port: bool = False) -> UDPListen:
         """
         @raise ValueError: with a one-line reason naming the description.
         """
@@ -225,7 +272,7 @@ class UDPListen:
                 ipaddress.ip_address(interface)
             except ValueError:
                 raise invalid(f"interface {interface!r} is not an IP address") from None
-        return cls(int(port_text), interface)
+        return cls(int(port_text), interface, reuse_port)
 
     def __str__(self) -> str:
         if not self.interface:

@@ -22,13 +22,12 @@ from echoapp import StartupError
 from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._transports import native_udp
 from echoapp._transports.endpoints import (
+    StreamListen,
     UDPListen,
     bound_socket,
     describe_listening,
     one_line,
-    stream_endpoint,
 )
-from echoapp._transports.proxy_protocol import Network
 from echoapp._twisted import asyncio_loop, global_reactor
 
 # What a UDP port asks the socket for: more than any datagram, so nothing is
@@ -69,24 +68,15 @@ class StreamListenService(Service):
     port that cannot be had stops start-up at once with one line.
     """
 
-    def __init__(
-        self,
-        description: str,
-        factory: IProtocolFactory,
-        reactor: Any = None,
-        reuse_port: bool = False,
-        backlog: int | None = None,
-        proxy_from: tuple[Network, ...] = (),
-    ) -> None:
+    def __init__(self, listen: StreamListen | str, factory: IProtocolFactory, reactor: Any = None) -> None:
         """
-        C{backlog} is the listen backlog unless C{description} names its
-        own; C{proxy_from}, the senders a C{haproxy:} listener believes.
+        C{listen} says everything about the listener (a plain description
+        is parsed with the defaults).
         """
-        self.endpoint = stream_endpoint(
-            reactor or global_reactor(), description, reuse_port, backlog, proxy_from
-        )
+        self.listen = listen if isinstance(listen, StreamListen) else StreamListen.parse(listen)
+        self.endpoint = self.listen.server_endpoint(reactor or global_reactor())
         self.factory = factory
-        self.description = description
+        self.description = str(self.listen)
         self.port: IListeningPort | None = None
         self._listening: Deferred[Any] | None = None
         self._starting = False
@@ -135,13 +125,17 @@ class StreamListenService(Service):
 
 
 class UDPListenService(Service):
-    def __init__(
-        self, listen: UDPListen, protocol: DatagramProtocol, reactor: Any = None, reuse_port: bool = False
-    ) -> None:
+    """
+    A UDP port, on the reactor's own datagram port or (under uvloop) the
+    loop's native transport, bound in C{privilegedStartService} so a taken
+    port stops start-up with one line before twistd drops privileges.
+    """
+
+    def __init__(self, listen: UDPListen, protocol: DatagramProtocol, reactor: Any = None) -> None:
         self.listen = listen
         self.protocol = protocol
         self._reactor = reactor
-        self.reuse_port = reuse_port
+        self.reuse_port = listen.reuse_port
         self.port: Any = None
 
     def privilegedStartService(self) -> None:

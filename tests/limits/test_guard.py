@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from echoapp import services
 from echoapp._framing import Framing
+from echoapp._limits.connections import Connections
 from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._limits.guard import Refusal
 from echoapp._protocols.echo import EchoFactory
@@ -22,7 +23,7 @@ from tests.support import DEADLINE, fake_connect, listeners, lose, make_certific
 
 class ConnectionLimitTests(SynchronousTestCase):
     def test_total_limit_refuses_with_one_line_and_spares_existing(self) -> None:
-        factory = GreeterFactory(limits=TCPLimits(max_connections=2), clock=Clock())
+        factory = GreeterFactory(connections=Connections(TCPLimits(max_connections=2)), clock=Clock())
         first, first_transport = fake_connect(factory, "127.0.0.1")
         fake_connect(factory, "127.0.0.2")
         refused, transport = fake_connect(factory, "127.0.0.3")
@@ -36,7 +37,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertNotIsInstance(fake_connect(factory, "127.0.0.3")[0], Refusal)
 
     def test_per_peer_limit_spares_other_peers(self) -> None:
-        factory = EchoFactory(TCPLimits(max_per_peer=2), Clock())
+        factory = EchoFactory(Connections(TCPLimits(max_per_peer=2)), Clock())
         fake_connect(factory, "127.0.0.1")
         second, _ = fake_connect(factory, "127.0.0.1")
         _, transport = fake_connect(factory, "127.0.0.1")
@@ -51,7 +52,7 @@ class TimeoutTests(SynchronousTestCase):
     limits = TCPLimits(idle_timeout=10, line_timeout=5, session_timeout=100, close_grace=2)
 
     def greeter(self, clock: Clock, **config: object):
-        factory = GreeterFactory(GreeterConfig(**config), self.limits, clock)  # type: ignore[arg-type]
+        factory = GreeterFactory(GreeterConfig(**config), Connections(self.limits), clock)  # type: ignore[arg-type]
         protocol, transport = fake_connect(factory)
         transport.clear()
         return protocol, transport
@@ -116,7 +117,9 @@ class TimeoutTests(SynchronousTestCase):
     def test_idle_connections_share_their_timers(self) -> None:
         # 10,000 idle connections: a timer each would be 5 MiB, so a second's worth share one.
         clock = Clock()
-        factory = GreeterFactory(GreeterConfig(), TCPLimits(idle_timeout=10, max_per_peer=1000), clock)
+        factory = GreeterFactory(
+            GreeterConfig(), Connections(TCPLimits(idle_timeout=10, max_per_peer=1000)), clock
+        )
         clock.advance(0.2)
         early = [fake_connect(factory)[1] for _ in range(100)]  # due at 10.2
         clock.advance(0.5)
@@ -132,7 +135,7 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_the_last_connection_to_leave_a_slot_cancels_its_timer(self) -> None:
         clock = Clock()
-        factory = GreeterFactory(GreeterConfig(), self.limits, clock)
+        factory = GreeterFactory(GreeterConfig(), Connections(self.limits), clock)
         protocols = [fake_connect(factory)[0] for _ in range(3)]
         for protocol in protocols:
             lose(protocol)
@@ -141,7 +144,7 @@ class TimeoutTests(SynchronousTestCase):
 
     def test_echo_times_out_silently(self) -> None:
         clock = Clock()
-        protocol, transport = fake_connect(EchoFactory(self.limits, clock))
+        protocol, transport = fake_connect(EchoFactory(Connections(self.limits), clock))
         protocol.dataReceived(b"abc")
         clock.advance(10)
         self.assertEqual(transport.value(), b"abc")
@@ -159,7 +162,7 @@ class TimeoutTests(SynchronousTestCase):
 class DrainTests(SynchronousTestCase):
     def test_every_client_gets_the_farewell_and_the_drain_waits(self) -> None:
         clock = Clock()
-        factory = GreeterFactory(limits=TCPLimits(close_grace=3), clock=clock)
+        factory = GreeterFactory(connections=Connections(TCPLimits(close_grace=3)), clock=clock)
         clients = [fake_connect(factory, f"127.0.0.{n}") for n in range(1, 4)]
         done = factory.connections.drain()
         for _, transport in clients:

@@ -9,6 +9,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp._limits.connections import Connections
 from echoapp._protocols.echo import EchoFactory
 from echoapp.config import TCPLimits
 from tests.support import assert_backpressure, start
@@ -35,7 +36,7 @@ class EchoUnitTests(SynchronousTestCase):
 
     def test_every_chunk_resets_the_idle_timer(self) -> None:
         clock = Clock()
-        protocol = EchoFactory(TCPLimits(idle_timeout=10), clock=clock).buildProtocol(None)
+        protocol = EchoFactory(Connections(TCPLimits(idle_timeout=10)), clock=clock).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)
         for _ in range(3):  # the first chunk sets up flow control; the others take the short path

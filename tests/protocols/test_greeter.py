@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
 from echoapp._framing import Framing
+from echoapp._limits.connections import Connections
 from echoapp._protocols.greeter import Greeter, GreeterFactory
 from echoapp.config import GreeterConfig, TCPLimits
 from echoapp.template import ReplyTemplate
@@ -24,7 +25,7 @@ from tests.support import (
 def connected(
     config: GreeterConfig | None = None, limits: TCPLimits | None = None, clock: Clock | None = None
 ) -> tuple[Greeter, StringTransport]:
-    protocol = GreeterFactory(config, limits, clock or Clock()).buildProtocol(None)
+    protocol = GreeterFactory(config, Connections(limits), clock or Clock()).buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport
@@ -144,7 +145,9 @@ class LingeringCloseTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         config = GreeterConfig(framing=Framing.LINE, max_line_length=4)
-        self.protocol = GreeterFactory(config, TCPLimits(close_grace=3), self.clock).buildProtocol(None)
+        self.protocol = GreeterFactory(
+            config, Connections(TCPLimits(close_grace=3)), self.clock
+        ).buildProtocol(None)
         self.transport = HalfClosingTransport()
         self.protocol.makeConnection(self.transport)
         self.transport.clear()

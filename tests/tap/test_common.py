@@ -31,7 +31,7 @@ def described(service: object) -> list[tuple[str, str]]:
 class TCPOptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         options = parse(tcp)
-        self.assertEqual(options["endpoints"], ["tcp:9999:interface=127.0.0.1"])
+        self.assertEqual([str(listen) for listen in options["endpoints"]], ["tcp:9999:interface=127.0.0.1"])
         self.assertEqual(options["config"], GreeterConfig())
 
     def test_everything_set(self) -> None:
@@ -47,7 +47,10 @@ class TCPOptionsTests(SynchronousTestCase):
             "--framing=line",
             "--max-line-length=10",
         )
-        self.assertEqual(options["endpoints"], ["tcp:1:interface=127.0.0.1", "unix:/tmp/g.sock"])
+        self.assertEqual(
+            [str(listen) for listen in options["endpoints"]],
+            ["tcp:1:interface=127.0.0.1", "unix:/tmp/g.sock"],
+        )
         config = options["config"]
         self.assertEqual(
             (config.banner, config.reply.render(b"x"), config.exit_word, config.farewell),
@@ -103,8 +106,10 @@ class TCPOptionsTests(SynchronousTestCase):
 
 class EchoOptionsTests(SynchronousTestCase):
     def test_default_and_replacement(self) -> None:
-        self.assertEqual(parse(echo)["endpoints"], ["tcp:10888:interface=127.0.0.1"])
-        self.assertEqual(parse(echo, "--listen=tcp:7")["endpoints"], ["tcp:7"])
+        self.assertEqual(
+            [str(listen) for listen in parse(echo)["endpoints"]], ["tcp:10888:interface=127.0.0.1"]
+        )
+        self.assertEqual([str(listen) for listen in parse(echo, "--listen=tcp:7")["endpoints"]], ["tcp:7"])
         self.assertIn("tcp:10888:interface=127.0.0.1", str(echo.Options()))
 
     def test_no_greeter_options(self) -> None:
@@ -195,6 +200,34 @@ class ComposeOptionsTests(SynchronousTestCase):
         children = list(IServiceCollection(service))
         self.assertEqual(type(children[0]).__name__, "SignalService", "first: it starts before any listener")
         self.assertEqual(len(children), 3, "the two plugins' services and the signal handling")
+
+    def test_process_parts_are_added_once_at_the_top(self) -> None:
+        """Two of our plugins under compose: one SignalService, one metrics listener, both at the top."""
+        options = parse(
+            compose,
+            "--metrics=tcp:0:interface=127.0.0.1",
+            "--service",
+            "echoapp-tcp --listen tcp:0:interface=127.0.0.1",
+            "--service",
+            "echoapp-udp --listen udp:0:interface=127.0.0.1",
+        )
+        service = compose.makeService(options)
+
+        def walk(node: Any) -> list[str]:
+            found = [type(node).__name__]
+            for child in IServiceCollection(node, ()):
+                found.extend(walk(child))
+            return found
+
+        kinds = walk(service)
+        self.assertEqual(kinds.count("SignalService"), 1)
+        self.assertEqual(kinds.count("Monitored"), 1)
+        self.assertEqual(type(next(iter(IServiceCollection(service)))).__name__, "SignalService")
+
+    def test_one_metrics_listener_per_process(self) -> None:
+        options = parse(compose, "--service", "echoapp-echo --metrics tcp:0:interface=127.0.0.1")
+        error = self.assertRaises(SystemExit, compose.makeService, options)
+        self.assertIn("one metrics listener per process: give --metrics to echoapp-compose", str(error))
 
     def test_needs_a_service(self) -> None:
         self.assertIn("at least one --service", str(self.assertRaises(usage.UsageError, parse, compose)))

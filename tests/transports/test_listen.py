@@ -1,6 +1,7 @@
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 from twisted.application.service import MultiService
 from twisted.internet import reactor
@@ -15,12 +16,12 @@ from echoapp._protocols.echo import EchoFactory
 from echoapp._protocols.udp import UDPGreeter
 from echoapp._transports.endpoints import (
     ParseOnlyReactor,
+    StreamListen,
     UDPListen,
     bound_socket,
     check_endpoint,
     describe_address,
     describe_listening,
-    stream_endpoint,
     with_backlog,
 )
 from echoapp._transports.listen import READ_SIZE, StreamListenService, UDPListenService
@@ -205,7 +206,8 @@ class BacklogTests(SynchronousTestCase):
         self.assertEqual(with_backlog("tcp:9999", None), "tcp:9999")
 
     def test_behind_a_balancer_too(self) -> None:
-        endpoint = stream_endpoint(ParseOnlyReactor(), "haproxy:tcp:0:interface=127.0.0.1", backlog=300)
+        listen = replace(StreamListen.parse("haproxy:tcp:0:interface=127.0.0.1"), backlog=300)
+        endpoint = listen.server_endpoint(ParseOnlyReactor())
         self.assertEqual(tcp_server_parameters(endpoint.wrapped)[2], 300)  # type: ignore[attr-defined]
 
     def test_services_listen_with_their_connection_limit(self) -> None:

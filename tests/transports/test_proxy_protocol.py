@@ -177,7 +177,9 @@ class OptionTests(SynchronousTestCase):
     def test_proxy_from(self) -> None:
         options = tcp.Options()
         options.parseOptions(["--listen", LISTEN, "--proxy-from", "10.0.0.0/8", "--proxy-from", "192.0.2.7"])
-        self.assertEqual([str(n) for n in options["proxy-from"]], ["10.0.0.0/8", "192.0.2.7/32"])
+        [listen] = options["endpoints"]
+        self.assertEqual([str(n) for n in listen.proxy_from], ["10.0.0.0/8", "192.0.2.7/32"])
+        self.assertTrue(listen.proxy)
 
     def test_proxy_from_needs_a_haproxy_listener(self) -> None:
         options = echo.Options()
