@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from echoapp._limits.descriptors import DESCRIPTORS
-from echoapp._transports.listen import StreamListenService, UDPListenService
+from echoapp._transports.listen import StreamListenService, UDPListenService, descendants
 from echoapp._twisted import global_reactor
 from echoapp.services import DrainService, named
 
@@ -34,12 +34,12 @@ def healthy(root: Any) -> bool:
     """
     if not root.running:
         return False
-    for service in IServiceCollection(root, []):
+    for service in descendants(root):
         if isinstance(service, StreamListenService | UDPListenService) and service.port is None:
             return False
         if isinstance(service, DrainService) and service.connections.draining:
             return False
-        if IServiceCollection(service, None) is not None and not healthy(service):
+        if IServiceCollection(service, None) is not None and not service.running:
             return False
     return True
 

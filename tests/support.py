@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from twisted.application.service import IServiceCollection, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -33,7 +33,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp._transports.listen import StreamListenService, UDPListenService
+from echoapp._transports.listen import listeners
 from echoapp._twisted import asyncio_loop, queued
 
 # --- Bounds and addresses ---------------------------------------------------
@@ -75,16 +75,6 @@ def start(test: SynchronousTestCase, service: MultiService) -> list[Any]:
     service.startService()
     test.addCleanup(service.stopService)
     return [listener.port for listener in listeners(service)]
-
-
-def listeners(service: Any) -> list[Any]:
-    """Every TCP and UDP listener in a service tree, in tree order."""
-    found: list[Any] = []
-    if isinstance(service, StreamListenService | UDPListenService):
-        found.append(service)
-    for child in IServiceCollection(service, []):
-        found.extend(listeners(child))
-    return found
 
 
 def description(listener: Any) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.service import IServiceCollection, Service
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
@@ -172,3 +173,19 @@ class UDPListenService(Service):
         super().stopService()
         port, self.port = self.port, None
         return maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
+
+def descendants(root: Any) -> Iterator[Any]:
+    """Every service below C{root}, depth first in tree order: the one walk of a service tree."""
+    for child in IServiceCollection(root, ()):
+        yield child
+        yield from descendants(child)
+
+
+def listeners(root: Any) -> list[StreamListenService | UDPListenService]:
+    """Every TCP and UDP listener in a service tree (C{root} included), in tree order."""
+    return [
+        service
+        for service in (root, *descendants(root))
+        if isinstance(service, StreamListenService | UDPListenService)
+    ]

@@ -33,7 +33,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from echoapp import services
 from echoapp._faults import FaultPlan, Faults
-from echoapp._transports.listen import StreamListenService, UDPListenService
+from echoapp._transports.listen import listeners
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
@@ -83,9 +83,9 @@ class Peer:
     @property
     def addresses(self) -> list[tuple[str, int]]:
         found = []
-        for child in self.service:
-            if isinstance(child, StreamListenService | UDPListenService) and child.port is not None:
-                host: Any = child.port.getHost()
+        for listener in listeners(self.service):
+            if listener.port is not None:
+                host: Any = listener.port.getHost()
                 found.append((host.host, host.port))
         return found
 

@@ -24,7 +24,13 @@ from echoapp._transports.endpoints import (
     describe_listening,
     with_backlog,
 )
-from echoapp._transports.listen import READ_SIZE, StreamListenService, UDPListenService
+from echoapp._transports.listen import (
+    READ_SIZE,
+    StreamListenService,
+    UDPListenService,
+    descendants,
+    listeners,
+)
 from echoapp._twisted import tcp_server_parameters
 from echoapp.config import TCPLimits
 from tests.support import DEADLINE, start
@@ -268,3 +274,27 @@ class ListeningLineTests(SynchronousTestCase):
             result.stdout.strip(),
             "cannot listen on 'ssl:0:privateKey=k.pem': TLS needs pyOpenSSL: pip install 'echoapp[tls]'",
         )
+
+
+class TreeWalkTests(SynchronousTestCase):
+    """The one walk of a service tree: health, the test peer and the tests all use it."""
+
+    def test_listeners_in_tree_order_at_any_depth(self) -> None:
+        tree = services.everything(
+            tcp=["tcp:0:interface=127.0.0.1"],
+            udp=["udp:0:interface=127.0.0.1"],
+            echo_listen=["tcp:0:interface=127.0.0.1", "tcp:1:interface=127.0.0.1"],
+        )
+        top = MultiService()
+        tree.setServiceParent(top)
+        found = [str(getattr(listener, "listen", "")) for listener in listeners(top)]
+        self.assertEqual(
+            found,
+            [
+                "tcp:0:interface=127.0.0.1",
+                "udp:0:interface=127.0.0.1",
+                "tcp:0:interface=127.0.0.1",
+                "tcp:1:interface=127.0.0.1",
+            ],
+        )
+        self.assertIn(tree, list(descendants(top)))
