@@ -15,11 +15,16 @@ import configparser
 import importlib
 import inspect
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 
+from twisted.application import service as service_interfaces
+from twisted.internet import interfaces as internet_interfaces
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementedBy
+from zope.interface.interface import InterfaceClass
 
 import echoapp
 
@@ -366,6 +371,38 @@ class PackageShapeTests(SynchronousTestCase):
         listed = set(parser["options"]["packages"].split())
         packages = {name for name, path in self.modules.items() if os.path.basename(path) == "__init__.py"}
         self.assertEqual(packages - listed, set())
+
+    def test_camel_case_only_for_what_twisted_names(self) -> None:
+        """
+        Twisted's overrides keep Twisted's camelCase (C{dataReceived},
+        C{makeService}); echoapp's own names are snake_case.  A camelCase
+        method must exist in a base class or a provided interface.
+        """
+        camel = re.compile(r"^[a-z]+[A-Z]")
+        twisteds = {
+            name
+            for module in (internet_interfaces, service_interfaces)
+            for value in vars(module).values()
+            if isinstance(value, InterfaceClass)
+            for name in value.names(all=True)
+        }
+        offenders = []
+        for module_name in self.modules:
+            module = importlib.import_module(module_name)
+            for name, value in vars(module).items():
+                if inspect.isfunction(value) and value.__module__ == module_name and camel.match(name):
+                    if name != "makeService":
+                        offenders.append(f"{module_name}.{name}")
+                if not (inspect.isclass(value) and value.__module__ == module_name):
+                    continue
+                declared = {n for iface in implementedBy(value).flattened() for n in iface.names(all=True)}
+                for member, function in vars(value).items():
+                    if not (inspect.isfunction(function) and camel.match(member)):
+                        continue
+                    if member in declared | twisteds or any(hasattr(b, member) for b in value.__mro__[1:]):
+                        continue
+                    offenders.append(f"{module_name}.{name}.{member}")
+        self.assertEqual(offenders, [])
 
     def test_every_module_fits_in_a_head(self) -> None:
         long = {name: code_lines(path) for name, path in self.modules.items() if code_lines(path) > MAX_LINES}

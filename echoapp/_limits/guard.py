@@ -171,11 +171,11 @@ class GuardedProtocol(Protocol):
         line_left = started + limits.line_timeout - now if started is not None else session_left
         self._slot = None
         if session_left <= SLACK:
-            self.timedOut("session")
+            self.timed_out("session")
         elif idle_left <= SLACK:
-            self.timedOut("idle")
+            self.timed_out("idle")
         elif line_left <= SLACK:
-            self.timedOut("line")
+            self.timed_out("line")
         else:
             self._slot = self.factory.deadlines.add(self, now + min(idle_left, session_left, line_left))
 
@@ -186,7 +186,7 @@ class GuardedProtocol(Protocol):
         """
         return b""
 
-    def timedOut(self, kind: str) -> None:
+    def timed_out(self, kind: str) -> None:
         """C{kind} is a key of L{TIMEOUTS}."""
         self.closing_because(TIMEOUTS[kind])
         self.stats.timeouts[kind] += 1
@@ -360,7 +360,7 @@ class GuardedFactory(Factory):
             self.stats.refused[reason] += 1
             self._refusal_log.note(self.clock, reason)
             return Refusal(REFUSALS[reason], self.clock, self.limits.close_grace)
-        protocol = self.makeProtocol()
+        protocol = self.make_protocol()
         protocol.factory = self
         protocol.peer = peer
         if self.log_connections:  # only the log lines need it: it is not kept otherwise
@@ -372,5 +372,5 @@ class GuardedFactory(Factory):
         self._refusal_log.flush()
         self.closing_log.flush()
 
-    def makeProtocol(self) -> GuardedProtocol:
+    def make_protocol(self) -> GuardedProtocol:
         raise NotImplementedError

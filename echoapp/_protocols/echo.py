@@ -38,5 +38,5 @@ class Echo(GuardedProtocol):
 
 
 class EchoFactory(GuardedFactory):
-    def makeProtocol(self) -> Echo:
+    def make_protocol(self) -> Echo:
         return Echo()

@@ -149,5 +149,5 @@ class GreeterFactory(GuardedFactory):
         super().__init__(connections, clock, stats, log_connections)
         self.config = config or GreeterConfig()
 
-    def makeProtocol(self) -> Greeter:
+    def make_protocol(self) -> Greeter:
         return Greeter(self.config)
