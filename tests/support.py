@@ -29,7 +29,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -115,15 +115,15 @@ def lose(protocol: Protocol) -> None:
     protocol.connectionLost(Failure(ConnectionDone()))
 
 
-class RecordingUDPTransport:
-    """A UDP port that records what is sent and says which port it is."""
+class RecordingUDPTransport(FakeDatagramTransport):
+    """
+    Twisted's fake datagram port (what is sent is in C{written}), which
+    also says which port it is: the UDP greeter never answers its own ports.
+    """
 
     def __init__(self, port: int = 9999) -> None:
-        self.sent: list[tuple[bytes, object]] = []
+        super().__init__()
         self.port = port
-
-    def write(self, datagram: bytes, addr: object) -> None:
-        self.sent.append((datagram, addr))
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("UDP", "127.0.0.1", self.port)

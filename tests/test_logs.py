@@ -2,6 +2,7 @@ import io
 import json
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -49,9 +50,7 @@ class JSONLogTests(SynchronousTestCase):
         self.assertIn("ValueError: boom", record["traceback"])
 
     def test_connections_are_logged_open_and_closed_with_fields(self) -> None:
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         protocol, _ = fake_connect(EchoFactory(clock=Clock(), log_connections=True), "127.0.0.7")
         protocol.connectionLost(None)
         mine = [event for event in events if event.get("peer") == "127.0.0.7"]
@@ -67,9 +66,7 @@ class JSONLogTests(SynchronousTestCase):
 
     def test_by_default_connections_are_only_summarized(self) -> None:
         """A flood of clients must not grow the log: per-connection lines are opt-in."""
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         clock = Clock()
         factory = EchoFactory(Connections(TCPLimits(idle_timeout=1, max_per_peer=1000)), clock)
         factory.doStart()  # as its port does

@@ -8,6 +8,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -169,9 +170,7 @@ class MetricsLimitTests(TestCase):
 
 class HealthProbeLogTests(TestCase):
     async def test_probes_at_debug_other_requests_as_usual(self) -> None:
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         monitored = monitor.Monitored(
             services.tcp_greeter(["tcp:0:interface=127.0.0.1"]), "tcp:0:interface=127.0.0.1"
         )

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.application.service import IServiceCollection
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -106,9 +107,7 @@ class DrainTests(TestCase):
 
 class FlushAtStopTests(TestCase):
     def counts(self, prefix: str) -> list[object]:
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self._events = events
         return [e["count"] for e in events if str(e.get("log_format", "")).startswith(prefix)]
 

@@ -1,6 +1,7 @@
 """Token buckets and throttled logs."""
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -40,9 +41,7 @@ class TokenBucketTests(SynchronousTestCase):
 
 class ThrottledLogTests(SynchronousTestCase):
     def logged(self) -> list[tuple[object, object]]:
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         return events  # type: ignore[return-value]
 
     @staticmethod

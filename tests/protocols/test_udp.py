@@ -27,44 +27,44 @@ class UDPGreeterUnitTests(SynchronousTestCase):
     def test_one_reply_to_the_sender(self) -> None:
         protocol, transport = greeter()
         protocol.datagramReceived(b"Michael", self.addr)
-        self.assertEqual(transport.sent, [(b"Hello, Michael!", self.addr)])
+        self.assertEqual(transport.written, [(b"Hello, Michael!", self.addr)])
 
     def test_terminator_stripped_and_mirrored(self) -> None:
         protocol, transport = greeter()
         protocol.datagramReceived(b"Tracy\r\n", self.addr)
         protocol.datagramReceived(b"Sarah\n", self.addr)
-        self.assertEqual([d for d, _ in transport.sent], [b"Hello, Tracy!\r\n", b"Hello, Sarah!\n"])
+        self.assertEqual([d for d, _ in transport.written], [b"Hello, Tracy!\r\n", b"Hello, Sarah!\n"])
 
     def test_echo_template(self) -> None:
         protocol, transport = greeter("{}")
         protocol.datagramReceived(b"\xff\x00raw\n", self.addr)
-        self.assertEqual(transport.sent, [(b"\xff\x00raw\n", self.addr)])
+        self.assertEqual(transport.written, [(b"\xff\x00raw\n", self.addr)])
 
     def test_bye_does_not_stop_anything(self) -> None:
         protocol, transport = greeter()
         for word in (b"bye", b"exit", b"after"):
             protocol.datagramReceived(word, self.addr)
-        self.assertEqual(len(transport.sent), 3)
+        self.assertEqual(len(transport.written), 3)
 
     def test_reply_that_cannot_fit_is_dropped_not_truncated(self) -> None:
         protocol, transport = greeter()
         fits = b"x" * (MAX_DATAGRAM - len("Hello, !"))
         protocol.datagramReceived(fits, self.addr)
         protocol.datagramReceived(fits + b"x", self.addr)
-        self.assertEqual([len(d) for d, _ in transport.sent], [MAX_DATAGRAM])
+        self.assertEqual([len(d) for d, _ in transport.written], [MAX_DATAGRAM])
         self.assertEqual(protocol.stats.dropped["size"], 1)
 
     def test_65000_byte_datagram_answered_whole(self) -> None:
         protocol, transport = greeter()
         protocol.datagramReceived(b"z" * 65000, self.addr)
         protocol.datagramReceived(b"next", self.addr)
-        self.assertEqual([len(d) for d, _ in transport.sent], [65008, len(b"Hello, next!")])
+        self.assertEqual([len(d) for d, _ in transport.written], [65008, len(b"Hello, next!")])
 
     def test_reply_is_request_plus_template_overhead_at_most(self) -> None:
         protocol, transport = greeter()
         for size in (0, 1, 100, 8192):
             protocol.datagramReceived(b"q" * size + b"\r\n", self.addr)
-            self.assertEqual(len(transport.sent[-1][0]), size + 2 + protocol.reply.overhead)
+            self.assertEqual(len(transport.written[-1][0]), size + 2 + protocol.reply.overhead)
 
     def test_ipv6_datagrams_up_to_65527(self) -> None:
         """IPv6 carries 65527 bytes of UDP payload; IPv4 and IPv4-mapped hosts 65507."""
@@ -72,7 +72,7 @@ class UDPGreeterUnitTests(SynchronousTestCase):
         protocol.datagramReceived(b"x" * 65520, ("2001:db8::1", 40000, 0, 0))
         protocol.datagramReceived(b"x" * 65520, ("::ffff:10.0.0.1", 40000, 0, 0))
         protocol.datagramReceived(b"x" * 65528, ("2001:db8:1::1", 40000, 0, 0))
-        self.assertEqual([(len(data), addr[0]) for data, addr in transport.sent], [(65520, "2001:db8::1")])
+        self.assertEqual([(len(data), addr[0]) for data, addr in transport.written], [(65520, "2001:db8::1")])
         self.assertEqual(protocol.stats.dropped["size"], 2)
 
 
@@ -83,10 +83,10 @@ class UDPGuardTests(SynchronousTestCase):
         protocol, transport = greeter()
         for port in (0, 7, 19, 53, 1023, 9999):
             protocol.datagramReceived(b"storm", ("127.0.0.1", port))
-        self.assertEqual(transport.sent, [])
+        self.assertEqual(transport.written, [])
         self.assertEqual(protocol.stats.dropped["port"], 6)
         protocol.datagramReceived(b"fine", ("127.0.0.1", 1024))
-        self.assertEqual(transport.sent, [(b"Hello, fine!", ("127.0.0.1", 1024))])
+        self.assertEqual(transport.written, [(b"Hello, fine!", ("127.0.0.1", 1024))])
 
     def test_listeners_of_one_service_share_their_ports(self) -> None:
         shared: set[int] = set()
@@ -96,27 +96,27 @@ class UDPGuardTests(SynchronousTestCase):
         transport = RecordingUDPTransport(6000)
         second.makeConnection(transport)  # type: ignore[arg-type]
         second.datagramReceived(b"loop", ("127.0.0.1", 5000))
-        self.assertEqual(transport.sent, [])
+        self.assertEqual(transport.written, [])
 
     def test_flood_from_one_source_is_bounded_and_others_still_served(self) -> None:
         clock = Clock()
         protocol, transport = greeter(limits=UDPLimits(rate=10, burst=5), clock=clock)
         for _ in range(1000):
             protocol.datagramReceived(b"flood", ("127.0.0.9", 40000))
-        self.assertEqual(len(transport.sent), 5)
+        self.assertEqual(len(transport.written), 5)
         protocol.datagramReceived(b"other", ("127.0.0.2", 40000))
-        self.assertEqual(transport.sent[-1], (b"Hello, other!", ("127.0.0.2", 40000)))
+        self.assertEqual(transport.written[-1], (b"Hello, other!", ("127.0.0.2", 40000)))
         clock.advance(1)
         for _ in range(1000):
             protocol.datagramReceived(b"flood", ("127.0.0.9", 40000))
-        self.assertEqual(len(transport.sent), 6 + 5)  # the bucket refilled to its burst, no more
+        self.assertEqual(len(transport.written), 6 + 5)  # the bucket refilled to its burst, no more
         self.assertEqual(protocol.stats.dropped["rate"], 1990)
 
     def test_global_cap(self) -> None:
         protocol, transport = greeter(limits=UDPLimits(rate=100, burst=100, global_rate=20), clock=Clock())
         for source in range(100):
             protocol.datagramReceived(b"x", (f"10.0.0.{source}", 40000))
-        self.assertEqual(len(transport.sent), 20)
+        self.assertEqual(len(transport.written), 20)
 
     def test_spoofed_sources_cannot_grow_the_table(self) -> None:
         protocol, _ = greeter(limits=UDPLimits(max_sources=100), clock=Clock())
@@ -137,7 +137,7 @@ class UDPGuardTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         transport.write = RecordingUDPTransport.write.__get__(transport)  # type: ignore[method-assign]
         protocol.datagramReceived(b"again", self.addr)
-        self.assertEqual(transport.sent, [(b"Hello, again!", self.addr)])
+        self.assertEqual(transport.written, [(b"Hello, again!", self.addr)])
 
 
 def exchange(family: int, host: str, port: int, datagrams: list[bytes]) -> list[bytes]:
@@ -208,4 +208,4 @@ class DirectSendTests(TestCase):
 
         protocol._sendto = refused
         protocol.datagramReceived(b"Bob", ("127.0.0.1", 40000))
-        self.assertEqual(transport.sent, [(b"Hello, Bob!", ("127.0.0.1", 40000))])
+        self.assertEqual(transport.written, [(b"Hello, Bob!", ("127.0.0.1", 40000))])

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import deferLater
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor
 from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
@@ -496,9 +496,7 @@ class ListeningTests(TestCase):
 
     def test_fallback_says_so_once(self) -> None:
         """Should Twisted change what eager writes rely on: one warning, and Twisted's own transport."""
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.patch(eager, "eager_writes_problem", lambda: "tcp.Server has no _aborting")
         self.patch(eager, "_checked", [])
         reactor = global_reactor()
