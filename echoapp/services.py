@@ -83,13 +83,28 @@ class DrainService(Service):
 
 
 class FaultNotice(Service):
-    """Says at start which faults a service applies and their seed: the seed reproduces a failure."""
+    """
+    Says at start which faults a service applies and their seed: the seed
+    reproduces a failure.  Said in the privileged step, before any listener
+    says where it listens, so whoever waits for that line has the seed too.
+    """
 
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
+        self._said = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._say()
 
     def startService(self) -> None:
         super().startService()
+        self._say()  # twist has no privileged step
+
+    def _say(self) -> None:
+        if self._said:
+            return
+        self._said = True
         owner = self.parent.name if self.parent is not None else "echoapp"
         log.info(
             "{service} faults: {faults} (seed={seed})",

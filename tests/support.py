@@ -11,15 +11,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import re
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -35,6 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._transports.listen import listeners
 from echoapp._twisted import asyncio_loop, queued
+from echoapp.testing import Process
 
 # --- Bounds and addresses ---------------------------------------------------
 
@@ -359,9 +356,6 @@ def twistd_path(name: str = "twistd") -> str:
     return beside if os.path.exists(beside) else (shutil.which(name) or name)
 
 
-LISTENING = re.compile(r"(echoapp[\w-]*) listening on (\S+)")
-
-
 def same_reactor(args: Sequence[str]) -> list[str]:
     """
     C{--reactor=uvloop} when this test run is on uvloop (and C{args} names
@@ -378,72 +372,40 @@ def same_reactor(args: Sequence[str]) -> list[str]:
     return ["--reactor=uvloop"]
 
 
-class Twistd:
+class Twistd(Process):
     """
-    A real C{twistd -n} (or C{twist}) subprocess, run from an empty
-    directory without PYTHONPATH so it uses the installed package and
-    plugins: a packaging mistake fails here.
+    echoapp's own subprocess tests run L{Process} from an empty directory
+    without PYTHONPATH, so it uses the installed package and plugins (a
+    packaging mistake fails here), on this test run's reactor; it is
+    started at once, and keeps its whole log.
     """
 
     def __init__(
         self, args: Sequence[str], runner: str = "twistd", expect: int = 1, preexec: Any = None
     ) -> None:
         self.directory = tempfile.mkdtemp(prefix="echoapp-test-")
-        args = [*same_reactor(args), *args]
-        if runner == "twistd":
-            command = [twistd_path(), "-n", "--pidfile=", "--logfile=-", *args]
-        else:
-            command = [twistd_path(runner), "--log-file=-", "--log-format=text", *args]
-        self.process = subprocess.Popen(
-            command,
+        super().__init__(
+            None,
+            *same_reactor(args),
+            *args,
+            runner=runner,
+            expect=expect,
+            timeout=DEADLINE,
             cwd=self.directory,
             env=installed_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
             preexec_fn=preexec,
+            keep_lines=1_000_000,
         )
-        self.output = ""
-        self.addresses: dict[str, list[str]] = {}
-        self._wait_for(lambda: sum(map(len, self.addresses.values())) >= expect)
-
-    def _read(self, timeout: float) -> bool:
-        """Read what the process printed within C{timeout}; False at its end."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            return True
-        data = os.read(fd, 65536)
-        if not data:
-            return False
-        self.output += data.decode("utf-8", "replace")
-        for service, address in LISTENING.findall(self.output):
-            if address not in self.addresses.setdefault(service, []):
-                self.addresses[service].append(address)
-        return True
-
-    def _wait_for(self, condition: Any) -> None:
-        end = time.monotonic() + DEADLINE
-        while not condition():
-            if time.monotonic() > end or not self._read(0.2):
-                self.stop()
-                raise AssertionError(f"twistd did not get ready:\n{self.output}")
-
-    def port(self, service: str, index: int = 0) -> int:
-        return int(self.addresses[service][index].rsplit(":", 1)[1])
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
         try:
-            remaining, _ = self.process.communicate(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            remaining, _ = self.process.communicate()
-        self.output += remaining.decode("utf-8", "replace")
+            self.start()
+        except RuntimeError:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise AssertionError(f"twistd did not get ready:\n{self.output}") from None
+
+    def stop(self) -> int | None:
+        code = super().stop()
         shutil.rmtree(self.directory, ignore_errors=True)
-        return self.process.returncode
+        return code
 
 
 def run_twistd(args: Iterable[str]) -> subprocess.CompletedProcess[str]:

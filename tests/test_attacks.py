@@ -77,7 +77,9 @@ class ProcessAttackTests(SynchronousTestCase):
         # framing, where each chunk is its own (bounded) message; the slow
         # reader test floods that case too.
         server = self.server("echoapp-tcp", "--listen", LOOP, "--framing", "line")
-        with socket.create_connection(("127.0.0.1", server.port("echoapp-tcp")), timeout=DEADLINE) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", server.address_port("echoapp-tcp")), timeout=DEADLINE
+        ) as sock:
             try:
                 sock.sendall(b"A" * (10 * MiB))
             except OSError:
@@ -85,7 +87,9 @@ class ProcessAttackTests(SynchronousTestCase):
             received = recv_until_closed(sock)
         self.assertEqual(received, b"Welcome!\r\nERROR: line too long (limit 65536 bytes)\r\n")
         self.assertLess(status(server.process.pid, "VmHWM"), 100 * MiB)
-        with socket.create_connection(("127.0.0.1", server.port("echoapp-tcp")), timeout=DEADLINE) as sock:
+        with socket.create_connection(
+            ("127.0.0.1", server.address_port("echoapp-tcp")), timeout=DEADLINE
+        ) as sock:
             sock.sendall(b"after\n")
             self.assertEqual(
                 recv_until_closed(sock, limit=len(b"Welcome!\r\nHello, after!\n")),
@@ -103,10 +107,10 @@ class ProcessAttackTests(SynchronousTestCase):
             ("echoapp-echo", bytes(range(256))),
         ]
         for service, unit in floods:
-            sent = flood_without_reading(server.port(service), unit, offered)
+            sent = flood_without_reading(server.address_port(service), unit, offered)
             self.assertLess(sent, offered, f"{service} kept reading from a client that never reads")
             self.assertLess(status(server.process.pid, "VmHWM"), 100 * MiB, service)
-        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"ok"])[1], b"Hello, ok!")
+        self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [b"ok"])[1], b"Hello, ok!")
 
     def test_fd_exhaustion(self) -> None:
         def low_limit() -> None:
@@ -114,7 +118,7 @@ class ProcessAttackTests(SynchronousTestCase):
 
         server = self.server("echoapp-tcp", "--listen", LOOP, "--max-per-peer=1000", preexec=low_limit)
         self.assertIn("File descriptor limit 64; at most 48 connections", server.output)
-        port = server.port("echoapp-tcp")
+        port = server.address_port("echoapp-tcp")
         pid = server.process.pid
         clients = []
         try:
@@ -148,8 +152,10 @@ class ProcessAttackTests(SynchronousTestCase):
         server = Twistd(
             ["echoapp", "--tcp", LOOP, "--echo", LOOP, "--udp", "udp:0:interface=127.0.0.1"], expect=3
         )
-        greeter = socket.create_connection(("127.0.0.1", server.port("echoapp-tcp")), timeout=DEADLINE)
-        echo = socket.create_connection(("127.0.0.1", server.port("echoapp-echo")), timeout=DEADLINE)
+        greeter = socket.create_connection(
+            ("127.0.0.1", server.address_port("echoapp-tcp")), timeout=DEADLINE
+        )
+        echo = socket.create_connection(("127.0.0.1", server.address_port("echoapp-echo")), timeout=DEADLINE)
         try:
             self.assertEqual(greeter.recv(100), b"Welcome!\r\n")
             greeter.sendall(b"hi\n")
@@ -168,7 +174,7 @@ class ProcessAttackTests(SynchronousTestCase):
         server = self.server(
             "echoapp", "--tcp", LOOP, "--echo", LOOP, "--udp", "udp:0:interface=127.0.0.1", expect=3
         )
-        tcp, echo = server.port("echoapp-tcp"), server.port("echoapp-echo")
+        tcp, echo = server.address_port("echoapp-tcp"), server.address_port("echoapp-echo")
 
         def converse(port: int, chunks: list[bytes]) -> bytes:
             with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
@@ -361,7 +367,7 @@ class ResetStormTests(SynchronousTestCase):
         # Not about limits: the resets from this one address may still be
         # counted when the last client comes, on a loaded machine.
         server = Twistd(["echoapp-tcp", "--listen", LOOP, "--max-per-peer", "1000"])
-        port = server.port("echoapp-tcp")
+        port = server.address_port("echoapp-tcp")
         for _ in range(200):
             with socket.socket() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -377,7 +383,7 @@ class LogVolumeTests(SynchronousTestCase):
 
     def test_thousand_connections(self) -> None:
         server = Twistd(["echoapp-tcp", "--listen", LOOP, "--max-per-peer=2000"])
-        port = server.port("echoapp-tcp")
+        port = server.address_port("echoapp-tcp")
         before = len(server.output)
         for _ in range(1000):
             with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:

@@ -118,7 +118,7 @@ class DockerfileTests(SynchronousTestCase):
         del args[at : at + 2]  # the test reads twistd's text log to learn the ports
         server = Twistd(args, expect=4)
         try:
-            metrics = server.port("echoapp-metrics")
+            metrics = server.address_port("echoapp-metrics")
             healthcheck = json.loads(self.instruction("HEALTHCHECK").split("CMD", 1)[1])
             self.assertIn(":9100/healthz", healthcheck[-1])
             probe = [
@@ -210,8 +210,8 @@ class HAProxyTests(SynchronousTestCase):
         for name, instance in zip(("a", "b"), instances, strict=True):
             config, count = re.subn(
                 rf"server {name} 127\.0\.0\.1:\d+ check port \d+",
-                f"server {name} 127.0.0.1:{instance.port('echoapp-tcp')} "
-                f"check port {instance.port('echoapp-metrics')}",
+                f"server {name} 127.0.0.1:{instance.address_port('echoapp-tcp')} "
+                f"check port {instance.address_port('echoapp-metrics')}",
                 config,
             )
             self.assertEqual(count, 1)

@@ -35,6 +35,6 @@ class UvloopReactorTests(SynchronousTestCase):
         server = Twistd(["--reactor=uvloop", "echoapp-tcp", "--listen", "tcp:0:interface=127.0.0.1"])
         try:
             self.assertIn("AsyncioSelectorReactor", server.output)
-            self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"uv"])[1], b"Hello, uv!")
+            self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [b"uv"])[1], b"Hello, uv!")
         finally:
             server.stop()

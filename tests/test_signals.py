@@ -113,8 +113,8 @@ class LogReopenTests(SynchronousTestCase):
     def test_sighup_without_a_log_file_does_not_kill(self) -> None:
         server = Twistd(["echoapp-tcp", "--listen", LOOP])
         server.process.send_signal(signal.SIGHUP)
-        server._wait_for(lambda: "no log file to reopen" in server.output)
-        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"hup"])[1], b"Hello, hup!")
+        self.assertTrue(server.wait_for(lambda: "no log file to reopen" in server.output), server.output)
+        self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [b"hup"])[1], b"Hello, hup!")
         server.stop()
 
     def test_logrotate(self) -> None:
@@ -153,7 +153,7 @@ class LogReopenTests(SynchronousTestCase):
 class SecondSignalTests(SynchronousTestCase):
     def test_a_second_sigterm_during_a_drain_is_quiet(self) -> None:
         server = Twistd(["echoapp-echo", "--listen", LOOP, "--close-grace", "2"])
-        port = server.port("echoapp-echo")
+        port = server.address_port("echoapp-echo")
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as slow:
             slow.setblocking(False)
             for _ in range(2):  # echo fills its buffers towards a reader that never reads

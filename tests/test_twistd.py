@@ -63,26 +63,29 @@ class TwistdPluginTests(SynchronousTestCase):
         server = self.running(
             "echoapp-tcp", "--listen", LOOP, "--banner", "Hello, I am server!", "--reply", "Loop_Msg: {}!"
         )
-        replies = tutorial_client(server.port("echoapp-tcp"), [b"one", b"exit"])
+        replies = tutorial_client(server.address_port("echoapp-tcp"), [b"one", b"exit"])
         self.assertEqual(replies, [b"Hello, I am server!\r\n", b"Loop_Msg: one!", b"Goodbye!"])
 
     def test_echo(self) -> None:
         server = self.running("echoapp-echo", "--listen", LOOP)
         self.assertEqual(
-            echo_exchange(server.port("echoapp-echo"), b"\x00\xffabc\r\n" * 1000), b"\x00\xffabc\r\n" * 1000
+            echo_exchange(server.address_port("echoapp-echo"), b"\x00\xffabc\r\n" * 1000),
+            b"\x00\xffabc\r\n" * 1000,
         )
 
     def test_udp(self) -> None:
         server = self.running("echoapp-udp", "--listen", ULOOP)
-        self.assertEqual(udp_exchange(server.port("echoapp-udp"), b"Michael\n"), b"Hello, Michael!\n")
+        self.assertEqual(udp_exchange(server.address_port("echoapp-udp"), b"Michael\n"), b"Hello, Michael!\n")
 
     def test_everything(self) -> None:
         server = self.running(
             "echoapp", "--tcp", LOOP, "--udp", ULOOP, "--echo", LOOP, "--reply", "Hi {}", expect=3
         )
-        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"a"]), [b"Welcome!\r\n", b"Hi a"])
-        self.assertEqual(udp_exchange(server.port("echoapp-udp"), b"b"), b"Hi b")
-        self.assertEqual(echo_exchange(server.port("echoapp-echo"), b"c"), b"c")
+        self.assertEqual(
+            tutorial_client(server.address_port("echoapp-tcp"), [b"a"]), [b"Welcome!\r\n", b"Hi a"]
+        )
+        self.assertEqual(udp_exchange(server.address_port("echoapp-udp"), b"b"), b"Hi b")
+        self.assertEqual(echo_exchange(server.address_port("echoapp-echo"), b"c"), b"c")
 
     def test_compose_with_someone_elses_plugin(self) -> None:
         with tempfile.TemporaryDirectory() as docroot:
@@ -95,7 +98,7 @@ class TwistdPluginTests(SynchronousTestCase):
                 "--service",
                 f"web --listen tcp:0:interface=127.0.0.1 --path {docroot}",
             )
-            self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"x"])[1], b"Hello, x!")
+            self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [b"x"])[1], b"Hello, x!")
             # twisted.web says where it listens in its own words.
             end = time.monotonic() + DEADLINE
             while "Site starting on" not in server.output and time.monotonic() < end:
@@ -115,12 +118,12 @@ class TwistdPluginTests(SynchronousTestCase):
             f"echoapp-tcp --listen {LOOP} --banner Hi",
             expect=2,
         )
-        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [])[0], b"Welcome!\r\n")
-        self.assertEqual(tutorial_client(server.port("echoapp-tcp-2"), [])[0], b"Hi\r\n")
+        self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [])[0], b"Welcome!\r\n")
+        self.assertEqual(tutorial_client(server.address_port("echoapp-tcp-2"), [])[0], b"Hi\r\n")
 
     def test_twist_runner(self) -> None:
         server = self.running("echoapp-tcp", "--listen", LOOP, runner="twist")
-        self.assertEqual(tutorial_client(server.port("echoapp-tcp"), [b"t"])[1], b"Hello, t!")
+        self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [b"t"])[1], b"Hello, t!")
 
     def test_option_error_is_one_line_without_traceback(self) -> None:
         result = run_twistd(["echoapp-tcp", "--reply", "no placeholder"])

@@ -20,12 +20,6 @@ and for C{reply}.
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import subprocess
-import sys
-import threading
-from collections import deque
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -37,11 +31,9 @@ from echoapp._transports.listen import listeners
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
+from echoapp.testing._process import TCP_LOOPBACK, UDP_LOOPBACK, Process
 
 __all__ = ["Faults", "Peer", "Process", "echo", "greeter", "udp"]
-
-TCP_LOOPBACK = "tcp:0:interface=127.0.0.1"
-UDP_LOOPBACK = "udp:0:interface=127.0.0.1"
 
 
 def _configs(options: dict[str, Any], *kinds: type) -> list[Any]:
@@ -174,78 +166,3 @@ def udp(
     plan = FaultPlan(faults or Faults(), reactor)
     service = services.udp_greeter([listen], template, limits, reactor, reuse_port, faults=plan)
     return _start(test, service, plan)
-
-
-_LISTENING = re.compile(r"(echoapp[\w-]*) listening on (?:tcp|udp|ssl):(\[?[\w.:]+\]?):(\d+)")
-
-
-class Process:
-    """
-    A real C{twistd} running one of echoapp's plugins on a loopback port
-    chosen by the kernel, for clients of any kind (plain sockets, asyncio,
-    other languages).  A context manager: the process is stopped on exit.
-
-        with Process("echoapp-tcp", "--fault", "latency=100ms") as server:
-            socket.create_connection((server.host, server.port))
-    """
-
-    def __init__(self, plugin: str = "echoapp-tcp", *args: str, timeout: float = 30.0) -> None:
-        self.plugin = plugin
-        self.args = list(args)
-        self.timeout = timeout
-        self.process: subprocess.Popen[str] | None = None
-        self.host = ""
-        self.port = 0
-        self.output: deque[str] = deque(maxlen=1000)  # its log, the last lines
-        self._listening = threading.Event()
-
-    def command(self) -> list[str]:
-        """twistd's own entry point, run by this Python (twistd has no C{__main__})."""
-        loopback = UDP_LOOPBACK if self.plugin == "echoapp-udp" else TCP_LOOPBACK
-        listen = [] if "--listen" in self.args else ["--listen", loopback]
-        command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-        return [*command, "-n", "--pidfile=", "--logfile=-", self.plugin, *listen, *self.args]
-
-    def start(self) -> Process:
-        """Start it, and return once it says where it listens (at most C{timeout} seconds)."""
-        self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ)
-        )
-        # Its log is read by a thread for as long as it runs: the address is
-        # in it, and a full pipe would stop the server.
-        self._listening = threading.Event()
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._listening.wait(self.timeout) or not self.port:
-            self.stop()
-            said = "".join(list(self.output))[-2000:]
-            raise RuntimeError(f"{self.plugin} did not say where it listens within {self.timeout:g}s: {said}")
-        return self
-
-    def _drain(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            match = None if self.port else _LISTENING.search(line)
-            if match:
-                self.host, self.port = match.group(2).strip("[]"), int(match.group(3))
-                self._listening.set()
-        self._listening.set()  # it ended: start() need not wait any longer
-
-    def stop(self) -> None:
-        """
-        Terminate the twistd process (it drains its clients) and wait; kill
-        it if it does not exit in time.
-        """
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(self.timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def __enter__(self) -> Process:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()

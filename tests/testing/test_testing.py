@@ -83,6 +83,30 @@ class InProcessTests(TestCase):
 
 
 class ProcessTests(SynchronousTestCase):
+    def test_the_all_in_one_plugin(self) -> None:
+        """C{echoapp} gets loopback ports for its three services, not a --listen it does not have."""
+        with testing.Process("echoapp") as server:
+            self.assertEqual(sorted(server.addresses), ["echoapp-echo", "echoapp-tcp", "echoapp-udp"])
+            for addresses in server.addresses.values():
+                self.assertTrue(addresses[0].split(":")[1] == "127.0.0.1", addresses)
+            echo_port = server.address_port("echoapp-echo")
+            with socket.create_connection(("127.0.0.1", echo_port), timeout=5) as sock:
+                sock.sendall(b"ping")
+                self.assertEqual(sock.recv(4), b"ping")
+
+    def test_a_reactor_of_ones_choice(self) -> None:
+        """twistd's --reactor goes before the plugin name, where twistd reads it."""
+        server = testing.Process("echoapp-tcp", reactor="uvloop")
+        self.assertLess(server.command().index("--reactor=uvloop"), server.command().index("echoapp-tcp"))
+        with server:
+            self.assertIn("uvloop", server.output)
+            self.assertTrue(server.port)
+
+    def test_the_seed_is_known(self) -> None:
+        with testing.Process("echoapp-tcp", "--fault", "latency=1ms") as server:
+            self.assertIsInstance(server.seed, int)
+            self.assertIn(f"(seed={server.seed})", server.output)
+
     def test_asyncio_client_against_a_real_twistd(self) -> None:
         with testing.Process("echoapp-tcp", "--fault", "reset-after-bytes=10") as server:
 
@@ -112,8 +136,9 @@ class ProcessTests(SynchronousTestCase):
     def test_a_process_that_fails_to_start_says_why(self) -> None:
         with self.assertRaises(RuntimeError) as raised:
             testing.Process("echoapp-tcp", "--max-line-length", "banana").start()
-        self.assertIn("echoapp-tcp did not say where it listens", str(raised.exception))
-        self.assertIn("banana", str(raised.exception))
+        first = str(raised.exception).splitlines()[0]
+        self.assertIn("echoapp-tcp exited with status 1 before listening: ", first)
+        self.assertIn("--max-line-length: must be a positive whole number, got 'banana'", first)
 
     def test_a_process_that_never_listens_is_stopped_at_the_timeout(self) -> None:
         class Silent(testing.Process):

@@ -16,9 +16,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp.testing._process import LISTENING
 from tests.support import (
     DEADLINE,
-    LISTENING,
     installed_env,
     make_certificates,
     recv_until_closed,
