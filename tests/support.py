@@ -25,7 +25,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import FakeDatagramTransport, StringTransport
+from twisted.internet.testing import AccumulatingProtocol, FakeDatagramTransport, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -211,24 +211,22 @@ class Recording(Factory):
         return protocol
 
 
-class FloodClient(Protocol):
-    """Writes everything at once and does not read until told to."""
+class FloodClient(AccumulatingProtocol):
+    """Twisted's accumulating protocol that writes everything at once and does not read until told to."""
 
     def __init__(self, payload: bytes, expected: int) -> None:
         self.payload = payload
         self.expected = expected
-        self.received = 0
-        self.chunks: list[bytes] = []
         self.done: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
+        super().connectionMade()
         self.transport.pauseProducing()  # type: ignore[union-attr]
         self.transport.write(self.payload)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
-        self.received += len(data)
-        self.chunks.append(data)
-        if self.received >= self.expected and not self.done.called:
+        super().dataReceived(data)
+        if len(self.data) >= self.expected and not self.done.called:
             self.done.callback(None)
 
 
@@ -272,7 +270,7 @@ async def assert_backpressure(test: Any, factory: Factory, payload: bytes, expec
     test.assertLess(buffered(server), 4 << 20)
     client.transport.resumeProducing()  # type: ignore[union-attr]
     await client.done
-    test.assertTrue(b"".join(client.chunks) == expected, "every reply, in order")
+    test.assertTrue(client.data == expected, "every reply, in order")
     client.transport.loseConnection()  # type: ignore[union-attr]
 
 

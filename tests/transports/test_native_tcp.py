@@ -13,8 +13,8 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import AccumulatingProtocol
 from twisted.internet.threads import deferToThread
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -66,17 +66,15 @@ class FakeTransport(asyncio.Transport):
         self.reading = True
 
 
-class Recorder(Protocol):
+class Recorder(AccumulatingProtocol):
+    """Twisted's accumulating protocol, also keeping each chunk as it came: read sizes are tested too."""
+
     def __init__(self) -> None:
         self.received: list[bytes] = []
-        self.reasons: list[Failure] = []
 
     def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
         self.received.append(data)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        assert reason is not None
-        self.reasons.append(reason)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -186,7 +184,8 @@ class AdapterTests(SynchronousTestCase):
         self.assertTrue(transport.closing)
         self.assertFalse(transport.aborted)
         bridge.connection_lost(None)
-        [reason] = protocol.reasons
+        reason = protocol.closedReason
+        assert reason is not None
         self.assertIs(reason.type, ConnectionDone)
         protocol.transport.write(b"after the end")
         self.assertEqual(transport.written, [])
@@ -197,13 +196,13 @@ class AdapterTests(SynchronousTestCase):
         protocol.transport.abortConnection()
         self.assertTrue(transport.aborted)
         bridge.connection_lost(None)
-        self.assertIs(protocol.reasons[0].type, ConnectionAborted)
+        self.assertIs(protocol.closedReason.type, ConnectionAborted)  # type: ignore[union-attr]
 
     def test_reset_gives_connection_lost(self) -> None:
         protocol = Recorder()
         bridge, _, _ = connect(protocol)
         bridge.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
-        self.assertIs(protocol.reasons[0].type, ConnectionLost)
+        self.assertIs(protocol.closedReason.type, ConnectionLost)  # type: ignore[union-attr]
 
     def test_end_of_input(self) -> None:
         plain = Recorder()
@@ -284,7 +283,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertTrue(transport.aborted)
         bridge.data_received(b"more")  # ignored: the connection is going
         bridge.connection_lost(None)
-        self.assertIs(protocol.reasons[0].type, ZeroDivisionError)
+        self.assertIs(protocol.closedReason.type, ZeroDivisionError)  # type: ignore[union-attr]
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_reset_before_the_loop_got_to_it_is_dropped_quietly(self) -> None:
