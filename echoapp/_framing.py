@@ -18,6 +18,13 @@ CR = 0x0D
 
 
 class Framing(enum.Enum):
+    """
+    How a greeter turns bytes into messages: C{LINE} splits on LF (a CR
+    before it is kept with the terminator), C{RAW} takes each chunk as it
+    comes, C{AUTO} decides from the first chunk, so both C{nc} and
+    line-oriented clients work unconfigured.
+    """
+
     AUTO = "auto"
     LINE = "line"
     RAW = "raw"

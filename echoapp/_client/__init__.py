@@ -39,6 +39,11 @@ def _interrupted(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """
+    C{echoapp-client}: parse the command line, run the chosen mode on a fresh
+    reactor, exit with its status (one line on standard error for any
+    mistake).
+    """
     options = Options()
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))

@@ -22,6 +22,10 @@ from echoapp._twisted import client_host
 
 
 def out(data: bytes) -> None:
+    """
+    Write a reply to standard output as the bytes that came, flushed at once
+    so a pipe sees each reply as it arrives.
+    """
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
@@ -75,6 +79,7 @@ class LineConnection(Lines):
             raise ClientError(EXIT_TIMEOUT, f"no {what} within {self.timeout:g} seconds") from None
 
     def send_line(self, line: bytes) -> None:
+        """Send one message with its line end, as the tutorial's client does."""
         assert self.transport is not None
         self.transport.write(line + b"\n")
 
@@ -125,6 +130,10 @@ def client_description(description: str, ca: str | None) -> str:
 
 
 def endpoint_for(reactor: Any, description: str, ca: str | None = None) -> Any:
+    """
+    The client endpoint for C{host:port} or an endpoint string, with C{ca} as
+    the trusted authority for TLS.
+    """
     try:
         endpoint = clientFromString(reactor, client_description(description, ca))
     except Exception as problem:
@@ -146,6 +155,7 @@ def endpoint_for(reactor: Any, description: str, ca: str | None = None) -> Any:
 
 
 def one_line(problem: BaseException) -> str:
+    """A failure as the one line the user sees: no traceback, no class path."""
     return " ".join(str(problem).split()) or type(problem).__name__
 
 

@@ -110,6 +110,10 @@ class _Pipe(Protocol):
 @implementer(IHalfCloseableProtocol)
 class _StdinPipe(_Pipe):
     def readConnectionLost(self) -> None:
+        """
+        The server half-closed: nothing more will come; finish once our own
+        messages are sent.
+        """
         # End of input: half-close, so the server still sends back the rest
         # while standard output stays open for it.
         self.peer.loseWriteConnection()

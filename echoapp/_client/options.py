@@ -71,6 +71,11 @@ class _Mode(usage.Options):
 
 
 class TCPOptions(_Mode):
+    """
+    C{echoapp-client tcp}: talk to the greeter line by line, from arguments
+    or standard input.
+    """
+
     synopsis = "[--connect ENDPOINT] [MESSAGE ...]"
     longdesc = (
         "Talk to echoapp-tcp: print the banner, send each MESSAGE as a line and print its reply, then send "
@@ -91,6 +96,11 @@ class TCPOptions(_Mode):
 
 
 class UDPOptions(_Mode):
+    """
+    C{echoapp-client udp}: one datagram per message, one reply awaited for
+    each.
+    """
+
     synopsis = "[--to HOST:PORT] [MESSAGE ...]"
     longdesc = (
         "Talk to echoapp-udp: send each MESSAGE as a datagram and print the reply, retrying a lost "
@@ -104,6 +114,11 @@ class UDPOptions(_Mode):
 
 
 class EchoOptions(usage.Options):
+    """
+    C{echoapp-client echo}: send standard input, half-close, and print
+    everything echoed back.
+    """
+
     synopsis = "[--connect ENDPOINT]"
     longdesc = (
         "Stream standard input to echoapp-echo and what comes back to standard output, with flow control."
@@ -112,6 +127,11 @@ class EchoOptions(usage.Options):
 
 
 class RawOptions(usage.Options):
+    """
+    C{echoapp-client raw}: bytes both ways, like C{nc}, for any stream
+    endpoint.
+    """
+
     synopsis = "--connect ENDPOINT --send DATA"
     longdesc = (
         "Send DATA (with \\r, \\n, \\t, \\\\ and \\xNN escapes) and print everything the server sends "
@@ -130,6 +150,11 @@ class RawOptions(usage.Options):
 
 
 class Options(usage.Options):
+    """
+    The client's top-level options: the mode, where to connect, and the
+    timeouts every mode shares.
+    """
+
     synopsis = "Usage: echoapp-client tcp|udp|echo|raw [options]"
     longdesc = (
         "The command-line client for echoapp's services. Exit status: 0 done, 2 usage error, "

@@ -48,6 +48,10 @@ class Deadlines:
         return slot
 
     def remove(self, protocol: Any, slot: int) -> None:
+        """
+        Drop C{protocol}'s deadline from C{slot}: it finished or left before
+        its time.
+        """
         members = self._slots.get(slot)
         if members is None:
             return

@@ -31,6 +31,10 @@ class ThrottledLog:
         self._pending: IDelayedCall | None = None
 
     def note(self, clock: IReactorTime, reason: str) -> None:
+        """
+        Count one event under C{reason}; the summary line is written at most
+        once per interval, so a flood costs one line per interval.
+        """
         self.counts[reason] = self.counts.get(reason, 0) + 1
         now = clock.seconds()
         if self._last is None or now - self._last >= self.interval:
@@ -76,6 +80,7 @@ class TokenBucket:
         self._then = now()
 
     def allow(self) -> bool:
+        """Take one token if there is one: whether this reply may be sent now."""
         now = self._now()
         tokens = self._tokens + (now - self._then) * self.rate
         if tokens > self.burst:
@@ -107,6 +112,10 @@ class TokenBuckets:
         self._buckets: dict[Any, tuple[float, float]] = {}
 
     def allow(self, source: Any) -> bool:
+        """
+        Whether C{source} may get a reply now, by its own bucket; past
+        C{max_sources}, the least recently seen source is forgotten.
+        """
         now = self._now()
         buckets = self._buckets
         entry = buckets.pop(source, None)

@@ -31,6 +31,10 @@ class Echo(GuardedProtocol):
         stats.bytes_out += len(data)
 
     def readConnectionLost(self) -> None:
+        """
+        The client sent its FIN: what is already echoed goes out, then the
+        connection closes, as RFC 862 clients expect.
+        """
         self.close()
 
     def writeConnectionLost(self) -> None:
@@ -38,5 +42,11 @@ class Echo(GuardedProtocol):
 
 
 class EchoFactory(GuardedFactory):
+    """
+    Builds RFC 862 echo connections under the service's limits
+    (L{GuardedFactory}).
+    """
+
     def make_protocol(self) -> Echo:
+        """A new echo connection: echo keeps no configuration of its own."""
         return Echo()

@@ -117,6 +117,10 @@ class Greeter(GuardedProtocol):
             self.message_started()
 
     def readConnectionLost(self) -> None:
+        """
+        The client half-closed after its last message: every reply has been
+        written; close once it has gone.
+        """
         self.close()
 
     def writeConnectionLost(self) -> None:
@@ -138,6 +142,11 @@ class Greeter(GuardedProtocol):
 
 
 class GreeterFactory(GuardedFactory):
+    """
+    Builds greeter connections sharing one L{GreeterConfig}, under the
+    service's limits (L{GuardedFactory}).
+    """
+
     def __init__(
         self,
         config: GreeterConfig | None = None,
@@ -150,4 +159,5 @@ class GreeterFactory(GuardedFactory):
         self.config = config or GreeterConfig()
 
     def make_protocol(self) -> Greeter:
+        """A new greeter connection with the service's messages."""
         return Greeter(self.config)

@@ -115,6 +115,10 @@ METRICS_PARAMETERS = [
 
 
 def metrics_listen(options: usage.Options) -> str | None:
+    """
+    The C{--metrics} endpoint, checked while options are parsed; L{None} when
+    metrics are off.
+    """
     description = options["metrics"]
     if description is None:
         return None
@@ -137,6 +141,10 @@ class RepeatableListen:
         self.kind = kind
 
     def option(self) -> object:
+        """
+        The C{opt_NAME} method for an L{usage.Options} subclass, with its
+        help text.
+        """
         key = self.name
 
         def opt(options: usage.Options, description: str) -> None:
@@ -146,6 +154,10 @@ class RepeatableListen:
         return opt
 
     def given(self, options: usage.Options) -> list[str]:
+        """
+        The descriptions given on the command line, or the default when none
+        was.
+        """
         return list(options.get(self.name, [])) or [self.default]
 
 

@@ -51,6 +51,11 @@ def parse_service(spec: str, makers: dict[str, IServiceMaker]) -> tuple[IService
 
 
 class Options(PluginOptions):
+    """
+    C{echoapp-compose}: a C{--service} per plugin, each parsed by that
+    plugin's own options.
+    """
+
     synopsis = '--service "PLUGIN [OPTIONS]" [--service ...]'
     longdesc = (
         "Runs several installed twistd plugins in one process. Each --service is a plugin name "

@@ -29,6 +29,11 @@ LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 
 
 class Options(PluginOptions):
+    """
+    C{echoapp-echo}'s command line: listeners, the TCP limits, PROXY trust,
+    faults and metrics.
+    """
+
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
@@ -56,4 +61,5 @@ def service_tree(options: usage.Options) -> MultiService:
 
 
 def makeService(options: usage.Options) -> IService:
+    """The echo service with the process parts around it, as twistd runs it."""
     return process_service(service_tree(options), options)

@@ -40,6 +40,11 @@ ECHO = RepeatableListen("echo", DEFAULT_ECHO_LISTEN, "Endpoint string for the ec
 
 
 class Options(PluginOptions):
+    """
+    C{echoapp}'s command line: the three services' listeners, their shared
+    messages and limits.
+    """
+
     synopsis = "[options]"
     longdesc = (
         "All echoapp services in one process. --tcp, --udp and --echo each replace the default "
@@ -87,4 +92,8 @@ def service_tree(options: usage.Options) -> MultiService:
 
 
 def makeService(options: usage.Options) -> IService:
+    """
+    The three services with the process parts around them, as twistd runs
+    them.
+    """
     return process_service(service_tree(options), options)

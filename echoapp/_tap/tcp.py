@@ -31,6 +31,11 @@ LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
 
 
 class Options(PluginOptions):
+    """
+    C{echoapp-tcp}'s command line: listeners, the greeter's messages, the TCP
+    limits, PROXY trust, faults and metrics.
+    """
+
     synopsis = "[options]"
     longdesc = (
         "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "
@@ -63,4 +68,5 @@ def service_tree(options: usage.Options) -> MultiService:
 
 
 def makeService(options: usage.Options) -> IService:
+    """The greeter with the process parts around it, as twistd runs it."""
     return process_service(service_tree(options), options)

@@ -27,6 +27,11 @@ LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
 
 
 class Options(PluginOptions):
+    """
+    C{echoapp-udp}'s command line: ports, the reply template, the rate
+    limits, faults and metrics.
+    """
+
     synopsis = "[options]"
     longdesc = (
         "The UDP greeter: each datagram gets one reply datagram to its sender. "
@@ -53,4 +58,5 @@ def service_tree(options: usage.Options) -> MultiService:
 
 
 def makeService(options: usage.Options) -> IService:
+    """The UDP greeter with the process parts around it, as twistd runs it."""
     return process_service(service_tree(options), options)
