@@ -23,7 +23,7 @@ from zope.interface import implementer
 from echoapp._transports import native_tcp
 from echoapp._transports.eager import eager_reactor
 from echoapp._transports.proxy_protocol import PREFIX, Network, ProxyEndpoint
-from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
+from echoapp._twisted import asyncio_loop, proxy_parsers, resolve_ipv6, tcp_server_parameters
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
 DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
@@ -166,6 +166,8 @@ def stream_endpoint(
     C{proxy_from}, when given); everything else is Twisted's own endpoint.
     """
     if description.startswith(PREFIX):
+        if proxy_parsers() is None:
+            raise ValueError("haproxy: needs Twisted's PROXY protocol parsers, which this Twisted lacks")
         inner = stream_endpoint(reactor, description[len(PREFIX) :], reuse_port, backlog)
         return ProxyEndpoint(inner, proxy_from)
     reactor = eager_reactor(reactor)
@@ -176,7 +178,12 @@ def stream_endpoint(
     if not tcp or not (reuse_port or asyncio_loop(reactor) is not None):
         return endpoint
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
-    port, interface, backlog = tcp_server_parameters(endpoint)
+    parameters = tcp_server_parameters(endpoint)
+    if parameters is None:  # this Twisted hides them: its own endpoint, as it parsed it
+        if reuse_port:
+            raise ValueError("--reuse-port cannot read tcp: descriptions with this Twisted (see the log)")
+        return endpoint
+    port, interface, backlog = parameters
     return SocketEndpoint(reactor, family, port, interface, backlog, reuse_port)
 
 
