@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from echoapp._faults import FaultPlan, Faults
 from echoapp._framing import Framing
+from echoapp._transports import eager
 from echoapp._transports.endpoints import UDPListen, check_endpoint
 from echoapp._transports.proxy_protocol import PREFIX, Network, parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
@@ -175,6 +176,15 @@ REUSE_PORT_FLAGS = [
     ]
 ]
 
+EAGER_WRITES_FLAGS = [
+    [
+        "no-eager-writes",
+        None,
+        "Write as Twisted's own transport does (queue, then send when the socket is writable), for "
+        "the whole process; also ECHOAPP_EAGER_WRITES=0. For working around a problem in eager writes.",
+    ]
+]
+
 LOG_CONNECTIONS_FLAGS = [
     [
         "log-connections",
@@ -250,6 +260,8 @@ def proxy_from(options: usage.Options, listens: list[str]) -> tuple[Network, ...
 
 def stream_listens(option: RepeatableListen, options: usage.Options) -> list[str]:
     reuse_port = bool(options.get("reuse-port"))
+    if options.get("no-eager-writes"):
+        eager.switch_off("--no-eager-writes")
     try:
         return [check_endpoint(description, reuse_port) for description in option.given(options)]
     except ValueError as error:

@@ -8,6 +8,7 @@ from twisted.python import usage
 from echoapp import _monitor as monitor
 from echoapp import services, signals
 from echoapp._tap.common import (
+    EAGER_WRITES_FLAGS,
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
     LOG_CONNECTIONS_FLAGS,
@@ -53,7 +54,7 @@ class Options(PluginOptions):
         + UDP_LIMIT_PARAMETERS
         + METRICS_PARAMETERS
     )
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()

@@ -8,6 +8,7 @@ from twisted.python import usage
 from echoapp import _monitor as monitor
 from echoapp import services, signals
 from echoapp._tap.common import (
+    EAGER_WRITES_FLAGS,
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
     LOG_CONNECTIONS_FLAGS,
@@ -37,7 +38,7 @@ class Options(PluginOptions):
         "and the exit word closes the connection."
     )
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
     opt_listen = LISTEN.option()
     opt_proxy_from = opt_proxy_from
     opt_fault = opt_fault
