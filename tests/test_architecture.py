@@ -57,8 +57,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("test peer", ("echoapp.testing", "echoapp.testing.")),
     (
         "entry points",
-        ("echoapp._tap", "echoapp._tap.", "echoapp._client", "echoapp._client.")
-        + ("echoapp._pytest_plugin", "echoapp.__main__"),
+        (
+            "echoapp._tap",
+            "echoapp._tap.",
+            "echoapp._client",
+            "echoapp._client.",
+            "echoapp._pytest_plugin",
+            "echoapp.__main__",
+        ),
     ),
 ]
 
