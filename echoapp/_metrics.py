@@ -16,9 +16,9 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from echoapp._reasons import DROPS, REFUSALS, TIMEOUTS
 
@@ -119,4 +119,12 @@ class StatsCollector(Collector):
             yield family
 
 
+# echoapp's own registry, which its metrics listener serves (L{echoapp._monitor}):
+# never prometheus_client's global one, where a program that merely imports
+# echoapp (its pytest plugin, a test peer) would find echoapp_* series in
+# its own /metrics.  The process, platform and GC collectors are shared
+# with the global registry, so /metrics still shows them.
+REGISTRY = CollectorRegistry(auto_describe=True)
 REGISTRY.register(StatsCollector())
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)

@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._metrics import REGISTRY
 from echoapp._transports.listen import StreamListenService, UDPListenService, descendants
 from echoapp._twisted import global_reactor
 from echoapp.services import DrainService, named
@@ -169,7 +170,7 @@ class MonitorSite(Site):
 def metrics_site(root: MultiService) -> Site:
     """C{/metrics} in the Prometheus text format and C{/healthz} for C{root}."""
     top = Resource()
-    top.putChild(b"metrics", MetricsResource())
+    top.putChild(b"metrics", MetricsResource(registry=REGISTRY))
     top.putChild(b"healthz", HealthResource(lambda: healthy(root)))
     return MonitorSite(top)
 

@@ -8,23 +8,24 @@ echoapp peers for a test and stop them after it.
   (plain sockets, asyncio, other languages): C{server =
   echoapp_process("echoapp-tcp", "--fault", "latency=100ms")}.
 
-Nothing here imports the reactor: pytest-twisted installs it.
+Installing echoapp loads this plugin into every pytest run in that
+environment, so loading it costs nothing: it imports pytest and no more.
+The fixtures import L{echoapp.testing} (the services, the reactor's
+machinery, OpenSSL where there is TLS) when a test asks for one.  Nothing
+here imports the reactor: pytest-twisted installs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from echoapp import testing
+if TYPE_CHECKING:
+    from echoapp import testing
 
-KINDS: dict[str, Callable[..., testing.Peer]] = {
-    "greeter": testing.greeter,
-    "echo": testing.echo,
-    "udp": testing.udp,
-}
+KINDS = ("greeter", "echo", "udp")
 
 
 @pytest.fixture
@@ -32,12 +33,14 @@ def echoapp_peer() -> Iterator[Callable[..., testing.Peer]]:
     """Start C{greeter}, C{echo} or C{udp} in-process; each is stopped and drained after the test."""
     import pytest_twisted  # only for those who use this fixture: it needs pytest-twisted
 
+    from echoapp import testing
+
     peers: list[testing.Peer] = []
 
     def start(kind: str = "greeter", **options: Any) -> testing.Peer:
         if kind not in KINDS:
             raise ValueError(f"echoapp_peer: kind is one of {', '.join(KINDS)}, not {kind!r}")
-        peer = KINDS[kind](**options)
+        peer: testing.Peer = getattr(testing, kind)(**options)
         peers.append(peer)
         return peer
 
@@ -49,6 +52,8 @@ def echoapp_peer() -> Iterator[Callable[..., testing.Peer]]:
 @pytest.fixture
 def echoapp_process() -> Iterator[Callable[..., testing.Process]]:
     """Start a real C{twistd} with an echoapp plugin on a free loopback port; stopped after the test."""
+    from echoapp import testing
+
     processes: list[testing.Process] = []
 
     def start(plugin: str = "echoapp-tcp", *args: str) -> testing.Process:

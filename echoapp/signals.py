@@ -42,8 +42,14 @@ class SignalService(Service):
     does with L{handled}.
     """
 
-    def __init__(self, reactor: Any = None) -> None:
+    def __init__(self, reactor: Any = None, log_file: LogFile | None = None) -> None:
+        """
+        @param log_file: the log file a C{.tac} file writes to itself (its
+            own L{LogFile} observer), for SIGHUP and SIGUSR1 to reopen and
+            rotate; without it, twistd's C{--logfile}, if any.
+        """
         self._reactor = reactor
+        self._given_log_file = log_file
         self._log_file: LogFile | None = None
         self._stopping = False
         self._said_again = False
@@ -70,9 +76,10 @@ class SignalService(Service):
         if self._previous:
             return
         # Found before our SIGUSR1 handler replaces twistd's, whose closure holds it.
-        self._log_file = twistd_log_file()
+        self._log_file = self._given_log_file or twistd_log_file()
         self._install(signal.SIGHUP, self._on_hup)
-        self._install(signal.SIGUSR1, self._on_usr1)
+        if self._log_file is not None or not callable(signal.getsignal(signal.SIGUSR1)):
+            self._install(signal.SIGUSR1, self._on_usr1)  # else a handler we cannot read rotates
         # twistd starts services before the reactor runs, and the reactor
         # installs its SIGTERM/SIGINT handlers as it starts: wrap them then.
         self.reactor.callWhenRunning(self._wrap_stop_signals)

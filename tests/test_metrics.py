@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, readBody
 
 from echoapp._limits.connections import Connections
-from echoapp._metrics import TCPStats, UDPStats
+from echoapp._metrics import REGISTRY, TCPStats, UDPStats
 from echoapp._protocols.greeter import GreeterFactory
 from echoapp._protocols.udp import UDPGreeter
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits

@@ -1,21 +1,38 @@
 """
 One test per item of L{echoapp._twisted}, the seam for Twisted's internals.
 When a Twisted release changes one of them, the failing test's message names
-the item and what echoapp relies on, so moving the upper bound on Twisted in
-setup.cfg starts here: C{python -m twisted.trial tests.test_twisted_seam}.
+the item and what echoapp relies on: C{python -m twisted.trial
+tests.test_twisted_seam} is the first thing to run on a new Twisted.
+
+The C{*FallbackTests} take each internal away (as a release that dropped it
+would) and check that the item falls back, says so in one log line naming
+it, and costs only its own feature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+from types import FrameType
+from typing import Any
 
-from twisted.internet import endpoints
+from twisted.internet import endpoints, tcp
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.logfile import LogFile
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp import _twisted
-from echoapp._transports.endpoints import ParseOnlyReactor
+from echoapp import _twisted, signals
+from echoapp._transports import eager
+from echoapp._transports.endpoints import ParseOnlyReactor, check_endpoint
+from tests.support import CHECKOUT
 
 
 class ResolveIPv6Tests(SynchronousTestCase):
@@ -209,3 +226,218 @@ class EagerWritesTests(SynchronousTestCase):
         self.addCleanup(port.stopListening)
         self.assertIs(port.transport, _twisted.EagerTCPServer, "tcp.Port._fromListeningDescriptor changed")
         self.assertEqual(_twisted.mark_tls(port)._type, "TLS", "tcp.Port._type changed")
+
+
+class FallbackCase(SynchronousTestCase):
+    """Each test starts with no item fallen back, and sees the log."""
+
+    def setUp(self) -> None:
+        self.patch(_twisted, "_fallen_back", set())
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def assert_said_once(self, item: str) -> str:
+        """The one warning that names C{item}, as an operator reads it."""
+        lines = [formatEvent(event) for event in self.events if event.get("item") == item]
+        self.assertEqual(len(lines), 1, f"{item} should say once that it falls back: {lines}")
+        said = next(event for event in self.events if event.get("item") == item)
+        self.assertEqual(said["log_level"], LogLevel.warn)
+        self.assertIn(f"echoapp._twisted.{item}", lines[0])
+        self.assertNotIn("\n", lines[0])
+        return lines[0]
+
+    def assert_silent(self) -> None:
+        self.assertEqual([formatEvent(event) for event in self.events if "item" in event], [])
+
+
+class ResolveIPv6FallbackTests(FallbackCase):
+    def test_getaddrinfo_instead(self) -> None:
+        expected = _twisted.resolve_ipv6("fe80::1%lo", 80)
+        self.patch(tcp, "_resolveIPv6", None)
+        del tcp._resolveIPv6
+        self.assertEqual(_twisted.resolve_ipv6("fe80::1%lo", 80), expected)
+        self.assertEqual(_twisted.resolve_ipv6("::1", 4321)[:2], ("::1", 4321))
+        line = self.assert_said_once("resolve_ipv6")
+        self.assertIn("twisted.internet.tcp._resolveIPv6", line)
+
+
+class TCPServerParametersFallbackTests(FallbackCase):
+    def without_parameters(self) -> None:
+        """Every TCP4ServerEndpoint made from now on keeps no C{_port}, as a later Twisted might."""
+        made = endpoints.TCP4ServerEndpoint.__init__
+
+        def init(endpoint: Any, *args: Any, **kwargs: Any) -> None:
+            made(endpoint, *args, **kwargs)
+            del endpoint._port
+
+        self.patch(endpoints.TCP4ServerEndpoint, "__init__", init)
+
+    def test_none(self) -> None:
+        self.without_parameters()
+        endpoint = endpoints.serverFromString(ParseOnlyReactor(), "tcp:1234")
+        self.assertIsNone(_twisted.tcp_server_parameters(endpoint))
+        self.assertIsNone(_twisted.tcp_server_parameters(endpoint))
+        self.assertIn("--reuse-port is refused", self.assert_said_once("tcp_server_parameters"))
+
+    def test_costs_only_reuse_port(self) -> None:
+        self.without_parameters()
+        self.assertEqual(check_endpoint("tcp:0:interface=127.0.0.1"), "tcp:0:interface=127.0.0.1")
+        with self.assertRaises(ValueError) as raised:
+            check_endpoint("tcp:0:interface=127.0.0.1", reuse_port=True)
+        self.assertEqual(
+            str(raised.exception),
+            "cannot listen on 'tcp:0:interface=127.0.0.1': --reuse-port cannot read tcp: descriptions "
+            "with this Twisted (see the log)",
+        )
+        self.assert_said_once("tcp_server_parameters")
+
+
+class AsyncioLoopFallbackTests(FallbackCase):
+    def test_twisteds_own_transports(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        reactor = AsyncioSelectorReactor(loop)
+        self.addCleanup(reactor.waker.connectionLost, None)
+        del reactor._asyncioEventloop
+        self.assertIsNone(_twisted.asyncio_loop(reactor))
+        self.assertIs(eager.eager_reactor(reactor), reactor, "no eager writes on an asyncio reactor")
+        self.assertIn("Twisted's own transports", self.assert_said_once("asyncio_loop"))
+
+    def test_other_reactors_are_no_fallback(self) -> None:
+        self.assertIsNone(_twisted.asyncio_loop(MemoryReactorClock()))
+        self.assert_silent()
+
+
+class ClientHostFallbackTests(FallbackCase):
+    def endpoint(self) -> Any:
+        endpoint = endpoints.clientFromString(ParseOnlyReactor(), "tcp:example.com:80")
+        del endpoint._host
+        return endpoint
+
+    def test_host_from_the_description(self) -> None:
+        endpoint = self.endpoint()
+        for description, host in (
+            ("tcp:example.com:80", "example.com"),
+            ("tcp:host=example.org:port=80:timeout=3", "example.org"),
+            ("tcp:host=\\:\\:1:port=80", "::1"),
+            ("tcp:port=80:host=192.0.2.7", "192.0.2.7"),
+        ):
+            self.assertEqual(_twisted.client_host(endpoint, description), host, description)
+        self.assertIn("the host named in the endpoint string", self.assert_said_once("client_host"))
+
+    def test_without_a_description(self) -> None:
+        self.assertIsNone(_twisted.client_host(self.endpoint()))
+        self.assert_said_once("client_host")
+
+    def test_unix_is_no_fallback(self) -> None:
+        self.assertIsNone(_twisted.client_host(endpoints.clientFromString(ParseOnlyReactor(), "unix:/x")))
+        self.assert_silent()
+
+
+def unreadable_handler(number: int, frame: FrameType | None) -> None:
+    """A SIGUSR1 handler whose log file, if any, echoapp cannot see."""
+
+
+class TwistdLogFileFallbackTests(FallbackCase):
+    def setUp(self) -> None:
+        super().setUp()
+        previous = signal.signal(signal.SIGUSR1, unreadable_handler)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        hup = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, hup)
+
+    def test_none_and_said(self) -> None:
+        self.assertIsNone(_twisted.twistd_log_file())
+        self.assertIsNone(_twisted.twistd_log_file())
+        self.assertIn("SIGUSR1 is left to that handler", self.assert_said_once("twistd_log_file"))
+
+    def test_the_handler_stays(self) -> None:
+        """A handler echoapp cannot read still rotates as twistd does: echoapp leaves SIGUSR1 to it."""
+        service = signals.SignalService(MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIs(signal.getsignal(signal.SIGUSR1), unreadable_handler)
+        self.assertIsNot(signal.getsignal(signal.SIGHUP), signal.SIG_DFL)
+
+    def test_a_log_file_of_its_own(self) -> None:
+        """The public way: a .tac file hands SignalService the LogFile it writes to."""
+        directory = tempfile.mkdtemp(prefix="echoapp-seam-")
+        log_file = LogFile.fromFullPath(os.path.join(directory, "app.log"))
+        self.addCleanup(log_file.close)
+        service = signals.SignalService(MemoryReactorClock(), log_file=log_file)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), service._on_usr1)
+        log_file.write("before\n")
+        service.rotate()
+        self.assertTrue(os.path.exists(log_file.path + ".1"))
+        self.assert_silent()
+
+
+class ProxyHeaderFallbackTests(FallbackCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.patch(_twisted, "_proxy_parsers", [])
+        name = "twisted.protocols.haproxy._v2parser"
+        self.addCleanup(sys.modules.__setitem__, name, importlib.import_module(name))
+        sys.modules[name] = None  # type: ignore[assignment]
+
+    def test_refused_with_one_line(self) -> None:
+        self.assertIsNone(_twisted.proxy_parsers())
+        self.assertRaises(ValueError, _twisted.parse_proxy_header, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n")
+        line = self.assert_said_once("parse_proxy_header")
+        self.assertIn("twisted.protocols.haproxy._v2parser", line)
+        self.assertIn("haproxy: listeners are refused", line)
+
+    def test_costs_only_haproxy_listeners(self) -> None:
+        self.assertEqual(check_endpoint("tcp:0:interface=127.0.0.1"), "tcp:0:interface=127.0.0.1")
+        with self.assertRaises(ValueError) as raised:
+            check_endpoint("haproxy:tcp:0:interface=127.0.0.1")
+        self.assertEqual(
+            str(raised.exception),
+            "cannot listen on 'haproxy:tcp:0:interface=127.0.0.1': haproxy: needs Twisted's PROXY "
+            "protocol parsers, which this Twisted lacks",
+        )
+
+
+class EagerWritesFallbackTests(FallbackCase):
+    def test_said_once_with_the_item(self) -> None:
+        self.patch(eager, "eager_writes_problem", lambda: "tcp.Server has no _aborting")
+        self.patch(eager, "_checked", [])
+        self.assertEqual(eager.eager_problem(), "tcp.Server has no _aborting")
+        self.assertEqual(eager.eager_problem(), "tcp.Server has no _aborting")
+        line = self.assert_said_once("eager_writes")
+        self.assertIn("tcp.Server has no _aborting, so eager writes are off", line)
+
+
+# Every internal the seam reaches for, taken away before echoapp is imported
+# (Twisted's own haproxy package, loaded first, keeps working, as it would
+# in a release that renamed its private modules).
+WITHOUT_INTERNALS = """
+import sys
+import twisted.protocols.haproxy
+for name in ("_exceptions", "_v1parser", "_v2parser"):
+    sys.modules["twisted.protocols.haproxy." + name] = None
+from twisted.internet import tcp
+del tcp._resolveIPv6
+import importlib, pkgutil, echoapp
+for module in pkgutil.walk_packages(echoapp.__path__, "echoapp."):
+    if module.name != "echoapp.__main__":
+        importlib.import_module(module.name)
+importlib.import_module("twisted.plugins.echoapp_plugins")
+from echoapp._transports.endpoints import check_endpoint
+print(check_endpoint("tcp6:0:interface=\\:\\:1"))
+"""
+
+
+class WithoutInternalsTests(SynchronousTestCase):
+    def test_every_module_imports(self) -> None:
+        """A Twisted without the private modules echoapp reads still imports all of echoapp."""
+        result = subprocess.run(
+            [sys.executable, "-c", WITHOUT_INTERNALS],
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, ""))
+        self.assertEqual(result.stdout, "tcp6:0:interface=\\:\\:1\n")

@@ -146,7 +146,7 @@ def endpoint_for(reactor: Any, description: str, ca: str | None = None) -> Any:
 
         with open(ca, "rb") as pem:
             authority = Certificate.loadPEM(pem.read())
-        host = client_host(endpoint) or "localhost"
+        host = client_host(endpoint, client_description(description, ca)) or "localhost"
         return wrapClientTLS(optionsForClientTLS(host, trustRoot=authority), endpoint)
     except (ImportError, NotImplementedError):
         raise ClientError(EXIT_USAGE, "--ca needs TLS support: pip install 'echoapp[tls]'") from None

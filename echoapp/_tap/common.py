@@ -23,6 +23,7 @@ from echoapp import _monitor as monitor
 from echoapp import signals
 from echoapp._faults import FaultPlan, Faults
 from echoapp._fields import from_text, help_text, option_name, shown_default
+from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
 from echoapp._transports.proxy_protocol import Network, parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
@@ -92,6 +93,15 @@ REUSE_PORT_FLAGS = [
         "reuse-port",
         None,
         "Let other processes listen on the same TCP and UDP ports (SO_REUSEPORT), to run one per core.",
+    ]
+]
+
+EAGER_WRITES_FLAGS = [
+    [
+        "no-eager-writes",
+        None,
+        "Write as Twisted's own transport does (queue, then send when the socket is writable), for "
+        "the whole process; also ECHOAPP_EAGER_WRITES=0. For working around a problem in eager writes.",
     ]
 ]
 
@@ -179,6 +189,8 @@ def _proxy_from(options: usage.Options) -> tuple[Network, ...]:
 def stream_listens(option: RepeatableListen, options: usage.Options) -> list[StreamListen]:
     """The listeners an option names, each a whole description: reuse-port and PROXY trust included."""
     reuse_port = bool(options.get("reuse-port"))
+    if options.get("no-eager-writes"):
+        eager.switch_off("--no-eager-writes")
     proxy_from = _proxy_from(options)
     try:
         return [StreamListen.parse(text, reuse_port, proxy_from) for text in option.given(options)]

@@ -7,6 +7,7 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp._tap.common import (
+    EAGER_WRITES_FLAGS,
     LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
     REUSE_PORT_FLAGS,
@@ -37,7 +38,7 @@ class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
     opt_listen = LISTEN.option()
     opt_proxy_from = opt_proxy_from
     opt_fault = opt_fault

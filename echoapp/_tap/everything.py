@@ -7,6 +7,7 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp._tap.common import (
+    EAGER_WRITES_FLAGS,
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
     LOG_CONNECTIONS_FLAGS,
@@ -58,7 +59,7 @@ class Options(PluginOptions):
         + UDP_LIMIT_PARAMETERS
         + METRICS_PARAMETERS
     )
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()

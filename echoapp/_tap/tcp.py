@@ -7,6 +7,7 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp._tap.common import (
+    EAGER_WRITES_FLAGS,
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
     LOG_CONNECTIONS_FLAGS,
@@ -42,7 +43,7 @@ class Options(PluginOptions):
         "and the exit word closes the connection."
     )
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
     opt_listen = LISTEN.option()
     opt_proxy_from = opt_proxy_from
     opt_fault = opt_fault

@@ -8,10 +8,17 @@ to the real reactor.
 
 Should a Twisted release change what eager writes rely on, one line says
 so and the listeners use Twisted's own transport: slower, never wrong.
+
+An operator who meets a problem in eager writes switches them off for the
+whole process, without changing reactors: C{--no-eager-writes} on every
+stream plugin, or C{ECHOAPP_EAGER_WRITES=0} in the environment (for C{.tac}
+files).  Eager writes are a property of the process's transports, so the
+switch is too: either way they are off for every listener it starts.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -25,7 +32,9 @@ from echoapp._twisted import (
     adopt_eager_port,
     asyncio_loop,
     eager_writes_problem,
+    fall_back,
     mark_tls,
+    on_asyncio,
 )
 
 try:
@@ -37,16 +46,48 @@ log = Logger(namespace="echoapp.eager")
 
 _checked: list[str | None] = []
 
+ENVIRONMENT = "ECHOAPP_EAGER_WRITES"
+OFF = frozenset({"0", "off", "no", "false"})
+ON = frozenset({"", "1", "on", "yes", "true"})
+
+# Why eager writes are off for this process (the option that said so), if it is.
+_switched_off: list[str] = []
+_said: set[str] = set()
+
+
+def switch_off(why: str) -> None:
+    """Eager writes off for every listener this process starts from now on: C{why} is the option."""
+    if why not in _switched_off:
+        _switched_off.append(why)
+
+
+def switched_off() -> str | None:
+    """
+    What switched eager writes off (C{--no-eager-writes} or the environment
+    variable), or L{None} while they are on.  A value of the variable that
+    is neither on nor off is said once, and leaves them on.
+    """
+    if _switched_off:
+        return _switched_off[0]
+    value = os.environ.get(ENVIRONMENT, "").strip().lower()
+    if value in OFF:
+        return f"{ENVIRONMENT}={os.environ[ENVIRONMENT]}"
+    if value not in ON and value not in _said:
+        _said.add(value)
+        log.warn(
+            "{name}={value!r} is neither 0 nor 1: eager writes stay on (0, off, no or false turn them off)",
+            name=ENVIRONMENT,
+            value=os.environ[ENVIRONMENT],
+        )
+    return None
+
 
 def eager_problem() -> str | None:
     """The seam's check, made once per process; a problem is logged once."""
     if not _checked:
         _checked.append(eager_writes_problem())
         if _checked[0] is not None:
-            log.warn(
-                "eager writes are off, Twisted's own transport is used: {problem}",
-                problem=_checked[0],
-            )
+            fall_back("eager_writes", _checked[0], "eager writes are off and Twisted's own transport is used")
     return _checked[0]
 
 
@@ -98,9 +139,16 @@ def eager_reactor(reactor: Any) -> Any:
     """
     C{reactor}, wrapped so its stream listeners write eagerly when it is one
     of Twisted's own (the asyncio reactor serves through
-    L{echoapp._transports.native_tcp} instead), and eager writes work with this Twisted.
+    L{echoapp._transports.native_tcp} instead), eager writes work with this
+    Twisted, and nothing switched them off (L{switched_off}).
     """
-    if not isinstance(reactor, PosixReactorBase) or asyncio_loop(reactor) is not None:
+    if not isinstance(reactor, PosixReactorBase) or asyncio_loop(reactor) is not None or on_asyncio(reactor):
+        return reactor
+    why = switched_off()
+    if why is not None:
+        if why not in _said:
+            _said.add(why)
+            log.info("eager writes are off ({why}): Twisted's own transport is used", why=why)
         return reactor
     if eager_problem() is not None:
         return reactor

@@ -7,6 +7,7 @@ datagrams (Twisted has no UDP endpoint strings).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import socket
@@ -23,7 +24,7 @@ from zope.interface import implementer
 from echoapp._transports import native_tcp
 from echoapp._transports.eager import eager_reactor
 from echoapp._transports.proxy_protocol import PREFIX, Network, ProxyEndpoint
-from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
+from echoapp._twisted import asyncio_loop, proxy_parsers, resolve_ipv6, tcp_server_parameters
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
 DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
@@ -60,12 +61,22 @@ def split_proxy(description: str) -> tuple[bool, str]:
 def check_endpoint(description: str, reuse_port: bool = False) -> str:
     """
     Parse a server endpoint string without touching the real reactor, so a
-    typo is reported while options are parsed, as a one-line error.
+    typo is reported while options are parsed, as a one-line error in
+    echoapp's words (L{description_mistake}, L{explain_failure}).
 
     @raise ValueError: if Twisted cannot make an endpoint of it.
     """
+    mistake = description_mistake(description)
+    if mistake is not None:
+        raise ValueError(f"cannot listen on {description!r}: {mistake}")
+    proxy, inner = split_proxy(description)
+    if proxy and proxy_parsers() is None:
+        raise ValueError(
+            f"cannot listen on {description!r}: haproxy: needs Twisted's PROXY protocol parsers, "
+            "which this Twisted lacks"
+        )
     try:
-        stream_endpoint(ParseOnlyReactor(), split_proxy(description)[1], reuse_port)
+        stream_endpoint(ParseOnlyReactor(), inner, reuse_port)
     except ImportError as error:
         if "OpenSSL" not in str(error):
             raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
@@ -73,8 +84,141 @@ def check_endpoint(description: str, reuse_port: bool = False) -> str:
             f"cannot listen on {description!r}: TLS needs pyOpenSSL: pip install 'echoapp[tls]'"
         ) from None
     except Exception as error:
-        raise ValueError(f"cannot listen on {description!r}: {one_line(error)}") from None
+        raise ValueError(f"cannot listen on {description!r}: {explain_failure(description, error)}") from None
     return description
+
+
+# What people write, by kind: the options each of Twisted's own kinds takes
+# (for "did you mean"), and an example to copy.
+_FIELD = re.compile(r"(?<!\\):")
+_OPTIONS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "interface", "backlog"),
+    "ssl": (
+        "port",
+        "interface",
+        "backlog",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "extraCertChain",
+        "dhParameters",
+    ),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+    "systemd": ("domain", "index", "name"),
+}
+_EXAMPLES = {
+    "tcp": "tcp:9999:interface=127.0.0.1",
+    "tcp6": "tcp6:9999:interface=\\:\\:1",
+    "ssl": "ssl:9443:privateKey=key.pem:certKey=cert.pem",
+    "unix": "unix:/run/echoapp.sock",
+    "systemd": "systemd:domain=INET:index=0",
+}
+_KINDS = f"{', '.join(_EXAMPLES.values())}, or haproxy: before any of them"
+
+
+def _fields(description: str) -> tuple[str, list[str], dict[str, str], list[str]]:
+    """C{(kind, positional, named, raw fields)} of a description, split on unescaped colons."""
+    kind, *fields = _FIELD.split(description)
+    named = dict(field.split("=", 1) for field in fields if "=" in field)
+    return kind, [field for field in fields if "=" not in field], named, fields
+
+
+def _unescaped_ipv6(head: str, kind: str, fields: list[str]) -> str | None:
+    """The description rewritten with an C{interface=} IPv6 address's colons escaped, if they were not."""
+    for index, field in enumerate(fields):
+        if not field.startswith("interface="):
+            continue
+        last = next((i for i in range(index + 1, len(fields)) if "=" in fields[i]), len(fields))
+        for end in range(last, index + 1, -1):
+            address = ":".join([field[len("interface=") :], *fields[index + 1 : end]])
+            try:
+                ipaddress.IPv6Address(address.split("%")[0])
+            except ValueError:
+                continue
+            escaped = "interface=" + address.replace(":", "\\:")
+            return ":".join([head + kind, *fields[:index], escaped, *fields[end:]])
+    return None
+
+
+def _bad_number(kind: str, key: str, text: str) -> str | None:
+    if key == "port" and not (text.isdigit() and int(text) <= 65535):
+        return f"port {text!r} is not a number from 0 to 65535: write e.g. {_EXAMPLES[kind]}"
+    if key == "backlog" and not (text.isdigit() and int(text) > 0):
+        return f"backlog {text!r} is not a positive whole number: write e.g. backlog=128"
+    if key == "mode" and not re.fullmatch(r"(0o)?[0-7]{1,4}", text):
+        return f"mode {text!r} is not an octal file mode: write e.g. mode=660"
+    if key == "index" and not text.isdigit():
+        return f"index {text!r} is not a whole number: write e.g. {_EXAMPLES['systemd']}"
+    return None
+
+
+def description_mistake(description: str) -> str | None:
+    """
+    What is wrong with a stream description, in echoapp's words and naming
+    what to write instead, for the mistakes Twisted's parser misreports
+    (C{interface=::1} reads as three options) or lets through (C{tcp:99999});
+    L{None} when there is none of those.
+    """
+    proxy, description = split_proxy(description)
+    head = PREFIX if proxy else ""
+    if not description:
+        if head:
+            return f"haproxy: needs the endpoint it reads from: write e.g. haproxy:{_EXAMPLES['tcp']}"
+        return f"no endpoint: write one of {_KINDS}"
+    kind, positional, named, fields = _fields(description)
+    fixed = _unescaped_ipv6(head, kind, fields)
+    if fixed is not None:
+        return f"an IPv6 address's colons end the option unless escaped: write '{fixed}' (quoted in a shell)"
+    if kind not in _OPTIONS:
+        return None
+    keys = [field.split("=", 1)[0] for field in fields if "=" in field]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        return f"{twice[0]}= is given twice: write it once"
+    first = "address" if kind == "unix" else "port"
+    if kind != "systemd" and not named.get(first) and not (positional and positional[0]):
+        what = "path" if kind == "unix" else "port"
+        return f"no {what}: write {kind}:{what.upper()}, e.g. {_EXAMPLES[kind]}"
+    if positional and first not in named and kind != "unix":
+        named = {first: positional[0], **named}
+    for key, text in named.items():
+        bad = _bad_number(kind, key, text)
+        if bad is not None:
+            return bad
+    return None
+
+
+def explain_failure(description: str, error: BaseException) -> str:
+    """
+    Why Twisted could not make an endpoint of C{description}, as one line
+    without Twisted's or Python's internals (a function's name and its
+    arguments say nothing to someone who wrote a description).
+    """
+    kind, positional, named, _ = _fields(split_proxy(description)[1])
+    options = _OPTIONS.get(kind)
+    if options is None:
+        from twisted.internet.interfaces import IStreamServerEndpointStringParser
+        from twisted.plugin import getPlugins
+
+        known = {parser.prefix for parser in getPlugins(IStreamServerEndpointStringParser)}
+        if kind not in known:
+            return f"unknown kind {kind!r}: write one of {_KINDS}"
+    else:
+        for key in named:
+            if key not in options:
+                close = difflib.get_close_matches(key, options, 1)
+                hint = f"did you mean {close[0]}=? " if close else ""
+                return f"{kind}: has no option {key!r}; {hint}it takes {', '.join(options)}"
+        if len(positional) > len(options):
+            return f"too many values without a KEY=: write options as KEY=VALUE, e.g. {_EXAMPLES[kind]}"
+    if isinstance(error, OSError) and error.filename:
+        hint = f" ({kind}: reads privateKey=KEY.pem:certKey=CERT.pem)" if kind == "ssl" else ""
+        return f"cannot read {error.filename}: {error.strerror}{hint}"
+    text = one_line(error)
+    if re.search(r"\w\(\)|invalid literal|Traceback|\b_\w+\.", text):
+        return f"Twisted cannot read it as a {kind}: description: write e.g. {_EXAMPLES.get(kind, _KINDS)}"
+    return text
 
 
 def bound_socket(family: int, kind: int, interface: str, port: int, reuse_port: bool = True) -> socket.socket:
@@ -178,7 +322,12 @@ def stream_endpoint(
     if not tcp or not (reuse_port or asyncio_loop(reactor) is not None):
         return endpoint
     family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
-    port, interface, backlog = tcp_server_parameters(endpoint)
+    parameters = tcp_server_parameters(endpoint)
+    if parameters is None:  # this Twisted hides them: its own endpoint, as it parsed it
+        if reuse_port:
+            raise ValueError("--reuse-port cannot read tcp: descriptions with this Twisted (see the log)")
+        return endpoint
+    port, interface, backlog = parameters
     return SocketEndpoint(reactor, family, port, interface, backlog, reuse_port)
 
 
@@ -263,7 +412,7 @@ class UDPListen:
         for parameter in parameters:
             key, _, value = parameter.partition("=")
             if key != "interface":
-                raise invalid(f"unknown parameter {key!r}")
+                raise invalid(f"unknown parameter {key!r}: udp: takes interface= only")
             if key in seen:
                 raise invalid(f"{key} given twice")
             seen.add(key)

@@ -64,7 +64,7 @@ class TCPOptionsTests(SynchronousTestCase):
 
     def test_errors_are_one_line_usage_errors(self) -> None:
         cases = [
-            (["--listen=foo:1"], "--listen: cannot listen on 'foo:1': Unknown endpoint type"),
+            (["--listen=foo:1"], "--listen: cannot listen on 'foo:1': unknown kind 'foo'"),
             (["--listen=tcp:port"], "--listen: cannot listen on 'tcp:port'"),
             (
                 ["--reply=Hello"],

@@ -12,6 +12,7 @@ C{python -m tests.transports.test_eager twisted.internet.test.test_tcp ...}.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -33,17 +34,17 @@ from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.scripts.trial import run
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from echoapp import _twisted
+from echoapp import _twisted, services
 from echoapp._transports import eager
 from echoapp._transports.endpoints import stream_endpoint
 from echoapp._twisted import EagerTCPServer, EagerUNIXServer, queued
-from tests.support import CHECKOUT, connect_tcp, make_certificates, wait_until
+from tests.support import CHECKOUT, connect_tcp, make_certificates, start, tutorial_client, wait_until
 
 TINY = 4096  # SO_SNDBUF for the tests that need partial sends
 
@@ -499,14 +500,99 @@ class ListeningTests(TestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.patch(eager, "eager_writes_problem", lambda: "tcp.Server has no _aborting")
         self.patch(eager, "_checked", [])
+        self.patch(_twisted, "_fallen_back", set())
         reactor = global_reactor()
         if _twisted.asyncio_loop(reactor) is not None:
             self.skipTest("the asyncio reactor never uses eager writes")
         self.assertIs(eager.eager_reactor(reactor), reactor)
         self.assertIs(eager.eager_reactor(reactor), reactor)
-        warnings = [e for e in events if e.get("log_level") == LogLevel.warn and "eager" in e["log_format"]]
+        warnings = [
+            e for e in events if e.get("log_level") == LogLevel.warn and e.get("item") == "eager_writes"
+        ]
         self.assertEqual(len(warnings), 1)
         self.assertEqual(warnings[0]["problem"], "tcp.Server has no _aborting")
+
+
+class SwitchTests(TestCase):
+    """
+    The off switch: C{--no-eager-writes} on every stream plugin and
+    C{ECHOAPP_EAGER_WRITES} for C{.tac} files, each tested on both settings
+    with a real listener on Twisted's own reactors.
+    """
+
+    def setUp(self) -> None:
+        self.patch(eager, "_switched_off", [])
+        self.patch(eager, "_said", set())
+        self.environ = {key: value for key, value in os.environ.items() if key != eager.ENVIRONMENT}
+        self.patch(os, "environ", self.environ)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        if _twisted.asyncio_loop(global_reactor()) is not None:
+            self.skipTest("the asyncio reactor never uses eager writes")
+
+    async def accepted_transport(self) -> Any:
+        """The transport of a connection a fresh C{tcp:} listener accepts."""
+        factory = Factory.forProtocol(lambda: Served(None))
+        factory.served = []  # type: ignore[attr-defined]
+        port = await stream_endpoint(global_reactor(), "tcp:0:interface=127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        sock = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.addCleanup(sock.close)
+        served = factory.served  # type: ignore[attr-defined]
+        await wait_until(lambda: served, "a connection")
+        return served[0].transport
+
+    def infos(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e.get("log_namespace") == "echoapp.eager"]
+
+    async def test_on_by_default(self) -> None:
+        self.assertIsNone(eager.switched_off())
+        self.assertIsInstance(await self.accepted_transport(), EagerTCPServer)
+        self.assertEqual(self.infos(), [])
+
+    async def test_environment_on_and_off(self) -> None:
+        for value in ("1", "yes", "On"):
+            self.environ[eager.ENVIRONMENT] = value
+            self.assertIsInstance(await self.accepted_transport(), EagerTCPServer, value)
+        for value in ("0", "off", "FALSE"):
+            self.environ[eager.ENVIRONMENT] = value
+            transport = await self.accepted_transport()
+            self.assertIs(type(transport), tcp.Server, value)
+        self.assertIn(
+            "eager writes are off (ECHOAPP_EAGER_WRITES=0): Twisted's own transport is used", self.infos()
+        )
+
+    async def test_environment_nonsense_is_one_line(self) -> None:
+        self.environ[eager.ENVIRONMENT] = "maybe"
+        self.assertIsInstance(await self.accepted_transport(), EagerTCPServer)
+        self.assertIsInstance(await self.accepted_transport(), EagerTCPServer)
+        self.assertEqual(
+            self.infos(),
+            [
+                "ECHOAPP_EAGER_WRITES='maybe' is neither 0 nor 1: eager writes stay on "
+                "(0, off, no or false turn them off)"
+            ],
+        )
+
+    async def test_option_on_every_stream_plugin(self) -> None:
+        for name, listen in (("tcp", "--listen"), ("echo", "--listen"), ("everything", "--tcp")):
+            module = importlib.import_module(f"echoapp._tap.{name}")
+            self.patch(eager, "_switched_off", [])
+            options = module.Options()
+            options.parseOptions([listen, "tcp:0:interface=127.0.0.1"])
+            self.assertIsNone(eager.switched_off(), name)
+            self.assertIsInstance(await self.accepted_transport(), EagerTCPServer, name)
+            options = module.Options()
+            options.parseOptions([listen, "tcp:0:interface=127.0.0.1", "--no-eager-writes"])
+            self.assertEqual(eager.switched_off(), "--no-eager-writes", name)
+            self.assertIs(type(await self.accepted_transport()), tcp.Server, name)
+
+    async def test_off_changes_nothing_a_client_sees(self) -> None:
+        """With eager writes off the greeter still greets and answers (Twisted's transport does it)."""
+        eager.switch_off("--no-eager-writes")
+        tree = services.tcp_greeter(["tcp:0:interface=127.0.0.1"])
+        (listening,) = start(self, tree)
+        received = await deferToThread(tutorial_client, listening.getHost().port, [b"Bob\n"])
+        self.assertEqual(received, [b"Welcome!\r\n", b"Hello, Bob!\n"])
 
 
 class TwistedSuiteTests(SynchronousTestCase):

@@ -79,7 +79,11 @@ class CheckEndpointTests(SynchronousTestCase):
             self.assertEqual(check_endpoint(text), text)
 
     def test_rejects_with_one_line(self) -> None:
-        for text, reason in [("foo:1", "Unknown endpoint type"), ("tcp:abc", "invalid literal"), ("", "")]:
+        for text, reason in [
+            ("foo:1", "unknown kind 'foo'"),
+            ("tcp:abc", "port 'abc' is not a number"),
+            ("", ""),
+        ]:
             error = self.assertRaises(ValueError, check_endpoint, text)
             self.assertIn(f"cannot listen on {text!r}", str(error))
             self.assertIn(reason, str(error))
