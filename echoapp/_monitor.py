@@ -19,7 +19,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._transports.listen import StreamListenService, UDPListenService
 from echoapp._twisted import global_reactor
 from echoapp.services import DrainService, named
@@ -69,7 +69,7 @@ PAYLOAD_TOO_LARGE = (
 )
 
 
-class MonitorChannel(HTTPChannel):
+class MonitorChannel(HoldsDescriptor, HTTPChannel):
     """
     An HTTP connection to the metrics listener, held to what a GET needs:
     its head must arrive within L{HEAD_TIMEOUT} (twisted.web's own timeout
@@ -83,7 +83,7 @@ class MonitorChannel(HTTPChannel):
     _head_deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1
+        self.hold_descriptor()
         self.factory.live += 1
         super().connectionMade()
         self._await_head()
@@ -122,7 +122,7 @@ class MonitorChannel(HTTPChannel):
             self._await_head()
 
     def connectionLost(self, reason: Any = None) -> None:
-        DESCRIPTORS.open -= 1
+        self.release_descriptor()
         self.factory.live -= 1
         self._stop_waiting()
         super().connectionLost(reason)

@@ -23,6 +23,14 @@ class Descriptors:
         self.ceiling: int | None = None
         self.open = 0
 
+    def hold(self) -> None:
+        """One more descriptor is held (a connection, a refusal, a metrics client)."""
+        self.open += 1
+
+    def release(self) -> None:
+        """A descriptor held with L{hold} is closed."""
+        self.open -= 1
+
     def raise_limit(self) -> int:
         """
         Raise the soft RLIMIT_NOFILE to the hard limit, once, and log the
@@ -58,3 +66,27 @@ class Descriptors:
 
 # One per process: descriptors are a process-wide resource.
 DESCRIPTORS = Descriptors()
+
+
+class HoldsDescriptor:
+    """
+    A connection that counts its descriptor against the process's ceiling
+    from L{hold_descriptor} until L{release_descriptor}, once however often
+    either is called (a protocol's C{connectionLost} can come twice through
+    wrappers, and a close may come before C{connectionMade} is done).  Every
+    holder that is not one of a service's L{Connections} (refusals, PROXY
+    connections before their header, metrics clients, the C{refuse} fault)
+    counts itself this way, so no site keeps a count of its own.
+    """
+
+    _descriptor_held = False
+
+    def hold_descriptor(self) -> None:
+        if not self._descriptor_held:
+            self._descriptor_held = True
+            DESCRIPTORS.hold()
+
+    def release_descriptor(self) -> None:
+        if self._descriptor_held:
+            self._descriptor_held = False
+            DESCRIPTORS.release()

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from echoapp._limits.connections import Connections
 from echoapp._limits.deadlines import SLACK, Deadlines
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._metrics import TCPStats
 from echoapp._peers import peer_host
@@ -299,7 +299,7 @@ class GuardedProtocol(ClosesWithGrace, Protocol):
             )
 
 
-class Refusal(ClosesWithGrace, Protocol):
+class Refusal(HoldsDescriptor, ClosesWithGrace, Protocol):
     """
     Says why in one line, then closes: over a limit, or shutting down.
 
@@ -324,7 +324,7 @@ class Refusal(ClosesWithGrace, Protocol):
         self._grace = grace
 
     def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1
+        self.hold_descriptor()
         if ISSLTransport.providedBy(self.transport):
             self.transport.abortConnection()
             return
@@ -332,7 +332,7 @@ class Refusal(ClosesWithGrace, Protocol):
         self.close_within(self._clock, self._grace, self.transport.loseConnection)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        DESCRIPTORS.open -= 1
+        self.release_descriptor()
         self.cancel_abort()
 
 
@@ -387,13 +387,25 @@ class GuardedFactory(Factory):
             self._clock = global_reactor()
         return self._clock
 
+    def refusal_for(self, peer: str) -> Refusal | None:
+        """
+        The L{Refusal} for a new connection from host C{peer} when it is
+        over a limit (counted and logged as refused), else L{None}.  A
+        PROXY protocol listener asks this before the header is read too, by
+        the connection's real address.
+        """
+        reason = self.connections.refusal(peer)
+        if reason is None:
+            return None
+        self.stats.refused[reason] += 1
+        self._refusal_log.note(self.clock, reason)
+        return Refusal(REFUSALS[reason], self.clock, self.limits.close_grace)
+
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         peer = peer_host(addr)
-        reason = self.connections.refusal(peer)
-        if reason is not None:
-            self.stats.refused[reason] += 1
-            self._refusal_log.note(self.clock, reason)
-            return Refusal(REFUSALS[reason], self.clock, self.limits.close_grace)
+        refusal = self.refusal_for(peer)
+        if refusal is not None:
+            return refusal
         protocol = self.makeProtocol()
         protocol.factory = self
         protocol.peer = peer

@@ -42,9 +42,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.connections import Connections
+from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
-from echoapp._peers import BalancerAddress, host_of
+from echoapp._peers import BalancerAddress, host_of, peer_host
 from echoapp._twisted import global_reactor, parse_proxy_header
 
 PREFIX = "haproxy:"
@@ -90,23 +91,42 @@ class ProxiedTransport:
 
 
 @implementer(IHalfCloseableProtocol)
-class HeaderReader(Protocol):
-    """One connection until its header is read, then the service's protocol's."""
+class HeaderReader(HoldsDescriptor, Protocol):
+    """
+    One connection until its header is read, then the service's protocol's.
+
+    Until then it is one of the service's connections (L{Connections}),
+    counted by the connection's real address: against the descriptor
+    ceiling, C{--max-connections} and C{--max-per-peer}, so silent
+    connections that never send a header are held to the limits every
+    other connection is (4,196 of them from one address once used up every
+    descriptor of the process).  Once the header is read it leaves, just
+    before the service is asked to admit the client by the header's
+    address.  Behind a service with no L{Connections} it counts only its
+    descriptor.
+    """
 
     transport: Any
     inner: IProtocol | None = None
     _deadline: IDelayedCall | None = None
-    _holding = False  # counted in the descriptors while it reads the header
 
     def __init__(self, factory: ProxyFactory, balancer: IAddress | None) -> None:
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
+        self.peer = peer_host(balancer)  # what L{Connections} counts it by
 
     def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1  # while it reads the header; the service's protocol counts itself after
-        self._holding = True
+        connections = self._factory.connections
+        if connections is not None:
+            connections.add(self)
+        else:
+            self.hold_descriptor()
         self._deadline = self._factory.clock.callLater(HEADER_TIMEOUT, self._refuse, "slow")
+
+    def shutdown(self) -> None:
+        """The service drains: a connection with no header yet has no client to say goodbye to."""
+        self._refuse("draining")
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -165,9 +185,10 @@ class HeaderReader(Protocol):
         self._release()
 
     def _release(self) -> None:
-        if self._holding:
-            self._holding = False
-            DESCRIPTORS.open -= 1
+        connections = self._factory.connections
+        if connections is not None:
+            connections.remove(self)
+        self.release_descriptor()
 
 
 class ProxyFactory(Factory):
@@ -188,6 +209,10 @@ class ProxyFactory(Factory):
         self._log = ThrottledLog("Refused {count} PROXY protocol connections ({reasons})")
         # Counted where the service counts its refusals, when it has such counts.
         self._stats = getattr(wrapped, "stats", None)
+        # The service's connections and admission, when it has them (a
+        # guarded factory, or one wrapped by the faults, which hands them on).
+        self.connections: Connections | None = getattr(wrapped, "connections", None)
+        self._refusal_for = getattr(wrapped, "refusal_for", None)
 
     @property
     def clock(self) -> IReactorTime:
@@ -199,6 +224,10 @@ class ProxyFactory(Factory):
         if self.trusted and not self._trusts(addr):
             self.refused("untrusted")
             return None
+        if self._refusal_for is not None:
+            refusal: Protocol | None = self._refusal_for(peer_host(addr))
+            if refusal is not None:
+                return refusal
         return HeaderReader(self, addr)
 
     def _trusts(self, addr: IAddress | None) -> bool:
@@ -212,7 +241,7 @@ class ProxyFactory(Factory):
         return any(address in network for network in self.trusted)
 
     def refused(self, reason: str) -> None:
-        """C{reason}: C{untrusted}, C{malformed} or C{slow}."""
+        """C{reason}: C{untrusted}, C{malformed}, C{slow} or C{draining}."""
         if self._stats is not None:
             self._stats.refused["proxy"] += 1
         self._log.note(self.clock, reason)

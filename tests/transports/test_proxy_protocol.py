@@ -12,17 +12,21 @@ import struct
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.guard import Refusal
+from echoapp._protocols.echo import EchoFactory
 from echoapp._tap import echo, tcp
 from echoapp._transports import proxy_protocol as proxy
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import TCPLimits
-from tests.support import DEADLINE, listeners, start
+from tests.support import DEADLINE, address, listeners, start
 
 LISTEN = "haproxy:tcp:0:interface=127.0.0.1"
 V2 = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -69,22 +73,40 @@ class BehindABalancerTests(TestCase):
 
     async def test_v1_and_v2_peers_are_the_clients(self) -> None:
         port, tree = self.serve(max_per_peer=1)
-        held = []
-        for header in (v1("10.1.1.1"), v2("10.2.2.2")):
+        connections = listeners(tree)[0].factory.connections
+        for count, header in enumerate((v1("10.1.1.1"), v2("10.2.2.2")), 1):
+            # One at a time: until its header is read, a connection counts
+            # against the balancer's own address (here the limit of 1).
             sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
             self.addCleanup(sock.close)
             sock.sendall(header)
-            held.append(sock)
-        connections = listeners(tree)[0].factory.connections
-        for _ in range(int(DEADLINE / 0.02)):
-            if len(connections.per_peer) == 2:
-                break
-            await deferLater(reactor, 0.02)
+            for _ in range(int(DEADLINE / 0.02)):
+                if len(connections.per_peer) == count and "127.0.0.1" not in connections.per_peer:
+                    break
+                await deferLater(reactor, 0.02)
         self.assertEqual(connections.per_peer, {"10.1.1.1": 1, "10.2.2.2": 1}, "per client, not per balancer")
         self.assertEqual(
             await self.talk(port, v1("10.1.1.1")), b"ERROR: too many connections from your address\r\n"
         )
         self.assertEqual(await self.talk(port, v2("10.3.3.3")), b"Welcome!\r\n")
+
+    async def test_silent_connections_count_against_their_real_address(self) -> None:
+        port, tree = self.serve(max_per_peer=5)
+
+        def flood() -> list[bytes]:
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(20)]
+            try:
+                answers = []
+                for sock in socks[5:]:
+                    answers.append(sock.recv(100))
+                return answers
+            finally:
+                for sock in socks:
+                    sock.close()
+
+        answers = await deferToThread(flood)
+        self.assertEqual(answers, [b"ERROR: too many connections from your address\r\n"] * 15)
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["per-peer"], 15)
 
     async def test_what_follows_the_header_is_served(self) -> None:
         port, _ = self.serve()
@@ -171,6 +193,62 @@ class DescriptorTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting, "no protocol: closed")
         reader.connectionLost(None)
         self.assertEqual(DESCRIPTORS.open, before)
+
+
+class BeforeTheHeaderTests(SynchronousTestCase):
+    """
+    A connection that has not sent its header yet is one of the service's
+    connections, by its real address: silent connections from one address
+    once took every descriptor of the process.
+    """
+
+    def reader(self, factory: proxy.ProxyFactory, host: str = "127.0.0.1") -> tuple[Any, StringTransport]:
+        protocol = factory.buildProtocol(address(host))
+        assert protocol is not None
+        transport = StringTransport(peerAddress=address(host))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def proxied(self, **limits: Any) -> proxy.ProxyFactory:
+        return proxy.ProxyFactory(EchoFactory(TCPLimits(**limits), Clock()), clock=Clock())
+
+    def test_the_per_peer_limit_counts_the_real_address(self) -> None:
+        factory = self.proxied(max_per_peer=2)
+        silent = [self.reader(factory)[0] for _ in range(2)]
+        refused, transport = self.reader(factory)
+        self.assertIsInstance(refused, Refusal)
+        self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
+        self.assertNotIsInstance(self.reader(factory, "127.0.0.2")[0], Refusal)  # other addresses are served
+        silent[0].dataReceived(v1("10.1.1.1"))
+        self.assertEqual(factory.connections.per_peer, {"127.0.0.1": 1, "127.0.0.2": 1, "10.1.1.1": 1})
+        self.assertNotIsInstance(self.reader(factory)[0], Refusal)  # the header freed the slot
+
+    def test_the_connection_limit(self) -> None:
+        factory = self.proxied(max_connections=3, max_per_peer=3)
+        for n in range(3):
+            self.reader(factory, f"127.0.0.{n + 1}")
+        _, transport = self.reader(factory, "127.0.0.9")
+        self.assertEqual(transport.value(), b"ERROR: too many connections\r\n")
+
+    def test_the_descriptor_ceiling(self) -> None:
+        factory = self.proxied()
+        before = DESCRIPTORS.open
+        reader, _ = self.reader(factory)
+        self.assertEqual(DESCRIPTORS.open, before + 1)
+        self.patch(DESCRIPTORS, "limit", lambda: DESCRIPTORS.open)
+        _, transport = self.reader(factory, "127.0.0.2")
+        self.assertEqual(transport.value(), b"ERROR: server busy\r\n")
+        reader.connectionLost(None)
+        self.assertEqual(factory.connections.live, set())
+
+    def test_a_drain_closes_connections_without_a_header(self) -> None:
+        factory = self.proxied()
+        reader, transport = self.reader(factory)
+        done = factory.connections.drain()
+        self.assertTrue(transport.disconnected)
+        self.assertNoResult(done)  # the connection is gone when the transport says so
+        reader.connectionLost(None)
+        self.successResultOf(done)
 
 
 class OptionTests(SynchronousTestCase):
