@@ -6,14 +6,32 @@ it, so one service cannot starve another of descriptors.
 
 from __future__ import annotations
 
+import os
 import resource
 
 from twisted.logger import Logger
 
+from echoapp._twisted import ACCEPT_BATCH
+
 log = Logger(namespace="echoapp.descriptors")
 
-# Descriptors kept free for listening sockets, log files and the like.
-FD_RESERVE = 16
+# What the reserve assumes the process holds besides connections when it
+# cannot count them (no /proc/self/fd or /dev/fd).
+ASSUMED_HELD = 32
+# Descriptors opened after the ceiling is set: the listening socket itself,
+# Twisted's spare for EMFILE recovery, the reactor's waker, a rotated log
+# (five of them, measured, on the default reactor; room kept for more).
+OPENED_LATER = 16
+
+
+def held_descriptors() -> int:
+    """How many descriptors the process holds now (listening sockets, logs, the loop's own)."""
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(directory)) - 1  # the listing's own descriptor
+        except OSError:
+            continue
+    return ASSUMED_HELD
 
 
 class Descriptors:
@@ -22,6 +40,21 @@ class Descriptors:
     def __init__(self) -> None:
         self.ceiling: int | None = None
         self.open = 0
+
+    def reserve(self) -> int:
+        """
+        Descriptors kept free: what the process holds besides connections
+        (listening sockets, log files, the event loop's own: 11-15 on the
+        default reactor, 20-24 on uvloop, so no constant fits) and two
+        accept batches (L{ACCEPT_BATCH}): each refused client needs a
+        descriptor to be told C{ERROR: server busy} rather than be closed
+        unread by C{accept()}'s C{EMFILE} recovery, a port accepts a whole
+        batch before any refusal of it is closed, and those close in the
+        next pass of the loop, which may accept another batch first.  And
+        L{OPENED_LATER}: the ceiling is set as a listener starts, before its
+        own socket, Twisted's C{EMFILE} spare and the like are open.
+        """
+        return max(held_descriptors() - self.open, 0) + OPENED_LATER + 2 * ACCEPT_BATCH
 
     def hold(self) -> None:
         """One more descriptor is held (a connection, a refusal, a metrics client)."""
@@ -43,20 +76,22 @@ class Descriptors:
                 soft = hard
             except (ValueError, OSError):
                 pass
-        if self.ceiling is None:
+        first = self.ceiling is None
+        # Again with every listener: each holds a descriptor of its own.
+        self.ceiling = max(soft - self.reserve(), 1)
+        if first:
             log.info(
                 "File descriptor limit {limit}; at most {ceiling} connections",
                 limit=soft,
-                ceiling=soft - FD_RESERVE,
+                ceiling=self.ceiling,
             )
-        self.ceiling = max(soft - FD_RESERVE, 1)
         return soft
 
     def limit(self) -> int:
         """The ceiling: from the raised limit once a listener has started, else from the current one."""
         if self.ceiling is None:
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-            return max(soft - FD_RESERVE, 1)
+            return max(soft - self.reserve(), 1)
         return self.ceiling
 
     def full(self) -> bool:
