@@ -318,6 +318,10 @@ class Refusal(HoldsDescriptor, ClosesWithGrace, Protocol):
     the public API.
     """
 
+    # Aborts at once without a word, as over TLS: set for a connection whose
+    # client speaks TLS after a PROXY header, refused before the handshake.
+    silent = False
+
     def __init__(self, reason: str, clock: IReactorTime, grace: float) -> None:
         self.reason = reason
         self._clock = clock
@@ -325,7 +329,7 @@ class Refusal(HoldsDescriptor, ClosesWithGrace, Protocol):
 
     def connectionMade(self) -> None:
         self.hold_descriptor()
-        if ISSLTransport.providedBy(self.transport):
+        if self.silent or ISSLTransport.providedBy(self.transport):
             self.transport.abortConnection()
             return
         self.transport.write(b"ERROR: %s\r\n" % self.reason.encode())

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from echoapp._transports import native_tcp
 from echoapp._transports.eager import eager_reactor
-from echoapp._transports.proxy_protocol import PREFIX, Network, ProxyEndpoint
+from echoapp._transports.proxy_protocol import PREFIX, HeaderBeforeTLS, Network, ProxyEndpoint
 from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
@@ -166,8 +166,10 @@ def stream_endpoint(
     C{proxy_from}, when given); everything else is Twisted's own endpoint.
     """
     if description.startswith(PREFIX):
-        inner = stream_endpoint(reactor, description[len(PREFIX) :], reuse_port, backlog)
-        return ProxyEndpoint(inner, proxy_from)
+        below = description[len(PREFIX) :]
+        if below.startswith("ssl:"):  # the header comes before the TLS handshake
+            reactor = HeaderBeforeTLS(eager_reactor(reactor))
+        return ProxyEndpoint(stream_endpoint(reactor, below, reuse_port, backlog), proxy_from)
     reactor = eager_reactor(reactor)
     endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
