@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTranspor
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._twisted import global_reactor
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
@@ -218,11 +219,18 @@ def reset(transport: Any) -> None:
     transport.abortConnection()
 
 
-class Refused(Protocol):
-    """C{refuse}: the connection is accepted, then closed at once; the service never sees it."""
+class Refused(HoldsDescriptor, Protocol):
+    """
+    C{refuse}: the connection is accepted, then closed at once; the service
+    never sees it.  It holds a descriptor until it is gone, as any refusal.
+    """
 
     def connectionMade(self) -> None:
+        self.hold_descriptor()
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.release_descriptor()
 
 
 class FaultyConnection(ProtocolWrapper):

@@ -19,7 +19,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._metrics import REGISTRY
 from echoapp._transports.listen import StreamListenService, UDPListenService, descendants
 from echoapp._twisted import global_reactor
@@ -60,9 +60,29 @@ class HealthResource(Resource):
         return b"unavailable\n"
 
 
+class BusyResource(Resource):
+    """What a connection past the cap gets for anything but C{/healthz}."""
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setResponseCode(503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"busy: too many connections to the metrics port\n"
+
+
+BUSY = BusyResource()
+
 # The metrics listener's own limits: it serves a scraper and a balancer's
 # probes, not the public, and must not cost the service its descriptors.
 MAX_METRICS_CONNECTIONS = 64
+# Connections past the cap that may still ask for /healthz once each, so
+# that clients holding every connection cannot keep a balancer's probe out.
+PROBE_SLOTS = 4
+# Requests one connection may make; the last is answered with
+# C{Connection: close}.  A scraper reconnects every few hours; a client
+# pipelining thousands of requests gets this many rendered, not thousands.
+MAX_REQUESTS_PER_CONNECTION = 100
 HEAD_TIMEOUT = 10.0  # seconds for a whole request head, from connect or the last response
 PAYLOAD_TOO_LARGE = (
     b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -70,7 +90,7 @@ PAYLOAD_TOO_LARGE = (
 )
 
 
-class MonitorChannel(HTTPChannel):
+class MonitorChannel(HoldsDescriptor, HTTPChannel):
     """
     An HTTP connection to the metrics listener, held to what a GET needs:
     its head must arrive within L{HEAD_TIMEOUT} (twisted.web's own timeout
@@ -82,9 +102,17 @@ class MonitorChannel(HTTPChannel):
 
     factory: MonitorSite
     _head_deadline: IDelayedCall | None = None
+    # Past the cap (L{PROBE_SLOTS}): one /healthz, then closed.
+    probe_only = False
+    # The transport's buffer is full (it paused us as its producer).
+    _transport_full = False
+    # A request that finished while the transport was full: the next
+    # pipelined one is not read until the client has taken the answer.
+    _finished_while_full: Any = None
+    _requests = 0
 
     def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1
+        self.hold_descriptor()
         self.factory.live += 1
         super().connectionMade()
         self._await_head()
@@ -116,14 +144,54 @@ class MonitorChannel(HTTPChannel):
         self._stop_waiting()
         super().allHeadersReceived()
 
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        A probe-only connection answers its one request and closes; any
+        other after L{MAX_REQUESTS_PER_CONNECTION}.
+        """
+        self._requests += 1
+        if self.probe_only or self._requests >= MAX_REQUESTS_PER_CONNECTION:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
+    def pauseProducing(self) -> None:
+        self._transport_full = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._transport_full = False
+        super().resumeProducing()
+        finished, self._finished_while_full = self._finished_while_full, None
+        if finished is not None:
+            self._stop_waiting()
+            self.requestDone(finished)
+
     def requestDone(self, request: Any) -> None:
-        super().requestDone(request)
+        """
+        The next pipelined request waits while the transport is full.
+        twisted.web reads one request at a time, but as each is answered it
+        parses the next from what it already holds, whether or not the
+        client reads the answers: 64 connections pipelining 3,000
+        C{/metrics} each and reading nothing kept a core busy rendering and
+        grew memory by hundreds of MB.  Held here, a client that does not
+        read costs one answer beyond the transport's buffer, and what
+        twisted.web buffers of its requests (it stops reading past 16 KiB),
+        and it is cut off after L{HEAD_TIMEOUT} as a slow head is.
+        """
         transport: Any = self.transport
+        if self._transport_full and transport is not None and not transport.disconnecting:
+            self._finished_while_full = request
+            if not self._head_deadline:
+                self._await_head()  # a client that never reads is cut off as a slow one is
+            return
+        super().requestDone(request)
         if not self._head_deadline and transport is not None and not transport.disconnecting:
             self._await_head()
 
     def connectionLost(self, reason: Any = None) -> None:
-        DESCRIPTORS.open -= 1
+        self._finished_while_full = None
+        self.release_descriptor()
         self.factory.live -= 1
         self._stop_waiting()
         super().connectionLost(reason)
@@ -135,9 +203,14 @@ class MonitorSite(Site):
     connections (more are closed at once, as are all while the process's
     descriptors are nearly used up).
 
+    Past the cap, L{PROBE_SLOTS} more connections may each ask for
+    C{/healthz} once: clients that hold every connection (keep-alive
+    pollers, or worse) cannot keep a balancer's probe out.
+
     A load balancer probes C{/healthz} every second or so: an access log
-    line for each would bury everything else, so probes are logged at debug
-    level; other requests (C{/metrics} scrapes, strays) as twisted.web does.
+    line for each would bury everything else, so probes are not logged
+    (twistd's default observer drops no level, debug included); other
+    requests (C{/metrics} scrapes, strays) are, as twisted.web does.
     """
 
     noisy = False
@@ -156,14 +229,21 @@ class MonitorSite(Site):
         return self._clock
 
     def buildProtocol(self, addr: Any) -> Any:
-        if self.live >= MAX_METRICS_CONNECTIONS or DESCRIPTORS.full():
+        if self.live >= MAX_METRICS_CONNECTIONS + PROBE_SLOTS or DESCRIPTORS.full():
             return None  # the port closes it at once
-        return super().buildProtocol(addr)
+        channel = super().buildProtocol(addr)
+        channel.probe_only = self.live >= MAX_METRICS_CONNECTIONS
+        return channel
+
+    def getResourceFor(self, request: Any) -> Resource:
+        """Past the cap, C{/healthz} only: anything else is told the port is busy."""
+        if request.channel is not None and request.channel.probe_only and request.path != b"/healthz":
+            return BUSY
+        return super().getResourceFor(request)
 
     def log(self, request: http.Request) -> None:
-        if request.path == b"/healthz":
-            log.debug("{method} /healthz: {code}", method=request.method, code=request.code)
-        else:
+        """Probes write no line: a balancer probing every second would add megabytes a day."""
+        if request.path != b"/healthz":
             super().log(request)
 
 

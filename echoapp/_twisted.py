@@ -318,8 +318,24 @@ class EagerTCPServer(EagerWrites, tcp.Server):
             return 0
 
 
+# Connections one read event of a TCP port accepts at most.  Twisted starts
+# at 100 and grows by 20 after each full batch, without end; the descriptor
+# reserve (echoapp._limits.descriptors) has room for two batches.
+ACCEPT_BATCH = 50
+
+
 class EagerTCPPort(tcp.Port):
     transport = EagerTCPServer
+    _accept_batch = ACCEPT_BATCH
+
+    @property
+    def numberAccepts(self) -> int:
+        """C{Port.numberAccepts}, which C{doRead} resizes, kept within L{ACCEPT_BATCH}."""
+        return self._accept_batch
+
+    @numberAccepts.setter
+    def numberAccepts(self, value: int) -> None:
+        self._accept_batch = min(value, ACCEPT_BATCH)
 
 
 class EagerUNIXServer(EagerWrites, unix.Server):

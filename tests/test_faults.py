@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import FaultPlan, Faults, FaultyConnection, FaultyFactory
+from echoapp._limits.descriptors import DESCRIPTORS
 from tests.support import installed_env, make_certificates
 
 
@@ -182,6 +183,16 @@ class ClockTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         self.assertTrue(transport.disconnecting)
         self.assertEqual(built, [])
+
+    def test_a_refused_connection_counts_its_descriptor_until_it_is_gone(self) -> None:
+        factory = FaultyFactory(Factory.forProtocol(Answer), FaultPlan(Faults(refuse=True)))
+        before = DESCRIPTORS.open
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(Transport())
+        self.assertEqual(DESCRIPTORS.open, before + 1, "it holds a socket, as any refusal does")
+        protocol.connectionLost(None)
+        protocol.connectionLost(None)
+        self.assertEqual(DESCRIPTORS.open, before, "released once")
 
     def test_fraction_is_seeded(self) -> None:
         def pattern() -> list[bool]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.internet.threads import deferToThread
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
+from twisted.web.resource import Resource
 
 from echoapp import _monitor as monitor
 from echoapp import services
@@ -142,7 +145,8 @@ class MetricsLimitTests(TestCase):
         self.assertLess(index, 200, "closed long before the head could finish")
 
     async def test_connection_cap_and_descriptors(self) -> None:
-        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 3)
+        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 2)
+        self.patch(monitor, "PROBE_SLOTS", 1)
         metrics, greeter = self.serve()
         before = DESCRIPTORS.open
         held = [socket.create_connection(("127.0.0.1", metrics), DEADLINE) for _ in range(5)]
@@ -162,14 +166,14 @@ class MetricsLimitTests(TestCase):
             if closed >= 2 and DESCRIPTORS.open == before + 3:
                 break
             await deferLater(reactor, 0.05)
-        self.assertEqual(closed, 2, "over the cap: closed at once")
+        self.assertEqual(closed, 2, "over the cap and its probe slot: closed at once")
         self.assertEqual(DESCRIPTORS.open, before + 3, "metrics connections hold counted descriptors")
         hello = await deferToThread(tutorial_client, greeter, [b"still"])
         self.assertEqual(hello[1], b"Hello, still!", "the service itself is untouched")
 
 
 class HealthProbeLogTests(TestCase):
-    async def test_probes_at_debug_other_requests_as_usual(self) -> None:
+    async def test_probes_write_no_line_other_requests_as_usual(self) -> None:
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         monitored = monitor.Monitored(
             services.tcp_greeter(["tcp:0:interface=127.0.0.1"]), "tcp:0:interface=127.0.0.1"
@@ -181,4 +185,75 @@ class HealthProbeLogTests(TestCase):
             await readBody(response)
         await wait_until(lambda: any("/metrics" in formatEvent(e) for e in events), "the /metrics log line")
         healthz = [e for e in events if "/healthz" in formatEvent(e)]
-        self.assertEqual([e.get("log_level") for e in healthz], [LogLevel.debug, LogLevel.debug])
+        self.assertEqual(healthz, [], "twistd's default observer drops no level: probes log nothing")
+
+
+def channel(site: monitor.MonitorSite) -> tuple[Any, StringTransport]:
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+    assert protocol is not None
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def site() -> monitor.MonitorSite:
+    top = Resource()
+    top.putChild(b"healthz", monitor.HealthResource(lambda: True))
+    top.putChild(b"metrics", monitor.HealthResource(lambda: True))
+    return monitor.MonitorSite(top, Clock())
+
+
+PROBE = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class PipeliningTests(SynchronousTestCase):
+    def test_no_pipelined_request_is_answered_while_the_transport_is_full(self) -> None:
+        protocol, transport = channel(site())
+        protocol.pauseProducing()  # as the transport does when its buffer is full
+        protocol.dataReceived(PROBE * 100)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 1, "one answer, then it waits")
+        protocol.resumeProducing()  # the client read
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 100)
+
+    def test_requests_per_connection_are_bounded(self) -> None:
+        self.patch(monitor, "MAX_REQUESTS_PER_CONNECTION", 5)
+        protocol, transport = channel(site())
+        protocol.dataReceived(PROBE * 20)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 5)
+        self.assertTrue(transport.value().endswith(b"ok\n"))
+        self.assertEqual(transport.value().count(b"Connection: close"), 1, "the last says so")
+        self.assertTrue(transport.disconnecting)
+
+    def test_a_client_that_never_reads_is_cut_off(self) -> None:
+        monitored = site()
+        protocol, transport = channel(monitored)
+        protocol.pauseProducing()
+        protocol.dataReceived(PROBE * 3)
+        monitored.clock.advance(monitor.HEAD_TIMEOUT)  # type: ignore[attr-defined]
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(None)
+
+
+class ProbeSlotTests(SynchronousTestCase):
+    def test_a_probe_gets_through_while_clients_hold_every_connection(self) -> None:
+        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 3)
+        self.patch(monitor, "PROBE_SLOTS", 1)
+        monitored = site()
+        for _ in range(3):
+            protocol, transport = channel(monitored)  # keep-alive pollers
+            protocol.dataReceived(PROBE)
+            self.assertFalse(transport.disconnecting)
+        probe, transport = channel(monitored)
+        probe.dataReceived(PROBE)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK\r\n"), transport.value())
+        self.assertIn(b"\r\nConnection: close\r\n", transport.value())
+        self.assertTrue(transport.disconnecting, "one probe per slot, then closed")
+        self.assertIsNone(monitored.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)), "past the slots")
+
+    def test_past_the_cap_only_probes_are_answered(self) -> None:
+        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 0)
+        self.patch(monitor, "PROBE_SLOTS", 1)
+        protocol, transport = channel(site())
+        protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "), transport.value())
+        self.assertTrue(transport.disconnecting)

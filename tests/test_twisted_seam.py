@@ -441,3 +441,18 @@ class WithoutInternalsTests(SynchronousTestCase):
         )
         self.assertEqual((result.returncode, result.stderr), (0, ""))
         self.assertEqual(result.stdout, "tcp6:0:interface=\\:\\:1\n")
+
+
+class AcceptBatchTests(SynchronousTestCase):
+    """EagerTCPPort caps C{tcp.Port.numberAccepts}, the batch C{Port.doRead} accepts and resizes."""
+
+    def test_the_batch_is_capped(self) -> None:
+        from twisted.internet import tcp
+        from twisted.internet.protocol import Factory
+
+        self.assertIn("numberAccepts", tcp.Port.doRead.__code__.co_names, "Port.doRead no longer sizes by it")
+        port = _twisted.EagerTCPPort(0, Factory(), 50, "127.0.0.1", object())  # type: ignore[arg-type]
+        port.numberAccepts += 20 * 100  # what a long flood of full batches did
+        self.assertEqual(port.numberAccepts, _twisted.ACCEPT_BATCH)
+        port.numberAccepts = 3
+        self.assertEqual(port.numberAccepts, 3)

@@ -59,7 +59,7 @@ class Connections:
         return None
 
     def add(self, protocol: Member) -> None:
-        DESCRIPTORS.open += 1
+        DESCRIPTORS.hold()
         self.live.add(protocol)
         if protocol.peer != BALANCER:
             key = self.key(protocol.peer)
@@ -68,7 +68,7 @@ class Connections:
     def remove(self, protocol: Member) -> None:
         if protocol not in self.live:
             return
-        DESCRIPTORS.open -= 1
+        DESCRIPTORS.release()
         self.live.discard(protocol)
         if protocol.peer == BALANCER:
             self._idle_if_empty()

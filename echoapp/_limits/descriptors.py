@@ -6,14 +6,32 @@ it, so one service cannot starve another of descriptors.
 
 from __future__ import annotations
 
+import os
 import resource
 
 from twisted.logger import Logger
 
+from echoapp._twisted import ACCEPT_BATCH
+
 log = Logger(namespace="echoapp.descriptors")
 
-# Descriptors kept free for listening sockets, log files and the like.
-FD_RESERVE = 16
+# What the reserve assumes the process holds besides connections when it
+# cannot count them (no /proc/self/fd or /dev/fd).
+ASSUMED_HELD = 32
+# Descriptors opened after the ceiling is set: the listening socket itself,
+# Twisted's spare for EMFILE recovery, the reactor's waker, a rotated log
+# (five of them, measured, on the default reactor; room kept for more).
+OPENED_LATER = 16
+
+
+def held_descriptors() -> int:
+    """How many descriptors the process holds now (listening sockets, logs, the loop's own)."""
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            return len(os.listdir(directory)) - 1  # the listing's own descriptor
+        except OSError:
+            continue
+    return ASSUMED_HELD
 
 
 class Descriptors:
@@ -22,6 +40,29 @@ class Descriptors:
     def __init__(self) -> None:
         self.ceiling: int | None = None
         self.open = 0
+
+    def reserve(self) -> int:
+        """
+        Descriptors kept free: what the process holds besides connections
+        (listening sockets, log files, the event loop's own: 11-15 on the
+        default reactor, 20-24 on uvloop, so no constant fits) and two
+        accept batches (L{ACCEPT_BATCH}): each refused client needs a
+        descriptor to be told C{ERROR: server busy} rather than be closed
+        unread by C{accept()}'s C{EMFILE} recovery, a port accepts a whole
+        batch before any refusal of it is closed, and those close in the
+        next pass of the loop, which may accept another batch first.  And
+        L{OPENED_LATER}: the ceiling is set as a listener starts, before its
+        own socket, Twisted's C{EMFILE} spare and the like are open.
+        """
+        return max(held_descriptors() - self.open, 0) + OPENED_LATER + 2 * ACCEPT_BATCH
+
+    def hold(self) -> None:
+        """One more descriptor is held (a connection, a refusal, a metrics client)."""
+        self.open += 1
+
+    def release(self) -> None:
+        """A descriptor held with L{hold} is closed."""
+        self.open -= 1
 
     def raise_limit(self) -> int:
         """
@@ -35,20 +76,22 @@ class Descriptors:
                 soft = hard
             except (ValueError, OSError):
                 pass
-        if self.ceiling is None:
+        first = self.ceiling is None
+        # Again with every listener: each holds a descriptor of its own.
+        self.ceiling = max(soft - self.reserve(), 1)
+        if first:
             log.info(
                 "File descriptor limit {limit}; at most {ceiling} connections",
                 limit=soft,
-                ceiling=soft - FD_RESERVE,
+                ceiling=self.ceiling,
             )
-        self.ceiling = max(soft - FD_RESERVE, 1)
         return soft
 
     def limit(self) -> int:
         """The ceiling: from the raised limit once a listener has started, else from the current one."""
         if self.ceiling is None:
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-            return max(soft - FD_RESERVE, 1)
+            return max(soft - self.reserve(), 1)
         return self.ceiling
 
     def full(self) -> bool:
@@ -58,3 +101,27 @@ class Descriptors:
 
 # One per process: descriptors are a process-wide resource.
 DESCRIPTORS = Descriptors()
+
+
+class HoldsDescriptor:
+    """
+    A connection that counts its descriptor against the process's ceiling
+    from L{hold_descriptor} until L{release_descriptor}, once however often
+    either is called (a protocol's C{connectionLost} can come twice through
+    wrappers, and a close may come before C{connectionMade} is done).  Every
+    holder that is not one of a service's L{Connections} (refusals, PROXY
+    connections before their header, metrics clients, the C{refuse} fault)
+    counts itself this way, so no site keeps a count of its own.
+    """
+
+    _descriptor_held = False
+
+    def hold_descriptor(self) -> None:
+        if not self._descriptor_held:
+            self._descriptor_held = True
+            DESCRIPTORS.hold()
+
+    def release_descriptor(self) -> None:
+        if self._descriptor_held:
+            self._descriptor_held = False
+            DESCRIPTORS.release()

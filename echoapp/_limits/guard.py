@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from echoapp._limits.connections import Connections
 from echoapp._limits.deadlines import SLACK, Deadlines
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._metrics import TCPStats
 from echoapp._peers import peer_host
@@ -70,6 +70,47 @@ def pause_reading_when_full(transport: Any) -> None:
     transport.registerProducer(ReadPauser(transport), True)
 
 
+class ClosesWithGrace:
+    """
+    A connection closed cleanly and aborted if the client has not let go
+    when the grace period ends.  The abort timer is armed I{before} the
+    close is asked for: C{loseConnection()} may call C{connectionLost}
+    before it returns (a transport that is already done, a test transport),
+    and a timer armed after that would find no one to cancel it, holding
+    the transport for the whole grace and failing a test's clean reactor.
+    L{GuardedProtocol} and L{Refusal} both close this way.
+    """
+
+    transport: Any
+    _abort: IDelayedCall | None = None
+
+    def close_within(self, clock: IReactorTime, grace: float, close: Callable[[], object]) -> None:
+        """Arm the abort for C{grace} seconds from now, then C{close()}."""
+        self._abort = clock.callLater(grace, self.transport.abortConnection)
+        close()
+
+    def cancel_abort(self) -> None:
+        """The connection is gone: its abort timer goes with it."""
+        abort, self._abort = self._abort, None
+        if abort is not None and abort.active():
+            abort.cancel()
+
+
+def half_closer(transport: Any) -> Callable[[], object] | None:
+    """
+    The transport's C{loseWriteConnection}, or L{None} where closing only
+    the write side is not a clean close.  Over TLS it is not: Twisted's TLS
+    wrapper has no such method of its own, and C{ProtocolWrapper.__getattr__}
+    hands out the I{TCP} transport's, which sends a FIN with no TLS
+    close_notify (a strict client sees C{UNEXPECTED_EOF_WHILE_READING}).
+    TLS's own C{loseConnection} is the half-close there anyway: it sends
+    close_notify and goes on reading until the client answers with its own.
+    """
+    if ISSLTransport.providedBy(transport):
+        return None
+    return getattr(transport, "loseWriteConnection", None)
+
+
 def peer_text(peer: str, port: int | None) -> str:
     """C{host:port} (C{[host]:port} for IPv6) for logs: the port pairs a connection's open and close lines."""
     if port is None:
@@ -77,7 +118,7 @@ def peer_text(peer: str, port: int | None) -> str:
     return f"[{peer}]:{port}" if ":" in peer else f"{peer}:{port}"
 
 
-class GuardedProtocol(Protocol):
+class GuardedProtocol(ClosesWithGrace, Protocol):
     """
     The connection side of the guard.  Subclasses call L{activity} when data
     arrives, L{message_started} when a partial message begins to be held,
@@ -90,7 +131,6 @@ class GuardedProtocol(Protocol):
     peer_port: int | None = None
     _closing = False
     _lingering = False
-    _abort: IDelayedCall | None = None
     _slot: int | None = None
     # When the partial message now held began; None while none is.
     _message_started: float | None = None
@@ -233,21 +273,19 @@ class GuardedProtocol(Protocol):
         if self._flow_controlled:
             # A registered producer would hold a TLS close open until it left.
             self.transport.unregisterProducer()
-        half_close = getattr(self.transport, "loseWriteConnection", None)  # TLS has none
+        half_close = half_closer(self.transport)
+        close = self.transport.loseConnection
         if linger and half_close is not None and IHalfCloseableProtocol.providedBy(self):
             self._lingering = True
             self.transport.resumeProducing()  # reads may be paused by backpressure
-            half_close()
-        else:
-            self.transport.loseConnection()
-        self._abort = self.clock.callLater(self.factory.limits.close_grace, self.transport.abortConnection)
+            close = half_close
+        self.close_within(self.clock, self.factory.limits.close_grace, close)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._slot is not None:
             self.factory.deadlines.remove(self, self._slot)
             self._slot = None
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
+        self.cancel_abort()
         self.stats.open -= 1
         self.factory.connections.remove(self)
         if self.factory.log_connections:
@@ -260,7 +298,7 @@ class GuardedProtocol(Protocol):
             )
 
 
-class Refusal(Protocol):
+class Refusal(HoldsDescriptor, ClosesWithGrace, Protocol):
     """
     Says why in one line, then closes: over a limit, or shutting down.
 
@@ -279,8 +317,9 @@ class Refusal(Protocol):
     the public API.
     """
 
-    transport: Any
-    _abort: IDelayedCall | None = None
+    # Aborts at once without a word, as over TLS: set for a connection whose
+    # client speaks TLS after a PROXY header, refused before the handshake.
+    silent = False
 
     def __init__(self, reason: str, clock: IReactorTime, grace: float) -> None:
         self.reason = reason
@@ -288,18 +327,16 @@ class Refusal(Protocol):
         self._grace = grace
 
     def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1
-        if ISSLTransport.providedBy(self.transport):
+        self.hold_descriptor()
+        if self.silent or ISSLTransport.providedBy(self.transport):
             self.transport.abortConnection()
             return
         self.transport.write(b"ERROR: %s\r\n" % self.reason.encode())
-        self.transport.loseConnection()
-        self._abort = self._clock.callLater(self._grace, self.transport.abortConnection)
+        self.close_within(self._clock, self._grace, self.transport.loseConnection)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        DESCRIPTORS.open -= 1
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
+        self.release_descriptor()
+        self.cancel_abort()
 
 
 class GuardedFactory(Factory):
@@ -353,13 +390,25 @@ class GuardedFactory(Factory):
             self._clock = global_reactor()
         return self._clock
 
+    def refusal_for(self, peer: str) -> Refusal | None:
+        """
+        The L{Refusal} for a new connection from host C{peer} when it is
+        over a limit (counted and logged as refused), else L{None}.  A
+        PROXY protocol listener asks this before the header is read too, by
+        the connection's real address.
+        """
+        reason = self.connections.refusal(peer)
+        if reason is None:
+            return None
+        self.stats.refused[reason] += 1
+        self._refusal_log.note(self.clock, reason)
+        return Refusal(REFUSALS[reason], self.clock, self.limits.close_grace)
+
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         peer = peer_host(addr)
-        reason = self.connections.refusal(peer)
-        if reason is not None:
-            self.stats.refused[reason] += 1
-            self._refusal_log.note(self.clock, reason)
-            return Refusal(REFUSALS[reason], self.clock, self.limits.close_grace)
+        refusal = self.refusal_for(peer)
+        if refusal is not None:
+            return refusal
         protocol = self.make_protocol()
         protocol.factory = self
         protocol.peer = peer

@@ -15,7 +15,12 @@ then is the service asked to admit the client, by its own address.
 A header lets its sender claim any source address, so it is believed only
 from the balancer: with trusted networks given (C{--proxy-from}), a
 connection from anywhere else is refused.  A v2 LOCAL header (the
-balancer's own health check) is served without counting against any peer.
+balancer's own health check) is served without counting against any peer;
+a header that names no client (v1 C{UNKNOWN}, its short form too, or v2
+with an C{AF_UNSPEC} family) counts against the connection's own address,
+as the spec says; a v1 source that is not an IP address of its family with
+a port from 0 to 65535 is malformed.  Under C{haproxy:ssl:} the header is
+read before the TLS handshake, where balancers send it.
 A connection that sends no complete header within L{HEADER_TIMEOUT}, or a
 malformed one, is closed.  All of these are counted and logged at most once
 per 10 s, never with a traceback.
@@ -27,6 +32,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.address import IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -42,16 +48,65 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.connections import Connections
+from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
-from echoapp._peers import BalancerAddress, host_of
-from echoapp._twisted import global_reactor, parse_proxy_header
+from echoapp._peers import BalancerAddress, host_of, peer_host
+from echoapp._twisted import global_reactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
 HEADER_TIMEOUT = 5.0  # seconds for the whole header, from the connection
 MAX_HEADER = 16 + 2048  # far more than any balancer sends (v2 allows 64 KiB of extensions)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+# The v1 form HAProxy sends for a client that is not TCP over IP; Twisted's
+# parser wants the four address fields after UNKNOWN, which the spec makes
+# optional.
+V1_UNKNOWN = b"PROXY UNKNOWN\r\n"
+# A v2 LOCAL header: the balancer speaking for itself (its health checks).
+LOCAL = BalancerAddress(None)
+
+
+def valid_source(source: IAddress) -> IAddress:
+    """
+    C{source} if it is an IP literal of its family with a port from 0 to
+    65535.  Twisted's v1 parser takes any word and any integer: C{PROXY
+    TCP4 balancer ...} took the key L{BALANCER} and counted against no
+    peer, ports 99999 and -1 passed, and escape bytes reached the log.
+
+    @raise ValueError: it is not.
+    """
+    host, port = getattr(source, "host", None), getattr(source, "port", None)
+    family = ipaddress.IPv6Address if isinstance(source, IPv6Address) else ipaddress.IPv4Address
+    family(str(host))  # raises ValueError
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port {port!r} is out of range")
+    return source
+
+
+def read_header(data: bytes) -> tuple[bool, IAddress | None, bytes]:
+    """
+    The PROXY header at the start of C{data}, as the spec reads it.
+
+    @return: C{(complete, header, rest)}: C{header} is the client's
+        address, L{LOCAL} for a v2 LOCAL header, or L{None} when the header
+        names no client (v1 C{UNKNOWN}, short or long; v2 PROXY with an
+        C{AF_UNSPEC} family), for which the spec says to use the
+        connection's own addresses.
+    @raise ValueError: the header is malformed or names an invalid address.
+    """
+    if data.startswith(V1_UNKNOWN):
+        return True, None, data[len(V1_UNKNOWN) :]
+    complete, source, rest = parse_proxy_header(data)
+    if not complete:
+        return False, None, b""
+    if source is not None:
+        return True, valid_source(source), rest
+    if data.startswith(V2_SIGNATURE) and data[12] & 0x0F == 0:
+        return True, LOCAL, rest
+    return True, None, rest
 
 
 def parse_networks(texts: Sequence[str]) -> tuple[Network, ...]:
@@ -90,23 +145,42 @@ class ProxiedTransport:
 
 
 @implementer(IHalfCloseableProtocol)
-class HeaderReader(Protocol):
-    """One connection until its header is read, then the service's protocol's."""
+class HeaderReader(HoldsDescriptor, Protocol):
+    """
+    One connection until its header is read, then the service's protocol's.
+
+    Until then it is one of the service's connections (L{Connections}),
+    counted by the connection's real address: against the descriptor
+    ceiling, C{--max-connections} and C{--max-per-peer}, so silent
+    connections that never send a header are held to the limits every
+    other connection is (4,196 of them from one address once used up every
+    descriptor of the process).  Once the header is read it leaves, just
+    before the service is asked to admit the client by the header's
+    address.  Behind a service with no L{Connections} it counts only its
+    descriptor.
+    """
 
     transport: Any
     inner: IProtocol | None = None
     _deadline: IDelayedCall | None = None
-    _holding = False  # counted in the descriptors while it reads the header
 
     def __init__(self, factory: ProxyFactory, balancer: IAddress | None) -> None:
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
+        self.peer = peer_host(balancer)  # what L{Connections} counts it by
 
     def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1  # while it reads the header; the service's protocol counts itself after
-        self._holding = True
+        connections = self._factory.connections
+        if connections is not None:
+            connections.add(self)
+        else:
+            self.hold_descriptor()
         self._deadline = self._factory.clock.callLater(HEADER_TIMEOUT, self._refuse, "slow")
+
+    def shutdown(self) -> None:
+        """The service drains: a connection with no header yet has no client to say goodbye to."""
+        self._refuse("draining")
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -115,7 +189,7 @@ class HeaderReader(Protocol):
             return
         buffer = self._buffer = self._buffer + data
         try:
-            complete, source, rest = parse_proxy_header(buffer)
+            complete, header, rest = read_header(buffer)
         except ValueError:
             self._refuse("malformed")
             return
@@ -126,12 +200,18 @@ class HeaderReader(Protocol):
         self._stop_waiting()
         self._release()
         self._buffer = b""
-        peer = source if source is not None else BalancerAddress(self._balancer)
+        balancer: IAddress | None = self._balancer
+        if header is LOCAL:
+            peer: IAddress = BalancerAddress(balancer)
+        elif header is None:  # no client address in it: the connection's own peer is the one
+            peer, balancer = balancer if balancer is not None else self.transport.getPeer(), None
+        else:
+            peer = header
         inner = self.inner = self._factory.wrapped.buildProtocol(peer)
         if inner is None:
             self.transport.loseConnection()
             return
-        inner.makeConnection(ProxiedTransport(self.transport, peer, self._balancer))  # type: ignore[arg-type]
+        inner.makeConnection(ProxiedTransport(self.transport, peer, balancer))  # type: ignore[arg-type]
         if rest:
             inner.dataReceived(rest)
 
@@ -165,9 +245,10 @@ class HeaderReader(Protocol):
         self._release()
 
     def _release(self) -> None:
-        if self._holding:
-            self._holding = False
-            DESCRIPTORS.open -= 1
+        connections = self._factory.connections
+        if connections is not None:
+            connections.remove(self)
+        self.release_descriptor()
 
 
 class ProxyFactory(Factory):
@@ -178,6 +259,7 @@ class ProxyFactory(Factory):
     """
 
     noisy = False
+    tls = False  # TLS starts after the header (L{wrap_tls})
 
     def __init__(
         self, wrapped: IProtocolFactory, trusted: tuple[Network, ...] = (), clock: IReactorTime | None = None
@@ -188,6 +270,10 @@ class ProxyFactory(Factory):
         self._log = ThrottledLog("Refused {count} PROXY protocol connections ({reasons})")
         # Counted where the service counts its refusals, when it has such counts.
         self._stats = getattr(wrapped, "stats", None)
+        # The service's connections and admission, when it has them (a
+        # guarded factory, or one wrapped by the faults, which hands them on).
+        self.connections: Connections | None = getattr(wrapped, "connections", None)
+        self._refusal_for = getattr(wrapped, "refusal_for", None)
 
     @property
     def clock(self) -> IReactorTime:
@@ -199,6 +285,11 @@ class ProxyFactory(Factory):
         if self.trusted and not self._trusts(addr):
             self.refused("untrusted")
             return None
+        if self._refusal_for is not None:
+            refusal: Any = self._refusal_for(peer_host(addr))
+            if refusal is not None:
+                refusal.silent = self.tls  # a line in clear would reach a client speaking TLS
+                return refusal
         return HeaderReader(self, addr)
 
     def _trusts(self, addr: IAddress | None) -> bool:
@@ -212,10 +303,22 @@ class ProxyFactory(Factory):
         return any(address in network for network in self.trusted)
 
     def refused(self, reason: str) -> None:
-        """C{reason}: C{untrusted}, C{malformed} or C{slow}."""
+        """C{reason}: C{untrusted}, C{malformed}, C{slow} or C{draining}."""
         if self._stats is not None:
             self._stats.refused["proxy"] += 1
         self._log.note(self.clock, reason)
+
+    def wrap_tls(self, context: Any) -> None:
+        """
+        TLS inside: the header is read from the bare connection and TLS
+        starts after it, as balancers send it (HAProxy's C{ssl
+        send-proxy-v2}, nginx's C{proxy_protocol on}: the header comes
+        before the ClientHello).
+        """
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        self.wrapped = TLSMemoryBIOFactory(context, False, self.wrapped)
+        self.tls = True
 
     def doStart(self) -> None:
         self.wrapped.doStart()
@@ -223,6 +326,31 @@ class ProxyFactory(Factory):
     def doStop(self) -> None:
         self._log.flush()
         self.wrapped.doStop()
+
+
+class HeaderBeforeTLS:
+    """
+    The reactor a C{haproxy:ssl:} listener's TLS endpoint is given: its
+    C{listenSSL} listens in plain TCP and puts TLS inside the
+    L{ProxyFactory} (L{ProxyFactory.wrap_tls}), so the header is read
+    before the handshake.  Twisted's C{ssl:} endpoint does the parsing
+    (certificates, options) as for any C{ssl:} listener; everything else is
+    the real reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenSSL(
+        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        if not isinstance(factory, ProxyFactory):
+            return self._reactor.listenSSL(port, factory, contextFactory, backlog, interface)
+        factory.wrap_tls(contextFactory)
+        return mark_tls(self._reactor.listenTCP(port, factory, backlog, interface))
 
 
 @implementer(IStreamServerEndpoint)

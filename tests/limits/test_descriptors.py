@@ -1,13 +1,17 @@
 """The process-wide descriptor ceiling."""
 
 import resource
+import select
+import socket
 
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from echoapp._limits.descriptors import DESCRIPTORS, FD_RESERVE
+from echoapp._limits.descriptors import DESCRIPTORS, OPENED_LATER
 from echoapp._protocols.echo import EchoFactory
-from tests.support import fake_connect
+from echoapp._twisted import ACCEPT_BATCH
+from tests.support import DEADLINE, Twistd, fake_connect
 
 
 class DescriptorCeilingTests(SynchronousTestCase):
@@ -19,4 +23,77 @@ class DescriptorCeilingTests(SynchronousTestCase):
     def test_raise_fd_limit_reports_the_soft_limit(self) -> None:
         soft = DESCRIPTORS.raise_limit()
         self.assertEqual(soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        self.assertEqual(DESCRIPTORS.limit(), soft - FD_RESERVE)
+        self.assertEqual(DESCRIPTORS.limit(), soft - DESCRIPTORS.reserve())
+
+    def test_the_reserve_follows_what_the_process_holds(self) -> None:
+        self.patch(DESCRIPTORS, "open", 0)  # other tests' fake connections hold no real descriptor
+        before = DESCRIPTORS.reserve()
+        self.assertGreaterEqual(before, 3 + OPENED_LATER + 2 * ACCEPT_BATCH, "stdin, stdout, stderr at least")
+        with open(__file__):  # one more descriptor held, one more kept free
+            self.assertEqual(DESCRIPTORS.reserve(), before + 1)
+        DESCRIPTORS.hold()  # a connection's descriptor is counted in the ceiling, not the reserve
+        self.addCleanup(DESCRIPTORS.release)
+        self.assertEqual(DESCRIPTORS.reserve(), before - 1)
+
+
+def flood(port: int, count: int) -> dict[str, int]:
+    """
+    Open C{count} connections and hold them; then what each got: told the
+    server is busy, admitted (silence: echo says nothing), or closed or reset
+    without a word.
+    """
+    socks = []
+    outcome = {"busy": 0, "admitted": 0, "unanswered": 0}
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.settimeout(DEADLINE)
+            try:
+                sock.connect(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                outcome["unanswered"] += 1
+                continue
+            socks.append(sock)
+        pending = {sock.fileno(): sock for sock in socks}
+        while pending:
+            ready, _, _ = select.select(list(pending), [], [], 1.0)
+            if not ready:
+                break  # a second with no news: the rest were admitted
+            for fd in ready:
+                sock = pending.pop(fd)
+                try:
+                    data = sock.recv(100)
+                except OSError:
+                    data = b""
+                outcome["busy" if data == b"ERROR: server busy\r\n" else "unanswered"] += 1
+        outcome["admitted"] = len(pending)
+    finally:
+        for sock in socks:
+            sock.close()
+    return outcome
+
+
+class CeilingUnderFloodTests(TestCase):
+    """
+    At a low RLIMIT_NOFILE, a flood past the ceiling: every client is
+    admitted or told why not, on both reactors, and accept() never reaches
+    EMFILE (Twisted's recovery then closed clients unread and logged a line
+    for each).
+    """
+
+    async def test_refused_clients_are_told_and_the_log_stays_small(self) -> None:
+        def low_limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
+
+        peer = Twistd(
+            ["echoapp-echo", "--listen", "tcp:0:interface=127.0.0.1", "--max-per-peer", "10000"],
+            preexec=low_limit,
+        )
+        self.addCleanup(peer.stop)
+        outcome = await deferToThread(flood, peer.address_port("echoapp-echo"), 400)
+        peer.stop()
+        self.assertEqual(outcome["unanswered"], 0, outcome)
+        self.assertEqual(outcome["admitted"] + outcome["busy"], 400, outcome)
+        self.assertGreater(outcome["busy"], 0, outcome)
+        self.assertLessEqual(peer.output.count("EMFILE"), 1, peer.output[-2000:])

@@ -1,12 +1,14 @@
 """The connection guard: admission, limits, refusals, deadlines, closing, drain; on a fake clock."""
 
 import socket
+import ssl
 import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -18,7 +20,7 @@ from echoapp._limits.guard import Refusal
 from echoapp._protocols.echo import EchoFactory
 from echoapp._protocols.greeter import GreeterFactory
 from echoapp.config import GreeterConfig, TCPLimits
-from tests.support import DEADLINE, fake_connect, listeners, lose, make_certificates, start
+from tests.support import DEADLINE, address, fake_connect, listeners, lose, make_certificates, start
 
 
 class ConnectionLimitTests(SynchronousTestCase):
@@ -150,6 +152,19 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"abc")
         self.assertTrue(transport.disconnecting)
 
+    def test_a_close_that_loses_the_connection_at_once_leaves_no_abort_timer(self) -> None:
+        # loseConnection() may call connectionLost before it returns: an abort
+        # armed after it outlived the connection by the whole grace.
+        clock = Clock()
+        factory = GreeterFactory(GreeterConfig(), Connections(self.limits), clock)
+        protocol = factory.buildProtocol(address())
+        transport = StringTransportWithDisconnection(peerAddress=address())
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"exit\n")
+        self.assertFalse(transport.connected, "the close lost the connection at once")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
     def test_exit_word_close_escalates_too(self) -> None:
         clock = Clock()
         protocol, transport = self.greeter(clock)
@@ -206,6 +221,15 @@ class RefusalTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected, "aborted after the grace")
         refusal.connectionLost(None)
         self.assertEqual(DESCRIPTORS.open, before)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_a_close_that_loses_the_connection_at_once_leaves_no_abort_timer(self) -> None:
+        clock = Clock()
+        refusal = Refusal("too many connections", clock, 3)
+        transport = StringTransportWithDisconnection()
+        transport.protocol = refusal
+        refusal.makeConnection(transport)
+        self.assertFalse(transport.connected)
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_tls_is_aborted_at_once_without_a_word(self) -> None:
@@ -273,3 +297,42 @@ class TLSRefusalTests(TestCase):
                 break
             await deferLater(reactor, 0.05)
         self.assertTrue(closed(sock))
+
+
+def strict_tls_exchange(port: int, ca: str, payload: bytes) -> bytes:
+    """
+    Send C{payload} over TLS and read to the end, as a strict client does:
+    a close without close_notify raises C{SSLEOFError} rather than being
+    taken for the end.
+    """
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), DEADLINE) as raw:
+        with context.wrap_socket(raw, suppress_ragged_eofs=False) as sock:
+            sock.sendall(payload)
+            received = b""
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except ssl.SSLZeroReturnError:
+                    return received
+                if not chunk:
+                    return received
+                received += chunk
+
+
+class TLSCloseTests(TestCase):
+    async def test_a_too_long_line_over_tls_ends_with_close_notify(self) -> None:
+        try:
+            import OpenSSL  # noqa: F401
+
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL")
+        paths = make_certificates(tempfile.mkdtemp())
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        tree = services.tcp_greeter([listen], GreeterConfig(max_line_length=16))
+        [port] = start(self, tree)
+        received = await deferToThread(
+            strict_tls_exchange, port.getHost().port, paths["ca.pem"], b"x" * 100 + b"\n"
+        )
+        self.assertIn(b"ERROR: line too long", received)

@@ -7,22 +7,34 @@ reactors' paths (Twisted's TCP and the native transports) are exercised.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
+import tempfile
+import time
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
+from echoapp._limits.connections import Connections
+from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._limits.guard import Refusal
+from echoapp._protocols.echo import EchoFactory
 from echoapp._tap import echo, tcp
 from echoapp._transports import proxy_protocol as proxy
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import TCPLimits
-from tests.support import DEADLINE, listeners, start
+from tests.support import DEADLINE, address, free_port, listeners, make_certificates, start
 
 LISTEN = "haproxy:tcp:0:interface=127.0.0.1"
 V2 = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -69,22 +81,40 @@ class BehindABalancerTests(TestCase):
 
     async def test_v1_and_v2_peers_are_the_clients(self) -> None:
         port, tree = self.serve(max_per_peer=1)
-        held = []
-        for header in (v1("10.1.1.1"), v2("10.2.2.2")):
+        connections = listeners(tree)[0].factory.connections
+        for count, header in enumerate((v1("10.1.1.1"), v2("10.2.2.2")), 1):
+            # One at a time: until its header is read, a connection counts
+            # against the balancer's own address (here the limit of 1).
             sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
             self.addCleanup(sock.close)
             sock.sendall(header)
-            held.append(sock)
-        connections = listeners(tree)[0].factory.connections
-        for _ in range(int(DEADLINE / 0.02)):
-            if len(connections.per_peer) == 2:
-                break
-            await deferLater(reactor, 0.02)
+            for _ in range(int(DEADLINE / 0.02)):
+                if len(connections.per_peer) == count and "127.0.0.1" not in connections.per_peer:
+                    break
+                await deferLater(reactor, 0.02)
         self.assertEqual(connections.per_peer, {"10.1.1.1": 1, "10.2.2.2": 1}, "per client, not per balancer")
         self.assertEqual(
             await self.talk(port, v1("10.1.1.1")), b"ERROR: too many connections from your address\r\n"
         )
         self.assertEqual(await self.talk(port, v2("10.3.3.3")), b"Welcome!\r\n")
+
+    async def test_silent_connections_count_against_their_real_address(self) -> None:
+        port, tree = self.serve(max_per_peer=5)
+
+        def flood() -> list[bytes]:
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(20)]
+            try:
+                answers = []
+                for sock in socks[5:]:
+                    answers.append(sock.recv(100))
+                return answers
+            finally:
+                for sock in socks:
+                    sock.close()
+
+        answers = await deferToThread(flood)
+        self.assertEqual(answers, [b"ERROR: too many connections from your address\r\n"] * 15)
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["per-peer"], 15)
 
     async def test_what_follows_the_header_is_served(self) -> None:
         port, _ = self.serve()
@@ -173,6 +203,62 @@ class DescriptorTests(SynchronousTestCase):
         self.assertEqual(DESCRIPTORS.open, before)
 
 
+class BeforeTheHeaderTests(SynchronousTestCase):
+    """
+    A connection that has not sent its header yet is one of the service's
+    connections, by its real address: silent connections from one address
+    once took every descriptor of the process.
+    """
+
+    def reader(self, factory: proxy.ProxyFactory, host: str = "127.0.0.1") -> tuple[Any, StringTransport]:
+        protocol = factory.buildProtocol(address(host))
+        assert protocol is not None
+        transport = StringTransport(peerAddress=address(host))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def proxied(self, **limits: Any) -> proxy.ProxyFactory:
+        return proxy.ProxyFactory(EchoFactory(Connections(TCPLimits(**limits)), Clock()), clock=Clock())
+
+    def test_the_per_peer_limit_counts_the_real_address(self) -> None:
+        factory = self.proxied(max_per_peer=2)
+        silent = [self.reader(factory)[0] for _ in range(2)]
+        refused, transport = self.reader(factory)
+        self.assertIsInstance(refused, Refusal)
+        self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
+        self.assertNotIsInstance(self.reader(factory, "127.0.0.2")[0], Refusal)  # other addresses are served
+        silent[0].dataReceived(v1("10.1.1.1"))
+        self.assertEqual(factory.connections.per_peer, {"127.0.0.1": 1, "127.0.0.2": 1, "10.1.1.1": 1})
+        self.assertNotIsInstance(self.reader(factory)[0], Refusal)  # the header freed the slot
+
+    def test_the_connection_limit(self) -> None:
+        factory = self.proxied(max_connections=3, max_per_peer=3)
+        for n in range(3):
+            self.reader(factory, f"127.0.0.{n + 1}")
+        _, transport = self.reader(factory, "127.0.0.9")
+        self.assertEqual(transport.value(), b"ERROR: too many connections\r\n")
+
+    def test_the_descriptor_ceiling(self) -> None:
+        factory = self.proxied()
+        before = DESCRIPTORS.open
+        reader, _ = self.reader(factory)
+        self.assertEqual(DESCRIPTORS.open, before + 1)
+        self.patch(DESCRIPTORS, "limit", lambda: DESCRIPTORS.open)
+        _, transport = self.reader(factory, "127.0.0.2")
+        self.assertEqual(transport.value(), b"ERROR: server busy\r\n")
+        reader.connectionLost(None)
+        self.assertEqual(factory.connections.live, set())
+
+    def test_a_drain_closes_connections_without_a_header(self) -> None:
+        factory = self.proxied()
+        reader, transport = self.reader(factory)
+        done = factory.connections.drain()
+        self.assertTrue(transport.disconnected)
+        self.assertNoResult(done)  # the connection is gone when the transport says so
+        reader.connectionLost(None)
+        self.successResultOf(done)
+
+
 class OptionTests(SynchronousTestCase):
     def test_proxy_from(self) -> None:
         options = tcp.Options()
@@ -191,3 +277,161 @@ class OptionTests(SynchronousTestCase):
             usage.UsageError, tcp.Options().parseOptions, ["--listen", LISTEN, "--proxy-from", "ten"]
         )
         self.assertEqual(str(error), "--proxy-from: 'ten' is not an address or network (e.g. 10.0.0.0/8)")
+
+
+def v2_unspec() -> bytes:
+    """A v2 PROXY (not LOCAL) header whose family is AF_UNSPEC: no address."""
+    return V2 + bytes([0x21, 0x00]) + struct.pack("!H", 0)
+
+
+class HeaderRulesTests(SynchronousTestCase):
+    """What a header says, as the spec reads it; sources that are not addresses are malformed."""
+
+    def test_v1_sources_must_be_addresses(self) -> None:
+        for header in (
+            b"PROXY TCP4 balancer 5.6.7.8 1 2\r\n",  # the key of the balancer's own checks
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n",
+            b"PROXY TCP4 \x1b[31mred 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",  # not of its family
+            b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n",
+        ):
+            self.assertRaises(ValueError, proxy.read_header, header)
+        complete, source, rest = proxy.read_header(b"PROXY TCP6 2001:db8::1 ::1 65535 2\r\nhi")
+        self.assertEqual(
+            (complete, getattr(source, "host", None), getattr(source, "port", None), rest),
+            (True, "2001:db8::1", 65535, b"hi"),
+        )
+
+    def test_unknown_and_unspec_name_no_client(self) -> None:
+        self.assertEqual(proxy.read_header(b"PROXY UNKNOWN\r\nhi"), (True, None, b"hi"))
+        self.assertEqual(proxy.read_header(b"PROXY UNKNOWN 1.2.3.4 5.6.7.8 1 2\r\n"), (True, None, b""))
+        self.assertEqual(proxy.read_header(v2_unspec() + b"x"), (True, None, b"x"))
+        self.assertEqual(proxy.read_header(V2_LOCAL), (True, proxy.LOCAL, b""))
+        self.assertEqual(proxy.read_header(b"PROXY UNKNOWN\r"), (False, None, b""))
+
+
+class SpecShapesTests(TestCase):
+    def serve(self, **limits: Any) -> tuple[int, Any]:
+        tree = services.tcp_greeter([LISTEN], limits=TCPLimits(**limits), log_connections=True)
+        [port] = start(self, tree)
+        return port.getHost().port, tree
+
+    async def test_unknown_and_unspec_count_against_the_real_peer(self) -> None:
+        port, tree = self.serve(max_per_peer=2)
+
+        def hold_two_then_one_more() -> tuple[list[bytes], bytes]:
+            held = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(2)]
+            try:
+                welcomes = []
+                for sock, header in zip(held, (b"PROXY UNKNOWN\r\n", v2_unspec()), strict=True):
+                    sock.sendall(header)
+                    welcomes.append(sock.recv(100))
+                return welcomes, converse(port, b"PROXY UNKNOWN\r\n")
+            finally:
+                for sock in held:
+                    sock.close()
+
+        welcomes, third = await deferToThread(hold_two_then_one_more)
+        self.assertEqual(welcomes, [b"Welcome!\r\n"] * 2, "served, the short UNKNOWN form too")
+        self.assertEqual(
+            third,
+            b"ERROR: too many connections from your address\r\n",
+            "counted against the connection's own address, not against no one",
+        )
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["per-peer"], 1)
+
+    async def test_a_balancer_keyword_does_not_bypass_the_per_peer_limit(self) -> None:
+        port, tree = self.serve(max_per_peer=5)
+        header = b"PROXY TCP4 balancer 5.6.7.8 1 2\r\n"
+        answers = [await deferToThread(converse, port, header) for _ in range(8)]
+        self.assertEqual(answers, [b""] * 8, "malformed: closed")
+        self.assertEqual(listeners(tree)[0].factory.stats.refused["proxy"], 8)
+
+    async def test_escape_bytes_never_reach_the_log(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port, _ = self.serve()
+        await deferToThread(converse, port, b"PROXY TCP4 \x1b]0;owned\x07 5.6.7.8 1 2\r\n")
+        self.assertEqual(await deferToThread(converse, port, v1("10.1.1.1")), b"Welcome!\r\n")
+        self.assertFalse([e for e in events if "\x1b" in formatEvent(e)])
+
+
+def tls_after_header(port: int, ca: str, header: bytes) -> bytes:
+    """The PROXY header in clear, then TLS, as HAProxy's C{ssl send-proxy-v2} and nginx send them."""
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", port), DEADLINE) as raw:
+        raw.sendall(header)
+        with context.wrap_socket(raw) as sock:
+            sock.sendall(b"tls\n")
+            received = b""
+            while b"Hello" not in received:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+            return received
+
+
+class HeaderBeforeTLSTests(TestCase):
+    def tls_listen(self) -> tuple[str, dict[str, str]]:
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL")
+        paths = make_certificates(tempfile.mkdtemp())
+        keys = f"privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        listen = f"haproxy:ssl:0:interface=127.0.0.1:{keys}"
+        return listen, paths
+
+    async def test_the_header_comes_before_the_handshake(self) -> None:
+        listen, paths = self.tls_listen()
+        tree = services.tcp_greeter([listen], limits=TCPLimits(max_per_peer=1))
+        [port] = start(self, tree)
+        received = await deferToThread(tls_after_header, port.getHost().port, paths["ca.pem"], v2("10.9.9.9"))
+        self.assertEqual(received, b"Welcome!\r\nHello, tls!\n")
+        self.assertEqual(listeners(tree)[0].factory.stats.accepted, 1)
+
+    async def test_behind_the_real_haproxy(self) -> None:
+        haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+        if haproxy is None:
+            self.skipTest("haproxy is not installed here (.ci/run installs it with apt-get)")
+        listen, _ = self.tls_listen()
+        tree = services.tcp_greeter([listen], log_connections=True)
+        [port] = start(self, tree)
+        frontend = free_port()
+        directory = tempfile.mkdtemp(prefix="echoapp-haproxy-ssl-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        config = os.path.join(directory, "haproxy.cfg")
+        with open(config, "w") as file:
+            file.write(
+                "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n"
+                f"frontend f\n  bind 127.0.0.1:{frontend}\n  default_backend b\n"
+                f"backend b\n  server e 127.0.0.1:{port.getHost().port} ssl verify none send-proxy-v2\n"
+            )
+        proxy_process = subprocess.Popen(
+            [haproxy, "-db", "-f", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.addCleanup(proxy_process.wait, DEADLINE)
+        self.addCleanup(proxy_process.terminate)
+
+        def through_haproxy() -> bytes:
+            end = time.monotonic() + DEADLINE
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", frontend), DEADLINE) as sock:
+                        received = b""
+                        sock.sendall(b"haproxy\n")
+                        while b"Hello" not in received and (chunk := sock.recv(4096)):
+                            received += chunk
+                        if received or time.monotonic() > end:
+                            return received
+                except ConnectionRefusedError:
+                    if time.monotonic() > end:
+                        raise
+                time.sleep(0.1)
+
+        self.assertEqual(await deferToThread(through_haproxy), b"Welcome!\r\nHello, haproxy!\n")
+        self.assertEqual(listeners(tree)[0].factory.stats.accepted, 1)
