@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import inspect
 import pathlib
+import re
 from typing import Any
 
 from docutils import nodes
@@ -217,6 +218,39 @@ class ModulesDirective(Directive):
         return [table(["module", "what it is for (its docstring)"], rows)]
 
 
+# echoapp's docstrings are epytext (Twisted's convention, for pydoctor); autodoc reads reST.
+_EPYTEXT_FIELDS = [
+    (re.compile(r"^(\s*)@ivar (\w+):", re.MULTILINE), r"\1:ivar \2:"),
+    (re.compile(r"^(\s*)@param (\w+):", re.MULTILINE), r"\1:param \2:"),
+    (re.compile(r"^(\s*)@type (\w+):", re.MULTILINE), r"\1:type \2:"),
+    (re.compile(r"^(\s*)@raise (\w[\w.]*):", re.MULTILINE), r"\1:raises \2:"),
+    (re.compile(r"^(\s*)@return:", re.MULTILINE), r"\1:returns:"),
+    (re.compile(r"^(\s*)@rtype:", re.MULTILINE), r"\1:rtype:"),
+]
+_EPYTEXT_INLINE = re.compile(r"([CLIB])\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def epytext_to_rest(text: str) -> str:
+    """C{x} as ``x``, L{x} as a cross-reference, I{x} and B{x} as emphasis, @fields as reST fields."""
+
+    def inline(match: re.Match[str]) -> str:
+        kind, body = match[1], match[2]
+        if kind == "L":
+            return f":py:obj:`{body}`"
+        if kind == "C":
+            return f"``{body}``" if body else "``{}``"
+        return f"*{body}*" if kind == "I" else f"**{body}**"
+
+    for pattern, replacement in _EPYTEXT_FIELDS:
+        text = pattern.sub(replacement, text)
+    return _EPYTEXT_INLINE.sub(inline, text)
+
+
+def process_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    converted = epytext_to_rest("\n".join(lines)).split("\n")
+    lines[:] = converted
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.add_directive("echoapp-options", OptionsDirective)
     app.add_directive("echoapp-config", ConfigDirective)
@@ -225,4 +259,5 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_directive("echoapp-log-namespaces", LogNamespacesDirective)
     app.add_directive("echoapp-endpoints", EndpointsDirective)
     app.add_directive("echoapp-modules", ModulesDirective)
+    app.connect("autodoc-process-docstring", process_docstring)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
