@@ -164,7 +164,7 @@ def main() -> None:
         action="append",
         choices=names,
         metavar="NAME",
-        help="run this server (the names are listed below); repeatable; all by default",
+        help="run this server; repeatable; all by default (the names are listed below)",
     )
     parser.add_argument(
         "--output",
