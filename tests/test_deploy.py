@@ -8,6 +8,7 @@ and HAProxy really balances over two instances.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -276,6 +277,40 @@ class DockerfileTests(SynchronousTestCase):
             self.assertEqual(subprocess.run(probe, timeout=DEADLINE).returncode, 0)
         finally:
             server.stop()
+
+
+def docker_ignores(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves C{path} out of the build context: a pattern matches it or a folder above it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return any(
+        fnmatch.fnmatchcase(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatchcase(prefix, pattern)
+        for pattern in patterns
+        for prefix in (prefixes + parts if pattern.startswith("**/") else prefixes)
+    )
+
+
+class DockerignoreTests(SynchronousTestCase):
+    def test_the_context_holds_what_the_image_builds_from_and_nothing_else(self) -> None:
+        with open(os.path.join(os.path.dirname(DEPLOY), ".dockerignore")) as file:
+            patterns = [line.strip() for line in file if line.strip() and not line.startswith("#")]
+        needed = subprocess.run(
+            ["git", "ls-files", "setup.cfg", "pyproject.toml", "README.rst", "echoapp", "twisted"],
+            cwd=os.path.dirname(DEPLOY), capture_output=True, text=True, timeout=DEADLINE,
+        ).stdout.split()  # fmt: skip
+        if not needed:
+            self.skipTest("not a git checkout")
+        self.assertEqual([path for path in needed if docker_ignores(path, patterns)], [])
+        left_out = [
+            ".git/config",
+            "docs/_build/html/index.html",
+            "tests/test_deploy.py",
+            "echoapp/__pycache__/x.pyc",
+            "twisted/plugins/dropin.cache",
+            ".venv/bin/python",
+        ]
+        for path in left_out:
+            self.assertTrue(docker_ignores(path, patterns), path)
 
 
 class KubernetesTests(SynchronousTestCase):
