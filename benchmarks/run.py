@@ -1,7 +1,7 @@
 """
 The side-by-side benchmark: echoapp against the servers it replaces.
 
-    python benchmarks/run.py            # about 9 minutes on 2 cores
+    python benchmarks/run.py            # about 17 minutes on 2 cores
     python benchmarks/run.py --smoke    # a second or two, to keep it working
 
 Each contender runs as its own process pinned to CPU 0; the load generator,
@@ -138,7 +138,12 @@ def default_output(now: float | None = None) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [*CONTENDERS, *GROUP_CONTENDERS, *ECHO_CONTENDERS, *UDP_CONTENDERS]
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="contenders (quote the name for --contender):\n" + "\n".join(f"  {name}" for name in names),
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every contender once")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per run")
@@ -150,19 +155,21 @@ def main() -> None:
         dest="scenarios",
         action="append",
         choices=SCENARIO_KEYS,
+        metavar="SCENARIO",
         help=f"run this scenario; repeatable; all by default ({', '.join(SCENARIO_KEYS)})",
     )
     parser.add_argument(
         "--contender",
         dest="contenders",
         action="append",
-        choices=[*CONTENDERS, *GROUP_CONTENDERS, *ECHO_CONTENDERS, *UDP_CONTENDERS],
-        help="run this server; repeatable; all by default",
+        choices=names,
+        metavar="NAME",
+        help="run this server; repeatable; all by default (the names are listed below)",
     )
     parser.add_argument(
         "--output",
         help="directory for latest.md, latest.rst and latest.png; by default a new "
-        "benchmarks/results/run-DATE-TIME (say --output benchmarks/results to update README's figures)",
+        "benchmarks/results/run-DATE-TIME (--output benchmarks/results updates the figures the docs show)",
     )
     parser.add_argument(
         "--repeat-noisy",

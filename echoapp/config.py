@@ -39,7 +39,7 @@ class GreeterConfig:
     exit_word: bytes = spec(b"exit", TEXT, "Message that closes the connection ('' for none).")
     farewell: bytes = spec(b"Goodbye!", TEXT, "Line sent before closing on the exit word ('' for none).")
     framing: Framing = spec(
-        Framing.AUTO, choice(Framing, "framing"), "auto, line or raw: how bytes become messages (see README)."
+        Framing.AUTO, choice(Framing, "framing"), "auto, line or raw: how messages are cut (see the docs)."
     )
     # A line is held whole until its LF comes: the bound keeps what one
     # client can make the server hold to a few MiB.

@@ -1,11 +1,14 @@
 """
-The deployment files work: systemd units verify, every command line in them
-parses with echoapp's own options, the Dockerfile's command runs and passes
-its own health check, and HAProxy really balances over two instances.
+The deployment files work as shipped: systemd units verify, every command
+line in them parses with echoapp's own options, each names its page of the
+documentation, the logrotate rule rotates the log of the file-logging unit's
+real daemon, the Dockerfile's command runs and passes its own health check,
+and HAProxy really balances over two instances.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -13,6 +16,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -24,6 +28,10 @@ from tests.support import DEADLINE, Twistd, free_port, twistd_path
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 UNITS = os.path.join(DEPLOY, "systemd")
+RULE = os.path.join(DEPLOY, "logrotate", "echoapp")
+DOCS = os.path.join(os.path.dirname(DEPLOY), "docs")
+# Where the docs are published (.readthedocs.yaml builds docs/); setup.cfg's url says the same.
+PUBLISHED = "https://echoapp.readthedocs.io/en/latest/"
 PLUGINS = {
     "echoapp": "echoapp._tap.everything",
     "echoapp-tcp": "echoapp._tap.tcp",
@@ -53,8 +61,11 @@ def check_command(test: SynchronousTestCase, words: list[str]) -> None:
     [at] = [i for i, word in enumerate(words) if word in PLUGINS]
     twistd_options, plugin, plugin_args = words[1:at], words[at], words[at + 1 :]
     test.assertIn("--nodaemon", twistd_options)
-    logger = twistd_options[twistd_options.index("--logger") + 1]
-    test.assertTrue(callable(namedAny(logger)), logger)
+    if "--logger" in twistd_options:
+        logger = twistd_options[twistd_options.index("--logger") + 1]
+        test.assertTrue(callable(namedAny(logger)), logger)
+    else:  # the file-logging unit: twistd's own text log, which logrotate rotates
+        test.assertTrue(any(option.startswith("--logfile=/") for option in twistd_options), words)
     options: usage.Options = namedAny(PLUGINS[plugin]).Options()
     if any(arg.startswith("systemd:") for arg in plugin_args):
         return  # needs an inherited socket: tests/transports/test_endpoints.py runs it for real
@@ -67,8 +78,25 @@ class SystemdUnitTests(SynchronousTestCase):
             if unit.endswith(".service"):
                 check_command(self, exec_start(unit))
 
+    def test_every_unit_names_its_page_of_the_docs(self) -> None:
+        """C{Documentation=} is where the docs are published, and the page it names exists in docs/."""
+        for unit in os.listdir(UNITS):
+            [line] = [
+                line for line in read("systemd", unit).splitlines() if line.startswith("Documentation=")
+            ]
+            url = line[len("Documentation=") :]
+            self.assertTrue(url.startswith(PUBLISHED), (unit, url))
+            page = url[len(PUBLISHED) :].removesuffix(".html") + ".rst"
+            self.assertTrue(os.path.exists(os.path.join(DOCS, page)), (unit, page))
+
     def test_hardening(self) -> None:
-        for unit in ("echoapp.service", "echoapp-tcp.service", "echoapp@.service", "echoapp-shared@.service"):
+        for unit in (
+            "echoapp.service",
+            "echoapp-tcp.service",
+            "echoapp@.service",
+            "echoapp-shared@.service",
+            "echoapp-logfile.service",
+        ):
             text = read("systemd", unit)
             for setting in (
                 "DynamicUser=yes",
@@ -97,6 +125,126 @@ class SystemdUnitTests(SynchronousTestCase):
                 timeout=DEADLINE * 3,
             )
         self.assertEqual((result.returncode, result.stdout + result.stderr), (0, ""))
+
+
+def logrotate_path() -> str | None:
+    return shutil.which("logrotate") or shutil.which("logrotate", path="/usr/sbin")
+
+
+def rotate_in_namespace(root: str) -> None:
+    """
+    Run inside a private mount namespace (L{LogrotateTests}): C{root}'s
+    C{log} and C{run} directories are mounted over C{/var/log} and C{/run},
+    so the file-logging unit's command and the shipped logrotate rule run
+    with their real paths, unmodified, and touch nothing of the machine's.
+    Prints what the test checks as one JSON line.
+    """
+    for name, target in (("log", "/var/log"), ("run", "/run")):
+        subprocess.run(["mount", "--bind", os.path.join(root, name), target], check=True)
+    os.makedirs("/var/log/echoapp")
+    os.makedirs("/run/echoapp")
+    words = exec_start("echoapp-logfile.service")
+    at = words.index("echoapp")
+    loop = "tcp:0:interface=127.0.0.1"
+    command = [twistd_path(), *words[1:at], "echoapp", "--tcp", loop, "--echo", loop,
+               "--udp", "udp:0:interface=127.0.0.1", "--log-connections"]  # fmt: skip
+    log = "/var/log/echoapp/echoapp.log"
+    daemon = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    result: dict[str, object] = {"command": command}
+    try:
+        port = int(wait_for_match(log, r"echoapp-tcp listening on tcp:127\.0\.0\.1:(\d+)")[1])
+        wait_for_match("/run/echoapp/echoapp.pid", r"\d+")
+        visit(port)
+        wait_for_match(log, "Connection from")
+        rotated = subprocess.run(
+            [logrotate_path() or "logrotate", "-f", "-s", os.path.join(root, "state"),
+             RULE],
+            capture_output=True, text=True, timeout=DEADLINE,
+        )  # fmt: skip
+        result["logrotate"] = [rotated.returncode, rotated.stdout + rotated.stderr]
+        visit(port)
+        result["new log"] = wait_for_match(log, "Connection from", fail=False) is not None
+        result["files"] = sorted(os.listdir("/var/log/echoapp"))
+    finally:
+        daemon.terminate()
+        daemon.wait(DEADLINE)
+    print(json.dumps(result))
+
+
+def wait_for_match(path: str, pattern: str, fail: bool = True) -> re.Match[str] | None:
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                found = re.search(pattern, file.read())
+            if found:
+                return found
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    if fail:
+        raise AssertionError(f"gave up waiting for {pattern!r} in {path}")
+    return None
+
+
+def visit(port: int) -> None:
+    """One greeter session, so that the daemon logs a connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.recv(100)
+        sock.sendall(b"exit\n")
+        while sock.recv(100):
+            pass
+
+
+class LogrotateTests(SynchronousTestCase):
+    """
+    deploy/logrotate/echoapp, unmodified, with the real logrotate, against
+    the real daemon of deploy/systemd/echoapp-logfile.service (its twistd
+    options unmodified; the listen ports are the kernel's).  The paths are
+    real too: the test runs in a private mount namespace (C{unshare}) with
+    temporary directories over C{/var/log} and C{/run}, which needs root.
+    """
+
+    def test_debug_run_finds_no_error(self) -> None:
+        """C{logrotate -d}: no unknown user, no bad directive (it handles the pattern even with no log)."""
+        logrotate = logrotate_path()
+        if logrotate is None:
+            self.skipTest("logrotate is not installed here (.ci/run installs it with apt-get)")
+        with tempfile.TemporaryDirectory() as directory:
+            result = subprocess.run(
+                [logrotate, "-d", "-s", os.path.join(directory, "state"), RULE],
+                capture_output=True, text=True, timeout=DEADLINE,
+            )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("error", result.stdout + result.stderr)
+        self.assertIn("/var/log/echoapp/*.log", result.stdout + result.stderr)
+
+    def test_rotates_the_log_of_the_file_logging_unit(self) -> None:
+        logrotate = logrotate_path()
+        unshare = shutil.which("unshare")
+        if logrotate is None:
+            self.skipTest("logrotate is not installed here (.ci/run installs it with apt-get)")
+        if unshare is None or os.geteuid() != 0:
+            self.skipTest("needs root and unshare(1) for a private mount namespace over /var/log and /run")
+        root = tempfile.mkdtemp(prefix="echoapp-logrotate-")
+        self.addCleanup(shutil.rmtree, root, True)
+        os.mkdir(os.path.join(root, "log"))
+        os.mkdir(os.path.join(root, "run"))
+        checkout = os.path.dirname(DEPLOY)
+        script = f"import tests.test_deploy as deploy; deploy.rotate_in_namespace({root!r})"
+        ran = subprocess.run(
+            [unshare, "--mount", "--propagation", "private", sys.executable, "-c", script],
+            cwd=checkout, capture_output=True, text=True, timeout=DEADLINE * 4,
+        )  # fmt: skip
+        if ran.returncode != 0 and "unshare failed" in ran.stderr:
+            self.skipTest(f"no mount namespace here: {ran.stderr.strip()}")
+        self.assertEqual(ran.returncode, 0, ran.stdout + ran.stderr)
+        result = json.loads(ran.stdout.strip().splitlines()[-1])
+        self.assertEqual(result["logrotate"], [0, ""])
+        self.assertEqual(result["files"], ["echoapp.log", "echoapp.log.1"])
+        self.assertTrue(result["new log"], "the daemon writes to the new file after the rotation")
+        with open(os.path.join(root, "log", "echoapp", "echoapp.log.1"), errors="replace") as old:
+            self.assertIn("Connection from", old.read(), "the first visit is in the rotated file")
 
 
 class DockerfileTests(SynchronousTestCase):
@@ -129,6 +277,40 @@ class DockerfileTests(SynchronousTestCase):
             self.assertEqual(subprocess.run(probe, timeout=DEADLINE).returncode, 0)
         finally:
             server.stop()
+
+
+def docker_ignores(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves C{path} out of the build context: a pattern matches it or a folder above it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return any(
+        fnmatch.fnmatchcase(prefix, pattern.removeprefix("**/")) or fnmatch.fnmatchcase(prefix, pattern)
+        for pattern in patterns
+        for prefix in (prefixes + parts if pattern.startswith("**/") else prefixes)
+    )
+
+
+class DockerignoreTests(SynchronousTestCase):
+    def test_the_context_holds_what_the_image_builds_from_and_nothing_else(self) -> None:
+        with open(os.path.join(os.path.dirname(DEPLOY), ".dockerignore")) as file:
+            patterns = [line.strip() for line in file if line.strip() and not line.startswith("#")]
+        needed = subprocess.run(
+            ["git", "ls-files", "setup.cfg", "pyproject.toml", "README.rst", "echoapp", "twisted"],
+            cwd=os.path.dirname(DEPLOY), capture_output=True, text=True, timeout=DEADLINE,
+        ).stdout.split()  # fmt: skip
+        if not needed:
+            self.skipTest("not a git checkout")
+        self.assertEqual([path for path in needed if docker_ignores(path, patterns)], [])
+        left_out = [
+            ".git/config",
+            "docs/_build/html/index.html",
+            "tests/test_deploy.py",
+            "echoapp/__pycache__/x.pyc",
+            "twisted/plugins/dropin.cache",
+            ".venv/bin/python",
+        ]
+        for path in left_out:
+            self.assertTrue(docker_ignores(path, patterns), path)
 
 
 class KubernetesTests(SynchronousTestCase):

@@ -54,5 +54,6 @@ class PackageMetadataTests(SynchronousTestCase):
         from importlib.metadata import metadata
 
         info = metadata("echoapp")
-        self.assertEqual(info["Home-page"], "https://pypi.org/project/echoapp/")
+        self.assertEqual(info["Home-page"], "https://echoapp.readthedocs.io/")  # the docs
+        self.assertIn("Documentation, https://echoapp.readthedocs.io/", info.get_all("Project-URL") or [])
         self.assertEqual(info["Author"], "echoapp maintainers")

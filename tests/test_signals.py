@@ -1,7 +1,8 @@
 """
 Signals an operator and the usual tools send to a running daemon: SIGHUP
-reopens the log file, SIGUSR1 copes with a log moved away, logrotate works,
-and a second SIGTERM during a drain is quiet.  Real twistd processes, on the
+reopens the log file, SIGUSR1 copes with a log moved away, and a second
+SIGTERM during a drain is quiet (the shipped logrotate rule, against a real
+daemon: tests/test_deploy.py).  Real twistd processes, on the
 reactor this test run uses.
 """
 
@@ -116,38 +117,6 @@ class LogReopenTests(SynchronousTestCase):
         self.assertTrue(server.wait_for(lambda: "no log file to reopen" in server.output), server.output)
         self.assertEqual(tutorial_client(server.address_port("echoapp-tcp"), [b"hup"])[1], b"Hello, hup!")
         server.stop()
-
-    def test_logrotate(self) -> None:
-        logrotate = shutil.which("logrotate") or shutil.which("logrotate", path="/usr/sbin")
-        if logrotate is None:
-            self.skipTest("logrotate is not installed here (.ci/run installs it with apt-get)")
-        daemon = LogFileDaemon(self)
-        daemon.visit(b"before")
-        config = os.path.join(daemon.directory, "logrotate.conf")
-        shipped_rules = os.path.join(
-            os.path.dirname(os.path.dirname(__file__)), "deploy", "logrotate", "echoapp"
-        )
-        with open(shipped_rules) as shipped:
-            rules = shipped.read()
-        rules = rules.replace("/var/log/echoapp/*.log", daemon.log)
-        rules = re.sub(r"(?m)^\s*(su|create) .*$", "", rules)  # no echoapp user here
-        rules = rules.replace(
-            "/bin/systemctl kill --signal=HUP echoapp.service", f"/bin/kill -HUP {daemon.process.pid}"
-        )
-        with open(config, "w") as out:
-            out.write(rules)
-        result = subprocess.run(
-            [logrotate, "-f", "-s", os.path.join(daemon.directory, "state"), config],
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE,
-        )
-        self.assertEqual(result.returncode, 0, result.stderr)
-        wait_for(lambda: os.path.exists(daemon.log), "a new log file")
-        daemon.visit(b"after")
-        wait_for(lambda: "Connection from" in read(daemon.log), "the new file to be written")
-        rotated = [name for name in os.listdir(daemon.directory) if name.startswith("echoapp.log.")]
-        self.assertEqual(len(rotated), 1, rotated)
 
 
 class SecondSignalTests(SynchronousTestCase):

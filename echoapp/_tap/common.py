@@ -70,6 +70,12 @@ class PluginOptions(usage.Options):
     plugins' options itself and names the C{--service}.)
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # An opt_ method's docstring is its help; usage keeps the source's
+        # indentation inside it, which --help would show as runs of spaces.
+        self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
+
     def parseOptions(self, options: Any = None) -> None:
         try:
             super().parseOptions(options)

@@ -1,0 +1,523 @@
+"""
+The documentation site (docs/) is tested like code: it builds with warnings
+as errors, in English and in Chinese; every code example runs (the tutorial's
+files against real servers, Python and YAML blocks, and every twistd and
+echoapp-client command line parses with the real options); every relative
+link of the built HTML resolves; the reference lists every option, fault and
+metric the code has; the Chinese catalog has no untranslated or stale
+paragraph; and headless Chromium shows a reader the title, the navigation
+and an option row.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import html.parser
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from twisted.application.service import IServiceCollection
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoapp._client import options as client_options
+from echoapp._faults import Faults
+from echoapp._metrics import METRICS
+from echoapp._tap import compose, echo, everything, tcp, udp
+from tests.support import CHECKOUT, DEADLINE, LOOP, ULOOP, Twistd, installed_env, twistd_path
+
+DOCS = os.path.join(CHECKOUT, "docs")
+TUTORIAL = os.path.join(DOCS, "tutorial")
+CATALOG = os.path.join(DOCS, "locale", "zh_CN", "LC_MESSAGES", "tutorial.po")
+PLUGINS: dict[str, Any] = {
+    "echoapp": everything,
+    "echoapp-tcp": tcp,
+    "echoapp-echo": echo,
+    "echoapp-udp": udp,
+    "echoapp-compose": compose,
+}
+CLIENT_MODES = {
+    "tcp": client_options.TCPOptions,
+    "udp": client_options.UDPOptions,
+    "echo": client_options.EchoOptions,
+    "raw": client_options.RawOptions,
+}
+
+_built: dict[tuple[str, ...], str] = {}
+
+
+def have_sphinx() -> bool:
+    try:
+        import furo  # noqa: F401
+        import sphinx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build(test: SynchronousTestCase, builder: str = "html", *settings: str) -> str:
+    """Build docs/ once per builder and settings in this run, with -W; the output directory."""
+    if not have_sphinx():
+        test.skipTest("Sphinx and furo are not installed: pip install '.[docs]'")
+    key = (builder, *settings)
+    if key not in _built:
+        out = tempfile.mkdtemp(prefix="echoapp-docs-")
+        atexit.register(shutil.rmtree, out, True)
+        result = subprocess.run(
+            [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", builder,
+             *settings, "-d", os.path.join(out, ".doctrees"), DOCS, out],
+            capture_output=True, text=True, timeout=DEADLINE * 15,
+        )  # fmt: skip
+        test.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        test.assertEqual(result.stderr.strip(), "", "warnings")
+        _built[key] = out
+    return _built[key]
+
+
+def sources() -> Iterator[tuple[str, str]]:
+    """Every page of docs/ (relative path, text)."""
+    for directory, subdirectories, files in os.walk(DOCS):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(("_", "locale"))]
+        for name in sorted(files):
+            if name.endswith(".rst"):
+                path = os.path.join(directory, name)
+                with open(path, encoding="utf-8") as page:
+                    yield os.path.relpath(path, DOCS), page.read()
+
+
+def blocks(language: str) -> Iterator[tuple[str, str]]:
+    """The C{.. code-block:: LANGUAGE} blocks of every page, dedented: (page, code)."""
+    pattern = re.compile(rf"^( *)\.\. code-block:: {language}\n\n((?:\1 +.*\n|\n)+)", re.MULTILINE)
+    for page, text in sources():
+        for match in pattern.finditer(text):
+            lines = match[2].rstrip("\n").splitlines()
+            indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
+            yield page, "\n".join(line[indent:] for line in lines) + "\n"
+
+
+def command_lines() -> Iterator[tuple[str, list[str], str]]:
+    """Every twistd and echoapp-client command in console and literal blocks: (page, words, next line)."""
+    for page, text in sources():
+        lines = text.splitlines()
+        for number, line in enumerate(lines):
+            following = lines[number + 1].strip() if number + 1 < len(lines) else ""
+            line = line.strip()
+            line = re.sub(r"^[$#] ", "", line)
+            for command in re.split(r" && | \| ", line):
+                if command.startswith(("twistd ", "echoapp-client ", "PYTHONPATH=. twistd ")):
+                    if command.endswith("\\") or "..." in command or "&" in command.replace("&&", ""):
+                        continue  # a continued line, or a sketch with "..."
+                    yield page, shlex.split(command.split(" > ")[0].split(" < ")[0]), following
+
+
+# --- Running the tutorial's files ---------------------------------------------
+
+LISTENING = re.compile(r"(?:listening on (?:tcp:|udp:)?127\.0\.0\.1:|starting on )(\d+)")
+
+
+class Server:
+    """A tutorial server (or twistd) as a subprocess, ready once it says its port."""
+
+    def __init__(self, test: SynchronousTestCase, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            args, cwd=TUTORIAL, env=env or installed_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        test.addCleanup(self.stop)
+        self.output = ""
+        end = time.monotonic() + DEADLINE
+        assert self.process.stdout is not None
+        while time.monotonic() < end:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output += line
+            found = LISTENING.search(line)
+            if found:
+                self.port = int(found[1])
+                return
+        raise AssertionError(f"{args} did not say where it listens:\n{self.output}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(DEADLINE)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def run_client(name: str, port: int) -> str:
+    result = subprocess.run(
+        [sys.executable, os.path.join(TUTORIAL, name), str(port)],
+        capture_output=True, text=True, timeout=DEADLINE, env=installed_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def documented_output(page: str, command: str) -> str:
+    """The lines a console block of C{page} shows after C{$ command}, up to the next prompt."""
+    with open(os.path.join(DOCS, page), encoding="utf-8") as file:
+        text = file.read()
+    after = text.split(f"$ {command}\n", 1)[1]
+    lines = []
+    for line in after.splitlines():
+        line = line.strip()
+        if not line or line.startswith("$"):
+            break
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+class TutorialTests(SynchronousTestCase):
+    """Every step of the tutorial, run as the page says, prints what the page shows."""
+
+    def setUp(self) -> None:
+        self.tcp_output = documented_output("tutorial/seeds.rst", "python seed_tcp_client.py 9999")
+        self.udp_output = documented_output("tutorial/seeds.rst", "python seed_udp_client.py 9999")
+        self.assertIn("b'Hello, Tracy!'", self.tcp_output)
+
+    def tcp_server(self, *args: str, env: dict[str, str] | None = None) -> None:
+        server = Server(self, list(args), env)
+        self.assertEqual(run_client("seed_tcp_client.py", server.port), self.tcp_output)
+
+    def test_the_threaded_seed_greeter(self) -> None:
+        self.tcp_server(sys.executable, "seed_threaded_greeter.py", "0")
+
+    def test_the_socketserver_seed_greeter(self) -> None:
+        self.tcp_server(sys.executable, "seed_socketserver_greeter.py", "0")
+
+    def test_the_seed_tcp_client_against_echoapp_unchanged(self) -> None:
+        server = Twistd(["echoapp-tcp", "--listen", LOOP])
+        self.addCleanup(server.stop)
+        self.assertEqual(
+            run_client("seed_tcp_client.py", server.address_port("echoapp-tcp")), self.tcp_output
+        )
+
+    def test_the_seed_udp_greeter(self) -> None:
+        server = Server(self, [sys.executable, "seed_udp_greeter.py", "0"])
+        self.assertEqual(run_client("seed_udp_client.py", server.port), self.udp_output)
+
+    def test_the_seed_udp_client_against_echoapp_unchanged(self) -> None:
+        server = Twistd(["echoapp-udp", "--listen", ULOOP])
+        self.addCleanup(server.stop)
+        self.assertEqual(
+            run_client("seed_udp_client.py", server.address_port("echoapp-udp")), self.udp_output
+        )
+
+    def test_the_twisted_protocol_and_factory(self) -> None:
+        self.tcp_server(sys.executable, "twisted_greeter.py", "0")
+
+    def test_the_twisted_datagram_protocol(self) -> None:
+        server = Server(self, [sys.executable, "twisted_udp_greeter.py", "0"])
+        self.assertEqual(run_client("seed_udp_client.py", server.port), self.udp_output)
+
+    def test_the_twistd_plugin(self) -> None:
+        env = {**installed_env(), "PYTHONPATH": TUTORIAL}
+        self.assertTrue(os.path.exists(os.path.join(TUTORIAL, "twisted", "plugins", "tutorial_greeter.py")))
+        self.tcp_server(twistd_path(), "-n", "--pidfile=", "tutorial-greeter", "--listen", LOOP, env=env)
+
+    def test_the_tac_file(self) -> None:
+        env = {**installed_env(), "PYTHONPATH": TUTORIAL, "GREETER_LISTEN": LOOP}
+        self.tcp_server(twistd_path(), "-n", "--pidfile=", "-y", "greeter.tac", env=env)
+
+    def test_echoapps_greeter_in_a_tac_file(self) -> None:
+        env = {**installed_env(), "GREETER_LISTEN": LOOP}
+        self.tcp_server(twistd_path(), "-n", "--pidfile=", "-y", "echoapp_greeter.tac", env=env)
+
+    def test_every_file_is_shown_and_run(self) -> None:
+        """No tutorial file is left out of the pages, nor out of the tests above."""
+        shown = "".join(text for page, text in sources() if page.startswith("tutorial"))
+        with open(__file__, encoding="utf-8") as this:
+            tests = this.read()
+        for directory, _, files in os.walk(TUTORIAL):
+            for name in files:
+                if name.endswith((".py", ".tac")):
+                    relative = os.path.relpath(os.path.join(directory, name), TUTORIAL)
+                    self.assertIn(f"literalinclude:: {relative}", shown, relative)
+                    self.assertIn(repr(name).replace("'", '"'), tests.replace("'", '"'), name)
+
+
+# --- Every other example -------------------------------------------------------
+
+
+class ExampleTests(SynchronousTestCase):
+    def test_python_blocks_run(self) -> None:
+        """Trial tests under trial, pytest tests under pytest, .tac code builds its application."""
+        directory = tempfile.mkdtemp(prefix="echoapp-docs-examples-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        trial, pytest, tac = [], [], 0
+        for number, (page, code) in enumerate(blocks("python")):
+            if "TestCase" in code:
+                trial.append(f"test_docs_example{number}")
+            elif "def test_" in code:
+                pytest.append(f"test_docs_example{number}.py")
+            elif "application = " in code:
+                namespace: dict[str, Any] = {}
+                exec(compile(code, page, "exec"), namespace)
+                services = list(IServiceCollection(namespace["application"]))
+                self.assertGreaterEqual(len(services), 2, page)
+                tac += 1
+                continue
+            else:
+                self.fail(f"{page}: a Python example that no test runs:\n{code}")
+            with open(os.path.join(directory, f"test_docs_example{number}.py"), "w") as out:
+                out.write(code)
+        self.assertEqual((len(trial) > 0, len(pytest) > 1, tac > 0), (True, True, True))
+        ran = subprocess.run(
+            [sys.executable, "-m", "twisted.trial", *trial],
+            cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
+        )  # fmt: skip
+        self.assertIn(f"PASSED (successes={len(trial)})", ran.stdout, ran.stdout[-2000:])
+        ran = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest],
+            cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
+        )  # fmt: skip
+        self.assertIn(f"{len(pytest)} passed", ran.stdout, ran.stdout[-2000:])
+
+    def test_yaml_blocks_parse(self) -> None:
+        try:
+            import yaml
+        except ImportError:
+            self.skipTest("PyYAML is not installed")
+        found = list(blocks("yaml"))
+        self.assertTrue(found)
+        for page, code in found:
+            config = yaml.safe_load(code)
+            [job] = config["scrape_configs"]
+            self.assertEqual(job["metrics_path"], "/metrics", page)
+
+    def test_command_lines_parse(self) -> None:
+        """Every twistd and echoapp-client command in the docs is accepted by the real options."""
+        checked = 0
+        for page, words, following in command_lines():
+            words = [word for word in words if not word.startswith("PYTHONPATH=")]
+            if words[0] == "echoapp-client":
+                if words[1].startswith("--"):
+                    continue
+                options: usage.Options = CLIENT_MODES[words[1]]()
+                arguments = words[2:]
+            else:
+                plugin = [word for word in words if word in PLUGINS]
+                if not plugin:
+                    continue  # the tutorial's own plugin and .tac files: TutorialTests runs them
+                at = words.index(plugin[0])
+                options = PLUGINS[plugin[0]].Options()
+                arguments = words[at + 1 :]
+                if "--help" in arguments:
+                    continue
+            if re.match(r"twistd [\w-]+: ", following):  # the docs show it failing, with this line
+                with self.assertRaises(usage.UsageError, msg=f"{page}: {' '.join(words)}") as raised:
+                    options.parseOptions(arguments)
+                self.assertEqual(f"{following.split(': ', 1)[1]}", str(raised.exception))
+                checked += 1
+                continue
+            try:
+                options.parseOptions(arguments)
+            except usage.UsageError as error:
+                if "systemd:" in " ".join(arguments) or "ssl:" in " ".join(arguments):
+                    continue  # needs an inherited socket or key files: tested in tests/transports
+                self.fail(f"{page}: {' '.join(words)}: {error}")
+            checked += 1
+        self.assertGreater(checked, 20)
+
+
+# --- The built site ------------------------------------------------------------
+
+
+class Links(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in ("href", "src") and value:
+                self.links.append(value)
+            if name == "id" and value:
+                self.ids.add(value)
+
+
+def parsed(path: str) -> Links:
+    links = Links()
+    with open(path, encoding="utf-8") as page:
+        links.feed(page.read())
+    return links
+
+
+def text_of(path: str) -> str:
+    with open(path, encoding="utf-8") as page:
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.read()))
+
+
+# A task of each audience, one click from the index: learners, operators, test authors, everyone.
+AUDIENCE_PAGES = [
+    "tutorial/index.html",
+    "howto/systemd.html",
+    "howto/logs.html",
+    "howto/metrics.html",
+    "howto/trial.html",
+    "howto/pytest.html",
+    "howto/faults.html",
+    "reference/options.html",
+    "explanation/limits.html",
+]
+
+
+class SiteTests(SynchronousTestCase):
+    def test_internal_links_resolve(self) -> None:
+        """Every relative href and src of every built page names a file there, and its #fragment."""
+        out = build(self)
+        pages = {}
+        for directory, _, files in os.walk(out):
+            for name in files:
+                if name.endswith(".html"):
+                    pages[os.path.join(directory, name)] = parsed(os.path.join(directory, name))
+        self.assertGreater(len(pages), 25)
+        checked = 0
+        for path, links in pages.items():
+            for link in links.links:
+                parts = urlsplit(link)
+                if parts.scheme or parts.netloc or link.startswith(("mailto:", "javascript:")):
+                    continue
+                target = os.path.normpath(os.path.join(os.path.dirname(path), unquote(parts.path)))
+                if not parts.path:
+                    target = path
+                self.assertTrue(os.path.exists(target), f"{os.path.relpath(path, out)}: {link}")
+                if parts.fragment and target.endswith(".html"):
+                    self.assertIn(parts.fragment, pages[target].ids, f"{os.path.relpath(path, out)}: {link}")
+                checked += 1
+        self.assertGreater(checked, 500)
+
+    def test_every_option_is_in_the_reference(self) -> None:
+        """Generated from the Options classes: each option with its default as --help shows it."""
+        options_page = text_of(os.path.join(build(self), "reference", "options.html"))
+        for module in PLUGINS.values():
+            for row in module.Options.optParameters:
+                self.assertIn(f"--{row[0]}", options_page)
+                if row[2] is not None:
+                    self.assertIn(f"--{row[0]} {row[2]}", options_page.replace("&#39;", "'"))
+            for name in dir(module.Options):
+                if name.startswith("opt_") and name not in ("opt_help", "opt_version"):
+                    self.assertIn("--" + name[4:].replace("_", "-"), options_page)
+        client_page = text_of(os.path.join(build(self), "reference", "client.html"))
+        for mode in CLIENT_MODES.values():
+            for row in mode.optParameters:
+                self.assertIn(f"--{row[0]} {'' if row[2] is None else row[2]}", client_page)
+
+    def test_every_fault_and_metric_is_in_the_reference(self) -> None:
+        out = build(self)
+        faults_page = text_of(os.path.join(out, "reference", "faults.html"))
+        for field in dataclasses.fields(Faults):
+            self.assertIn(f" {field.name} ", faults_page)
+            self.assertIn(str(field.metadata["help"]), faults_page.replace("&#39;", "'"))
+        metrics_page = text_of(os.path.join(out, "reference", "metrics.html"))
+        for name, text, *_ in METRICS:
+            self.assertIn(name, metrics_page)
+            self.assertIn(text, metrics_page)
+
+    def test_every_audience_finds_its_task_from_the_index(self) -> None:
+        links = parsed(os.path.join(build(self), "index.html")).links
+        for page in AUDIENCE_PAGES:
+            self.assertIn(page, links)
+
+    def test_help_texts_have_no_stray_spaces(self) -> None:
+        for name, module in PLUGINS.items():
+            for option, text in module.Options().docs.items():
+                self.assertNotIn("  ", text, f"{name} --{option}")
+
+
+# --- The Chinese tutorial --------------------------------------------------------
+
+
+def read_catalog(path: str) -> list[tuple[str, str, bool]]:
+    """(msgid, msgstr, fuzzy) of each entry of a .po file, the header left out."""
+    from babel.messages.pofile import read_po
+
+    with open(path, "rb") as file:
+        catalog = read_po(file)
+    return [(message.id, message.string, message.fuzzy) for message in catalog if message.id]
+
+
+class TranslationTests(SynchronousTestCase):
+    def test_every_tutorial_paragraph_is_translated_and_current(self) -> None:
+        """The catalog holds every paragraph the English tutorial has now, translated, none fuzzy."""
+        templates = build(self, "gettext")
+        current = {message for message, _, _ in read_catalog(os.path.join(templates, "tutorial.pot"))}
+        entries = read_catalog(CATALOG)
+        translated = {message for message, string, fuzzy in entries if string and not fuzzy}
+        self.assertGreater(len(current), 30)
+        self.assertEqual(
+            sorted(current - translated), [], "untranslated or stale: sphinx-intl update, translate"
+        )
+        for message, string, fuzzy in entries:
+            self.assertFalse(fuzzy, f"fuzzy (stale): {message!r}")
+            self.assertTrue(re.search("[\u4e00-\u9fff]", string) or message == string, message)
+
+    def test_the_chinese_site_builds(self) -> None:
+        out = build(self, "html", "-D", "language=zh_CN")
+        page = text_of(os.path.join(out, "tutorial", "seeds.html"))
+        self.assertIn("种子程序", page)
+        self.assertIn("seed_threaded_greeter.py", page, "the code is the same in both languages")
+
+
+# --- What a reader sees, in headless Chromium -----------------------------------
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class BrowserTests(SynchronousTestCase):
+    def browse(self, page: str, *action: str) -> subprocess.CompletedProcess[str]:
+        browser = chromium()
+        if browser is None:
+            self.skipTest("chromium is not installed here (.ci/run installs it with apt-get)")
+        profile = tempfile.mkdtemp(prefix="echoapp-chromium-")
+        self.addCleanup(shutil.rmtree, profile, True)
+        url = "file://" + os.path.join(build(self), page)
+        return subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--window-size=1280,1600", *action, url],
+            capture_output=True, text=True, timeout=DEADLINE * 3, cwd=profile,
+        )  # fmt: skip
+
+    def test_the_index_shows_its_title_and_navigation(self) -> None:
+        dom = self.browse("index.html", "--dump-dom").stdout
+        self.assertIn("<title>echoapp", dom)
+        navigation = dom[dom.index('class="sidebar-tree"') :]
+        for caption in ("Tutorial", "How-to guides", "Reference", "Explanation"):
+            self.assertIn(caption, navigation)
+
+    def test_the_options_reference_shows_an_option_row(self) -> None:
+        dom = self.browse("reference/options.html", "--dump-dom").stdout
+        self.assertIn("Plugin options", dom)
+        row = re.search(r"<tr[^>]*>(?:(?!</tr>).)*--max-per-peer(?:(?!</tr>).)*</tr>", dom, re.DOTALL)
+        self.assertIsNotNone(row, "no table row for --max-per-peer")
+        assert row is not None
+        self.assertIn(">100<", re.sub(r"\s+", "", row[0]))
+
+    def test_the_options_reference_renders(self) -> None:
+        shot = os.path.join(tempfile.mkdtemp(prefix="echoapp-shot-"), "options.png")
+        self.addCleanup(shutil.rmtree, os.path.dirname(shot), True)
+        self.browse("reference/options.html", f"--screenshot={shot}")
+        with open(shot, "rb") as image:
+            data = image.read()
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertGreater(len(data), 50_000, "a page of text, not a blank one")
