@@ -51,7 +51,7 @@ from zope.interface import directlyProvides, implementer, providedBy
 from echoapp._limits.connections import Connections
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
-from echoapp._peers import BalancerAddress, host_of, peer_host
+from echoapp._peers import BALANCER, BalancerAddress, host_of, peer_host
 from echoapp._twisted import global_reactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
@@ -150,7 +150,8 @@ class HeaderReader(HoldsDescriptor, Protocol):
     One connection until its header is read, then the service's protocol's.
 
     Until then it is one of the service's connections (L{Connections}),
-    counted by the connection's real address: against the descriptor
+    counted as L{ProxyFactory.counted_as} says (a sender that is not a
+    trusted balancer, by its real address): against the descriptor
     ceiling, C{--max-connections} and C{--max-per-peer}, so silent
     connections that never send a header are held to the limits every
     other connection is (4,196 of them from one address once used up every
@@ -168,7 +169,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
-        self.peer = peer_host(balancer)  # what L{Connections} counts it by
+        self.peer = factory.counted_as(balancer)  # what L{Connections} counts it by
 
     def connectionMade(self) -> None:
         connections = self._factory.connections
@@ -286,11 +287,23 @@ class ProxyFactory(Factory):
             self.refused("untrusted")
             return None
         if self._refusal_for is not None:
-            refusal: Any = self._refusal_for(peer_host(addr))
+            refusal: Any = self._refusal_for(self.counted_as(addr))
             if refusal is not None:
                 refusal.silent = self.tls  # a line in clear would reach a client speaking TLS
                 return refusal
         return HeaderReader(self, addr)
+
+    def counted_as(self, addr: IAddress | None) -> str:
+        """
+        Whom a connection counts against until its header names the client:
+        a trusted balancer (C{--proxy-from}) is L{BALANCER}, which counts
+        against no peer (it carries every client: its address at the
+        per-peer limit would refuse clients that are each under theirs);
+        anyone else, when every sender is believed, by its real address, so
+        silent connections from one address are held to C{--max-per-peer}.
+        The descriptor ceiling and C{--max-connections} count them all.
+        """
+        return BALANCER if self.trusted else peer_host(addr)
 
     def _trusts(self, addr: IAddress | None) -> bool:
         host = getattr(addr, "host", None)
