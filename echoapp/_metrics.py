@@ -12,19 +12,16 @@ Prometheus metrics only when C{/metrics} is scraped.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from echoapp._process import PROCESS
 from echoapp._reasons import DROPS, REFUSALS, TIMEOUTS
 
 LABELS = ["service", "listener"]
-
-_live: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class TCPStats:
@@ -41,7 +38,7 @@ class TCPStats:
         self.bytes_out = 0
         self.too_long = 0
         self.timeouts = dict.fromkeys(TIMEOUTS, 0)
-        _live.add(self)
+        PROCESS.stats.add(self)
 
 
 class UDPStats:
@@ -54,7 +51,7 @@ class UDPStats:
         self.bytes_in = 0
         self.bytes_out = 0
         self.dropped = dict.fromkeys(DROPS, 0)
-        _live.add(self)
+        PROCESS.stats.add(self)
 
 
 # name, help, kind, the stats attribute it reads, the label its dict is keyed by
@@ -103,7 +100,7 @@ class StatsCollector(Collector):
     """
 
     def collect(self) -> Iterator[Metric]:
-        live = list(_live)
+        live = list(PROCESS.stats)
         for name, text, kind, attribute, key in METRICS:
             totals: dict[tuple[str, ...], float] = {}
             for stats in live:

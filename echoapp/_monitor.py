@@ -218,7 +218,9 @@ class MonitorSite(Site):
     protocol = MonitorChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, clock: IReactorTime | None = None) -> None:
-        super().__init__(resource)
+        # twisted.web's own timers (a connection's idle timeout) run on the
+        # same clock as ours, so a test's Clock leaves no real timer behind.
+        super().__init__(resource, reactor=clock)
         self.live = 0
         self._clock = clock
 

@@ -33,12 +33,10 @@ from twisted.internet.interfaces import IAddress, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
+from echoapp._process import ACCEPT_BATCH, PROCESS
 from twisted import version as twisted_version
 
 log = Logger(namespace="echoapp.twisted")
-
-# The items that have fallen back in this process: each says so once.
-_fallen_back: set[str] = set()
 
 
 def fall_back(item: str, problem: str, instead: str) -> None:
@@ -47,9 +45,9 @@ def fall_back(item: str, problem: str, instead: str) -> None:
     relies on in this Twisted (C{problem}) and does C{instead}: one line an
     operator can search for, and the name to look up in this module.
     """
-    if item in _fallen_back:
+    if item in PROCESS.fallen_back:
         return
-    _fallen_back.add(item)
+    PROCESS.fallen_back.add(item)
     log.warn(
         "Twisted {version}: {problem}, so {instead} (echoapp._twisted.{item})",
         version=twisted_version.short(),
@@ -316,12 +314,6 @@ class EagerTCPServer(EagerWrites, tcp.Server):
             return self.socket.send(data)
         except OSError:
             return 0
-
-
-# Connections one read event of a TCP port accepts at most.  Twisted starts
-# at 100 and grows by 20 after each full batch, without end; the descriptor
-# reserve (echoapp._limits.descriptors) has room for two batches.
-ACCEPT_BATCH = 50
 
 
 class EagerTCPPort(tcp.Port):

@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "values and the seam",
         (
             "echoapp",
+            "echoapp._process",
             "echoapp._twisted",
             "echoapp._reasons",
             "echoapp._framing",

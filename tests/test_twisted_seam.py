@@ -30,6 +30,7 @@ from twisted.python.logfile import LogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp import _twisted, signals
+from echoapp._process import ACCEPT_BATCH, PROCESS
 from echoapp._transports import eager
 from echoapp._transports.endpoints import ParseOnlyReactor, check_endpoint
 from tests.support import CHECKOUT
@@ -232,7 +233,7 @@ class FallbackCase(SynchronousTestCase):
     """Each test starts with no item fallen back, and sees the log."""
 
     def setUp(self) -> None:
-        self.patch(_twisted, "_fallen_back", set())
+        self.patch(PROCESS, "fallen_back", set())
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def assert_said_once(self, item: str) -> str:
@@ -402,7 +403,7 @@ class ProxyHeaderFallbackTests(FallbackCase):
 class EagerWritesFallbackTests(FallbackCase):
     def test_said_once_with_the_item(self) -> None:
         self.patch(eager, "eager_writes_problem", lambda: "tcp.Server has no _aborting")
-        self.patch(eager, "_checked", [])
+        self.patch(PROCESS, "eager_check", [])
         self.assertEqual(eager.eager_problem(), "tcp.Server has no _aborting")
         self.assertEqual(eager.eager_problem(), "tcp.Server has no _aborting")
         line = self.assert_said_once("eager_writes")
@@ -453,6 +454,6 @@ class AcceptBatchTests(SynchronousTestCase):
         self.assertIn("numberAccepts", tcp.Port.doRead.__code__.co_names, "Port.doRead no longer sizes by it")
         port = _twisted.EagerTCPPort(0, Factory(), 50, "127.0.0.1", object())  # type: ignore[arg-type]
         port.numberAccepts += 20 * 100  # what a long flood of full batches did
-        self.assertEqual(port.numberAccepts, _twisted.ACCEPT_BATCH)
+        self.assertEqual(port.numberAccepts, ACCEPT_BATCH)
         port.numberAccepts = 3
         self.assertEqual(port.numberAccepts, 3)

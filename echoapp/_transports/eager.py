@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
+from echoapp._process import PROCESS
 from echoapp._twisted import (
     EagerTCPPort,
     EagerUNIXPort,
@@ -44,21 +45,15 @@ except ImportError:  # no pyOpenSSL: Twisted's endpoint parser refuses ssl: firs
 
 log = Logger(namespace="echoapp.eager")
 
-_checked: list[str | None] = []
-
 ENVIRONMENT = "ECHOAPP_EAGER_WRITES"
 OFF = frozenset({"0", "off", "no", "false"})
 ON = frozenset({"", "1", "on", "yes", "true"})
 
-# Why eager writes are off for this process (the option that said so), if it is.
-_switched_off: list[str] = []
-_said: set[str] = set()
-
 
 def switch_off(why: str) -> None:
     """Eager writes off for every listener this process starts from now on: C{why} is the option."""
-    if why not in _switched_off:
-        _switched_off.append(why)
+    if why not in PROCESS.eager_off:
+        PROCESS.eager_off.append(why)
 
 
 def switched_off() -> str | None:
@@ -67,13 +62,13 @@ def switched_off() -> str | None:
     variable), or L{None} while they are on.  A value of the variable that
     is neither on nor off is said once, and leaves them on.
     """
-    if _switched_off:
-        return _switched_off[0]
+    if PROCESS.eager_off:
+        return PROCESS.eager_off[0]
     value = os.environ.get(ENVIRONMENT, "").strip().lower()
     if value in OFF:
         return f"{ENVIRONMENT}={os.environ[ENVIRONMENT]}"
-    if value not in ON and value not in _said:
-        _said.add(value)
+    if value not in ON and value not in PROCESS.eager_said:
+        PROCESS.eager_said.add(value)
         log.warn(
             "{name}={value!r} is neither 0 nor 1: eager writes stay on (0, off, no or false turn them off)",
             name=ENVIRONMENT,
@@ -84,11 +79,15 @@ def switched_off() -> str | None:
 
 def eager_problem() -> str | None:
     """The seam's check, made once per process; a problem is logged once."""
-    if not _checked:
-        _checked.append(eager_writes_problem())
-        if _checked[0] is not None:
-            fall_back("eager_writes", _checked[0], "eager writes are off and Twisted's own transport is used")
-    return _checked[0]
+    if not PROCESS.eager_check:
+        PROCESS.eager_check.append(eager_writes_problem())
+        if PROCESS.eager_check[0] is not None:
+            fall_back(
+                "eager_writes",
+                PROCESS.eager_check[0],
+                "eager writes are off and Twisted's own transport is used",
+            )
+    return PROCESS.eager_check[0]
 
 
 class EagerListening:
@@ -146,8 +145,8 @@ def eager_reactor(reactor: Any) -> Any:
         return reactor
     why = switched_off()
     if why is not None:
-        if why not in _said:
-            _said.add(why)
+        if why not in PROCESS.eager_said:
+            PROCESS.eager_said.add(why)
             log.info("eager writes are off ({why}): Twisted's own transport is used", why=why)
         return reactor
     if eager_problem() is not None:

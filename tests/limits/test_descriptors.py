@@ -8,9 +8,9 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from echoapp._limits.descriptors import DESCRIPTORS, OPENED_LATER
+from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._process import ACCEPT_BATCH, OPENED_LATER
 from echoapp._protocols.echo import EchoFactory
-from echoapp._twisted import ACCEPT_BATCH
 from tests.support import DEADLINE, Twistd, fake_connect
 
 

@@ -41,6 +41,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from echoapp import _twisted, services
+from echoapp._process import PROCESS
 from echoapp._transports import eager
 from echoapp._transports.endpoints import stream_endpoint
 from echoapp._twisted import EagerTCPServer, EagerUNIXServer, queued
@@ -499,8 +500,8 @@ class ListeningTests(TestCase):
         """Should Twisted change what eager writes rely on: one warning, and Twisted's own transport."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.patch(eager, "eager_writes_problem", lambda: "tcp.Server has no _aborting")
-        self.patch(eager, "_checked", [])
-        self.patch(_twisted, "_fallen_back", set())
+        self.patch(PROCESS, "eager_check", [])
+        self.patch(PROCESS, "fallen_back", set())
         reactor = global_reactor()
         if _twisted.asyncio_loop(reactor) is not None:
             self.skipTest("the asyncio reactor never uses eager writes")
@@ -521,8 +522,8 @@ class SwitchTests(TestCase):
     """
 
     def setUp(self) -> None:
-        self.patch(eager, "_switched_off", [])
-        self.patch(eager, "_said", set())
+        self.patch(PROCESS, "eager_off", [])
+        self.patch(PROCESS, "eager_said", set())
         self.environ = {key: value for key, value in os.environ.items() if key != eager.ENVIRONMENT}
         self.patch(os, "environ", self.environ)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -576,7 +577,7 @@ class SwitchTests(TestCase):
     async def test_option_on_every_stream_plugin(self) -> None:
         for name, listen in (("tcp", "--listen"), ("echo", "--listen"), ("everything", "--tcp")):
             module = importlib.import_module(f"echoapp._tap.{name}")
-            self.patch(eager, "_switched_off", [])
+            self.patch(PROCESS, "eager_off", [])
             options = module.Options()
             options.parseOptions([listen, "tcp:0:interface=127.0.0.1"])
             self.assertIsNone(eager.switched_off(), name)
