@@ -46,6 +46,11 @@ def healthy(root: Any) -> bool:
 
 
 class HealthResource(Resource):
+    """
+    C{/healthz}: 200 while every listener listens and nothing drains, 503
+    otherwise, which is what a load balancer's probe wants to know.
+    """
+
     isLeaf = True
 
     def __init__(self, check: Callable[[], bool]) -> None:
@@ -53,6 +58,10 @@ class HealthResource(Resource):
         self.check = check
 
     def render_GET(self, request: Request) -> bytes:
+        """
+        The answer to a probe: the status code says it, the body repeats it
+        for a person.
+        """
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         if self.check():
             return b"ok\n"

@@ -100,6 +100,10 @@ class Messages:
             stdio.StandardIO(self._stdin, reactor=reactor)
 
     async def next(self) -> bytes | None:
+        """
+        The next message to send, from the arguments or standard input;
+        L{None} at their end, or at standard input's line equal to C{stop}.
+        """
         if self._stdin is None:
             return self._given.pop(0) if self._given else None
         line = await self._stdin.lines.get()
@@ -160,6 +164,10 @@ def one_line(problem: BaseException) -> str:
 
 
 async def connect(reactor: Any, description: str, protocol: Protocol, ca: str | None = None) -> Any:
+    """
+    Connect C{protocol} to C{description}; each way it can fail is one
+    L{ClientError} with its exit status.
+    """
     endpoint = endpoint_for(reactor, description, ca)
     try:
         return await connectProtocol(endpoint, protocol)

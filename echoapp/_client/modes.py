@@ -20,6 +20,10 @@ from echoapp._client.options import EXIT_CONNECTION, EXIT_TIMEOUT, ClientError, 
 
 
 async def run_tcp(reactor: Any, options: usage.Options) -> None:
+    """
+    The tutorial client: read the banner, send each message, print each
+    reply; the exit word ends it.
+    """
     connection = LineConnection(reactor, options["timeout"])
     await connect(reactor, options["connect"], connection, options["ca"])
     banner = await connection.line("banner")
@@ -52,6 +56,10 @@ class _UDPClient(DatagramProtocol):
 
 
 async def run_udp(reactor: Any, options: usage.Options) -> None:
+    """
+    One datagram per message and one reply awaited for each, within the
+    timeout.
+    """
     host, port = parse_host_port(options["to"])
     try:
         address = await reactor.resolve(host) if not _is_ipv6(host) else host
@@ -123,6 +131,10 @@ class _StdinPipe(_Pipe):
 
 
 async def run_echo(reactor: Any, options: usage.Options) -> None:
+    """
+    Standard input to the server and back to standard output, with flow
+    control both ways and a half-close at the end of input.
+    """
     network = _Pipe()
     transport = (await connect(reactor, options["connect"], network)).transport
     local = _StdinPipe()
@@ -149,6 +161,10 @@ class _Collect(Protocol):
 
 
 async def run_raw(reactor: Any, options: usage.Options) -> None:
+    """
+    Send the given bytes, print whatever comes back until the server closes
+    or the timeout passes.
+    """
     collector = _Collect()
     connected = await connect(reactor, options["connect"], collector)
     connected.transport.write(options["data"])

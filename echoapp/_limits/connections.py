@@ -59,6 +59,10 @@ class Connections:
         return None
 
     def add(self, protocol: Member) -> None:
+        """
+        Admit C{protocol}: it holds a descriptor and, unless it is the
+        balancer's own, a place under its peer's limit.
+        """
         DESCRIPTORS.hold()
         self.live.add(protocol)
         if protocol.peer != BALANCER:
@@ -66,6 +70,10 @@ class Connections:
             self.per_peer[key] = self.per_peer.get(key, 0) + 1
 
     def remove(self, protocol: Member) -> None:
+        """
+        C{protocol} has gone: give back what L{add} took, once, and tell a
+        drain waiting for the last one.
+        """
         if protocol not in self.live:
             return
         DESCRIPTORS.release()
