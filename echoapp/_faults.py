@@ -35,7 +35,8 @@ STALLS = ("read", "answer")
 # stops reading from its client, as a full write buffer would: a client
 # that floods a slow peer pauses itself, it does not grow the server.
 HELD_BYTES = 1 << 20
-PIECE_COST = 100  # bytes of memory a queued slice costs beyond its data (slice=1 is 100x)
+PIECE_COST = 100  # bytes of memory a queued chunk costs beyond its data
+MAX_DURATION = 86400.0  # seconds: the longest latency, delay or slow close a fault takes
 
 
 def _duration(text: str) -> float:
@@ -43,7 +44,11 @@ def _duration(text: str) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration (like 50ms or 2s)")
     value = float(match.group(1))
-    return value / 1000 if match.group(2) == "ms" else value
+    seconds = value / 1000 if match.group(2) == "ms" else value
+    if not seconds <= MAX_DURATION:  # 400 digits are inf, which --fault could not read back
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ValueError(f"{shown!r} is longer than a day ({MAX_DURATION:g}s)")
+    return seconds
 
 
 def _size(text: str) -> int:
@@ -233,6 +238,25 @@ class Refused(HoldsDescriptor, Protocol):
         self.release_descriptor()
 
 
+class _FullnessTap:
+    """The service's push producer, passing on what the transport says and telling the faults too."""
+
+    def __init__(self, connection: FaultyConnection, producer: Any) -> None:
+        self._connection = connection
+        self._producer = producer
+
+    def pauseProducing(self) -> None:
+        self._connection.transport_full(True)
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._connection.transport_full(False)
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+
 class FaultyConnection(ProtocolWrapper):
     """One connection's faults, between the service's protocol and the transport."""
 
@@ -244,7 +268,8 @@ class FaultyConnection(ProtocolWrapper):
     def __init__(self, factory: FaultyFactory, wrapped: Protocol, faults: Faults) -> None:
         super().__init__(factory, wrapped)  # type: ignore[arg-type]
         self._faults = faults
-        self._queue: deque[tuple[float, bytes]] = deque()
+        # Replies not yet sent, whole: [when the next piece is due, reply, bytes of it sent].
+        self._queue: deque[list[Any]] = deque()
         self._free_at = 0.0
         self._sent = 0
         self._closing = ""  # "", "write" or "all": a close waiting for the queue
@@ -252,6 +277,8 @@ class FaultyConnection(ProtocolWrapper):
         self._lost = False
         self._held_bytes = 0
         self._reading_paused = False
+        self._transport_full = False
+        self._closer: IDelayedCall | None = None
 
     def makeConnection(self, transport: Any) -> None:
         faults, plan = self._faults, self.factory.plan
@@ -277,23 +304,57 @@ class FaultyConnection(ProtocolWrapper):
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
 
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        The service's producer, seen on its way to the transport: when the
+        transport says its buffer is full, the queue stops sending pieces
+        too (under C{slice=1} each would be a queued write of its own in
+        the transport, some 40 bytes a byte), until it says it has room.
+        """
+        if streaming:
+            producer = _FullnessTap(self, producer)
+        super().registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        super().unregisterProducer()
+        self.transport_full(False)  # no one tells us any more: send, as before it registered
+
+    def transport_full(self, full: bool) -> None:
+        self._transport_full = full
+        if not full and not self._lost:
+            self._schedule()
+
+    def _piece_size(self, data: bytes) -> int:
+        faults = self._faults
+        return faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data)) or 1
+
+    def _after(self, piece: int) -> float:
+        """How long after a piece of C{piece} bytes the next may go."""
+        faults = self._faults
+        return (faults.slice_delay if faults.slice else 0.0) + (
+            piece / faults.bandwidth if faults.bandwidth else 0.0
+        )
+
     def _enqueue(self, data: bytes) -> None:
-        plan, faults = self.factory.plan, self._faults
+        """
+        A reply is queued whole, with when its first piece is due; it is
+        cut into pieces only as they are sent.  Cut up front, a 64 KiB
+        reply under C{slice=1} was 65,536 queued pieces of about 100 bytes
+        each: 6.6 MiB a connection against the stated 1 MiB.  The bound is
+        checked before the reply is queued, so a connection holds at most
+        L{HELD_BYTES} and one reply.
+        """
+        plan = self.factory.plan
         now = plan.clock.seconds()
         at = max(now + plan.delay(), self._free_at)
-        size = faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data))
-        for start in range(0, len(data), size):
-            piece = data[start : start + size]
-            self._queue.append((at, piece))
-            if faults.slice:
-                at += faults.slice_delay
-            if faults.bandwidth:
-                at += len(piece) / faults.bandwidth
-        self._free_at = at
-        self._held_bytes += len(data) + PIECE_COST * -(-len(data) // size)
-        if self._held_bytes > HELD_BYTES:  # again, too, should the service's producer have resumed it
+        if self._held_bytes + len(data) > HELD_BYTES:  # again, too, should the service's producer resume it
             self._reading_paused = True
             self.transport.pauseProducing()
+        self._queue.append([at, data, 0])
+        size = self._piece_size(data)
+        pieces, last = divmod(len(data), size)
+        self._free_at = at + pieces * self._after(size) + (self._after(last) if last else 0.0)
+        self._held_bytes += len(data) + PIECE_COST
         self._schedule()
 
     def _schedule(self) -> None:
@@ -304,18 +365,29 @@ class FaultyConnection(ProtocolWrapper):
     def _release(self) -> None:
         self._pump = None
         now = self.factory.plan.clock.seconds()
-        while self._queue and self._queue[0][0] <= now and not self._lost:
-            piece = self._queue.popleft()[1]
-            self._held_bytes -= len(piece) + PIECE_COST
+        queue = self._queue
+        while queue and queue[0][0] <= now and not self._lost and not self._transport_full:
+            entry = queue[0]
+            at, data, offset = entry
+            size = self._piece_size(data)
+            piece = data[offset : offset + size]
+            offset += len(piece)
+            if offset >= len(data):
+                queue.popleft()
+                self._held_bytes -= PIECE_COST
+            else:
+                entry[0], entry[2] = at + self._after(len(piece)), offset
+            self._held_bytes -= len(piece)
             self._emit(piece)
             if self._write_closed:
-                self._queue.clear()
+                queue.clear()
         if self._reading_paused and self._held_bytes <= HELD_BYTES // 2 and not self._lost:
             self._reading_paused = False
             if self._faults.stall != "read":
                 self.transport.resumeProducing()
         if self._queue:
-            self._schedule()
+            if not self._transport_full:  # else it says when it has room again
+                self._schedule()
         elif self._closing:
             self._close_now()
 
@@ -356,15 +428,16 @@ class FaultyConnection(ProtocolWrapper):
             return
         delay = self._faults.slow_close
         if delay:
-            self.factory.plan.clock.callLater(delay, close)
+            if self._closer is None:  # cancelled with the connection: it held a dead transport for the delay
+                self._closer = self.factory.plan.clock.callLater(delay, close)
         else:
             close()
 
     def connectionLost(self, reason: Any = None) -> None:
-        for call in (self._pump, self._timer):
+        for call in (self._pump, self._timer, self._closer):
             if call is not None and call.active():
                 call.cancel()
-        self._pump = self._timer = None
+        self._pump = self._timer = self._closer = None
         self._queue.clear()
         self._lost = True
         super().connectionLost(reason)
