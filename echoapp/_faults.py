@@ -36,6 +36,10 @@ STALLS = ("read", "answer")
 # that floods a slow peer pauses itself, it does not grow the server.
 HELD_BYTES = 1 << 20
 PIECE_COST = 100  # bytes of memory a queued chunk costs beyond its data
+# Pieces one pass of the queue sends at most before the reactor runs again:
+# slice=1 with no delay would otherwise send a megabyte a byte at a time in
+# one go, holding every other connection (and shutdown) for seconds.
+PIECES_PER_PASS = 1024
 MAX_DURATION = 86400.0  # seconds: the longest latency, delay or slow close a fault takes
 
 
@@ -366,7 +370,9 @@ class FaultyConnection(ProtocolWrapper):
         self._pump = None
         now = self.factory.plan.clock.seconds()
         queue = self._queue
-        while queue and queue[0][0] <= now and not self._lost and not self._transport_full:
+        budget = PIECES_PER_PASS
+        while queue and queue[0][0] <= now and not self._lost and not self._transport_full and budget:
+            budget -= 1
             entry = queue[0]
             at, data, offset = entry
             size = self._piece_size(data)

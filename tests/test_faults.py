@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
-from echoapp._faults import HELD_BYTES, FaultPlan, Faults, FaultyConnection, FaultyFactory
+from echoapp._faults import HELD_BYTES, PIECES_PER_PASS, FaultPlan, Faults, FaultyConnection, FaultyFactory
 from echoapp._limits.descriptors import DESCRIPTORS
 from tests.support import RecordingProducer, installed_env, make_certificates
 
@@ -164,6 +164,15 @@ class ClockTests(SynchronousTestCase):
                 tracemalloc.stop()
             self.assertEqual(transport.producerState, "paused", faults)
             self.assertLess(held, HELD_BYTES + 3 * len(chunk), faults)
+
+    def test_one_pass_sends_a_bounded_number_of_pieces(self) -> None:
+        protocol, transport, clock = connection(Faults(slice=1))
+        protocol.dataReceived(b"x" * 3000)
+        [pump] = clock.getDelayedCalls()
+        pump.func(*pump.args, **pump.kw)  # one pass, as the reactor runs it
+        self.assertEqual(len(transport.value()), PIECES_PER_PASS, "then the reactor runs again")
+        clock.advance(0)
+        self.assertEqual(len(transport.value()), 3002)
 
     def test_no_piece_is_sent_while_the_transport_is_full(self) -> None:
         protocol, transport, clock = connection(Faults(slice=1))
