@@ -13,7 +13,6 @@ is wrapped, and the path a request takes is the one the benchmark measures.
 from __future__ import annotations
 
 import random
-import re
 import socket
 import struct
 from collections import deque
@@ -24,70 +23,19 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTranspor
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from echoapp import _fault_syntax as syntax
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._twisted import global_reactor
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
-_SIZE = re.compile(r"^(\d+)([KM]?B?)$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1 << 20, "MB": 1 << 20}
-STALLS = ("read", "answer")
+_duration, _size, _probability = syntax.duration, syntax.size, syntax.probability
+_stall, _flag, _seed = syntax.stall, syntax.flag, syntax.seed
+
 # Replies a connection may hold back (latency, bandwidth, slices) before it
 # stops reading from its client, as a full write buffer would: a client
 # that floods a slow peer pauses itself, it does not grow the server.
 HELD_BYTES = 1 << 20
 PIECE_COST = 100  # bytes of memory a queued chunk costs beyond its data
-# Pieces one pass of the queue sends at most before the reactor runs again:
-# slice=1 with no delay would otherwise send a megabyte a byte at a time in
-# one go, holding every other connection (and shutdown) for seconds.
-PIECES_PER_PASS = 1024
-MAX_DURATION = 86400.0  # seconds: the longest latency, delay or slow close a fault takes
-
-
-def _duration(text: str) -> float:
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (like 50ms or 2s)")
-    value = float(match.group(1))
-    seconds = value / 1000 if match.group(2) == "ms" else value
-    if not seconds <= MAX_DURATION:  # 400 digits are inf, which --fault could not read back
-        shown = text if len(text) <= 20 else text[:20] + "..."
-        raise ValueError(f"{shown!r} is longer than a day ({MAX_DURATION:g}s)")
-    return seconds
-
-
-def _size(text: str) -> int:
-    match = _SIZE.match(text.replace("/s", ""))
-    if not match:
-        raise ValueError(f"{text!r} is not a size in bytes (like 512, 16KB or 1MB)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a probability from 0 to 1") from None
-    if not 0 <= value <= 1:
-        raise ValueError(f"{text!r} is not a probability from 0 to 1")
-    return value
-
-
-def _stall(text: str) -> str:
-    if text not in STALLS:
-        raise ValueError(f"stall is {' or '.join(STALLS)}, not {text!r}")
-    return text
-
-
-def _flag(text: str) -> bool:
-    if text not in ("", "true", "yes", "1"):
-        raise ValueError(f"{text!r}: this fault takes no value")
-    return True
-
-
-def _seed(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"seed {text!r} is not a whole number")
-    return int(text)
+PIECES_PER_PASS = 1024  # per pass of the queue: slice=1 must not hold the reactor for seconds
 
 
 @dataclass(frozen=True)
@@ -123,7 +71,8 @@ class Faults:
         default=0.0, metadata={"parse": _probability, "help": "UDP: hold a reply until after the next"}
     )
     fraction: float = field(
-        default=1.0, metadata={"parse": _probability, "help": "share of connections that get the faults"}
+        default=1.0,
+        metadata={"parse": _probability, "help": "share of connections that get the faults"},
     )
     seed: int | None = field(default=None, metadata={"parse": _seed, "help": "for every random choice"})
 
@@ -310,10 +259,8 @@ class FaultyConnection(ProtocolWrapper):
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        The service's producer, seen on its way to the transport: when the
-        transport says its buffer is full, the queue stops sending pieces
-        too (under C{slice=1} each would be a queued write of its own in
-        the transport, some 40 bytes a byte), until it says it has room.
+        Tapped on its way to the transport: while the transport is full no
+        piece is sent either (under C{slice=1}, some 40 bytes of queue a byte).
         """
         if streaming:
             producer = _FullnessTap(self, producer)
@@ -341,12 +288,9 @@ class FaultyConnection(ProtocolWrapper):
 
     def _enqueue(self, data: bytes) -> None:
         """
-        A reply is queued whole, with when its first piece is due; it is
-        cut into pieces only as they are sent.  Cut up front, a 64 KiB
-        reply under C{slice=1} was 65,536 queued pieces of about 100 bytes
-        each: 6.6 MiB a connection against the stated 1 MiB.  The bound is
-        checked before the reply is queued, so a connection holds at most
-        L{HELD_BYTES} and one reply.
+        A reply is queued whole and cut only as it is sent (cut up front, 64
+        KiB under C{slice=1} was 6.6 MiB of pieces); the bound is checked
+        before it is queued: at most L{HELD_BYTES} and one reply are held.
         """
         plan = self.factory.plan
         now = plan.clock.seconds()

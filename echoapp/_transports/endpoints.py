@@ -23,6 +23,7 @@ from zope.interface import implementer
 from echoapp._transports import native_tcp
 from echoapp._transports.eager import eager_reactor
 from echoapp._transports.proxy_protocol import PREFIX, HeaderBeforeTLS, Network, ProxyEndpoint
+from echoapp._transports.tls import ServesALPNClients
 from echoapp._twisted import asyncio_loop, resolve_ipv6, tcp_server_parameters
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
@@ -171,6 +172,8 @@ def stream_endpoint(
             reactor = HeaderBeforeTLS(eager_reactor(reactor))
         return ProxyEndpoint(stream_endpoint(reactor, below, reuse_port, backlog), proxy_from)
     reactor = eager_reactor(reactor)
+    if description.startswith("ssl:"):
+        reactor = ServesALPNClients(reactor)
     endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
     if reuse_port and not tcp:
