@@ -52,6 +52,7 @@ from echoapp._limits.connections import Connections
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._peers import BalancerAddress, host_of, peer_host
+from echoapp._transports.tls import ListensSSLOwnWay
 from echoapp._twisted import global_reactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
@@ -328,7 +329,7 @@ class ProxyFactory(Factory):
         self.wrapped.doStop()
 
 
-class HeaderBeforeTLS:
+class HeaderBeforeTLS(ListensSSLOwnWay):
     """
     The reactor a C{haproxy:ssl:} listener's TLS endpoint is given: its
     C{listenSSL} listens in plain TCP and puts TLS inside the
@@ -337,12 +338,6 @@ class HeaderBeforeTLS:
     (certificates, options) as for any C{ssl:} listener; everything else is
     the real reactor's.
     """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
 
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""

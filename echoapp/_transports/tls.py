@@ -37,18 +37,21 @@ def serve_alpn_clients(context_factory: Any) -> None:
     get_context().set_alpn_select_callback(_select_none)
 
 
-class ServesALPNClients:
-    """
-    The reactor an C{ssl:} endpoint listens with: its C{listenSSL} fixes
-    the context (L{serve_alpn_clients}) first; everything else is the real
-    reactor's.
-    """
+class ListensSSLOwnWay:
+    """A reactor with a C{listenSSL} of its own (subclasses say how); everything else is the real one's."""
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
+
+
+class ServesALPNClients(ListensSSLOwnWay):
+    """
+    The reactor an C{ssl:} endpoint listens with: its C{listenSSL} fixes
+    the context (L{serve_alpn_clients}) first.
+    """
 
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
