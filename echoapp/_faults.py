@@ -25,7 +25,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from echoapp import _fault_syntax as syntax
 from echoapp._limits.descriptors import HoldsDescriptor
-from echoapp._twisted import global_reactor
+from echoapp._twisted import LazyReactor
 
 _duration, _size, _probability = syntax.duration, syntax.size, syntax.probability
 _stall, _flag, _seed = syntax.stall, syntax.flag, syntax.seed
@@ -149,12 +149,7 @@ class FaultPlan:
         self.random = random.Random(self.seed)
         self.faults = faults
 
-    @property
-    def clock(self) -> IReactorTime:
-        """The reactor unless given: taken when first needed, as options are parsed before it is installed."""
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]  # options are parsed before the reactor is installed
 
     def applies(self) -> bool:
         """Does a new connection (or a datagram) get the faults?"""

@@ -53,7 +53,7 @@ from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._peers import BalancerAddress, host_of, peer_host
 from echoapp._transports.tls import ListensSSLOwnWay
-from echoapp._twisted import global_reactor, mark_tls, parse_proxy_header
+from echoapp._twisted import LazyReactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
 HEADER_TIMEOUT = 5.0  # seconds for the whole header, from the connection
@@ -276,11 +276,7 @@ class ProxyFactory(Factory):
         self.connections: Connections | None = getattr(wrapped, "connections", None)
         self._refusal_for = getattr(wrapped, "refusal_for", None)
 
-    @property
-    def clock(self) -> IReactorTime:
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if self.trusted and not self._trusts(addr):
