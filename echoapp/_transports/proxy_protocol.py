@@ -51,12 +51,13 @@ from zope.interface import directlyProvides, implementer, providedBy
 from echoapp._limits.connections import Connections
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
-from echoapp._peers import BalancerAddress, host_of, peer_host
+from echoapp._peers import BALANCER, BalancerAddress, host_of, peer_host
 from echoapp._transports.tls import ListensSSLOwnWay
 from echoapp._twisted import LazyReactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
 HEADER_TIMEOUT = 5.0  # seconds for the whole header, from the connection
+SILENT_AFTER = 1.0  # seconds without a header after which a connection counts against its address
 MAX_HEADER = 16 + 2048  # far more than any balancer sends (v2 allows 64 KiB of extensions)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -150,15 +151,17 @@ class HeaderReader(HoldsDescriptor, Protocol):
     """
     One connection until its header is read, then the service's protocol's.
 
-    Until then it is one of the service's connections (L{Connections}),
-    counted by the connection's real address: against the descriptor
-    ceiling, C{--max-connections} and C{--max-per-peer}, so silent
-    connections that never send a header are held to the limits every
-    other connection is (4,196 of them from one address once used up every
-    descriptor of the process).  Once the header is read it leaves, just
-    before the service is asked to admit the client by the header's
-    address.  Behind a service with no L{Connections} it counts only its
-    descriptor.
+    Until then it is one of the service's connections (L{Connections}):
+    against the descriptor ceiling and C{--max-connections} from the start,
+    and once it has been silent for L{SILENT_AFTER} against
+    C{--max-per-peer} of its real address too, so connections that never
+    send a header are held to the limits every other connection is (4,196
+    of them from one address once used up every descriptor of the process).
+    Not at once: a balancer opening a burst of connections (each with its
+    header on the way) would be refused by its own address.  Once the
+    header is read it leaves, just before the service is asked to admit
+    the client by the header's address.  Behind a service with no
+    L{Connections} it counts only its descriptor.
     """
 
     transport: Any
@@ -169,7 +172,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
-        self.peer = peer_host(balancer)  # what L{Connections} counts it by
+        self.peer = BALANCER  # what L{Connections} counts it by: no peer, until it is silent too long
 
     def connectionMade(self) -> None:
         connections = self._factory.connections
@@ -177,11 +180,25 @@ class HeaderReader(HoldsDescriptor, Protocol):
             connections.add(self)
         else:
             self.hold_descriptor()
-        self._deadline = self._factory.clock.callLater(HEADER_TIMEOUT, self._refuse, "slow")
+        self._deadline = self._factory.clock.callLater(min(SILENT_AFTER, HEADER_TIMEOUT), self._silent)
+
+    def _silent(self) -> None:
+        """No header yet: from now on the connection counts against its real address's limit."""
+        connections = self._factory.connections
+        if connections is not None:
+            connections.remove(self)
+            self.peer = peer_host(self._balancer)
+            connections.add(self)
+        left = max(0.0, HEADER_TIMEOUT - SILENT_AFTER)
+        self._deadline = self._factory.clock.callLater(left, self._refuse, "slow")
 
     def shutdown(self) -> None:
-        """The service drains: a connection with no header yet has no client to say goodbye to."""
-        self._refuse("draining")
+        """
+        The service drains: a connection with no header yet has no client
+        to say goodbye to (nor a refusal to count: the listener is gone).
+        """
+        self._stop_waiting()
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -300,7 +317,7 @@ class ProxyFactory(Factory):
         return any(address in network for network in self.trusted)
 
     def refused(self, reason: str) -> None:
-        """C{reason}: C{untrusted}, C{malformed}, C{slow} or C{draining}."""
+        """C{reason}: C{untrusted}, C{malformed} or C{slow}."""
         if self._stats is not None:
             self._stats.refused["proxy"] += 1
         self._log.note(self.clock, reason)
