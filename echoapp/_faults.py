@@ -13,7 +13,6 @@ is wrapped, and the path a request takes is the one the benchmark measures.
 from __future__ import annotations
 
 import random
-import re
 import socket
 import struct
 from collections import deque
@@ -24,61 +23,19 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTranspor
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from echoapp import _fault_syntax as syntax
 from echoapp._limits.descriptors import HoldsDescriptor
-from echoapp._twisted import global_reactor
+from echoapp._twisted import LazyReactor
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
-_SIZE = re.compile(r"^(\d+)([KM]?B?)$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1 << 20, "MB": 1 << 20}
-STALLS = ("read", "answer")
+_duration, _size, _probability = syntax.duration, syntax.size, syntax.probability
+_stall, _flag, _seed = syntax.stall, syntax.flag, syntax.seed
+
 # Replies a connection may hold back (latency, bandwidth, slices) before it
 # stops reading from its client, as a full write buffer would: a client
 # that floods a slow peer pauses itself, it does not grow the server.
 HELD_BYTES = 1 << 20
-PIECE_COST = 100  # bytes of memory a queued slice costs beyond its data (slice=1 is 100x)
-
-
-def _duration(text: str) -> float:
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a duration (like 50ms or 2s)")
-    value = float(match.group(1))
-    return value / 1000 if match.group(2) == "ms" else value
-
-
-def _size(text: str) -> int:
-    match = _SIZE.match(text.replace("/s", ""))
-    if not match:
-        raise ValueError(f"{text!r} is not a size in bytes (like 512, 16KB or 1MB)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a probability from 0 to 1") from None
-    if not 0 <= value <= 1:
-        raise ValueError(f"{text!r} is not a probability from 0 to 1")
-    return value
-
-
-def _stall(text: str) -> str:
-    if text not in STALLS:
-        raise ValueError(f"stall is {' or '.join(STALLS)}, not {text!r}")
-    return text
-
-
-def _flag(text: str) -> bool:
-    if text not in ("", "true", "yes", "1"):
-        raise ValueError(f"{text!r}: this fault takes no value")
-    return True
-
-
-def _seed(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"seed {text!r} is not a whole number")
-    return int(text)
+PIECE_COST = 100  # bytes of memory a queued chunk costs beyond its data
+PIECES_PER_PASS = 1024  # per pass of the queue: slice=1 must not hold the reactor for seconds
 
 
 @dataclass(frozen=True)
@@ -114,7 +71,8 @@ class Faults:
         default=0.0, metadata={"parse": _probability, "help": "UDP: hold a reply until after the next"}
     )
     fraction: float = field(
-        default=1.0, metadata={"parse": _probability, "help": "share of connections that get the faults"}
+        default=1.0,
+        metadata={"parse": _probability, "help": "share of connections that get the faults"},
     )
     seed: int | None = field(default=None, metadata={"parse": _seed, "help": "for every random choice"})
 
@@ -191,12 +149,7 @@ class FaultPlan:
         self.random = random.Random(self.seed)
         self.faults = faults
 
-    @property
-    def clock(self) -> IReactorTime:
-        """The reactor unless given: taken when first needed, as options are parsed before it is installed."""
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]  # options are parsed before the reactor is installed
 
     def applies(self) -> bool:
         """Does a new connection (or a datagram) get the faults?"""
@@ -233,6 +186,25 @@ class Refused(HoldsDescriptor, Protocol):
         self.release_descriptor()
 
 
+class _FullnessTap:
+    """The service's push producer, passing on what the transport says and telling the faults too."""
+
+    def __init__(self, connection: FaultyConnection, producer: Any) -> None:
+        self._connection = connection
+        self._producer = producer
+
+    def pauseProducing(self) -> None:
+        self._connection.transport_full(True)
+        self._producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._connection.transport_full(False)
+        self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._producer.stopProducing()
+
+
 class FaultyConnection(ProtocolWrapper):
     """One connection's faults, between the service's protocol and the transport."""
 
@@ -244,7 +216,8 @@ class FaultyConnection(ProtocolWrapper):
     def __init__(self, factory: FaultyFactory, wrapped: Protocol, faults: Faults) -> None:
         super().__init__(factory, wrapped)  # type: ignore[arg-type]
         self._faults = faults
-        self._queue: deque[tuple[float, bytes]] = deque()
+        # Replies not yet sent, whole: [when the next piece is due, reply, bytes of it sent].
+        self._queue: deque[list[Any]] = deque()
         self._free_at = 0.0
         self._sent = 0
         self._closing = ""  # "", "write" or "all": a close waiting for the queue
@@ -252,6 +225,8 @@ class FaultyConnection(ProtocolWrapper):
         self._lost = False
         self._held_bytes = 0
         self._reading_paused = False
+        self._transport_full = False
+        self._closer: IDelayedCall | None = None
 
     def makeConnection(self, transport: Any) -> None:
         faults, plan = self._faults, self.factory.plan
@@ -277,23 +252,52 @@ class FaultyConnection(ProtocolWrapper):
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
 
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Tapped on its way to the transport: while the transport is full no
+        piece is sent either (under C{slice=1}, some 40 bytes of queue a byte).
+        """
+        if streaming:
+            producer = _FullnessTap(self, producer)
+        super().registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        super().unregisterProducer()
+        self.transport_full(False)  # no one tells us any more: send, as before it registered
+
+    def transport_full(self, full: bool) -> None:
+        self._transport_full = full
+        if not full and not self._lost:
+            self._schedule()
+
+    def _piece_size(self, data: bytes) -> int:
+        faults = self._faults
+        return faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data)) or 1
+
+    def _after(self, piece: int) -> float:
+        """How long after a piece of C{piece} bytes the next may go."""
+        faults = self._faults
+        return (faults.slice_delay if faults.slice else 0.0) + (
+            piece / faults.bandwidth if faults.bandwidth else 0.0
+        )
+
     def _enqueue(self, data: bytes) -> None:
-        plan, faults = self.factory.plan, self._faults
+        """
+        A reply is queued whole and cut only as it is sent (cut up front, 64
+        KiB under C{slice=1} was 6.6 MiB of pieces); the bound is checked
+        before it is queued: at most L{HELD_BYTES} and one reply are held.
+        """
+        plan = self.factory.plan
         now = plan.clock.seconds()
         at = max(now + plan.delay(), self._free_at)
-        size = faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data))
-        for start in range(0, len(data), size):
-            piece = data[start : start + size]
-            self._queue.append((at, piece))
-            if faults.slice:
-                at += faults.slice_delay
-            if faults.bandwidth:
-                at += len(piece) / faults.bandwidth
-        self._free_at = at
-        self._held_bytes += len(data) + PIECE_COST * -(-len(data) // size)
-        if self._held_bytes > HELD_BYTES:  # again, too, should the service's producer have resumed it
+        if self._held_bytes + len(data) > HELD_BYTES:  # again, too, should the service's producer resume it
             self._reading_paused = True
             self.transport.pauseProducing()
+        self._queue.append([at, data, 0])
+        size = self._piece_size(data)
+        pieces, last = divmod(len(data), size)
+        self._free_at = at + pieces * self._after(size) + (self._after(last) if last else 0.0)
+        self._held_bytes += len(data) + PIECE_COST
         self._schedule()
 
     def _schedule(self) -> None:
@@ -304,18 +308,31 @@ class FaultyConnection(ProtocolWrapper):
     def _release(self) -> None:
         self._pump = None
         now = self.factory.plan.clock.seconds()
-        while self._queue and self._queue[0][0] <= now and not self._lost:
-            piece = self._queue.popleft()[1]
-            self._held_bytes -= len(piece) + PIECE_COST
+        queue = self._queue
+        budget = PIECES_PER_PASS
+        while queue and queue[0][0] <= now and not self._lost and not self._transport_full and budget:
+            budget -= 1
+            entry = queue[0]
+            at, data, offset = entry
+            size = self._piece_size(data)
+            piece = data[offset : offset + size]
+            offset += len(piece)
+            if offset >= len(data):
+                queue.popleft()
+                self._held_bytes -= PIECE_COST
+            else:
+                entry[0], entry[2] = at + self._after(len(piece)), offset
+            self._held_bytes -= len(piece)
             self._emit(piece)
             if self._write_closed:
-                self._queue.clear()
+                queue.clear()
         if self._reading_paused and self._held_bytes <= HELD_BYTES // 2 and not self._lost:
             self._reading_paused = False
             if self._faults.stall != "read":
                 self.transport.resumeProducing()
         if self._queue:
-            self._schedule()
+            if not self._transport_full:  # else it says when it has room again
+                self._schedule()
         elif self._closing:
             self._close_now()
 
@@ -356,15 +373,16 @@ class FaultyConnection(ProtocolWrapper):
             return
         delay = self._faults.slow_close
         if delay:
-            self.factory.plan.clock.callLater(delay, close)
+            if self._closer is None:  # cancelled with the connection: it held a dead transport for the delay
+                self._closer = self.factory.plan.clock.callLater(delay, close)
         else:
             close()
 
     def connectionLost(self, reason: Any = None) -> None:
-        for call in (self._pump, self._timer):
+        for call in (self._pump, self._timer, self._closer):
             if call is not None and call.active():
                 call.cancel()
-        self._pump = self._timer = None
+        self._pump = self._timer = self._closer = None
         self._queue.clear()
         self._lost = True
         super().connectionLost(reason)

@@ -22,7 +22,7 @@ from twisted.web.server import Request, Site
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._metrics import REGISTRY
 from echoapp._transports.listen import StreamListenService, UDPListenService, descendants
-from echoapp._twisted import global_reactor
+from echoapp._twisted import LazyReactor
 from echoapp.services import DrainService, named
 
 log = Logger(namespace="echoapp.monitor")
@@ -233,11 +233,7 @@ class MonitorSite(Site):
         self.live = 0
         self._clock = clock
 
-    @property
-    def clock(self) -> IReactorTime:
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def buildProtocol(self, addr: Any) -> Any:
         if self.live >= MAX_METRICS_CONNECTIONS + PROBE_SLOTS or DESCRIPTORS.full():

@@ -62,9 +62,14 @@ class Descriptors:
         batch before any refusal of it is closed, and those close in the
         next pass of the loop, which may accept another batch first.  And
         L{OPENED_LATER}: the ceiling is set as a listener starts, before its
-        own socket, Twisted's C{EMFILE} spare and the like are open.
+        own socket, Twisted's C{EMFILE} spare and the like are open.  Under
+        a tiny limit the batches' room is at most a third of it (a flood
+        there is refused by Twisted's own recovery rather than served by no
+        one).
         """
-        return max(held_descriptors() - self.open, 0) + OPENED_LATER + 2 * ACCEPT_BATCH
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        batches = min(2 * ACCEPT_BATCH, soft // 3)
+        return max(held_descriptors() - self.open, 0) + OPENED_LATER + batches
 
     def hold(self) -> None:
         """One more descriptor is held (a connection, a refusal, a metrics client)."""

@@ -24,7 +24,7 @@ from twisted.application.service import MultiService, Service
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
-from echoapp._twisted import global_reactor, twistd_log_file
+from echoapp._twisted import LazyReactor, twistd_log_file
 
 __all__ = ["SignalService", "handled"]
 
@@ -55,9 +55,7 @@ class SignalService(Service):
         self._said_again = False
         self._previous: dict[int, Any] = {}
 
-    @property
-    def reactor(self) -> Any:
-        return self._reactor or global_reactor()
+    reactor: Any = LazyReactor()
 
     def privilegedStartService(self) -> None:
         """

@@ -24,10 +24,12 @@ from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import AccumulatingProtocol, FakeDatagramTransport, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from echoapp._transports.listen import listeners
 from echoapp._twisted import asyncio_loop, queued
@@ -110,6 +112,23 @@ def fake_connect(factory: Factory, host: str = "127.0.0.1") -> tuple[Any, String
 def lose(protocol: Protocol) -> None:
     """The client closed cleanly."""
     protocol.connectionLost(Failure(ConnectionDone()))
+
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """A push producer that notes what it is asked to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
 
 
 class RecordingUDPTransport(FakeDatagramTransport):

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
+import tracemalloc
 from typing import Any
 
 from twisted.internet.protocol import Factory, Protocol
@@ -21,9 +22,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
-from echoapp._faults import FaultPlan, Faults, FaultyConnection, FaultyFactory
+from echoapp._faults import HELD_BYTES, PIECES_PER_PASS, FaultPlan, Faults, FaultyConnection, FaultyFactory
 from echoapp._limits.descriptors import DESCRIPTORS
-from tests.support import installed_env, make_certificates
+from tests.support import RecordingProducer, installed_env, make_certificates
 
 
 class Answer(Protocol):
@@ -73,6 +74,8 @@ class SyntaxTests(SynchronousTestCase):
             ("stall=sometimes", "fault stall: stall is read or answer, not 'sometimes'"),
             ("refuse=3", "fault refuse: '3': this fault takes no value"),
             ("seed=x", "fault seed: seed 'x' is not a whole number"),
+            ("latency=" + "9" * 400 + "s", "fault latency: '99999999999999999999...' is longer than a day"),
+            ("slow-close=86401s", "fault slow-close: '86401s' is longer than a day"),
         ]:
             with self.assertRaises(ValueError) as raised:
                 Faults.parse(text)
@@ -144,10 +147,43 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing", "and resumes once they have gone")
         self.assertEqual(len(transport.value()), 300 * 4098)
 
-    def test_held_slices_count_what_they_cost(self) -> None:
-        protocol, transport, _ = connection(Faults(slice=1, slice_delay=1))
-        protocol.dataReceived(b"x" * 20000)  # 20,002 one-byte slices: 2 MB of queue, not 20 KB
-        self.assertEqual(transport.producerState, "paused")
+    def test_a_flood_holds_at_most_the_stated_bound(self) -> None:
+        # Cut into pieces as queued, one 64 KiB reply under slice=1 was 6.6 MiB.
+        chunk = b"x" * 65536
+        for faults in (Faults(slice=1, slice_delay=0.001), Faults(bandwidth=10)):
+            tracemalloc.start()
+            try:
+                protocol, transport, _ = connection(faults)
+                before = tracemalloc.get_traced_memory()[0]
+                for _ in range(40):
+                    if transport.producerState == "paused":
+                        break
+                    protocol.dataReceived(chunk)
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+            self.assertEqual(transport.producerState, "paused", faults)
+            self.assertLess(held, HELD_BYTES + 3 * len(chunk), faults)
+
+    def test_one_pass_sends_a_bounded_number_of_pieces(self) -> None:
+        protocol, transport, clock = connection(Faults(slice=1))
+        protocol.dataReceived(b"x" * 3000)
+        [pump] = clock.getDelayedCalls()
+        pump.func(*pump.args, **pump.kw)  # one pass, as the reactor runs it
+        self.assertEqual(len(transport.value()), PIECES_PER_PASS, "then the reactor runs again")
+        clock.advance(0)
+        self.assertEqual(len(transport.value()), 3002)
+
+    def test_no_piece_is_sent_while_the_transport_is_full(self) -> None:
+        protocol, transport, clock = connection(Faults(slice=1))
+        protocol.registerProducer(RecordingProducer(), True)  # as the guard does for the service
+        transport.producer.pauseProducing()  # the transport's buffer is full
+        protocol.dataReceived(b"abc")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"")
+        transport.producer.resumeProducing()
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"<abc>")
 
     def test_reset_after_time(self) -> None:
         _, transport, clock = connection(Faults(reset_after=2))
@@ -155,6 +191,13 @@ class ClockTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected)
         clock.advance(0.2)
         self.assertTrue(transport.disconnected, "aborted")
+
+    def test_a_slow_close_timer_goes_with_its_connection(self) -> None:
+        protocol, _, clock = connection(Faults(slow_close=600))
+        protocol.dataReceived(b"bye")
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        protocol.connectionLost(None)  # the client left first
+        self.assertEqual(clock.getDelayedCalls(), [], "no timer holds the dead transport for 600 s")
 
     def test_slow_close(self) -> None:
         protocol, transport, clock = connection(Faults(slow_close=3))

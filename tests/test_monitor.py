@@ -191,6 +191,7 @@ class HealthProbeLogTests(TestCase):
 def channel(site: monitor.MonitorSite) -> tuple[Any, StringTransport]:
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
     assert protocol is not None
+    protocol.callLater = site.clock.callLater  # twisted.web's own timeout, on the fake clock too
     transport = StringTransport()
     protocol.makeConnection(transport)
     return protocol, transport

@@ -457,3 +457,37 @@ class AcceptBatchTests(SynchronousTestCase):
         self.assertEqual(port.numberAccepts, ACCEPT_BATCH)
         port.numberAccepts = 3
         self.assertEqual(port.numberAccepts, 3)
+
+
+class LazyReactorTests(SynchronousTestCase):
+    """The one way echoapp finds the reactor late: given, or the global one when first read."""
+
+    def test_given_or_the_global_one_when_first_read(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.task import Clock
+
+        class Holder:
+            clock = _twisted.LazyReactor()
+
+            def __init__(self, clock: Any = None) -> None:
+                self._clock = clock
+
+        given = Clock()
+        self.assertIs(Holder(given).clock, given)
+        late = Holder()
+        self.assertIsNone(late._clock, "nothing is looked up until it is read")
+        self.assertIs(late.clock, reactor)
+
+    def test_every_late_lookup_uses_it(self) -> None:
+        from echoapp import _faults, _monitor, signals
+        from echoapp._limits import guard
+        from echoapp._transports import proxy_protocol
+
+        for owner, name in (
+            (guard.GuardedFactory, "clock"),
+            (proxy_protocol.ProxyFactory, "clock"),
+            (_monitor.MonitorSite, "clock"),
+            (_faults.FaultPlan, "clock"),
+            (signals.SignalService, "reactor"),
+        ):
+            self.assertIsInstance(vars(owner)[name], _twisted.LazyReactor, owner)

@@ -33,7 +33,7 @@ from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._metrics import TCPStats
 from echoapp._peers import peer_host
 from echoapp._reasons import REFUSALS, SHUTDOWN, TIMEOUTS
-from echoapp._twisted import global_reactor
+from echoapp._twisted import LazyReactor
 
 log = Logger(namespace="echoapp.guard")
 
@@ -384,11 +384,7 @@ class GuardedFactory(Factory):
         self.now = self.clock.seconds
         return self.now()
 
-    @property
-    def clock(self) -> IReactorTime:
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def refusal_for(self, peer: str) -> Refusal | None:
         """

@@ -26,7 +26,8 @@ def parse_service(spec: str, makers: dict[str, IServiceMaker]) -> tuple[IService
     """
     Parse C{"PLUGIN [OPTIONS]"} with the plugin's own options parser.
 
-    @raise usage.UsageError: one line naming the offending C{--service}.
+    @raise usage.UsageError: one line naming the offending C{--service},
+        also when a plugin's options raise something else (a bug in it).
     """
 
     def invalid(reason: str) -> usage.UsageError:
@@ -42,11 +43,13 @@ def parse_service(spec: str, makers: dict[str, IServiceMaker]) -> tuple[IService
     maker = makers.get(name)
     if maker is None:
         raise invalid(f"no twistd plugin named {name!r} (twistd --help lists them)")
-    options = maker.options()
     try:
+        options = maker.options()
         options.parseOptions(arguments)
     except usage.UsageError as error:
         raise invalid(str(error)) from None
+    except Exception as error:  # someone else's plugin failing: one line, not 29 of traceback
+        raise invalid(f"{name} failed: {one_line(error)}") from None
     return maker, options
 
 

@@ -24,6 +24,7 @@ from echoapp._transports import native_tcp
 from echoapp._transports.descriptions import description_mistake, explain_failure, one_line, split_proxy
 from echoapp._transports.eager import eager_reactor
 from echoapp._transports.proxy_protocol import PREFIX, HeaderBeforeTLS, Network, ProxyEndpoint
+from echoapp._transports.tls import ServesALPNClients
 from echoapp._twisted import asyncio_loop, proxy_parsers, resolve_ipv6, tcp_server_parameters
 
 DEFAULT_TCP_LISTEN = "tcp:9999:interface=127.0.0.1"
@@ -168,6 +169,8 @@ def stream_endpoint(
     an asyncio loop; everything else is Twisted's own endpoint.
     """
     reactor = eager_reactor(reactor)
+    if description.startswith("ssl:"):
+        reactor = ServesALPNClients(reactor)
     endpoint = serverFromString(reactor, with_backlog(description, backlog))
     tcp = isinstance(endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint)
     if reuse_port and not tcp:

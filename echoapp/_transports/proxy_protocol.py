@@ -52,10 +52,12 @@ from echoapp._limits.connections import Connections
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._peers import BALANCER, BalancerAddress, host_of, peer_host
-from echoapp._twisted import global_reactor, mark_tls, parse_proxy_header
+from echoapp._transports.tls import ListensSSLOwnWay
+from echoapp._twisted import LazyReactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
 HEADER_TIMEOUT = 5.0  # seconds for the whole header, from the connection
+SILENT_AFTER = 1.0  # seconds without a header after which a connection counts against its address
 MAX_HEADER = 16 + 2048  # far more than any balancer sends (v2 allows 64 KiB of extensions)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,16 +151,19 @@ class HeaderReader(HoldsDescriptor, Protocol):
     """
     One connection until its header is read, then the service's protocol's.
 
-    Until then it is one of the service's connections (L{Connections}),
-    counted as L{ProxyFactory.counted_as} says (a sender that is not a
-    trusted balancer, by its real address): against the descriptor
-    ceiling, C{--max-connections} and C{--max-per-peer}, so silent
-    connections that never send a header are held to the limits every
-    other connection is (4,196 of them from one address once used up every
-    descriptor of the process).  Once the header is read it leaves, just
-    before the service is asked to admit the client by the header's
-    address.  Behind a service with no L{Connections} it counts only its
-    descriptor.
+    Until then it is one of the service's connections (L{Connections}):
+    against the descriptor ceiling and C{--max-connections} from the start,
+    and against C{--max-per-peer} of its real address as
+    L{ProxyFactory.counted_as} says: at once when every sender is believed
+    (no C{--proxy-from}); from a trusted balancer, once it has been silent
+    for L{SILENT_AFTER} (not at once: a balancer opening a burst of
+    connections, each with its header on the way, would be refused by its
+    own address).  So connections that never send a header are held to the
+    limits every other connection is (4,196 of them from one address once
+    used up every descriptor of the process).  Once the header is read it
+    leaves, just before the service is asked to admit the client by the
+    header's address.  Behind a service with no L{Connections} it counts
+    only its descriptor.
     """
 
     transport: Any
@@ -169,7 +174,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
-        self.peer = factory.counted_as(balancer)  # what L{Connections} counts it by
+        self.peer = factory.counted_as(balancer)  # what L{Connections} counts it by, for now
 
     def connectionMade(self) -> None:
         connections = self._factory.connections
@@ -177,11 +182,25 @@ class HeaderReader(HoldsDescriptor, Protocol):
             connections.add(self)
         else:
             self.hold_descriptor()
-        self._deadline = self._factory.clock.callLater(HEADER_TIMEOUT, self._refuse, "slow")
+        self._deadline = self._factory.clock.callLater(min(SILENT_AFTER, HEADER_TIMEOUT), self._silent)
+
+    def _silent(self) -> None:
+        """No header yet: from now on the connection counts against its real address's limit."""
+        connections = self._factory.connections
+        if connections is not None and self.peer == BALANCER:
+            connections.remove(self)
+            self.peer = peer_host(self._balancer)
+            connections.add(self)
+        left = max(0.0, HEADER_TIMEOUT - SILENT_AFTER)
+        self._deadline = self._factory.clock.callLater(left, self._refuse, "slow")
 
     def shutdown(self) -> None:
-        """The service drains: a connection with no header yet has no client to say goodbye to."""
-        self._refuse("draining")
+        """
+        The service drains: a connection with no header yet has no client
+        to say goodbye to (nor a refusal to count: the listener is gone).
+        """
+        self._stop_waiting()
+        self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         inner = self.inner
@@ -276,18 +295,14 @@ class ProxyFactory(Factory):
         self.connections: Connections | None = getattr(wrapped, "connections", None)
         self._refusal_for = getattr(wrapped, "refusal_for", None)
 
-    @property
-    def clock(self) -> IReactorTime:
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if self.trusted and not self._trusts(addr):
             self.refused("untrusted")
             return None
         if self._refusal_for is not None:
-            refusal: Any = self._refusal_for(self.counted_as(addr))
+            refusal: Any = self._refusal_for(peer_host(addr))  # checked by its real address
             if refusal is not None:
                 refusal.silent = self.tls  # a line in clear would reach a client speaking TLS
                 return refusal
@@ -298,9 +313,11 @@ class ProxyFactory(Factory):
         Whom a connection counts against until its header names the client:
         a trusted balancer (C{--proxy-from}) is L{BALANCER}, which counts
         against no peer (it carries every client: its address at the
-        per-peer limit would refuse clients that are each under theirs);
-        anyone else, when every sender is believed, by its real address, so
-        silent connections from one address are held to C{--max-per-peer}.
+        per-peer limit would refuse clients that are each under theirs)
+        until the connection has been silent for L{SILENT_AFTER}; anyone
+        else, when every sender is believed, by its real address at once,
+        so silent connections from one address are held to
+        C{--max-per-peer}.
         The descriptor ceiling and C{--max-connections} count them all.
         """
         return BALANCER if self.trusted else peer_host(addr)
@@ -316,7 +333,7 @@ class ProxyFactory(Factory):
         return any(address in network for network in self.trusted)
 
     def refused(self, reason: str) -> None:
-        """C{reason}: C{untrusted}, C{malformed}, C{slow} or C{draining}."""
+        """C{reason}: C{untrusted}, C{malformed} or C{slow}."""
         if self._stats is not None:
             self._stats.refused["proxy"] += 1
         self._log.note(self.clock, reason)
@@ -341,7 +358,7 @@ class ProxyFactory(Factory):
         self.wrapped.doStop()
 
 
-class HeaderBeforeTLS:
+class HeaderBeforeTLS(ListensSSLOwnWay):
     """
     The reactor a C{haproxy:ssl:} listener's TLS endpoint is given: its
     C{listenSSL} listens in plain TCP and puts TLS inside the
@@ -350,12 +367,6 @@ class HeaderBeforeTLS:
     (certificates, options) as for any C{ssl:} listener; everything else is
     the real reactor's.
     """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
 
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""

@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import AccumulatingProtocol
@@ -26,7 +26,7 @@ from echoapp._transports.endpoints import SocketEndpoint
 from echoapp._transports.listen import StreamListenService
 from echoapp._twisted import asyncio_loop
 from echoapp.config import GreeterConfig
-from tests.support import listeners, start, tutorial_client, wait_until
+from tests.support import RecordingProducer, listeners, start, tutorial_client, wait_until
 
 
 class FakeTransport(asyncio.Transport):
@@ -88,19 +88,7 @@ class HalfCloser(Recorder):
         """Not needed here."""
 
 
-@implementer(IPushProducer)
-class Producer:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
+Producer = RecordingProducer
 
 
 def connect(protocol: Protocol, **addresses: Any) -> tuple[native_tcp.NativeConnection, FakeTransport, Any]:

@@ -7,6 +7,7 @@ reactors' paths (Twisted's TCP and the native transports) are exercised.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -99,15 +100,21 @@ class BehindABalancerTests(TestCase):
         self.assertEqual(await self.talk(port, v2("10.3.3.3")), b"Welcome!\r\n")
 
     async def test_silent_connections_count_against_their_real_address(self) -> None:
+        self.patch(proxy, "SILENT_AFTER", 0.2)
         port, tree = self.serve(max_per_peer=5)
+        connections = listeners(tree)[0].factory.connections
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(5)]
+        for sock in silent:
+            self.addCleanup(sock.close)
+        for _ in range(int(DEADLINE / 0.05)):
+            if connections.per_peer.get("127.0.0.1") == 5:
+                break
+            await deferLater(reactor, 0.05)
 
         def flood() -> list[bytes]:
-            socks = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(20)]
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(15)]
             try:
-                answers = []
-                for sock in socks[5:]:
-                    answers.append(sock.recv(100))
-                return answers
+                return [sock.recv(100) for sock in socks]
             finally:
                 for sock in socks:
                     sock.close()
@@ -203,6 +210,9 @@ class DescriptorTests(SynchronousTestCase):
         self.assertEqual(DESCRIPTORS.open, before)
 
 
+TRUSTED = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
 class BeforeTheHeaderTests(SynchronousTestCase):
     """
     A connection that has not sent its header yet is one of the service's
@@ -217,19 +227,40 @@ class BeforeTheHeaderTests(SynchronousTestCase):
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def proxied(self, **limits: Any) -> proxy.ProxyFactory:
-        return proxy.ProxyFactory(EchoFactory(Connections(TCPLimits(**limits)), Clock()), clock=Clock())
+    def proxied(self, trusted: tuple[Any, ...] = (), **limits: Any) -> proxy.ProxyFactory:
+        self.clock = Clock()
+        wrapped = EchoFactory(Connections(TCPLimits(**limits)), self.clock)
+        return proxy.ProxyFactory(wrapped, trusted, clock=self.clock)
 
-    def test_the_per_peer_limit_counts_the_real_address(self) -> None:
+    def test_untrusted_senders_count_against_their_address_at_once(self) -> None:
+        """With no --proxy-from anyone may send headers: a silent one is held to its own address's limit."""
         factory = self.proxied(max_per_peer=2)
+        for _ in range(2):
+            self.assertNotIsInstance(self.reader(factory)[0], Refusal)
+        _, transport = self.reader(factory)
+        self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
+        self.assertNotIsInstance(self.reader(factory, "127.0.0.2")[0], Refusal)  # other addresses are served
+
+    def test_silent_connections_count_against_their_real_address(self) -> None:
+        """From a trusted balancer, once they have been silent for SILENT_AFTER."""
+        factory = self.proxied(TRUSTED, max_per_peer=2)
         silent = [self.reader(factory)[0] for _ in range(2)]
+        self.clock.advance(proxy.SILENT_AFTER)
         refused, transport = self.reader(factory)
         self.assertIsInstance(refused, Refusal)
         self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
         self.assertNotIsInstance(self.reader(factory, "127.0.0.2")[0], Refusal)  # other addresses are served
         silent[0].dataReceived(v1("10.1.1.1"))
-        self.assertEqual(factory.connections.per_peer, {"127.0.0.1": 1, "127.0.0.2": 1, "10.1.1.1": 1})
+        self.assertEqual(factory.connections.per_peer, {"127.0.0.1": 1, "10.1.1.1": 1})
         self.assertNotIsInstance(self.reader(factory)[0], Refusal)  # the header freed the slot
+
+    def test_a_balancers_burst_is_not_refused_by_its_address(self) -> None:
+        factory = self.proxied(TRUSTED, max_per_peer=2)
+        burst = [self.reader(factory) for _ in range(10)]  # accepted together, headers on the way
+        self.assertEqual([type(reader) for reader, _ in burst], [proxy.HeaderReader] * 10)
+        for n, (reader, _) in enumerate(burst):
+            reader.dataReceived(v1(f"10.1.1.{n}"))
+        self.assertEqual(len(factory.connections.per_peer), 10, "each counted as its client")
 
     def test_the_connection_limit(self) -> None:
         factory = self.proxied(max_connections=3, max_per_peer=3)
