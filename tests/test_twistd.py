@@ -200,6 +200,11 @@ class StartupFailureTests(SynchronousTestCase):
             timeout=DEADLINE,
             stdin=subprocess.DEVNULL,
         )
+        # A daemon removes its pid file just after it tells its parent why it
+        # failed (twistd's order), so the parent may exit first: wait, bounded.
+        end = time.monotonic() + DEADLINE
+        while any(name.endswith(".pid") for name in os.listdir(directory)) and time.monotonic() < end:
+            time.sleep(0.05)
         return result.returncode, result.stderr, os.listdir(directory)
 
     def taken(self, kind: int) -> int:
