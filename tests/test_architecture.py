@@ -57,7 +57,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("echoapp._metrics",)),
     ("limits", ("echoapp._limits", "echoapp._limits.")),
     ("transports", ("echoapp._transports", "echoapp._transports.")),
-    ("protocols and faults", ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults")),
+    (
+        "protocols and faults",
+        ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults", "echoapp._faults."),
+    ),
     ("services", ("echoapp.services",)),
     ("process", ("echoapp._monitor", "echoapp.signals")),
     ("test peer", ("echoapp.testing", "echoapp.testing.")),
