@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from echoapp import _monitor as monitor
 from echoapp import signals
-from echoapp._faults import FaultPlan, Faults
+from echoapp._faults import FaultPlan, Faults, offered
 from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
 from echoapp._transports.proxy_protocol import Network, parse_networks
@@ -209,6 +209,16 @@ def opt_fault(options: usage.Options, spec: str) -> None:
     fraction=F; seed=N, printed at start).
     """
     options.setdefault("fault-texts", []).append(spec)
+
+
+def check_faults(options: usage.Options, streams: Any = (), datagrams: bool = False) -> None:
+    """A C{--fault} that nothing of this service could apply is refused, in one line."""
+    plan = options["faults"]
+    if plan is not None:
+        try:
+            plan.faults.check_applies(*offered(streams, datagrams))
+        except ValueError as error:
+            raise usage.UsageError(f"--fault: {error}") from None
 
 
 def fault_plan(options: usage.Options) -> FaultPlan | None:

@@ -14,6 +14,7 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_faults,
     check_proxy_from,
     fault_plan,
     metrics_listen,
@@ -42,6 +43,7 @@ class Options(PluginOptions):
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         check_proxy_from(self, self["endpoints"])
+        check_faults(self, self["endpoints"])
         self["limits"] = build(TCPLimits, self)
 
 

@@ -16,6 +16,7 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_faults,
     check_proxy_from,
     fault_plan,
     metrics_listen,
@@ -47,6 +48,7 @@ class Options(PluginOptions):
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         check_proxy_from(self, self["endpoints"])
+        check_faults(self, self["endpoints"])
         self["config"] = build(GreeterConfig, self)
         self["limits"] = build(TCPLimits, self)
 
