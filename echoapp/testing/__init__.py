@@ -24,6 +24,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
 
 from echoapp import services
 from echoapp._faults import FaultPlan, Faults, offered
@@ -34,6 +35,8 @@ from echoapp.template import ReplyTemplate
 from echoapp.testing._process import TCP_LOOPBACK, UDP_LOOPBACK, Process
 
 __all__ = ["Faults", "Peer", "Process", "echo", "greeter", "udp"]
+
+log = Logger(namespace="echoapp.testing")
 
 
 def _configs(options: dict[str, Any], *kinds: type) -> list[Any]:
@@ -116,6 +119,13 @@ class Peer:
         """
         faults.check_applies(*self.where)
         self.plan.faults = faults
+        # In the test's log, as the start was: the line a failing run is repeated from.
+        log.info(
+            "{service} faults now: {faults} (seed={seed})",
+            service=self.service.name,
+            faults=faults,
+            seed=self.seed,
+        )
 
     @property
     def seed(self) -> int:

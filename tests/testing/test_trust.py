@@ -16,7 +16,9 @@ import subprocess
 import time
 from typing import Any
 
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -176,6 +178,20 @@ class RunTimeChangeTests(TestCase):
 
         with self.assertRaises(TimeoutError):
             await deferToThread(then)
+
+
+class SeedInTheLogTests(TestCase):
+    """The seed in every failure: a trial test's log says it at start and at every change."""
+
+    def test_start_and_change_are_logged_with_the_seed(self) -> None:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        peer = testing.greeter(self, faults=Faults(latency=0.01, seed=77))
+        peer.faults = Faults(stall="answer", seed=77)
+        said = [formatEvent(event) for event in events]
+        self.assertIn("echoapp-tcp faults: latency=10ms,seed=77 (seed=77)", said)
+        self.assertIn("echoapp-tcp faults now: stall=answer,seed=77 (seed=77)", said)
+        with self.assertRaises(ValueError):
+            peer.faults = Faults(loss=0.5)
 
 
 class RefusedFaultTests(SynchronousTestCase):
