@@ -406,6 +406,18 @@ class DatagramClockTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(transport.written, [(b"<a>", A)])
 
+    def test_held_replies_are_bounded(self) -> None:
+        protocol, transport, clock = datagrams(Faults(latency=10))
+        greeter: Any = protocol.wrapped
+        dropped: list[int] = []
+        greeter.reply_dropped = lambda: dropped.append(1)
+        for _ in range(300):
+            protocol.datagramReceived(b"x" * 4096, A)
+        self.assertEqual(protocol.faulty.held_bytes, 255 * 4098, "1 MiB held at most")  # type: ignore[union-attr]
+        self.assertEqual(len(dropped), 45, "the rest dropped, and counted")
+        clock.advance(10)
+        self.assertEqual((len(transport.written), protocol.faulty.held_bytes), (255, 0))  # type: ignore[union-attr]
+
     def test_stopping_leaves_no_timer(self) -> None:
         protocol, _, clock = datagrams(Faults(latency=1, reorder=1))
         protocol.datagramReceived(b"a", A)

@@ -16,6 +16,10 @@ from echoapp._faults.plan import Draws, FaultPlan
 # The longest a reordered reply waits for the next reply to its source:
 # then it goes anyway, late, as a reordered datagram does, never stranded.
 REORDER_HOLD = 0.2
+# Bytes of replies a port may hold back (latency, reordering) at once: past
+# that a reply is dropped, as a full buffer drops it (reason=buffer), so a
+# flood against a slow UDP peer cannot grow the server.
+HELD_DATAGRAM_BYTES = 1 << 20
 
 
 class FaultyDatagrams:
@@ -27,6 +31,15 @@ class FaultyDatagrams:
         self._plan = protocol.plan
         self._held: dict[Any, tuple[bytes, IDelayedCall]] = {}
         self._timers: set[IDelayedCall] = set()
+        self.held_bytes = 0
+
+    def _hold(self, datagram: bytes) -> bool:
+        """Room for one more held reply?  Without, it is dropped and counted."""
+        if self.held_bytes + len(datagram) > HELD_DATAGRAM_BYTES:
+            self._protocol.reply_dropped()
+            return False
+        self.held_bytes += len(datagram)
+        return True
 
     def write(self, datagram: bytes, addr: Any = None) -> Any:
         draws = self._protocol.draws_for(addr)
@@ -40,13 +53,15 @@ class FaultyDatagrams:
         delay = draws.delay(faults)  # type: ignore[union-attr]
         if addr not in self._held and faults.reorder and rng.random() < faults.reorder:
             # Sent after the next reply to the same source, or after REORDER_HOLD.
-            self._held[addr] = (datagram, self._later(delay + REORDER_HOLD, self._release, addr))
+            if self._hold(datagram):
+                self._held[addr] = (datagram, self._later(delay + REORDER_HOLD, self._release, addr))
             return None
         for _ in range(copies):
             self._send(delay, datagram, addr)
         if addr in self._held:
-            self._send(delay, self._held[addr][0], addr)
+            held = self._held[addr][0]
             self._forget(addr)
+            self._send(delay, held, addr)
         return None
 
     def _later(self, delay: float, call: Any, *args: Any) -> IDelayedCall:
@@ -59,10 +74,14 @@ class FaultyDatagrams:
         return timer
 
     def _send(self, delay: float, datagram: bytes, addr: Any) -> None:
-        if delay:
-            self._later(delay, self._send_now, datagram, addr)
-        else:
+        if not delay:
             self._send_now(datagram, addr)
+        elif self._hold(datagram):
+            self._later(delay, self._send_held, datagram, addr)
+
+    def _send_held(self, datagram: bytes, addr: Any) -> None:
+        self.held_bytes -= len(datagram)
+        self._send_now(datagram, addr)
 
     def _send_now(self, datagram: bytes, addr: Any) -> None:
         if self._transport.write(datagram, addr) is False:  # a full native buffer dropped it
@@ -71,10 +90,11 @@ class FaultyDatagrams:
     def _release(self, addr: Any) -> None:
         held = self._held.pop(addr, None)
         if held is not None:
-            self._send_now(held[0], addr)
+            self._send_held(held[0], addr)
 
     def _forget(self, addr: Any) -> None:
-        _, timer = self._held.pop(addr)
+        datagram, timer = self._held.pop(addr)
+        self.held_bytes -= len(datagram)
         if timer.active():
             timer.cancel()
         self._timers.discard(timer)
@@ -86,6 +106,7 @@ class FaultyDatagrams:
                 timer.cancel()
         self._timers.clear()
         self._held.clear()
+        self.held_bytes = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
