@@ -152,8 +152,9 @@ COUNT = Kind(_count, _check_count)
 SEED = Kind(_seed, _check_seed)
 MATCH = Kind(encode_text, _check_match)
 
-# Where a fault can apply: on byte streams, on TLS listeners only, on datagrams.
-STREAM, TLS, DATAGRAM = "stream", "tls", "datagram"
+# Where a fault can apply: on byte streams, on TLS listeners only, on
+# streams without TLS (TLS cannot half-close), on datagrams.
+STREAM, TLS, PLAIN, DATAGRAM = "stream", "tls", "plain", "datagram"
 # The fields that choose which connections (or datagrams) get the faults:
 # none of them is a fault by itself.
 CONDITIONS = ("first", "after_messages", "active_from", "active_until", "match", "fraction", "seed")
@@ -181,7 +182,7 @@ class Faults:
     read_bandwidth: int = _spec(0, SIZE, "bytes per second the server reads", STREAM)
     reset_after_bytes: int | None = _spec(None, SIZE, "RST after N bytes", STREAM)
     reset_after: float | None = _spec(None, DURATION, "RST after a time", STREAM)
-    half_close_after_bytes: int | None = _spec(None, SIZE, "FIN after N bytes; reading goes on", STREAM)
+    half_close_after_bytes: int | None = _spec(None, SIZE, "FIN after N bytes; reading goes on", PLAIN)
     slow_close: float = _spec(0.0, DURATION, "delay every close", STREAM)
     stall: str = _spec("", STALL, "read: never read; answer: never reply", STREAM)
     refuse: bool = _spec(False, FLAG, "accept, then close at once", STREAM)
@@ -252,7 +253,7 @@ class Faults:
     def check_applies(self, *where: str) -> None:
         """
         Refuse, in one line, a fault that nothing in C{where} (L{STREAM},
-        L{TLS}, L{DATAGRAM}: what the service offers) could apply: it would
+        L{TLS}, L{PLAIN}, L{DATAGRAM}: what the service offers) could apply: it would
         be logged as active and do nothing.
 
         @raise ValueError: naming the first such fault.
@@ -263,6 +264,10 @@ class Faults:
                 continue
             if wanted == (TLS,):
                 raise ValueError(f"fault {option_name(f.name)}: needs an ssl: listener")
+            if wanted == (PLAIN,):
+                raise ValueError(
+                    f"fault {option_name(f.name)}: needs a listener without TLS (TLS cannot half-close)"
+                )
             kinds = " or ".join("TCP" if kind == STREAM else "UDP" for kind in wanted)
             raise ValueError(f"fault {option_name(f.name)}: applies to {kinds} services only")
 
@@ -297,7 +302,5 @@ def offered(streams: Iterable[Any] = (), datagrams: bool = False) -> tuple[str, 
     where = [DATAGRAM] if datagrams else []
     for listen in streams:
         description = str(listen).removeprefix("haproxy:")
-        where.append(TLS if description.partition(":")[0] == "ssl" else STREAM)
-    if TLS in where:
-        where.append(STREAM)
+        where += [STREAM, TLS if description.partition(":")[0] == "ssl" else PLAIN]
     return tuple(where)

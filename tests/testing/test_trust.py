@@ -235,6 +235,11 @@ class RefusedFaultTests(SynchronousTestCase):
                 options().parseOptions(["--listen", "tcp:0" if options is tcp.Options else "udp:0", *args])
             self.assertIn(reason, str(raised.exception))
         udp.Options().parseOptions(["--listen", "udp:0", "--fault", "latency=1s,jitter=10ms,loss=0.1"])
+        paths = make_certificates(self.mktemp() + "-certs")
+        tls = f"ssl:0:interface=127.0.0.1:privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        with self.assertRaises(ValueError) as raised:
+            testing.greeter(listen=tls, faults=Faults(half_close_after_bytes=3))
+        self.assertIn("needs a listener without TLS (TLS cannot half-close)", str(raised.exception))
         with self.assertRaises(ValueError) as raised:
             testing.greeter(faults=Faults(loss=0.5))
         self.assertEqual(str(raised.exception), "fault loss: applies to UDP services only")
