@@ -13,6 +13,10 @@ environment, so loading it costs nothing: it imports pytest and no more.
 The fixtures import L{echoapp.testing} (the services, the reactor's
 machinery, OpenSSL where there is TLS) when a test asks for one.  Nothing
 here imports the reactor: pytest-twisted installs it.
+
+A failing test's report shows each peer's seed and faults (an C{echoapp peers}
+section, and C{echoapp_seed} in C{user_properties}, which JUnit XML keeps):
+C{Faults(seed=...)} or C{--fault seed=...} repeats the run.
 """
 
 from __future__ import annotations
@@ -28,8 +32,35 @@ if TYPE_CHECKING:
 KINDS = ("greeter", "echo", "udp")
 
 
+PEERS = pytest.StashKey[list[Any]]()
+
+
+def _seen(request: pytest.FixtureRequest, peer: Any) -> None:
+    """Remember a peer for the report, and its seed for JUnit XML."""
+    request.node.stash.setdefault(PEERS, []).append(peer)
+    if peer.seed is not None:
+        request.node.user_properties.append(("echoapp_seed", peer.seed))
+
+
+def _described(peer: Any) -> str:
+    """One line a user finds: which peer, its seed, its faults now."""
+    if isinstance(peer, testing.Process):
+        return f"{peer.plugin} {' '.join(peer.args)}: seed={peer.seed}"
+    return f"{peer.service.name} on {peer.host}:{peer.port}: seed={peer.seed}, faults: {peer.faults}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failing test's report says each peer's seed and faults (as they are at the failure)."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    peers = item.stash.get(PEERS, [])
+    if report.failed and peers:
+        report.sections.append(("echoapp peers", "\n".join(map(_described, peers))))
+
+
 @pytest.fixture
-def echoapp_peer() -> Iterator[Callable[..., testing.Peer]]:
+def echoapp_peer(request: pytest.FixtureRequest) -> Iterator[Callable[..., testing.Peer]]:
     """Start C{greeter}, C{echo} or C{udp} in-process; each is stopped and drained after the test."""
     import pytest_twisted  # only for those who use this fixture: it needs pytest-twisted
 
@@ -42,6 +73,7 @@ def echoapp_peer() -> Iterator[Callable[..., testing.Peer]]:
             raise ValueError(f"echoapp_peer: kind is one of {', '.join(KINDS)}, not {kind!r}")
         peer: testing.Peer = getattr(testing, kind)(**options)
         peers.append(peer)
+        _seen(request, peer)
         return peer
 
     yield start
@@ -50,7 +82,7 @@ def echoapp_peer() -> Iterator[Callable[..., testing.Peer]]:
 
 
 @pytest.fixture
-def echoapp_process() -> Iterator[Callable[..., testing.Process]]:
+def echoapp_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., testing.Process]]:
     """Start a real C{twistd} with an echoapp plugin on a free loopback port; stopped after the test."""
     from echoapp import testing
 
@@ -59,6 +91,7 @@ def echoapp_process() -> Iterator[Callable[..., testing.Process]]:
     def start(plugin: str = "echoapp-tcp", *args: str) -> testing.Process:
         process = testing.Process(plugin, *args).start()
         processes.append(process)
+        _seen(request, process)
         return process
 
     yield start

@@ -29,7 +29,8 @@ TIMEOUTS = {
 }
 
 # Why a datagram got no reply (the client is told nothing: it is UDP).
-DROPS = ("port", "rate", "size", "error")
+# "buffer": uvloop's native transport holds over 1 MiB of replies already.
+DROPS = ("port", "rate", "size", "error", "buffer")
 
 # The key a protocol's notice is asked for when the service stops.
 SHUTDOWN = "shutdown"

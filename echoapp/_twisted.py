@@ -410,3 +410,23 @@ def eager_writes_problem() -> str | None:
     if getattr(probe, "_tempDataLen", None) != 6 or queued(probe) != 6:
         return "FileDescriptor.write no longer queues into _tempDataLen"
     return None
+
+
+def unsent(transport: Any) -> int | None:
+    """
+    Bytes a stream transport still holds, not yet taken by the kernel: for
+    TLS, the cleartext waiting for the handshake and what the transport
+    below it queues; for Twisted's own transports, L{queued}; for
+    echoapp's native ones, their loop's buffer.  L{None} when it cannot
+    tell (a test's transport).
+    """
+    held = 0
+    cleartext = getattr(transport, "_appSendBuffer", None)  # TLSMemoryBIOProtocol
+    if cleartext is not None:
+        small_writes = getattr(getattr(transport, "_aggregator", None), "_buffer", ())  # until the next turn
+        held += sum(len(piece) for piece in cleartext) + sum(len(piece) for piece in small_writes)
+        transport = transport.transport
+    if isinstance(transport, abstract.FileDescriptor):
+        return held + queued(transport)
+    buffered = getattr(transport, "unsent", None)
+    return None if buffered is None else held + buffered()

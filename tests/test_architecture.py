@@ -60,7 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("transports", ("echoapp._transports", "echoapp._transports.")),
     (
         "protocols and faults",
-        ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults", "echoapp._fault_syntax"),
+        ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults", "echoapp._faults."),
     ),
     ("services", ("echoapp.services",)),
     ("process", ("echoapp._monitor", "echoapp.signals")),

@@ -15,14 +15,25 @@ import time
 import tracemalloc
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from echoapp import testing
-from echoapp._faults import HELD_BYTES, PIECES_PER_PASS, FaultPlan, Faults, FaultyConnection, FaultyFactory
+from echoapp._faults import (
+    HELD_BYTES,
+    PIECES_PER_PASS,
+    FaultPlan,
+    Faults,
+    FaultyConnection,
+    FaultyDatagramProtocol,
+    FaultyFactory,
+)
+from echoapp._faults.datagrams import REORDER_HOLD
 from echoapp._limits.descriptors import DESCRIPTORS
 from tests.support import RecordingProducer, installed_env, make_certificates
 
@@ -47,9 +58,11 @@ class Transport(StringTransport):
         self.write_closed = True
 
 
-def connection(faults: Faults, clock: Clock | None = None) -> tuple[Any, Transport, Clock]:
+def connection(
+    faults: Faults, clock: Clock | None = None, plan: FaultPlan | None = None
+) -> tuple[Any, Transport, Clock]:
     clock = clock or Clock()
-    factory = FaultyFactory(Factory.forProtocol(Answer), FaultPlan(faults, clock))
+    factory = FaultyFactory(Factory.forProtocol(Answer), plan or FaultPlan(faults, clock))
     protocol = factory.buildProtocol(None)
     transport = Transport()
     protocol.makeConnection(transport)
@@ -74,7 +87,7 @@ class SyntaxTests(SynchronousTestCase):
             ("stall=sometimes", "fault stall: stall is read or answer, not 'sometimes'"),
             ("refuse=3", "fault refuse: '3': this fault takes no value"),
             ("seed=x", "fault seed: seed 'x' is not a whole number"),
-            ("latency=" + "9" * 400 + "s", "fault latency: '99999999999999999999...' is longer than a day"),
+            ("latency=" + "9" * 400 + "s", "fault latency: '99999999999999999999'... is longer than a day"),
             ("slow-close=86401s", "fault slow-close: '86401s' is longer than a day"),
         ]:
             with self.assertRaises(ValueError) as raised:
@@ -248,9 +261,155 @@ class ClockTests(SynchronousTestCase):
         self.assertEqual(first, pattern(), "the same seed spares the same connections")
         self.assertTrue(0 < first.count(True) < 40, "some connections are spared, some are not")
 
-    def test_no_faults_no_wrapper(self) -> None:
+    def test_a_plan_wraps_every_connection(self) -> None:
+        """Faults set later must reach it: a plan without faults wraps too (no plan: nothing is wrapped)."""
         factory = FaultyFactory(Factory.forProtocol(Answer), FaultPlan(Faults()))
-        self.assertIsInstance(factory.buildProtocol(None), Answer)
+        self.assertIsInstance(factory.buildProtocol(None), FaultyConnection)
+
+    def test_without_faults_every_call_passes_straight_on(self) -> None:
+        protocol, transport, clock = connection(Faults())
+        protocol.dataReceived(b"a")
+        self.assertEqual(transport.value(), b"<a>", "at once, no timer")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class HalfCloseClockTests(SynchronousTestCase):
+    """Point 1: the wrapper is half-closeable, and the client's FIN waits for the queued replies."""
+
+    def test_provides_the_interface_and_passes_the_fin_on(self) -> None:
+        protocol, transport, clock = connection(Faults(latency=0.1))
+        self.assertTrue(IHalfCloseableProtocol.providedBy(protocol))
+        protocol.dataReceived(b"a")
+        protocol.readConnectionLost()  # Answer is not half-closeable: a close after the queue
+        self.assertEqual((transport.value(), transport.disconnecting), (b"", False))
+        clock.advance(0.1)
+        self.assertEqual(transport.value(), b"<a>")
+        clock.advance(0)
+        self.assertTrue(transport.disconnecting, "then the close")
+
+    def test_a_half_closeable_service_hears_it_after_slowed_reads(self) -> None:
+        heard: list[bytes] = []
+
+        @implementer(IHalfCloseableProtocol)
+        class Listening(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                heard.append(data)
+
+            def readConnectionLost(self) -> None:
+                heard.append(b"EOF")
+
+            def writeConnectionLost(self) -> None:
+                pass
+
+        clock = Clock()
+        factory = FaultyFactory(Factory.forProtocol(Listening), FaultPlan(Faults(read_latency=1), clock))
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(Transport())
+        protocol.dataReceived(b"a")
+        protocol.readConnectionLost()
+        self.assertEqual(heard, [])
+        clock.advance(1)
+        self.assertEqual(heard, [b"a", b"EOF"], "in order, after the read latency")
+
+
+class TimerClockTests(SynchronousTestCase):
+    """Point 2: no timer outlives its connection."""
+
+    def test_close_never_runs_inside_the_services_call(self) -> None:
+        protocol, transport, clock = connection(Faults(half_close_after_bytes=2))
+        protocol.dataReceived(b"abc")
+        clock.advance(0)
+        protocol.loseConnection()
+        self.assertFalse(transport.disconnecting, "a later turn: the service arms its timers first")
+        clock.advance(0)
+        self.assertTrue(transport.disconnecting)
+
+    def test_slow_close_and_reset_timers_are_cancelled(self) -> None:
+        protocol, _, clock = connection(Faults(slow_close=3, reset_after=10, latency=1))
+        protocol.dataReceived(b"a")
+        protocol.loseConnection()
+        self.assertTrue(clock.getDelayedCalls())
+        protocol.connectionLost(None)
+        self.assertEqual([call for call in clock.getDelayedCalls() if call.active()], [])
+
+
+class RunTimeChangeClockTests(SynchronousTestCase):
+    """Point 3: every field of a change reaches open connections."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.plan = FaultPlan(Faults(), self.clock)
+        self.protocol, self.transport, _ = connection(Faults(), self.clock, self.plan)
+
+    def test_latency_reaches_a_connection_opened_without_faults(self) -> None:
+        self.plan.faults = Faults(latency=0.4)
+        self.protocol.dataReceived(b"a")
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.4)
+        self.assertEqual(self.transport.value(), b"<a>")
+
+    def test_stall_answer_then_back(self) -> None:
+        self.plan.faults = Faults(latency=0.1)
+        self.plan.faults = Faults(stall="answer")
+        self.protocol.dataReceived(b"a")
+        self.clock.advance(1)
+        self.assertEqual(self.transport.value(), b"")
+        self.plan.faults = Faults()
+        self.protocol.dataReceived(b"b")
+        self.assertEqual(self.transport.value(), b"<b>")
+
+    def test_stall_read_and_reset_after_follow_the_plan(self) -> None:
+        self.plan.faults = Faults(stall="read")
+        self.assertEqual(self.transport.producerState, "paused")
+        self.plan.faults = Faults(reset_after=5)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.clock.advance(5)
+        self.assertTrue(self.transport.disconnected, "reset 5s after it opened")
+
+
+class ReadSideClockTests(SynchronousTestCase):
+    """Faults on what the server reads."""
+
+    def test_read_latency(self) -> None:
+        protocol, transport, clock = connection(Faults(read_latency=0.2))
+        protocol.dataReceived(b"a")
+        clock.advance(0.19)
+        self.assertEqual(transport.value(), b"", "the service has not read it yet")
+        clock.advance(0.01)
+        self.assertEqual(transport.value(), b"<a>")
+
+    def test_read_bandwidth_paces_and_stops_reading(self) -> None:
+        protocol, transport, clock = connection(Faults(read_bandwidth=1000))
+        writes: list[bytes] = []
+        transport.write = writes.append  # type: ignore[method-assign]
+        protocol.dataReceived(b"x" * 100_000)
+        self.assertEqual(transport.producerState, "paused", "the client's send buffer fills")
+        clock.advance(0.5)
+        self.assertLess(sum(map(len, writes)), 600, "about 500 bytes read in half a second")
+        clock.pump([1] * 101)
+        self.assertEqual(sum(map(len, writes)), 100_000 + 2 * len(writes))
+        self.assertEqual(transport.producerState, "producing")
+
+
+class SeedClockTests(SynchronousTestCase):
+    """Point 9: each connection's draws depend on the seed and its order of arrival only."""
+
+    def test_interleaving_does_not_change_a_connections_delays(self) -> None:
+        def run(order: list[int]) -> list[list[float]]:
+            clock = Clock()
+            plan = FaultPlan(Faults(latency=1, jitter=0.5, seed=99), clock)
+            made = [connection(Faults(), clock, plan) for _ in range(4)]
+            seen: list[list[float]] = [[] for _ in made]
+            for index, (_, transport, _) in enumerate(made):
+                stamp = seen[index].append
+                transport.write = lambda data, stamp=stamp: stamp(clock.seconds())  # type: ignore[method-assign,misc]
+            for _ in range(5):
+                for index in order:
+                    made[index][0].dataReceived(b"x")
+            clock.pump([0.01] * 200)
+            return seen
+
+        self.assertEqual(run([0, 1, 2, 3]), run([3, 1, 0, 2]))
 
 
 def recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
@@ -261,6 +420,125 @@ def recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
             break
         got += data
     return got
+
+
+class Replies(DatagramProtocol):
+    """Answers each datagram with C{<datagram>}."""
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.transport.write(b"<" + datagram + b">", addr)  # type: ignore[union-attr]
+
+
+def datagrams(faults: Faults) -> tuple[FaultyDatagramProtocol, FakeDatagramTransport, Clock]:
+    clock = Clock()
+    protocol = FaultyDatagramProtocol(Replies(), FaultPlan(faults, clock))
+    transport = FakeDatagramTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, clock
+
+
+A, B = ("127.0.0.1", 5000), ("127.0.0.1", 5001)
+
+
+class DatagramClockTests(SynchronousTestCase):
+    """UDP: reorder within one source, bounded (point 4), latency and jitter, per-source draws."""
+
+    def test_a_lone_reordered_reply_is_sent_after_a_bounded_hold(self) -> None:
+        protocol, transport, clock = datagrams(Faults(reorder=1))
+        protocol.datagramReceived(b"a", A)
+        self.assertEqual(transport.written, [])
+        clock.advance(REORDER_HOLD)
+        self.assertEqual(transport.written, [(b"<a>", A)], "late, never stranded")
+
+    def test_another_sources_reply_does_not_release_it(self) -> None:
+        protocol, transport, clock = datagrams(Faults(reorder=1))
+        protocol.datagramReceived(b"a", A)
+        protocol.datagramReceived(b"b", B)
+        self.assertEqual(transport.written, [], "each source's reply waits for its own next one")
+        protocol.datagramReceived(b"c", A)
+        self.assertEqual(transport.written, [(b"<c>", A), (b"<a>", A)])
+        clock.advance(REORDER_HOLD)
+        self.assertEqual(transport.written[-1], (b"<b>", B))
+
+    def test_latency_and_jitter(self) -> None:
+        protocol, transport, clock = datagrams(Faults(latency=0.1, jitter=0.05, seed=4))
+        protocol.datagramReceived(b"a", A)
+        clock.advance(0.049)
+        self.assertEqual(transport.written, [])
+        clock.advance(0.1)
+        self.assertEqual(transport.written, [(b"<a>", A)])
+
+    def test_held_replies_are_bounded(self) -> None:
+        protocol, transport, clock = datagrams(Faults(latency=10))
+        greeter: Any = protocol.wrapped
+        dropped: list[int] = []
+        greeter.reply_dropped = lambda: dropped.append(1)
+        for _ in range(300):
+            protocol.datagramReceived(b"x" * 4096, A)
+        self.assertEqual(protocol.faulty.held_bytes, 255 * 4098, "1 MiB held at most")  # type: ignore[union-attr]
+        self.assertEqual(len(dropped), 45, "the rest dropped, and counted")
+        clock.advance(10)
+        self.assertEqual((len(transport.written), protocol.faulty.held_bytes), (255, 0))  # type: ignore[union-attr]
+
+    def test_stopping_leaves_no_timer(self) -> None:
+        protocol, _, clock = datagrams(Faults(latency=1, reorder=1))
+        protocol.datagramReceived(b"a", A)
+        protocol.doStart()
+        protocol.doStop()
+        self.assertEqual([call for call in clock.getDelayedCalls() if call.active()], [])
+
+    def test_each_source_draws_from_its_own_generator(self) -> None:
+        def run(order: list[tuple[str, int]]) -> dict[Any, list[bytes]]:
+            protocol, transport, _ = datagrams(Faults(loss=0.5, seed=8))
+            protocol.datagramReceived(b"first", A)
+            protocol.datagramReceived(b"first", B)
+            for number in range(30):
+                for source in order:
+                    protocol.datagramReceived(b"%d" % number, source)
+            return {source: [data for data, to in transport.written if to == source] for source in (A, B)}
+
+        self.assertEqual(run([A, B]), run([B, A]))
+
+
+class ConditionClockTests(SynchronousTestCase):
+    """Faults for some connections and moments: first N, after N messages, a window, a match."""
+
+    def test_first_connections(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(refuse=True, first=2), clock)
+        built = [connection(Faults(), clock, plan)[0] for _ in range(3)]
+        self.assertEqual([type(each).__name__ for each in built], ["Refused", "Refused", "FaultyConnection"])
+
+    def test_after_messages(self) -> None:
+        protocol, transport, _ = connection(Faults(after_messages=2, stall="answer"))
+        for line in (b"a\n", b"b\n", b"c\n"):
+            protocol.dataReceived(line)
+        self.assertEqual(transport.value(), b"<a\n><b\n>", "the third message gets no answer")
+
+    def test_a_window_after_start(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(stall="answer", active_from=1, active_until=2), clock)
+        plan.start()
+        protocol, transport, _ = connection(Faults(), clock, plan)
+        protocol.dataReceived(b"a")
+        clock.advance(1)
+        protocol.dataReceived(b"b")
+        clock.advance(1)
+        protocol.dataReceived(b"c")
+        self.assertEqual(transport.value(), b"<a><c>")
+
+    def test_a_match_across_reads(self) -> None:
+        protocol, transport, _ = connection(Faults(match=b"pay", stall="answer"))
+        protocol.dataReceived(b"hello")
+        protocol.dataReceived(b"p")
+        protocol.dataReceived(b"ay")
+        protocol.dataReceived(b"more")
+        self.assertEqual(transport.value(), b"<hello><p>", "from the message that completes the match on")
+
+    def test_parsed_and_shown(self) -> None:
+        text = "reset-after-bytes=0,first=1,after-messages=2,active-from=500ms,active-until=2000ms,match=pay"
+        self.assertEqual(str(Faults.parse(text)), text)
+        self.assertFalse(Faults(first=1, match="x"), "conditions alone are no fault")
 
 
 class RealClientTests(TestCase):

@@ -102,7 +102,8 @@ class UDPGreeter(DatagramProtocol):
             return self._drop("size")
         sendto = self._sendto
         if sendto is None:
-            self.transport.write(reply, addr)
+            if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
+                return self._drop("buffer")  # uvloop's buffer is full (native_udp)
         else:
             try:
                 sendto(reply, addr)
@@ -112,6 +113,11 @@ class UDPGreeter(DatagramProtocol):
         stats.answered += 1
         stats.bytes_in += len(datagram)
         stats.bytes_out += len(reply)
+
+    def reply_dropped(self) -> None:
+        """A reply counted as answered was dropped later (a delayed one, on a full buffer)."""
+        self.stats.answered -= 1
+        self._drop("buffer")
 
     def _drop(self, reason: str) -> None:
         self.stats.dropped[reason] += 1

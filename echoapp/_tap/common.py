@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from echoapp import _monitor as monitor
 from echoapp import signals
-from echoapp._faults import FaultPlan, Faults
+from echoapp._faults import FaultPlan, Faults, offered
 from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
@@ -235,10 +235,21 @@ def opt_fault(options: usage.Options, spec: str) -> None:
     Misbehave on purpose, for testing clients: KEY=VALUE[,KEY=VALUE...],
     repeatable (latency=50ms,jitter=10ms; bandwidth=16KB; slice=1,slice-delay=5ms;
     reset-after-bytes=N; reset-after=2s; half-close-after-bytes=N; slow-close=1s;
-    stall=read|answer; refuse; stall-handshake; loss=P; duplicate=P; reorder=P;
-    fraction=F; seed=N, printed at start).
+    stall=read|answer; refuse; stall-handshake; read-latency=50ms; read-bandwidth=1KB;
+    loss=P; duplicate=P; reorder=P; fraction=F; seed=N, printed at start; and the
+    conditions first=N, after-messages=N, active-from=1s, active-until=5s, match=TEXT).
     """
     options.setdefault("fault-texts", []).append(spec)
+
+
+def check_faults(options: usage.Options, streams: Any = (), datagrams: bool = False) -> None:
+    """A C{--fault} that nothing of this service could apply is refused, in one line."""
+    plan = options["faults"]
+    if plan is not None:
+        try:
+            plan.faults.check_applies(*offered(streams, datagrams))
+        except ValueError as error:
+            raise usage.UsageError(f"--fault: {error}") from None
 
 
 def fault_plan(options: usage.Options) -> FaultPlan | None:

@@ -15,6 +15,7 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_faults,
     check_proxy_from,
     fault_plan,
     metrics_listen,
@@ -48,6 +49,7 @@ class Options(PluginOptions):
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         check_proxy_from(self, self["endpoints"])
+        check_faults(self, self["endpoints"])
         self["limits"] = build(TCPLimits, self)
 
 

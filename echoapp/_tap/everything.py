@@ -18,6 +18,7 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_faults,
     check_proxy_from,
     fault_plan,
     metrics_listen,
@@ -73,6 +74,7 @@ class Options(PluginOptions):
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
         check_proxy_from(self, self["tcp-endpoints"] + self["echo-endpoints"])
+        check_faults(self, self["tcp-endpoints"] + self["echo-endpoints"], datagrams=True)
         self["config"] = build(GreeterConfig, self)
         self["tcp-limits"] = build(TCPLimits, self)
         self["udp-limits"] = build(UDPLimits, self)

@@ -17,6 +17,7 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_faults,
     check_proxy_from,
     fault_plan,
     metrics_listen,
@@ -53,6 +54,7 @@ class Options(PluginOptions):
         self["metrics-listen"] = metrics_listen(self)
         self["endpoints"] = stream_listens(LISTEN, self)
         check_proxy_from(self, self["endpoints"])
+        check_faults(self, self["endpoints"])
         self["config"] = build(GreeterConfig, self)
         self["limits"] = build(TCPLimits, self)
 

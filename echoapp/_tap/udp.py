@@ -14,6 +14,7 @@ from echoapp._tap.common import (
     PluginOptions,
     RepeatableListen,
     build,
+    check_faults,
     fault_plan,
     metrics_listen,
     opt_fault,
@@ -46,6 +47,7 @@ class Options(PluginOptions):
         self["faults"] = fault_plan(self)
         self["metrics-listen"] = metrics_listen(self)
         self["ports"] = udp_listens(LISTEN, self)
+        check_faults(self, datagrams=True)
         self["template"] = build(GreeterConfig, self).reply
         self["limits"] = build(UDPLimits, self)
 

@@ -217,6 +217,10 @@ class NativeConnection(asyncio.Protocol):
         if self.connected:
             self._transport.writelines(data)
 
+    def unsent(self) -> int:
+        """Bytes the loop still holds for this connection (a reset waits for them to go)."""
+        return self._transport.get_write_buffer_size() if self.connected else 0
+
     def loseConnection(self) -> None:
         """Flush what is buffered, then close; nothing more is read."""
         if self.connected and not self.disconnecting:

@@ -48,14 +48,16 @@ class NativeDatagramPort:
         self._closed = False
         self._waiting: list[Deferred[None]] = []
 
-    def write(self, datagram: bytes, addr: Any = None) -> None:
+    def write(self, datagram: bytes, addr: Any = None) -> bool | None:  # type: ignore[override]
+        """C{False} when the reply is dropped for a full buffer, so the greeter counts it so."""
         transport = self._transport
         if transport is None or transport.is_closing():
-            return
+            return None
         if transport.get_write_buffer_size() > DATAGRAM_BUFFER_LIMIT:
             self.dropped += 1
-            return
+            return False
         transport.sendto(datagram, addr)
+        return None
 
     def getHost(self) -> IPv4Address | IPv6Address:
         return self._host

@@ -24,9 +24,10 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
 
 from echoapp import services
-from echoapp._faults import FaultPlan, Faults
+from echoapp._faults import FaultPlan, Faults, offered
 from echoapp._transports.listen import listeners
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
@@ -34,6 +35,8 @@ from echoapp.template import ReplyTemplate
 from echoapp.testing._process import TCP_LOOPBACK, UDP_LOOPBACK, Process
 
 __all__ = ["Faults", "Peer", "Process", "echo", "greeter", "udp"]
+
+log = Logger(namespace="echoapp.testing")
 
 
 def _configs(options: dict[str, Any], *kinds: type) -> list[Any]:
@@ -65,12 +68,26 @@ def _stream_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return stream, left
 
 
+# A test's traffic is not a flood: the UDP peer answers at these rates
+# unless told otherwise (the plugins' own defaults, 50 a second per source
+# after a burst of 100, would drop most of a 300-datagram burst).
+TEST_UDP_LIMITS = {"rate": 1_000_000.0, "burst": 1_000_000, "global_rate": 1_000_000.0}
+
+
+def _plan(faults: Faults | None, reactor: Any, where: tuple[str, ...]) -> FaultPlan:
+    """Every peer has a plan, so that faults set while it runs reach every connection."""
+    faults = faults or Faults()
+    faults.check_applies(*where)
+    return FaultPlan(faults, reactor)
+
+
 class Peer:
     """A running service: where it listens, its faults (which may be changed), and how to stop it."""
 
-    def __init__(self, service: MultiService, plan: FaultPlan) -> None:
+    def __init__(self, service: MultiService, plan: FaultPlan, where: tuple[str, ...] = ()) -> None:
         self.service = service
         self.plan = plan
+        self.where = where
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -95,8 +112,20 @@ class Peer:
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
-        """New connections, and later replies on open ones, see the change."""
+        """
+        New connections and every open one see the change.
+
+        @raise ValueError: for a fault this service cannot apply.
+        """
+        faults.check_applies(*self.where)
         self.plan.faults = faults
+        # In the test's log, as the start was: the line a failing run is repeated from.
+        log.info(
+            "{service} faults now: {faults} (seed={seed})",
+            service=self.service.name,
+            faults=faults,
+            seed=self.seed,
+        )
 
     @property
     def seed(self) -> int:
@@ -108,10 +137,10 @@ class Peer:
         return maybeDeferred(self.service.stopService)
 
 
-def _start(test: Any, service: MultiService, plan: FaultPlan) -> Peer:
+def _start(test: Any, service: MultiService, plan: FaultPlan, where: tuple[str, ...]) -> Peer:
     service.privilegedStartService()
     service.startService()
-    peer = Peer(service, plan)
+    peer = Peer(service, plan, where)
     if test is not None:
         test.addCleanup(peer.stop)
     return peer
@@ -131,8 +160,10 @@ def greeter(
     """
     stream, options = _stream_options(options)
     config, limits = _configs(options, GreeterConfig, TCPLimits)
-    plan = FaultPlan(faults or Faults(), reactor)
-    return _start(test, services.tcp_greeter([listen], config, limits, reactor, faults=plan, **stream), plan)
+    where = offered([listen])
+    plan = _plan(faults, reactor, where)
+    service = services.tcp_greeter([listen], config, limits, reactor, faults=plan, **stream)
+    return _start(test, service, plan, where)
 
 
 def echo(
@@ -146,8 +177,9 @@ def echo(
     """RFC 862 echo; as L{greeter}."""
     stream, options = _stream_options(options)
     (limits,) = _configs(options, TCPLimits)
-    plan = FaultPlan(faults or Faults(), reactor)
-    return _start(test, services.echo([listen], limits, reactor, faults=plan, **stream), plan)
+    where = offered([listen])
+    plan = _plan(faults, reactor, where)
+    return _start(test, services.echo([listen], limits, reactor, faults=plan, **stream), plan, where)
 
 
 def udp(
@@ -158,11 +190,16 @@ def udp(
     reactor: Any = None,
     **options: Any,
 ) -> Peer:
-    """The UDP greeter; C{reply} and the UDP limits as options."""
+    """
+    The UDP greeter; C{reply} and the UDP limits as options.  Its rate
+    limits default to L{TEST_UDP_LIMITS}, so that they drop none of a
+    test's datagrams; pass C{rate}, C{burst} or C{global_rate} to test them.
+    """
     reply = options.pop("reply", "Hello, {}!")
     reuse_port = bool(options.pop("reuse_port", False))
-    (limits,) = _configs(options, UDPLimits)
+    (limits,) = _configs({**TEST_UDP_LIMITS, **options}, UDPLimits)
     template = reply if isinstance(reply, ReplyTemplate) else ReplyTemplate.parse(reply)
-    plan = FaultPlan(faults or Faults(), reactor)
+    where = offered(datagrams=True)
+    plan = _plan(faults, reactor, where)
     service = services.udp_greeter([listen], template, limits, reactor, reuse_port, faults=plan)
-    return _start(test, service, plan)
+    return _start(test, service, plan, where)

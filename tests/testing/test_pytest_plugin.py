@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from echoapp.testing import Faults
+from tests.support import installed_env
 
 
 @pytest_twisted.ensureDeferred
@@ -47,3 +50,31 @@ def test_asyncio_client_against_a_process(echoapp_process: Any) -> None:
 
     with pytest.raises(ConnectionResetError):
         asyncio.run(client())
+
+
+FAILING = """
+import socket
+
+
+def test_fails(echoapp_process):
+    server = echoapp_process("echoapp-tcp", "--fault", "latency=10ms,seed=4242")
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        assert sock.recv(100) == b"something else"
+"""
+
+
+def test_a_failing_test_reports_the_seed(tmp_path: Any) -> None:
+    (tmp_path / "test_client.py").write_text(FAILING)
+    junit = tmp_path / "report.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=installed_env(),
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "echoapp peers" in result.stdout
+    assert "echoapp-tcp --fault latency=10ms,seed=4242: seed=4242" in result.stdout
+    assert 'name="echoapp_seed" value="4242"' in junit.read_text()

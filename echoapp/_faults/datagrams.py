@@ -1,0 +1,152 @@
+"""
+Faults on the UDP greeter's replies: latency and jitter, loss,
+duplication and reordering, each drawn per datagram source from that
+source's own generator (L{echoapp._faults.plan.Draws}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import DatagramProtocol
+
+from echoapp._faults.plan import Draws, FaultPlan
+
+# The longest a reordered reply waits for the next reply to its source:
+# then it goes anyway, late, as a reordered datagram does, never stranded.
+REORDER_HOLD = 0.2
+# Bytes of replies a port may hold back (latency, reordering) at once: past
+# that a reply is dropped, as a full buffer drops it (reason=buffer), so a
+# flood against a slow UDP peer cannot grow the server.
+HELD_DATAGRAM_BYTES = 1 << 20
+
+
+class FaultyDatagrams:
+    """The UDP greeter's transport, with the faults of the source each reply goes to."""
+
+    def __init__(self, transport: Any, protocol: FaultyDatagramProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._plan = protocol.plan
+        self._held: dict[Any, tuple[bytes, IDelayedCall]] = {}
+        self._timers: set[IDelayedCall] = set()
+        self.held_bytes = 0
+
+    def _hold(self, datagram: bytes) -> bool:
+        """Room for one more held reply?  Without, it is dropped and counted."""
+        if self.held_bytes + len(datagram) > HELD_DATAGRAM_BYTES:
+            self._protocol.reply_dropped()
+            return False
+        self.held_bytes += len(datagram)
+        return True
+
+    def write(self, datagram: bytes, addr: Any = None) -> Any:
+        draws = self._protocol.draws_for(addr)
+        faults = draws.current() if draws is not None else None
+        if faults is None:
+            return self._transport.write(datagram, addr)
+        rng = draws.random  # type: ignore[union-attr]
+        if faults.loss and rng.random() < faults.loss:
+            return None
+        copies = 2 if faults.duplicate and rng.random() < faults.duplicate else 1
+        delay = draws.delay(faults)  # type: ignore[union-attr]
+        if addr not in self._held and faults.reorder and rng.random() < faults.reorder:
+            # Sent after the next reply to the same source, or after REORDER_HOLD.
+            if self._hold(datagram):
+                self._held[addr] = (datagram, self._later(delay + REORDER_HOLD, self._release, addr))
+            return None
+        for _ in range(copies):
+            self._send(delay, datagram, addr)
+        if addr in self._held:
+            held = self._held[addr][0]
+            self._forget(addr)
+            self._send(delay, held, addr)
+        return None
+
+    def _later(self, delay: float, call: Any, *args: Any) -> IDelayedCall:
+        def run() -> None:
+            self._timers.discard(timer)
+            call(*args)
+
+        timer = self._plan.clock.callLater(delay, run)
+        self._timers.add(timer)
+        return timer
+
+    def _send(self, delay: float, datagram: bytes, addr: Any) -> None:
+        if not delay:
+            self._send_now(datagram, addr)
+        elif self._hold(datagram):
+            self._later(delay, self._send_held, datagram, addr)
+
+    def _send_held(self, datagram: bytes, addr: Any) -> None:
+        self.held_bytes -= len(datagram)
+        self._send_now(datagram, addr)
+
+    def _send_now(self, datagram: bytes, addr: Any) -> None:
+        if self._transport.write(datagram, addr) is False:  # a full native buffer dropped it
+            self._protocol.reply_dropped()
+
+    def _release(self, addr: Any) -> None:
+        held = self._held.pop(addr, None)
+        if held is not None:
+            self._send_held(held[0], addr)
+
+    def _forget(self, addr: Any) -> None:
+        datagram, timer = self._held.pop(addr)
+        self.held_bytes -= len(datagram)
+        if timer.active():
+            timer.cancel()
+        self._timers.discard(timer)
+
+    def stop(self) -> None:
+        """The port stops: no timer outlives it (held and delayed replies are not sent)."""
+        for timer in list(self._timers):
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        self._held.clear()
+        self.held_bytes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class FaultyDatagramProtocol(DatagramProtocol):
+    """Wraps a datagram protocol so that its replies go through L{FaultyDatagrams}."""
+
+    noisy = False
+
+    def __init__(self, wrapped: DatagramProtocol, plan: FaultPlan) -> None:
+        self.wrapped = wrapped
+        self.plan = plan
+        self.faulty: FaultyDatagrams | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.plan.start()
+        super().makeConnection(transport)
+        self.faulty = FaultyDatagrams(transport, self)
+        self.wrapped.makeConnection(self.faulty)  # type: ignore[arg-type]
+
+    def doStop(self) -> None:
+        if self.faulty is not None:
+            self.faulty.stop()
+        self.wrapped.doStop()
+        super().doStop()
+
+    def draws_for(self, addr: Any) -> Draws | None:
+        """The source's share of the plan, once a datagram from it has arrived."""
+        return self.plan.source(addr[:2]) if addr is not None else None
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.plan.source(addr[:2]).note(datagram, datagram=True)
+        self.wrapped.datagramReceived(datagram, addr)
+
+    def reply_dropped(self) -> None:
+        """A delayed reply the transport dropped: counted as the greeter counts it."""
+        dropped = getattr(self.wrapped, "reply_dropped", None)
+        if dropped is not None:
+            dropped()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
