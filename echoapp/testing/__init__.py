@@ -37,8 +37,9 @@ from echoapp._transports.listen import listeners
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
+from echoapp.testing._proxy import ProxyPeer, proxy
 
-__all__ = ["Faults", "Peer", "Process", "echo", "greeter", "udp"]
+__all__ = ["Faults", "Peer", "Process", "ProxyPeer", "echo", "greeter", "proxy", "udp"]
 
 TCP_LOOPBACK = "tcp:0:interface=127.0.0.1"
 UDP_LOOPBACK = "udp:0:interface=127.0.0.1"
