@@ -181,6 +181,16 @@ class ClientSide(GuardedProtocol):
             self.closing_because("upstream reset")
             reset(self.transport)
 
+    def close(self, last_words: bytes = b"", linger: bool = False) -> None:
+        """
+        The guard's close; but a transport already half-closed loses the
+        connection inside C{loseConnection}, before the guard arms its abort
+        timer, which would then outlive the connection: disarm it.
+        """
+        super().close(last_words, linger)
+        if self._gone and self._abort is not None and self._abort.active():
+            self._abort.cancel()
+
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._gone = True
         super().connectionLost(reason)

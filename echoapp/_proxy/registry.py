@@ -224,7 +224,7 @@ def toxic_json(toxic: Toxic) -> dict[str, Any]:
         "name": toxic.name,
         "type": toxic.type,
         "stream": toxic.stream,
-        "toxicity": toxic.toxicity,
+        "toxicity": int(toxic.toxicity) if float(toxic.toxicity).is_integer() else toxic.toxicity,
     }
 
 
