@@ -18,11 +18,11 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from echoapp import __version__
 from echoapp._limits.descriptors import DESCRIPTORS
-from echoapp._proxy.registry import Proxies, Proxy, toxic_json
+from echoapp._proxy.registry import Proxies, Proxy, toxic_json, toxics_json
 from echoapp._proxy.schema import ProxyError, batch_from_json, spec_from_json, toxic_from_json
 from echoapp._transports.listen import StreamListenService
 
@@ -112,11 +112,21 @@ class ToxiproxyResource(Resource):
         except Exception:
             log.failure("The API failed on {method} {path}", method=method, path="/".join(parts))
             status, answer = 500, {"error": "internal error (logged)", "status": 500}
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        settled = self.proxies.settled()
+        settled.addCallback(lambda _: gone or self._answer(request, status, answer))
+        settled.addErrback(lambda failure: log.failure("Answering {path}", failure, path="/".join(parts)))
+        return NOT_DONE_YET  # type: ignore[return-value]
+
+    @staticmethod
+    def _answer(request: Request, status: int, answer: Any) -> None:
+        """The answer, once every port a change closed is closed: "disabled" means refused."""
         request.setResponseCode(status)
-        if answer is None:
-            return b""
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps(answer, separators=(",", ":")).encode()
+        if answer is not None:
+            request.setHeader(b"content-type", b"application/json")
+            request.write(json.dumps(answer, separators=(",", ":")).encode())
+        request.finish()
 
     def route(self, method: str, parts: list[str], request: Request) -> tuple[int, Any]:
         proxies = self.proxies
@@ -155,7 +165,7 @@ class ToxiproxyResource(Resource):
         if not rest:
             self._only(method, "GET", "POST")
             if method == "GET":
-                return 200, [toxic_json(toxic) for toxic in toxics.values()]
+                return 200, toxics_json(proxy.faults)
             toxic = toxic_from_json(self._body(request))
             if toxic.name in toxics:
                 raise ProxyError(409, "toxic already exists")
@@ -178,13 +188,7 @@ class ToxiproxyResource(Resource):
         """toxiproxy's update: C{enabled}, C{listen}, C{upstream}; all checked before any applies."""
         spec = spec_from_json(data, proxy.spec)
         spec.name = proxy.name
-        if spec.listen != proxy.spec.listen or spec.upstream != proxy.spec.upstream:
-            replacement = self.proxies.make(spec)
-            replacement.faults = proxy.faults
-            self.proxies.replace(proxy, replacement)
-            return replacement
-        self.proxies.set_enabled(proxy, spec.enabled)
-        return proxy
+        return self.proxies.update(proxy, spec)
 
     @staticmethod
     def _only(method: str, *allowed: str) -> None:

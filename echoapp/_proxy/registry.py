@@ -28,7 +28,7 @@ from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
 from echoapp._proxy.forward import ProxyFactory
 from echoapp._proxy.schema import ProxyError, ProxySpec
-from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
+from echoapp._proxy.toxics import STREAMS, LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._transports.endpoints import ParseOnlyReactor, StreamListen, describe_address, one_line
 from echoapp._transports.listen import StreamListenService
 from echoapp._twisted import global_reactor
@@ -159,6 +159,13 @@ class Proxy:
             self._factory = factory
         return self._factory
 
+    def set_upstream(self, upstream: str) -> None:
+        """Forward the next connections to C{upstream} (checked when the proxy was made)."""
+        self.spec.upstream = upstream
+        if self._factory is not None:
+            inner = getattr(self._factory, "wrappedFactory", self._factory)
+            inner.upstream = clientFromString(self.reactor, upstream_description(upstream))
+
     @property
     def port(self) -> Any:
         return self.listener.port if self.listener is not None else None
@@ -214,8 +221,13 @@ class Proxy:
             "upstream": self.spec.upstream,
             "enabled": self.spec.enabled,
             "Logger": {},
-            "toxics": [toxic_json(toxic) for toxic in self.faults.toxics.values()],
+            "toxics": toxics_json(self.faults),
         }
+
+
+def toxics_json(faults: ProxyFaults) -> list[dict[str, Any]]:
+    """A proxy's toxics in toxiproxy's order: the upstream ones, then the downstream ones."""
+    return [toxic_json(toxic) for stream in STREAMS for toxic in faults.on(stream)]
 
 
 def toxic_json(toxic: Toxic) -> dict[str, Any]:
@@ -251,6 +263,7 @@ class Proxies(Service):
         self.log_connections = log_connections
         self.proxies: dict[str, Proxy] = {}
         self._listening = False
+        self._closing: list[Deferred[Any]] = []
 
     def make(self, spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> Proxy:
         """
@@ -287,56 +300,100 @@ class Proxies(Service):
         except KeyError:
             raise ProxyError(404, "proxy not found") from None
 
-    def remove(self, name: str) -> Deferred[Any]:
-        return self.proxies.pop(self.get(name).name).close()
+    def remove(self, name: str) -> None:
+        self._track(self.proxies.pop(self.get(name).name).close())
 
     def set_enabled(self, proxy: Proxy, enabled: bool) -> None:
+        """
+        Listen again, or close (its port is closed once L{settled} fires).
+
+        @raise ProxyError: 500 if its address is taken meanwhile.
+        """
         if enabled and not proxy.spec.enabled:
             if self._listening:
                 proxy.open()
             else:
                 proxy.spec.enabled = True
         elif not enabled and proxy.spec.enabled:
-            proxy.close()
+            self._track(proxy.close())
+
+    def _track(self, closing: Deferred[Any]) -> None:
+        self._closing.append(closing)
+
+        def done(result: Any) -> Any:
+            self._closing.remove(closing)
+            return result
+
+        closing.addBoth(done)
+
+    def settled(self) -> Deferred[Any]:
+        """
+        Fires once every port closed so far is closed: a closed port is
+        closed in a later turn of the reactor, and a client told "disabled"
+        must find it refused.
+        """
+        return DeferredList(list(self._closing), consumeErrors=True)
 
     def populate(self, batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]]) -> list[Proxy]:
         """
-        Create or replace every proxy of C{batch}, or none: a failure closes
-        what this call opened and puts back what it replaced.  (toxiproxy
-        keeps the proxies before the one that failed, and drops the toxics.)
+        Create or update every proxy of C{batch}, or none.  Whatever must
+        listen is opened first, and closed again if anything fails; only then
+        are proxies updated and replaced.  A proxy that keeps its address is
+        updated in place (its port is never closed and opened again, which
+        would race with the close), with the batch's toxics.  toxiproxy
+        keeps the proxies before one that failed, and drops the toxics.
         """
         made = [self.make(spec, toxics) for spec, toxics in batch]
         names = [proxy.name for proxy in made]
         if len(set(names)) != len(names):
             raise ProxyError(409, "proxy already exists")
-        replaced = {name: self.proxies.pop(name) for name in names if name in self.proxies}
-        was_enabled = {name: old.spec.enabled for name, old in replaced.items()}
-        for old in replaced.values():
-            old.close()
-        added: list[Proxy] = []
+        opened: list[Proxy] = []
+        in_place: list[tuple[Proxy, Proxy]] = []
+        fresh: list[tuple[Proxy | None, Proxy]] = []
         try:
-            for proxy in made:
-                added.append(self.add(proxy))
+            for new in made:
+                old = self.proxies.get(new.name)
+                if old is not None and new.spec.listen in (old.spec.listen, old.address):
+                    if new.spec.enabled and not old.spec.enabled and self._listening:
+                        old.open()
+                        opened.append(old)
+                    in_place.append((old, new))
+                else:
+                    if new.spec.enabled and self._listening:
+                        new.open()
+                        opened.append(new)
+                    fresh.append((old, new))
         except ProxyError:
-            for proxy in added:
-                self.remove(proxy.name)
-            for name, old in replaced.items():
-                self.proxies[name] = old
-                self.set_enabled(old, was_enabled[name])
+            for proxy in opened:
+                self._track(proxy.close())
             raise
-        return made
+        result = {}
+        for old, new in in_place:
+            old.set_upstream(new.spec.upstream)
+            old.faults.clear()
+            for toxic in new.faults.toxics.values():
+                old.faults.set(toxic)
+            self.set_enabled(old, new.spec.enabled)
+            result[old.name] = old
+        for replaced, new in fresh:
+            if replaced is not None:
+                self._track(replaced.close())
+            self.proxies[new.name] = new
+            result[new.name] = new
+        return [result[name] for name in names]
 
-    def replace(self, old: Proxy, new: Proxy) -> None:
-        """C{new} in C{old}'s place (a changed address), or C{old} as it was if C{new} cannot listen."""
-        was_enabled = old.spec.enabled
-        old.close()
-        try:
-            if new.spec.enabled and self._listening:
-                new.open()
-        except ProxyError:
-            self.set_enabled(old, was_enabled)
-            raise
-        self.proxies[old.name] = new
+    def update(self, proxy: Proxy, spec: ProxySpec) -> Proxy:
+        """
+        toxiproxy's proxy update: a new listen address opens the new port
+        before the old one closes (and nothing changes if it cannot); a new
+        upstream serves the next connections.
+        """
+        if spec.listen not in (proxy.spec.listen, proxy.address):
+            [replacement] = self.populate([(spec, list(proxy.faults.toxics.values()))])
+            return replacement
+        proxy.set_upstream(spec.upstream)
+        self.set_enabled(proxy, spec.enabled)
+        return proxy
 
     def reset(self) -> None:
         """toxiproxy's C{/reset}: every proxy enabled, every toxic gone."""
@@ -352,15 +409,11 @@ class Proxies(Service):
     def startService(self) -> None:
         super().startService()
         self._open_all()
-        log.info(
-            "{service} seed={seed}: every random choice of its faults repeats with it",
-            service=NAME,
-            seed=self.seed,
-        )
 
     def _open_all(self) -> None:
         if self._listening:
             return
+        log.info("{service} seed={seed}: its random choices repeat with --seed", service=NAME, seed=self.seed)
         opened: list[Proxy] = []
         for proxy in self.proxies.values():
             if proxy.spec.enabled:

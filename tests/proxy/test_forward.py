@@ -45,13 +45,13 @@ def exchange(port: int, payload: bytes, half_close: bool = True) -> bytes:
 
 def reset_seen(port: int, payload: bytes = b"x") -> str:
     """What a client sees: C{reset} for ECONNRESET, else the bytes it got before a clean close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
-        try:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
             sock.sendall(payload)
             got = recv_until_closed(sock)
-        except ConnectionResetError:
-            return "reset"
-        return f"closed after {got!r}"
+    except ConnectionResetError:  # in connect too: the proxy may reset before the client's connect returns
+        return "reset"
+    return f"closed after {got!r}"
 
 
 @implementer(IHalfCloseableProtocol)
