@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echoapp._faults import reset
-from echoapp._limits.guard import GuardedFactory, GuardedProtocol
+from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser
 
 # Wraps the per-connection upstream factory (upstream faults), or leaves it be.
 UpstreamWrapper = Callable[[Factory], Factory]
@@ -122,9 +122,12 @@ class ClientSide(GuardedProtocol):
             upstream.transport.abortConnection()
             return
         self.upstream = upstream
-        # Each side pauses the other when its own write buffer is full.
-        upstream.transport.registerProducer(self.transport, True)
-        self.transport.registerProducer(upstream.transport, True)
+        # Each side pauses the other when its own write buffer is full.  Not
+        # the transports themselves: a consumer that goes away stops its
+        # producer, and a transport's stopProducing is a close, which would
+        # cut what the faults still hold for this side; closes are ours.
+        upstream.transport.registerProducer(ReadPauser(self.transport), True)
+        self.transport.registerProducer(ReadPauser(upstream.transport), True)
         self._flow_controlled = True  # the guard unregisters it when it closes
         early, self._early = self._early, []
         for data in early:

@@ -77,6 +77,16 @@ class LiveFaultTests(TestCase):
         first, rest = await deferToThread(talk, peer.port, b"ab", change, b"cdefgh")
         self.assertEqual((first, rest), (b"ab", b"cd"), "the upstream got 2 bytes and its FIN")
 
+    async def test_a_half_closing_client_gets_every_delayed_reply(self) -> None:
+        """
+        The client sends and shuts down its side at once; the upstream
+        answers and closes; the replies are still held by the latency when
+        the upstream's close arrives.  (toxiproxy loses them at random.)
+        """
+        peer = self.proxy(faults=Faults(latency=0.05, slice=3))
+        payload = b"every byte of this must arrive" * 100
+        self.assertEqual(await deferToThread(cut_at, peer.port, payload), len(payload))
+
     async def test_removed_fault_stops_applying(self) -> None:
         peer = self.proxy(faults=Faults(half_close_after_bytes=1))
         self.assertEqual(await deferToThread(cut_at, peer.port, b"abc"), 1)
