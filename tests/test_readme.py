@@ -13,7 +13,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._client import options as client
-from echoapp._tap import compose, echo, everything, tcp, udp
+from echoapp._tap import compose, echo, everything, proxy, tcp, udp
 from tests.support import installed_env
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.rst")
@@ -31,7 +31,7 @@ class ReadmeTests(SynchronousTestCase):
             self.text = readme.read()
 
     def test_every_option_is_documented(self) -> None:
-        for module in (tcp, echo, udp, everything, compose):
+        for module in (tcp, echo, udp, everything, compose, proxy):
             for name in long_options(module.Options()):
                 self.assertIn(f"``--{name}", self.text, f"{module.__name__}: --{name}")
 

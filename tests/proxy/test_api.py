@@ -10,6 +10,8 @@ import http.client
 import json
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import time
@@ -17,12 +19,12 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._proxy.api import MAX_BODY, api_service
 from echoapp._proxy.registry import Proxies
-from tests.support import CHECKOUT, DEADLINE, free_port, recv_until_closed
+from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port, recv_until_closed
 
 TOXIPROXY = os.environ.get(
     "ECHOAPP_TOXIPROXY",
@@ -287,3 +289,36 @@ class ApiTests(TestCase):
                 )
                 self.assertNotIn("\n", json.dumps(answer))
         self.assertEqual((await self.call("GET", "/version"))[0], 200)
+
+
+class ReadmeCurlTests(SynchronousTestCase):
+    def test_every_curl_line_of_the_readme_answers(self) -> None:
+        """README's curl lines, run as written against a real twistd (ports swapped for free ones)."""
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed")
+        with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as readme:
+            lines = [
+                line.strip() for line in readme if line.strip().startswith("curl -s") and ":8474" in line
+            ]
+        self.assertGreaterEqual(len(lines), 13)
+        echo = Twistd(["echoapp-echo", "--listen", LOOP])
+        self.addCleanup(echo.stop)
+        api = Twistd(["echoapp-proxy", "--api", LOOP])
+        self.addCleanup(api.stop)
+        swaps = {
+            "localhost:8474": f"127.0.0.1:{api.port('echoapp-proxy')}",
+            "127.0.0.1:6379": f"127.0.0.1:{echo.port('echoapp-echo')}",
+            "127.0.0.1:8080": f"127.0.0.1:{echo.port('echoapp-echo')}",
+        }
+        for line in lines:
+            for old, new in swaps.items():
+                line = line.replace(old, new)
+            args = shlex.split(line)[1:]
+            result = subprocess.run(
+                [curl, *args, "-w", "\\n%{http_code}"], capture_output=True, text=True, timeout=DEADLINE
+            )
+            body, _, code = result.stdout.rpartition("\n")
+            self.assertIn(code, ("200", "201", "204"), f"{line}: {result.stdout}")
+            if body:
+                json.loads(body)
