@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import LOOP, Twistd, run_twistd
+from tests.support import DEADLINE, LOOP, Twistd, free_port, run_twistd
 from tests.test_twistd import echo_exchange
 
 
@@ -60,6 +62,46 @@ class PluginTests(SynchronousTestCase):
         self.addCleanup(os.unlink, file.name)
         proxy = self.running("echoapp-proxy", "--config", file.name)
         self.assertEqual(echo_exchange(proxy.port("echoapp-proxy"), b"abcdef"), b"abc")
+
+    def test_composed_with_twisted_web_in_one_process(self) -> None:
+        """echoapp-compose: a server (twisted.web) and its faulty front, as the README's example."""
+        with tempfile.TemporaryDirectory() as docroot:
+            with open(os.path.join(docroot, "index.html"), "w") as page:
+                page.write("served by twisted.web")
+            web = free_port()
+            server = self.running(
+                "echoapp-compose",
+                "--service",
+                f"web --listen tcp:{web}:interface=127.0.0.1 --path {docroot}",
+                "--service",
+                f"echoapp-proxy --listen {LOOP} --upstream tcp:127.0.0.1:{web} --fault latency=50ms",
+            )
+            started = time.monotonic()
+            url = f"http://127.0.0.1:{server.port('echoapp-proxy')}/index.html"
+            with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+                self.assertEqual(response.read(), b"served by twisted.web")
+            self.assertGreaterEqual(
+                time.monotonic() - started, 0.05, "a lower bound: the latency was applied"
+            )
+
+    def test_metrics_count_the_proxy(self) -> None:
+        echo = self.running("echoapp-echo", "--listen", LOOP)
+        metrics = free_port()
+        proxy = self.running(
+            "echoapp-proxy",
+            "--listen",
+            LOOP,
+            "--upstream",
+            f"127.0.0.1:{echo.port('echoapp-echo')}",
+            "--metrics",
+            f"tcp:{metrics}:interface=127.0.0.1",
+            expect=2,
+        )
+        port = proxy.port("echoapp-proxy")
+        self.assertEqual(echo_exchange(port, b"counted"), b"counted")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=DEADLINE) as response:
+            text = response.read().decode()
+        self.assertRegex(text, r'echoapp_connections_total\{listener="[^"]+",service="echoapp-proxy"\} 1.0')
 
     def test_mistakes_are_one_line(self) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
