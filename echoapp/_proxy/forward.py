@@ -24,12 +24,15 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echoapp._faults import reset
 from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser
+from echoapp._transports.eager import eager_problem
+from echoapp._twisted import asyncio_loop, connect_eager_tcp
 
 # Wraps the per-connection upstream factory (upstream faults), or leaves it be.
 UpstreamWrapper = Callable[[Factory], Factory]
@@ -206,6 +209,33 @@ class ClientSide(GuardedProtocol):
                 upstream.transport.loseConnection()
             else:
                 reset(upstream.transport)
+
+
+class EagerConnecting:
+    """
+    A reactor whose C{connectTCP} connections write eagerly (as echoapp's
+    listeners do): for the upstream side, so a forwarded chunk is sent at
+    once, not after a trip through the reactor.  Everything else, and any
+    reactor that is not one of Twisted's own, is the real reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reactor, name)
+
+    def connectTCP(
+        self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None
+    ) -> Any:
+        return connect_eager_tcp(self.reactor, host, port, factory, timeout, bindAddress)
+
+
+def eager_connecting(reactor: Any) -> Any:
+    """C{reactor}, its TCP connections eager where that works (see L{echoapp._transports.eager})."""
+    if not isinstance(reactor, PosixReactorBase) or asyncio_loop(reactor) is not None:
+        return reactor
+    return reactor if eager_problem() is not None else EagerConnecting(reactor)
 
 
 class ProxyFactory(GuardedFactory):

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from echoapp import StartupError
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
-from echoapp._proxy.forward import ProxyFactory
+from echoapp._proxy.forward import ProxyFactory, eager_connecting
 from echoapp._proxy.schema import ProxyError, ProxySpec
 from echoapp._proxy.toxics import STREAMS, LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._transports.endpoints import ParseOnlyReactor, StreamListen, describe_address, one_line
@@ -139,7 +139,9 @@ class Proxy:
     def factory(self) -> Any:
         """Built once, at the first listen, when the reactor is the one that runs."""
         if self._factory is None:
-            upstream = clientFromString(self.reactor, upstream_description(self.spec.upstream))
+            upstream = clientFromString(
+                eager_connecting(self.reactor), upstream_description(self.spec.upstream)
+            )
             wrap = None
             if self._live:
 
@@ -164,7 +166,7 @@ class Proxy:
         self.spec.upstream = upstream
         if self._factory is not None:
             inner = getattr(self._factory, "wrappedFactory", self._factory)
-            inner.upstream = clientFromString(self.reactor, upstream_description(upstream))
+            inner.upstream = clientFromString(eager_connecting(self.reactor), upstream_description(upstream))
 
     @property
     def port(self) -> Any:
