@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
-from echoapp._faults import FaultPlan, Faults, FaultyConnection, FaultyFactory, reset
+from echoapp._faults import HELD_BYTES, FaultPlan, Faults, FaultyConnection, FaultyFactory, reset
 from echoapp._twisted import global_reactor
 
 STREAMS = ("upstream", "downstream")
@@ -182,6 +182,34 @@ class LiveFaultyConnection(FaultyConnection):
     @_faults.setter
     def _faults(self, faults: Faults) -> None:
         """L{FaultyConnection}'s constructor sets it; the plan is the truth."""
+
+    _producer: Any = None
+    _producer_paused = False
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Kept, as well as passed on: what the faults hold (latency, slices)
+        is not in the transport's buffer, so the transport would never pause
+        the other side for it; L{write} and L{_release} do, by L{HELD_BYTES}.
+        """
+        self._producer = producer
+        super().registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+        super().unregisterProducer()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if self._producer is not None and not self._producer_paused and self._held_bytes > HELD_BYTES:
+            self._producer_paused = True
+            self._producer.pauseProducing()
+
+    def _release(self) -> None:
+        super()._release()
+        if self._producer_paused and self._held_bytes <= HELD_BYTES // 2 and self._producer is not None:
+            self._producer_paused = False
+            self._producer.resumeProducing()
 
     def faults_changed(self, before: Faults, now: Faults) -> None:
         transport = self.transport

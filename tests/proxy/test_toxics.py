@@ -6,15 +6,18 @@ with its own toxicity, every choice from one seed.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
-from echoapp._faults import Faults
+from echoapp._faults import HELD_BYTES, Faults
 from echoapp._proxy.schema import ProxyError, toxic_from_json
 from echoapp._proxy.toxics import ProxyFaults, merged
-from tests.support import DEADLINE, recv_until_closed
+from tests.support import DEADLINE, LOOP, connect_tcp, recv_until_closed, wait_until
 
 
 def talk(port: int, first: bytes, change: object, then: bytes) -> tuple[bytes, bytes]:
@@ -155,3 +158,61 @@ class ToxicUnitTests(SynchronousTestCase):
         proxy.set(toxic_from_json({"type": "latency", "name": "other", "stream": "upstream"}))
         self.assertEqual([bool(link.faults) for link in links], before)
         self.assertEqual(set(before), {True, False})
+
+
+class Flood(Protocol):
+    """An upstream that sends 16 MiB as soon as it is connected, then closes."""
+
+    SIZE = 16 << 20
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"d" * self.SIZE)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class Reader(Protocol):
+    """A client that does not read until told to, then counts to the end."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.done.callback(None)
+
+
+class HeldBytesTests(TestCase):
+    async def test_what_the_faults_hold_pauses_the_upstream(self) -> None:
+        """
+        A downstream latency holds the server's bytes in the proxy, not in
+        a transport's buffer: past the bound, the upstream must be paused,
+        or a fast server and a slow client grow the proxy without limit.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        listening = await serverFromString(reactor, LOOP).listen(Factory.forProtocol(Flood))
+        self.addCleanup(listening.stopListening)
+        peer = testing.proxy(
+            self, upstream=f"127.0.0.1:{listening.getHost().port}", faults=Faults(latency=0.02)
+        )
+        client = Reader()
+        await connect_tcp(peer.port, client)
+        await wait_until(lambda: peer.proxy.connections.live, "the proxied connection")
+        [side] = list(peer.proxy.connections.live)
+        await wait_until(lambda: side.upstream is not None, "the upstream")
+        readers: Any = reactor.getReaders  # type: ignore[attr-defined]
+        faulty = side.transport
+        await wait_until(
+            lambda: side.upstream.transport.transport not in readers(), "the upstream to be paused"
+        )
+        self.assertLess(faulty._held_bytes, 4 * HELD_BYTES, "held bytes stay bounded")
+        client.transport.resumeProducing()  # type: ignore[union-attr]
+        await client.done
+        self.assertEqual(client.received, Flood.SIZE)
