@@ -87,6 +87,33 @@ ECHO_CONTENDERS: dict[str, Any] = {
     "asyncio echo on uvloop": script("asyncio_greeter.py", "--echo", "--uvloop"),
     "C epoll echo (the floor)": c_server("echo"),
 }
+
+
+def proxied(kind: str) -> Any:
+    """A proxy in front of the C echo (servers/proxied.py): the figures are the proxy's alone."""
+    return lambda port: [
+        compiled("epoll_server") and PYTHON,
+        os.path.join(SERVERS, "proxied.py"),
+        kind,
+        str(port),
+    ]
+
+
+# Proxies: the echo scenarios through a proxy to the C echo, the proxy's CPU per forwarded request.
+PROXY_CONTENDERS: dict[str, Any] = {
+    "Twisted portforward": proxied("portforward"),
+    "echoapp-proxy, default reactor": proxied("echoapp"),
+    "echoapp-proxy, uvloop reactor": proxied("echoapp-uvloop"),
+    "echoapp-proxy, uvloop, a fault configured (sparing all)": proxied("echoapp-uvloop-fault"),
+    "HAProxy, mode tcp": proxied("haproxy"),
+    "toxiproxy": proxied("toxiproxy"),
+}
+ECHO_CONTENDERS.update(PROXY_CONTENDERS)
+TOXIPROXY = os.environ.get(
+    "ECHOAPP_TOXIPROXY",
+    os.path.join(os.path.dirname(HERE), "..", "shared", "tools", "toxiproxy", "toxiproxy-server"),
+)
+
 UDP_CONTENDERS: dict[str, Any] = {
     "echoapp-udp, guards on, default reactor": echoapp_udp(),
     "echoapp-udp, guards on, uvloop reactor": echoapp_udp("--reactor=uvloop"),
@@ -198,4 +225,10 @@ def have_haproxy() -> bool:
 def every_contender() -> list[str]:
     """The default run: every server, those behind HAProxy only where it is installed."""
     groups = [name for name in GROUP_CONTENDERS if "HAProxy" not in name or have_haproxy()]
-    return [*CONTENDERS, *groups, *ECHO_CONTENDERS, *UDP_CONTENDERS]
+    echo = [
+        name
+        for name in ECHO_CONTENDERS
+        if ("HAProxy" not in name or have_haproxy())
+        and (name != "toxiproxy" or os.access(TOXIPROXY, os.X_OK))
+    ]
+    return [*CONTENDERS, *groups, *echo, *UDP_CONTENDERS]

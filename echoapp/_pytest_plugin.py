@@ -4,6 +4,8 @@ echoapp peers for a test and stop them after it.
 
 - C{echoapp_peer}: in-process, for tests run with pytest-twisted (the
   reactor in its greenlet): C{peer = echoapp_peer("greeter", faults=...)}.
+- C{echoapp_proxy}: in-process too, echoapp-proxy in front of any server:
+  C{peer = echoapp_proxy(upstream="tcp:127.0.0.1:6379", faults=...)}.
 - C{echoapp_process}: a real C{twistd}, for clients that are not Twisted
   (plain sockets, asyncio, other languages): C{server =
   echoapp_process("echoapp-tcp", "--fault", "latency=100ms")}.
@@ -46,7 +48,9 @@ def _described(peer: Any) -> str:
     """One line a user finds: which peer, its seed, its faults now."""
     if isinstance(peer, testing.Process):
         return f"{peer.plugin} {' '.join(peer.args)}: seed={peer.seed}"
-    return f"{peer.service.name} on {peer.host}:{peer.port}: seed={peer.seed}, faults: {peer.faults}"
+    service = getattr(peer, "service", None)
+    name = service.name if service is not None else "echoapp-proxy"
+    return f"{name} on {peer.host}:{peer.port}: seed={peer.seed}, faults: {peer.faults}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -72,6 +76,30 @@ def echoapp_peer(request: pytest.FixtureRequest) -> Iterator[Callable[..., testi
         if kind not in KINDS:
             raise ValueError(f"echoapp_peer: kind is one of {', '.join(KINDS)}, not {kind!r}")
         peer: testing.Peer = getattr(testing, kind)(**options)
+        peers.append(peer)
+        _seen(request, peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        pytest_twisted.blockon(peer.stop())
+
+
+@pytest.fixture
+def echoapp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """
+    Start echoapp-proxy in-process in front of C{upstream} (pytest-twisted):
+    C{peer = echoapp_proxy(upstream="tcp:127.0.0.1:6379", faults=...)};
+    stopped and drained after the test.
+    """
+    import pytest_twisted
+
+    from echoapp.testing import proxy  # imported when used: the plugin itself loads nothing heavy
+
+    peers: list[Any] = []
+
+    def start(**options: Any) -> Any:
+        peer = proxy(**options)
         peers.append(peer)
         _seen(request, peer)
         return peer

@@ -354,6 +354,28 @@ class EagerUNIXServer(EagerWrites, unix.Server):
     """A UNIX connection, writing eagerly (file descriptors still go first: C{writeSomeData} sends them)."""
 
 
+class EagerTCPClient(EagerWrites, tcp.Client):
+    """A TCP connection Twisted connects (echoapp-proxy's upstream side), writing eagerly."""
+
+    send_now = EagerTCPServer.send_now
+
+
+class EagerTCPConnector(tcp.Connector):
+    """C{connectTCP}'s connector, making an L{EagerTCPClient} (C{Connector._makeTransport})."""
+
+    def _makeTransport(self) -> EagerTCPClient:
+        return EagerTCPClient(self.host, self.port, self.bindAddress, self, self.reactor)
+
+
+def connect_eager_tcp(
+    reactor: Any, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None
+) -> tcp.Connector:
+    """C{reactor.connectTCP}, the connection writing eagerly."""
+    connector = EagerTCPConnector(host, port, factory, timeout, bindAddress, reactor)
+    connector.connect()
+    return connector
+
+
 class EagerUNIXPort(unix.Port):
     transport = EagerUNIXServer
 

@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults", "echoapp._faults."),
     ),
     ("services", ("echoapp.services",)),
+    ("proxy", ("echoapp._proxy", "echoapp._proxy.")),
     ("process", ("echoapp._monitor", "echoapp.signals")),
     ("test peer", ("echoapp.testing", "echoapp.testing.")),
     (
@@ -99,7 +100,7 @@ PUBLIC_API: dict[str, set[str]] = {
     "echoapp.signals": {"SignalService", "handled"},
     "echoapp.logs": {"event_as_json", "json_observer"},
     "echoapp.reactor": {"install"},
-    "echoapp.testing": {"Faults", "Peer", "Process", "echo", "greeter", "udp"},
+    "echoapp.testing": {"Faults", "Peer", "Process", "ProxyPeer", "echo", "greeter", "proxy", "udp"},
 }
 
 

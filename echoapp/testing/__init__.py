@@ -33,8 +33,9 @@ from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.testing._process import TCP_LOOPBACK, UDP_LOOPBACK, Process
+from echoapp.testing._proxy import ProxyPeer, proxy
 
-__all__ = ["Faults", "Peer", "Process", "echo", "greeter", "udp"]
+__all__ = ["Faults", "Peer", "Process", "ProxyPeer", "echo", "greeter", "proxy", "udp"]
 
 log = Logger(namespace="echoapp.testing")
 

@@ -31,6 +31,24 @@ async def test_in_process_greeter_with_latency(echoapp_peer: Any) -> None:
     assert await deferToThread(banner) == b"Hi\r\n"
 
 
+@pytest_twisted.ensureDeferred
+async def test_in_process_proxy_in_front_of_a_peer(echoapp_peer: Any, echoapp_proxy: Any) -> None:
+    echo = echoapp_peer("echo")
+    peer = echoapp_proxy(upstream=f"tcp:127.0.0.1:{echo.port}", faults=Faults(half_close_after_bytes=4))
+
+    def exchange() -> bytes:
+        with socket.create_connection((peer.host, peer.port), timeout=5) as sock:
+            sock.sendall(b"abcdefgh")
+            sock.shutdown(socket.SHUT_WR)
+            got = b""
+            while chunk := sock.recv(100):
+                got += chunk
+            return got
+
+    assert await deferToThread(exchange) == b"abcd"
+    assert peer.seed == peer.proxies.seed
+
+
 def test_unknown_kind(echoapp_peer: Any) -> None:
     with pytest.raises(ValueError, match="kind is one of greeter, echo, udp"):
         echoapp_peer("http")

@@ -20,3 +20,9 @@ echoapp_compose = ServiceMaker(
     "Any installed twistd plugins in one process.",
     "echoapp-compose",
 )
+echoapp_proxy = ServiceMaker(
+    "echoapp-proxy",
+    "echoapp._tap.proxy",
+    "Faults and limits in front of any TCP server; toxiproxy's API.",
+    "echoapp-proxy",
+)

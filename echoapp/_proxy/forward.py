@@ -1,0 +1,255 @@
+"""
+Every byte both ways between a client and its upstream, as
+C{twisted.protocols.portforward} does, with what it lacks:
+
+  - backpressure both ways: each transport is the other's streaming
+    producer, so a peer that does not read pauses reading from the one that
+    sends, and the proxy holds about one write buffer per direction, not the
+    flood;
+  - half-close passed through: both sides are L{IHalfCloseableProtocol}s, so
+    a FIN from either is a FIN to the other, and the connection ends once
+    both directions have;
+  - a refused or reset upstream is a reset to the client (and a reset client
+    a reset to the upstream), not a polite close that hides the failure;
+  - echoapp's limits: the client side is a L{GuardedProtocol}, so it counts
+    against C{max-connections} and the per-peer limit, times out when idle
+    (traffic either way is activity), and is drained at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
+from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from echoapp._faults import reset
+from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser
+from echoapp._transports.eager import eager_problem
+from echoapp._twisted import asyncio_loop, connect_eager_tcp
+
+# Wraps the per-connection upstream factory (upstream faults), or leaves it be.
+UpstreamWrapper = Callable[[Factory], Factory]
+
+
+def _half_close(transport: Any) -> None:
+    """A FIN if the transport can send one alone (TLS cannot), else a whole close."""
+    close = getattr(transport, "loseWriteConnection", None)
+    (close or transport.loseConnection)()
+
+
+def _clean(reason: Failure | None) -> bool:
+    return reason is None or reason.check(ConnectionDone) is not None
+
+
+@implementer(IHalfCloseableProtocol)
+class ServerSide(Protocol):
+    """The proxy's connection to the upstream: what it sends goes to the client."""
+
+    transport: Any
+
+    def __init__(self, client: ClientSide) -> None:
+        self.client = client
+
+    def connectionMade(self) -> None:
+        self.client.upstream_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        client = self.client
+        client._last_seen = client.factory.now()
+        client.stats.bytes_out += len(data)
+        client.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self.client.upstream_finished()
+
+    def writeConnectionLost(self) -> None:
+        """The upstream stopped reading; the client's bytes stop with the close that follows."""
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.client.upstream_lost(_clean(reason))
+
+
+class _UpstreamFactory(Factory):
+    noisy = False
+
+    def __init__(self, client: ClientSide) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        protocol = ServerSide(self.client)
+        protocol.factory = self
+        return protocol
+
+
+@implementer(IHalfCloseableProtocol)
+class ClientSide(GuardedProtocol):
+    """
+    The client's connection.  Reading from the client waits until the
+    upstream is connected; what arrived before is held (one read's worth,
+    as reading is paused) and sent first.
+    """
+
+    factory: ProxyFactory
+    upstream: ServerSide | None = None
+    _connecting: Deferred[Any] | None = None
+    _client_done = False  # the client sent its FIN
+    _upstream_done = False  # the upstream sent its FIN
+    _gone = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._early: list[bytes] = []
+        self.transport.pauseProducing()
+        upstream: Factory = _UpstreamFactory(self)
+        if self.factory.wrap_upstream is not None:
+            upstream = self.factory.wrap_upstream(upstream)
+        self._connecting = self.factory.upstream.connect(upstream)
+        self._connecting.addErrback(self._upstream_failed)
+
+    def _upstream_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if not self._gone:
+            self.closing_because("upstream unreachable")
+            reset(self.transport)
+
+    def upstream_connected(self, upstream: ServerSide) -> None:
+        self._connecting = None
+        if self._gone:
+            upstream.transport.abortConnection()
+            return
+        self.upstream = upstream
+        # Each side pauses the other when its own write buffer is full.  Not
+        # the transports themselves: a consumer that goes away stops its
+        # producer, and a transport's stopProducing is a close, which would
+        # cut what the faults still hold for this side; closes are ours.
+        upstream.transport.registerProducer(ReadPauser(self.transport), True)
+        self.transport.registerProducer(ReadPauser(upstream.transport), True)
+        self._flow_controlled = True  # the guard unregisters it when it closes
+        early, self._early = self._early, []
+        for data in early:
+            upstream.transport.write(data)
+        if self._client_done:
+            _half_close(upstream.transport)
+        elif not self._closing:
+            self.transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._last_seen = self.factory.now()
+        self.stats.bytes_in += len(data)
+        self.stats.messages += 1
+        upstream = self.upstream
+        if upstream is None:
+            self._early.append(data)
+        else:
+            upstream.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self._client_done = True
+        upstream = self.upstream
+        if upstream is None:
+            return  # passed on once it connects
+        if self._upstream_done:
+            self.both_done()
+        else:
+            _half_close(upstream.transport)
+
+    def writeConnectionLost(self) -> None:
+        """The client stopped reading; the upstream is paused by backpressure, then closed with us."""
+
+    def upstream_finished(self) -> None:
+        self._upstream_done = True
+        if self._client_done:
+            self.both_done()
+        elif not self._gone:
+            _half_close(self.transport)
+
+    def both_done(self) -> None:
+        """Each side has sent its FIN: what is buffered goes, then both close."""
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+        if not self._gone:
+            self.close()
+
+    def upstream_lost(self, clean: bool) -> None:
+        self.upstream = None
+        if self._gone:
+            return
+        if clean:
+            self.close()
+        else:
+            self.closing_because("upstream reset")
+            reset(self.transport)
+
+    def close(self, last_words: bytes = b"", linger: bool = False) -> None:
+        """
+        The guard's close; but a transport already half-closed loses the
+        connection inside C{loseConnection}, before the guard arms its abort
+        timer, which would then outlive the connection: disarm it.
+        """
+        super().close(last_words, linger)
+        if self._gone and self._abort is not None and self._abort.active():
+            self._abort.cancel()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._gone = True
+        super().connectionLost(reason)
+        if self._connecting is not None:
+            self._connecting.cancel()
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            if _clean(reason):
+                upstream.transport.loseConnection()
+            else:
+                reset(upstream.transport)
+
+
+class EagerConnecting:
+    """
+    A reactor whose C{connectTCP} connections write eagerly (as echoapp's
+    listeners do): for the upstream side, so a forwarded chunk is sent at
+    once, not after a trip through the reactor.  Everything else, and any
+    reactor that is not one of Twisted's own, is the real reactor's.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reactor, name)
+
+    def connectTCP(
+        self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None
+    ) -> Any:
+        return connect_eager_tcp(self.reactor, host, port, factory, timeout, bindAddress)
+
+
+def eager_connecting(reactor: Any) -> Any:
+    """C{reactor}, its TCP connections eager where that works (see L{echoapp._transports.eager})."""
+    if not isinstance(reactor, PosixReactorBase) or asyncio_loop(reactor) is not None:
+        return reactor
+    return reactor if eager_problem() is not None else EagerConnecting(reactor)
+
+
+class ProxyFactory(GuardedFactory):
+    """
+    The client-facing factory of one proxy: each connection is forwarded to
+    C{upstream}, through C{wrap_upstream} (faults on what goes up) if given.
+    """
+
+    def __init__(
+        self, upstream: IStreamClientEndpoint, wrap_upstream: UpstreamWrapper | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.upstream = upstream
+        self.wrap_upstream = wrap_upstream
+
+    def make_protocol(self) -> ClientSide:
+        return ClientSide()

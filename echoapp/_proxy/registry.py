@@ -1,0 +1,441 @@
+"""
+The named proxies of one C{echoapp-proxy} process: created from the command
+line, a C{--config} file (toxiproxy's populate format) or the HTTP API, each
+with its listener, its upstream, its toxics and its own limits.
+
+Addresses come in toxiproxy's C{HOST:PORT} form or as any Twisted endpoint
+string (C{tcp6:...}, C{unix:...}, C{ssl:...}, C{haproxy:...} to listen;
+C{tls:...}, C{unix:...} upstream).  Every change is all or nothing: a proxy
+that cannot listen is not kept, and a batch (L{Proxies.populate}) that fails
+anywhere leaves the proxies as they were.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.endpoints import clientFromString
+from twisted.logger import Logger
+
+from echoapp import StartupError
+from echoapp._limits.connections import Connections
+from echoapp._metrics import TCPStats
+from echoapp._proxy.forward import ProxyFactory, eager_connecting
+from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._proxy.toxics import STREAMS, LiveFaultyFactory, ProxyFaults, Toxic
+from echoapp._transports.endpoints import ParseOnlyReactor, StreamListen, describe_address, one_line
+from echoapp._transports.listen import StreamListenService
+from echoapp._twisted import global_reactor
+from echoapp.config import TCPLimits
+
+NAME = "echoapp-proxy"
+ENDPOINT_KINDS = {"tcp", "tcp6", "unix", "ssl", "tls", "haproxy", "systemd"}
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]*\]|[^:\[\]]*):(\d{1,5})$")
+
+log = Logger(namespace="echoapp.proxy")
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    match = _HOST_PORT.match(text)
+    if match is None or text.partition(":")[0] in ENDPOINT_KINDS:
+        return None
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    if port > 65535:
+        return None
+    return host, port
+
+
+def _escaped(host: str) -> str:
+    return host.replace(":", "\\:")
+
+
+def listen_description(text: str) -> str:
+    """toxiproxy's C{HOST:PORT} (C{:PORT} is every interface) as an endpoint string; others as they are."""
+    found = _host_port(text)
+    if found is None:
+        return text
+    host, port = found
+    if ":" in host:
+        return f"tcp6:{port}:interface={_escaped(host)}"
+    return f"tcp:{port}:interface={host}" if host else f"tcp:{port}"
+
+
+def upstream_description(text: str) -> str:
+    """toxiproxy's C{HOST:PORT} as a client endpoint string; others as they are."""
+    found = _host_port(text)
+    if found is None:
+        return text
+    host, port = found
+    return f"tcp:host={_escaped(host)}:port={port}"
+
+
+def shown(address: Any) -> str:
+    """A listening address as toxiproxy shows it: C{HOST:PORT}, C{[HOST]:PORT}; a UNIX path as a path."""
+    text = describe_address(address)
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return text.partition(":")[2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check(spec: ProxySpec) -> tuple[StreamListen, Any]:
+    """
+    The listener and the upstream endpoint, parsed without the reactor.
+
+    @raise ProxyError: 400 with a one-line reason.
+    """
+    for field_name in ("name", "upstream"):
+        if not getattr(spec, field_name):
+            raise ProxyError(400, f"missing required field: {field_name}")
+    try:
+        listen = StreamListen.parse(listen_description(spec.listen or ":0"))
+    except ValueError as error:
+        raise ProxyError(500, f"listen {spec.listen!r}: {error}") from None
+    try:
+        upstream = clientFromString(ParseOnlyReactor(), upstream_description(spec.upstream))
+    except Exception as error:
+        raise ProxyError(400, f"upstream {spec.upstream!r}: {one_line(error)}") from None
+    return listen, upstream
+
+
+class Proxy:
+    """
+    One named proxy: a listener while enabled, forwarding to its upstream
+    through its toxics.  Its connections are its own, for limits and for
+    the drain; its listener says C{echoapp-proxy listening on ...}.
+    """
+
+    def __init__(
+        self,
+        spec: ProxySpec,
+        faults: ProxyFaults,
+        limits: TCPLimits,
+        live: bool,
+        reactor: Any = None,
+        log_connections: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.faults = faults
+        self.listen, _ = check(spec)
+        self.connections = Connections(limits)
+        self.owner: Service | None = None
+        self._reactor = reactor
+        self._live = live
+        self._log_connections = log_connections
+        self.listener: StreamListenService | None = None
+        self._factory: Any = None
+
+    @property
+    def reactor(self) -> Any:
+        return self._reactor or global_reactor()
+
+    def factory(self) -> Any:
+        """Built once, at the first listen, when the reactor is the one that runs."""
+        if self._factory is None:
+            upstream = clientFromString(
+                eager_connecting(self.reactor), upstream_description(self.spec.upstream)
+            )
+            wrap = None
+            if self._live:
+
+                def wrap(factory: Any) -> Any:
+                    return LiveFaultyFactory(factory, self.faults, "upstream")
+
+            factory: Any = ProxyFactory(
+                upstream,
+                wrap,
+                connections=self.connections,
+                clock=self._reactor,
+                stats=TCPStats(NAME, str(self.listen)),
+                log_connections=self._log_connections,
+            )
+            if self._live:
+                factory = LiveFaultyFactory(factory, self.faults, "downstream")
+            self._factory = factory
+        return self._factory
+
+    def set_upstream(self, upstream: str) -> None:
+        """Forward the next connections to C{upstream} (checked when the proxy was made)."""
+        self.spec.upstream = upstream
+        if self._factory is not None:
+            inner = getattr(self._factory, "wrappedFactory", self._factory)
+            inner.upstream = clientFromString(eager_connecting(self.reactor), upstream_description(upstream))
+
+    @property
+    def port(self) -> Any:
+        return self.listener.port if self.listener is not None else None
+
+    @property
+    def address(self) -> str:
+        """Where it listens now (the real port for port 0), or as it was asked while disabled."""
+        port = self.port
+        return shown(port.getHost()) if port is not None else self.spec.listen
+
+    def open(self) -> None:
+        """
+        Listen, at once (Twisted's stream endpoints bind synchronously).
+
+        @raise ProxyError: 500, as toxiproxy answers an address it cannot have.
+        """
+        if self.listener is None:
+            listen = self.listen
+            if listen.backlog is None:
+                listen = replace(listen, backlog=self.connections.limits.max_connections)
+            listener = StreamListenService(listen, self.factory(), self.reactor)
+            listener.parent = self.owner  # type: ignore[assignment]  # named in its lines, not a child
+            try:
+                listener.privilegedStartService()
+            except StartupError as error:
+                raise ProxyError(500, str(error.code)) from None
+            listener.running = 1
+            self.listener = listener
+        self.connections.draining = False
+        self.spec.enabled = True
+
+    def close(self) -> Deferred[Any]:
+        """Stop listening (new clients are refused by the kernel) and cut open connections, as toxiproxy."""
+        self.spec.enabled = False
+        port = self.port
+        plain = self.listen.endpoint.partition(":")[0] in ("tcp", "tcp6") and not self.listen.proxy
+        if port is not None and plain:
+            # Enabled again, it listens where it did (toxiproxy too): port 0 is pinned to the real one.
+            self.spec.listen = shown(port.getHost())
+            self.listen = replace(self.listen, endpoint=listen_description(self.spec.listen))
+        listener, self.listener = self.listener, None
+        for connection in list(self.connections.live):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+        return maybeDeferred(listener.stopService) if listener is not None else succeed(None)
+
+    def as_json(self) -> dict[str, Any]:
+        """toxiproxy's shape, field for field (its C{Logger} is always empty)."""
+        return {
+            "name": self.name,
+            "listen": self.address,
+            "upstream": self.spec.upstream,
+            "enabled": self.spec.enabled,
+            "Logger": {},
+            "toxics": toxics_json(self.faults),
+        }
+
+
+def toxics_json(faults: ProxyFaults) -> list[dict[str, Any]]:
+    """A proxy's toxics in toxiproxy's order: the upstream ones, then the downstream ones."""
+    return [toxic_json(toxic) for stream in STREAMS for toxic in faults.on(stream)]
+
+
+def toxic_json(toxic: Toxic) -> dict[str, Any]:
+    return {
+        "attributes": dict(toxic.attributes),
+        "name": toxic.name,
+        "type": toxic.type,
+        "stream": toxic.stream,
+        "toxicity": int(toxic.toxicity) if float(toxic.toxicity).is_integer() else toxic.toxicity,
+    }
+
+
+class Proxies(Service):
+    """
+    Every proxy of the process, by name, in creation order: the service
+    C{echoapp-proxy} runs.  It listens for the enabled ones at start, and at
+    stop closes every listener and then drains every proxy's clients.
+    """
+
+    def __init__(
+        self,
+        limits: TCPLimits | None = None,
+        reactor: Any = None,
+        seed: int | None = None,
+        live: bool = True,
+        log_connections: bool = False,
+    ) -> None:
+        self.setName(NAME)
+        self.limits = limits or TCPLimits()
+        self.reactor = reactor
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
+        self.live = live
+        self.log_connections = log_connections
+        self.proxies: dict[str, Proxy] = {}
+        self._listening = False
+        self._closing: list[Deferred[Any]] = []
+
+    def make(self, spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> Proxy:
+        """
+        A proxy neither listening nor kept; C{toxics} are its from the start.
+
+        @raise ProxyError: 400 for a bad address, 409 for two toxics of one name.
+        """
+        faults = ProxyFaults(self.seed, self.reactor)
+        for toxic in toxics:
+            if toxic.name in faults.toxics:
+                raise ProxyError(409, "toxic already exists")
+            faults.set(toxic)
+        live = self.live or bool(toxics)
+        proxy = Proxy(spec, faults, self.limits, live, self.reactor, self.log_connections)
+        proxy.owner = self
+        return proxy
+
+    def add(self, proxy: Proxy) -> Proxy:
+        """
+        Keep C{proxy}, listening if enabled and the service listens.
+
+        @raise ProxyError: 409 for a name taken, 500 for an address taken.
+        """
+        if proxy.name in self.proxies:
+            raise ProxyError(409, "proxy already exists")
+        if proxy.spec.enabled and self._listening:
+            proxy.open()
+        self.proxies[proxy.name] = proxy
+        return proxy
+
+    def get(self, name: str) -> Proxy:
+        try:
+            return self.proxies[name]
+        except KeyError:
+            raise ProxyError(404, "proxy not found") from None
+
+    def remove(self, name: str) -> None:
+        self._track(self.proxies.pop(self.get(name).name).close())
+
+    def set_enabled(self, proxy: Proxy, enabled: bool) -> None:
+        """
+        Listen again, or close (its port is closed once L{settled} fires).
+
+        @raise ProxyError: 500 if its address is taken meanwhile.
+        """
+        if enabled and not proxy.spec.enabled:
+            if self._listening:
+                proxy.open()
+            else:
+                proxy.spec.enabled = True
+        elif not enabled and proxy.spec.enabled:
+            self._track(proxy.close())
+
+    def _track(self, closing: Deferred[Any]) -> None:
+        self._closing.append(closing)
+
+        def done(result: Any) -> Any:
+            self._closing.remove(closing)
+            return result
+
+        closing.addBoth(done)
+
+    def settled(self) -> Deferred[Any]:
+        """
+        Fires once every port closed so far is closed: a closed port is
+        closed in a later turn of the reactor, and a client told "disabled"
+        must find it refused.
+        """
+        return DeferredList(list(self._closing), consumeErrors=True)
+
+    def populate(self, batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]]) -> list[Proxy]:
+        """
+        Create or update every proxy of C{batch}, or none.  Whatever must
+        listen is opened first, and closed again if anything fails; only then
+        are proxies updated and replaced.  A proxy that keeps its address is
+        updated in place (its port is never closed and opened again, which
+        would race with the close), with the batch's toxics.  toxiproxy
+        keeps the proxies before one that failed, and drops the toxics.
+        """
+        made = [self.make(spec, toxics) for spec, toxics in batch]
+        names = [proxy.name for proxy in made]
+        if len(set(names)) != len(names):
+            raise ProxyError(409, "proxy already exists")
+        opened: list[Proxy] = []
+        in_place: list[tuple[Proxy, Proxy]] = []
+        fresh: list[tuple[Proxy | None, Proxy]] = []
+        try:
+            for new in made:
+                old = self.proxies.get(new.name)
+                if old is not None and new.spec.listen in (old.spec.listen, old.address):
+                    if new.spec.enabled and not old.spec.enabled and self._listening:
+                        old.open()
+                        opened.append(old)
+                    in_place.append((old, new))
+                else:
+                    if new.spec.enabled and self._listening:
+                        new.open()
+                        opened.append(new)
+                    fresh.append((old, new))
+        except ProxyError:
+            for proxy in opened:
+                self._track(proxy.close())
+            raise
+        result = {}
+        for old, new in in_place:
+            old.set_upstream(new.spec.upstream)
+            old.faults.clear()
+            for toxic in new.faults.toxics.values():
+                old.faults.set(toxic)
+            self.set_enabled(old, new.spec.enabled)
+            result[old.name] = old
+        for replaced, new in fresh:
+            if replaced is not None:
+                self._track(replaced.close())
+            self.proxies[new.name] = new
+            result[new.name] = new
+        return [result[name] for name in names]
+
+    def update(self, proxy: Proxy, spec: ProxySpec) -> Proxy:
+        """
+        toxiproxy's proxy update: a new listen address opens the new port
+        before the old one closes (and nothing changes if it cannot); a new
+        upstream serves the next connections.
+        """
+        if spec.listen not in (proxy.spec.listen, proxy.address):
+            [replacement] = self.populate([(spec, list(proxy.faults.toxics.values()))])
+            return replacement
+        proxy.set_upstream(spec.upstream)
+        self.set_enabled(proxy, spec.enabled)
+        return proxy
+
+    def reset(self) -> None:
+        """toxiproxy's C{/reset}: every proxy enabled, every toxic gone."""
+        for proxy in self.proxies.values():
+            proxy.faults.clear()
+            self.set_enabled(proxy, True)
+
+    def privilegedStartService(self) -> None:
+        """Listen for every enabled proxy, or stop start-up with one line and listen for none."""
+        super().privilegedStartService()
+        self._open_all()
+
+    def startService(self) -> None:
+        super().startService()
+        self._open_all()
+
+    def _open_all(self) -> None:
+        if self._listening:
+            return
+        log.info("{service} seed={seed}: its random choices repeat with --seed", service=NAME, seed=self.seed)
+        opened: list[Proxy] = []
+        for proxy in self.proxies.values():
+            if proxy.spec.enabled:
+                try:
+                    proxy.open()
+                except ProxyError as error:
+                    for done in opened:
+                        done.close()
+                        done.spec.enabled = True
+                    raise StartupError(f"{NAME}: proxy {proxy.name}: {error}", f"{error}") from None
+                opened.append(proxy)
+        self._listening = True
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self._listening = False
+        stopping = []
+        for proxy in self.proxies.values():
+            listener, proxy.listener = proxy.listener, None
+            if listener is not None:
+                stopping.append(maybeDeferred(listener.stopService))
+        stopping.extend(proxy.connections.drain() for proxy in self.proxies.values())
+        return DeferredList(stopping, consumeErrors=True)

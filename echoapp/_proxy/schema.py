@@ -1,0 +1,185 @@
+"""
+toxiproxy's JSON, read and checked: a proxy (C{name}, C{listen},
+C{upstream}, C{enabled}, and in a populate file its C{toxics}) and a toxic
+(C{name}, C{type}, C{stream}, C{toxicity}, C{attributes}), each toxic type
+mapped onto echoapp's faults.  Everything refused is a L{ProxyError} with
+toxiproxy's status code and one line; nothing here touches a proxy, so a
+refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from echoapp._faults import Faults
+from echoapp._proxy.toxics import STREAMS, Toxic
+
+
+class ProxyError(Exception):
+    """A request refused: C{status} is toxiproxy's HTTP status for it, the text one line."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _ms(value: int) -> float:
+    return value / 1000
+
+
+# type -> its attributes with toxiproxy's defaults, and the faults they mean.
+TOXICS: dict[str, tuple[dict[str, int], Callable[[dict[str, Any]], Faults]]] = {
+    "latency": (
+        {"latency": 0, "jitter": 0},
+        lambda a: Faults(latency=_ms(a["latency"]), jitter=_ms(a["jitter"])),
+    ),
+    "bandwidth": ({"rate": 0}, lambda a: Faults(bandwidth=a["rate"] * 1000)),  # KB/s
+    "slow_close": ({"delay": 0}, lambda a: Faults(slow_close=_ms(a["delay"]))),
+    "timeout": (
+        {"timeout": 0},
+        lambda a: Faults(stall="answer", reset_after=_ms(a["timeout"]) if a["timeout"] else None),
+    ),
+    "reset_peer": ({"timeout": 0}, lambda a: Faults(reset_after=_ms(a["timeout"]))),
+    "slicer": (
+        {"average_size": 0, "size_variation": 0, "delay": 0},  # delay in microseconds
+        lambda a: Faults(slice=a["average_size"], slice_delay=a["delay"] / 1e6),
+    ),
+    "limit_data": (
+        {"bytes": 0},
+        lambda a: Faults(half_close_after_bytes=a["bytes"]) if a["bytes"] else Faults(),
+    ),
+}
+ECHOAPP_TYPE = "echoapp"  # attributes are --fault keys: {"latency": "50ms", "stall": "read"}
+
+
+def _body_error(reason: str) -> ProxyError:
+    return ProxyError(400, f"bad request body: {reason}")
+
+
+def _object(data: Any, what: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _body_error(f"{what} is a JSON object, not {type(data).__name__}")
+    return data
+
+
+def _text(data: dict[str, Any], key: str, default: str = "") -> str:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise _body_error(f"{key} is a string, not {type(value).__name__}")
+    return value
+
+
+def _attributes(kind: str, given: Any, base: dict[str, Any]) -> tuple[dict[str, Any], Faults]:
+    attributes = dict(base)
+    given = _object(given if given is not None else {}, "attributes")
+    if kind == ECHOAPP_TYPE:
+        for key, value in given.items():
+            if not isinstance(value, str | int | float) or (isinstance(value, bool) and key != "refuse"):
+                raise _body_error(f"attribute {key} is a string or a number")
+            attributes[key] = value
+        text = ",".join(f"{key}={'' if value is True else value}" for key, value in attributes.items())
+        try:
+            faults = Faults.parse(text)
+        except ValueError as error:
+            raise ProxyError(400, str(error)) from None
+        if faults.fraction != 1 or faults.seed is not None:
+            raise ProxyError(400, "fraction and seed are not toxic attributes: use toxicity, and --seed")
+        return attributes, faults
+    defaults, meaning = TOXICS[kind]
+    for key, value in given.items():
+        if key not in defaults:
+            raise ProxyError(400, f"unknown attribute {key!r} for {kind} (known: {', '.join(defaults)})")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _body_error(f"attribute {key} of {kind} is a whole number of 0 or more, not {value!r}")
+        attributes[key] = value
+    return attributes, meaning(attributes)
+
+
+def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
+    """
+    A new toxic from C{data}, or C{existing} updated by it (as toxiproxy
+    updates: the name, type and stream stay, the rest is merged).
+
+    @raise ProxyError: 400 for an unknown type, stream or attribute, or a bad value.
+    """
+    data = _object(data, "a toxic")
+    if existing is not None:
+        kind, stream, name = existing.type, existing.stream, existing.name
+        base = existing.attributes
+        toxicity = existing.toxicity
+    else:
+        kind = _text(data, "type")
+        if kind not in TOXICS and kind != ECHOAPP_TYPE:
+            raise ProxyError(400, "invalid toxic type")
+        stream = _text(data, "stream", "downstream") or "downstream"
+        if stream.lower() not in STREAMS:
+            raise ProxyError(400, "stream was invalid, can be either upstream or downstream")
+        name = _text(data, "name") or f"{kind}_{stream}"
+        base = dict(TOXICS[kind][0]) if kind in TOXICS else {}
+        toxicity = 1.0
+    if "toxicity" in data:
+        value = data["toxicity"]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+            raise _body_error(f"toxicity is a number from 0 to 1, not {value!r}")
+        toxicity = value
+    attributes, faults = _attributes(kind, data.get("attributes"), base)
+    return Toxic(name, kind, stream, toxicity, faults, attributes)
+
+
+@dataclass
+class ProxySpec:
+    """A proxy as toxiproxy describes one; the addresses are checked when it is made."""
+
+    name: str
+    listen: str
+    upstream: str
+    enabled: bool = True
+
+
+def spec_from_json(data: Any, base: ProxySpec | None = None) -> ProxySpec:
+    """
+    A proxy from C{data} (or C{base} updated by it).
+
+    @raise ProxyError: 400 for a missing field or a value of the wrong kind.
+    """
+    data = _object(data, "a proxy")
+    spec = ProxySpec(
+        _text(data, "name", base.name if base else ""),
+        _text(data, "listen", base.listen if base else ""),
+        _text(data, "upstream", base.upstream if base else ""),
+        base.enabled if base else True,
+    )
+    if "enabled" in data:
+        if not isinstance(data["enabled"], bool):
+            raise _body_error(f"enabled is true or false, not {data['enabled']!r}")
+        spec.enabled = data["enabled"]
+    for key in ("name", "upstream"):
+        if not getattr(spec, key):
+            raise ProxyError(400, f"missing required field: {key}")
+    return spec
+
+
+def batch_from_json(data: Any) -> list[tuple[ProxySpec, list[Toxic]]]:
+    """
+    A populate body, or a C{--config} file: a list of proxies, each with
+    its toxics (which toxiproxy drops; echoapp applies them).
+
+    @raise ProxyError: 400, naming the proxy by its place (1 is the first).
+    """
+    if not isinstance(data, list):
+        raise _body_error(f"a list of proxies, not {type(data).__name__}")
+    batch = []
+    for place, entry in enumerate(data, 1):
+        try:
+            spec = spec_from_json(entry)
+            toxics = entry.get("toxics") or []
+            if not isinstance(toxics, list):
+                raise _body_error("toxics is a list")
+            batch.append((spec, [toxic_from_json(toxic) for toxic in toxics]))
+        except ProxyError as error:
+            raise ProxyError(error.status, f"{error} at proxy {place}") from None
+    return batch

@@ -1,0 +1,161 @@
+"""
+echoapp-proxy for UDP: each client source gets its own upstream socket
+(connected, so the upstream's answers find their way back to that client),
+with datagram faults in either direction: loss, duplication, reordering.
+
+The sessions are bounded in number (the least recently heard is dropped to
+make room) and in idle time (a sweep closes the quiet ones), so a flood of
+spoofed sources costs a bounded number of sockets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import DatagramProtocol
+
+from echoapp._faults import FaultyDatagrams
+from echoapp._proxy.toxics import ProxyFaults
+from echoapp._twisted import global_reactor
+
+MAX_SESSIONS = 1024
+IDLE_TIMEOUT = 60.0  # seconds without a datagram either way
+
+
+class Session(DatagramProtocol):
+    """One client source's upstream socket; what comes back goes to that client, through the faults."""
+
+    noisy = False
+    transport: Any
+
+    def __init__(self, proxy: UDPProxy, client: tuple[str, int]) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.last = proxy.clock.seconds()
+        faults = proxy.faults
+        self.up_plan, self.down_plan = faults.link("upstream"), faults.link("downstream")
+        self.pending: list[bytes] = []
+        self.up: FaultyDatagrams | None = None
+        self.down = FaultyDatagrams(
+            proxy.transport, self.down_plan
+        )  # one, so a held datagram follows the next
+        self.port: Any = None
+
+    def startProtocol(self) -> None:
+        self.transport.connect(*self.proxy.upstream)
+        self.up = FaultyDatagrams(self.transport, self.up_plan)
+        pending, self.pending = self.pending, []
+        for datagram in pending:
+            self.up.write(datagram)
+
+    def send(self, datagram: bytes) -> None:
+        self.last = self.proxy.clock.seconds()
+        if self.up is None:
+            self.pending.append(datagram)
+        else:
+            self.up.write(datagram)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.last = self.proxy.clock.seconds()
+        self.proxy.answer(self, datagram)
+
+    def connectionRefused(self) -> None:
+        """Nothing listens upstream (ICMP port unreachable): the client hears nothing, as it would."""
+
+    def close(self) -> None:
+        if self.port is not None:
+            port, self.port = self.port, None
+            port.stopListening()
+
+
+class UDPProxy(DatagramProtocol):
+    """The client-facing port of a UDP proxy to C{upstream} (C{(host, port)}, a literal IP address)."""
+
+    noisy = False
+    transport: Any
+
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        faults: ProxyFaults,
+        reactor: Any = None,
+        max_sessions: int = MAX_SESSIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
+        self.upstream = upstream
+        self.faults = faults
+        self._reactor = reactor
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self.sessions: OrderedDict[tuple[str, int], Session] = OrderedDict()
+        self._sweep: IDelayedCall | None = None
+
+    @property
+    def clock(self) -> Any:
+        return self._reactor or global_reactor()
+
+    def startProtocol(self) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._sweep = self.clock.callLater(max(self.idle_timeout / 4, 0.01), self.sweep)
+
+    def sweep(self) -> None:
+        """Close the sessions quiet for longer than the idle timeout; the oldest are first."""
+        horizon = self.clock.seconds() - self.idle_timeout
+        for client, session in list(self.sessions.items()):
+            if session.last <= horizon:
+                del self.sessions[client]
+                session.close()
+        self._schedule()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        client = (addr[0], addr[1])
+        session = self.sessions.get(client)
+        if session is None:
+            if len(self.sessions) >= self.max_sessions:
+                _, oldest = self.sessions.popitem(last=False)
+                oldest.close()
+            session = self.sessions[client] = Session(self, client)
+            family_interface = "::" if ":" in self.upstream[0] else "0.0.0.0"
+            session.port = self.clock.listenUDP(0, session, interface=family_interface)
+        else:
+            self.sessions.move_to_end(client)
+        session.send(datagram)
+
+    def answer(self, session: Session, datagram: bytes) -> None:
+        if self.sessions.get(session.client) is not session:
+            return  # dropped to make room, or swept: its late answers go nowhere
+        self.sessions.move_to_end(session.client)
+        session.down.write(datagram, session.client)
+
+    def stopProtocol(self) -> None:
+        if self._sweep is not None and self._sweep.active():
+            self._sweep.cancel()
+        self._sweep = None
+        for session in self.sessions.values():
+            session.close()
+        self.sessions.clear()
+
+
+def udp_upstream(text: str) -> tuple[str, int]:
+    """
+    C{udp:HOST:PORT} or C{HOST:PORT} (C{[HOST]:PORT} for IPv6), HOST a literal address.
+
+    @raise ValueError: with a one-line reason.
+    """
+    rest = text[len("udp:") :] if text.startswith("udp:") else text
+    host, colon, port = rest.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"UDP upstream {text!r}: expected udp:ADDRESS:PORT with a literal IP address"
+        ) from None
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"UDP upstream {text!r}: port {port!r} is not a number from 1 to 65535")
+    return host, int(port)

@@ -1,0 +1,181 @@
+"""
+twistd plugin echoapp-proxy: echoapp's faults and limits in front of any
+TCP server, driven by the command line, a toxiproxy config file, or
+toxiproxy's own HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.application.service import IService, MultiService
+from twisted.python import usage
+
+from echoapp._faults import Faults
+from echoapp._proxy.registry import NAME, Proxies
+from echoapp._proxy.schema import ProxyError, ProxySpec, batch_from_json
+from echoapp._proxy.toxics import ProxyFaults, Toxic
+from echoapp._proxy.udp import UDPProxy, udp_upstream
+from echoapp._tap.common import (
+    LOG_CONNECTIONS_FLAGS,
+    METRICS_PARAMETERS,
+    TCP_LIMIT_PARAMETERS,
+    PluginOptions,
+    build,
+    metrics_listen,
+    process_service,
+)
+from echoapp._transports.endpoints import UDPListen, check_endpoint
+from echoapp._transports.listen import UDPListenService
+from echoapp.config import TCPLimits
+from echoapp.services import named
+
+MAX_CONFIG = 1 << 20  # bytes: a config file is a few proxies, not a data set
+
+
+def _repeat(key: str, doc: str) -> object:
+    def opt(options: usage.Options, value: str) -> None:
+        options.setdefault(key, []).append(value)
+
+    opt.__doc__ = doc
+    return opt
+
+
+def _udp_pair(listen: str, upstream: str) -> tuple[UDPListen, tuple[str, int]]:
+    try:
+        return UDPListen.parse(listen), udp_upstream(upstream)
+    except ValueError as error:
+        raise usage.UsageError(f"--listen {listen} --upstream {upstream}: {error}") from None
+
+
+def _toxics(options: usage.Options, key: str, stream: str) -> list[Toxic]:
+    toxics = []
+    for place, spec in enumerate(options.get(key, []), 1):
+        try:
+            faults = Faults.parse(spec)
+        except ValueError as error:
+            raise usage.UsageError(f"--{key}: {error}") from None
+        if faults.seed is not None:
+            options["seed"] = options["seed"] if options["seed"] is not None else str(faults.seed)
+        toxicity, attributes = faults.fraction, {"fault": str(faults)}
+        toxics.append(Toxic(f"{key}_{place}", "echoapp", stream, toxicity, faults, attributes))
+    return toxics
+
+
+class Options(PluginOptions):
+    synopsis = "[options]"
+    longdesc = (
+        "Forward TCP connections to an upstream server, with echoapp's faults in either direction "
+        "and its limits: --listen L --upstream U pairs (repeatable), a toxiproxy --config file, "
+        "and/or toxiproxy's HTTP API (--api)."
+    )
+    optParameters = [
+        ["api", None, None, "Endpoint string for toxiproxy's HTTP API (tcp:8474:interface=127.0.0.1)."],
+        ["config", None, None, "A toxiproxy config file (a JSON list of proxies, toxics applied too)."],
+        ["seed", None, None, "Seed of every random choice (toxicity, jitter), printed at start."],
+        *TCP_LIMIT_PARAMETERS,
+        *METRICS_PARAMETERS,
+    ]
+    optFlags = LOG_CONNECTIONS_FLAGS
+    opt_listen = _repeat(
+        "listen", "Endpoint string or HOST:PORT to listen on; repeatable, one per --upstream"
+    )
+    opt_upstream = _repeat(
+        "upstream", "Client endpoint string or HOST:PORT to forward to; repeatable, one per --listen."
+    )
+    opt_fault = _repeat(
+        "fault",
+        "Faults on what the server sends the client (downstream), as echoapp's --fault; fraction= is "
+        "the share of connections (toxicity). Repeatable.",
+    )
+    opt_fault_upstream = _repeat(
+        "fault-upstream", "Faults on what the client sends the server (upstream); as --fault."
+    )
+
+    def postOptions(self) -> None:
+        self["metrics-listen"] = metrics_listen(self)
+        self["limits"] = build(TCPLimits, self)
+        listens, upstreams = self.get("listen", []), self.get("upstream", [])
+        if len(listens) != len(upstreams):
+            raise usage.UsageError(
+                f"--listen and --upstream come in pairs: {len(listens)} --listen, {len(upstreams)} --upstream"
+            )
+        toxics = _toxics(self, "fault", "downstream") + _toxics(self, "fault-upstream", "upstream")
+        self["toxics"] = toxics
+        batch, self["udp"] = [], []
+        for place, (listen, upstream) in enumerate(zip(listens, upstreams, strict=True), 1):
+            if listen.startswith("udp:"):
+                self["udp"].append(_udp_pair(listen, upstream))
+            else:
+                batch.append((ProxySpec(f"proxy{place}" if place > 1 else "proxy", listen, upstream), toxics))
+        if self["config"] is not None:
+            batch += self._config(self["config"])
+        if self["api"] is not None:
+            try:
+                self["api"] = check_endpoint(self["api"])
+            except ValueError as error:
+                raise usage.UsageError(f"--api: {error}") from None
+        elif not batch and not self["udp"]:
+            raise usage.UsageError("nothing to proxy: give --listen and --upstream, --config, or --api")
+        if self["seed"] is not None and not self["seed"].isdigit():
+            raise usage.UsageError(f"--seed: {self['seed']!r} is not a whole number")
+        self["proxies"] = batch
+        self["live"] = self["api"] is not None or bool(toxics)
+        # Every proxy checked now, so that a mistake is one line before anything listens.
+        proxies = Proxies(self["limits"], live=self["live"])
+        names = set()
+        for spec, its_toxics in batch:
+            try:
+                proxies.make(spec, its_toxics)
+            except ProxyError as error:
+                raise usage.UsageError(f"proxy {spec.name}: {error}") from None
+            if spec.name in names:
+                raise usage.UsageError(f"proxy {spec.name}: proxy already exists")
+            names.add(spec.name)
+
+    def _config(self, path: str) -> list[tuple[ProxySpec, list[Toxic]]]:
+        try:
+            with open(path, "rb") as file:
+                text = file.read(MAX_CONFIG + 1)
+        except OSError as error:
+            raise usage.UsageError(f"--config: {path}: {error.strerror}") from None
+        if len(text) > MAX_CONFIG:
+            raise usage.UsageError(f"--config: {path}: over {MAX_CONFIG} bytes")
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise usage.UsageError(f"--config: {path}: not JSON: {error}") from None
+        try:
+            return batch_from_json(data)
+        except ProxyError as error:
+            raise usage.UsageError(f"--config: {path}: {error}") from None
+
+
+def service_tree(options: usage.Options) -> MultiService:
+    """The bare service, without the process parts (L{process_service}): what compose runs."""
+    seed = int(options["seed"]) if options["seed"] is not None else None
+    tree = named(NAME)
+    proxies = Proxies(
+        options["limits"], seed=seed, live=options["live"], log_connections=bool(options["log-connections"])
+    )
+    for spec, toxics in options["proxies"]:
+        proxies.add(proxies.make(spec, toxics))
+    proxies.setServiceParent(tree)
+    limits = options["limits"]
+    for listen, upstream in options["udp"]:
+        faults = ProxyFaults(proxies.seed)
+        for toxic in options["toxics"]:
+            faults.set(toxic)
+        UDPListenService(
+            listen,
+            UDPProxy(upstream, faults, max_sessions=limits.max_connections, idle_timeout=limits.idle_timeout),
+        ).setServiceParent(tree)
+    if options["api"] is not None:
+        from echoapp._proxy.api import api_service
+
+        api_service(proxies, options["api"]).setServiceParent(tree)
+    return tree
+
+
+def makeService(options: usage.Options) -> IService:
+    return process_service(service_tree(options), options)

@@ -1,0 +1,324 @@
+"""
+toxiproxy's HTTP API served by echoapp-proxy: the same answers as
+toxiproxy's own server, call by call (where its binary is present), and
+what echoapp does better: all or nothing, bounded bodies, toxics at start.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from echoapp import testing
+from echoapp._proxy.api import MAX_BODY, api_service
+from echoapp._proxy.registry import Proxies
+from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port, recv_until_closed
+
+TOXIPROXY = os.environ.get(
+    "ECHOAPP_TOXIPROXY",
+    os.path.join(os.path.dirname(CHECKOUT), "shared", "tools", "toxiproxy", "toxiproxy-server"),
+)
+
+
+def call(port: int, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+    """One request, as a client sees it: the status and the JSON (or text) answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    try:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        connection.request(method, path, body=data)
+        response = connection.getresponse()
+        text = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(text) if text else None
+    except ValueError:
+        return response.status, text.decode()
+
+
+def normal(answer: Any) -> Any:
+    """An answer without what differs by nature: ports, the version, Go's wording of a JSON error."""
+    if isinstance(answer, dict):
+        if "error" in answer:
+            error = str(answer["error"])
+            if error.startswith("bad request body"):
+                error = "bad request body"
+            if answer.get("status") == 500:
+                error = "cannot listen"
+            return (
+                {**answer, "error": error, "proxies": None}
+                if "proxies" in answer
+                else {**answer, "error": error}
+            )
+        fixed = {}
+        for key, value in answer.items():
+            if key == "listen":
+                value = re.sub(r":\d+$", ":PORT", str(value))
+            elif key == "version":
+                value = "V"
+            elif key == "toxics" and isinstance(value, list):
+                value = sorted((normal(toxic) for toxic in value), key=lambda toxic: toxic["name"])
+            fixed[key] = normal(value)
+        return fixed
+    if isinstance(answer, list):
+        return [normal(entry) for entry in answer]
+    return answer
+
+
+def script(port: int, taken: int, upstream: str) -> list[tuple[str, int, Any]]:
+    """The same calls, in order, against either server: what each answered."""
+    a = {"name": "a", "listen": "127.0.0.1:0", "upstream": upstream}
+    calls: list[tuple[str, str, Any]] = [
+        ("GET", "/version", None),
+        ("GET", "/proxies", None),
+        ("POST", "/proxies", a),
+        ("POST", "/proxies", a),
+        ("POST", "/proxies", b"{bad"),
+        ("POST", "/proxies", {"listen": "127.0.0.1:0", "upstream": upstream}),
+        ("POST", "/proxies", {"name": "b", "listen": "127.0.0.1:0"}),
+        ("POST", "/proxies", {"name": "c", "listen": f"127.0.0.1:{taken}", "upstream": upstream}),
+        ("GET", "/proxies/a", None),
+        ("GET", "/proxies/zz", None),
+        ("POST", "/proxies/a/toxics", {"type": "latency", "attributes": {"latency": 100}}),
+        ("POST", "/proxies/a/toxics", {"type": "latency", "attributes": {"latency": 100}}),
+        ("POST", "/proxies/a/toxics", {"type": "nope"}),
+        ("POST", "/proxies/a/toxics", {"type": "latency", "stream": "sideways"}),
+        ("POST", "/proxies/a/toxics", {"type": "latency", "name": "y", "attributes": {"latency": "abc"}}),
+        (
+            "POST",
+            "/proxies/a/toxics",
+            {"type": "bandwidth", "stream": "upstream", "toxicity": 0.5, "attributes": {"rate": 10}},
+        ),
+        ("POST", "/proxies/a/toxics", {"type": "limit_data", "attributes": {"bytes": 5}}),
+        ("POST", "/proxies/a/toxics", {"type": "slicer", "attributes": {"average_size": 5}}),
+        ("POST", "/proxies/a/toxics", {"type": "reset_peer"}),
+        ("POST", "/proxies/a/toxics", {"type": "timeout"}),
+        ("POST", "/proxies/a/toxics", {"type": "slow_close"}),
+        ("GET", "/proxies/a/toxics", None),
+        ("GET", "/proxies/a/toxics/latency_downstream", None),
+        ("POST", "/proxies/a/toxics/latency_downstream", {"attributes": {"latency": 5}}),
+        ("GET", "/proxies/a/toxics/nope", None),
+        ("DELETE", "/proxies/a/toxics/latency_downstream", None),
+        ("DELETE", "/proxies/a/toxics/latency_downstream", None),
+        ("POST", "/proxies/zz/toxics", {"type": "latency"}),
+        ("POST", "/proxies/a", {"enabled": False}),
+        ("GET", "/proxies", None),
+        ("POST", "/proxies/a", {"enabled": True}),
+        ("POST", "/reset", None),
+        ("GET", "/proxies", None),
+        ("POST", "/populate", [{"name": "p", "listen": "127.0.0.1:0", "upstream": upstream}]),
+        ("POST", "/populate", {"x": 1}),
+        ("POST", "/populate", [{"name": "z", "listen": "127.0.0.1:0"}]),
+        ("DELETE", "/proxies/a", None),
+        ("DELETE", "/proxies/a", None),
+        ("GET", "/proxies", None),
+        ("GET", "/nothing", None),
+    ]
+    answers = []
+    for method, path, body in calls:
+        if isinstance(body, bytes):
+            status, answer = call(port, method, path, raw=body)
+        else:
+            status, answer = call(port, method, path, body)
+        answers.append((f"{method} {path} {body!r}"[:100], status, normal(answer)))
+    return answers
+
+
+def start_api(test: TestCase) -> tuple[Proxies, int]:
+    proxies = Proxies(reactor=reactor)
+    api = api_service(proxies, "tcp:0:interface=127.0.0.1", reactor)
+    proxies.startService()
+    api.privilegedStartService()
+    api.startService()
+    test.addCleanup(proxies.stopService)
+    test.addCleanup(api.stopService)
+    assert api.port is not None
+    return proxies, int(api.port.getHost().port)  # type: ignore[attr-defined]
+
+
+def holding_a_port(test: TestCase) -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    test.addCleanup(sock.close)
+    return int(sock.getsockname()[1])
+
+
+def connect_result(address: str, payload: bytes = b"ping") -> str:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            return recv_until_closed(sock).decode()
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:
+        return "reset"
+
+
+class ToxiproxyComparisonTests(TestCase):
+    async def test_same_answers_as_toxiproxy_call_by_call(self) -> None:
+        if not os.access(TOXIPROXY, os.X_OK):
+            raise SkipTest(f"no toxiproxy-server at {TOXIPROXY} (set ECHOAPP_TOXIPROXY)")
+        taken = holding_a_port(self)
+        upstream = f"127.0.0.1:{free_port()}"
+        theirs_port = free_port()
+        server = subprocess.Popen(
+            [TOXIPROXY, "-host", "127.0.0.1", "-port", str(theirs_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(server.wait)
+        self.addCleanup(server.terminate)
+        for _ in range(int(DEADLINE / 0.05)):
+            try:
+                socket.create_connection(("127.0.0.1", theirs_port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        theirs = script(theirs_port, taken, upstream)
+        _, ours_port = start_api(self)
+        ours = await deferToThread(script, ours_port, taken, upstream)
+        self.maxDiff = None
+        for mine, other in zip(ours, theirs, strict=True):
+            self.assertEqual(mine, other)
+
+
+class ApiTests(TestCase):
+    def setUp(self) -> None:
+        self.echo = testing.echo(self)
+        self.proxies, self.port = start_api(self)
+        self.upstream = f"127.0.0.1:{self.echo.port}"
+
+    async def call(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        return await deferToThread(call, self.port, method, path, body, raw)
+
+    async def test_port_0_answers_the_real_port_and_forwards(self) -> None:
+        status, made = await self.call(
+            "POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        )
+        self.assertEqual(status, 201)
+        self.assertNotEqual(made["listen"], "127.0.0.1:0")
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "ping")
+
+    async def test_disabled_refuses_and_enabled_listens_again(self) -> None:
+        _, made = await self.call(
+            "POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        )
+        status, disabled = await self.call("POST", "/proxies/e", {"enabled": False})
+        self.assertEqual((status, disabled["enabled"], disabled["listen"]), (200, False, made["listen"]))
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "refused")
+        await self.call("POST", "/proxies/e", {"enabled": True})
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "ping")
+
+    async def test_toxics_change_what_a_client_gets(self) -> None:
+        _, made = await self.call(
+            "POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        )
+        await self.call("POST", "/proxies/e/toxics", {"type": "limit_data", "attributes": {"bytes": 2}})
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "pi")
+        await self.call("POST", "/proxies/e/toxics/limit_data_downstream", {"attributes": {"bytes": 3}})
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "pin")
+        await self.call("DELETE", "/proxies/e/toxics/limit_data_downstream")
+        await self.call("POST", "/proxies/e/toxics", {"type": "reset_peer", "stream": "upstream"})
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "reset")
+        await self.call("POST", "/reset")
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "ping")
+
+    async def test_populate_is_all_or_nothing_and_keeps_its_toxics(self) -> None:
+        taken = holding_a_port(self)
+        good = {"name": "g", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        bad = {"name": "h", "listen": f"127.0.0.1:{taken}", "upstream": self.upstream}
+        status, answer = await self.call("POST", "/populate", [good, bad])
+        self.assertEqual((status, answer["proxies"]), (500, None))
+        self.assertEqual(await self.call("GET", "/proxies"), (200, {}), "no half-made proxy")
+        with_toxic = {**good, "toxics": [{"type": "limit_data", "attributes": {"bytes": 1}}]}
+        status, answer = await self.call("POST", "/populate", [with_toxic])
+        self.assertEqual(status, 201)
+        self.assertEqual(await deferToThread(connect_result, answer["proxies"][0]["listen"]), "p")
+
+    async def test_a_taken_address_leaves_no_proxy(self) -> None:
+        taken = holding_a_port(self)
+        status, answer = await self.call(
+            "POST", "/proxies", {"name": "t", "listen": f"127.0.0.1:{taken}", "upstream": "127.0.0.1:1"}
+        )
+        self.assertEqual(status, 500)
+        self.assertIn("Address already in use", answer["error"])
+        self.assertEqual(await self.call("GET", "/proxies"), (200, {}))
+        status, _ = await self.call(
+            "POST", "/proxies", {"name": "t", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+        )
+        self.assertEqual(status, 201, "the name was not left taken")
+
+    async def test_a_body_over_the_bound_is_refused_unread(self) -> None:
+        status, answer = await self.call("POST", "/populate", raw=b"[" + b" " * MAX_BODY + b"]")
+        self.assertEqual(status, 413)
+        self.assertIn("request body over", answer["error"])
+
+    async def test_nothing_crashes_it(self) -> None:
+        for body in [
+            b"null",
+            b"[]",
+            b"1",
+            b'"x"',
+            b"{",
+            b"[1]",
+            b'[{"name": 1}]',
+            b"\xff\xfe",
+            b'{"name": {"x": 1}}',
+        ]:
+            for path in ["/proxies", "/populate", "/proxies/x/toxics", "/proxies/x"]:
+                status, answer = await self.call("POST", path, raw=body)
+                self.assertIn(
+                    status, (201, 400, 404, 409) if body == b"[]" else (400, 404, 409), (path, body, answer)
+                )
+                self.assertNotIn("\n", json.dumps(answer))
+        self.assertEqual((await self.call("GET", "/version"))[0], 200)
+
+
+class ReadmeCurlTests(SynchronousTestCase):
+    def test_every_curl_line_of_the_readme_answers(self) -> None:
+        """README's curl lines, run as written against a real twistd (ports swapped for free ones)."""
+        curl = shutil.which("curl")
+        if curl is None:
+            raise SkipTest("curl is not installed")
+        with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as readme:
+            lines = [
+                line.strip() for line in readme if line.strip().startswith("curl -s") and ":8474" in line
+            ]
+        self.assertGreaterEqual(len(lines), 13)
+        echo = Twistd(["echoapp-echo", "--listen", LOOP])
+        self.addCleanup(echo.stop)
+        api = Twistd(["echoapp-proxy", "--api", LOOP])
+        self.addCleanup(api.stop)
+        swaps = {
+            "localhost:8474": f"127.0.0.1:{api.port('echoapp-proxy')}",
+            "127.0.0.1:6379": f"127.0.0.1:{echo.port('echoapp-echo')}",
+            "127.0.0.1:8080": f"127.0.0.1:{echo.port('echoapp-echo')}",
+        }
+        for line in lines:
+            for old, new in swaps.items():
+                line = line.replace(old, new)
+            args = shlex.split(line)[1:]
+            result = subprocess.run(
+                [curl, *args, "-w", "\\n%{http_code}"], capture_output=True, text=True, timeout=DEADLINE
+            )
+            body, _, code = result.stdout.rpartition("\n")
+            self.assertIn(code, ("200", "201", "204"), f"{line}: {result.stdout}")
+            if body:
+                json.loads(body)

@@ -1,0 +1,173 @@
+"""
+toxiproxy's own clients, unchanged, driving a real C{twistd echoapp-proxy
+--api}: C{toxiproxy-python} (PyPI) and C{toxiproxy-node-client} (npm), each
+in front of real upstreams (echoapp's echo and Twisted's own C{twistd
+web}), the effect of every change measured on a real socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port, installed_env, twistd_path
+
+NODE_DIR = os.path.join(CHECKOUT, "tests", "node")
+PAGE = b"a page served by twistd web\n" * 40
+
+
+def exchange(port: int, payload: bytes) -> str:
+    """What a real client gets: the bytes, or C{refused} / C{reset}."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+            return got.decode("latin-1")
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:
+        return "reset"
+
+
+def port_of(listen: str) -> int:
+    return int(listen.rsplit(":", 1)[1])
+
+
+class Upstreams(SynchronousTestCase):
+    """An echoapp echo, a C{twistd web} and C{echoapp-proxy --api} with no proxy, as toxiproxy starts."""
+
+    def setUp(self) -> None:
+        echo = Twistd(["echoapp-echo", "--listen", LOOP])
+        self.addCleanup(echo.stop)
+        self.echo = f"127.0.0.1:{echo.port('echoapp-echo')}"
+        self.web = f"127.0.0.1:{self.twistd_web()}"
+        api = Twistd(["echoapp-proxy", "--api", LOOP])
+        self.addCleanup(api.stop)
+        self.api_port = api.port("echoapp-proxy")
+
+    def twistd_web(self) -> int:
+        directory = tempfile.mkdtemp(prefix="echoapp-web-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        with open(os.path.join(directory, "page.txt"), "wb") as page:
+            page.write(PAGE)
+        port = free_port()
+        web = subprocess.Popen(
+            [
+                twistd_path(),
+                "-n",
+                "--pidfile=",
+                "web",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--path",
+                directory,
+            ],
+            cwd=directory,
+            env=installed_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(web.wait)
+        self.addCleanup(web.terminate)
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("twistd web did not listen")
+
+
+class PythonClientTests(Upstreams):
+    def test_toxiproxy_python_drives_echoapp_proxy(self) -> None:
+        try:
+            from toxiproxy import Toxiproxy
+        except ImportError:
+            raise SkipTest("toxiproxy-python is not installed (it is in the test extra)") from None
+        server = Toxiproxy()
+        server.update_api_consumer("127.0.0.1", self.api_port)
+        self.assertTrue(server.running())
+        echo = server.create(upstream=self.echo, name="echo", listen="127.0.0.1:0")
+        port = port_of(echo.listen)
+        self.assertNotEqual(port, 0, "port 0 answers the real port")
+        self.assertEqual(exchange(port, b"hello"), "hello")
+
+        echo.add_toxic(type="limit_data", attributes={"bytes": 3})
+        self.assertEqual(exchange(port, b"hello"), "hel")
+        self.assertEqual(set(echo.toxics()), {"limit_data_downstream"})
+        echo.destroy_toxic("limit_data_downstream")
+        self.assertEqual(exchange(port, b"hello"), "hello")
+
+        with echo.down():
+            self.assertEqual(exchange(port, b"hello"), "refused")
+        self.assertEqual(exchange(port, b"hello"), "hello")
+
+        echo.add_toxic(type="reset_peer", stream="upstream", attributes={"timeout": 0})
+        self.assertEqual(exchange(port, b"hello"), "reset")
+        self.assertTrue(server.reset())
+        self.assertEqual(exchange(port, b"hello"), "hello")
+
+        echo.add_toxic(type="latency", attributes={"latency": 200})
+        started = time.monotonic()
+        self.assertEqual(exchange(port, b"slow"), "slow")
+        self.assertGreaterEqual(
+            time.monotonic() - started, 0.2, "a lower bound: the reply waited the latency"
+        )
+        server.reset()
+
+        web = server.create(upstream=self.web, name="web")
+        request = b"GET /page.txt HTTP/1.0\r\nHost: x\r\n\r\n"
+        answer = exchange(port_of(web.listen), request)
+        self.assertTrue(answer.startswith("HTTP/1.0 200") and answer.endswith(PAGE.decode()), answer[:200])
+        web.add_toxic(type="limit_data", attributes={"bytes": 12})
+        self.assertEqual(exchange(port_of(web.listen), request), "HTTP/1.0 200")
+        self.assertEqual(set(server.proxies()), {"echo", "web"})
+        server.destroy_all()
+        self.assertEqual(server.proxies(), {})
+
+
+class NodeClientTests(Upstreams):
+    def test_toxiproxy_node_client_drives_echoapp_proxy(self) -> None:
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest("node is not installed (Debian's nodejs)")
+        if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "toxiproxy-node-client")):
+            raise SkipTest("tests/node has no node_modules: run `npm ci` there (.ci/run does)")
+        api = f"http://127.0.0.1:{self.api_port}"
+        result = subprocess.run(
+            [node, os.path.join(NODE_DIR, "drive.js"), api, self.echo, self.web],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE * 3,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        seen = json.loads(result.stdout)
+        self.assertEqual(
+            {key: value for key, value in seen.items() if key not in ("version", "web")},
+            {
+                "plain": "hello",
+                "limited": "he",
+                "updated": "hell",
+                "removed": "hello",
+                "disabled": "refused",
+                "enabled": "hello",
+                "reset_peer": "reset",
+                "after_reset": "hello",
+                "web_limited": "HTTP/1.0 200",
+                "names": ["node_echo", "node_web"],
+                "names_after": [],
+            },
+        )
+        self.assertEqual(seen["web"], "HTTP/1.0 200 OK")
+        self.assertTrue(seen["version"])

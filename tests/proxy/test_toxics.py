@@ -1,0 +1,218 @@
+"""
+Faults in either direction, changed while connections are open, each toxic
+with its own toxicity, every choice from one seed.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp import testing
+from echoapp._faults import HELD_BYTES, Faults
+from echoapp._proxy.schema import ProxyError, toxic_from_json
+from echoapp._proxy.toxics import ProxyFaults, merged
+from tests.support import DEADLINE, LOOP, connect_tcp, recv_until_closed, wait_until
+
+
+def talk(port: int, first: bytes, change: object, then: bytes) -> tuple[bytes, bytes]:
+    """
+    One connection: C{first} and its echo, then C{change()} (run in the
+    reactor by the caller's callback), then C{then} and all that comes back.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(first)
+        got = b""
+        while len(got) < len(first):
+            got += sock.recv(65536)
+        change()  # type: ignore[operator]
+        sock.sendall(then)
+        sock.shutdown(socket.SHUT_WR)
+        return got, recv_until_closed(sock)
+
+
+def cut_at(port: int, payload: bytes) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        return len(recv_until_closed(sock))
+
+
+class LiveFaultTests(TestCase):
+    def setUp(self) -> None:
+        self.echo = testing.echo(self)
+
+    def proxy(self, **options: object) -> testing.ProxyPeer:
+        return testing.proxy(self, upstream=f"127.0.0.1:{self.echo.port}", **options)  # type: ignore[arg-type]
+
+    async def test_downstream_fault_reaches_an_open_connection(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.threads import blockingCallFromThread
+
+        peer = self.proxy()
+
+        def change() -> None:
+            def apply() -> None:
+                peer.faults = Faults(half_close_after_bytes=3)
+
+            blockingCallFromThread(reactor, apply)
+
+        first, rest = await deferToThread(talk, peer.port, b"ab", change, b"cdefgh")
+        self.assertEqual((first, rest), (b"ab", b"cde"))
+
+    async def test_upstream_fault_reaches_an_open_connection(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.threads import blockingCallFromThread
+
+        peer = self.proxy()
+
+        def change() -> None:
+            def apply() -> None:
+                peer.faults_upstream = Faults(half_close_after_bytes=2)
+
+            blockingCallFromThread(reactor, apply)
+
+        first, rest = await deferToThread(talk, peer.port, b"ab", change, b"cdefgh")
+        self.assertEqual((first, rest), (b"ab", b"cd"), "the upstream got 2 bytes and its FIN")
+
+    async def test_a_half_closing_client_gets_every_delayed_reply(self) -> None:
+        """
+        The client sends and shuts down its side at once; the upstream
+        answers and closes; the replies are still held by the latency when
+        the upstream's close arrives.  (toxiproxy loses them at random.)
+        """
+        peer = self.proxy(faults=Faults(latency=0.05, slice=3))
+        payload = b"every byte of this must arrive" * 100
+        self.assertEqual(await deferToThread(cut_at, peer.port, payload), len(payload))
+
+    async def test_removed_fault_stops_applying(self) -> None:
+        peer = self.proxy(faults=Faults(half_close_after_bytes=1))
+        self.assertEqual(await deferToThread(cut_at, peer.port, b"abc"), 1)
+        peer.faults = Faults()
+        self.assertEqual(await deferToThread(cut_at, peer.port, b"abc"), 3)
+
+    async def test_toxicity_draws_repeat_with_the_seed(self) -> None:
+        async def pattern(seed: int) -> list[int]:
+            peer = self.proxy(faults=Faults(half_close_after_bytes=1, fraction=0.5), seed=seed)
+            cuts = [await deferToThread(cut_at, peer.port, b"abc") for _ in range(16)]
+            await peer.stop()
+            return cuts
+
+        first, again, other = await pattern(7), await pattern(7), await pattern(8)
+        self.assertEqual(first, again, "one seed, one run")
+        self.assertEqual(set(first), {1, 3}, "toxicity 0.5: some connections spared, some not")
+        self.assertNotEqual(first, other, "another seed, other choices")
+
+
+class ToxicUnitTests(SynchronousTestCase):
+    def test_toxiproxy_types_map_onto_faults(self) -> None:
+        cases = {
+            '{"type": "latency", "attributes": {"latency": 100, "jitter": 10}}': Faults(
+                latency=0.1, jitter=0.01
+            ),
+            '{"type": "bandwidth", "attributes": {"rate": 16}}': Faults(bandwidth=16000),
+            '{"type": "slow_close", "attributes": {"delay": 500}}': Faults(slow_close=0.5),
+            '{"type": "reset_peer", "attributes": {"timeout": 2000}}': Faults(reset_after=2.0),
+            '{"type": "limit_data", "attributes": {"bytes": 9}}': Faults(half_close_after_bytes=9),
+            '{"type": "slicer", "attributes": {"average_size": 4, "delay": 1000}}': Faults(
+                slice=4, slice_delay=0.001
+            ),
+            '{"type": "timeout", "attributes": {"timeout": 0}}': Faults(stall="answer"),
+            '{"type": "echoapp", "attributes": {"stall": "read"}}': Faults(stall="read"),
+        }
+        import json
+
+        for text, faults in cases.items():
+            self.assertEqual(toxic_from_json(json.loads(text)).faults, faults, text)
+
+    def test_refusals_are_one_line_with_toxiproxys_status(self) -> None:
+        for body, status, said in [
+            ({"type": "nope"}, 400, "invalid toxic type"),
+            ({"type": "latency", "stream": "sideways"}, 400, "stream was invalid"),
+            ({"type": "latency", "attributes": {"bogus": 1}}, 400, "unknown attribute 'bogus'"),
+            ({"type": "latency", "attributes": {"latency": "abc"}}, 400, "bad request body"),
+            ({"type": "latency", "toxicity": 2}, 400, "toxicity"),
+            ({"type": "echoapp", "attributes": {"latency": "fast"}}, 400, "fault latency"),
+            ([], 400, "bad request body"),
+        ]:
+            with self.assertRaises(ProxyError) as caught:
+                toxic_from_json(body)
+            self.assertEqual(caught.exception.status, status)
+            self.assertIn(said, str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
+
+    def test_latencies_add_and_the_last_of_the_rest_wins(self) -> None:
+        both = merged([Faults(latency=0.1, slice=4), Faults(latency=0.05, slice=8)])
+        self.assertEqual(both, Faults(latency=0.15000000000000002, slice=8))
+
+    def test_a_connection_keeps_its_draw_across_changes(self) -> None:
+        proxy = ProxyFaults(seed=1)
+        proxy.set(toxic_from_json({"type": "limit_data", "toxicity": 0.5, "attributes": {"bytes": 1}}))
+        links = [proxy.link("downstream") for _ in range(20)]
+        before = [bool(link.faults) for link in links]
+        proxy.set(toxic_from_json({"type": "latency", "name": "other", "stream": "upstream"}))
+        self.assertEqual([bool(link.faults) for link in links], before)
+        self.assertEqual(set(before), {True, False})
+
+
+class Flood(Protocol):
+    """An upstream that sends 16 MiB as soon as it is connected, then closes."""
+
+    SIZE = 16 << 20
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"d" * self.SIZE)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class Reader(Protocol):
+    """A client that does not read until told to, then counts to the end."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.done: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.done.callback(None)
+
+
+class HeldBytesTests(TestCase):
+    async def test_what_the_faults_hold_pauses_the_upstream(self) -> None:
+        """
+        A downstream latency holds the server's bytes in the proxy, not in
+        a transport's buffer: past the bound, the upstream must be paused,
+        or a fast server and a slow client grow the proxy without limit.
+        """
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        listening = await serverFromString(reactor, LOOP).listen(Factory.forProtocol(Flood))
+        self.addCleanup(listening.stopListening)
+        peer = testing.proxy(
+            self, upstream=f"127.0.0.1:{listening.getHost().port}", faults=Faults(latency=0.02)
+        )
+        client = Reader()
+        await connect_tcp(peer.port, client)
+        await wait_until(lambda: peer.proxy.connections.live, "the proxied connection")
+        [side] = list(peer.proxy.connections.live)
+        await wait_until(lambda: side.upstream is not None, "the upstream")
+        readers: Any = reactor.getReaders  # type: ignore[attr-defined]
+        faulty = side.transport
+        await wait_until(
+            lambda: side.upstream.transport.transport not in readers(), "the upstream to be paused"
+        )
+        self.assertLess(faulty._held_bytes, 4 * HELD_BYTES, "held bytes stay bounded")
+        client.transport.resumeProducing()  # type: ignore[union-attr]
+        await client.done
+        self.assertEqual(client.received, Flood.SIZE)

@@ -1,0 +1,127 @@
+"""
+echoapp-proxy for UDP: one upstream socket per client source, bounded in
+number and idle time, and datagram faults in either direction.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from echoapp import testing
+from echoapp._faults import Faults
+from echoapp._proxy.toxics import ProxyFaults, Toxic
+from echoapp._proxy.udp import UDPProxy, udp_upstream
+from echoapp._transports.endpoints import UDPListen
+from echoapp._transports.listen import UDPListenService
+from tests.support import DEADLINE, Twistd
+
+
+def replies(port: int, datagram: bytes, expected: int) -> list[bytes]:
+    """Send one datagram and collect C{expected} replies (fewer if they stop coming for a second)."""
+    got = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.sendto(datagram, ("127.0.0.1", port))
+        while len(got) < expected:
+            got.append(sock.recvfrom(65535)[0])
+            sock.settimeout(1.0)  # after the first: the duplicates are right behind it
+    return got
+
+
+def faults_with(stream: str, faults: Faults) -> ProxyFaults:
+    proxy_faults = ProxyFaults(seed=3)
+    if faults:
+        proxy_faults.set(Toxic("f", "echoapp", stream, 1, faults))
+    return proxy_faults
+
+
+class UDPProxyTests(TestCase):
+    def proxy(self, faults: ProxyFaults) -> int:
+        greeter = testing.udp(self)
+        service = UDPListenService(
+            UDPListen.parse("udp:0:interface=127.0.0.1"), UDPProxy(("127.0.0.1", greeter.port), faults)
+        )
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return int(service.port.getHost().port)
+
+    async def test_forwards_both_ways(self) -> None:
+        port = self.proxy(ProxyFaults())
+        self.assertEqual(await deferToThread(replies, port, b"Bob", 1), [b"Hello, Bob!"])
+
+    async def test_duplicate_downstream(self) -> None:
+        port = self.proxy(faults_with("downstream", Faults(duplicate=1)))
+        self.assertEqual(await deferToThread(replies, port, b"Bob", 2), [b"Hello, Bob!"] * 2)
+
+    async def test_duplicate_upstream_is_two_requests(self) -> None:
+        port = self.proxy(faults_with("upstream", Faults(duplicate=1)))
+        self.assertEqual(await deferToThread(replies, port, b"Ann", 2), [b"Hello, Ann!"] * 2)
+
+
+class UDPMemoryReactor(MemoryReactorClock):
+    """MemoryReactorClock, which has no UDP, with listenUDP recorded as listenTCP is."""
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> Any:
+        self.udpPorts.append(protocol)
+        return self.listenTCP(port, protocol, interface=interface)  # an IListeningPort that can stop
+
+
+class SessionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = UDPMemoryReactor()
+        self.clock.udpPorts = []
+        self.proxy = UDPProxy(
+            ("127.0.0.1", 53), ProxyFaults(seed=1), self.clock, max_sessions=2, idle_timeout=10
+        )
+        self.proxy.makeConnection(FakeDatagramTransport())
+
+    def test_one_upstream_socket_per_source_bounded_in_number(self) -> None:
+        for source in range(3):
+            self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000 + source))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1002))
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1001), ("10.0.0.1", 1002)])
+        self.assertEqual(len(self.clock.udpPorts), 3, "one socket each; the oldest was closed to make room")
+
+    def test_quiet_sessions_are_closed(self) -> None:
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.clock.advance(5)
+        self.proxy.datagramReceived(b"q", ("10.0.0.2", 1000))
+        self.clock.advance(6)
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.2", 1000)])
+        self.clock.advance(10)
+        self.assertEqual(self.proxy.sessions, {})
+        self.proxy.stopProtocol()
+        self.assertFalse(self.clock.getDelayedCalls())
+
+    def test_upstream_addresses(self) -> None:
+        self.assertEqual(udp_upstream("udp:10.0.0.1:53"), ("10.0.0.1", 53))
+        self.assertEqual(udp_upstream("[::1]:53"), ("::1", 53))
+        for bad in ("udp:dns.example:53", "udp:10.0.0.1:0", "10.0.0.1"):
+            with self.assertRaises(ValueError):
+                udp_upstream(bad)
+
+
+class UDPPluginTests(SynchronousTestCase):
+    def test_twistd_udp_proxy_with_a_fault(self) -> None:
+        greeter = Twistd(["echoapp-udp", "--listen", "udp:0:interface=127.0.0.1"])
+        self.addCleanup(greeter.stop)
+        upstream = f"udp:127.0.0.1:{greeter.port('echoapp-udp')}"
+        proxy = Twistd(
+            [
+                "echoapp-proxy",
+                "--listen",
+                "udp:0:interface=127.0.0.1",
+                "--upstream",
+                upstream,
+                "--fault",
+                "duplicate=1",
+            ]
+        )
+        self.addCleanup(proxy.stop)
+        self.assertEqual(replies(proxy.port("echoapp-proxy"), b"Cy", 2), [b"Hello, Cy!"] * 2)
