@@ -75,6 +75,7 @@ class BusyResource(Resource):
     isLeaf = True
 
     def render_GET(self, request: Request) -> bytes:
+        """503 with a reason a person reads: the port is full, come back later."""
         request.setResponseCode(503)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"busy: too many connections to the metrics port\n"

@@ -337,6 +337,12 @@ class EagerTCPServer(EagerWrites, tcp.Server):
 
 
 class EagerTCPPort(tcp.Port):
+    """
+    Twisted's TCP port making eager connections, and accepting at most
+    L{ACCEPT_BATCH} per read event, so the descriptor reserve holds a batch's
+    refusals.
+    """
+
     transport = EagerTCPServer
     _accept_batch = ACCEPT_BATCH
 
@@ -377,6 +383,8 @@ def connect_eager_tcp(
 
 
 class EagerUNIXPort(unix.Port):
+    """Twisted's UNIX port making eager connections."""
+
     transport = EagerUNIXServer
 
 

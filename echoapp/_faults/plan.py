@@ -24,7 +24,8 @@ MAX_SOURCES = 65_536
 class Listener(Protocol):
     """An open connection that wants to hear when the plan's faults change."""
 
-    def faults_changed(self) -> None: ...
+    def faults_changed(self) -> None:
+        """The plan's faults were replaced: re-read what holds state (a stalled read, a reset timer)."""
 
 
 class Draws:

@@ -20,7 +20,8 @@ class Member(Protocol):
 
     peer: str
 
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> None:
+        """Say goodbye and close: the drain asks every member."""
 
 
 class Connections:

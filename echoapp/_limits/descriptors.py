@@ -26,11 +26,16 @@ class HoldsDescriptor:
     _descriptor_held = False
 
     def hold_descriptor(self) -> None:
+        """Count this connection's descriptor against the ceiling, once."""
         if not self._descriptor_held:
             self._descriptor_held = True
             DESCRIPTORS.hold()
 
     def release_descriptor(self) -> None:
+        """
+        Give the descriptor back, once, however often the connection says it
+        is gone.
+        """
         if self._descriptor_held:
             self._descriptor_held = False
             DESCRIPTORS.release()

@@ -247,6 +247,10 @@ class GuardedProtocol(ClosesWithGrace, Protocol):
             factory.closing_log.note(factory.clock, reason)
 
     def shutdown(self) -> None:
+        """
+        The service drains: say goodbye (the farewell or the shutdown notice)
+        and close within the grace.
+        """
         self.close(self.notice(SHUTDOWN))
 
     def close(self, last_words: bytes = b"", linger: bool = False) -> None:
@@ -418,4 +422,8 @@ class GuardedFactory(Factory):
         self.closing_log.flush()
 
     def make_protocol(self) -> GuardedProtocol:
+        """
+        The service's own protocol for an admitted connection: each service's
+        factory says which.
+        """
         raise NotImplementedError

@@ -109,6 +109,11 @@ class NativeDatagramPort:
 
 
 class DatagramBridge(asyncio.DatagramProtocol):
+    """
+    asyncio's side of a native datagram port: it hands datagrams and errors
+    to the Twisted protocol, in Twisted's terms.
+    """
+
     def __init__(self, port: NativeDatagramPort) -> None:
         self._port = port
 
