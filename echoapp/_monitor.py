@@ -23,6 +23,7 @@ from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._metrics import REGISTRY
 from echoapp._transports.listen import StreamListenService, UDPListenService, descendants
 from echoapp._twisted import LazyReactor
+from echoapp.config import MetricsLimits
 from echoapp.services import DrainService, named
 
 log = Logger(namespace="echoapp.monitor")
@@ -83,17 +84,13 @@ class BusyResource(Resource):
 
 BUSY = BusyResource()
 
-# The metrics listener's own limits: it serves a scraper and a balancer's
-# probes, not the public, and must not cost the service its descriptors.
-MAX_METRICS_CONNECTIONS = 64
-# Connections past the cap that may still ask for /healthz once each, so
-# that clients holding every connection cannot keep a balancer's probe out.
-PROBE_SLOTS = 4
-# Requests one connection may make; the last is answered with
-# C{Connection: close}.  A scraper reconnects every few hours; a client
-# pipelining thousands of requests gets this many rendered, not thousands.
-MAX_REQUESTS_PER_CONNECTION = 100
-HEAD_TIMEOUT = 10.0  # seconds for a whole request head, from connect or the last response
+# The metrics listener's own limits are L{MetricsLimits} (options): it
+# serves a scraper and a balancer's probes, not the public, and must not
+# cost the service its descriptors.  Past the connection cap, a few probe
+# slots may still ask for /healthz once each, so that clients holding every
+# connection cannot keep a balancer's probe out; a connection makes a
+# bounded number of requests (a scraper reconnects every few hours; a client
+# pipelining thousands gets that many rendered, not thousands).
 PAYLOAD_TOO_LARGE = (
     b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 30\r\nConnection: close\r\n\r\nthis endpoint takes no bodies\n"
@@ -103,7 +100,7 @@ PAYLOAD_TOO_LARGE = (
 class MonitorChannel(HoldsDescriptor, HTTPChannel):
     """
     An HTTP connection to the metrics listener, held to what a GET needs:
-    its head must arrive within L{HEAD_TIMEOUT} (twisted.web's own timeout
+    its head must arrive within C{metrics_head_timeout} (twisted.web's own timeout
     starts again with every byte, so one header byte every 20 s held a
     connection for ever), and a request with a body is answered 413 before
     any of the body is read (a 200 MiB POST was spooled to a file).  It
@@ -112,7 +109,7 @@ class MonitorChannel(HoldsDescriptor, HTTPChannel):
 
     factory: MonitorSite
     _head_deadline: IDelayedCall | None = None
-    # Past the cap (L{PROBE_SLOTS}): one /healthz, then closed.
+    # Past the cap (C{metrics_probe_slots}): one /healthz, then closed.
     probe_only = False
     # The transport's buffer is full (it paused us as its producer).
     _transport_full = False
@@ -128,7 +125,9 @@ class MonitorChannel(HoldsDescriptor, HTTPChannel):
         self._await_head()
 
     def _await_head(self) -> None:
-        self._head_deadline = self.factory.clock.callLater(HEAD_TIMEOUT, self._head_too_slow)
+        self._head_deadline = self.factory.clock.callLater(
+            self.factory.limits.metrics_head_timeout, self._head_too_slow
+        )
 
     def _head_too_slow(self) -> None:
         self._head_deadline = None
@@ -157,10 +156,10 @@ class MonitorChannel(HoldsDescriptor, HTTPChannel):
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         """
         A probe-only connection answers its one request and closes; any
-        other after L{MAX_REQUESTS_PER_CONNECTION}.
+        other after C{metrics_max_requests}.
         """
         self._requests += 1
-        if self.probe_only or self._requests >= MAX_REQUESTS_PER_CONNECTION:
+        if self.probe_only or self._requests >= self.factory.limits.metrics_max_requests:
             request.responseHeaders.setRawHeaders(b"connection", [b"close"])
             return False
         return bool(super().checkPersistence(request, version))
@@ -187,7 +186,7 @@ class MonitorChannel(HoldsDescriptor, HTTPChannel):
         grew memory by hundreds of MB.  Held here, a client that does not
         read costs one answer beyond the transport's buffer, and what
         twisted.web buffers of its requests (it stops reading past 16 KiB),
-        and it is cut off after L{HEAD_TIMEOUT} as a slow head is.
+        and it is cut off after C{metrics_head_timeout} as a slow head is.
         """
         transport: Any = self.transport
         if self._transport_full and transport is not None and not transport.disconnecting:
@@ -209,11 +208,11 @@ class MonitorChannel(HoldsDescriptor, HTTPChannel):
 
 class MonitorSite(Site):
     """
-    The metrics listener's site: at most L{MAX_METRICS_CONNECTIONS}
+    The metrics listener's site: at most C{metrics_max_connections}
     connections (more are closed at once, as are all while the process's
     descriptors are nearly used up).
 
-    Past the cap, L{PROBE_SLOTS} more connections may each ask for
+    Past the cap, C{metrics_probe_slots} more connections may each ask for
     C{/healthz} once: clients that hold every connection (keep-alive
     pollers, or worse) cannot keep a balancer's probe out.
 
@@ -227,20 +226,24 @@ class MonitorSite(Site):
     # HTTP/1.1 only: twisted.web's default wraps the channel to offer HTTP/2 too.
     protocol = MonitorChannel  # type: ignore[assignment]
 
-    def __init__(self, resource: Resource, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self, resource: Resource, clock: IReactorTime | None = None, limits: MetricsLimits | None = None
+    ) -> None:
         # twisted.web's own timers (a connection's idle timeout) run on the
         # same clock as ours, so a test's Clock leaves no real timer behind.
         super().__init__(resource, reactor=clock)
+        self.limits = limits or MetricsLimits()
         self.live = 0
         self._clock = clock
 
     clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def buildProtocol(self, addr: Any) -> Any:
-        if self.live >= MAX_METRICS_CONNECTIONS + PROBE_SLOTS or DESCRIPTORS.full():
+        limits = self.limits
+        if self.live >= limits.metrics_max_connections + limits.metrics_probe_slots or DESCRIPTORS.full():
             return None  # the port closes it at once
         channel = super().buildProtocol(addr)
-        channel.probe_only = self.live >= MAX_METRICS_CONNECTIONS
+        channel.probe_only = self.live >= limits.metrics_max_connections
         return channel
 
     def getResourceFor(self, request: Any) -> Resource:
@@ -255,12 +258,12 @@ class MonitorSite(Site):
             super().log(request)
 
 
-def metrics_site(root: MultiService) -> Site:
+def metrics_site(root: MultiService, limits: MetricsLimits | None = None) -> Site:
     """C{/metrics} in the Prometheus text format and C{/healthz} for C{root}."""
     top = Resource()
     top.putChild(b"metrics", MetricsResource(registry=REGISTRY))
     top.putChild(b"healthz", HealthResource(lambda: healthy(root)))
-    return MonitorSite(top)
+    return MonitorSite(top, limits=limits)
 
 
 class Monitored(MultiService):
@@ -270,11 +273,17 @@ class Monitored(MultiService):
     C{/healthz} answers 503 while clients are still being said goodbye to.
     """
 
-    def __init__(self, inner: MultiService, metrics_listen: str, reactor: Any = None) -> None:
+    def __init__(
+        self,
+        inner: MultiService,
+        metrics_listen: str,
+        reactor: Any = None,
+        limits: MetricsLimits | None = None,
+    ) -> None:
         super().__init__()
         self.setName(inner.name or "echoapp")
         group = named("echoapp-metrics")
-        self.metrics = StreamListenService(metrics_listen, metrics_site(inner), reactor)
+        self.metrics = StreamListenService(metrics_listen, metrics_site(inner, limits), reactor)
         self.metrics.setServiceParent(group)
         group.setServiceParent(self)
         inner.setServiceParent(self)
@@ -288,6 +297,11 @@ class Monitored(MultiService):
         return stopped
 
 
-def monitored(service: MultiService, metrics_listen: str | None, reactor: Any = None) -> MultiService:
+def monitored(
+    service: MultiService,
+    metrics_listen: str | None,
+    reactor: Any = None,
+    limits: MetricsLimits | None = None,
+) -> MultiService:
     """C{service}, with metrics and health over HTTP if C{metrics_listen} is given."""
-    return service if metrics_listen is None else Monitored(service, metrics_listen, reactor)
+    return service if metrics_listen is None else Monitored(service, metrics_listen, reactor, limits)

@@ -19,7 +19,7 @@ from echoapp._framing import Framing
 from echoapp._peers import DEFAULT_IPV6_PREFIX
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
-__all__ = ["GreeterConfig", "TCPLimits", "UDPLimits"]
+__all__ = ["GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,15 @@ class TCPLimits:
         positive_int(128),
         "IPv6 peers are counted per prefix of this length (a host owns a /64).",
     )
+    proxy_header_timeout: float = spec(
+        5.0, positive_seconds(), "haproxy: listeners: seconds for a whole PROXY header; then closed."
+    )
+    proxy_silent_after: float = spec(
+        1.0,
+        positive_seconds(),
+        "haproxy: listeners: seconds a trusted balancer's connection may wait for its header before it "
+        "counts against its own address's --max-per-peer.",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -112,6 +121,36 @@ class UDPLimits:
     max_sources: int = spec(65_536, positive_int(), "Source addresses the rate table remembers.")
     ipv6_prefix: int = spec(
         DEFAULT_IPV6_PREFIX, positive_int(128), "IPv6 sources are rate-limited per prefix of this length."
+    )
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass(frozen=True)
+class MetricsLimits:
+    """
+    The C{--metrics} listener's own limits: it serves a scraper and a load
+    balancer's probes, not the public, and nothing done to it may cost the
+    service its clients.  A bad value raises L{ValueError} naming the field.
+    """
+
+    metrics_max_connections: int = spec(
+        64, positive_int(), "Connections to the --metrics listener; more are closed at once."
+    )
+    metrics_probe_slots: int = spec(
+        4,
+        positive_int(),
+        "Connections past --metrics-max-connections that may each ask for /healthz once, so that "
+        "clients holding every connection cannot keep a balancer's probe out.",
+    )
+    metrics_max_requests: int = spec(
+        100, positive_int(), "Requests one --metrics connection may make; the last answer closes it."
+    )
+    metrics_head_timeout: float = spec(
+        10.0,
+        positive_seconds(),
+        "Seconds for a whole request head on --metrics (or for a client to read its answer).",
     )
 
     def __post_init__(self) -> None:

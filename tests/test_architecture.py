@@ -83,7 +83,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # name here is a decision for the changelog, not an accident.
 PUBLIC_API: dict[str, set[str]] = {
     "echoapp": {"StartupError", "__version__"},
-    "echoapp.config": {"GreeterConfig", "TCPLimits", "UDPLimits"},
+    "echoapp.config": {"GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"},
     "echoapp.template": {"DEFAULT_REPLY", "PLACEHOLDER", "ReplyTemplate", "encode_text"},
     "echoapp.services": {
         "ECHO_NAME",

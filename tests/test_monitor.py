@@ -21,7 +21,7 @@ from echoapp import _monitor as monitor
 from echoapp import services
 from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._monitor import healthy
-from echoapp.config import TCPLimits
+from echoapp.config import MetricsLimits, TCPLimits
 from tests.support import DEADLINE, LOOP, listeners, start, tutorial_client, wait_until
 
 
@@ -100,8 +100,8 @@ class HealthTests(SynchronousTestCase):
 
 
 class MetricsLimitTests(TestCase):
-    def serve(self) -> tuple[int, int]:
-        monitored = monitor.Monitored(services.tcp_greeter([LOOP]), LOOP)
+    def serve(self, **limits: Any) -> tuple[int, int]:
+        monitored = monitor.Monitored(services.tcp_greeter([LOOP]), LOOP, limits=MetricsLimits(**limits))
         start(self, monitored)
         metrics, greeter = (listener.port.getHost().port for listener in listeners(monitored))
         return metrics, greeter
@@ -126,8 +126,7 @@ class MetricsLimitTests(TestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 405 "), answer[:80])
 
     async def test_a_slow_head_is_cut_off(self) -> None:
-        self.patch(monitor, "HEAD_TIMEOUT", 0.5)
-        metrics, _ = self.serve()
+        metrics, _ = self.serve(metrics_head_timeout=0.5)
         sock = socket.create_connection(("127.0.0.1", metrics), DEADLINE)
         self.addCleanup(sock.close)
         sock.setblocking(False)
@@ -145,9 +144,7 @@ class MetricsLimitTests(TestCase):
         self.assertLess(index, 200, "closed long before the head could finish")
 
     async def test_connection_cap_and_descriptors(self) -> None:
-        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 2)
-        self.patch(monitor, "PROBE_SLOTS", 1)
-        metrics, greeter = self.serve()
+        metrics, greeter = self.serve(metrics_max_connections=2, metrics_probe_slots=1)
         before = DESCRIPTORS.open
         held = [socket.create_connection(("127.0.0.1", metrics), DEADLINE) for _ in range(5)]
         for sock in held:
@@ -197,11 +194,11 @@ def channel(site: monitor.MonitorSite) -> tuple[Any, StringTransport]:
     return protocol, transport
 
 
-def site() -> monitor.MonitorSite:
+def site(**limits: Any) -> monitor.MonitorSite:
     top = Resource()
     top.putChild(b"healthz", monitor.HealthResource(lambda: True))
     top.putChild(b"metrics", monitor.HealthResource(lambda: True))
-    return monitor.MonitorSite(top, Clock())
+    return monitor.MonitorSite(top, Clock(), MetricsLimits(**limits))
 
 
 PROBE = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -217,8 +214,7 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 100)
 
     def test_requests_per_connection_are_bounded(self) -> None:
-        self.patch(monitor, "MAX_REQUESTS_PER_CONNECTION", 5)
-        protocol, transport = channel(site())
+        protocol, transport = channel(site(metrics_max_requests=5))
         protocol.dataReceived(PROBE * 20)
         self.assertEqual(transport.value().count(b"HTTP/1.1 200 "), 5)
         self.assertTrue(transport.value().endswith(b"ok\n"))
@@ -230,16 +226,14 @@ class PipeliningTests(SynchronousTestCase):
         protocol, transport = channel(monitored)
         protocol.pauseProducing()
         protocol.dataReceived(PROBE * 3)
-        monitored.clock.advance(monitor.HEAD_TIMEOUT)  # type: ignore[attr-defined]
+        monitored.clock.advance(monitored.limits.metrics_head_timeout)  # type: ignore[attr-defined]
         self.assertTrue(transport.disconnected)
         protocol.connectionLost(None)
 
 
 class ProbeSlotTests(SynchronousTestCase):
     def test_a_probe_gets_through_while_clients_hold_every_connection(self) -> None:
-        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 3)
-        self.patch(monitor, "PROBE_SLOTS", 1)
-        monitored = site()
+        monitored = site(metrics_max_connections=3, metrics_probe_slots=1)
         for _ in range(3):
             protocol, transport = channel(monitored)  # keep-alive pollers
             protocol.dataReceived(PROBE)
@@ -252,9 +246,9 @@ class ProbeSlotTests(SynchronousTestCase):
         self.assertIsNone(monitored.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50001)), "past the slots")
 
     def test_past_the_cap_only_probes_are_answered(self) -> None:
-        self.patch(monitor, "MAX_METRICS_CONNECTIONS", 0)
-        self.patch(monitor, "PROBE_SLOTS", 1)
-        protocol, transport = channel(site())
+        monitored = site(metrics_max_connections=1, metrics_probe_slots=1)
+        channel(monitored)  # holds the one connection
+        protocol, transport = channel(monitored)
         protocol.dataReceived(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 "), transport.value())
         self.assertTrue(transport.disconnecting)

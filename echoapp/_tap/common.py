@@ -26,7 +26,7 @@ from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
 from echoapp._transports.proxy_protocol import Network, parse_networks
-from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
+from echoapp.config import GreeterConfig, MetricsLimits, TCPLimits, UDPLimits
 
 Config = TypeVar("Config")
 
@@ -126,15 +126,17 @@ METRICS_PARAMETERS = [
         None,
         None,
         "Endpoint string for /metrics (Prometheus) and /healthz over HTTP; off unless given.",
-    ]
+    ],
+    *parameters(MetricsLimits),
 ]
 
 
 def metrics_listen(options: usage.Options) -> str | None:
     """
     The C{--metrics} endpoint, checked while options are parsed; L{None} when
-    metrics are off.
+    metrics are off.  Its limits are read here too, into C{metrics-limits}.
     """
+    options["metrics-limits"] = build(MetricsLimits, options)
     description = options["metrics"]
     if description is None:
         return None
@@ -227,7 +229,8 @@ def process_service(tree: MultiService, options: usage.Options) -> MultiService:
     C{makeService} adds them around its bare C{service_tree}; under
     C{echoapp-compose}, compose adds them once around all the trees.
     """
-    return signals.handled(monitor.monitored(tree, options["metrics-listen"]))
+    limits = options.get("metrics-limits")
+    return signals.handled(monitor.monitored(tree, options["metrics-listen"], limits=limits))
 
 
 def opt_fault(options: usage.Options, spec: str) -> None:

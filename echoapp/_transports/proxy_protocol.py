@@ -56,6 +56,8 @@ from echoapp._transports.tls import ListensSSLOwnWay
 from echoapp._twisted import LazyReactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
+# The defaults of TCPLimits.proxy_header_timeout and proxy_silent_after,
+# for a service without limits of its own.
 HEADER_TIMEOUT = 5.0  # seconds for the whole header, from the connection
 SILENT_AFTER = 1.0  # seconds without a header after which a connection counts against its address
 MAX_HEADER = 16 + 2048  # far more than any balancer sends (v2 allows 64 KiB of extensions)
@@ -182,7 +184,8 @@ class HeaderReader(HoldsDescriptor, Protocol):
             connections.add(self)
         else:
             self.hold_descriptor()
-        self._deadline = self._factory.clock.callLater(min(SILENT_AFTER, HEADER_TIMEOUT), self._silent)
+        timeout, silent = self._factory.timeouts()
+        self._deadline = self._factory.clock.callLater(min(silent, timeout), self._silent)
 
     def _silent(self) -> None:
         """No header yet: from now on the connection counts against its real address's limit."""
@@ -191,7 +194,8 @@ class HeaderReader(HoldsDescriptor, Protocol):
             connections.remove(self)
             self.peer = peer_host(self._balancer)
             connections.add(self)
-        left = max(0.0, HEADER_TIMEOUT - SILENT_AFTER)
+        timeout, silent = self._factory.timeouts()
+        left = max(0.0, timeout - silent)
         self._deadline = self._factory.clock.callLater(left, self._refuse, "slow")
 
     def shutdown(self) -> None:
@@ -307,6 +311,13 @@ class ProxyFactory(Factory):
                 refusal.silent = self.tls  # a line in clear would reach a client speaking TLS
                 return refusal
         return HeaderReader(self, addr)
+
+    def timeouts(self) -> tuple[float, float]:
+        """The header timeout and the silence after which a trusted sender counts per peer (the limits')."""
+        limits = getattr(self.connections, "limits", None)
+        if limits is None:
+            return HEADER_TIMEOUT, SILENT_AFTER
+        return limits.proxy_header_timeout, limits.proxy_silent_after
 
     def counted_as(self, addr: IAddress | None) -> str:
         """

@@ -100,8 +100,7 @@ class BehindABalancerTests(TestCase):
         self.assertEqual(await self.talk(port, v2("10.3.3.3")), b"Welcome!\r\n")
 
     async def test_silent_connections_count_against_their_real_address(self) -> None:
-        self.patch(proxy, "SILENT_AFTER", 0.2)
-        port, tree = self.serve(max_per_peer=5)
+        port, tree = self.serve(max_per_peer=5, proxy_silent_after=0.2)
         connections = listeners(tree)[0].factory.connections
         silent = [socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) for _ in range(5)]
         for sock in silent:
@@ -145,8 +144,7 @@ class BehindABalancerTests(TestCase):
         self.assertEqual(listeners(tree)[0].factory.stats.refused["proxy"], 2)
 
     async def test_a_slow_header_is_cut_off(self) -> None:
-        self.patch(proxy, "HEADER_TIMEOUT", 0.3)
-        port, tree = self.serve()
+        port, tree = self.serve(proxy_header_timeout=0.3)
         self.assertEqual(await self.talk(port, b"PROXY TCP4 10.1"), b"")
         self.assertEqual(listeners(tree)[0].factory.stats.refused["proxy"], 1)
 
@@ -245,7 +243,7 @@ class BeforeTheHeaderTests(SynchronousTestCase):
         """From a trusted balancer, once they have been silent for SILENT_AFTER."""
         factory = self.proxied(TRUSTED, max_per_peer=2)
         silent = [self.reader(factory)[0] for _ in range(2)]
-        self.clock.advance(proxy.SILENT_AFTER)
+        self.clock.advance(TCPLimits().proxy_silent_after)
         refused, transport = self.reader(factory)
         self.assertIsInstance(refused, Refusal)
         self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
