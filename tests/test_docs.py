@@ -33,7 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from echoapp._client import options as client_options
 from echoapp._faults import Faults
 from echoapp._metrics import METRICS
-from echoapp._tap import compose, echo, everything, tcp, udp
+from echoapp._tap import compose, echo, everything, proxy, tcp, udp
 from tests.support import CHECKOUT, DEADLINE, LOOP, ULOOP, Twistd, installed_env, twistd_path
 
 DOCS = os.path.join(CHECKOUT, "docs")
@@ -45,6 +45,7 @@ PLUGINS: dict[str, Any] = {
     "echoapp-echo": echo,
     "echoapp-udp": udp,
     "echoapp-compose": compose,
+    "echoapp-proxy": proxy,
 }
 CLIENT_MODES = {
     "tcp": client_options.TCPOptions,
@@ -374,6 +375,7 @@ AUDIENCE_PAGES = [
     "howto/trial.html",
     "howto/pytest.html",
     "howto/faults.html",
+    "howto/proxy.html",
     "reference/options.html",
     "explanation/limits.html",
 ]

@@ -111,7 +111,7 @@ class SdistTests(SynchronousTestCase):
         with tarfile.open(os.path.join(out, sdist)) as archive:
             names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
         tracked = subprocess.run(
-            ["git", "ls-files", "tests", "tac", "deploy", "benchmarks"],
+            ["git", "ls-files", "tests", "tac", "deploy", "benchmarks", "docs"],
             cwd=CHECKOUT,
             capture_output=True,
             text=True,
