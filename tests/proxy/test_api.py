@@ -307,9 +307,9 @@ class ReadmeCurlTests(SynchronousTestCase):
         api = Twistd(["echoapp-proxy", "--api", LOOP])
         self.addCleanup(api.stop)
         swaps = {
-            "localhost:8474": f"127.0.0.1:{api.port('echoapp-proxy')}",
-            "127.0.0.1:6379": f"127.0.0.1:{echo.port('echoapp-echo')}",
-            "127.0.0.1:8080": f"127.0.0.1:{echo.port('echoapp-echo')}",
+            "localhost:8474": f"127.0.0.1:{api.address_port('echoapp-proxy')}",
+            "127.0.0.1:6379": f"127.0.0.1:{echo.address_port('echoapp-echo')}",
+            "127.0.0.1:8080": f"127.0.0.1:{echo.address_port('echoapp-echo')}",
         }
         for line in lines:
             for old, new in swaps.items():
