@@ -159,6 +159,29 @@ class ToxicUnitTests(SynchronousTestCase):
         self.assertEqual([link.current() is not None for link in links], before)
         self.assertEqual(set(before), {True, False})
 
+    def test_toxicity_is_drawn_per_stream_from_the_one_seed(self) -> None:
+        """The same seed, the same luck; and a connection's luck upstream does not decide downstream's."""
+
+        def luck(seed: int) -> list[tuple[bool, bool]]:
+            proxy = ProxyFaults(seed=seed)
+            for stream in ("upstream", "downstream"):
+                proxy.set(
+                    toxic_from_json(
+                        {
+                            "type": "latency",
+                            "name": stream,
+                            "stream": stream,
+                            "toxicity": 0.5,
+                            "attributes": {"latency": 100},
+                        }
+                    )
+                )
+            links = [(proxy.link("upstream"), proxy.link("downstream")) for _ in range(40)]
+            return [(up.current() is not None, down.current() is not None) for up, down in links]
+
+        self.assertEqual(luck(5), luck(5))
+        self.assertNotEqual([up for up, _ in luck(5)], [down for _, down in luck(5)])
+
 
 class Flood(Protocol):
     """An upstream that sends 16 MiB as soon as it is connected, then closes."""
