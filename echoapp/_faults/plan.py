@@ -60,7 +60,14 @@ class Draws:
 
     def current(self) -> Faults | None:
         """The faults that apply to this one now, or L{None}."""
-        faults = self.plan.faults
+        return self.applying(self.plan.faults)
+
+    def applying(self, faults: Faults) -> Faults | None:
+        """
+        C{faults} if their conditions hold for this one now, else L{None}:
+        apart from L{current}, so that a plan whose connections each get
+        faults of their own (the proxy's toxics) keeps these conditions.
+        """
         if not faults:
             return None
         if faults.fraction < 1 and self._share >= faults.fraction:

@@ -272,8 +272,16 @@ class FaultyConnection(ProtocolWrapper):
         gap = faults.slice_delay if faults.slice else 0.0
         queue.add(data, now + self.draws.delay(faults), size, gap, faults.bandwidth)
         if queue.held > HELD_BYTES:
-            self._pause("held")
+            self.holding(True)
         self._schedule(queue, self._release)
+
+    def holding(self, over: bool) -> None:
+        """
+        The replies held passed L{HELD_BYTES} (C{over}), or fell to half of
+        it: a service's client stops being read, as a full write buffer
+        would stop it.  A proxy pauses its other side instead.
+        """
+        self._pause("held") if over else self._resume("held")
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
@@ -310,7 +318,7 @@ class FaultyConnection(ProtocolWrapper):
             queue.items.clear()
             queue.held = 0
         if queue.held <= HELD_BYTES // 2:
-            self._resume("held")
+            self.holding(False)
         if queue.items:
             if not self._full:  # else the transport says when it has room again
                 self._schedule(queue, self._release)
@@ -407,6 +415,7 @@ class FaultyFactory(WrappingFactory):
     """A service's factory with faults in front of every connection it builds."""
 
     noisy = False  # the service's own factory says when it starts and stops
+    protocol: Any = FaultyConnection  # the proxy's connections add to it
 
     def __init__(self, wrapped: Factory, plan: FaultPlan) -> None:
         super().__init__(wrapped)
@@ -418,12 +427,13 @@ class FaultyFactory(WrappingFactory):
 
     def buildProtocol(self, addr: Any) -> Any:
         draws = self.plan.arrival()
-        if draws.current() is not None and self.plan.faults.refuse:
+        faults = draws.current()
+        if faults is not None and faults.refuse:
             return Refused()
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:
             return None
-        return FaultyConnection(self, wrapped, draws)
+        return self.protocol(self, wrapped, draws)
 
     def __getattr__(self, name: str) -> Any:
         """What the service asks of its factory (connections, stats, drain) is the wrapped one's."""

@@ -6,9 +6,10 @@ changed or removed reaches the connections already open.
 
 Each toxic is an L{echoapp._faults.Faults}; the toxics of one stream are
 merged into the faults a connection applies (latencies add up, for the rest
-the toxic added last wins).  The shaping itself is L{echoapp._faults}'
-unchanged: L{LiveFaultyConnection} only reads its faults anew from the
-proxy, each time, instead of once at connect.
+the toxic added last wins).  The shaping itself is L{echoapp._faults}':
+each stream is a L{FaultPlan} whose faults are its merged toxics (a change
+reaches open connections through the plan's C{faults_changed}), and each
+connection's L{ToxicDraws} says which of those toxics it drew.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from zope.interface import implementer
 
-from echoapp._faults import HELD_BYTES, FaultPlan, Faults, FaultyConnection, FaultyFactory, reset
+from echoapp._faults import Draws, FaultPlan, Faults, FaultyConnection, FaultyFactory
 from echoapp._twisted import global_reactor
 
 STREAMS = ("upstream", "downstream")
@@ -66,18 +66,17 @@ def merged(faults: Iterable[Faults]) -> Faults:
 
 class ProxyFaults:
     """
-    The toxics of one proxy, both streams, and the one seeded generator
-    every choice comes from: which connections a toxic with a toxicity
-    under 1 applies to, jitter, UDP loss.  C{version} moves on every
-    change, so a connection recomputes its faults only after one.
+    The toxics of one proxy, both streams, and the one seed every choice
+    comes from: each stream's L{StreamPlan} draws, per connection (or UDP
+    session) and by its order of arrival, which toxics with a toxicity
+    under 1 apply to it, its jitter and its UDP loss.
     """
 
     def __init__(self, seed: int | None = None, clock: IReactorTime | None = None) -> None:
         self._clock = clock
         self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
-        self.random = random.Random(self.seed)
         self.toxics: dict[str, Toxic] = {}
-        self.version = 0
+        self.plans = {stream: StreamPlan(self, stream) for stream in STREAMS}
 
     @property
     def clock(self) -> IReactorTime:
@@ -85,170 +84,120 @@ class ProxyFaults:
             self._clock = global_reactor()
         return self._clock
 
+    def _changed(self) -> None:
+        """Every stream's plan takes its merged toxics: open connections hear it (C{faults_changed})."""
+        for stream, plan in self.plans.items():
+            plan.faults = merged(toxic.faults for toxic in self.on(stream))
+
     def set(self, toxic: Toxic) -> None:
         """Add C{toxic}, or replace the one of its name (keeping its place)."""
         self.toxics[toxic.name] = toxic
-        self.version += 1
+        self._changed()
 
     def remove(self, name: str) -> None:
         del self.toxics[name]
-        self.version += 1
+        self._changed()
 
     def clear(self) -> None:
         self.toxics.clear()
-        self.version += 1
+        self._changed()
 
     def on(self, stream: str) -> list[Toxic]:
         return [toxic for toxic in self.toxics.values() if toxic.direction == stream]
 
-    def link(self, stream: str) -> LinkPlan:
-        """The plan of one new connection's C{stream}."""
-        return LinkPlan(self, stream)
+    def link(self, stream: str) -> ToxicDraws:
+        """The draws of one new connection (or UDP session) on C{stream}."""
+        draws = self.plans[stream].arrival()
+        assert isinstance(draws, ToxicDraws)
+        return draws
 
 
-class LinkPlan(FaultPlan):
+class StreamPlan(FaultPlan):
     """
-    One connection's faults on one stream, as L{FaultyConnection} asks its
-    factory's plan: recomputed after any change to the proxy's toxics.  A
-    toxic's toxicity is drawn once per connection, when the connection
-    first meets the toxic, so a connection keeps its luck across changes.
+    One stream's plan: its faults are the stream's toxics merged (what
+    any connection could get), its connections' L{ToxicDraws} pick theirs.
     """
 
     def __init__(self, proxy: ProxyFaults, stream: str) -> None:
-        self._proxy = proxy
-        self._stream = stream
+        super().__init__(Faults(seed=proxy.seed), proxy._clock)
+        self.proxy = proxy
+        self.stream = stream
+
+    def arrival(self) -> Draws:
+        draws = ToxicDraws(self, self._arrivals)
+        self._arrivals += 1
+        return draws
+
+
+class ToxicDraws(Draws):
+    """
+    One connection's share of a stream: a toxic's toxicity is drawn once,
+    when the connection first meets the toxic, so a connection keeps its
+    luck across changes; its faults are the toxics it drew, merged, and
+    recomputed only after a change to the plan's faults.
+    """
+
+    __slots__ = ("_drawn", "_for", "_luck", "_mine")
+
+    plan: StreamPlan
+
+    def __init__(self, plan: StreamPlan, order: int) -> None:
+        super().__init__(plan, order)
+        # Apart from the jitter's generator: the luck of a toxic does not hang on how many writes came first.
+        self._luck = random.Random(f"{plan.seed}/{plan.stream}/{order}")
         self._drawn: dict[str, bool] = {}
-        self._version = -1
-        self._faults = Faults()
-        self.seed = proxy.seed
-        self.random = proxy.random
-        self.connection: LiveFaultyConnection | None = None
+        self._for: Faults | None = None
+        self._mine = Faults()
 
-    @property
-    def clock(self) -> IReactorTime:
-        return self._proxy.clock
-
-    @property
-    def faults(self) -> Faults:
-        proxy = self._proxy
-        if self._version != proxy.version:
-            self._version = proxy.version
-            before, self._faults = (
-                self._faults,
-                merged(toxic.faults for toxic in proxy.on(self._stream) if self._applies(toxic)),
-            )
-            if self.connection is not None:
-                self.connection.faults_changed(before, self._faults)
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        """Set by L{FaultPlan}'s own constructor only; the toxics are the truth here."""
+    def current(self) -> Faults | None:
+        faults = self.plan.faults
+        if faults is not self._for:
+            self._for = faults
+            toxics = self.plan.proxy.on(self.plan.stream)
+            self._mine = merged(toxic.faults for toxic in toxics if self._applies(toxic))
+        return self.applying(self._mine)
 
     def _applies(self, toxic: Toxic) -> bool:
         drawn = self._drawn.get(toxic.name)
         if drawn is None:
-            drawn = self._drawn[toxic.name] = toxic.toxicity >= 1 or self.random.random() < toxic.toxicity
+            drawn = self._drawn[toxic.name] = toxic.toxicity >= 1 or self._luck.random() < toxic.toxicity
         return drawn
 
 
-class _Link:
-    """What a L{FaultyConnection} asks of its factory, with this connection's own plan."""
-
-    def __init__(self, factory: FaultyFactory, plan: LinkPlan) -> None:
-        self._factory = factory
-        self.plan = plan
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._factory, name)
-
-
-@implementer(IHalfCloseableProtocol)
 class LiveFaultyConnection(FaultyConnection):
     """
-    L{FaultyConnection} reading its faults from the proxy each time, and
-    passing half-closes through (a plain wrapper would turn a FIN into a
-    whole disconnect).  The faults that act once at connect in
-    L{echoapp._faults} (a reset after a time, a stalled read) act when they
-    are added to an open connection too.
+    L{FaultyConnection} that, past C{HELD_BYTES} held by the faults
+    (latency, slices: not in the transport's buffer, so the transport would
+    never pause for them), pauses the other side of the proxy (the producer
+    forwarding to it) rather than this side's reads.
     """
-
-    factory: Any
-
-    @property
-    def _faults(self) -> Faults:
-        return self.factory.plan.faults
-
-    @_faults.setter
-    def _faults(self, faults: Faults) -> None:
-        """L{FaultyConnection}'s constructor sets it; the plan is the truth."""
 
     _producer: Any = None
     _producer_paused = False
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        """
-        Kept, as well as passed on: what the faults hold (latency, slices)
-        is not in the transport's buffer, so the transport would never pause
-        the other side for it; L{write} and L{_release} do, by L{HELD_BYTES}.
-        """
+        """Kept, as well as passed on: L{holding} pauses it."""
         self._producer = producer
         super().registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
         self._producer = None
+        self._producer_paused = False
         super().unregisterProducer()
 
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        if self._producer is not None and not self._producer_paused and self._held_bytes > HELD_BYTES:
-            self._producer_paused = True
-            self._producer.pauseProducing()
-
-    def _release(self) -> None:
-        super()._release()
-        if self._producer_paused and self._held_bytes <= HELD_BYTES // 2 and self._producer is not None:
-            self._producer_paused = False
-            self._producer.resumeProducing()
-
-    def faults_changed(self, before: Faults, now: Faults) -> None:
-        transport = self.transport
-        if transport is None or self._lost:
+    def holding(self, over: bool) -> None:
+        if self._producer is None or over == self._producer_paused:
             return
-        if now.reset_after is not None and before.reset_after is None:
-            if self._timer is None or not self._timer.active():
-                self._timer = self.factory.plan.clock.callLater(now.reset_after, reset, transport)
-        elif now.reset_after is None and self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if (now.stall == "read") != (before.stall == "read"):
-            (transport.pauseProducing if now.stall == "read" else transport.resumeProducing)()
-
-    def readConnectionLost(self) -> None:
-        half = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if half is not None:
-            half.readConnectionLost()
-        else:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        half = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if half is not None:
-            half.writeConnectionLost()
+        self._producer_paused = over
+        (self._producer.pauseProducing if over else self._producer.resumeProducing)()
 
 
 class LiveFaultyFactory(FaultyFactory):
-    """Wraps every connection (a toxic may come later), each with its own L{LinkPlan} on C{stream}."""
+    """Wraps every connection (a toxic may come later), each with its own L{ToxicDraws} on C{stream}."""
+
+    protocol = LiveFaultyConnection
 
     def __init__(self, wrapped: Factory, proxy: ProxyFaults, stream: str) -> None:
-        super().__init__(wrapped, FaultPlan(Faults(), proxy.clock if proxy._clock else None))
+        super().__init__(wrapped, proxy.plans[stream])
         self.proxy = proxy
         self.stream = stream
-
-    def buildProtocol(self, addr: Any) -> Any:
-        wrapped = self.wrappedFactory.buildProtocol(addr)
-        if wrapped is None:
-            return None
-        plan = self.proxy.link(self.stream)
-        connection = LiveFaultyConnection(_Link(self, plan), wrapped, plan.faults)  # type: ignore[arg-type]
-        plan.connection = connection
-        return connection

@@ -17,12 +17,27 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 
-from echoapp._faults import FaultyDatagrams
+from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._proxy.toxics import ProxyFaults
 from echoapp._twisted import global_reactor
 
 MAX_SESSIONS = 1024
 IDLE_TIMEOUT = 60.0  # seconds without a datagram either way
+
+
+class _Side(FaultyDatagramProtocol):
+    """
+    One session's faults on one stream, as L{FaultyDatagrams} asks them:
+    the session is one client source, so every datagram it carries (the
+    upstream's connected socket names no address) has that source's draws.
+    """
+
+    def __init__(self, plan: FaultPlan, draws: Draws) -> None:
+        super().__init__(DatagramProtocol(), plan)
+        self.draws = draws
+
+    def draws_for(self, addr: Any) -> Draws:
+        return self.draws
 
 
 class Session(DatagramProtocol):
@@ -36,23 +51,25 @@ class Session(DatagramProtocol):
         self.client = client
         self.last = proxy.clock.seconds()
         faults = proxy.faults
-        self.up_plan, self.down_plan = faults.link("upstream"), faults.link("downstream")
+        self.up_side, self.down_side = (
+            _Side(faults.plans[stream], faults.link(stream)) for stream in ("upstream", "downstream")
+        )
         self.pending: list[bytes] = []
         self.up: FaultyDatagrams | None = None
-        self.down = FaultyDatagrams(
-            proxy.transport, self.down_plan
-        )  # one, so a held datagram follows the next
+        # One per session, so a held datagram follows the next one to the same client.
+        self.down = FaultyDatagrams(proxy.transport, self.down_side)
         self.port: Any = None
 
     def startProtocol(self) -> None:
         self.transport.connect(*self.proxy.upstream)
-        self.up = FaultyDatagrams(self.transport, self.up_plan)
+        self.up = FaultyDatagrams(self.transport, self.up_side)
         pending, self.pending = self.pending, []
         for datagram in pending:
             self.up.write(datagram)
 
     def send(self, datagram: bytes) -> None:
         self.last = self.proxy.clock.seconds()
+        self.up_side.draws.note(datagram, datagram=True)
         if self.up is None:
             self.pending.append(datagram)
         else:
@@ -66,6 +83,10 @@ class Session(DatagramProtocol):
         """Nothing listens upstream (ICMP port unreachable): the client hears nothing, as it would."""
 
     def close(self) -> None:
+        """The session goes: its held and delayed datagrams with it (no timer outlives it)."""
+        for faulty in (self.up, self.down):
+            if faulty is not None:
+                faulty.stop()
         if self.port is not None:
             port, self.port = self.port, None
             port.stopListening()
@@ -130,6 +151,7 @@ class UDPProxy(DatagramProtocol):
         if self.sessions.get(session.client) is not session:
             return  # dropped to make room, or swept: its late answers go nowhere
         self.sessions.move_to_end(session.client)
+        session.down_side.draws.note(datagram, datagram=True)
         session.down.write(datagram, session.client)
 
     def stopProtocol(self) -> None:

@@ -293,11 +293,11 @@ class ApiTests(TestCase):
 
 class ReadmeCurlTests(SynchronousTestCase):
     def test_every_curl_line_of_the_readme_answers(self) -> None:
-        """README's curl lines, run as written against a real twistd (ports swapped for free ones)."""
+        """The manual's curl lines, run as written against a real twistd (ports swapped for free ones)."""
         curl = shutil.which("curl")
         if curl is None:
             raise SkipTest("curl is not installed")
-        with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as readme:
+        with open(os.path.join(CHECKOUT, "docs", "howto", "proxy.rst"), encoding="utf-8") as readme:
             lines = [
                 line.strip() for line in readme if line.strip().startswith("curl -s") and ":8474" in line
             ]
@@ -307,9 +307,9 @@ class ReadmeCurlTests(SynchronousTestCase):
         api = Twistd(["echoapp-proxy", "--api", LOOP])
         self.addCleanup(api.stop)
         swaps = {
-            "localhost:8474": f"127.0.0.1:{api.port('echoapp-proxy')}",
-            "127.0.0.1:6379": f"127.0.0.1:{echo.port('echoapp-echo')}",
-            "127.0.0.1:8080": f"127.0.0.1:{echo.port('echoapp-echo')}",
+            "localhost:8474": f"127.0.0.1:{api.address_port('echoapp-proxy')}",
+            "127.0.0.1:6379": f"127.0.0.1:{echo.address_port('echoapp-echo')}",
+            "127.0.0.1:8080": f"127.0.0.1:{echo.address_port('echoapp-echo')}",
         }
         for line in lines:
             for old, new in swaps.items():

@@ -49,11 +49,11 @@ class Upstreams(SynchronousTestCase):
     def setUp(self) -> None:
         echo = Twistd(["echoapp-echo", "--listen", LOOP])
         self.addCleanup(echo.stop)
-        self.echo = f"127.0.0.1:{echo.port('echoapp-echo')}"
+        self.echo = f"127.0.0.1:{echo.address_port('echoapp-echo')}"
         self.web = f"127.0.0.1:{self.twistd_web()}"
         api = Twistd(["echoapp-proxy", "--api", LOOP])
         self.addCleanup(api.stop)
-        self.api_port = api.port("echoapp-proxy")
+        self.api_port = api.address_port("echoapp-proxy")
 
     def twistd_web(self) -> int:
         directory = tempfile.mkdtemp(prefix="echoapp-web-")

@@ -136,7 +136,7 @@ class ForwardingTests(TestCase):
         self.assertLess(side.stats.bytes_in, len(payload), "the proxy stopped reading before the flood ended")
         client.transport.resumeProducing()  # type: ignore[union-attr]
         await client.done
-        self.assertTrue(b"".join(client.chunks) == payload, "every byte, in order")
+        self.assertTrue(client.data == payload, "every byte, in order")
         client.transport.loseConnection()  # type: ignore[union-attr]
 
     async def test_max_connections_refuses_with_a_line(self) -> None:

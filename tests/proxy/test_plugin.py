@@ -25,17 +25,17 @@ class PluginTests(SynchronousTestCase):
 
     def test_forwards_with_a_fault_each_way(self) -> None:
         echo = self.running("echoapp-echo", "--listen", LOOP)
-        upstream = f"tcp:127.0.0.1:{echo.port('echoapp-echo')}"
+        upstream = f"tcp:127.0.0.1:{echo.address_port('echoapp-echo')}"
         proxy = self.running(
             "echoapp-proxy", "--listen", LOOP, "--upstream", upstream, "--fault", "half-close-after-bytes=10"
         )
-        got = echo_exchange(proxy.port("echoapp-proxy"), b"0123456789abcdef")
+        got = echo_exchange(proxy.address_port("echoapp-proxy"), b"0123456789abcdef")
         self.assertEqual(got, b"0123456789", "the downstream fault cuts what comes back after 10 bytes")
         self.assertIn("seed=", proxy.output)
 
     def test_upstream_fault(self) -> None:
         echo = self.running("echoapp-echo", "--listen", LOOP)
-        upstream = f"127.0.0.1:{echo.port('echoapp-echo')}"
+        upstream = f"127.0.0.1:{echo.address_port('echoapp-echo')}"
         proxy = self.running(
             "echoapp-proxy",
             "--listen",
@@ -45,7 +45,7 @@ class PluginTests(SynchronousTestCase):
             "--fault-upstream",
             "half-close-after-bytes=4",
         )
-        self.assertEqual(echo_exchange(proxy.port("echoapp-proxy"), b"0123456789"), b"0123")
+        self.assertEqual(echo_exchange(proxy.address_port("echoapp-proxy"), b"0123456789"), b"0123")
 
     def test_config_file_creates_proxies_with_their_toxics(self) -> None:
         echo = self.running("echoapp-echo", "--listen", LOOP)
@@ -53,7 +53,7 @@ class PluginTests(SynchronousTestCase):
             {
                 "name": "echo",
                 "listen": "127.0.0.1:0",
-                "upstream": f"127.0.0.1:{echo.port('echoapp-echo')}",
+                "upstream": f"127.0.0.1:{echo.address_port('echoapp-echo')}",
                 "toxics": [{"type": "limit_data", "attributes": {"bytes": 3}}],
             }
         ]
@@ -61,7 +61,7 @@ class PluginTests(SynchronousTestCase):
             json.dump(config, file)
         self.addCleanup(os.unlink, file.name)
         proxy = self.running("echoapp-proxy", "--config", file.name)
-        self.assertEqual(echo_exchange(proxy.port("echoapp-proxy"), b"abcdef"), b"abc")
+        self.assertEqual(echo_exchange(proxy.address_port("echoapp-proxy"), b"abcdef"), b"abc")
 
     def test_composed_with_twisted_web_in_one_process(self) -> None:
         """echoapp-compose: a server (twisted.web) and its faulty front, as the README's example."""
@@ -77,7 +77,7 @@ class PluginTests(SynchronousTestCase):
                 f"echoapp-proxy --listen {LOOP} --upstream tcp:127.0.0.1:{web} --fault latency=50ms",
             )
             started = time.monotonic()
-            url = f"http://127.0.0.1:{server.port('echoapp-proxy')}/index.html"
+            url = f"http://127.0.0.1:{server.address_port('echoapp-proxy')}/index.html"
             with urllib.request.urlopen(url, timeout=DEADLINE) as response:
                 self.assertEqual(response.read(), b"served by twisted.web")
             self.assertGreaterEqual(
@@ -92,12 +92,12 @@ class PluginTests(SynchronousTestCase):
             "--listen",
             LOOP,
             "--upstream",
-            f"127.0.0.1:{echo.port('echoapp-echo')}",
+            f"127.0.0.1:{echo.address_port('echoapp-echo')}",
             "--metrics",
             f"tcp:{metrics}:interface=127.0.0.1",
             expect=2,
         )
-        port = proxy.port("echoapp-proxy")
+        port = proxy.address_port("echoapp-proxy")
         self.assertEqual(echo_exchange(port, b"counted"), b"counted")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=DEADLINE) as response:
             text = response.read().decode()

@@ -154,10 +154,33 @@ class ToxicUnitTests(SynchronousTestCase):
         proxy = ProxyFaults(seed=1)
         proxy.set(toxic_from_json({"type": "limit_data", "toxicity": 0.5, "attributes": {"bytes": 1}}))
         links = [proxy.link("downstream") for _ in range(20)]
-        before = [bool(link.faults) for link in links]
+        before = [link.current() is not None for link in links]
         proxy.set(toxic_from_json({"type": "latency", "name": "other", "stream": "upstream"}))
-        self.assertEqual([bool(link.faults) for link in links], before)
+        self.assertEqual([link.current() is not None for link in links], before)
         self.assertEqual(set(before), {True, False})
+
+    def test_toxicity_is_drawn_per_stream_from_the_one_seed(self) -> None:
+        """The same seed, the same luck; and a connection's luck upstream does not decide downstream's."""
+
+        def luck(seed: int) -> list[tuple[bool, bool]]:
+            proxy = ProxyFaults(seed=seed)
+            for stream in ("upstream", "downstream"):
+                proxy.set(
+                    toxic_from_json(
+                        {
+                            "type": "latency",
+                            "name": stream,
+                            "stream": stream,
+                            "toxicity": 0.5,
+                            "attributes": {"latency": 100},
+                        }
+                    )
+                )
+            links = [(proxy.link("upstream"), proxy.link("downstream")) for _ in range(40)]
+            return [(up.current() is not None, down.current() is not None) for up, down in links]
+
+        self.assertEqual(luck(5), luck(5))
+        self.assertNotEqual([up for up, _ in luck(5)], [down for _, down in luck(5)])
 
 
 class Flood(Protocol):
@@ -212,7 +235,7 @@ class HeldBytesTests(TestCase):
         await wait_until(
             lambda: side.upstream.transport.transport not in readers(), "the upstream to be paused"
         )
-        self.assertLess(faulty._held_bytes, 4 * HELD_BYTES, "held bytes stay bounded")
+        self.assertLess(faulty._out.held, 4 * HELD_BYTES, "held bytes stay bounded")
         client.transport.resumeProducing()  # type: ignore[union-attr]
         await client.done
         self.assertEqual(client.received, Flood.SIZE)

@@ -111,7 +111,7 @@ class UDPPluginTests(SynchronousTestCase):
     def test_twistd_udp_proxy_with_a_fault(self) -> None:
         greeter = Twistd(["echoapp-udp", "--listen", "udp:0:interface=127.0.0.1"])
         self.addCleanup(greeter.stop)
-        upstream = f"udp:127.0.0.1:{greeter.port('echoapp-udp')}"
+        upstream = f"udp:127.0.0.1:{greeter.address_port('echoapp-udp')}"
         proxy = Twistd(
             [
                 "echoapp-proxy",
@@ -124,4 +124,4 @@ class UDPPluginTests(SynchronousTestCase):
             ]
         )
         self.addCleanup(proxy.stop)
-        self.assertEqual(replies(proxy.port("echoapp-proxy"), b"Cy", 2), [b"Hello, Cy!"] * 2)
+        self.assertEqual(replies(proxy.address_port("echoapp-proxy"), b"Cy", 2), [b"Hello, Cy!"] * 2)
