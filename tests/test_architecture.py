@@ -369,6 +369,42 @@ class PackageShapeTests(SynchronousTestCase):
                     )
         self.assertEqual(undocumented, [])
 
+    def test_every_name_without_an_underscore_says_why_it_exists(self) -> None:
+        """
+        Private modules too: a class or function not private by name has an
+        epytext docstring, and so has each method of its own (an override of
+        a base class's or an interface's method is documented there).
+        """
+        interface_names = {
+            name
+            for module in (internet_interfaces, service_interfaces)
+            for value in vars(module).values()
+            if isinstance(value, InterfaceClass)
+            for name in value.names(all=True)
+        }
+        undocumented = []
+        for module_name in self.modules:
+            module = importlib.import_module(module_name)
+            for name, value in vars(module).items():
+                if name.startswith("_") or getattr(value, "__module__", None) != module_name:
+                    continue
+                if not (inspect.isclass(value) or inspect.isfunction(value)):
+                    continue
+                if not value.__doc__:
+                    undocumented.append(f"{module_name}.{name}")
+                if not inspect.isclass(value):
+                    continue
+                declared = {n for iface in implementedBy(value).flattened() for n in iface.names(all=True)}
+                for member, function in vars(value).items():
+                    if member.startswith("_") or not inspect.isfunction(function) or function.__doc__:
+                        continue
+                    if member in declared | interface_names:
+                        continue
+                    if any(hasattr(base, member) for base in value.__mro__[1:]):
+                        continue
+                    undocumented.append(f"{module_name}.{name}.{member}")
+        self.assertEqual(undocumented, [])
+
     def test_setup_cfg_lists_every_package(self) -> None:
         """setup.cfg names packages by hand (C{find:} drops twisted.plugins): a new folder must be listed."""
         parser = configparser.ConfigParser()

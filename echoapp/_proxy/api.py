@@ -129,6 +129,11 @@ class ToxiproxyResource(Resource):
         request.finish()
 
     def route(self, method: str, parts: list[str], request: Request) -> tuple[int, Any]:
+        """
+        One request to toxiproxy's API: the status code and the JSON
+        toxiproxy answers; a mistake is a L{ProxyError} with toxiproxy's
+        status.
+        """
         proxies = self.proxies
         if parts == ["version"]:
             self._only(method, "GET")

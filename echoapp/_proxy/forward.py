@@ -120,6 +120,10 @@ class ClientSide(GuardedProtocol):
             reset(self.transport)
 
     def upstream_connected(self, upstream: ServerSide) -> None:
+        """
+        The upstream answered: start forwarding both ways (or drop it, if the
+        client left meanwhile).
+        """
         self._connecting = None
         if self._gone:
             upstream.transport.abortConnection()
@@ -164,6 +168,10 @@ class ClientSide(GuardedProtocol):
         """The client stopped reading; the upstream is paused by backpressure, then closed with us."""
 
     def upstream_finished(self) -> None:
+        """
+        The upstream sent its FIN: pass it on to the client, or close once
+        both sides are done.
+        """
         self._upstream_done = True
         if self._client_done:
             self.both_done()
@@ -178,6 +186,10 @@ class ClientSide(GuardedProtocol):
             self.close()
 
     def upstream_lost(self, clean: bool) -> None:
+        """
+        The upstream went: a clean close closes the client too, anything else
+        resets it.
+        """
         self.upstream = None
         if self._gone:
             return

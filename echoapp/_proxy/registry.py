@@ -233,6 +233,10 @@ def toxics_json(faults: ProxyFaults) -> list[dict[str, Any]]:
 
 
 def toxic_json(toxic: Toxic) -> dict[str, Any]:
+    """
+    A toxic as toxiproxy's API shows it (name, type, stream, toxicity,
+    attributes).
+    """
     return {
         "attributes": dict(toxic.attributes),
         "name": toxic.name,
@@ -297,12 +301,17 @@ class Proxies(Service):
         return proxy
 
     def get(self, name: str) -> Proxy:
+        """The proxy called C{name}, or toxiproxy's 404."""
         try:
             return self.proxies[name]
         except KeyError:
             raise ProxyError(404, "proxy not found") from None
 
     def remove(self, name: str) -> None:
+        """
+        Close the proxy and forget it; the answer waits until its port is
+        closed.
+        """
         self._track(self.proxies.pop(self.get(name).name).close())
 
     def set_enabled(self, proxy: Proxy, enabled: bool) -> None:

@@ -95,14 +95,23 @@ class ProxyFaults:
         self._changed()
 
     def remove(self, name: str) -> None:
+        """Drop the toxic C{name}: open connections see the change."""
         del self.toxics[name]
         self._changed()
 
     def clear(self) -> None:
+        """
+        Drop every toxic (toxiproxy's C{/reset}): open connections see the
+        change.
+        """
         self.toxics.clear()
         self._changed()
 
     def on(self, stream: str) -> list[Toxic]:
+        """
+        The toxics on C{stream} (C{upstream} or C{downstream}), in the order
+        toxiproxy keeps them.
+        """
         return [toxic for toxic in self.toxics.values() if toxic.direction == stream]
 
     def link(self, stream: str) -> ToxicDraws:

@@ -68,6 +68,10 @@ class Session(DatagramProtocol):
             self.up.write(datagram)
 
     def send(self, datagram: bytes) -> None:
+        """
+        A datagram from this session's client, on its way upstream through
+        the upstream faults.
+        """
         self.last = self.proxy.clock.seconds()
         self.up_side.draws.note(datagram, datagram=True)
         if self.up is None:
@@ -148,6 +152,10 @@ class UDPProxy(DatagramProtocol):
         session.send(datagram)
 
     def answer(self, session: Session, datagram: bytes) -> None:
+        """
+        What the upstream answered a session goes back to its client through
+        the downstream faults, unless the session was closed meanwhile.
+        """
         if self.sessions.get(session.client) is not session:
             return  # dropped to make room, or swept: its late answers go nowhere
         self.sessions.move_to_end(session.client)

@@ -63,6 +63,11 @@ def _toxics(options: usage.Options, key: str, stream: str) -> list[Toxic]:
 
 
 class Options(PluginOptions):
+    """
+    C{echoapp-proxy}'s command line: listen/upstream pairs, faults each way,
+    the API, the limits and metrics.
+    """
+
     synopsis = "[options]"
     longdesc = (
         "Forward TCP connections to an upstream server, with echoapp's faults in either direction "
@@ -178,4 +183,8 @@ def service_tree(options: usage.Options) -> MultiService:
 
 
 def makeService(options: usage.Options) -> IService:
+    """
+    The proxies (and the API) with the process parts around them, as twistd
+    runs them.
+    """
     return process_service(service_tree(options), options)
