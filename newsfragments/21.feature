@@ -1,1 +1,0 @@
-New limit options with safe defaults: ``--metrics-max-connections`` (64), ``--metrics-probe-slots`` (4), ``--metrics-max-requests`` (100) and ``--metrics-head-timeout`` (10 s) for the metrics listener, and ``--proxy-header-timeout`` (5 s) and ``--proxy-silent-after`` (1 s) for ``haproxy:`` listeners (also ``config.MetricsLimits`` and ``TCPLimits`` fields).

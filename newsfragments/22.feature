@@ -1,1 +1,0 @@
-``echoapp-proxy``: echoapp's faults in front of any TCP or UDP server, in either direction, driven at run time through toxiproxy's HTTP API (``--api``) and its own clients, from a ``--config`` file, or in process with ``echoapp.testing.proxy`` and the ``echoapp_proxy`` pytest fixture.
