@@ -481,6 +481,7 @@ class LazyReactorTests(SynchronousTestCase):
     def test_every_late_lookup_uses_it(self) -> None:
         from echoapp import _faults, _monitor, signals
         from echoapp._limits import guard
+        from echoapp._protocols import udp
         from echoapp._transports import proxy_protocol
 
         for owner, name in (
@@ -489,5 +490,6 @@ class LazyReactorTests(SynchronousTestCase):
             (_monitor.MonitorSite, "clock"),
             (_faults.FaultPlan, "clock"),
             (signals.SignalService, "reactor"),
+            (udp.UDPGreeter, "clock"),
         ):
             self.assertIsInstance(vars(owner)[name], _twisted.LazyReactor, owner)

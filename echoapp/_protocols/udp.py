@@ -15,7 +15,7 @@ from echoapp._framing import split_terminator
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._metrics import UDPStats
 from echoapp._peers import PeerKeys
-from echoapp._twisted import global_reactor
+from echoapp._twisted import LazyReactor
 from echoapp.config import UDPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
@@ -45,6 +45,8 @@ class UDPGreeter(DatagramProtocol):
     noisy = False
     log = Logger(namespace="echoapp.udp")
     transport: IUDPTransport  # set by makeConnection, before any datagram arrives
+    # The reactor unless given, found when first needed (the one home of that rule).
+    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -57,15 +59,21 @@ class UDPGreeter(DatagramProtocol):
         self.reply = reply
         self.limits = limits = limits or UDPLimits()
         self.own_ports = own_ports if own_ports is not None else set()
-        self.clock: IReactorTime = clock if clock is not None else global_reactor()
+        self._clock = clock
         self.key = PeerKeys(limits.ipv6_prefix, limits.max_sources)
-        self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, self.clock.seconds)
-        self.everyone = TokenBucket(limits.global_rate, limits.global_rate, self.clock.seconds)
         self.stats = stats or UDPStats("echoapp-udp", "")
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
         self._sendto: Any = None
 
     def startProtocol(self) -> None:
+        """
+        The port listens: the rate tables are made now, on the running
+        reactor's clock (a bound method each: nothing looked up per datagram).
+        """
+        limits = self.limits
+        now = self.clock.seconds
+        self.sources = TokenBuckets(limits.rate, limits.burst, limits.max_sources, now)
+        self.everyone = TokenBucket(limits.global_rate, limits.global_rate, now)
         self.own_ports.add(self.transport.getHost().port)
         # On Twisted's own UDP port, replies go straight to the socket's
         # sendto: Port.write first re-validates the address (isIPAddress,
