@@ -16,7 +16,7 @@ from echoapp.config import TCPLimits
 
 
 class Member(Protocol):
-    """What admission and the drain need of a connection (L{echoapp._limits.guard.Member})."""
+    """What admission and the drain need of a connection (L{Member})."""
 
     peer: str
 
@@ -44,7 +44,7 @@ class Connections:
         self.draining = False
 
     def refusal(self, peer: str) -> str | None:
-        """Why (a key of L{REFUSALS}) a new connection from host C{peer} is refused, if it is."""
+        """Why (a key of L{echoapp._reasons.REFUSALS}) a new connection from host C{peer} is refused, if it is."""
         if self.draining:
             return "draining"
         if DESCRIPTORS.full():

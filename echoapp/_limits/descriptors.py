@@ -18,7 +18,7 @@ class HoldsDescriptor:
     from L{hold_descriptor} until L{release_descriptor}, once however often
     either is called (a protocol's C{connectionLost} can come twice through
     wrappers, and a close may come before C{connectionMade} is done).  Every
-    holder that is not one of a service's L{Connections} (refusals, PROXY
+    holder that is not one of a service's L{echoapp._limits.connections.Connections} (refusals, PROXY
     connections before their header, metrics clients, the C{refuse} fault)
     counts itself this way, so no site keeps a count of its own.
     """

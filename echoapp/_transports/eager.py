@@ -1,6 +1,6 @@
 """
 Which stream transport echoapp's listeners use on Twisted's own reactors
-(epoll, poll, select): Twisted's, with eager writes (L{EagerWrites}).  The
+(epoll, poll, select): Twisted's, with eager writes (L{echoapp._twisted.EagerWrites}).  The
 endpoints Twisted parses from descriptions call C{listenTCP}, C{listenSSL}
 and C{listenUNIX} on the reactor they were given; L{eager_reactor} gives
 them one whose listeners make eager ports and which passes everything else
