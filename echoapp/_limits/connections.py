@@ -44,7 +44,10 @@ class Connections:
         self.draining = False
 
     def refusal(self, peer: str) -> str | None:
-        """Why (a key of L{echoapp._reasons.REFUSALS}) a new connection from host C{peer} is refused, if it is."""
+        """
+        Why (a key of L{echoapp._reasons.REFUSALS}) a new connection from
+        host C{peer} is refused, if it is.
+        """
         if self.draining:
             return "draining"
         if DESCRIPTORS.full():
