@@ -46,7 +46,9 @@ def _seen(request: pytest.FixtureRequest, peer: Any) -> None:
 
 def _described(peer: Any) -> str:
     """One line a user finds: which peer, its seed, its faults now."""
-    if isinstance(peer, testing.Process):
+    from echoapp.testing import Process  # imported when used, like the fixtures: loading costs nothing
+
+    if isinstance(peer, Process):
         return f"{peer.plugin} {' '.join(peer.args)}: seed={peer.seed}"
     service = getattr(peer, "service", None)
     name = service.name if service is not None else "echoapp-proxy"
