@@ -136,6 +136,21 @@ def _instance(listen: str, *options: str) -> list[str]:
     ]  # fmt: skip
 
 
+@dataclass
+class Group:
+    """
+    A contender of several processes: the C{backends} start first, the
+    C{front} (a balancer, if any) only once each port in C{health} answers
+    C{/healthz} with 200.  A balancer started beside its backends checks them
+    before they listen and marks them down (HAProxy: at the first failed
+    check), which a short run then measures as no requests at all.
+    """
+
+    backends: list[list[str]]
+    health: list[int]
+    front: list[str] | None = None
+
+
 def behind_haproxy(instances: int) -> Any:
     """
     The shipped HAProxy front (deploy/haproxy/haproxy.cfg, ports changed
@@ -144,10 +159,10 @@ def behind_haproxy(instances: int) -> Any:
     CPU figure is theirs together, HAProxy's included.
     """
 
-    def commands(port: int, directory: str) -> list[list[str]]:
+    def commands(port: int, directory: str) -> Group:
         with open(os.path.join(DEPLOY, "haproxy", "haproxy.cfg")) as shipped:
             config = shipped.read().replace("bind 127.0.0.1:9000", f"bind 127.0.0.1:{port}")
-        servers = []
+        servers, health = [], []
         for name in "ab"[:instances]:
             listen, metrics = _free_port(), _free_port()
             config = re.sub(
@@ -162,26 +177,27 @@ def behind_haproxy(instances: int) -> Any:
                     f"--metrics=tcp:{metrics}:interface=127.0.0.1",
                 )
             )
+            health.append(metrics)
         if instances == 1:
             config = re.sub(r"(?m)^\s*server b .*$", "", config)
         path = os.path.join(directory, "haproxy.cfg")
         with open(path, "w") as out:
             out.write(config)
         haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin") or "haproxy"
-        return [*servers, [haproxy, "-db", "-f", path]]
+        return Group(servers, health, [haproxy, "-db", "-f", path])
 
     return commands
 
 
 def reuse_port(instances: int) -> Any:
     """N echoapp-tcp processes on one port (--reuse-port), the kernel spreading connections: no balancer."""
-    return lambda port, directory: [
-        _instance(f"tcp:{port}:interface=127.0.0.1", "--reuse-port") for _ in range(instances)
-    ]
+    return lambda port, directory: Group(
+        [_instance(f"tcp:{port}:interface=127.0.0.1", "--reuse-port") for _ in range(instances)], []
+    )
 
 
 # Contenders of several processes: a function from (port, scratch directory)
-# to their command lines.  On this machine they share the server's core, so
+# to their L{Group}.  On this machine they share the server's core, so
 # they show what the balancer hop costs, not how instances add cores.
 GROUP_CONTENDERS: dict[str, Any] = {
     "echoapp-tcp behind HAProxy, 1 instance": behind_haproxy(1),

@@ -15,7 +15,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from contenders import CONTENDERS, ECHO_CONTENDERS, GROUP_CONTENDERS, UDP_CONTENDERS, Scenario, compiled
+from contenders import (
+    CONTENDERS,
+    ECHO_CONTENDERS,
+    GROUP_CONTENDERS,
+    UDP_CONTENDERS,
+    Group,
+    Scenario,
+    compiled,
+)
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 
@@ -106,6 +114,11 @@ class Server:
         self.pids = [process.pid for process in processes]
         self._directory = directory
 
+    def add(self, process: subprocess.Popen[bytes]) -> None:
+        """One more process of this contender (a balancer, started after its backends)."""
+        self.processes.append(process)
+        self.pids.append(process.pid)
+
     def poll(self) -> int | None:
         codes = [process.poll() for process in self.processes]
         return next((code for code in codes if code is not None), None)
@@ -122,43 +135,72 @@ class Server:
             shutil.rmtree(self._directory, ignore_errors=True)
 
 
+def _popen(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        command, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _healthy(port: int) -> bool:
+    """C{/healthz} on C{port} answers 200: that instance is ready for a balancer."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+            return probe.recv(100).split(b"\r\n", 1)[0].endswith(b" 200 OK")
+    except OSError:
+        return False
+
+
+def _answers(port: int, udp: bool, echo: bool) -> bool:
+    """One request on C{port} gets its first reply (the banner, or an echo)."""
+    try:
+        if udp:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.settimeout(0.2)
+                probe.sendto(b"ready?", ("127.0.0.1", port))
+                probe.recvfrom(100)
+                return True
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            if echo:
+                probe.sendall(b"ready?\n")
+            return bool(probe.recv(100))
+    except OSError:
+        return False
+
+
 def start_server(name: str, port: int) -> Server:
+    """
+    Start a contender and return once it serves: for a group, once its
+    backends are healthy and then its front has answered one probe per
+    backend in a row (a balancer sends each to the next backend).
+    """
     udp = name in UDP_CONTENDERS
     echo = name in ECHO_CONTENDERS
     directory = None
     if name in GROUP_CONTENDERS:
         directory = tempfile.mkdtemp(prefix="echoapp-bench-")
-        commands = GROUP_CONTENDERS[name](port, directory)
+        group = GROUP_CONTENDERS[name](port, directory)
     else:
-        commands = [(UDP_CONTENDERS if udp else ECHO_CONTENDERS if echo else CONTENDERS)[name](port)]
-    server = Server(
-        [
-            subprocess.Popen(
-                command, preexec_fn=pin(SERVER_CPU), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for command in commands
-        ],
-        directory,
-    )
+        command = (UDP_CONTENDERS if udp else ECHO_CONTENDERS if echo else CONTENDERS)[name](port)
+        group = Group([command], [])
+    commands = [*group.backends, *([group.front] if group.front else [])]
+    server = Server([_popen(command) for command in group.backends], directory)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if udp:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    probe.settimeout(0.2)
-                    probe.sendto(b"ready?", ("127.0.0.1", port))
-                    probe.recvfrom(100)
-            else:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-                    if echo:
-                        probe.sendall(b"ready?\n")
-                    if not probe.recv(100):
-                        raise OSError("closed before its banner")
-            return server
-        except OSError:
-            if server.poll() is not None:
-                break
-            time.sleep(0.05)
+    waiting = list(group.health)
+    in_a_row = 0
+    while time.monotonic() < deadline and server.poll() is None:
+        if waiting:
+            waiting = [health for health in waiting if not _healthy(health)]
+            if not waiting and group.front:
+                server.add(_popen(group.front))
+        elif _answers(port, udp, echo):
+            in_a_row += 1
+            if in_a_row >= len(group.backends):
+                return server
+            continue
+        else:
+            in_a_row = 0
+        time.sleep(0.05)
     server.terminate()
     server.wait()
     # On a line of its own, not glued to the progress bar, with what to run to see why.
@@ -194,6 +236,9 @@ def measure(
     _, _, usage = os.wait4(client.pid, 0)
     figures = dict(item.split("=") for item in result.split())
     requests = int(figures["requests"])
+    if requests == 0:
+        # A row of zeros would read as a figure; this is a run that measured nothing.
+        raise SystemExit(f"\nno request was answered in {scenario.name!r}: the load generator said {result}")
     client_cpu = (usage.ru_utime + usage.ru_stime) / (warmup + duration)
     return Sample(
         cpu_us=(after - before) * 1e6 / max(requests, 1),
