@@ -137,6 +137,48 @@ class ClockTests(SynchronousTestCase):
         clock.pump([0.01] * 5)
         self.assertEqual(writes, [b"<a", b"bc", b"d>"])
 
+    def test_slice_variation_varies_the_pieces_from_the_seed(self) -> None:
+        def pieces(seed: int) -> list[bytes]:
+            protocol, transport, clock = connection(Faults(slice=4, slice_variation=3, seed=seed))
+            writes: list[bytes] = []
+            transport.write = writes.append  # type: ignore[method-assign]
+            protocol.dataReceived(b"x" * 198)
+            clock.advance(0)
+            return writes
+
+        first = pieces(7)
+        self.assertEqual(b"".join(first), b"<" + b"x" * 198 + b">", "every byte, in order")
+        self.assertTrue(all(1 <= len(piece) <= 7 for piece in first), [len(piece) for piece in first])
+        self.assertGreater(len({len(piece) for piece in first}), 3, "sizes vary")
+        self.assertEqual(pieces(7), first, "one seed, the same cuts")
+        self.assertNotEqual(pieces(8), first)
+
+    def test_slice_variation_needs_a_slice(self) -> None:
+        error = self.assertRaises(ValueError, Faults, slice_variation=2)
+        self.assertIn("slice-variation", str(error))
+        self.assertEqual(str(Faults.parse("slice=4,slice-variation=2")), "slice=4,slice-variation=2")
+
+    def test_close_after_time_is_a_fin_and_drops_what_is_queued(self) -> None:
+        protocol, transport, clock = connection(Faults(close_after=2, latency=5))
+        protocol.dataReceived(b"hi")
+        clock.advance(1.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(transport.disconnecting, "closed")
+        self.assertFalse(transport.disconnected, "with a FIN: not aborted")
+        clock.advance(10)
+        self.assertEqual(transport.value(), b"", "the reply still held by the latency is dropped")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_close_after_follows_the_plan_and_goes_with_the_connection(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(), clock)
+        protocol, _, _ = connection(Faults(), clock, plan)
+        plan.faults = Faults(close_after=3)
+        self.assertEqual(len(clock.getDelayedCalls()), 1, "set later, it reaches the open connection")
+        protocol.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [], "no timer outlives the connection")
+
     def test_reset_and_half_close_after_bytes(self) -> None:
         protocol, transport, clock = connection(Faults(reset_after_bytes=3))
         protocol.dataReceived(b"abcd")

@@ -19,7 +19,7 @@ wrapped, and the path a request takes is the one the benchmark measures.
 
 from echoapp._faults.datagrams import FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._faults.plan import Draws, FaultPlan
-from echoapp._faults.spec import DATAGRAM, STREAM, TLS, Faults, offered
+from echoapp._faults.spec import DATAGRAM, PLAIN, STREAM, TLS, Faults, offered
 from echoapp._faults.stream import (
     HELD_BYTES,
     PIECES_PER_PASS,
@@ -33,6 +33,7 @@ __all__ = [
     "DATAGRAM",
     "HELD_BYTES",
     "PIECES_PER_PASS",
+    "PLAIN",
     "STREAM",
     "TLS",
     "Draws",

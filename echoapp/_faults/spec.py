@@ -178,10 +178,14 @@ class Faults:
     bandwidth: int = _spec(0, SIZE, "bytes per second the server sends", STREAM)
     slice: int = _spec(0, SIZE, "replies sent in writes of this size", STREAM)
     slice_delay: float = _spec(0.0, DURATION, "pause between slices", STREAM)
+    slice_variation: int = _spec(0, SIZE, "slices vary in size by up to this, either way", STREAM)
     read_latency: float = _spec(0.0, DURATION, "delay before the server reads what arrived", STREAM)
     read_bandwidth: int = _spec(0, SIZE, "bytes per second the server reads", STREAM)
     reset_after_bytes: int | None = _spec(None, SIZE, "RST after N bytes", STREAM)
     reset_after: float | None = _spec(None, DURATION, "RST after a time", STREAM)
+    close_after: float | None = _spec(
+        None, DURATION, "close (FIN) after a time; what is queued is dropped", STREAM
+    )
     half_close_after_bytes: int | None = _spec(None, SIZE, "FIN after N bytes; reading goes on", PLAIN)
     slow_close: float = _spec(0.0, DURATION, "delay every close", STREAM)
     stall: str = _spec(
@@ -206,6 +210,8 @@ class Faults:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.slice_variation and not self.slice:
+            raise ValueError("fault slice-variation: varies slice=, which is not set")
 
     @classmethod
     def parse(cls, text: str, base: Faults | None = None) -> Faults:

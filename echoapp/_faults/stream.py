@@ -49,7 +49,7 @@ class Refused(HoldsDescriptor, Protocol):
 class _Queue:
     """
     Bytes held until their time, as runs C{[at, data, offset, size, gap,
-    rate]}: a reply is queued whole and cut into pieces only as they go, so
+    rate, variation, random]}: a reply is queued whole and cut into pieces only as they go, so
     C{slice=1} costs the reply's bytes, not an object per byte (one 64 KiB
     reply cut as it was queued once held 6.6 MiB).
     """
@@ -60,9 +60,12 @@ class _Queue:
         self.held = 0
         self.call: IDelayedCall | None = None
 
-    def add(self, data: bytes, at: float, size: int, gap: float, rate: int) -> None:
+    def add(
+        self, data: bytes, at: float, size: int, gap: float, rate: int, variation: int = 0, chance: Any = None
+    ) -> None:
+        """C{data}, due at C{at} in pieces of C{size} (give or take C{variation}, drawn from C{chance})."""
         at = max(at, self.free_at)
-        self.items.append([at, data, 0, size, gap, rate])
+        self.items.append([at, data, 0, size, gap, rate, variation, chance])
         pieces = -(-len(data) // size)
         self.free_at = at + pieces * gap + (len(data) / rate if rate else 0.0)
         self.held += len(data) + PIECE_COST
@@ -74,7 +77,9 @@ class _Queue:
     def take(self) -> bytes:
         """The first piece; its run's next piece is due a gap (and its bytes at the rate) later."""
         run = self.items[0]
-        at, data, offset, size, gap, rate = run
+        at, data, offset, size, gap, rate, variation, chance = run
+        if variation:
+            size = max(1, size + chance.randint(-variation, variation))
         piece = data[offset : offset + size]
         offset += len(piece)
         self.held -= len(piece)
@@ -142,7 +147,7 @@ class FaultyConnection(ProtocolWrapper):
         self._lost = False
         self._pauses: set[str] = set()
         self._timers: set[IDelayedCall] = set()
-        self._reset_at: IDelayedCall | None = None
+        self._timed: dict[str, IDelayedCall] = {}  # reset_after, close_after: from the opening
         self._opened = 0.0
 
     def faults(self) -> Faults:
@@ -173,17 +178,29 @@ class FaultyConnection(ProtocolWrapper):
         self.faults_changed()
 
     def faults_changed(self) -> None:
-        """The plan's faults changed (or the connection opened): a stalled read and the reset timer follow."""
+        """The plan's faults changed (or the connection opened): a stalled read and the timers follow."""
         if self._lost or self.transport is None:
             return
         faults = self.faults()
         self._pause("stall") if faults.stall == "read" else self._resume("stall")
-        if self._reset_at is not None and self._reset_at.active():
-            self._reset_at.cancel()
-        self._reset_at = None
-        if faults.reset_after is not None:
-            now = self.factory.plan.clock.seconds()
-            self._reset_at = self._later(self._opened + faults.reset_after - now, reset, self.transport)
+        now = self.factory.plan.clock.seconds()
+        for name, call in (("reset_after", self._timed_reset), ("close_after", self._timed_close)):
+            timer = self._timed.pop(name, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            after = getattr(faults, name)
+            if after is not None:
+                self._timed[name] = self._later(self._opened + after - now, call)
+
+    def _timed_reset(self) -> None:
+        reset(self.transport)
+
+    def _timed_close(self) -> None:
+        """C{close-after}: a FIN now (after the slow close); what is still queued is dropped."""
+        self._out.cancel()
+        self.holding(False)
+        self._closing = "all"
+        self._close_now()
 
     # --- reading: what the client sent, on its way to the service ---
 
@@ -270,7 +287,9 @@ class FaultyConnection(ProtocolWrapper):
         now = self.factory.plan.clock.seconds()
         size = faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data)) or 1
         gap = faults.slice_delay if faults.slice else 0.0
-        queue.add(data, now + self.draws.delay(faults), size, gap, faults.bandwidth)
+        variation = faults.slice_variation if faults.slice else 0
+        at = now + self.draws.delay(faults)
+        queue.add(data, at, size, gap, faults.bandwidth, variation, self.draws.random)
         if queue.held > HELD_BYTES:
             self.holding(True)
         self._schedule(queue, self._release)
