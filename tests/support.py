@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -49,6 +50,14 @@ CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def in_checkout(*parts: str) -> str:
     """A path in the source tree (README, tac files, deploy files), wherever the tests run from."""
     return os.path.join(CHECKOUT, *parts)
+
+
+def json_file(test: SynchronousTestCase, data: Any) -> str:
+    """C{data} in a JSON file (a proxy config), removed at the test's cleanup."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
+        json.dump(data, file)
+    test.addCleanup(os.unlink, file.name)
+    return file.name
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

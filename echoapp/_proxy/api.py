@@ -22,8 +22,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from echoapp import __version__
 from echoapp._limits.descriptors import DESCRIPTORS
-from echoapp._proxy.registry import Proxies, Proxy, toxic_json, toxics_json
+from echoapp._proxy.registry import AnyProxy, Proxies, ignored_line
 from echoapp._proxy.schema import ProxyError, batch_from_json, spec_from_json, toxic_from_json
+from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._transports.listen import StreamListenService
 
 MAX_BODY = 256 * 1024  # bytes: a populate of hundreds of proxies fits
@@ -165,7 +166,7 @@ class ToxiproxyResource(Resource):
             return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
         raise NotFound()
 
-    def _toxics(self, method: str, proxy: Proxy, rest: list[str], request: Request) -> tuple[int, Any]:
+    def _toxics(self, method: str, proxy: AnyProxy, rest: list[str], request: Request) -> tuple[int, Any]:
         toxics = proxy.faults.toxics
         if not rest:
             self._only(method, "GET", "POST")
@@ -174,7 +175,9 @@ class ToxiproxyResource(Resource):
             toxic = toxic_from_json(self._body(request))
             if toxic.name in toxics:
                 raise ProxyError(409, "toxic already exists")
+            proxy.check_toxic(toxic)
             proxy.faults.set(toxic)
+            self._ignored(request, proxy, toxic)
             return 200, toxic_json(toxic)
         self._only(method, "GET", "POST", "DELETE")
         existing = toxics.get(rest[0])
@@ -186,10 +189,23 @@ class ToxiproxyResource(Resource):
             proxy.faults.remove(existing.name)
             return 204, None
         toxic = toxic_from_json(self._body(request), existing)
+        proxy.check_toxic(toxic)
         proxy.faults.set(toxic)
+        self._ignored(request, proxy, toxic)
         return 200, toxic_json(toxic)
 
-    def _update(self, proxy: Proxy, data: Any) -> Proxy:
+    @staticmethod
+    def _ignored(request: Request, proxy: AnyProxy, toxic: Toxic) -> None:
+        """
+        Attributes the toxic's type does not have: left out with toxiproxy's
+        200, and said in one line (a header, and the log) so a typo is seen.
+        """
+        if toxic.ignored:
+            line = ignored_line(proxy.name, toxic)
+            request.setHeader(b"x-echoapp-ignored", line.encode("ascii", "backslashreplace"))
+            log.warn("{line}", line=line)
+
+    def _update(self, proxy: AnyProxy, data: Any) -> AnyProxy:
         """toxiproxy's update: C{enabled}, C{listen}, C{upstream}; all checked before any applies."""
         spec = spec_from_json(data, proxy.spec)
         spec.name = proxy.name

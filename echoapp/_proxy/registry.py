@@ -3,9 +3,8 @@ The named proxies of one C{echoapp-proxy} process: created from the command
 line, a C{--config} file (toxiproxy's populate format) or the HTTP API, each
 with its listener, its upstream, its toxics and its own limits.
 
-Addresses come in toxiproxy's C{HOST:PORT} form or as any Twisted endpoint
-string (C{tcp6:...}, C{unix:...}, C{ssl:...}, C{haproxy:...} to listen;
-C{tls:...}, C{unix:...} upstream).  Every change is all or nothing: a proxy
+A proxy forwards TCP (L{Proxy}) or UDP (L{NamedUDPProxy}); its addresses are
+read by L{echoapp._proxy.addresses}.  Every change is all or nothing: a proxy
 that cannot listen is not kept, and a batch (L{Proxies.populate}) that fails
 anywhere leaves the proxies as they were.
 """
@@ -13,7 +12,6 @@ anywhere leaves the proxies as they were.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,92 +22,33 @@ from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
 from echoapp import StartupError
+from echoapp._faults import PLAIN, STREAM, TLS
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
+from echoapp._proxy.addresses import check, is_udp, listen_description, shown, upstream_description
 from echoapp._proxy.forward import ProxyFactory, eager_connecting
+from echoapp._proxy.named import NamedProxy
 from echoapp._proxy.schema import ProxyError, ProxySpec
-from echoapp._proxy.toxics import STREAMS, LiveFaultyFactory, ProxyFaults, Toxic
-from echoapp._transports.endpoints import ParseOnlyReactor, StreamListen, describe_address, one_line
+from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
+from echoapp._proxy.udp import NamedUDPProxy
 from echoapp._transports.listen import StreamListenService
 from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
 
 NAME = "echoapp-proxy"
-ENDPOINT_KINDS = {"tcp", "tcp6", "unix", "ssl", "tls", "haproxy", "systemd"}
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]*\]|[^:\[\]]*):(\d{1,5})$")
 
 log = Logger(namespace="echoapp.proxy")
 
 
-def _host_port(text: str) -> tuple[str, int] | None:
-    match = _HOST_PORT.match(text)
-    if match is None or text.partition(":")[0] in ENDPOINT_KINDS:
-        return None
-    host, port = match.group(1).strip("[]"), int(match.group(2))
-    if port > 65535:
-        return None
-    return host, port
-
-
-def _escaped(host: str) -> str:
-    return host.replace(":", "\\:")
-
-
-def listen_description(text: str) -> str:
-    """toxiproxy's C{HOST:PORT} (C{:PORT} is every interface) as an endpoint string; others as they are."""
-    found = _host_port(text)
-    if found is None:
-        return text
-    host, port = found
-    if ":" in host:
-        return f"tcp6:{port}:interface={_escaped(host)}"
-    return f"tcp:{port}:interface={host}" if host else f"tcp:{port}"
-
-
-def upstream_description(text: str) -> str:
-    """toxiproxy's C{HOST:PORT} as a client endpoint string; others as they are."""
-    found = _host_port(text)
-    if found is None:
-        return text
-    host, port = found
-    return f"tcp:host={_escaped(host)}:port={port}"
-
-
-def shown(address: Any) -> str:
-    """A listening address as toxiproxy shows it: C{HOST:PORT}, C{[HOST]:PORT}; a UNIX path as a path."""
-    text = describe_address(address)
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None or port is None:
-        return text.partition(":")[2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def check(spec: ProxySpec) -> tuple[StreamListen, Any]:
-    """
-    The listener and the upstream endpoint, parsed without the reactor.
-
-    @raise ProxyError: 400 with a one-line reason.
-    """
-    for field_name in ("name", "upstream"):
-        if not getattr(spec, field_name):
-            raise ProxyError(400, f"missing required field: {field_name}")
-    try:
-        listen = StreamListen.parse(listen_description(spec.listen or ":0"))
-    except ValueError as error:
-        raise ProxyError(500, f"listen {spec.listen!r}: {error}") from None
-    try:
-        upstream = clientFromString(ParseOnlyReactor(), upstream_description(spec.upstream))
-    except Exception as error:
-        raise ProxyError(400, f"upstream {spec.upstream!r}: {one_line(error)}") from None
-    return listen, upstream
-
-
-class Proxy:
+class Proxy(NamedProxy):
     """
     One named proxy: a listener while enabled, forwarding to its upstream
     through its toxics.  Its connections are its own, for limits and for
     the drain; its listener says C{echoapp-proxy listening on ...}.
     """
+
+    KIND = "TCP"
+    WHERE = (STREAM, PLAIN, TLS)
 
     def __init__(
         self,
@@ -120,21 +59,21 @@ class Proxy:
         reactor: Any = None,
         log_connections: bool = False,
     ) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.faults = faults
+        super().__init__(spec, faults)
         self.listen, _ = check(spec)
         self.connections = Connections(limits)
-        self.owner: Service | None = None
         self._reactor = reactor
         self._live = live
         self._log_connections = log_connections
-        self.listener: StreamListenService | None = None
         self._factory: Any = None
 
     @property
     def reactor(self) -> Any:
         return self._reactor or global_reactor()
+
+    def drain(self) -> Deferred[Any]:
+        """Its clients told the service is stopping, as every echoapp TCP service tells them."""
+        return self.connections.drain()
 
     def factory(self) -> Any:
         """Built once, at the first listen, when the reactor is the one that runs."""
@@ -168,16 +107,6 @@ class Proxy:
             inner = getattr(self._factory, "wrappedFactory", self._factory)
             inner.upstream = clientFromString(eager_connecting(self.reactor), upstream_description(upstream))
 
-    @property
-    def port(self) -> Any:
-        return self.listener.port if self.listener is not None else None
-
-    @property
-    def address(self) -> str:
-        """Where it listens now (the real port for port 0), or as it was asked while disabled."""
-        port = self.port
-        return shown(port.getHost()) if port is not None else self.spec.listen
-
     def open(self) -> None:
         """
         Listen, at once (Twisted's stream endpoints bind synchronously).
@@ -188,14 +117,7 @@ class Proxy:
             listen = self.listen
             if listen.backlog is None:
                 listen = replace(listen, backlog=self.connections.limits.max_connections)
-            listener = StreamListenService(listen, self.factory(), self.reactor)
-            listener.parent = self.owner  # type: ignore[assignment]  # named in its lines, not a child
-            try:
-                listener.privilegedStartService()
-            except StartupError as error:
-                raise ProxyError(500, str(error.code)) from None
-            listener.running = 1
-            self.listener = listener
+            self._start(StreamListenService(listen, self.factory(), self.reactor))
         self.connections.draining = False
         self.spec.enabled = True
 
@@ -215,35 +137,20 @@ class Proxy:
                 transport.abortConnection()
         return maybeDeferred(listener.stopService) if listener is not None else succeed(None)
 
-    def as_json(self) -> dict[str, Any]:
-        """toxiproxy's shape, field for field (its C{Logger} is always empty)."""
-        return {
-            "name": self.name,
-            "listen": self.address,
-            "upstream": self.spec.upstream,
-            "enabled": self.spec.enabled,
-            "Logger": {},
-            "toxics": toxics_json(self.faults),
-        }
+
+def ignored_line(proxy: str, toxic: Toxic) -> str:
+    """One line naming the attributes a toxic was given that its type does not have."""
+    names = ", ".join(repr(name)[:40] for name in toxic.ignored[:8])
+    return f"proxy {proxy}, toxic {toxic.name}: ignored attribute(s) {names}: {toxic.type} has none such"
 
 
-def toxics_json(faults: ProxyFaults) -> list[dict[str, Any]]:
-    """A proxy's toxics in toxiproxy's order: the upstream ones, then the downstream ones."""
-    return [toxic_json(toxic) for stream in STREAMS for toxic in faults.on(stream)]
+AnyProxy = Proxy | NamedUDPProxy
 
 
-def toxic_json(toxic: Toxic) -> dict[str, Any]:
-    """
-    A toxic as toxiproxy's API shows it (name, type, stream, toxicity,
-    attributes).
-    """
-    return {
-        "attributes": dict(toxic.attributes),
-        "name": toxic.name,
-        "type": toxic.type,
-        "stream": toxic.stream,
-        "toxicity": int(toxic.toxicity) if float(toxic.toxicity).is_integer() else toxic.toxicity,
-    }
+def _warn_ignored(proxy: AnyProxy) -> None:
+    for toxic in proxy.faults.toxics.values():
+        if toxic.ignored:
+            log.warn("{line}", line=ignored_line(proxy.name, toxic))
 
 
 class Proxies(Service):
@@ -267,27 +174,33 @@ class Proxies(Service):
         self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
         self.live = live
         self.log_connections = log_connections
-        self.proxies: dict[str, Proxy] = {}
+        self.proxies: dict[str, AnyProxy] = {}
         self._listening = False
         self._closing: list[Deferred[Any]] = []
 
-    def make(self, spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> Proxy:
+    def make(self, spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> AnyProxy:
         """
         A proxy neither listening nor kept; C{toxics} are its from the start.
 
         @raise ProxyError: 400 for a bad address, 409 for two toxics of one name.
         """
         faults = ProxyFaults(self.seed, self.reactor)
+        proxy: AnyProxy
+        if is_udp(spec):
+            spec.protocol = "udp"
+            proxy = NamedUDPProxy(spec, faults, self.limits, self.reactor)
+        else:
+            live = self.live or bool(toxics)
+            proxy = Proxy(spec, faults, self.limits, live, self.reactor, self.log_connections)
         for toxic in toxics:
             if toxic.name in faults.toxics:
                 raise ProxyError(409, "toxic already exists")
+            proxy.check_toxic(toxic)
             faults.set(toxic)
-        live = self.live or bool(toxics)
-        proxy = Proxy(spec, faults, self.limits, live, self.reactor, self.log_connections)
         proxy.owner = self
         return proxy
 
-    def add(self, proxy: Proxy) -> Proxy:
+    def add(self, proxy: AnyProxy) -> AnyProxy:
         """
         Keep C{proxy}, listening if enabled and the service listens.
 
@@ -298,9 +211,10 @@ class Proxies(Service):
         if proxy.spec.enabled and self._listening:
             proxy.open()
         self.proxies[proxy.name] = proxy
+        _warn_ignored(proxy)
         return proxy
 
-    def get(self, name: str) -> Proxy:
+    def get(self, name: str) -> AnyProxy:
         """The proxy called C{name}, or toxiproxy's 404."""
         try:
             return self.proxies[name]
@@ -314,7 +228,7 @@ class Proxies(Service):
         """
         self._track(self.proxies.pop(self.get(name).name).close())
 
-    def set_enabled(self, proxy: Proxy, enabled: bool) -> None:
+    def set_enabled(self, proxy: AnyProxy, enabled: bool) -> None:
         """
         Listen again, or close (its port is closed once L{settled} fires).
 
@@ -345,7 +259,7 @@ class Proxies(Service):
         """
         return DeferredList(list(self._closing), consumeErrors=True)
 
-    def populate(self, batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]]) -> list[Proxy]:
+    def populate(self, batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]]) -> list[AnyProxy]:
         """
         Create or update every proxy of C{batch}, or none.  Whatever must
         listen is opened first, and closed again if anything fails; only then
@@ -358,13 +272,14 @@ class Proxies(Service):
         names = [proxy.name for proxy in made]
         if len(set(names)) != len(names):
             raise ProxyError(409, "proxy already exists")
-        opened: list[Proxy] = []
-        in_place: list[tuple[Proxy, Proxy]] = []
-        fresh: list[tuple[Proxy | None, Proxy]] = []
+        opened: list[AnyProxy] = []
+        in_place: list[tuple[AnyProxy, AnyProxy]] = []
+        fresh: list[tuple[AnyProxy | None, AnyProxy]] = []
         try:
             for new in made:
                 old = self.proxies.get(new.name)
-                if old is not None and new.spec.listen in (old.spec.listen, old.address):
+                same_kind = old is not None and type(old) is type(new)
+                if old is not None and same_kind and new.spec.listen in (old.spec.listen, old.address):
                     if new.spec.enabled and not old.spec.enabled and self._listening:
                         old.open()
                         opened.append(old)
@@ -391,9 +306,11 @@ class Proxies(Service):
                 self._track(replaced.close())
             self.proxies[new.name] = new
             result[new.name] = new
+        for proxy in made:
+            _warn_ignored(proxy)
         return [result[name] for name in names]
 
-    def update(self, proxy: Proxy, spec: ProxySpec) -> Proxy:
+    def update(self, proxy: AnyProxy, spec: ProxySpec) -> AnyProxy:
         """
         toxiproxy's proxy update: a new listen address opens the new port
         before the old one closes (and nothing changes if it cannot); a new
@@ -402,6 +319,7 @@ class Proxies(Service):
         if spec.listen not in (proxy.spec.listen, proxy.address):
             [replacement] = self.populate([(spec, list(proxy.faults.toxics.values()))])
             return replacement
+        self.make(spec)  # the new upstream checked before anything changes
         proxy.set_upstream(spec.upstream)
         self.set_enabled(proxy, spec.enabled)
         return proxy
@@ -425,7 +343,7 @@ class Proxies(Service):
         if self._listening:
             return
         log.info("{service} seed={seed}: its random choices repeat with --seed", service=NAME, seed=self.seed)
-        opened: list[Proxy] = []
+        opened: list[AnyProxy] = []
         for proxy in self.proxies.values():
             if proxy.spec.enabled:
                 try:
@@ -446,5 +364,5 @@ class Proxies(Service):
             listener, proxy.listener = proxy.listener, None
             if listener is not None:
                 stopping.append(maybeDeferred(listener.stopService))
-        stopping.extend(proxy.connections.drain() for proxy in self.proxies.values())
+        stopping.extend(proxy.drain() for proxy in self.proxies.values())
         return DeferredList(stopping, consumeErrors=True)

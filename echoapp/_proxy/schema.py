@@ -39,12 +39,17 @@ TOXICS: dict[str, tuple[dict[str, int], Callable[[dict[str, Any]], Faults]]] = {
     "slow_close": ({"delay": 0}, lambda a: Faults(slow_close=_ms(a["delay"]))),
     "timeout": (
         {"timeout": 0},
-        lambda a: Faults(stall="answer", reset_after=_ms(a["timeout"]) if a["timeout"] else None),
+        # Data dropped ("on the ground"), and the connection closed after the timeout (0: never).
+        lambda a: Faults(stall="answer", close_after=_ms(a["timeout"]) if a["timeout"] else None),
     ),
     "reset_peer": ({"timeout": 0}, lambda a: Faults(reset_after=_ms(a["timeout"]))),
     "slicer": (
         {"average_size": 0, "size_variation": 0, "delay": 0},  # delay in microseconds
-        lambda a: Faults(slice=a["average_size"], slice_delay=a["delay"] / 1e6),
+        lambda a: Faults(
+            slice=a["average_size"],
+            slice_delay=a["delay"] / 1e6,
+            slice_variation=a["size_variation"] if a["average_size"] else 0,
+        ),
     ),
     "limit_data": (
         {"bytes": 0},
@@ -73,7 +78,9 @@ def _text(data: dict[str, Any], key: str, default: str = "") -> str:
     return value
 
 
-def _attributes(kind: str, given: Any, base: dict[str, Any]) -> tuple[dict[str, Any], Faults]:
+def _attributes(
+    kind: str, given: Any, base: dict[str, Any]
+) -> tuple[dict[str, Any], Faults, tuple[str, ...]]:
     attributes = dict(base)
     given = _object(given if given is not None else {}, "attributes")
     if kind == ECHOAPP_TYPE:
@@ -88,15 +95,17 @@ def _attributes(kind: str, given: Any, base: dict[str, Any]) -> tuple[dict[str, 
             raise ProxyError(400, str(error)) from None
         if faults.fraction != 1 or faults.seed is not None:
             raise ProxyError(400, "fraction and seed are not toxic attributes: use toxicity, and --seed")
-        return attributes, faults
+        return attributes, faults, ()
     defaults, meaning = TOXICS[kind]
+    ignored = []
     for key, value in given.items():
         if key not in defaults:
-            raise ProxyError(400, f"unknown attribute {key!r} for {kind} (known: {', '.join(defaults)})")
+            ignored.append(key)  # toxiproxy's JSON decoder ignores it too, and answers 200
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise _body_error(f"attribute {key} of {kind} is a whole number of 0 or more, not {value!r}")
         attributes[key] = value
-    return attributes, meaning(attributes)
+    return attributes, meaning(attributes), tuple(ignored)
 
 
 def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
@@ -104,7 +113,11 @@ def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
     A new toxic from C{data}, or C{existing} updated by it (as toxiproxy
     updates: the name, type and stream stay, the rest is merged).
 
-    @raise ProxyError: 400 for an unknown type, stream or attribute, or a bad value.
+    An attribute the type does not have is left out, as toxiproxy leaves
+    it out (and answers 200); the toxic's C{ignored} names it, for the
+    API's one line about it.
+
+    @raise ProxyError: 400 for an unknown type or stream, or a bad value.
     """
     data = _object(data, "a toxic")
     if existing is not None:
@@ -126,8 +139,8 @@ def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             raise _body_error(f"toxicity is a number from 0 to 1, not {value!r}")
         toxicity = value
-    attributes, faults = _attributes(kind, data.get("attributes"), base)
-    return Toxic(name, kind, stream, toxicity, faults, attributes)
+    attributes, faults, ignored = _attributes(kind, data.get("attributes"), base)
+    return Toxic(name, kind, stream, toxicity, faults, attributes, ignored)
 
 
 @dataclass
@@ -138,6 +151,7 @@ class ProxySpec:
     listen: str
     upstream: str
     enabled: bool = True
+    protocol: str = "tcp"  # "udp": echoapp's own; toxiproxy ignores a "type" and proxies TCP
 
 
 def spec_from_json(data: Any, base: ProxySpec | None = None) -> ProxySpec:
@@ -152,7 +166,12 @@ def spec_from_json(data: Any, base: ProxySpec | None = None) -> ProxySpec:
         _text(data, "listen", base.listen if base else ""),
         _text(data, "upstream", base.upstream if base else ""),
         base.enabled if base else True,
+        _text(data, "type", base.protocol if base else "tcp") or "tcp",
     )
+    if spec.protocol not in ("tcp", "udp"):
+        raise _body_error(f"type is tcp or udp, not {spec.protocol!r}")
+    if base is not None and spec.protocol != base.protocol:
+        raise _body_error(f"a {base.protocol} proxy stays one: delete it and create a {spec.protocol} proxy")
     if "enabled" in data:
         if not isinstance(data["enabled"], bool):
             raise _body_error(f"enabled is true or false, not {data['enabled']!r}")

@@ -42,6 +42,7 @@ class Toxic:
     toxicity: float
     faults: Faults
     attributes: dict[str, Any] = field(default_factory=dict)
+    ignored: tuple[str, ...] = field(default=(), compare=False)  # attributes given that it does not have
 
     @property
     def direction(self) -> str:
@@ -210,3 +211,22 @@ class LiveFaultyFactory(FaultyFactory):
         super().__init__(wrapped, proxy.plans[stream])
         self.proxy = proxy
         self.stream = stream
+
+
+def toxics_json(faults: ProxyFaults) -> list[dict[str, Any]]:
+    """A proxy's toxics in toxiproxy's order: the upstream ones, then the downstream ones."""
+    return [toxic_json(toxic) for stream in STREAMS for toxic in faults.on(stream)]
+
+
+def toxic_json(toxic: Toxic) -> dict[str, Any]:
+    """
+    A toxic as toxiproxy's API shows it (name, type, stream, toxicity,
+    attributes).
+    """
+    return {
+        "attributes": dict(toxic.attributes),
+        "name": toxic.name,
+        "type": toxic.type,
+        "stream": toxic.stream,
+        "toxicity": int(toxic.toxicity) if float(toxic.toxicity).is_integer() else toxic.toxicity,
+    }

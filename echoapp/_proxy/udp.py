@@ -10,16 +10,22 @@ spoofed sources costs a bounded number of sockets.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 
-from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
+from echoapp._faults import DATAGRAM, Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
+from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
+from echoapp._proxy.named import NamedProxy
+from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults
+from echoapp._transports.endpoints import UDPListen
+from echoapp._transports.listen import UDPListenService
 from echoapp._twisted import global_reactor
+from echoapp.config import TCPLimits
 
 MAX_SESSIONS = 1024
 IDLE_TIMEOUT = 60.0  # seconds without a datagram either way
@@ -171,21 +177,54 @@ class UDPProxy(DatagramProtocol):
         self.sessions.clear()
 
 
-def udp_upstream(text: str) -> tuple[str, int]:
+class NamedUDPProxy(NamedProxy):
     """
-    C{udp:HOST:PORT} or C{HOST:PORT} (C{[HOST]:PORT} for IPv6), HOST a literal address.
+    A UDP proxy as the registry and the API keep one (created by
+    C{--listen udp:...}, C{"type": "udp"} or a C{udp:} address): a port
+    while enabled, its sessions bounded by the TCP limits' connection count
+    and idle timeout, its toxics those that apply to datagrams.
+    """
 
-    @raise ValueError: with a one-line reason.
-    """
-    rest = text[len("udp:") :] if text.startswith("udp:") else text
-    host, colon, port = rest.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"UDP upstream {text!r}: expected udp:ADDRESS:PORT with a literal IP address"
-        ) from None
-    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"UDP upstream {text!r}: port {port!r} is not a number from 1 to 65535")
-    return host, int(port)
+    KIND = "UDP"
+    WHERE = (DATAGRAM,)
+
+    def __init__(self, spec: ProxySpec, faults: ProxyFaults, limits: TCPLimits, reactor: Any = None) -> None:
+        super().__init__(spec, faults)
+        self.listen, upstream = check_udp(spec)
+        self.protocol = UDPProxy(
+            upstream, faults, reactor, max_sessions=limits.max_connections, idle_timeout=limits.idle_timeout
+        )
+        self._reactor = reactor
+
+    def open(self) -> None:
+        """
+        Bind, at once.
+
+        @raise ProxyError: 500 for an address it cannot have.
+        """
+        if self.listener is None:
+            self._start(UDPListenService(self.listen, self.protocol, self._reactor))
+        self.spec.enabled = True
+
+    def close(self) -> Deferred[Any]:
+        """Stop listening (its sessions go with the port); enabled again, it binds the same port."""
+        self.spec.enabled = False
+        port = self.port
+        if port is not None:
+            self.spec.listen = shown(port.getHost())
+            self.listen = UDPListen.parse(udp_listen_description(self.spec.listen))
+        listener, self.listener = self.listener, None
+        return maybeDeferred(listener.stopService) if listener is not None else succeed(None)
+
+    def drain(self) -> Deferred[Any]:
+        """Nothing to say goodbye to: a datagram session has no close."""
+        return succeed(None)
+
+    def set_upstream(self, upstream: str) -> None:
+        """New sessions go to C{upstream} (checked by the caller); open ones keep theirs."""
+        self.protocol.upstream = udp_upstream(upstream)
+        self.spec.upstream = upstream
+
+    def as_json(self) -> dict[str, Any]:
+        """toxiproxy's shape, and C{"type": "udp"} (toxiproxy has no UDP proxy to show)."""
+        return {**super().as_json(), "type": "udp"}

@@ -14,8 +14,7 @@ from twisted.python import usage
 from echoapp._faults import Faults
 from echoapp._proxy.registry import NAME, Proxies
 from echoapp._proxy.schema import ProxyError, ProxySpec, batch_from_json
-from echoapp._proxy.toxics import ProxyFaults, Toxic
-from echoapp._proxy.udp import UDPProxy, udp_upstream
+from echoapp._proxy.toxics import Toxic
 from echoapp._tap.common import (
     LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
@@ -25,8 +24,7 @@ from echoapp._tap.common import (
     metrics_listen,
     process_service,
 )
-from echoapp._transports.endpoints import UDPListen, check_endpoint
-from echoapp._transports.listen import UDPListenService
+from echoapp._transports.endpoints import check_endpoint
 from echoapp.config import TCPLimits
 from echoapp.services import named
 
@@ -39,13 +37,6 @@ def _repeat(key: str, doc: str) -> object:
 
     opt.__doc__ = doc
     return opt
-
-
-def _udp_pair(listen: str, upstream: str) -> tuple[UDPListen, tuple[str, int]]:
-    try:
-        return UDPListen.parse(listen), udp_upstream(upstream)
-    except ValueError as error:
-        raise usage.UsageError(f"--listen {listen} --upstream {upstream}: {error}") from None
 
 
 def _toxics(options: usage.Options, key: str, stream: str) -> list[Toxic]:
@@ -107,12 +98,10 @@ class Options(PluginOptions):
             )
         toxics = _toxics(self, "fault", "downstream") + _toxics(self, "fault-upstream", "upstream")
         self["toxics"] = toxics
-        batch, self["udp"] = [], []
+        batch = []
         for place, (listen, upstream) in enumerate(zip(listens, upstreams, strict=True), 1):
-            if listen.startswith("udp:"):
-                self["udp"].append(_udp_pair(listen, upstream))
-            else:
-                batch.append((ProxySpec(f"proxy{place}" if place > 1 else "proxy", listen, upstream), toxics))
+            name = f"proxy{place}" if place > 1 else "proxy"
+            batch.append((ProxySpec(name, listen, upstream), toxics))
         if self["config"] is not None:
             batch += self._config(self["config"])
         if self["api"] is not None:
@@ -120,7 +109,7 @@ class Options(PluginOptions):
                 self["api"] = check_endpoint(self["api"])
             except ValueError as error:
                 raise usage.UsageError(f"--api: {error}") from None
-        elif not batch and not self["udp"]:
+        elif not batch:
             raise usage.UsageError("nothing to proxy: give --listen and --upstream, --config, or --api")
         if self["seed"] is not None and not self["seed"].isdigit():
             raise usage.UsageError(f"--seed: {self['seed']!r} is not a whole number")
@@ -166,15 +155,6 @@ def service_tree(options: usage.Options) -> MultiService:
     for spec, toxics in options["proxies"]:
         proxies.add(proxies.make(spec, toxics))
     proxies.setServiceParent(tree)
-    limits = options["limits"]
-    for listen, upstream in options["udp"]:
-        faults = ProxyFaults(proxies.seed)
-        for toxic in options["toxics"]:
-            faults.set(toxic)
-        UDPListenService(
-            listen,
-            UDPProxy(upstream, faults, max_sessions=limits.max_connections, idle_timeout=limits.idle_timeout),
-        ).setServiceParent(tree)
     if options["api"] is not None:
         from echoapp._proxy.api import api_service
 

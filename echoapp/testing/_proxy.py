@@ -10,8 +10,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from echoapp._faults import Faults
-from echoapp._proxy.registry import Proxies, Proxy
-from echoapp._proxy.schema import ProxySpec
+from echoapp._proxy.registry import AnyProxy, Proxies
+from echoapp._proxy.schema import ProxyError, ProxySpec
 from echoapp._proxy.toxics import Toxic
 from echoapp.config import TCPLimits
 
@@ -28,7 +28,7 @@ class ProxyPeer:
     connections see a change), L{down}/L{up}, its seed, and L{stop}.
     """
 
-    def __init__(self, proxies: Proxies, proxy: Proxy) -> None:
+    def __init__(self, proxies: Proxies, proxy: AnyProxy) -> None:
         self.proxies = proxies
         self.proxy = proxy
         self._address = proxy.port.getHost()
@@ -47,7 +47,12 @@ class ProxyPeer:
 
     def _set(self, name: str, stream: str, faults: Faults) -> None:
         if faults:
-            self.proxy.faults.set(_toxic(name, stream, faults))
+            toxic = _toxic(name, stream, faults)
+            try:
+                self.proxy.check_toxic(toxic)
+            except ProxyError as error:
+                raise ValueError(str(error)) from None
+            self.proxy.faults.set(toxic)
         elif name in self.proxy.faults.toxics:
             self.proxy.faults.remove(name)
 
@@ -99,8 +104,10 @@ def proxy(
     **limits: Any,
 ) -> ProxyPeer:
     """
-    A proxy to C{upstream} (an endpoint string or C{HOST:PORT}); with a
-    trial C{test}, stopped at its cleanup.  C{limits} are L{TCPLimits}
+    A proxy to C{upstream} (an endpoint string or C{HOST:PORT}; C{udp:}
+    addresses on both sides make a UDP proxy); with a trial C{test},
+    stopped at its cleanup.  A fault the proxy cannot apply (UDP loss on
+    TCP, bandwidth on UDP) is a L{ValueError} in one line.  C{limits} are L{TCPLimits}
     fields (C{max_connections}, C{idle_timeout}, ...).
     """
     given = [f for f in (faults, faults_upstream) if f is not None and f.seed is not None]
@@ -109,7 +116,10 @@ def proxy(
     proxies = Proxies(TCPLimits(**limits), reactor, seed)
     toxics = [_toxic(DOWN, "downstream", faults)] if faults else []
     toxics += [_toxic(UP, "upstream", faults_upstream)] if faults_upstream else []
-    made = proxies.add(proxies.make(ProxySpec("proxy", listen, upstream), toxics))
+    try:
+        made = proxies.add(proxies.make(ProxySpec("proxy", listen, upstream), toxics))
+    except ProxyError as error:
+        raise ValueError(str(error)) from None
     proxies.privilegedStartService()
     proxies.startService()
     peer = ProxyPeer(proxies, made)

@@ -103,8 +103,19 @@ def script(port: int, taken: int, upstream: str) -> list[tuple[str, int, Any]]:
         ),
         ("POST", "/proxies/a/toxics", {"type": "limit_data", "attributes": {"bytes": 5}}),
         ("POST", "/proxies/a/toxics", {"type": "slicer", "attributes": {"average_size": 5}}),
+        (
+            "POST",
+            "/proxies/a/toxics",
+            {"type": "slicer", "name": "s2", "attributes": {"average_size": 9, "size_variation": 4}},
+        ),
+        (
+            "POST",
+            "/proxies/a/toxics",
+            {"type": "latency", "name": "u", "attributes": {"latency": 1, "bogus": 2}},
+        ),
         ("POST", "/proxies/a/toxics", {"type": "reset_peer"}),
         ("POST", "/proxies/a/toxics", {"type": "timeout"}),
+        ("POST", "/proxies/a/toxics", {"type": "timeout", "name": "t2", "attributes": {"timeout": 300}}),
         ("POST", "/proxies/a/toxics", {"type": "slow_close"}),
         ("GET", "/proxies/a/toxics", None),
         ("GET", "/proxies/a/toxics/latency_downstream", None),
@@ -167,6 +178,31 @@ def connect_result(address: str, payload: bytes = b"ping") -> str:
         return "refused"
     except ConnectionResetError:
         return "reset"
+
+
+def left_open(address: str, payload: bytes = b"ping") -> str:
+    """Send and keep the connection open: what comes back before the proxy ends it, and how."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=DEADLINE) as sock:
+        sock.sendall(payload)
+        try:
+            return recv_until_closed(sock).decode() or "closed"
+        except ConnectionResetError:
+            return "reset"
+
+
+def ask_udp(port: int, datagram: bytes, wait: float = DEADLINE) -> bytes | str | None:
+    """One datagram from a connected socket: the reply, C{None} for none, C{"refused"} for ICMP's refusal."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(wait)
+        sock.connect(("127.0.0.1", port))
+        sock.send(datagram)
+        try:
+            return sock.recv(65535)
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return None
 
 
 class ToxiproxyComparisonTests(TestCase):
@@ -239,6 +275,64 @@ class ApiTests(TestCase):
         self.assertEqual(await deferToThread(connect_result, made["listen"]), "reset")
         await self.call("POST", "/reset")
         self.assertEqual(await deferToThread(connect_result, made["listen"]), "ping")
+
+    async def test_the_timeout_toxic_drops_data_and_closes_with_a_fin(self) -> None:
+        _, made = await self.call(
+            "POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        )
+        await self.call("POST", "/proxies/e/toxics", {"type": "timeout", "attributes": {"timeout": 200}})
+        self.assertEqual(await deferToThread(left_open, made["listen"]), "closed")
+
+    async def test_an_unknown_attribute_is_200_with_one_line_that_names_it(self) -> None:
+        await self.call("POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream})
+
+        def post() -> tuple[int, str | None, Any]:
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=DEADLINE)
+            try:
+                body = {"type": "latency", "attributes": {"latency": 5, "latncy": 9}}
+                connection.request("POST", "/proxies/e/toxics", body=json.dumps(body))
+                response = connection.getresponse()
+                return response.status, response.getheader("X-Echoapp-Ignored"), json.loads(response.read())
+            finally:
+                connection.close()
+
+        status, said, answer = await deferToThread(post)
+        self.assertEqual(
+            (status, answer["attributes"]), (200, {"latency": 5, "jitter": 0}), "toxiproxy's answer"
+        )
+        assert said is not None
+        self.assertIn("'latncy'", said)
+        self.assertIn("latency_downstream", said)
+
+    async def test_a_udp_proxy_through_the_api(self) -> None:
+        greeter = testing.udp(self)
+        upstream = f"127.0.0.1:{greeter.port}"
+        status, made = await self.call(
+            "POST", "/proxies", {"name": "u", "type": "udp", "listen": "127.0.0.1:0", "upstream": upstream}
+        )
+        self.assertEqual((status, made["type"]), (201, "udp"))
+        self.assertNotEqual(made["listen"], "127.0.0.1:0", "the real port")
+        port = int(made["listen"].rsplit(":", 1)[1])
+        self.assertEqual(await deferToThread(ask_udp, port, b"Al"), b"Hello, Al!")
+        status, _ = await self.call(
+            "POST", "/proxies/u/toxics", {"type": "echoapp", "attributes": {"loss": 1}, "name": "gone"}
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(await deferToThread(ask_udp, port, b"Al", 0.5), None, "every reply lost")
+        status, refused = await self.call(
+            "POST", "/proxies/u/toxics", {"type": "bandwidth", "attributes": {"rate": 10}}
+        )
+        self.assertEqual(status, 400)
+        self.assertIn("applies to TCP services only", refused["error"])
+        await self.call("DELETE", "/proxies/u/toxics/gone")
+        await self.call("POST", "/proxies/u", {"enabled": False})
+        self.assertEqual(await deferToThread(ask_udp, port, b"Al", 0.5), "refused")
+        await self.call("POST", "/proxies/u", {"enabled": True})
+        self.assertEqual(await deferToThread(ask_udp, port, b"Al"), b"Hello, Al!", "the same port again")
+        status, listed = await self.call("GET", "/proxies")
+        self.assertEqual((status, listed["u"]["type"], listed["u"]["listen"]), (200, "udp", made["listen"]))
+        status, answer = await self.call("POST", "/proxies/u", {"type": "tcp"})
+        self.assertEqual(status, 400, answer)
 
     async def test_populate_is_all_or_nothing_and_keeps_its_toxics(self) -> None:
         taken = holding_a_port(self)

@@ -5,7 +5,6 @@ applies its faults, and refuses a mistake in one line.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -13,7 +12,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, LOOP, Twistd, free_port, run_twistd
+from tests.support import DEADLINE, LOOP, Twistd, free_port, json_file, run_twistd
 from tests.test_twistd import echo_exchange
 
 
@@ -57,10 +56,7 @@ class PluginTests(SynchronousTestCase):
                 "toxics": [{"type": "limit_data", "attributes": {"bytes": 3}}],
             }
         ]
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
-            json.dump(config, file)
-        self.addCleanup(os.unlink, file.name)
-        proxy = self.running("echoapp-proxy", "--config", file.name)
+        proxy = self.running("echoapp-proxy", "--config", json_file(self, config))
         self.assertEqual(echo_exchange(proxy.address_port("echoapp-proxy"), b"abcdef"), b"abc")
 
     def test_composed_with_twisted_web_in_one_process(self) -> None:

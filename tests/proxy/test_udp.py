@@ -14,11 +14,12 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import Faults
+from echoapp._proxy.addresses import udp_upstream
 from echoapp._proxy.toxics import ProxyFaults, Toxic
-from echoapp._proxy.udp import UDPProxy, udp_upstream
+from echoapp._proxy.udp import UDPProxy
 from echoapp._transports.endpoints import UDPListen
 from echoapp._transports.listen import UDPListenService
-from tests.support import DEADLINE, Twistd
+from tests.support import DEADLINE, Twistd, json_file
 
 
 def replies(port: int, datagram: bytes, expected: int) -> list[bytes]:
@@ -125,3 +126,46 @@ class UDPPluginTests(SynchronousTestCase):
         )
         self.addCleanup(proxy.stop)
         self.assertEqual(replies(proxy.address_port("echoapp-proxy"), b"Cy", 2), [b"Hello, Cy!"] * 2)
+
+    def test_a_udp_proxy_from_a_config_file_with_its_toxics(self) -> None:
+        """toxiproxy's populate format, a UDP proxy in it (its "type"), and its toxic applied at start."""
+        greeter = Twistd(["echoapp-udp", "--listen", "udp:0:interface=127.0.0.1"])
+        self.addCleanup(greeter.stop)
+        config = [
+            {
+                "name": "dns",
+                "type": "udp",
+                "listen": "127.0.0.1:0",
+                "upstream": f"127.0.0.1:{greeter.address_port('echoapp-udp')}",
+                "toxics": [{"type": "echoapp", "attributes": {"duplicate": 1}}],
+            }
+        ]
+        proxy = Twistd(["echoapp-proxy", "--config", json_file(self, config)])
+        self.addCleanup(proxy.stop)
+        self.assertEqual(replies(proxy.address_port("echoapp-proxy"), b"Di", 2), [b"Hello, Di!"] * 2)
+
+
+UDP_LOOPBACK = "udp:0:interface=127.0.0.1"
+
+
+class InProcessUDPProxyTests(TestCase):
+    async def test_udp_addresses_make_a_udp_proxy_and_faults_reach_it(self) -> None:
+        greeter = testing.udp(self)
+        peer = testing.proxy(
+            self, listen="udp:0:interface=127.0.0.1", upstream=f"udp:127.0.0.1:{greeter.port}"
+        )
+        self.assertEqual(await deferToThread(replies, peer.port, b"Ed", 1), [b"Hello, Ed!"])
+        peer.faults = Faults(duplicate=1)
+        self.assertEqual(await deferToThread(replies, peer.port, b"Ed", 2), [b"Hello, Ed!"] * 2)
+
+    def test_a_fault_the_proxy_cannot_apply_is_one_line(self) -> None:
+        greeter = testing.udp(self)
+        udp = testing.proxy(
+            self, listen="udp:0:interface=127.0.0.1", upstream=f"udp:127.0.0.1:{greeter.port}"
+        )
+        with self.assertRaises(ValueError) as caught:
+            udp.faults = Faults(bandwidth=10)
+        self.assertIn("fault bandwidth: applies to TCP services only", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            testing.proxy(self, upstream=f"127.0.0.1:{greeter.port}", faults=Faults(loss=0.5))
+        self.assertIn("fault loss: applies to UDP services only", str(caught.exception))

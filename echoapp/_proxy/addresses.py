@@ -1,0 +1,138 @@
+"""
+A proxy's addresses: toxiproxy's C{HOST:PORT} form or any Twisted endpoint
+string (C{tcp6:...}, C{unix:...}, C{ssl:...}, C{haproxy:...} to listen;
+C{tls:...}, C{unix:...} upstream), and for UDP proxies C{udp:...} or the
+C{HOST:PORT} form with C{"type": "udp"}; checked without the reactor, so a
+mistake is one line before anything listens.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from twisted.internet.endpoints import clientFromString
+
+from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._transports.endpoints import (
+    ParseOnlyReactor,
+    StreamListen,
+    UDPListen,
+    describe_address,
+    one_line,
+)
+
+ENDPOINT_KINDS = {"tcp", "tcp6", "unix", "ssl", "tls", "haproxy", "systemd", "udp"}
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]*\]|[^:\[\]]*):(\d{1,5})$")
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    match = _HOST_PORT.match(text)
+    if match is None or text.partition(":")[0] in ENDPOINT_KINDS:
+        return None
+    host, port = match.group(1).strip("[]"), int(match.group(2))
+    if port > 65535:
+        return None
+    return host, port
+
+
+def _escaped(host: str) -> str:
+    return host.replace(":", "\\:")
+
+
+def listen_description(text: str) -> str:
+    """toxiproxy's C{HOST:PORT} (C{:PORT} is every interface) as an endpoint string; others as they are."""
+    found = _host_port(text)
+    if found is None:
+        return text
+    host, port = found
+    if ":" in host:
+        return f"tcp6:{port}:interface={_escaped(host)}"
+    return f"tcp:{port}:interface={host}" if host else f"tcp:{port}"
+
+
+def upstream_description(text: str) -> str:
+    """toxiproxy's C{HOST:PORT} as a client endpoint string; others as they are."""
+    found = _host_port(text)
+    if found is None:
+        return text
+    host, port = found
+    return f"tcp:host={_escaped(host)}:port={port}"
+
+
+def shown(address: Any) -> str:
+    """A listening address as toxiproxy shows it: C{HOST:PORT}, C{[HOST]:PORT}; a UNIX path as a path."""
+    text = describe_address(address)
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or port is None:
+        return text.partition(":")[2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check(spec: ProxySpec) -> tuple[StreamListen, Any]:
+    """
+    The listener and the upstream endpoint, parsed without the reactor.
+
+    @raise ProxyError: 400 with a one-line reason.
+    """
+    for field_name in ("name", "upstream"):
+        if not getattr(spec, field_name):
+            raise ProxyError(400, f"missing required field: {field_name}")
+    try:
+        listen = StreamListen.parse(listen_description(spec.listen or ":0"))
+    except ValueError as error:
+        raise ProxyError(500, f"listen {spec.listen!r}: {error}") from None
+    try:
+        upstream = clientFromString(ParseOnlyReactor(), upstream_description(spec.upstream))
+    except Exception as error:
+        raise ProxyError(400, f"upstream {spec.upstream!r}: {one_line(error)}") from None
+    return listen, upstream
+
+
+def is_udp(spec: ProxySpec) -> bool:
+    """A UDP proxy: C{"type": "udp"} (toxiproxy would make a TCP one), or a C{udp:} address."""
+    return spec.protocol == "udp" or spec.listen.startswith("udp:") or spec.upstream.startswith("udp:")
+
+
+def udp_listen_description(text: str) -> str:
+    """C{HOST:PORT} (C{:PORT}: every IPv4 interface) as a C{udp:} description; others as they are."""
+    found = _host_port(text)
+    if found is None:
+        return text
+    host, port = found
+    return f"udp:{port}:interface={_escaped(host)}" if host else f"udp:{port}"
+
+
+def udp_upstream(text: str) -> tuple[str, int]:
+    """
+    C{udp:HOST:PORT} or C{HOST:PORT} (C{[HOST]:PORT} for IPv6), HOST a literal address.
+
+    @raise ValueError: with a one-line reason.
+    """
+    rest = text[len("udp:") :] if text.startswith("udp:") else text
+    host, colon, port = rest.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"UDP upstream {text!r}: expected udp:ADDRESS:PORT with a literal IP address"
+        ) from None
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"UDP upstream {text!r}: port {port!r} is not a number from 1 to 65535")
+    return host, int(port)
+
+
+def check_udp(spec: ProxySpec) -> tuple[UDPListen, tuple[str, int]]:
+    """
+    A UDP proxy's port and upstream address, parsed.
+
+    @raise ProxyError: 400 with a one-line reason.
+    """
+    try:
+        listen = UDPListen.parse(udp_listen_description(spec.listen or ":0"))
+        upstream = udp_upstream(spec.upstream)
+    except ValueError as error:
+        raise ProxyError(400, str(error)) from None
+    return listen, upstream

@@ -1,0 +1,76 @@
+"""
+What every named proxy has, TCP or UDP: its spec, its toxics, its listener
+while enabled, the address it shows, toxiproxy's JSON for it, and the check
+that a toxic is one its kind of traffic can have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from echoapp import StartupError
+from echoapp._proxy.addresses import shown
+from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
+
+
+class NamedProxy:
+    """
+    One named proxy; L{KIND} and L{WHERE} (what its faults can apply to,
+    as L{echoapp._faults.Faults.check_applies} takes it) are its kind's.
+    """
+
+    KIND = ""
+    WHERE: tuple[str, ...] = ()
+
+    def __init__(self, spec: ProxySpec, faults: ProxyFaults) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.faults = faults
+        self.owner: Any = None
+        self.listener: Any = None
+
+    def check_toxic(self, toxic: Toxic) -> None:
+        """
+        @raise ProxyError: 400 for a toxic this kind of traffic cannot have
+            (UDP loss on TCP; bandwidth, slicing or resets on UDP).
+        """
+        try:
+            toxic.faults.check_applies(*self.WHERE)
+        except ValueError as error:
+            raise ProxyError(400, f"toxic {toxic.name} on {self.KIND} proxy {self.name}: {error}") from None
+
+    @property
+    def port(self) -> Any:
+        return self.listener.port if self.listener is not None else None
+
+    @property
+    def address(self) -> str:
+        """Where it listens now (the real port for port 0), or as it was asked while disabled."""
+        port = self.port
+        return shown(port.getHost()) if port is not None else self.spec.listen
+
+    def _start(self, listener: Any) -> None:
+        """
+        Bind C{listener} now; its lines name the proxies' service.
+
+        @raise ProxyError: 500, as toxiproxy answers an address it cannot have.
+        """
+        listener.parent = self.owner  # named in its lines, not a child
+        try:
+            listener.privilegedStartService()
+        except StartupError as error:
+            raise ProxyError(500, str(error.code)) from None
+        listener.running = 1
+        self.listener = listener
+
+    def as_json(self) -> dict[str, Any]:
+        """toxiproxy's shape, field for field (its C{Logger} is always empty)."""
+        return {
+            "name": self.name,
+            "listen": self.address,
+            "upstream": self.spec.upstream,
+            "enabled": self.spec.enabled,
+            "Logger": {},
+            "toxics": toxics_json(self.faults),
+        }
