@@ -61,6 +61,30 @@ def upstream_description(text: str) -> str:
     return f"tcp:host={_escaped(host)}:port={port}"
 
 
+def plain_tcp(text: str) -> tuple[str, int] | None:
+    """
+    C{(host, port)} of an upstream that is plain TCP and nothing more
+    (C{HOST:PORT}, C{tcp:HOST:PORT}, C{tcp:host=H:port=P}), which a loop can
+    connect to natively; L{None} for anything with more to it (TLS, UNIX,
+    a timeout or bind address).
+    """
+    found = _host_port(text)
+    if found is not None:
+        return found
+    kind, _, rest = text.partition(":")
+    if kind != "tcp":
+        return None
+    parts = re.split(r"(?<!\\):", rest)
+    named = dict(part.partition("=")[::2] for part in parts if "=" in part)
+    bare = [part for part in parts if "=" not in part]
+    if len(bare) == 2 and not named:
+        named = {"host": bare[0], "port": bare[1]}
+    if set(named) != {"host", "port"} or len(parts) != 2 or not named["port"].isdigit():
+        return None
+    port = int(named["port"])
+    return (named["host"].replace("\\:", ":"), port) if 0 < port < 65536 and named["host"] else None
+
+
 def shown(address: Any) -> str:
     """A listening address as toxiproxy shows it: C{HOST:PORT}, C{[HOST]:PORT}; a UNIX path as a path."""
     text = describe_address(address)

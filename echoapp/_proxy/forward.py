@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.posixbase import PosixReactorBase
@@ -31,7 +32,9 @@ from zope.interface import implementer
 
 from echoapp._faults import reset
 from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser
+from echoapp._proxy.addresses import plain_tcp, upstream_description
 from echoapp._transports.eager import eager_problem
+from echoapp._transports.native_connect import NativeTCPClientEndpoint
 from echoapp._twisted import asyncio_loop, connect_eager_tcp
 
 # Wraps the per-connection upstream factory (upstream faults), or leaves it be.
@@ -248,6 +251,23 @@ def eager_connecting(reactor: Any) -> Any:
     if not isinstance(reactor, PosixReactorBase) or asyncio_loop(reactor) is not None:
         return reactor
     return reactor if eager_problem() is not None else EagerConnecting(reactor)
+
+
+def upstream_endpoint(reactor: Any, upstream: str) -> IStreamClientEndpoint:
+    """
+    Where a proxy connects for each client: on a reactor over an asyncio
+    loop (uvloop), a plain TCP upstream is connected by the loop itself
+    (L{NativeTCPClientEndpoint}), as its listeners are served; otherwise
+    Twisted's endpoint for C{upstream}, eager where that works.
+    """
+    loop = asyncio_loop(reactor)
+    found = plain_tcp(upstream)
+    if loop is not None and found is not None:
+        return NativeTCPClientEndpoint(loop, *found)
+    endpoint: IStreamClientEndpoint = clientFromString(
+        eager_connecting(reactor), upstream_description(upstream)
+    )
+    return endpoint
 
 
 class ProxyFactory(GuardedFactory):

@@ -18,15 +18,14 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.endpoints import clientFromString
 from twisted.logger import Logger
 
 from echoapp import StartupError
 from echoapp._faults import PLAIN, STREAM, TLS
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
-from echoapp._proxy.addresses import check, is_udp, listen_description, shown, upstream_description
-from echoapp._proxy.forward import ProxyFactory, eager_connecting
+from echoapp._proxy.addresses import check, is_udp, listen_description, shown
+from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
 from echoapp._proxy.named import NamedProxy
 from echoapp._proxy.schema import ProxyError, ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
@@ -78,9 +77,7 @@ class Proxy(NamedProxy):
     def factory(self) -> Any:
         """Built once, at the first listen, when the reactor is the one that runs."""
         if self._factory is None:
-            upstream = clientFromString(
-                eager_connecting(self.reactor), upstream_description(self.spec.upstream)
-            )
+            upstream = upstream_endpoint(self.reactor, self.spec.upstream)
             wrap = None
             if self._live:
 
@@ -105,7 +102,7 @@ class Proxy(NamedProxy):
         self.spec.upstream = upstream
         if self._factory is not None:
             inner = getattr(self._factory, "wrappedFactory", self._factory)
-            inner.upstream = clientFromString(eager_connecting(self.reactor), upstream_description(upstream))
+            inner.upstream = upstream_endpoint(self.reactor, upstream)
 
     def open(self) -> None:
         """

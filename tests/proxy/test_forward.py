@@ -20,7 +20,9 @@ from zope.interface import implementer
 
 from echoapp import testing
 from echoapp._faults import reset
-from echoapp._proxy.forward import ProxyFactory
+from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
+from echoapp._transports.native_tcp import NativeConnection
+from echoapp._twisted import asyncio_loop
 from tests.support import (
     DEADLINE,
     LOOP,
@@ -111,15 +113,14 @@ class ForwardingTests(TestCase):
         peer = testing.proxy(self, upstream=f"127.0.0.1:{upstream}")
         self.assertEqual(await deferToThread(reset_seen, peer.port), "reset")
 
-    async def test_backpressure_both_ways(self) -> None:
+    async def flood(self, endpoint: Any, native: bool) -> None:
         """
         The client floods and does not read: the echo upstream's replies
         fill the client's side, which pauses reading from the upstream,
         whose echo then stops, which pauses reading from the client.  The
         proxy then holds about a write buffer each way, not the flood.
         """
-        echo = testing.echo(self)
-        recording = Recording(ProxyFactory(TCP4ClientEndpoint(reactor, "127.0.0.1", echo.port)))
+        recording = Recording(ProxyFactory(endpoint))
         port = await serverFromString(reactor, LOOP).listen(recording)
         self.addCleanup(port.stopListening)
         payload = b"z" * (32 << 20)
@@ -128,16 +129,43 @@ class ForwardingTests(TestCase):
         await wait_until(lambda: recording.protocols and recording.protocols[0].upstream, "the upstream")
         side: Any = recording.protocols[0]
         up = side.upstream.transport
+        self.assertEqual(isinstance(up, NativeConnection), native)
         readers: Any = reactor.getReaders  # type: ignore[attr-defined]
         await wait_until(
             lambda: side.transport not in readers() and up not in readers(), "the proxy to stop reading"
         )
-        self.assertLess(buffered(side.transport) + buffered(up), 8 << 20)
+        held = up.unsent() if native else buffered(up)
+        self.assertLess(buffered(side.transport) + held, 8 << 20)
         self.assertLess(side.stats.bytes_in, len(payload), "the proxy stopped reading before the flood ended")
         client.transport.resumeProducing()  # type: ignore[union-attr]
         await client.done
         self.assertTrue(client.data == payload, "every byte, in order")
         client.transport.loseConnection()  # type: ignore[union-attr]
+
+    async def test_backpressure_both_ways(self) -> None:
+        echo = testing.echo(self)
+        await self.flood(TCP4ClientEndpoint(reactor, "127.0.0.1", echo.port), native=False)
+
+    async def test_backpressure_through_the_loops_own_upstream(self) -> None:
+        """The upstream connected by the loop (uvloop) pauses and resumes as Twisted's does."""
+        if asyncio_loop(reactor) is None:
+            raise self.skipTest("the reactor has no asyncio loop (run trial --reactor=uvloop)")
+        echo = testing.echo(self)
+        await self.flood(upstream_endpoint(reactor, f"127.0.0.1:{echo.port}"), native=True)
+
+    async def test_on_an_asyncio_reactor_the_upstream_is_the_loops_own(self) -> None:
+        """uvloop: both sides on the loop's C transports; elsewhere Twisted's own TCP client."""
+        peer = self.echo_proxy()
+        held = socket.create_connection(("127.0.0.1", peer.port), timeout=DEADLINE)
+        self.addCleanup(held.close)
+        held.sendall(b"hi")
+        self.assertEqual(await deferToThread(held.recv, 2), b"hi")
+        [side] = list(peer.proxy.connections.live)  # type: ignore[union-attr]
+        upstream = side.upstream.transport
+        while hasattr(upstream, "wrappedProtocol") or hasattr(upstream, "transport"):
+            upstream = getattr(upstream, "transport", upstream)
+        native = isinstance(upstream, NativeConnection)
+        self.assertEqual(native, asyncio_loop(reactor) is not None, repr(upstream))
 
     async def test_max_connections_refuses_with_a_line(self) -> None:
         peer = self.echo_proxy(max_connections=1)
