@@ -46,8 +46,8 @@ class ReadmeTests(SynchronousTestCase):
     def test_the_two_commands(self) -> None:
         self.assertIn("pip install . && twistd -n echoapp", self.text)
         self.assertIn(
-            "pip install '.[test]' && python -m twisted.trial tests"
-            " && python -m twisted.trial --reactor=uvloop tests && python -m pytest",
+            "pip install '.[test]' && python -m twisted.trial -j2 tests"
+            " && python -m twisted.trial --reactor=uvloop tests && python -m pytest -n 2",
             self.text,
         )
 
