@@ -65,6 +65,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("echoapp peers", "\n".join(map(_described, peers))))
 
 
+def _keeping(
+    request: pytest.FixtureRequest, make: Callable[..., Any], stop: Callable[[Any], object]
+) -> Iterator[Callable[..., Any]]:
+    """
+    Every fixture's body: the test calls C{start}, which C{make}s a peer (the
+    failure report names it); after the test each one made is C{stop}ped.
+    """
+    made: list[Any] = []
+
+    def start(*args: Any, **options: Any) -> Any:
+        peer = make(*args, **options)
+        made.append(peer)
+        _seen(request, peer)
+        return peer
+
+    yield start
+    for peer in made:
+        stop(peer)
+
+
 @pytest.fixture
 def echoapp_peer(request: pytest.FixtureRequest) -> Iterator[Callable[..., testing.Peer]]:
     """Start C{greeter}, C{echo} or C{udp} in-process; each is stopped and drained after the test."""
@@ -72,19 +92,13 @@ def echoapp_peer(request: pytest.FixtureRequest) -> Iterator[Callable[..., testi
 
     from echoapp import testing
 
-    peers: list[testing.Peer] = []
-
-    def start(kind: str = "greeter", **options: Any) -> testing.Peer:
+    def make(kind: str = "greeter", **options: Any) -> testing.Peer:
         if kind not in KINDS:
             raise ValueError(f"echoapp_peer: kind is one of {', '.join(KINDS)}, not {kind!r}")
         peer: testing.Peer = getattr(testing, kind)(**options)
-        peers.append(peer)
-        _seen(request, peer)
         return peer
 
-    yield start
-    for peer in peers:
-        pytest_twisted.blockon(peer.stop())
+    yield from _keeping(request, make, lambda peer: pytest_twisted.blockon(peer.stop()))
 
 
 @pytest.fixture
@@ -98,17 +112,7 @@ def echoapp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]
 
     from echoapp.testing import proxy  # imported when used: the plugin itself loads nothing heavy
 
-    peers: list[Any] = []
-
-    def start(**options: Any) -> Any:
-        peer = proxy(**options)
-        peers.append(peer)
-        _seen(request, peer)
-        return peer
-
-    yield start
-    for peer in peers:
-        pytest_twisted.blockon(peer.stop())
+    yield from _keeping(request, proxy, lambda peer: pytest_twisted.blockon(peer.stop()))
 
 
 @pytest.fixture
@@ -116,14 +120,7 @@ def echoapp_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., te
     """Start a real C{twistd} with an echoapp plugin on a free loopback port; stopped after the test."""
     from echoapp import testing
 
-    processes: list[testing.Process] = []
+    def make(plugin: str = "echoapp-tcp", *args: str) -> testing.Process:
+        return testing.Process(plugin, *args).start()
 
-    def start(plugin: str = "echoapp-tcp", *args: str) -> testing.Process:
-        process = testing.Process(plugin, *args).start()
-        processes.append(process)
-        _seen(request, process)
-        return process
-
-    yield start
-    for process in processes:
-        process.stop()
+    yield from _keeping(request, make, lambda process: process.stop())
