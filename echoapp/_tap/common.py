@@ -87,6 +87,11 @@ class PluginOptions(usage.Options):
             sys.stderr.write(f"{name}: {error}\n({name} --help lists every option)\n")
             raise SystemExit(1) from None
 
+    def read_faults_and_metrics(self) -> None:
+        """C{--fault} as one plan, C{--metrics} checked: first, as every plugin does."""
+        self["faults"] = fault_plan(self)
+        self["metrics-listen"] = metrics_listen(self)
+
 
 GREETER_PARAMETERS = parameters(GreeterConfig)
 REPLY_PARAMETERS = parameters(GreeterConfig, only={"reply"})
@@ -266,3 +271,38 @@ def fault_plan(options: usage.Options) -> FaultPlan | None:
     if not options.get("fault-texts"):
         return None
     return FaultPlan(faults)
+
+
+class ServingOptions(PluginOptions):
+    """
+    What every plugin serving TCP shares on its command line: reuse-port,
+    connection logs, eager writes, PROXY trust (C{--proxy-from}) and faults
+    (C{--fault}); L{check_streams} is the step each C{postOptions} takes
+    after L{PluginOptions.read_faults_and_metrics}.
+    """
+
+    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
+    opt_proxy_from = opt_proxy_from
+    opt_fault = opt_fault
+
+    def check_streams(self, listens: list[StreamListen], datagrams: bool = False) -> None:
+        """C{--proxy-from} needs a C{haproxy:} listener; each fault must apply to one of them."""
+        check_proxy_from(self, listens)
+        check_faults(self, listens, datagrams=datagrams)
+
+
+class StreamPluginOptions(ServingOptions):
+    """
+    The command line of a plugin serving one kind of TCP stream on its
+    C{LISTEN} listeners (echoapp-tcp, echoapp-echo): C{endpoints} and
+    C{limits} (L{TCPLimits}); a subclass adds its parameters and what else
+    its service needs after C{super().postOptions()}.
+    """
+
+    LISTEN: RepeatableListen
+
+    def postOptions(self) -> None:
+        self.read_faults_and_metrics()
+        self["endpoints"] = stream_listens(self.LISTEN, self)
+        self.check_streams(self["endpoints"])
+        self["limits"] = build(TCPLimits, self)

@@ -7,30 +7,18 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp._tap.common import (
-    EAGER_WRITES_FLAGS,
-    LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
-    REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
-    PluginOptions,
     RepeatableListen,
-    build,
-    check_faults,
-    check_proxy_from,
-    fault_plan,
-    metrics_listen,
-    opt_fault,
-    opt_proxy_from,
+    StreamPluginOptions,
     process_service,
-    stream_listens,
 )
 from echoapp._transports.endpoints import DEFAULT_ECHO_LISTEN
-from echoapp.config import TCPLimits
 
 LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 
 
-class Options(PluginOptions):
+class Options(StreamPluginOptions):
     """
     C{echoapp-echo}'s command line: listeners, the TCP limits, PROXY trust,
     faults and metrics.
@@ -39,18 +27,8 @@ class Options(PluginOptions):
     synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
+    LISTEN = LISTEN
     opt_listen = LISTEN.option()
-    opt_proxy_from = opt_proxy_from
-    opt_fault = opt_fault
-
-    def postOptions(self) -> None:
-        self["faults"] = fault_plan(self)
-        self["metrics-listen"] = metrics_listen(self)
-        self["endpoints"] = stream_listens(LISTEN, self)
-        check_proxy_from(self, self["endpoints"])
-        check_faults(self, self["endpoints"])
-        self["limits"] = build(TCPLimits, self)
 
 
 def service_tree(options: usage.Options) -> MultiService:

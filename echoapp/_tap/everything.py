@@ -7,23 +7,14 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp._tap.common import (
-    EAGER_WRITES_FLAGS,
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
-    LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
-    REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
     UDP_LIMIT_PARAMETERS,
-    PluginOptions,
     RepeatableListen,
+    ServingOptions,
     build,
-    check_faults,
-    check_proxy_from,
-    fault_plan,
-    metrics_listen,
-    opt_fault,
-    opt_proxy_from,
     process_service,
     stream_listens,
     udp_listens,
@@ -41,7 +32,7 @@ UDP = RepeatableListen("udp", DEFAULT_UDP_LISTEN, f"{UDP_SYNTAX} for the UDP gre
 ECHO = RepeatableListen("echo", DEFAULT_ECHO_LISTEN, "Endpoint string for the echo service")
 
 
-class Options(PluginOptions):
+class Options(ServingOptions):
     """
     C{echoapp}'s command line: the three services' listeners, their shared
     messages and limits.
@@ -60,21 +51,16 @@ class Options(PluginOptions):
         + UDP_LIMIT_PARAMETERS
         + METRICS_PARAMETERS
     )
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
     opt_tcp = TCP.option()
     opt_udp = UDP.option()
     opt_echo = ECHO.option()
-    opt_proxy_from = opt_proxy_from
-    opt_fault = opt_fault
 
     def postOptions(self) -> None:
-        self["faults"] = fault_plan(self)
-        self["metrics-listen"] = metrics_listen(self)
+        self.read_faults_and_metrics()
         self["tcp-endpoints"] = stream_listens(TCP, self)
         self["udp-ports"] = udp_listens(UDP, self)
         self["echo-endpoints"] = stream_listens(ECHO, self)
-        check_proxy_from(self, self["tcp-endpoints"] + self["echo-endpoints"])
-        check_faults(self, self["tcp-endpoints"] + self["echo-endpoints"], datagrams=True)
+        self.check_streams(self["tcp-endpoints"] + self["echo-endpoints"], datagrams=True)
         self["config"] = build(GreeterConfig, self)
         self["tcp-limits"] = build(TCPLimits, self)
         self["udp-limits"] = build(UDPLimits, self)

@@ -7,32 +7,22 @@ from twisted.python import usage
 
 from echoapp import services
 from echoapp._tap.common import (
-    EAGER_WRITES_FLAGS,
     GREETER_PARAMETERS,
     LINE_TIMEOUT_PARAMETERS,
-    LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
-    REUSE_PORT_FLAGS,
     TCP_LIMIT_PARAMETERS,
-    PluginOptions,
     RepeatableListen,
+    StreamPluginOptions,
     build,
-    check_faults,
-    check_proxy_from,
-    fault_plan,
-    metrics_listen,
-    opt_fault,
-    opt_proxy_from,
     process_service,
-    stream_listens,
 )
 from echoapp._transports.endpoints import DEFAULT_TCP_LISTEN
-from echoapp.config import GreeterConfig, TCPLimits
+from echoapp.config import GreeterConfig
 
 LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
 
 
-class Options(PluginOptions):
+class Options(StreamPluginOptions):
     """
     C{echoapp-tcp}'s command line: listeners, the greeter's messages, the TCP
     limits, PROXY trust, faults and metrics.
@@ -44,19 +34,12 @@ class Options(PluginOptions):
         "and the exit word closes the connection."
     )
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
-    optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
+    LISTEN = LISTEN
     opt_listen = LISTEN.option()
-    opt_proxy_from = opt_proxy_from
-    opt_fault = opt_fault
 
     def postOptions(self) -> None:
-        self["faults"] = fault_plan(self)
-        self["metrics-listen"] = metrics_listen(self)
-        self["endpoints"] = stream_listens(LISTEN, self)
-        check_proxy_from(self, self["endpoints"])
-        check_faults(self, self["endpoints"])
+        super().postOptions()
         self["config"] = build(GreeterConfig, self)
-        self["limits"] = build(TCPLimits, self)
 
 
 def service_tree(options: usage.Options) -> MultiService:

@@ -15,8 +15,6 @@ from echoapp._tap.common import (
     RepeatableListen,
     build,
     check_faults,
-    fault_plan,
-    metrics_listen,
     opt_fault,
     process_service,
     udp_listens,
@@ -44,8 +42,7 @@ class Options(PluginOptions):
     opt_fault = opt_fault
 
     def postOptions(self) -> None:
-        self["faults"] = fault_plan(self)
-        self["metrics-listen"] = metrics_listen(self)
+        self.read_faults_and_metrics()
         self["ports"] = udp_listens(LISTEN, self)
         check_faults(self, datagrams=True)
         self["template"] = build(GreeterConfig, self).reply
