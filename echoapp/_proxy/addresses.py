@@ -120,8 +120,11 @@ def is_udp(spec: ProxySpec) -> bool:
 
 
 def udp_listen_description(text: str) -> str:
-    """C{HOST:PORT} (C{:PORT}: every IPv4 interface) as a C{udp:} description; others as they are."""
-    found = _host_port(text)
+    """
+    C{HOST:PORT} or C{udp:HOST:PORT}, the upstream's form (C{:PORT}: every
+    IPv4 interface), as a C{udp:} description; others as they are.
+    """
+    found = _host_port(text.removeprefix("udp:"))
     if found is None:
         return text
     host, port = found

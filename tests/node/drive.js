@@ -1,12 +1,26 @@
 // toxiproxy's own Node client (toxiproxy-node-client, unchanged) driving
 // echoapp-proxy; every effect is measured on a real socket and printed as
 // one JSON object for tests/proxy/test_clients.py to check.
-// Usage: node drive.js API_URL ECHO_HOST:PORT WEB_HOST:PORT
+// Usage: node drive.js API_URL ECHO_HOST:PORT WEB_HOST:PORT UDP_HOST:PORT
 "use strict";
+const dgram = require("dgram");
 const net = require("net");
 const { Toxiproxy } = require("toxiproxy-node-client");
 
-const [api, echo, web] = process.argv.slice(2);
+const [api, echo, web, udp] = process.argv.slice(2);
+
+// One datagram to a UDP proxy: every reply that comes within half a second.
+function ask(address, payload) {
+  const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
+  return new Promise((resolve) => {
+    const socket = dgram.createSocket("udp4");
+    const replies = [];
+    socket.on("message", (message) => replies.push(message.toString("latin1")));
+    socket.on("error", () => {});
+    socket.send(payload, port, host);
+    setTimeout(() => { socket.close(); resolve(replies); }, 500);
+  });
+}
 
 function exchange(address, payload) {
   const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
@@ -45,9 +59,14 @@ async function main() {
   seen.web = (await exchange(front.listen, request)).split("\r\n")[0];
   await front.addToxic({ type: "limit_data", stream: "downstream", toxicity: 1, attributes: { bytes: 12 } });
   seen.web_limited = await exchange(front.listen, request);
+  const datagrams = await toxiproxy.createProxy({ name: "node_udp", listen: "udp:127.0.0.1:0", upstream: `udp:${udp}` });
+  seen.udp = await ask(datagrams.listen, "Ned");
+  await datagrams.addToxic({ type: "echoapp", stream: "downstream", toxicity: 1, attributes: { duplicate: 1 } });
+  seen.udp_duplicated = await ask(datagrams.listen, "Ned");
   seen.names = Object.keys(await toxiproxy.getAll()).sort();
   await proxy.remove();
   await front.remove();
+  await datagrams.remove();
   seen.names_after = Object.keys(await toxiproxy.getAll()).sort();
   process.stdout.write(JSON.stringify(seen) + "\n");
 }

@@ -1,8 +1,9 @@
 """
 toxiproxy's own clients, unchanged, driving a real C{twistd echoapp-proxy
 --api}: C{toxiproxy-python} (PyPI) and C{toxiproxy-node-client} (npm), each
-in front of real upstreams (echoapp's echo and Twisted's own C{twistd
-web}), the effect of every change measured on a real socket.
+in front of real upstreams (echoapp's echo, Twisted's own C{twistd web},
+and echoapp's UDP greeter through a UDP proxy), the effect of every change
+measured on a real socket.
 """
 
 from __future__ import annotations
@@ -43,13 +44,35 @@ def port_of(listen: str) -> int:
     return int(listen.rsplit(":", 1)[1])
 
 
+def ask(port: int, datagram: bytes) -> list[bytes] | str:
+    """One datagram from a connected socket: every reply within half a second, or C{refused}."""
+    replies = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        sock.connect(("127.0.0.1", port))
+        sock.send(datagram)
+        try:
+            while True:
+                replies.append(sock.recv(65535))
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return replies
+
+
 class Upstreams(SynchronousTestCase):
-    """An echoapp echo, a C{twistd web} and C{echoapp-proxy --api} with no proxy, as toxiproxy starts."""
+    """
+    An echoapp echo, a C{twistd web}, an echoapp UDP greeter and
+    C{echoapp-proxy --api} with no proxy, as toxiproxy starts.
+    """
 
     def setUp(self) -> None:
         echo = Twistd(["echoapp-echo", "--listen", LOOP])
         self.addCleanup(echo.stop)
         self.echo = f"127.0.0.1:{echo.address_port('echoapp-echo')}"
+        greeter = Twistd(["echoapp-udp", "--listen", "udp:0:interface=127.0.0.1"])
+        self.addCleanup(greeter.stop)
+        self.udp = f"127.0.0.1:{greeter.address_port('echoapp-udp')}"
         self.web = f"127.0.0.1:{self.twistd_web()}"
         api = Twistd(["echoapp-proxy", "--api", LOOP])
         self.addCleanup(api.stop)
@@ -93,6 +116,7 @@ class PythonClientTests(Upstreams):
     def test_toxiproxy_python_drives_echoapp_proxy(self) -> None:
         try:
             from toxiproxy import Toxiproxy
+            from toxiproxy.exceptions import InvalidToxic
         except ImportError:
             raise SkipTest("toxiproxy-python is not installed (it is in the test extra)") from None
         server = Toxiproxy()
@@ -133,6 +157,20 @@ class PythonClientTests(Upstreams):
         web.add_toxic(type="limit_data", attributes={"bytes": 12})
         self.assertEqual(exchange(port_of(web.listen), request), "HTTP/1.0 200")
         self.assertEqual(set(server.proxies()), {"echo", "web"})
+
+        # A UDP proxy: udp: addresses (toxiproxy-python sends no "type").
+        dns = server.create(upstream=f"udp:{self.udp}", name="dns", listen="udp:127.0.0.1:0")
+        self.assertEqual(ask(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
+        dns.add_toxic(type="latency", attributes={"latency": 200})
+        started = time.monotonic()
+        self.assertEqual(ask(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
+        self.assertGreaterEqual(time.monotonic() - started, 0.2, "the reply waited the latency")
+        with self.assertRaises(InvalidToxic):
+            dns.add_toxic(type="bandwidth", name="no", attributes={"rate": 1})
+        with dns.down():
+            self.assertEqual(ask(port_of(dns.listen), b"Al"), "refused")
+        dns.destroy_toxic("latency_downstream")
+        self.assertEqual(ask(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
         server.destroy_all()
         self.assertEqual(server.proxies(), {})
 
@@ -146,7 +184,7 @@ class NodeClientTests(Upstreams):
             raise SkipTest("tests/node has no node_modules: run `npm ci` there (.ci/run does)")
         api = f"http://127.0.0.1:{self.api_port}"
         result = subprocess.run(
-            [node, os.path.join(NODE_DIR, "drive.js"), api, self.echo, self.web],
+            [node, os.path.join(NODE_DIR, "drive.js"), api, self.echo, self.web, self.udp],
             capture_output=True,
             text=True,
             timeout=DEADLINE * 3,
@@ -165,7 +203,9 @@ class NodeClientTests(Upstreams):
                 "reset_peer": "reset",
                 "after_reset": "hello",
                 "web_limited": "HTTP/1.0 200",
-                "names": ["node_echo", "node_web"],
+                "udp": ["Hello, Ned!"],
+                "udp_duplicated": ["Hello, Ned!", "Hello, Ned!"],
+                "names": ["node_echo", "node_udp", "node_web"],
                 "names_after": [],
             },
         )
