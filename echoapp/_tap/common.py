@@ -242,7 +242,8 @@ def opt_fault(options: usage.Options, spec: str) -> None:
     """
     Misbehave on purpose, for testing clients: KEY=VALUE[,KEY=VALUE...],
     repeatable (latency=50ms,jitter=10ms; bandwidth=16KB; slice=1,slice-delay=5ms;
-    reset-after-bytes=N; reset-after=2s; half-close-after-bytes=N; slow-close=1s;
+    slice-variation=N; reset-after-bytes=N; reset-after=2s; close-after=2s;
+    half-close-after-bytes=N; slow-close=1s;
     stall=read|answer; refuse; stall-handshake; read-latency=50ms; read-bandwidth=1KB;
     loss=P; duplicate=P; reorder=P; fraction=F; seed=N, printed at start; and the
     conditions first=N, after-messages=N, active-from=1s, active-until=5s, match=TEXT).
