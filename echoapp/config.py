@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from echoapp._fields import TEXT, choice, positive_int, positive_seconds, spec, template, validate
 from echoapp._framing import Framing
 from echoapp._peers import DEFAULT_IPV6_PREFIX
+from echoapp._tac import one_line_in_tac
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
 __all__ = ["GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"]
@@ -49,6 +50,7 @@ class GreeterConfig:
         "Longest message in bytes; a longer one gets an error line and the connection is closed.",
     )
 
+    @one_line_in_tac
     def __post_init__(self) -> None:
         validate(self)
 
@@ -104,6 +106,7 @@ class TCPLimits:
         "counts against its own address's --max-per-peer.",
     )
 
+    @one_line_in_tac
     def __post_init__(self) -> None:
         validate(self)
 
@@ -123,6 +126,7 @@ class UDPLimits:
         DEFAULT_IPV6_PREFIX, positive_int(128), "IPv6 sources are rate-limited per prefix of this length."
     )
 
+    @one_line_in_tac
     def __post_init__(self) -> None:
         validate(self)
 
@@ -153,5 +157,6 @@ class MetricsLimits:
         "Seconds for a whole request head on --metrics (or for a client to read its answer).",
     )
 
+    @one_line_in_tac
     def __post_init__(self) -> None:
         validate(self)

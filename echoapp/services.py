@@ -24,6 +24,7 @@ from echoapp._metrics import TCPStats, UDPStats
 from echoapp._protocols.echo import EchoFactory
 from echoapp._protocols.greeter import GreeterFactory
 from echoapp._protocols.udp import UDPGreeter
+from echoapp._tac import one_line_in_tac
 from echoapp._transports.endpoints import (
     DEFAULT_ECHO_LISTEN,
     DEFAULT_TCP_LISTEN,
@@ -160,6 +161,7 @@ def _stream_service(
     return service
 
 
+@one_line_in_tac
 def tcp_greeter(
     listen: Iterable[str | StreamListen] = (DEFAULT_TCP_LISTEN,),
     config: GreeterConfig | None = None,
@@ -182,6 +184,7 @@ def tcp_greeter(
     )
 
 
+@one_line_in_tac
 def echo(
     listen: Iterable[str | StreamListen] = (DEFAULT_ECHO_LISTEN,),
     limits: TCPLimits | None = None,
@@ -196,6 +199,7 @@ def echo(
     return _stream_service(ECHO_NAME, EchoFactory, limits, listens, reactor, log_connections, faults)
 
 
+@one_line_in_tac
 def udp_greeter(
     listen: Iterable[str | UDPListen] = (DEFAULT_UDP_LISTEN,),
     reply: ReplyTemplate = DEFAULT_REPLY,
@@ -221,6 +225,7 @@ def udp_greeter(
     return service
 
 
+@one_line_in_tac
 def everything(
     tcp: Iterable[str | StreamListen] = (DEFAULT_TCP_LISTEN,),
     udp: Iterable[str | UDPListen] = (DEFAULT_UDP_LISTEN,),

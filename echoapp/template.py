@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from echoapp._tac import one_line_in_tac
+
 __all__ = ["DEFAULT_REPLY", "PLACEHOLDER", "ReplyTemplate", "encode_text"]
 
 PLACEHOLDER = "{}"
@@ -31,6 +33,7 @@ class ReplyTemplate:
     suffix: bytes
 
     @classmethod
+    @one_line_in_tac
     def parse(cls, text: str) -> ReplyTemplate:
         """
         @raise ValueError: with a one-line reason, unless C{text} holds

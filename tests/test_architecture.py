@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "echoapp",
             "echoapp._process",
             "echoapp._twisted",
+            "echoapp._tac",
             "echoapp._reasons",
             "echoapp._framing",
             "echoapp._peers",

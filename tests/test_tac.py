@@ -4,14 +4,23 @@ builders, and describes the deployment its comment promises.
 """
 
 import os
+import subprocess
+import tempfile
 
 from twisted.application.service import IService, IServiceCollection, loadApplication
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.persisted import sob
 from twisted.trial.unittest import SynchronousTestCase
 
+from echoapp import _tac
+from echoapp._process import PROCESS
 from echoapp._protocols.echo import EchoFactory
 from echoapp._protocols.greeter import GreeterFactory
 from echoapp._protocols.udp import UDPGreeter
-from tests.support import listeners
+from echoapp._tac import TacMistake
+from echoapp.config import TCPLimits
+from tests.support import DEADLINE, installed_env, listeners, twistd_path
 
 TAC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tac")
 
@@ -81,3 +90,76 @@ class TacTests(SynchronousTestCase):
         self.assertEqual(
             [grandchild.name for grandchild in children[1]], ["echoapp-tcp", "echoapp-udp", "echoapp-echo"]
         )
+
+
+HEAD = "from twisted.application import service\nfrom echoapp import services\n"
+HEAD += "from echoapp.config import GreeterConfig, TCPLimits\napplication = service.Application('x')\n"
+
+
+class MistakeTests(SynchronousTestCase):
+    """A .tac file that configures echoapp wrongly ends start-up with one line, not a traceback."""
+
+    def tac(self, body: str) -> str:
+        with tempfile.NamedTemporaryFile("w", suffix=".tac", delete=False) as file:
+            file.write(HEAD + body + "\n")
+        self.addCleanup(os.unlink, file.name)
+        return file.name
+
+    def test_each_mistake_is_its_reason_in_one_line(self) -> None:
+        for body, reason in [
+            ("TCPLimits(idle_timeout=-5)", "idle-timeout: must be a positive number, got -5"),
+            ("GreeterConfig(reply='no placeholder')", "reply: reply template 'no placeholder' must contain"),
+            ("services.echo(['tcp:9999:interface=::1'])", "write 'tcp:9999:interface=\\:\\:1'"),
+            ("services.udp_greeter(['udp:99999'])", "port '99999' is not a number"),
+        ]:
+            with self.assertRaises(TacMistake) as caught:
+                loadApplication(self.tac(body), "python")
+            self.assertIn(reason, str(caught.exception.code), body)
+            self.assertTrue(str(caught.exception.code).startswith("echoapp: in the .tac file: "))
+
+    def test_outside_a_tac_file_it_is_the_valueerror_it_always_was(self) -> None:
+        error = self.assertRaises(ValueError, TCPLimits, idle_timeout=-5)
+        self.assertNotIsInstance(error, SystemExit)
+
+    def test_a_bug_of_the_files_own_keeps_its_traceback(self) -> None:
+        self.assertRaises(ZeroDivisionError, loadApplication, self.tac("1 / 0"), "python")
+
+    def test_twistd_prints_the_one_line_and_exits_1(self) -> None:
+        path = self.tac("services.echo(['tcp:0:interface=127.0.0.1'], TCPLimits(idle_timeout=-5))")
+        result = subprocess.run(
+            [twistd_path(), "-n", "--pidfile=", "-y", path],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            env=installed_env(),
+            cwd=tempfile.gettempdir(),
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            (result.stdout + result.stderr).strip(),
+            "echoapp: in the .tac file: idle-timeout: must be a positive number, got -5",
+        )
+
+
+class LoadingTacTests(SynchronousTestCase):
+    """L{_tac.loading_tac}: twistd runs a C{.tac} file with Twisted's C{sob.loadValueFromFile}."""
+
+    def test_true_inside_a_tac_file_only(self) -> None:
+        self.assertFalse(_tac.loading_tac())
+        with tempfile.NamedTemporaryFile("w", suffix=".tac", delete=False) as file:
+            file.write("from echoapp import _tac\n")
+            file.write("def ask():\n    return _tac.loading_tac()\n")
+            file.write("application = ask()\n")
+        self.addCleanup(os.unlink, file.name)
+        self.assertIs(sob.loadValueFromFile(file.name, "application"), True, "sob.loadValueFromFile changed")
+
+    def test_without_the_loader_never_and_said_once(self) -> None:
+        self.patch(PROCESS, "fallen_back", set())
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.patch(sob, "loadValueFromFile", None)
+        del sob.loadValueFromFile
+        self.assertFalse(_tac.loading_tac())
+        self.assertFalse(_tac.loading_tac())
+        lines = [formatEvent(event) for event in events if event.get("item") == "loading_tac"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("twistd's traceback", lines[0])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from echoapp._fields import Kind, option_name, spec, validate
+from echoapp._tac import one_line_in_tac
 from echoapp.template import encode_text
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
@@ -208,6 +209,7 @@ class Faults:
     fraction: float = _spec(1.0, PROBABILITY, "share of connections that get the faults")
     seed: int | None = _spec(None, SEED, "for every random choice")
 
+    @one_line_in_tac
     def __post_init__(self) -> None:
         validate(self)
         if self.slice_variation and not self.slice:

@@ -20,6 +20,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
+from echoapp._tac import one_line_in_tac
 from echoapp._transports import native_tcp
 from echoapp._transports.descriptions import description_mistake, explain_failure, one_line, split_proxy
 from echoapp._transports.eager import eager_reactor
@@ -210,6 +211,7 @@ class StreamListen:
     reuse_port: bool = False
 
     @classmethod
+    @one_line_in_tac
     def parse(
         cls, description: str, reuse_port: bool = False, proxy_from: tuple[Network, ...] = ()
     ) -> StreamListen:
@@ -257,6 +259,7 @@ class UDPListen:
     reuse_port: bool = False
 
     @classmethod
+    @one_line_in_tac
     def parse(cls, description: str, reuse_port: bool = False) -> UDPListen:
         """
         @raise ValueError: with a one-line reason naming the description.
