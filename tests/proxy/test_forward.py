@@ -6,7 +6,12 @@ both ways, and the limits of the other TCP services.
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import ssl
+import tempfile
+from functools import partial
 from typing import Any
 
 from twisted.internet import reactor
@@ -31,6 +36,7 @@ from tests.support import (
     buffered,
     connect_tcp,
     free_port,
+    make_certificates,
     recv_until_closed,
     wait_until,
 )
@@ -190,6 +196,73 @@ class ForwardingTests(TestCase):
         peer.up()
         self.assertEqual(peer.port, port)
         self.assertEqual(await deferToThread(exchange, port, b"back"), b"back")
+
+
+def over(family: int, address: Any, payload: bytes, wrap: Any = None) -> bytes:
+    """A client on any socket family (and TLS with C{wrap}): send, half-close, read to the end."""
+    with socket.socket(family, socket.SOCK_STREAM) as raw:
+        raw.settimeout(DEADLINE)
+        raw.connect(address)
+        sock = wrap(raw) if wrap is not None else raw
+        sock.sendall(payload)
+        if wrap is None:
+            sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while len(got) < len(payload) and (chunk := sock.recv(65536)):
+            got += chunk
+        return got
+
+
+class EndpointTests(TestCase):
+    """Any stream endpoint on either side: unix, tcp6, ssl to the client, tls to the upstream, haproxy:."""
+
+    def scratch(self) -> str:
+        directory = tempfile.mkdtemp(prefix="echoapp-proxy-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory
+
+    async def test_unix_on_both_sides(self) -> None:
+        directory = self.scratch()
+        up, front = os.path.join(directory, "up.sock"), os.path.join(directory, "front.sock")
+        testing.echo(self, listen=f"unix:{up}")
+        testing.proxy(self, listen=f"unix:{front}", upstream=f"unix:{up}")
+        self.assertEqual(await deferToThread(over, socket.AF_UNIX, front, b"over unix"), b"over unix")
+
+    async def test_tcp6_on_both_sides(self) -> None:
+        echo = testing.echo(self, listen=r"tcp6:0:interface=\:\:1")
+        peer = testing.proxy(self, listen=r"tcp6:0:interface=\:\:1", upstream=f"[::1]:{echo.port}")
+        self.assertEqual(peer.host, "::1")
+        got = await deferToThread(over, socket.AF_INET6, ("::1", peer.port), b"over IPv6")
+        self.assertEqual(got, b"over IPv6")
+
+    async def test_ssl_to_the_client_and_tls_to_the_upstream(self) -> None:
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL")
+        paths = make_certificates(self.scratch())
+        roots = self.scratch()
+        shutil.copy(paths["ca.pem"], roots)
+        keys = f"privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        echo = testing.echo(self, listen=f"ssl:0:interface=127.0.0.1:{keys}")
+        peer = testing.proxy(
+            self,
+            listen=f"ssl:0:interface=127.0.0.1:{keys}",
+            upstream=f"tls:localhost:{echo.port}:trustRoots={roots}",
+        )
+        context = ssl.create_default_context(cafile=paths["ca.pem"])
+        wrap = partial(context.wrap_socket, server_hostname="localhost")
+        got = await deferToThread(over, socket.AF_INET, ("127.0.0.1", peer.port), b"TLS both ways", wrap)
+        self.assertEqual(got, b"TLS both ways")
+
+    async def test_haproxy_listener_reads_the_header_and_forwards_the_rest(self) -> None:
+        echo = testing.echo(self)
+        peer = testing.proxy(
+            self, listen="haproxy:tcp:0:interface=127.0.0.1", upstream=f"127.0.0.1:{echo.port}"
+        )
+        header = b"PROXY TCP4 10.1.1.1 127.0.0.1 1111 2222\r\n"
+        got = await deferToThread(over, socket.AF_INET, ("127.0.0.1", peer.port), header + b"payload")
+        self.assertEqual(got, b"payload", "the header is the proxy's, not the upstream's")
 
 
 class StoppedTests(TestCase):
