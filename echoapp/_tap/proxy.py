@@ -11,7 +11,8 @@ import json
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from echoapp._faults import Faults
+from echoapp._faults import DATAGRAM, PLAIN, STREAM, TLS, Faults
+from echoapp._proxy.addresses import is_udp
 from echoapp._proxy.registry import NAME, Proxies
 from echoapp._proxy.schema import ProxyError, ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
@@ -51,6 +52,18 @@ def _toxics(options: usage.Options, key: str, stream: str) -> list[Toxic]:
         toxicity, attributes = faults.fraction, {"fault": str(faults)}
         toxics.append(Toxic(f"{key}_{place}", "echoapp", stream, toxicity, faults, attributes))
     return toxics
+
+
+def _check_faults(spec: ProxySpec, toxics: list[Toxic]) -> None:
+    """A --fault this pair's traffic cannot have, in the command line's words."""
+    udp = is_udp(spec)
+    for toxic in toxics:
+        try:
+            toxic.faults.check_applies(*((DATAGRAM,) if udp else (STREAM, PLAIN, TLS)))
+        except ValueError as error:
+            option = "fault-upstream" if toxic.stream == "upstream" else "fault"
+            kind = "UDP" if udp else "TCP"
+            raise usage.UsageError(f"--{option}: {error} (--listen {spec.listen} is {kind})") from None
 
 
 class Options(PluginOptions):
@@ -100,8 +113,9 @@ class Options(PluginOptions):
         self["toxics"] = toxics
         batch = []
         for place, (listen, upstream) in enumerate(zip(listens, upstreams, strict=True), 1):
-            name = f"proxy{place}" if place > 1 else "proxy"
-            batch.append((ProxySpec(name, listen, upstream), toxics))
+            spec = ProxySpec(f"proxy{place}" if place > 1 else "proxy", listen, upstream)
+            _check_faults(spec, toxics)
+            batch.append((spec, toxics))
         if self["config"] is not None:
             batch += self._config(self["config"])
         if self["api"] is not None:

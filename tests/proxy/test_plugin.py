@@ -111,6 +111,21 @@ class PluginTests(SynchronousTestCase):
                 ["--listen", LOOP, "--upstream", "127.0.0.1:1", "--fault", "latency=fast"],
                 "--fault: fault latency",
             ),
+            (
+                [
+                    "--listen",
+                    "udp:0:interface=127.0.0.1",
+                    "--upstream",
+                    "udp:127.0.0.1:53",
+                    "--fault",
+                    "slice=1",
+                ],
+                "--fault: fault slice: applies to TCP services only (--listen udp:0:interface=127.0.0.1 is UDP)",
+            ),
+            (
+                ["--listen", LOOP, "--upstream", "127.0.0.1:1", "--fault-upstream", "reorder=0.5"],
+                "--fault-upstream: fault reorder: applies to UDP services only",
+            ),
             (["--config", file.name], "invalid toxic type at proxy 1"),
             (["--config", "/nonexistent.json"], "No such file"),
         ]:
