@@ -112,15 +112,8 @@ class PluginTests(SynchronousTestCase):
                 "--fault: fault latency",
             ),
             (
-                [
-                    "--listen",
-                    "udp:0:interface=127.0.0.1",
-                    "--upstream",
-                    "udp:127.0.0.1:53",
-                    "--fault",
-                    "slice=1",
-                ],
-                "--fault: fault slice: applies to TCP services only (--listen udp:0:interface=127.0.0.1 is UDP)",
+                ["--listen", "udp:0", "--upstream", "udp:127.0.0.1:53", "--fault", "slice=1"],
+                "--fault: fault slice: applies to TCP services only (--listen udp:0 is UDP)",
             ),
             (
                 ["--listen", LOOP, "--upstream", "127.0.0.1:1", "--fault-upstream", "reorder=0.5"],
