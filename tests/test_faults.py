@@ -400,6 +400,27 @@ class RunTimeChangeClockTests(SynchronousTestCase):
         self.protocol.dataReceived(b"b")
         self.assertEqual(self.transport.value(), b"<b>")
 
+    def test_a_timed_fault_set_later_counts_from_then(self) -> None:
+        """As toxiproxy's timeout and reset_peer count from the toxic's arrival, not the opening."""
+        self.clock.advance(5)
+        self.plan.faults = Faults(close_after=1)
+        self.assertFalse(self.transport.disconnecting, "not at once: it began to apply just now")
+        self.clock.advance(0.5)
+        self.plan.faults = Faults(close_after=1, latency=0.1)  # another change: the count goes on
+        self.clock.advance(0.4)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnecting, "1 s after it was set")
+
+    def test_a_timed_fault_changed_counts_again(self) -> None:
+        self.plan.faults = Faults(reset_after=1)
+        self.clock.advance(0.8)
+        self.plan.faults = Faults(reset_after=2)
+        self.clock.advance(1.9)
+        self.assertFalse(self.transport.disconnected, "the new value counts from its change")
+        self.clock.advance(0.2)
+        self.assertTrue(self.transport.disconnected)
+
     def test_stall_read_and_reset_after_follow_the_plan(self) -> None:
         self.plan.faults = Faults(stall="read")
         self.assertEqual(self.transport.producerState, "paused")
@@ -758,6 +779,14 @@ class PluginOptionTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("--fault: fault latency: 'fast' is not a duration (like 50ms or 2s)", result.stderr)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
+
+    def test_repeated_fault_options_do_not_depend_on_their_order(self) -> None:
+        from echoapp._tap import tcp
+
+        for order in (["slice-variation=4", "slice=16"], ["slice=16", "slice-variation=4"]):
+            options = tcp.Options()
+            options.parseOptions([arg for text in order for arg in ("--fault", text)])
+            self.assertEqual(options["faults"].faults, Faults(slice=16, slice_variation=4), order)
 
     def test_without_faults_nothing_is_wrapped(self) -> None:
         from echoapp._tap import tcp

@@ -183,9 +183,9 @@ class Faults:
     read_latency: float = _spec(0.0, DURATION, "delay before the server reads what arrived", STREAM)
     read_bandwidth: int = _spec(0, SIZE, "bytes per second the server reads", STREAM)
     reset_after_bytes: int | None = _spec(None, SIZE, "RST after N bytes", STREAM)
-    reset_after: float | None = _spec(None, DURATION, "RST after a time", STREAM)
+    reset_after: float | None = _spec(None, DURATION, "RST a time after it applies", STREAM)
     close_after: float | None = _spec(
-        None, DURATION, "close (FIN) after a time; what is queued is dropped", STREAM
+        None, DURATION, "close (FIN) a time after it applies; what is queued is dropped", STREAM
     )
     half_close_after_bytes: int | None = _spec(None, SIZE, "FIN after N bytes; reading goes on", PLAIN)
     slow_close: float = _spec(0.0, DURATION, "delay every close", STREAM)

@@ -147,8 +147,8 @@ class FaultyConnection(ProtocolWrapper):
         self._lost = False
         self._pauses: set[str] = set()
         self._timers: set[IDelayedCall] = set()
-        self._timed: dict[str, IDelayedCall] = {}  # reset_after, close_after: from the opening
-        self._opened = 0.0
+        self._timed: dict[str, IDelayedCall] = {}  # reset_after, close_after
+        self._since: dict[str, tuple[float, float]] = {}  # their values, and when each began to apply
 
     def faults(self) -> Faults:
         """The faults that apply to this connection now (L{OFF} for none)."""
@@ -167,7 +167,6 @@ class FaultyConnection(ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         plan = self.factory.plan
-        self._opened = plan.clock.seconds()
         plan.listeners.add(self)
         faults = self.faults()
         super().makeConnection(transport)
@@ -189,8 +188,16 @@ class FaultyConnection(ProtocolWrapper):
             if timer is not None and timer.active():
                 timer.cancel()
             after = getattr(faults, name)
-            if after is not None:
-                self._timed[name] = self._later(self._opened + after - now, call)
+            if after is None:
+                self._since.pop(name, None)
+                continue
+            # Counted from when this value began to apply: the opening, or
+            # the change that set it on an open connection (toxiproxy's
+            # timeout and reset_peer count from the toxic's arrival).
+            since = self._since.get(name)
+            if since is None or since[0] != after:
+                since = self._since[name] = (after, now)
+            self._timed[name] = self._later(since[1] + after - now, call)
 
     def _timed_reset(self) -> None:
         reset(self.transport)

@@ -263,14 +263,15 @@ def check_faults(options: usage.Options, streams: Any = (), datagrams: bool = Fa
 
 def fault_plan(options: usage.Options) -> FaultPlan | None:
     """The C{--fault} options as one plan, or L{None} without any (nothing is wrapped then)."""
-    faults = Faults()
-    for spec in options.get("fault-texts", []):
-        try:
-            faults = Faults.parse(spec, faults)
-        except ValueError as error:
-            raise usage.UsageError(f"--fault: {error}") from None
-    if not options.get("fault-texts"):
+    texts = options.get("fault-texts", [])
+    if not texts:
         return None
+    try:
+        # One parse of them all, so that their order does not matter
+        # (slice-variation= is checked against slice= wherever it is given).
+        faults = Faults.parse(",".join(texts))
+    except ValueError as error:
+        raise usage.UsageError(f"--fault: {error}") from None
     return FaultPlan(faults)
 
 
