@@ -188,11 +188,13 @@ def start_server(name: str, port: int) -> Server:
     deadline = time.monotonic() + 20
     waiting = list(group.health)
     in_a_row = 0
+    front = group.front
     while time.monotonic() < deadline and server.poll() is None:
         if waiting:
             waiting = [health for health in waiting if not _healthy(health)]
-            if not waiting and group.front:
-                server.add(_popen(group.front))
+        elif front is not None:
+            server.add(_popen(front))
+            front = None
         elif _answers(port, udp, echo):
             in_a_row += 1
             if in_a_row >= len(group.backends):

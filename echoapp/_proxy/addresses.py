@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet.endpoints import clientFromString
 
+from echoapp._faults import DATAGRAM, PLAIN, STREAM, TLS, offered
 from echoapp._proxy.schema import ProxyError, ProxySpec
 from echoapp._transports.endpoints import (
     ParseOnlyReactor,
@@ -70,7 +71,8 @@ def plain_tcp(text: str) -> tuple[str, int] | None:
     """
     found = _host_port(text)
     if found is not None:
-        return found
+        # ":PORT" is this host, as toxiproxy dials it: Twisted's endpoint says so, the loop cannot.
+        return found if found[0] else None
     kind, _, rest = text.partition(":")
     if kind != "tcp":
         return None
@@ -163,3 +165,18 @@ def check_udp(spec: ProxySpec) -> tuple[UDPListen, tuple[str, int]]:
     except ValueError as error:
         raise ProxyError(400, str(error)) from None
     return listen, upstream
+
+
+def offered_by(spec: ProxySpec, stream: str) -> tuple[str, ...]:
+    """
+    What a proxy's C{stream} can have its faults applied to, as
+    L{echoapp._faults.Faults.check_applies} takes it: datagrams for a UDP
+    proxy; the client's side (downstream) is the listener's, TLS or plain;
+    the upstream side is TLS for a C{tls:}/C{ssl:} upstream, else plain.
+    """
+    if is_udp(spec):
+        return (DATAGRAM,)
+    if stream == "downstream":
+        return offered([listen_description(spec.listen or ":0")])
+    kind = spec.upstream.partition(":")[0]
+    return (STREAM, TLS if kind in ("tls", "ssl") else PLAIN)

@@ -9,19 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from echoapp import StartupError
-from echoapp._proxy.addresses import shown
+from echoapp._proxy.addresses import offered_by, shown
 from echoapp._proxy.schema import ProxyError, ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
 
 
 class NamedProxy:
     """
-    One named proxy; L{KIND} and L{WHERE} (what its faults can apply to,
-    as L{echoapp._faults.Faults.check_applies} takes it) are its kind's.
+    One named proxy; L{KIND} names its kind in a refusal.
     """
 
     KIND = ""
-    WHERE: tuple[str, ...] = ()
 
     def __init__(self, spec: ProxySpec, faults: ProxyFaults) -> None:
         self.spec = spec
@@ -32,11 +30,12 @@ class NamedProxy:
 
     def check_toxic(self, toxic: Toxic) -> None:
         """
-        @raise ProxyError: 400 for a toxic this kind of traffic cannot have
-            (UDP loss on TCP; bandwidth, slicing or resets on UDP).
+        @raise ProxyError: 400 for a toxic its stream cannot have (UDP loss
+            on TCP; bandwidth, slicing or resets on UDP; a half-close over
+            TLS; a stalled handshake without TLS).
         """
         try:
-            toxic.faults.check_applies(*self.WHERE)
+            toxic.faults.check_applies(*offered_by(self.spec, toxic.direction))
         except ValueError as error:
             raise ProxyError(400, f"toxic {toxic.name} on {self.KIND} proxy {self.name}: {error}") from None
 

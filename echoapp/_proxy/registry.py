@@ -21,7 +21,6 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succee
 from twisted.logger import Logger
 
 from echoapp import StartupError
-from echoapp._faults import PLAIN, STREAM, TLS
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
 from echoapp._proxy.addresses import check, is_udp, listen_description, shown
@@ -47,7 +46,6 @@ class Proxy(NamedProxy):
     """
 
     KIND = "TCP"
-    WHERE = (STREAM, PLAIN, TLS)
 
     def __init__(
         self,
@@ -98,11 +96,11 @@ class Proxy(NamedProxy):
         return self._factory
 
     def set_upstream(self, upstream: str) -> None:
-        """Forward the next connections to C{upstream} (checked when the proxy was made)."""
-        self.spec.upstream = upstream
+        """Forward the next connections to C{upstream} (checked by the caller): the endpoint first."""
         if self._factory is not None:
             inner = getattr(self._factory, "wrappedFactory", self._factory)
             inner.upstream = upstream_endpoint(self.reactor, upstream)
+        self.spec.upstream = upstream
 
     def open(self) -> None:
         """
@@ -313,6 +311,9 @@ class Proxies(Service):
         before the old one closes (and nothing changes if it cannot); a new
         upstream serves the next connections.
         """
+        if is_udp(spec) != isinstance(proxy, NamedUDPProxy):
+            kind, other = ("udp", "tcp") if isinstance(proxy, NamedUDPProxy) else ("tcp", "udp")
+            raise ProxyError(400, f"a {kind} proxy stays one: delete it and create a {other} proxy")
         if spec.listen not in (proxy.spec.listen, proxy.address):
             [replacement] = self.populate([(spec, list(proxy.faults.toxics.values()))])
             return replacement

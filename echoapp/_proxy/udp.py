@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 
-from echoapp._faults import DATAGRAM, Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
+from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.named import NamedProxy
 from echoapp._proxy.schema import ProxySpec
@@ -186,7 +186,6 @@ class NamedUDPProxy(NamedProxy):
     """
 
     KIND = "UDP"
-    WHERE = (DATAGRAM,)
 
     def __init__(self, spec: ProxySpec, faults: ProxyFaults, limits: TCPLimits, reactor: Any = None) -> None:
         super().__init__(spec, faults)

@@ -11,8 +11,8 @@ import json
 from twisted.application.service import IService, MultiService
 from twisted.python import usage
 
-from echoapp._faults import DATAGRAM, PLAIN, STREAM, TLS, Faults
-from echoapp._proxy.addresses import is_udp
+from echoapp._faults import Faults
+from echoapp._proxy.addresses import is_udp, offered_by
 from echoapp._proxy.registry import NAME, Proxies
 from echoapp._proxy.schema import ProxyError, ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
@@ -59,7 +59,7 @@ def _check_faults(spec: ProxySpec, toxics: list[Toxic]) -> None:
     udp = is_udp(spec)
     for toxic in toxics:
         try:
-            toxic.faults.check_applies(*((DATAGRAM,) if udp else (STREAM, PLAIN, TLS)))
+            toxic.faults.check_applies(*offered_by(spec, toxic.direction))
         except ValueError as error:
             option = "fault-upstream" if toxic.stream == "upstream" else "fault"
             kind = "UDP" if udp else "TCP"

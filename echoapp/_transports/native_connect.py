@@ -68,7 +68,7 @@ class NativeTCPClientEndpoint:
                     self.loop.create_connection(lambda: NativeConnection(capture), self.host, self.port),
                     self.timeout,
                 )
-            except TimeoutError:
+            except asyncio.TimeoutError:  # the built-in TimeoutError from 3.11, not on 3.10
                 raise ConnectError(f"{self.host}:{self.port}", "timed out") from None
             if capture.protocol is None:
                 raise ConnectError(f"{self.host}:{self.port}", "the factory built no protocol")

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -24,7 +25,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from echoapp import testing
 from echoapp._proxy.api import MAX_BODY, api_service
 from echoapp._proxy.registry import Proxies
-from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port, recv_until_closed
+from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port, make_certificates, recv_until_closed
 
 TOXIPROXY = os.environ.get(
     "ECHOAPP_TOXIPROXY",
@@ -333,6 +334,39 @@ class ApiTests(TestCase):
         self.assertEqual((status, listed["u"]["type"], listed["u"]["listen"]), (200, "udp", made["listen"]))
         status, answer = await self.call("POST", "/proxies/u", {"type": "tcp"})
         self.assertEqual(status, 400, answer)
+
+    async def test_an_update_cannot_change_a_proxys_kind(self) -> None:
+        _, made = await self.call(
+            "POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        )
+        for change in ({"upstream": "udp:127.0.0.1:53"}, {"listen": "udp:127.0.0.1:0"}, {"type": "udp"}):
+            status, answer = await self.call("POST", "/proxies/e", change)
+            self.assertEqual(status, 400, (change, answer))
+            self.assertIn("a tcp proxy stays one", answer["error"])
+        self.assertEqual(await self.call("GET", "/proxies/e"), (200, made), "nothing changed")
+        self.assertEqual(await deferToThread(connect_result, made["listen"]), "ping")
+
+    async def test_a_half_close_is_refused_on_a_tls_listener(self) -> None:
+        """limit_data half-closes; TLS cannot: refused, not logged as active and doing nothing."""
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL")
+        paths = make_certificates(tempfile.mkdtemp())
+        keys = f"privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        listen = f"ssl:0:interface=127.0.0.1:{keys}"
+        await self.call("POST", "/proxies", {"name": "s", "listen": listen, "upstream": self.upstream})
+        status, answer = await self.call(
+            "POST", "/proxies/s/toxics", {"type": "limit_data", "attributes": {"bytes": 3}}
+        )
+        self.assertEqual(status, 400)
+        self.assertIn("needs a listener without TLS", answer["error"])
+        status, _ = await self.call(
+            "POST",
+            "/proxies/s/toxics",
+            {"type": "limit_data", "stream": "upstream", "attributes": {"bytes": 3}},
+        )
+        self.assertEqual(status, 200, "the upstream side is plain TCP: it can half-close")
 
     async def test_populate_is_all_or_nothing_and_keeps_its_toxics(self) -> None:
         taken = holding_a_port(self)

@@ -14,7 +14,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import Faults
-from echoapp._proxy.addresses import udp_listen_description, udp_upstream
 from echoapp._proxy.toxics import ProxyFaults, Toxic
 from echoapp._proxy.udp import UDPProxy
 from echoapp._transports.endpoints import UDPListen
@@ -99,25 +98,6 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.proxy.sessions, {})
         self.proxy.stopProtocol()
         self.assertFalse(self.clock.getDelayedCalls())
-
-    def test_listen_addresses(self) -> None:
-        """toxiproxy's HOST:PORT, the upstream's udp:HOST:PORT, and echoapp's own udp: descriptions."""
-        for given, meant in [
-            ("127.0.0.1:0", "udp:0:interface=127.0.0.1"),
-            ("udp:127.0.0.1:53", "udp:53:interface=127.0.0.1"),
-            ("udp:[::1]:53", "udp:53:interface=::1"),
-            (":5353", "udp:5353"),
-            ("udp:5353", "udp:5353"),
-            ("udp:5353:interface=127.0.0.2", "udp:5353:interface=127.0.0.2"),
-        ]:
-            self.assertEqual(str(UDPListen.parse(udp_listen_description(given))), meant, given)
-
-    def test_upstream_addresses(self) -> None:
-        self.assertEqual(udp_upstream("udp:10.0.0.1:53"), ("10.0.0.1", 53))
-        self.assertEqual(udp_upstream("[::1]:53"), ("::1", 53))
-        for bad in ("udp:dns.example:53", "udp:10.0.0.1:0", "10.0.0.1"):
-            with self.assertRaises(ValueError):
-                udp_upstream(bad)
 
 
 class UDPPluginTests(SynchronousTestCase):

@@ -90,6 +90,13 @@ class NativeConnectTests(SynchronousTestCase):
         failure = self.run_until(endpoint.connect(factory))
         self.assertTrue(failure.check(ConnectError), failure)
 
+    def test_a_connect_that_takes_too_long_is_a_connect_error(self) -> None:
+        self.patch(self.loop, "create_connection", lambda *args, **kwargs: asyncio.sleep(10))
+        endpoint = NativeTCPClientEndpoint(self.loop, "127.0.0.1", 1, timeout=0.05)
+        failure = self.run_until(endpoint.connect(Counting()))
+        self.assertTrue(failure.check(ConnectError), failure)
+        self.assertIn("timed out", str(failure.value))
+
     def test_cancelling_cancels_the_attempt(self) -> None:
         server = socket.create_server(("127.0.0.1", 0))
         self.addCleanup(server.close)
