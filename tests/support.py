@@ -60,6 +60,21 @@ def json_file(test: SynchronousTestCase, data: Any) -> str:
     return file.name
 
 
+def udp_port_closed(port: int, host: str = "127.0.0.1") -> bool:
+    """
+    Nothing holds UDP C{host:port} (the test can bind it, and lets it go at
+    once).  What a closed UDP port means, told without ICMP: Linux caps the
+    port-unreachable messages it sends per second for the whole machine, so
+    a refusal seen by a client is not reliable while other tests send.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     """
     A loopback port that nothing listens on now.  Only for what cannot be
