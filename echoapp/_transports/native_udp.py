@@ -139,7 +139,13 @@ class DatagramBridge(asyncio.DatagramProtocol):
             if self._port.protocol.numPorts:
                 self._port.protocol.doStop()
         finally:
-            self._port.closed()
+            # The loop closes the socket only after this returns (asyncio in a
+            # finally, uvloop on its close callback): whoever waits for the
+            # port to stop hears it on the next turn, when the port is free.
+            try:
+                asyncio.get_running_loop().call_soon(self._port.closed)
+            except RuntimeError:  # no loop running (a test driving it by hand)
+                self._port.closed()
 
 
 def serve_datagrams(

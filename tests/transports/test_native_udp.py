@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IUDPTransport
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -20,7 +20,7 @@ from echoapp._protocols.udp import UDPGreeter
 from echoapp._transports import native_udp
 from echoapp._transports.endpoints import UDPListen
 from echoapp._twisted import asyncio_loop
-from tests.support import listeners, start
+from tests.support import listeners, start, udp_port_closed
 
 
 class FakeDatagramTransport(asyncio.DatagramTransport):
@@ -124,3 +124,22 @@ class NativeUDPLoopbackTests(TestCase):
                 return sock.recv(100)
 
         return deferToThread(client).addCallback(self.assertEqual, b"Hello, datagram!")
+
+    async def test_stopped_means_the_port_is_free(self) -> None:
+        """
+        Whoever waits for the port to stop (echoapp-proxy's API before it
+        answers "disabled") finds it free: the loop closes the socket only
+        after connection_lost returns.
+        """
+        tree = services.udp_greeter(listen=[UDPListen(0, "127.0.0.1")])
+        tree.privilegedStartService()
+        tree.startService()
+        [listener] = listeners(tree)
+        await deferLater(reactor, 0.05, lambda: None)  # the loop hands the transport over
+        port = listener.port.getHost().port
+        seen: list[bool] = []
+        stopping = listener.stopService()
+        stopping.addCallback(lambda _: seen.append(udp_port_closed(port)))
+        await stopping
+        await tree.stopService()
+        self.assertEqual(seen, [True], "free when the stop is said")
