@@ -17,7 +17,13 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorPluggableNameResolver,
+    IStreamServerEndpoint,
+)
 from zope.interface import implementer
 
 from echoapp._tac import one_line_in_tac
@@ -33,14 +39,19 @@ DEFAULT_ECHO_LISTEN = "tcp:10888:interface=127.0.0.1"
 DEFAULT_UDP_LISTEN = "udp:9999:interface=127.0.0.1"
 
 
+@implementer(IReactorPluggableNameResolver)
 class ParseOnlyReactor:
     """
     Stands in for the reactor while options are parsed.  Twisted's endpoint
     parsers only keep the reactor for later; taking the real one here would
     install the default reactor before twistd installs the chosen one.  A
     parser that did use it gets an C{AttributeError}, which reports the
-    description as unusable.
+    description as unusable.  It has a C{nameResolver} (none), so that a
+    C{tls:} client endpoint keeps it as it keeps the reactor, instead of
+    warning that the reactor has no pluggable resolver.
     """
+
+    nameResolver: Any = None
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"the reactor is not available while options are parsed ({name})")

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._faults import DATAGRAM, PLAIN, STREAM, TLS
 from echoapp._proxy.addresses import (
+    check,
     is_udp,
     offered_by,
     plain_tcp,
@@ -46,6 +47,11 @@ class AddressTests(SynchronousTestCase):
         self.assertEqual(where("127.0.0.1:0", "tls:h:443", "upstream"), (STREAM, TLS))
         self.assertEqual(where("127.0.0.1:0", "unix:/x", "upstream"), (STREAM, PLAIN))
         self.assertEqual(where("udp:0", "udp:127.0.0.1:53", "upstream"), (DATAGRAM,))
+
+    def test_a_tls_upstream_is_checked_without_a_warning(self) -> None:
+        """Parsed without the reactor; Twisted warned that the stand-in had no pluggable resolver."""
+        check(ProxySpec("p", "127.0.0.1:0", "tls:localhost:443"))
+        self.assertEqual([warning["message"] for warning in self.flushWarnings()], [])
 
     def test_udp_by_type_or_by_address(self) -> None:
         self.assertTrue(is_udp(ProxySpec("p", "127.0.0.1:0", "127.0.0.1:53", protocol="udp")))
