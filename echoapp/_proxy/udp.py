@@ -14,10 +14,12 @@ from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 
 from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
+from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.named import NamedProxy
 from echoapp._proxy.schema import ProxySpec
@@ -46,8 +48,12 @@ class _Side(FaultyDatagramProtocol):
         return self.draws
 
 
-class Session(DatagramProtocol):
-    """One client source's upstream socket; what comes back goes to that client, through the faults."""
+class Session(HoldsDescriptor, DatagramProtocol):
+    """
+    One client source's upstream socket; what comes back goes to that
+    client, through the faults.  Its socket counts against the process's
+    descriptor ceiling, as a TCP connection does.
+    """
 
     noisy = False
     transport: Any
@@ -100,6 +106,7 @@ class Session(DatagramProtocol):
         if self.port is not None:
             port, self.port = self.port, None
             port.stopListening()
+        self.release_descriptor()
 
 
 class UDPProxy(DatagramProtocol):
@@ -147,12 +154,21 @@ class UDPProxy(DatagramProtocol):
         client = (addr[0], addr[1])
         session = self.sessions.get(client)
         if session is None:
-            if len(self.sessions) >= self.max_sessions:
+            # Room for one more socket: past the bound, or with the process's
+            # descriptors all held, the least recently heard source goes.
+            if self.sessions and (len(self.sessions) >= self.max_sessions or DESCRIPTORS.full()):
                 _, oldest = self.sessions.popitem(last=False)
                 oldest.close()
-            session = self.sessions[client] = Session(self, client)
+            if DESCRIPTORS.full():
+                return  # no socket to give a new source (TCP clients hold them all): dropped
+            session = Session(self, client)
             family_interface = "::" if ":" in self.upstream[0] else "0.0.0.0"
-            session.port = self.clock.listenUDP(0, session, interface=family_interface)
+            try:
+                session.port = self.clock.listenUDP(0, session, interface=family_interface)
+            except (OSError, CannotListenError):
+                return  # the kernel has no socket for it either: dropped, as a full network would
+            session.hold_descriptor()
+            self.sessions[client] = session
         else:
             self.sessions.move_to_end(client)
         session.send(datagram)

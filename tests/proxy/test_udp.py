@@ -8,12 +8,14 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from twisted.internet.error import CannotListenError
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import Faults
+from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._proxy.toxics import ProxyFaults, Toxic
 from echoapp._proxy.udp import UDPProxy
 from echoapp._transports.endpoints import UDPListen
@@ -87,6 +89,30 @@ class SessionTests(SynchronousTestCase):
         self.proxy.datagramReceived(b"q", ("10.0.0.1", 1002))
         self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1001), ("10.0.0.1", 1002)])
         self.assertEqual(len(self.clock.udpPorts), 3, "one socket each; the oldest was closed to make room")
+
+    def test_session_sockets_count_against_the_descriptor_ceiling(self) -> None:
+        self.patch(DESCRIPTORS, "open", 0)
+        self.patch(DESCRIPTORS, "ceiling", 1)
+        self.patch(DESCRIPTORS, "limit", lambda: 1)
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.assertEqual(DESCRIPTORS.open, 1, "the session's socket is held")
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1001))
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1001)], "the oldest went to make room")
+        self.assertEqual(DESCRIPTORS.open, 1)
+        DESCRIPTORS.open += 1  # a TCP client takes the last one
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1002))
+        self.assertEqual(list(self.proxy.sessions), [], "no socket for a new source: dropped")
+        self.proxy.stopProtocol()
+        self.assertEqual(DESCRIPTORS.open, 1, "every session's descriptor given back")
+
+    def test_no_socket_for_a_source_drops_its_datagram_quietly(self) -> None:
+        def no_socket(*args: Any, **kwargs: Any) -> Any:
+            raise CannotListenError("", 0, OSError(24, "Too many open files"))
+
+        self.patch(self.clock, "listenUDP", no_socket)
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.assertEqual(self.proxy.sessions, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_quiet_sessions_are_closed(self) -> None:
         self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
