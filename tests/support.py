@@ -232,6 +232,29 @@ def udp_exchange(port: int, datagrams: Sequence[bytes], host: str = "127.0.0.1")
         return replies
 
 
+def udp_replies(
+    port: int, datagram: bytes, expected: int | None = None, wait: float = 0.5, host: str = "127.0.0.1"
+) -> list[bytes]:
+    """
+    Send one datagram from a new socket and collect its replies: until
+    C{expected} came (the first waited for up to L{DEADLINE}, each next for
+    a second: duplicates are right behind), or, without C{expected}, all
+    that come within C{wait} of each other (none, for a lost one).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    got: list[bytes] = []
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(DEADLINE if expected else wait)
+        sock.sendto(datagram, (host, port))
+        while expected is None or len(got) < expected:
+            try:
+                got.append(sock.recvfrom(70000)[0])
+            except TimeoutError:
+                break
+            sock.settimeout(wait if expected is None else 1.0)
+    return got
+
+
 # --- Backpressure: a real loopback client that sends far more than it reads ---
 
 

@@ -27,6 +27,7 @@ from tests.support import (
     installed_env,
     twistd_path,
     udp_port_closed,
+    udp_replies,
 )
 
 NODE_DIR = os.path.join(CHECKOUT, "tests", "node")
@@ -51,22 +52,6 @@ def exchange(port: int, payload: bytes) -> str:
 
 def port_of(listen: str) -> int:
     return int(listen.rsplit(":", 1)[1])
-
-
-def ask(port: int, datagram: bytes) -> list[bytes] | str:
-    """One datagram from a connected socket: every reply within half a second (or C{refused})."""
-    replies = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.5)
-        sock.connect(("127.0.0.1", port))
-        sock.send(datagram)
-        try:
-            while True:
-                replies.append(sock.recv(65535))
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return replies
 
 
 class Upstreams(SynchronousTestCase):
@@ -169,17 +154,17 @@ class PythonClientTests(Upstreams):
 
         # A UDP proxy: udp: addresses (toxiproxy-python sends no "type").
         dns = server.create(upstream=f"udp:{self.udp}", name="dns", listen="udp:127.0.0.1:0")
-        self.assertEqual(ask(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
+        self.assertEqual(udp_replies(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
         dns.add_toxic(type="latency", attributes={"latency": 200})
         started = time.monotonic()
-        self.assertEqual(ask(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
+        self.assertEqual(udp_replies(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
         self.assertGreaterEqual(time.monotonic() - started, 0.2, "the reply waited the latency")
         with self.assertRaises(InvalidToxic):
             dns.add_toxic(type="bandwidth", name="no", attributes={"rate": 1})
         with dns.down():
             self.assertTrue(udp_port_closed(port_of(dns.listen)), "down: the port is let go")
         dns.destroy_toxic("latency_downstream")
-        self.assertEqual(ask(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
+        self.assertEqual(udp_replies(port_of(dns.listen), b"Al"), [b"Hello, Al!"])
         server.destroy_all()
         self.assertEqual(server.proxies(), {})
 

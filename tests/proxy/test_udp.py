@@ -5,7 +5,6 @@ number and idle time, and datagram faults in either direction.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from twisted.internet.error import CannotListenError
@@ -20,19 +19,7 @@ from echoapp._proxy.toxics import ProxyFaults, Toxic
 from echoapp._proxy.udp import UDPProxy
 from echoapp._transports.endpoints import UDPListen
 from echoapp._transports.listen import UDPListenService
-from tests.support import DEADLINE, Twistd, json_file
-
-
-def replies(port: int, datagram: bytes, expected: int) -> list[bytes]:
-    """Send one datagram and collect C{expected} replies (fewer if they stop coming for a second)."""
-    got = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(DEADLINE)
-        sock.sendto(datagram, ("127.0.0.1", port))
-        while len(got) < expected:
-            got.append(sock.recvfrom(65535)[0])
-            sock.settimeout(1.0)  # after the first: the duplicates are right behind it
-    return got
+from tests.support import Twistd, json_file, udp_replies
 
 
 def faults_with(stream: str, faults: Faults) -> ProxyFaults:
@@ -55,15 +42,15 @@ class UDPProxyTests(TestCase):
 
     async def test_forwards_both_ways(self) -> None:
         port = self.proxy(ProxyFaults())
-        self.assertEqual(await deferToThread(replies, port, b"Bob", 1), [b"Hello, Bob!"])
+        self.assertEqual(await deferToThread(udp_replies, port, b"Bob", 1), [b"Hello, Bob!"])
 
     async def test_duplicate_downstream(self) -> None:
         port = self.proxy(faults_with("downstream", Faults(duplicate=1)))
-        self.assertEqual(await deferToThread(replies, port, b"Bob", 2), [b"Hello, Bob!"] * 2)
+        self.assertEqual(await deferToThread(udp_replies, port, b"Bob", 2), [b"Hello, Bob!"] * 2)
 
     async def test_duplicate_upstream_is_two_requests(self) -> None:
         port = self.proxy(faults_with("upstream", Faults(duplicate=1)))
-        self.assertEqual(await deferToThread(replies, port, b"Ann", 2), [b"Hello, Ann!"] * 2)
+        self.assertEqual(await deferToThread(udp_replies, port, b"Ann", 2), [b"Hello, Ann!"] * 2)
 
 
 class UDPMemoryReactor(MemoryReactorClock):
@@ -143,7 +130,7 @@ class UDPPluginTests(SynchronousTestCase):
             ]
         )
         self.addCleanup(proxy.stop)
-        self.assertEqual(replies(proxy.address_port("echoapp-proxy"), b"Cy", 2), [b"Hello, Cy!"] * 2)
+        self.assertEqual(udp_replies(proxy.address_port("echoapp-proxy"), b"Cy", 2), [b"Hello, Cy!"] * 2)
 
     def test_a_udp_proxy_from_a_config_file_with_its_toxics(self) -> None:
         """toxiproxy's populate format, a UDP proxy in it (its "type"), and its toxic applied at start."""
@@ -160,7 +147,7 @@ class UDPPluginTests(SynchronousTestCase):
         ]
         proxy = Twistd(["echoapp-proxy", "--config", json_file(self, config)])
         self.addCleanup(proxy.stop)
-        self.assertEqual(replies(proxy.address_port("echoapp-proxy"), b"Di", 2), [b"Hello, Di!"] * 2)
+        self.assertEqual(udp_replies(proxy.address_port("echoapp-proxy"), b"Di", 2), [b"Hello, Di!"] * 2)
 
 
 UDP_LOOPBACK = "udp:0:interface=127.0.0.1"
@@ -172,9 +159,9 @@ class InProcessUDPProxyTests(TestCase):
         peer = testing.proxy(
             self, listen="udp:0:interface=127.0.0.1", upstream=f"udp:127.0.0.1:{greeter.port}"
         )
-        self.assertEqual(await deferToThread(replies, peer.port, b"Ed", 1), [b"Hello, Ed!"])
+        self.assertEqual(await deferToThread(udp_replies, peer.port, b"Ed", 1), [b"Hello, Ed!"])
         peer.faults = Faults(duplicate=1)
-        self.assertEqual(await deferToThread(replies, peer.port, b"Ed", 2), [b"Hello, Ed!"] * 2)
+        self.assertEqual(await deferToThread(udp_replies, peer.port, b"Ed", 2), [b"Hello, Ed!"] * 2)
 
     def test_a_fault_the_proxy_cannot_apply_is_one_line(self) -> None:
         greeter = testing.udp(self)
