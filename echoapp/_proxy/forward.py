@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echoapp._faults import reset
+from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser
 from echoapp._proxy.addresses import plain_tcp, upstream_description
 from echoapp._transports.eager import eager_problem
@@ -52,8 +53,12 @@ def _clean(reason: Failure | None) -> bool:
 
 
 @implementer(IHalfCloseableProtocol)
-class ServerSide(Protocol):
-    """The proxy's connection to the upstream: what it sends goes to the client."""
+class ServerSide(HoldsDescriptor, Protocol):
+    """
+    The proxy's connection to the upstream: what it sends goes to the
+    client.  Its socket counts against the descriptor ceiling too: each
+    proxied client holds two.
+    """
 
     transport: Any
 
@@ -61,6 +66,7 @@ class ServerSide(Protocol):
         self.client = client
 
     def connectionMade(self) -> None:
+        self.hold_descriptor()
         self.client.upstream_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -76,6 +82,7 @@ class ServerSide(Protocol):
         """The upstream stopped reading; the client's bytes stop with the close that follows."""
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.release_descriptor()
         self.client.upstream_lost(_clean(reason))
 
 

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from echoapp import testing
 from echoapp._faults import reset
+from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
 from echoapp._transports.native_tcp import NativeConnection
 from echoapp._twisted import asyncio_loop
@@ -172,6 +173,16 @@ class ForwardingTests(TestCase):
             upstream = getattr(upstream, "transport", upstream)
         native = isinstance(upstream, NativeConnection)
         self.assertEqual(native, asyncio_loop(reactor) is not None, repr(upstream))
+
+    async def test_each_proxied_client_holds_two_descriptors(self) -> None:
+        peer = self.echo_proxy()
+        before = DESCRIPTORS.open
+        held = socket.create_connection(("127.0.0.1", peer.port), timeout=DEADLINE)
+        held.sendall(b"hi")
+        self.assertEqual(await deferToThread(held.recv, 2), b"hi")
+        self.assertEqual(DESCRIPTORS.open - before, 3, "the client's, the upstream's, and the echo's own")
+        held.close()
+        await wait_until(lambda: DESCRIPTORS.open == before, "every descriptor given back")
 
     async def test_max_connections_refuses_with_a_line(self) -> None:
         peer = self.echo_proxy(max_connections=1)
