@@ -15,7 +15,8 @@ from typing import Any
 from twisted.internet.endpoints import clientFromString
 
 from echoapp._faults import DATAGRAM, PLAIN, STREAM, TLS, offered
-from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._proxy.errors import CannotListen, Invalid
+from echoapp._proxy.schema import ProxySpec
 from echoapp._transports.endpoints import (
     ParseOnlyReactor,
     StreamListen,
@@ -100,19 +101,20 @@ def check(spec: ProxySpec) -> tuple[StreamListen, Any]:
     """
     The listener and the upstream endpoint, parsed without the reactor.
 
-    @raise ProxyError: 400 with a one-line reason.
+    @raise Invalid: with a one-line reason (a listen address that is
+        none: L{CannotListen}, as toxiproxy finds out when it binds).
     """
     for field_name in ("name", "upstream"):
         if not getattr(spec, field_name):
-            raise ProxyError(400, f"missing required field: {field_name}")
+            raise Invalid(f"missing required field: {field_name}")
     try:
         listen = StreamListen.parse(listen_description(spec.listen or ":0"))
     except ValueError as error:
-        raise ProxyError(500, f"listen {spec.listen!r}: {error}") from None
+        raise CannotListen(f"listen {spec.listen!r}: {error}") from None
     try:
         upstream = clientFromString(ParseOnlyReactor(), upstream_description(spec.upstream))
     except Exception as error:
-        raise ProxyError(400, f"upstream {spec.upstream!r}: {one_line(error)}") from None
+        raise Invalid(f"upstream {spec.upstream!r}: {one_line(error)}") from None
     return listen, upstream
 
 
@@ -157,13 +159,13 @@ def check_udp(spec: ProxySpec) -> tuple[UDPListen, tuple[str, int]]:
     """
     A UDP proxy's port and upstream address, parsed.
 
-    @raise ProxyError: 400 with a one-line reason.
+    @raise Invalid: with a one-line reason.
     """
     try:
         listen = UDPListen.parse(udp_listen_description(spec.listen or ":0"))
         upstream = udp_upstream(spec.upstream)
     except ValueError as error:
-        raise ProxyError(400, str(error)) from None
+        raise Invalid(str(error)) from None
     return listen, upstream
 
 

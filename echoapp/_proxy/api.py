@@ -22,8 +22,9 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from echoapp import __version__
 from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound, ProxyError
 from echoapp._proxy.registry import AnyProxy, Proxies, ignored_line
-from echoapp._proxy.schema import ProxyError, batch_from_json, spec_from_json, toxic_from_json
+from echoapp._proxy.schema import batch_from_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._transports.listen import StreamListenService
 
@@ -35,6 +36,17 @@ TOO_LARGE = (
 )
 
 log = Logger(namespace="echoapp.proxy.api")
+
+# The proxies' refusals as toxiproxy's statuses: the one place that knows HTTP.
+STATUS: dict[type[ProxyError], int] = {Invalid: 400, NotFound: 404, Exists: 409, CannotListen: 500}
+
+
+def status_of(error: ProxyError) -> int:
+    """toxiproxy's HTTP status for a refusal (500 for one it would not expect)."""
+    for kind, status in STATUS.items():
+        if isinstance(error, kind):
+            return status
+    return 500
 
 
 class ApiRequest(Request):
@@ -75,7 +87,7 @@ class ApiChannel(HTTPChannel):
         super().connectionLost(reason)
 
 
-class NotFound(Exception):
+class NoRoute(Exception):
     """A path toxiproxy does not serve: its router's plain 404."""
 
 
@@ -100,10 +112,11 @@ class ToxiproxyResource(Resource):
         try:
             status, answer = self.route(method, parts, request)
         except ProxyError as error:
-            status, answer = error.status, {"error": str(error), "status": error.status}
+            status = status_of(error)
+            answer = {"error": str(error), "status": status}
             if parts == ["populate"]:
                 answer["proxies"] = None
-        except NotFound:
+        except NoRoute:
             request.setResponseCode(404)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"404 page not found\n"
@@ -132,8 +145,8 @@ class ToxiproxyResource(Resource):
     def route(self, method: str, parts: list[str], request: Request) -> tuple[int, Any]:
         """
         One request to toxiproxy's API: the status code and the JSON
-        toxiproxy answers; a mistake is a L{ProxyError} with toxiproxy's
-        status.
+        toxiproxy answers; a mistake is a L{ProxyError}, which L{status_of}
+        maps to toxiproxy's status.
         """
         proxies = self.proxies
         if parts == ["version"]:
@@ -164,7 +177,7 @@ class ToxiproxyResource(Resource):
             return 200, self._update(proxy, self._body(request)).as_json()
         if len(parts) in (3, 4) and parts[0] == "proxies" and parts[2] == "toxics":
             return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
-        raise NotFound()
+        raise NoRoute()
 
     def _toxics(self, method: str, proxy: AnyProxy, rest: list[str], request: Request) -> tuple[int, Any]:
         toxics = proxy.faults.toxics
@@ -174,7 +187,7 @@ class ToxiproxyResource(Resource):
                 return 200, toxics_json(proxy.faults)
             toxic = toxic_from_json(self._body(request))
             if toxic.name in toxics:
-                raise ProxyError(409, "toxic already exists")
+                raise Exists("toxic already exists")
             proxy.check_toxic(toxic)
             proxy.faults.set(toxic)
             self._ignored(request, proxy, toxic)
@@ -182,7 +195,7 @@ class ToxiproxyResource(Resource):
         self._only(method, "GET", "POST", "DELETE")
         existing = toxics.get(rest[0])
         if existing is None:
-            raise ProxyError(404, "toxic not found")
+            raise NotFound("toxic not found")
         if method == "GET":
             return 200, toxic_json(existing)
         if method == "DELETE":
@@ -223,7 +236,7 @@ class ToxiproxyResource(Resource):
         try:
             return json.loads(text or b"null")
         except ValueError as error:
-            raise ProxyError(400, f"bad request body: {error}") from None
+            raise Invalid(f"bad request body: {error}") from None
 
 
 class ApiSite(Site):

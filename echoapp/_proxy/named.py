@@ -10,7 +10,8 @@ from typing import Any
 
 from echoapp import StartupError
 from echoapp._proxy.addresses import offered_by, shown
-from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._proxy.errors import CannotListen, Invalid
+from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
 
 
@@ -30,14 +31,14 @@ class NamedProxy:
 
     def check_toxic(self, toxic: Toxic) -> None:
         """
-        @raise ProxyError: 400 for a toxic its stream cannot have (UDP loss
+        @raise Invalid: for a toxic its stream cannot have (UDP loss
             on TCP; bandwidth, slicing or resets on UDP; a half-close over
             TLS; a stalled handshake without TLS).
         """
         try:
             toxic.faults.check_applies(*offered_by(self.spec, toxic.direction))
         except ValueError as error:
-            raise ProxyError(400, f"toxic {toxic.name} on {self.KIND} proxy {self.name}: {error}") from None
+            raise Invalid(f"toxic {toxic.name} on {self.KIND} proxy {self.name}: {error}") from None
 
     @property
     def port(self) -> Any:
@@ -53,13 +54,13 @@ class NamedProxy:
         """
         Bind C{listener} now; its lines name the proxies' service.
 
-        @raise ProxyError: 500, as toxiproxy answers an address it cannot have.
+        @raise CannotListen: for an address it cannot have.
         """
         listener.parent = self.owner  # named in its lines, not a child
         try:
             listener.privilegedStartService()
         except StartupError as error:
-            raise ProxyError(500, str(error.code)) from None
+            raise CannotListen(str(error.code)) from None
         listener.running = 1
         self.listener = listener
 

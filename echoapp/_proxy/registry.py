@@ -24,9 +24,10 @@ from echoapp import StartupError
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
 from echoapp._proxy.addresses import check, is_udp, listen_description, shown
+from echoapp._proxy.errors import Exists, Invalid, NotFound, ProxyError
 from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
 from echoapp._proxy.named import NamedProxy
-from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._proxy.udp import NamedUDPProxy
 from echoapp._transports.listen import StreamListenService
@@ -106,7 +107,7 @@ class Proxy(NamedProxy):
         """
         Listen, at once (Twisted's stream endpoints bind synchronously).
 
-        @raise ProxyError: 500, as toxiproxy answers an address it cannot have.
+        @raise CannotListen: for an address it cannot have.
         """
         if self.listener is None:
             listen = self.listen
@@ -177,7 +178,8 @@ class Proxies(Service):
         """
         A proxy neither listening nor kept; C{toxics} are its from the start.
 
-        @raise ProxyError: 400 for a bad address, 409 for two toxics of one name.
+        @raise Invalid: for a bad address.
+        @raise Exists: for two toxics of one name.
         """
         faults = ProxyFaults(self.seed, self.reactor)
         proxy: AnyProxy
@@ -189,7 +191,7 @@ class Proxies(Service):
             proxy = Proxy(spec, faults, self.limits, live, self.reactor, self.log_connections)
         for toxic in toxics:
             if toxic.name in faults.toxics:
-                raise ProxyError(409, "toxic already exists")
+                raise Exists("toxic already exists")
             proxy.check_toxic(toxic)
             faults.set(toxic)
         proxy.owner = self
@@ -199,10 +201,11 @@ class Proxies(Service):
         """
         Keep C{proxy}, listening if enabled and the service listens.
 
-        @raise ProxyError: 409 for a name taken, 500 for an address taken.
+        @raise Exists: for a name taken.
+        @raise CannotListen: for an address taken.
         """
         if proxy.name in self.proxies:
-            raise ProxyError(409, "proxy already exists")
+            raise Exists("proxy already exists")
         if proxy.spec.enabled and self._listening:
             proxy.open()
         self.proxies[proxy.name] = proxy
@@ -210,11 +213,15 @@ class Proxies(Service):
         return proxy
 
     def get(self, name: str) -> AnyProxy:
-        """The proxy called C{name}, or toxiproxy's 404."""
+        """
+        The proxy called C{name}.
+
+        @raise NotFound: if there is none.
+        """
         try:
             return self.proxies[name]
         except KeyError:
-            raise ProxyError(404, "proxy not found") from None
+            raise NotFound("proxy not found") from None
 
     def remove(self, name: str) -> None:
         """
@@ -227,7 +234,7 @@ class Proxies(Service):
         """
         Listen again, or close (its port is closed once L{settled} fires).
 
-        @raise ProxyError: 500 if its address is taken meanwhile.
+        @raise CannotListen: if its address is taken meanwhile.
         """
         if enabled and not proxy.spec.enabled:
             if self._listening:
@@ -266,7 +273,7 @@ class Proxies(Service):
         made = [self.make(spec, toxics) for spec, toxics in batch]
         names = [proxy.name for proxy in made]
         if len(set(names)) != len(names):
-            raise ProxyError(409, "proxy already exists")
+            raise Exists("proxy already exists")
         opened: list[AnyProxy] = []
         in_place: list[tuple[AnyProxy, AnyProxy]] = []
         fresh: list[tuple[AnyProxy | None, AnyProxy]] = []
@@ -313,7 +320,7 @@ class Proxies(Service):
         """
         if is_udp(spec) != isinstance(proxy, NamedUDPProxy):
             kind, other = ("udp", "tcp") if isinstance(proxy, NamedUDPProxy) else ("tcp", "udp")
-            raise ProxyError(400, f"a {kind} proxy stays one: delete it and create a {other} proxy")
+            raise Invalid(f"a {kind} proxy stays one: delete it and create a {other} proxy")
         if spec.listen not in (proxy.spec.listen, proxy.address):
             [replacement] = self.populate([(spec, list(proxy.faults.toxics.values()))])
             return replacement

@@ -2,8 +2,8 @@
 toxiproxy's JSON, read and checked: a proxy (C{name}, C{listen},
 C{upstream}, C{enabled}, and in a populate file its C{toxics}) and a toxic
 (C{name}, C{type}, C{stream}, C{toxicity}, C{attributes}), each toxic type
-mapped onto echoapp's faults.  Everything refused is a L{ProxyError} with
-toxiproxy's status code and one line; nothing here touches a proxy, so a
+mapped onto echoapp's faults.  Everything refused is an L{Invalid}
+with one line; nothing here touches a proxy, so a
 refused request changes nothing.
 """
 
@@ -14,15 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from echoapp._faults import Faults
+from echoapp._proxy.errors import Invalid, ProxyError
 from echoapp._proxy.toxics import STREAMS, Toxic
-
-
-class ProxyError(Exception):
-    """A request refused: C{status} is toxiproxy's HTTP status for it, the text one line."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
 
 
 def _ms(value: int) -> float:
@@ -59,8 +52,8 @@ TOXICS: dict[str, tuple[dict[str, int], Callable[[dict[str, Any]], Faults]]] = {
 ECHOAPP_TYPE = "echoapp"  # attributes are --fault keys: {"latency": "50ms", "stall": "read"}
 
 
-def _body_error(reason: str) -> ProxyError:
-    return ProxyError(400, f"bad request body: {reason}")
+def _body_error(reason: str) -> Invalid:
+    return Invalid(f"bad request body: {reason}")
 
 
 def _object(data: Any, what: str) -> dict[str, Any]:
@@ -92,9 +85,9 @@ def _attributes(
         try:
             faults = Faults.parse(text)
         except ValueError as error:
-            raise ProxyError(400, str(error)) from None
+            raise Invalid(str(error)) from None
         if faults.fraction != 1 or faults.seed is not None:
-            raise ProxyError(400, "fraction and seed are not toxic attributes: use toxicity, and --seed")
+            raise Invalid("fraction and seed are not toxic attributes: use toxicity, and --seed")
         return attributes, faults, ()
     defaults, meaning = TOXICS[kind]
     ignored = []
@@ -117,7 +110,7 @@ def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
     it out (and answers 200); the toxic's C{ignored} names it, for the
     API's one line about it.
 
-    @raise ProxyError: 400 for an unknown type or stream, or a bad value.
+    @raise Invalid: for an unknown type or stream, or a bad value.
     """
     data = _object(data, "a toxic")
     if existing is not None:
@@ -127,10 +120,10 @@ def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
     else:
         kind = _text(data, "type")
         if kind not in TOXICS and kind != ECHOAPP_TYPE:
-            raise ProxyError(400, "invalid toxic type")
+            raise Invalid("invalid toxic type")
         stream = _text(data, "stream", "downstream") or "downstream"
         if stream.lower() not in STREAMS:
-            raise ProxyError(400, "stream was invalid, can be either upstream or downstream")
+            raise Invalid("stream was invalid, can be either upstream or downstream")
         name = _text(data, "name") or f"{kind}_{stream}"
         base = dict(TOXICS[kind][0]) if kind in TOXICS else {}
         toxicity = 1.0
@@ -158,7 +151,7 @@ def spec_from_json(data: Any, base: ProxySpec | None = None) -> ProxySpec:
     """
     A proxy from C{data} (or C{base} updated by it).
 
-    @raise ProxyError: 400 for a missing field or a value of the wrong kind.
+    @raise Invalid: for a missing field or a value of the wrong kind.
     """
     data = _object(data, "a proxy")
     spec = ProxySpec(
@@ -178,7 +171,7 @@ def spec_from_json(data: Any, base: ProxySpec | None = None) -> ProxySpec:
         spec.enabled = data["enabled"]
     for key in ("name", "upstream"):
         if not getattr(spec, key):
-            raise ProxyError(400, f"missing required field: {key}")
+            raise Invalid(f"missing required field: {key}")
     return spec
 
 
@@ -187,7 +180,7 @@ def batch_from_json(data: Any) -> list[tuple[ProxySpec, list[Toxic]]]:
     A populate body, or a C{--config} file: a list of proxies, each with
     its toxics (which toxiproxy drops; echoapp applies them).
 
-    @raise ProxyError: 400, naming the proxy by its place (1 is the first).
+    @raise Invalid: naming the proxy by its place (1 is the first).
     """
     if not isinstance(data, list):
         raise _body_error(f"a list of proxies, not {type(data).__name__}")
@@ -200,5 +193,5 @@ def batch_from_json(data: Any) -> list[tuple[ProxySpec, list[Toxic]]]:
                 raise _body_error("toxics is a list")
             batch.append((spec, [toxic_from_json(toxic) for toxic in toxics]))
         except ProxyError as error:
-            raise ProxyError(error.status, f"{error} at proxy {place}") from None
+            raise type(error)(f"{error} at proxy {place}") from None
     return batch

@@ -215,7 +215,7 @@ class NamedUDPProxy(NamedProxy):
         """
         Bind, at once.
 
-        @raise ProxyError: 500 for an address it cannot have.
+        @raise CannotListen: for an address it cannot have.
         """
         if self.listener is None:
             self._start(UDPListenService(self.listen, self.protocol, self._reactor))

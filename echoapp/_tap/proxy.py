@@ -13,8 +13,9 @@ from twisted.python import usage
 
 from echoapp._faults import Faults
 from echoapp._proxy.addresses import is_udp, offered_by
+from echoapp._proxy.errors import ProxyError
 from echoapp._proxy.registry import NAME, Proxies
-from echoapp._proxy.schema import ProxyError, ProxySpec, batch_from_json
+from echoapp._proxy.schema import ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
 from echoapp._tap.common import (
     LOG_CONNECTIONS_FLAGS,

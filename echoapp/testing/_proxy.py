@@ -10,8 +10,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, maybeDeferred
 
 from echoapp._faults import Faults
+from echoapp._proxy.errors import ProxyError
 from echoapp._proxy.registry import AnyProxy, Proxies
-from echoapp._proxy.schema import ProxyError, ProxySpec
+from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import Toxic
 from echoapp.config import TCPLimits
 

@@ -15,7 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import HELD_BYTES, Faults
-from echoapp._proxy.schema import ProxyError, toxic_from_json
+from echoapp._proxy.api import status_of
+from echoapp._proxy.errors import ProxyError
+from echoapp._proxy.schema import toxic_from_json
 from echoapp._proxy.toxics import ProxyFaults, merged
 from tests.support import DEADLINE, LOOP, connect_tcp, recv_until_closed, wait_until
 
@@ -145,7 +147,7 @@ class ToxicUnitTests(SynchronousTestCase):
         ]:
             with self.assertRaises(ProxyError) as caught:
                 toxic_from_json(body)
-            self.assertEqual(caught.exception.status, status)
+            self.assertEqual(status_of(caught.exception), status)
             self.assertIn(said, str(caught.exception))
             self.assertNotIn("\n", str(caught.exception))
 
