@@ -19,6 +19,7 @@ from echoapp._faults.plan import Draws, FaultPlan
 from echoapp._faults.resets import FLUSH_CHECK, FLUSH_WAIT, kernel_unsent, reset, socket_of
 from echoapp._faults.spec import OFF, Faults
 from echoapp._limits.descriptors import HoldsDescriptor
+from echoapp._limits.guard import half_closer
 from echoapp._twisted import unsent
 
 # Replies a connection may hold back (latency, bandwidth, slices) before it
@@ -363,8 +364,8 @@ class FaultyConnection(ProtocolWrapper):
             if faults.reset_after_bytes is not None:
                 self._resetting = True
                 self._reset_when_flushed(self.factory.plan.clock.seconds() + FLUSH_WAIT)
-            elif getattr(self.transport, "loseWriteConnection", None) is not None:
-                self.transport.loseWriteConnection()
+            elif (close := half_closer(self.transport)) is not None:
+                close()
             return
         if faults is not OFF:
             self._sent += len(piece)  # counted from when the faults begin
@@ -394,8 +395,11 @@ class FaultyConnection(ProtocolWrapper):
 
     @property
     def loseWriteConnection(self) -> Any:
-        """Offered only when the transport half-closes (TLS does not): the service asks with getattr."""
-        if getattr(self.transport, "loseWriteConnection", None) is None:
+        """
+        Offered only when the transport half-closes cleanly (L{half_closer}:
+        TLS does not), as the service asks with getattr.
+        """
+        if half_closer(self.transport) is None:
             raise AttributeError("loseWriteConnection")
         return self._lose_write_connection
 
@@ -423,7 +427,7 @@ class FaultyConnection(ProtocolWrapper):
     def _close_write(self) -> None:
         if self._closing == "write" and not self._write_closed:
             self._write_closed = True
-            self.transport.loseWriteConnection()
+            (half_closer(self.transport) or self.transport.loseConnection)()
 
     def connectionLost(self, reason: Any = None) -> None:
         for timer in list(self._timers):

@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from echoapp._faults import reset
 from echoapp._limits.descriptors import HoldsDescriptor
-from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser
+from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser, half_closer
 from echoapp._proxy.addresses import plain_tcp, upstream_description
 from echoapp._transports.eager import eager_problem
 from echoapp._transports.native_connect import NativeTCPClientEndpoint
@@ -42,10 +42,22 @@ from echoapp._twisted import asyncio_loop, connect_eager_tcp
 UpstreamWrapper = Callable[[Factory], Factory]
 
 
-def _half_close(transport: Any) -> None:
-    """A FIN if the transport can send one alone (TLS cannot), else a whole close."""
-    close = getattr(transport, "loseWriteConnection", None)
-    (close or transport.loseConnection)()
+def _half_close(transport: Any) -> bool:
+    """A FIN, if the transport can send one alone (L{half_closer}, the one rule: TLS cannot)."""
+    close = half_closer(transport)
+    if close is not None:
+        close()
+    return close is not None
+
+
+def _send_no_more(upstream: Any) -> None:
+    """
+    The client is done: a FIN to the upstream, or over TLS its close
+    (close_notify), which TLS holds back while a producer is registered.
+    """
+    if not _half_close(upstream):
+        upstream.unregisterProducer()
+        upstream.loseConnection()
 
 
 def _clean(reason: Failure | None) -> bool:
@@ -150,7 +162,7 @@ class ClientSide(GuardedProtocol):
         for data in early:
             upstream.transport.write(data)
         if self._client_done:
-            _half_close(upstream.transport)
+            _send_no_more(upstream.transport)
         elif not self._closing:
             self.transport.resumeProducing()
 
@@ -172,7 +184,7 @@ class ClientSide(GuardedProtocol):
         if self._upstream_done:
             self.both_done()
         else:
-            _half_close(upstream.transport)
+            _send_no_more(upstream.transport)
 
     def writeConnectionLost(self) -> None:
         """The client stopped reading; the upstream is paused by backpressure, then closed with us."""
@@ -185,8 +197,8 @@ class ClientSide(GuardedProtocol):
         self._upstream_done = True
         if self._client_done:
             self.both_done()
-        elif not self._gone:
-            _half_close(self.transport)
+        elif not self._gone and not _half_close(self.transport):
+            self.close()  # over TLS: close_notify, by the guard's close
 
     def both_done(self) -> None:
         """Each side has sent its FIN: what is buffered goes, then both close."""

@@ -224,6 +224,16 @@ def over(family: int, address: Any, payload: bytes, wrap: Any = None) -> bytes:
         return got
 
 
+def tls_to_the_end(port: int, payload: bytes, wrap: Any) -> bytes:
+    """Send over TLS and read until the server's close: a FIN without close_notify raises C{SSLEOFError}."""
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as raw, wrap(raw) as sock:
+        sock.sendall(payload)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+        return got
+
+
 class EndpointTests(TestCase):
     """Any stream endpoint on either side: unix, tcp6, ssl to the client, tls to the upstream, haproxy:."""
 
@@ -265,6 +275,33 @@ class EndpointTests(TestCase):
         wrap = partial(context.wrap_socket, server_hostname="localhost")
         got = await deferToThread(over, socket.AF_INET, ("127.0.0.1", peer.port), b"TLS both ways", wrap)
         self.assertEqual(got, b"TLS both ways")
+
+    async def test_tls_client_gets_close_notify_when_the_upstream_closes(self) -> None:
+        """
+        The upstream closing is passed on as TLS's close (close_notify), not a
+        bare FIN: a strict client (Python's C{ssl}) reads a clean end, with and
+        without faults, and nothing is logged as unhandled.
+        """
+        try:
+            import OpenSSL  # noqa: F401
+        except ImportError:
+            self.skipTest("TLS needs pyOpenSSL")
+        paths = make_certificates(self.scratch())
+        keys = f"privateKey={paths['server.key']}:certKey={paths['server.pem']}"
+        greeter = testing.greeter(self)
+        context = ssl.create_default_context(cafile=paths["ca.pem"])
+        wrap = partial(context.wrap_socket, server_hostname="localhost", suppress_ragged_eofs=False)
+        for faults in (None, testing.Faults(latency=0.01)):
+            peer = testing.proxy(
+                self,
+                listen=f"ssl:0:interface=127.0.0.1:{keys}",
+                upstream=f"127.0.0.1:{greeter.port}",
+                faults=faults,
+            )
+            got = await deferToThread(tls_to_the_end, peer.port, b"exit\n", wrap)
+            self.assertIn(b"Goodbye!", got, f"faults {faults}")
+            await peer.stop()
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     async def test_haproxy_listener_reads_the_header_and_forwards_the_rest(self) -> None:
         echo = testing.echo(self)
