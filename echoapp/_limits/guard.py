@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -33,7 +35,7 @@ from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._metrics import TCPStats
 from echoapp._peers import peer_host
 from echoapp._reasons import REFUSALS, SHUTDOWN, TIMEOUTS
-from echoapp._twisted import LazyReactor
+from echoapp._twisted import LazyReactor, queued
 
 log = Logger(namespace="echoapp.guard")
 
@@ -302,13 +304,41 @@ class GuardedProtocol(ClosesWithGrace, Protocol):
             )
 
 
+def close_told(transport: Any) -> bool:
+    """
+    Close a connection of Twisted's own (a socket the reactor watches) at
+    once, cleanly, when the kernel has taken everything written to it;
+    C{False}, and nothing done, for any other transport or while bytes wait.
+
+    C{loseConnection} closes on the reactor's next look at the socket, and
+    that look may come after the listening port's: the port accepts another
+    batch first.  Near the descriptor ceiling the refusals of two batches
+    then held more descriptors than were left, and C{accept()} met
+    C{EMFILE}: Twisted's recovery closed clients without a word, logging a
+    line for each.  Closed here, a refusal gives its descriptor back before
+    the port accepts the next client.  This is what the reactor itself does
+    once the write buffer is empty (C{connectionLost} with
+    C{ConnectionDone}: the socket is shut down in order and closed, the
+    line first).  uvloop's transports close at once already.
+    """
+    if not isinstance(transport, FileDescriptor) or not transport.connected or transport.disconnecting:
+        return False
+    if queued(transport):
+        return False
+    transport.connectionLost(Failure(ConnectionDone()))
+    return True
+
+
 class Refusal(HoldsDescriptor, ClosesWithGrace, Protocol):
     """
     Says why in one line, then closes: over a limit, or shutting down.
 
     A refused connection holds a descriptor until it is gone, so it counts
     against the process's ceiling, and it is gone within the close grace
-    whatever the client does: a client that does not read is aborted.
+    whatever the client does: a client that does not read is aborted.  On
+    Twisted's own TCP, where the line almost always leaves at once (eager
+    writes), it is gone before the port accepts another client
+    (L{close_told}), so refusals never pile up near the ceiling.
 
     Over TLS it says nothing and aborts at once.  Twisted's C{ssl:}
     endpoint wraps this factory, so the refusal is decided inside TLS,
@@ -336,6 +366,8 @@ class Refusal(HoldsDescriptor, ClosesWithGrace, Protocol):
             self.transport.abortConnection()
             return
         self.transport.write(b"ERROR: %s\r\n" % self.reason.encode())
+        if close_told(self.transport):
+            return
         self.close_within(self._clock, self._grace, self.transport.loseConnection)
 
     def connectionLost(self, reason: Failure | None = None) -> None:

@@ -1,8 +1,11 @@
 """The process-wide descriptor ceiling."""
 
+import os
 import resource
 import select
+import signal
 import socket
+from collections.abc import Callable
 
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -36,14 +39,22 @@ class DescriptorCeilingTests(SynchronousTestCase):
         self.assertEqual(DESCRIPTORS.reserve(), before - 1)
 
 
-def flood(port: int, count: int) -> dict[str, int]:
+def flood(port: int, count: int, stopped: int | None = None) -> dict[str, int]:
     """
     Open C{count} connections and hold them; then what each got: told the
     server is busy, admitted (silence: echo says nothing), or closed or reset
     without a word.
+
+    With C{stopped}, the server's process id, the server is stopped
+    (C{SIGSTOP}) while the clients connect and continued once they all
+    have: the kernel completes every handshake into the listen queue, so
+    the server finds them all waiting at once, as a burst from many
+    clients arrives, whatever the speed of this machine.
     """
     socks = []
     outcome = {"busy": 0, "admitted": 0, "unanswered": 0}
+    if stopped is not None:
+        os.kill(stopped, signal.SIGSTOP)
     try:
         for _ in range(count):
             sock = socket.socket()
@@ -55,6 +66,9 @@ def flood(port: int, count: int) -> dict[str, int]:
                 outcome["unanswered"] += 1
                 continue
             socks.append(sock)
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+            stopped = None
         pending = {sock.fileno(): sock for sock in socks}
         while pending:
             ready, _, _ = select.select(list(pending), [], [], 1.0)
@@ -69,9 +83,20 @@ def flood(port: int, count: int) -> dict[str, int]:
                 outcome["busy" if data == b"ERROR: server busy\r\n" else "unanswered"] += 1
         outcome["admitted"] = len(pending)
     finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
         for sock in socks:
             sock.close()
     return outcome
+
+
+def nofile(limit: int) -> Callable[[], None]:
+    """A child's C{preexec}: its RLIMIT_NOFILE, soft and hard, is C{limit}."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return low_limit
 
 
 class CeilingUnderFloodTests(TestCase):
@@ -83,12 +108,9 @@ class CeilingUnderFloodTests(TestCase):
     """
 
     async def test_refused_clients_are_told_and_the_log_stays_small(self) -> None:
-        def low_limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300))
-
         peer = Twistd(
             ["echoapp-echo", "--listen", "tcp:0:interface=127.0.0.1", "--max-per-peer", "10000"],
-            preexec=low_limit,
+            preexec=nofile(300),
         )
         self.addCleanup(peer.stop)
         outcome = await deferToThread(flood, peer.address_port("echoapp-echo"), 400)
@@ -97,3 +119,25 @@ class CeilingUnderFloodTests(TestCase):
         self.assertEqual(outcome["admitted"] + outcome["busy"], 400, outcome)
         self.assertGreater(outcome["busy"], 0, outcome)
         self.assertLessEqual(peer.output.count("EMFILE"), 1, peer.output[-2000:])
+
+    async def test_a_burst_at_a_low_limit_is_told_why(self) -> None:
+        """
+        400 clients waiting at once at RLIMIT_NOFILE 200: the port accepts
+        them in batches, and a batch's refusals, told but not yet closed,
+        once held the descriptors the next batch needed, so accept() met
+        C{EMFILE}: 100 clients were closed unread, with a log line each.
+        """
+        peer = Twistd(
+            ["echoapp-echo", "--listen", "tcp:0:interface=127.0.0.1", "--max-per-peer", "10000"],
+            preexec=nofile(200),
+        )
+        self.addCleanup(peer.stop)
+        port = peer.address_port("echoapp-echo")
+        outcome = await deferToThread(flood, port, 400, peer.process.pid)
+        peer.stop()
+        self.assertEqual(outcome["unanswered"], 0, outcome)
+        self.assertEqual(outcome["admitted"] + outcome["busy"], 400, outcome)
+        self.assertGreater(outcome["admitted"], 0, outcome)
+        self.assertNotIn("EMFILE", peer.output)
+        # The first refusal, then the summary at the latest when it stops.
+        self.assertLessEqual(peer.output.count("Refused "), 2, peer.output[-2000:])
