@@ -484,3 +484,19 @@ def run_twistd(args: Iterable[str]) -> subprocess.CompletedProcess[str]:
             timeout=DEADLINE * 3,
             stdin=subprocess.DEVNULL,
         )
+
+
+# --- UNIX socket paths ------------------------------------------------------
+
+
+def unix_socket_path(test: SynchronousTestCase, name: str = "test.sock") -> str:
+    """
+    A path for a test's UNIX socket, in a fresh short directory removed at
+    the test's cleanup.  An C{AF_UNIX} path holds at most 107 bytes: one
+    under C{_trial_temp} (or anywhere in the work tree) is past that from a
+    checkout at an ordinary path such as an unpacked sdist's, and the test
+    fails there only (CI runs the suite from a path over 120 characters).
+    """
+    directory = tempfile.mkdtemp(prefix="echoapp-")
+    test.addCleanup(shutil.rmtree, directory, True)
+    return os.path.join(directory, name)

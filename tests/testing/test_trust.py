@@ -9,7 +9,6 @@ Run under both reactors: C{--reactor=uvloop} takes the native transports.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import socket
 import ssl
@@ -25,7 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp.testing import Faults
-from tests.support import installed_env, make_certificates
+from tests.support import installed_env, make_certificates, unix_socket_path
 
 
 def recv_all(sock: socket.socket) -> bytes:
@@ -312,7 +311,7 @@ class ExactResetTests(TestCase):
         self.assertTrue(issubclass(error, ConnectionResetError), error)
 
     async def test_unix(self) -> None:
-        path = os.path.abspath(self.mktemp()) + ".sock"
+        path = unix_socket_path(self)
         peer = testing.greeter(self, listen=f"unix:{path}", faults=Faults(reset_after_bytes=4))
         self.assertTrue(peer.service)
 

@@ -26,7 +26,7 @@ from echoapp._transports.endpoints import SocketEndpoint
 from echoapp._transports.listen import StreamListenService
 from echoapp._twisted import asyncio_loop
 from echoapp.config import GreeterConfig
-from tests.support import RecordingProducer, listeners, start, tutorial_client, wait_until
+from tests.support import RecordingProducer, listeners, start, tutorial_client, unix_socket_path, wait_until
 
 
 class FakeTransport(asyncio.Transport):
@@ -386,7 +386,7 @@ class NativeLoopbackTests(TestCase):
         self.assertTrue(b"".join(received) == payload)
 
     def test_other_endpoints_keep_twisteds_path(self) -> None:
-        path = self.mktemp()
+        path = unix_socket_path(self)
         service = StreamListenService(f"unix:{path}", GreeterFactory(GreeterConfig()))
         self.assertNotIsInstance(service.endpoint, SocketEndpoint)
         service.privilegedStartService()
