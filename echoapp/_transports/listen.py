@@ -38,13 +38,27 @@ READ_SIZE = 65535
 log = Logger(namespace="echoapp.listen")
 
 
+def owner_name(service: Service, default: str = "echoapp") -> str:
+    """
+    The name a service's lines go by: its nearest named ancestor's (a
+    proxy's own service is unnamed, so its listener speaks as
+    C{echoapp-proxy}, as every echoapp listener speaks as its service).
+    """
+    parent = service.parent
+    while parent is not None:
+        if parent.name is not None:
+            return str(parent.name)
+        parent = getattr(parent, "parent", None)
+    return default
+
+
 def _cannot_listen(service: Service, where: str, error: BaseException) -> StartupError:
     """
     The one line that names the service, the address and the reason.  It is
     also written to the terminal when twistd has swapped standard error for
     its log (C{twistd -n --logfile FILE}), where no one would see it.
     """
-    owner = service.parent.name if service.parent is not None else "echoapp"
+    owner = owner_name(service)
     reason = error.socketError if isinstance(error, CannotListenError) else error
     why = (reason.strerror if isinstance(reason, OSError) else None) or one_line(reason)
     line = f"{owner}: cannot listen on {where}: {one_line(reason)}"
@@ -57,7 +71,7 @@ def _cannot_listen(service: Service, where: str, error: BaseException) -> Startu
 
 def _log_listening(service: Service, port: Any, description: str = "") -> None:
     """The line operators (and the subprocess tests) read to learn the real port."""
-    owner = service.parent.name if service.parent is not None else None
+    owner = owner_name(service, "None")
     address = describe_listening(description, port.getHost())
     log.info("{service} listening on {address}", service=owner, address=address)
 
