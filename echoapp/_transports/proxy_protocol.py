@@ -155,17 +155,21 @@ class HeaderReader(HoldsDescriptor, Protocol):
 
     Until then it is one of the service's connections (L{Connections}):
     against the descriptor ceiling and C{--max-connections} from the start,
-    and against C{--max-per-peer} of its real address as
-    L{ProxyFactory.counted_as} says: at once when every sender is believed
-    (no C{--proxy-from}); from a trusted balancer, once it has been silent
-    for L{SILENT_AFTER} (not at once: a balancer opening a burst of
-    connections, each with its header on the way, would be refused by its
-    own address).  So connections that never send a header are held to the
-    limits every other connection is (4,196 of them from one address once
-    used up every descriptor of the process).  Once the header is read it
-    leaves, just before the service is asked to admit the client by the
-    header's address.  Behind a service with no L{Connections} it counts
-    only its descriptor.
+    and against C{--max-per-peer} of its real address once it has been
+    silent for L{SILENT_AFTER}; before that it counts as L{BALANCER},
+    against no peer.  Not at once, whether its sender is trusted
+    (C{--proxy-from}) or believed as every sender is without it: the
+    sender carries every client, and counting a balancer's burst of
+    connections, each header on its way, by its address refused clients
+    that were each under their limit (the shipped HAProxy front with no
+    C{--proxy-from} welcomed 543-589 of 600).  A sender whose silent
+    connections are over its limit opens no more
+    (L{ProxyFactory.buildProtocol} asks by its address).  So connections
+    that never send a header are held to the limits every other connection
+    is (4,196 of them from one address once used up every descriptor of
+    the process).  Once the header is read it leaves, just before the
+    service is asked to admit the client by the header's address.  Behind
+    a service with no L{Connections} it counts only its descriptor.
     """
 
     transport: Any
@@ -176,7 +180,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
-        self.peer = factory.counted_as(balancer)  # what L{Connections} counts it by, for now
+        self.peer = BALANCER  # what L{Connections} counts it by until it has been silent
 
     def connectionMade(self) -> None:
         connections = self._factory.connections
@@ -318,20 +322,6 @@ class ProxyFactory(Factory):
         if limits is None:
             return HEADER_TIMEOUT, SILENT_AFTER
         return limits.proxy_header_timeout, limits.proxy_silent_after
-
-    def counted_as(self, addr: IAddress | None) -> str:
-        """
-        Whom a connection counts against until its header names the client:
-        a trusted balancer (C{--proxy-from}) is L{BALANCER}, which counts
-        against no peer (it carries every client: its address at the
-        per-peer limit would refuse clients that are each under theirs)
-        until the connection has been silent for L{SILENT_AFTER}; anyone
-        else, when every sender is believed, by its real address at once,
-        so silent connections from one address are held to
-        C{--max-per-peer}.
-        The descriptor ceiling and C{--max-connections} count them all.
-        """
-        return BALANCER if self.trusted else peer_host(addr)
 
     def _trusts(self, addr: IAddress | None) -> bool:
         host = getattr(addr, "host", None)

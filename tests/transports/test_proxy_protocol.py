@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -35,7 +37,7 @@ from echoapp._tap import echo, tcp
 from echoapp._transports import proxy_protocol as proxy
 from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import TCPLimits
-from tests.support import DEADLINE, address, free_port, listeners, make_certificates, start
+from tests.support import DEADLINE, address, free_port, in_checkout, listeners, make_certificates, start
 
 LISTEN = "haproxy:tcp:0:interface=127.0.0.1"
 V2 = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -230,11 +232,16 @@ class BeforeTheHeaderTests(SynchronousTestCase):
         wrapped = EchoFactory(Connections(TCPLimits(**limits)), self.clock)
         return proxy.ProxyFactory(wrapped, trusted, clock=self.clock)
 
-    def test_untrusted_senders_count_against_their_address_at_once(self) -> None:
-        """With no --proxy-from anyone may send headers: a silent one is held to its own address's limit."""
+    def test_untrusted_senders_count_against_their_address_once_silent(self) -> None:
+        """
+        With no --proxy-from every sender is believed, and a silent one is
+        held to its own address's limit once it has been silent for
+        SILENT_AFTER, as from a trusted balancer.
+        """
         factory = self.proxied(max_per_peer=2)
         for _ in range(2):
             self.assertNotIsInstance(self.reader(factory)[0], Refusal)
+        self.clock.advance(TCPLimits().proxy_silent_after)
         _, transport = self.reader(factory)
         self.assertEqual(transport.value(), b"ERROR: too many connections from your address\r\n")
         self.assertNotIsInstance(self.reader(factory, "127.0.0.2")[0], Refusal)  # other addresses are served
@@ -253,12 +260,14 @@ class BeforeTheHeaderTests(SynchronousTestCase):
         self.assertNotIsInstance(self.reader(factory)[0], Refusal)  # the header freed the slot
 
     def test_a_balancers_burst_is_not_refused_by_its_address(self) -> None:
-        factory = self.proxied(TRUSTED, max_per_peer=2)
-        burst = [self.reader(factory) for _ in range(10)]  # accepted together, headers on the way
-        self.assertEqual([type(reader) for reader, _ in burst], [proxy.HeaderReader] * 10)
-        for n, (reader, _) in enumerate(burst):
-            reader.dataReceived(v1(f"10.1.1.{n}"))
-        self.assertEqual(len(factory.connections.per_peer), 10, "each counted as its client")
+        """Trusted (--proxy-from) or, with no --proxy-from, believed as every sender is."""
+        for trusted in (TRUSTED, ()):
+            factory = self.proxied(trusted, max_per_peer=2)
+            burst = [self.reader(factory) for _ in range(10)]  # accepted together, headers on the way
+            self.assertEqual([type(reader) for reader, _ in burst], [proxy.HeaderReader] * 10, trusted)
+            for n, (reader, _) in enumerate(burst):
+                reader.dataReceived(v1(f"10.1.1.{n}"))
+            self.assertEqual(len(factory.connections.per_peer), 10, "each counted as its client")
 
     def test_the_connection_limit(self) -> None:
         factory = self.proxied(max_connections=3, max_per_peer=3)
@@ -464,3 +473,127 @@ class HeaderBeforeTLSTests(TestCase):
 
         self.assertEqual(await deferToThread(through_haproxy), b"Welcome!\r\nHello, haproxy!\n")
         self.assertEqual(listeners(tree)[0].factory.stats.accepted, 1)
+
+
+def established_to(port: int) -> int:
+    """
+    Connections to local TCP port C{port} that the kernel has established,
+    accepted or still waiting in the listen queue: C{/proc/net/tcp}.
+    """
+    count = 0
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[1].endswith(f":{port:04X}") and fields[3] == "01":
+                count += 1
+    return count
+
+
+class BurstBehindHAProxyTests(TestCase):
+    """
+    The shipped HAProxy front (ports changed, health checks left out: these
+    instances have no metrics port) before two instances with no
+    --proxy-from, every sender believed.  Its clients arrive as a burst of
+    connections from HAProxy's one address, each header on its way.
+    """
+
+    def front(self, ports: list[int]) -> int:
+        haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+        if haproxy is None:
+            self.skipTest("haproxy is not installed here (.ci/run installs it with apt-get)")
+        if not os.path.exists("/proc/net/tcp"):
+            self.skipTest("the burst is timed by the kernel's own table, /proc/net/tcp (Linux)")
+        with open(in_checkout("deploy", "haproxy", "haproxy.cfg")) as file:
+            config = file.read()
+        frontend = free_port()
+        config = config.replace("bind 127.0.0.1:9000", f"bind 127.0.0.1:{frontend}")
+        for name, port in zip("ab", ports, strict=True):
+            config, count = re.subn(
+                rf"server {name} 127\.0\.0\.1:\d+ check port \d+", f"server {name} 127.0.0.1:{port}", config
+            )
+            self.assertEqual(count, 1, config)
+        directory = tempfile.mkdtemp(prefix="echoapp-haproxy-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "haproxy.cfg")
+        with open(path, "w") as file:
+            file.write(config)
+        process = subprocess.Popen(
+            [haproxy, "-db", "-f", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.addCleanup(process.wait, DEADLINE)
+        self.addCleanup(process.terminate)
+        return frontend
+
+    async def test_a_burst_from_a_believed_balancer(self) -> None:
+        """
+        Each instance admits 10 per address; 20 addresses open 10 each, 5
+        per instance: all are welcomed.  Counted against HAProxy's own
+        address until their headers were read, all but 10 per instance were
+        told C{too many connections from your address}.
+        """
+        trees = [services.tcp_greeter([LISTEN], limits=TCPLimits(max_per_peer=10)) for _ in "ab"]
+        ports = [start(self, tree)[0].getHost().port for tree in trees]
+        frontend = self.front(ports)
+        self.assertEqual(await deferToThread(first_lines, frontend, ["127.0.0.1"]), [b"Welcome!\r\n"])
+        sources = [f"127.0.0.{2 + n % 20}" for n in range(200)]
+        socks: list[socket.socket] = []
+        self.addCleanup(lambda: [sock.close() for sock in socks])
+        # The instances wait (this reactor is held) while the clients connect
+        # through HAProxy: its connections to them, headers sent, queue in
+        # the kernel and are accepted together, on any machine.
+        before = [established_to(port) for port in ports]
+        connecting = threading.Thread(target=connect_from, args=(frontend, sources, socks))
+        connecting.start()
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            queued = sum(established_to(port) - held for port, held in zip(ports, before, strict=True))
+            if queued >= len(sources):
+                break
+            time.sleep(0.02)
+        connecting.join(DEADLINE)
+        lines = await deferToThread(read_first_lines, socks)
+        self.assertEqual(lines.count(b"Welcome!\r\n"), len(sources), set(lines))
+
+
+def connect_from(port: int, sources: list[str], socks: list[socket.socket]) -> None:
+    """One connection to C{port} from each source address (loopback), kept in C{socks}."""
+    for source in sources:
+        sock = socket.socket()
+        socks.append(sock)
+        sock.bind((source, 0))
+        sock.settimeout(DEADLINE)
+        sock.connect(("127.0.0.1", port))
+
+
+def read_first_lines(socks: list[socket.socket]) -> list[bytes]:
+    """The first line each connection gets (or what it gets before it closes)."""
+    lines = []
+    for sock in socks:
+        received = b""
+        try:
+            while not received.endswith(b"\n") and (chunk := sock.recv(100)):
+                received += chunk
+        except OSError:
+            pass
+        lines.append(received)
+    return lines
+
+
+def first_lines(port: int, sources: list[str]) -> list[bytes]:
+    """Connect from each source, all open at once, and read each one's first line; retried until served."""
+    end = time.monotonic() + DEADLINE
+    while True:
+        socks: list[socket.socket] = []
+        try:
+            connect_from(port, sources, socks)
+            lines = read_first_lines(socks)
+            if all(lines) or time.monotonic() > end:
+                return lines
+        except OSError:
+            if time.monotonic() > end:
+                raise
+        finally:
+            for sock in socks:
+                sock.close()
+        time.sleep(0.1)
