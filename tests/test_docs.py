@@ -129,9 +129,15 @@ LISTENING = re.compile(r"(?:listening on (?:tcp:|udp:)?127\.0\.0\.1:|starting on
 class Server:
     """A tutorial server (or twistd) as a subprocess, ready once it says its port."""
 
-    def __init__(self, test: SynchronousTestCase, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        test: SynchronousTestCase,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str = TUTORIAL,
+    ) -> None:
         self.process = subprocess.Popen(
-            args, cwd=TUTORIAL, env=env or installed_env(), stdout=subprocess.PIPE,
+            args, cwd=cwd, env=env or installed_env(), stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         test.addCleanup(self.stop)
@@ -184,6 +190,39 @@ def documented_output(page: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def printed(page: str, runs: str) -> str:
+    """The one command line of C{page}'s console blocks that runs C{runs}, as printed (no prompt)."""
+    with open(os.path.join(DOCS, page), encoding="utf-8") as file:
+        found = [line.strip()[2:] for line in file if line.strip().startswith("$ ") and runs in line.split()]
+    assert len(found) == 1, f"{page}: one command that runs {runs}, not {found}"
+    return found[0]
+
+
+def as_a_shell_runs(command: str) -> tuple[list[str], dict[str, str]]:
+    """
+    C{command}'s words and environment as a shell runs it: leading
+    C{NAME=value} words set the environment (and nothing else does: the
+    test's own PYTHONPATH is left out), C{twistd} is the installed one.
+    """
+    words, env = shlex.split(command), installed_env()
+    while re.match(r"[A-Za-z_]\w*=", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    if words[0] == "twistd":
+        words[0] = twistd_path()
+    return words, env
+
+
+def tutorial_directory(test: SynchronousTestCase) -> str:
+    """A copy of docs/tutorial/, where the tutorial runs its commands (twistd writes its pid file there)."""
+    directory = os.path.join(tempfile.mkdtemp(prefix="echoapp-tutorial-"), "tutorial")
+    test.addCleanup(shutil.rmtree, os.path.dirname(directory), True)
+    shutil.copytree(
+        TUTORIAL, directory, ignore=shutil.ignore_patterns("__pycache__", "twistd.*", "dropin.cache")
+    )
+    return directory
+
+
 class TutorialTests(SynchronousTestCase):
     """Every step of the tutorial, run as the page says, prints what the page shows."""
 
@@ -227,18 +266,31 @@ class TutorialTests(SynchronousTestCase):
         server = Server(self, [sys.executable, "twisted_udp_greeter.py", "0"])
         self.assertEqual(run_client("seed_udp_client.py", server.port), self.udp_output)
 
+    def run_as_printed(self, runs: str, port: dict[str, str] | None = None, tac: bool = False) -> None:
+        """
+        The tutorial's command that runs C{runs}, exactly as deploying.rst
+        prints it, in (a copy of) docs/tutorial/ as its first page says;
+        only the port differs, a free one: C{port} replaces the printed
+        endpoint, or a C{.tac} file's C{GREETER_LISTEN} names it.
+        """
+        words, env = as_a_shell_runs(printed("tutorial/deploying.rst", runs))
+        words = [(port or {}).get(word, word) for word in words]
+        if tac:
+            env["GREETER_LISTEN"] = LOOP
+        directory = tutorial_directory(self)
+        server = Server(self, words, env, cwd=directory)
+        self.assertEqual(run_client("seed_tcp_client.py", server.port), self.tcp_output)
+
     def test_the_twistd_plugin(self) -> None:
-        env = {**installed_env(), "PYTHONPATH": TUTORIAL}
         self.assertTrue(os.path.exists(os.path.join(TUTORIAL, "twisted", "plugins", "tutorial_greeter.py")))
-        self.tcp_server(twistd_path(), "-n", "--pidfile=", "tutorial-greeter", "--listen", LOOP, env=env)
+        self.run_as_printed("tutorial-greeter", port={"tcp:9999:interface=127.0.0.1": LOOP})
 
     def test_the_tac_file(self) -> None:
-        env = {**installed_env(), "PYTHONPATH": TUTORIAL, "GREETER_LISTEN": LOOP}
-        self.tcp_server(twistd_path(), "-n", "--pidfile=", "-y", "greeter.tac", env=env)
+        """It imports twisted_greeter.py from beside it: as printed, without the test's PYTHONPATH."""
+        self.run_as_printed("greeter.tac", tac=True)
 
     def test_echoapps_greeter_in_a_tac_file(self) -> None:
-        env = {**installed_env(), "GREETER_LISTEN": LOOP}
-        self.tcp_server(twistd_path(), "-n", "--pidfile=", "-y", "echoapp_greeter.tac", env=env)
+        self.run_as_printed("echoapp_greeter.tac", tac=True)
 
     def test_every_file_is_shown_and_run(self) -> None:
         """No tutorial file is left out of the pages, nor out of the tests above."""

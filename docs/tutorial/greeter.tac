@@ -1,5 +1,7 @@
 # Step 7: the same greeter as a .tac file, which twistd runs with -y:
-#     twistd -ny greeter.tac
+#     PYTHONPATH=. twistd -ny greeter.tac
+# (twistd does not put the current directory on the path: PYTHONPATH=. finds
+# twisted_greeter.py beside this file.)
 # GREETER_LISTEN overrides the endpoint, so that a test can pick a free port.
 import os
 
