@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("metrics", ("echoapp._metrics",)),
     ("limits", ("echoapp._limits", "echoapp._limits.")),
     ("transports", ("echoapp._transports", "echoapp._transports.")),
+    ("http", ("echoapp._http",)),
     (
         "protocols and faults",
         ("echoapp._protocols", "echoapp._protocols.", "echoapp._faults", "echoapp._faults."),
