@@ -1,39 +1,54 @@
 """
 toxiproxy's HTTP API over twisted.web, so that toxiproxy's own clients
-(C{toxiproxy-python}, C{toxiproxy-node-client}, Testcontainers' modules) and
-C{curl} scripts drive echoapp-proxy unchanged: the same paths, JSON shapes
-and status codes, compared call by call with toxiproxy in the tests.
+(its Ruby and Go clients and C{toxiproxy-cli}, C{toxiproxy-python},
+C{toxiproxy-node-client}, Testcontainers' modules) and C{curl} scripts
+drive echoapp-proxy unchanged: the same paths and methods (PATCH too), JSON
+shapes, headers, status codes and, where a client reads them, error texts,
+compared call by call with toxiproxy in the tests.
 
 Where toxiproxy half-applies or crashes, this does neither: every request is
 checked whole before anything changes (L{echoapp._proxy.schema}), a batch is
 all or nothing (L{Proxies.populate}), a body over L{MAX_BODY} is refused
 before it is read, and any error is one JSON line with toxiproxy's status.
+The port is an L{echoapp._http.BoundedSite}, as the metrics port is: idle
+or slow clients cannot hold it, nor take the descriptors proxied clients
+need, and the operator's own call gets through while they try.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from base64 import b32hexencode
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
 from echoapp import __version__
-from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._http import BoundedSite, SiteLimits, payload_too_large
 from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound, ProxyError
 from echoapp._proxy.registry import AnyProxy, Proxies, ignored_line
-from echoapp._proxy.schema import batch_from_json, spec_from_json, toxic_from_json
+from echoapp._proxy.schema import batch_from_json, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._transports.listen import StreamListenService
 
 MAX_BODY = 256 * 1024  # bytes: a populate of hundreds of proxies fits
 MAX_API_CONNECTIONS = 64
-TOO_LARGE = (
-    b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
-    b'Content-Length: 60\r\n\r\n{"error":"request body over 262144 bytes","status":413}    \n'
+# The API port's bounds: a test suite's client or an operator, not the
+# public.  Past the cap, the probe slots take any one call (the operator's
+# DELETE as well as GET /version), and a newcomer displaces a connection
+# that has waited a second for its request.
+API_LIMITS = SiteLimits(
+    max_connections=MAX_API_CONNECTIONS, probe_slots=4, max_requests=100, head_timeout=10.0, max_body=MAX_BODY
 )
+# The toxiproxy release whose API this one is: clients compare it (the Ruby
+# client uses PATCH from 2.6.0 on).  echoapp's own is in X-Echoapp-Version.
+TOXIPROXY_VERSION = "2.12.0"
+JSON = b"application/json"
+TEXT = b"text/plain; charset=utf-8"
+ENDPOINT_TYPES = ("tcp", "tcp6", "udp", "unix", "ssl", "tls", "haproxy", "systemd")
 
 log = Logger(namespace="echoapp.proxy.api")
 
@@ -49,42 +64,41 @@ def status_of(error: ProxyError) -> int:
     return 500
 
 
-class ApiRequest(Request):
-    """A request whose body stops being kept past L{MAX_BODY}: a chunked flood is cut, not spooled."""
+def toxiproxy_words(error: ProxyError, listens: list[str]) -> str:
+    """
+    A refusal in toxiproxy's words where a client reads them (Go's
+    C{net.Listen} errors: its Go client's tests check the bind conflict's),
+    else echoapp's one line.  C{listens} are the addresses the request asked
+    for, as given.
+    """
+    text = str(error)
+    if not isinstance(error, CannotListen):
+        return text
+    quoted = [listen for listen in listens if repr(listen) in text]
+    candidates = quoted or listens
+    if len(candidates) != 1 or not host_and_port(candidates[0]):
+        return text
+    [listen] = candidates
+    _, colon, port = listen.rpartition(":")
+    if "already in use" in text.lower():
+        return f"listen tcp {listen}: bind: address already in use"
+    if not colon:
+        return f"listen tcp: address {listen}: missing port in address"
+    if not port.isdigit() or int(port) > 65535:
+        return f"listen tcp: address {port}: invalid port"
+    return text
 
-    _received = 0
 
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > MAX_BODY:
-            transport: Any = self.channel.transport if self.channel is not None else None
-            if transport is not None:
-                transport.write(TOO_LARGE)
-                transport.loseConnection()
-            return
-        super().handleContentChunk(data)
+def host_and_port(listen: str) -> bool:
+    """C{listen} is toxiproxy's C{HOST:PORT} (or a mistake in it), not one of echoapp's endpoint strings."""
+    if "=" in listen or listen.partition(":")[0] in ENDPOINT_TYPES:
+        return False
+    return listen.startswith("[") or listen.count(":") <= 1
 
 
-class ApiChannel(HTTPChannel):
-    """A declared body over L{MAX_BODY} is answered 413 before any of it is read."""
-
-    def headerReceived(self, line: bytes) -> bool:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length" and value.strip().isdigit():
-            if int(value.strip()) > MAX_BODY:
-                transport: Any = self.transport
-                transport.write(TOO_LARGE)
-                transport.loseConnection()
-                return False
-        return bool(super().headerReceived(line))
-
-    def connectionMade(self) -> None:
-        DESCRIPTORS.open += 1
-        super().connectionMade()
-
-    def connectionLost(self, reason: Any = None) -> None:
-        DESCRIPTORS.open -= 1
-        super().connectionLost(reason)
+def request_id() -> bytes:
+    """An id per request, shaped as toxiproxy's (20 characters of base32hex), for its header."""
+    return b32hexencode(os.urandom(12)).rstrip(b"=").lower()
 
 
 class NoRoute(Exception):
@@ -93,6 +107,23 @@ class NoRoute(Exception):
 
 class MethodNotAllowed(Exception):
     """A path toxiproxy serves, with another method."""
+
+
+def methods(parts: list[str]) -> tuple[str, ...]:
+    """The methods toxiproxy's router takes on a path (none: it serves no such path)."""
+    if parts == ["version"]:
+        return ("GET",)
+    if parts in (["reset"], ["populate"]):
+        return ("POST",)
+    if parts == ["proxies"]:
+        return ("GET", "POST")
+    if len(parts) == 2 and parts[0] == "proxies":
+        return ("GET", "POST", "PATCH", "DELETE")
+    if len(parts) == 3 and parts[0] == "proxies" and parts[2] == "toxics":
+        return ("GET", "POST")
+    if len(parts) == 4 and parts[0] == "proxies" and parts[2] == "toxics":
+        return ("GET", "POST", "PATCH", "DELETE")
+    return ()
 
 
 class ToxiproxyResource(Resource):
@@ -109,23 +140,31 @@ class ToxiproxyResource(Resource):
         parts = [part.decode("utf-8", "replace") for part in request.postpath or []]
         if parts and parts[-1] == "" and len(parts) > 1:
             parts.pop()
-        try:
-            status, answer = self.route(method, parts, request)
-        except ProxyError as error:
-            status = status_of(error)
-            answer = {"error": str(error), "status": status}
-            if parts == ["populate"]:
-                answer["proxies"] = None
-        except NoRoute:
-            request.setResponseCode(404)
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"404 page not found\n"
-        except MethodNotAllowed:
+        request.setHeader(b"x-echoapp-version", __version__.encode())
+        allowed = methods(parts)
+        if not allowed:  # toxiproxy's router answers these before its middleware: no request id
+            return self._text(request, 404, b"404 page not found\n")
+        if method not in allowed:
             request.setResponseCode(405)
             return b""
+        request.setHeader(b"x-toxiproxy-request-id", request_id())
+        if (request.getHeader(b"user-agent") or b"").startswith(b"Mozilla/"):
+            # toxiproxy's guard: a page in a browser cannot drive the API across sites.
+            return self._text(request, 403, b"User agent not allowed\n")
+        listens: list[str] = []
+        try:
+            status, answer = self.route(method, parts, request, listens)
+        except ProxyError as error:
+            status = status_of(error)
+            answer = {"error": toxiproxy_words(error, listens), "status": status}
+            if parts == ["populate"]:
+                answer["proxies"] = None  # toxiproxy's populate answers its errors as JSON
+            else:
+                return self._text(request, status, _dumps(answer) + b"\n")
         except Exception:
             log.failure("The API failed on {method} {path}", method=method, path="/".join(parts))
-            status, answer = 500, {"error": "internal error (logged)", "status": 500}
+            answer = {"error": "internal error (logged)", "status": 500}
+            return self._text(request, 500, _dumps(answer) + b"\n")
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         settled = self.proxies.settled()
@@ -134,55 +173,64 @@ class ToxiproxyResource(Resource):
         return NOT_DONE_YET  # type: ignore[return-value]
 
     @staticmethod
+    def _text(request: Request, status: int, body: bytes) -> bytes:
+        """An answer as Go's C{http.Error} writes it: toxiproxy's refusals are these."""
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", TEXT)
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return body
+
+    @staticmethod
     def _answer(request: Request, status: int, answer: Any) -> None:
         """The answer, once every port a change closed is closed: "disabled" means refused."""
         request.setResponseCode(status)
-        if answer is not None:
-            request.setHeader(b"content-type", b"application/json")
-            request.write(json.dumps(answer, separators=(",", ":")).encode())
+        if isinstance(answer, bytes):
+            request.setHeader(b"content-type", JSON + b";charset=utf-8")
+            request.write(answer)
+        elif answer is not None:
+            request.setHeader(b"content-type", JSON)
+            request.write(_dumps(answer))
         request.finish()
 
-    def route(self, method: str, parts: list[str], request: Request) -> tuple[int, Any]:
+    def route(self, method: str, parts: list[str], request: Request, listens: list[str]) -> tuple[int, Any]:
         """
-        One request to toxiproxy's API: the status code and the JSON
-        toxiproxy answers; a mistake is a L{ProxyError}, which L{status_of}
-        maps to toxiproxy's status.
+        One request to toxiproxy's API (path and method already matched):
+        the status code and the JSON toxiproxy answers; a mistake is a
+        L{ProxyError}, which L{status_of} maps to toxiproxy's status.
+        C{listens} is told the listen addresses asked for, for
+        L{toxiproxy_words}.
         """
         proxies = self.proxies
         if parts == ["version"]:
-            self._only(method, "GET")
-            return 200, {"version": f"echoapp-{__version__}"}
+            # Byte for byte as toxiproxy writes it (with its space and newline).
+            return 200, f'{{"version": "{TOXIPROXY_VERSION}"}}\n'.encode()
         if parts == ["reset"]:
-            self._only(method, "POST")
             proxies.reset()
             return 204, None
         if parts == ["populate"]:
-            self._only(method, "POST")
-            made = proxies.populate(batch_from_json(self._body(request)))
+            batch = batch_from_json(self._body(request))
+            listens.extend(spec.listen for spec, _ in batch)
+            made = proxies.populate(batch)
             return 201, {"proxies": [proxy.as_json() for proxy in made]}
         if parts == ["proxies"]:
-            self._only(method, "GET", "POST")
             if method == "GET":
                 return 200, {name: proxy.as_json() for name, proxy in sorted(proxies.proxies.items())}
             spec = spec_from_json(self._body(request))
+            listens.append(spec.listen)
             return 201, proxies.add(proxies.make(spec)).as_json()
-        if len(parts) == 2 and parts[0] == "proxies":
-            self._only(method, "GET", "POST", "DELETE")
+        if len(parts) == 2:
             proxy = proxies.get(parts[1])
             if method == "GET":
                 return 200, proxy.as_json()
             if method == "DELETE":
                 proxies.remove(proxy.name)
                 return 204, None
-            return 200, self._update(proxy, self._body(request)).as_json()
-        if len(parts) in (3, 4) and parts[0] == "proxies" and parts[2] == "toxics":
-            return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
-        raise NoRoute()
+            return 200, self._update(proxy, self._body(request), listens).as_json()
+        return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
 
     def _toxics(self, method: str, proxy: AnyProxy, rest: list[str], request: Request) -> tuple[int, Any]:
         toxics = proxy.faults.toxics
         if not rest:
-            self._only(method, "GET", "POST")
             if method == "GET":
                 return 200, toxics_json(proxy.faults)
             toxic = toxic_from_json(self._body(request))
@@ -192,7 +240,6 @@ class ToxiproxyResource(Resource):
             proxy.faults.set(toxic)
             self._ignored(request, proxy, toxic)
             return 200, toxic_json(toxic)
-        self._only(method, "GET", "POST", "DELETE")
         existing = toxics.get(rest[0])
         if existing is None:
             raise NotFound("toxic not found")
@@ -201,7 +248,7 @@ class ToxiproxyResource(Resource):
         if method == "DELETE":
             proxy.faults.remove(existing.name)
             return 204, None
-        toxic = toxic_from_json(self._body(request), existing)
+        toxic = toxic_from_json(self._body(request), existing)  # POST and PATCH alike, as toxiproxy
         proxy.check_toxic(toxic)
         proxy.faults.set(toxic)
         self._ignored(request, proxy, toxic)
@@ -218,41 +265,40 @@ class ToxiproxyResource(Resource):
             request.setHeader(b"x-echoapp-ignored", line.encode("ascii", "backslashreplace"))
             log.warn("{line}", line=line)
 
-    def _update(self, proxy: AnyProxy, data: Any) -> AnyProxy:
-        """toxiproxy's update: C{enabled}, C{listen}, C{upstream}; all checked before any applies."""
+    def _update(self, proxy: AnyProxy, data: Any, listens: list[str]) -> AnyProxy:
+        """
+        toxiproxy's update (POST, or PATCH since 2.6, the same): C{enabled},
+        C{listen}, C{upstream}, each left as it is when absent or null; all
+        checked before any applies.
+        """
         spec = spec_from_json(data, proxy.spec)
         spec.name = proxy.name
+        listens.append(spec.listen)
         return self.proxies.update(proxy, spec)
-
-    @staticmethod
-    def _only(method: str, *allowed: str) -> None:
-        if method not in allowed:
-            raise MethodNotAllowed()
 
     @staticmethod
     def _body(request: Request) -> Any:
         content = request.content
-        text = content.read() if content is not None else b""
-        try:
-            return json.loads(text or b"null")
-        except ValueError as error:
-            raise Invalid(f"bad request body: {error}") from None
+        return parse_json(content.read() if content is not None else b"")
 
 
-class ApiSite(Site):
-    """The API's site: HTTP/1.1 only, bounded bodies, at most L{MAX_API_CONNECTIONS} connections."""
-
-    noisy = False
-    protocol = ApiChannel  # type: ignore[assignment]
-    requestFactory = ApiRequest
-    live = 0
-
-    def buildProtocol(self, addr: Any) -> Any:
-        if DESCRIPTORS.full():
-            return None
-        return super().buildProtocol(addr)
+def _dumps(answer: Any) -> bytes:
+    return json.dumps(answer, separators=(",", ":")).encode()
 
 
-def api_service(proxies: Proxies, listen: str, reactor: Any = None) -> StreamListenService:
+class ApiSite(BoundedSite):
+    """
+    The API's site: a L{BoundedSite} held to L{API_LIMITS}, with no
+    C{Server} header (toxiproxy sends none; echoapp's version is in
+    C{X-Echoapp-Version}) and toxiproxy's JSON for a body too large.
+    """
+
+    server_header = False
+    too_large = payload_too_large(JSON, b'{"error":"request body over 262144 bytes","status":413}\n')
+
+
+def api_service(
+    proxies: Proxies, listen: str, reactor: Any = None, limits: SiteLimits = API_LIMITS
+) -> StreamListenService:
     """toxiproxy's API for C{proxies} on the endpoint C{listen}."""
-    return StreamListenService(listen, ApiSite(ToxiproxyResource(proxies)), reactor)
+    return StreamListenService(listen, ApiSite(ToxiproxyResource(proxies), limits, reactor), reactor)

@@ -9,11 +9,13 @@ refused request changes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from echoapp._faults import Faults
+from echoapp._faults.spec import LARGEST, LONGEST
 from echoapp._proxy.errors import Invalid, ProxyError
 from echoapp._proxy.toxics import STREAMS, Toxic
 
@@ -24,6 +26,7 @@ def _ms(value: int) -> float:
 
 # type -> its attributes with toxiproxy's defaults, and the faults they mean.
 TOXICS: dict[str, tuple[dict[str, int], Callable[[dict[str, Any]], Faults]]] = {
+    "noop": ({}, lambda a: Faults()),  # toxiproxy's toxic that does nothing (its default type)
     "latency": (
         {"latency": 0, "jitter": 0},
         lambda a: Faults(latency=_ms(a["latency"]), jitter=_ms(a["jitter"])),
@@ -49,6 +52,72 @@ TOXICS: dict[str, tuple[dict[str, int], Callable[[dict[str, Any]], Faults]]] = {
         lambda a: Faults(half_close_after_bytes=a["bytes"]) if a["bytes"] else Faults(),
     ),
 }
+# toxiproxy's Go names, for its words about a value of the wrong kind: the
+# struct each type decodes into, and the Go type of each attribute.
+GO_STRUCTS = {
+    "noop": "NoopToxic",
+    "latency": "LatencyToxic",
+    "bandwidth": "BandwidthToxic",
+    "slow_close": "SlowCloseToxic",
+    "timeout": "TimeoutToxic",
+    "reset_peer": "ResetToxic",
+    "slicer": "SlicerToxic",
+    "limit_data": "LimitDataToxic",
+}
+GO_INT = {"average_size", "size_variation"}  # slicer's are Go ints (64 bits here), the rest int64
+INT64 = 1 << 63
+# Each attribute's unit, and so its bound: echoapp's faults last at most a
+# day (LONGEST) and count at most a terabyte (LARGEST).
+_UNITS = {"latency": 1000, "jitter": 1000, "delay": 1000, "timeout": 1000}  # milliseconds
+_BOUNDS = {
+    **{key: int(LONGEST * per_second) for key, per_second in _UNITS.items()},
+    "rate": LARGEST // 1000,  # KB/s
+    "bytes": LARGEST,
+    "average_size": LARGEST,
+    "size_variation": LARGEST,
+}
+_SLICER_DELAY_BOUND = int(LONGEST * 1_000_000)  # microseconds
+
+
+class JsonNumber(float):
+    """A JSON number with a fraction or an exponent, which keeps its text for toxiproxy's words about it."""
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
+def parse_json(text: bytes) -> Any:
+    """
+    A request body: numbers with a fraction or an exponent keep their text;
+    a body nested deeper than Python's stack is a mistake, not a crash.
+
+    @raise Invalid: for a body that is not JSON.
+    """
+    try:
+        return json.loads(text or b"null", parse_float=JsonNumber)
+    except RecursionError:
+        raise _body_error("JSON nested too deeply") from None
+    except ValueError as error:
+        raise _body_error(str(error)) from None
+
+
+def _go_kind(value: Any) -> str:
+    """What Go's JSON decoder calls C{value} when it cannot be the int64 it wanted."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, JsonNumber):
+        return f"number {value.text}"
+    if isinstance(value, int | float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 ECHOAPP_TYPE = "echoapp"  # attributes are --fault keys: {"latency": "50ms", "stall": "read"}
 
 
@@ -95,10 +164,33 @@ def _attributes(
         if key not in defaults:
             ignored.append(key)  # toxiproxy's JSON decoder ignores it too, and answers 200
             continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _body_error(f"attribute {key} of {kind} is a whole number of 0 or more, not {value!r}")
-        attributes[key] = value
-    return attributes, meaning(attributes), tuple(ignored)
+        if value is None:
+            continue  # JSON null: Go's decoder leaves the field as it was
+        attributes[key] = _whole_number(kind, key, value)
+    try:
+        faults = meaning(attributes)
+    except ValueError as error:  # a bound of echoapp's faults the figures above did not catch
+        raise Invalid(f"{kind} toxic: {error}") from None
+    return attributes, faults, tuple(ignored)
+
+
+def _whole_number(kind: str, key: str, value: Any) -> int:
+    """
+    An attribute's value: what toxiproxy's Go decoder refuses is refused in
+    its words (a string, a fraction, beyond int64); what it takes but
+    echoapp's faults cannot have (negative, longer than a day, more than a
+    terabyte) in echoapp's.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not -INT64 <= value < INT64:
+        go_type = "int" if key in GO_INT else "int64"
+        raise _body_error(
+            f"json: cannot unmarshal {_go_kind(value)[:40]} into Go struct field "
+            f"{GO_STRUCTS[kind]}.attributes.{key} of type {go_type}"
+        )
+    bound = _SLICER_DELAY_BOUND if (kind, key) == ("slicer", "delay") else _BOUNDS[key]
+    if not 0 <= value <= bound:
+        raise _body_error(f"attribute {key} of {kind} is a whole number from 0 to {bound}, not {value}")
+    return value
 
 
 def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
@@ -127,11 +219,11 @@ def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
         name = _text(data, "name") or f"{kind}_{stream}"
         base = dict(TOXICS[kind][0]) if kind in TOXICS else {}
         toxicity = 1.0
-    if "toxicity" in data:
+    if data.get("toxicity") is not None:  # JSON null: the default, as Go's decoder reads it
         value = data["toxicity"]
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             raise _body_error(f"toxicity is a number from 0 to 1, not {value!r}")
-        toxicity = value
+        toxicity = float(value)
     attributes, faults, ignored = _attributes(kind, data.get("attributes"), base)
     return Toxic(name, kind, stream, toxicity, faults, attributes, ignored)
 
@@ -165,7 +257,7 @@ def spec_from_json(data: Any, base: ProxySpec | None = None) -> ProxySpec:
         raise _body_error(f"type is tcp or udp, not {spec.protocol!r}")
     if base is not None and spec.protocol != base.protocol:
         raise _body_error(f"a {base.protocol} proxy stays one: delete it and create a {spec.protocol} proxy")
-    if "enabled" in data:
+    if data.get("enabled") is not None:  # JSON null: the default, as Go's decoder reads it
         if not isinstance(data["enabled"], bool):
             raise _body_error(f"enabled is true or false, not {data['enabled']!r}")
         spec.enabled = data["enabled"]
