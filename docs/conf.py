@@ -27,9 +27,15 @@ gettext_compact = True
 gettext_uuid = False
 gettext_location = False
 
+# Quotes, but never dashes: "--metrics" stays two hyphens wherever a page or
+# a docstring has it bare, so that what a reader pastes into a shell works
+# (the reference shows options as code: docs/_ext/echoapp_reference.py).
+smartquotes_action = "qe"
+
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-# echoapp's docstrings are epytext (L{...}, C{...}); they read fine as text.
+# echoapp's docstrings are epytext (L{...}, C{...}): echoapp_reference turns
+# them into reST for autodoc and its generated tables.
 autodoc_docstring_signature = True
 nitpicky = False
 suppress_warnings = ["ref.python"]

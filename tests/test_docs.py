@@ -433,7 +433,57 @@ AUDIENCE_PAGES = [
 ]
 
 
+# The pages made from the code: the generated tables and autodoc.
+GENERATED_PAGES = [
+    "reference/options.html",
+    "reference/client.html",
+    "reference/config.html",
+    "reference/faults.html",
+    "reference/metrics.html",
+    "reference/logs.html",
+    "reference/endpoints.html",
+    "reference/api.html",
+    "explanation/architecture.html",
+    "explanation/limits.html",
+]
+
+
+def prose_of(path: str) -> str:
+    """A built page's text outside code, where smart quotes apply: what a reader cannot paste as is."""
+    with open(path, encoding="utf-8") as page:
+        text = re.sub(r"<(style|script|pre|code)\b.*?</\1>", " ", page.read(), flags=re.DOTALL)
+    return html.unescape(re.sub(r"<[^>]+>", " ", text))
+
+
 class SiteTests(SynchronousTestCase):
+    def test_the_generated_reference_shows_options_and_values_as_code(self) -> None:
+        """
+        No option, C{''} or quoted value is prose there, where smart quotes
+        made C{--metrics} an en dash and C{''} curly quotes (103 of them).
+        """
+        out = build(self)
+        for page in GENERATED_PAGES:
+            prose = prose_of(os.path.join(out, page))
+            self.assertEqual(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", prose), [], page)
+            self.assertEqual(re.findall(r"\u2013\w+|\u2019\u2019|\u2018\u2019", prose), [], page)
+        with open(os.path.join(out, "reference", "options.html"), encoding="utf-8") as file:
+            options = file.read()
+        for code in ("--metrics", "''", "ECHOAPP_EAGER_WRITES=0"):
+            literal = f'<code class="docutils literal notranslate"><span class="pre">{code}</span></code>'
+            self.assertTrue(literal in options, f"{code} is not code on reference/options.html")
+
+    def test_no_epytext_markup_on_any_page(self) -> None:
+        """The docstrings' C{x}, L{x}, I{x} and B{x} are code, links and emphasis on the page, never raw."""
+        out = build(self)
+        checked = 0
+        for directory, _, files in os.walk(out):
+            for name in files:
+                if name.endswith(".html") and "_modules" not in directory:
+                    raw = re.findall(r"\b[CLIBU]\{[^}]*\}", text_of(os.path.join(directory, name)))
+                    self.assertEqual(raw, [], os.path.relpath(os.path.join(directory, name), out))
+                    checked += 1
+        self.assertGreater(checked, 25)
+
     def test_internal_links_resolve(self) -> None:
         """Every relative href and src of every built page names a file there, and its #fragment."""
         out = build(self)

@@ -31,8 +31,14 @@ from docutils import nodes
 from docutils.parsers.rst import Directive
 
 
-def table(headers: list[str], rows: list[list[str]], classes: str = "") -> nodes.table:
-    """A docutils table whose first column is literal text (an option or a name)."""
+def table(
+    headers: list[str], rows: list[list[str]], classes: str = "", literal: tuple[int, ...] = (0,)
+) -> nodes.table:
+    """
+    A docutils table: the columns in C{literal} (an option, a name) are code
+    whole, a cell written as C{``...``} too; every other cell is
+    L{inline}, so that the options and values in help text are code as well.
+    """
     table_node = nodes.table(classes=["echoapp-reference", classes] if classes else ["echoapp-reference"])
     group = nodes.tgroup(cols=len(headers))
     table_node += group
@@ -40,26 +46,71 @@ def table(headers: list[str], rows: list[list[str]], classes: str = "") -> nodes
         group += nodes.colspec(colwidth=1)
     head = nodes.thead()
     group += head
-    head += row_node(headers, literal_first=False)
+    head += row_node(headers, literal=())
     body = nodes.tbody()
     group += body
     for row in rows:
-        body += row_node(row, literal_first=True)
+        body += row_node(row, literal)
     return table_node
 
 
-def row_node(cells: list[str], literal_first: bool) -> nodes.row:
+def row_node(cells: list[str], literal: tuple[int, ...]) -> nodes.row:
     row = nodes.row()
     for index, cell in enumerate(cells):
         entry = nodes.entry()
         paragraph = nodes.paragraph()
-        if (literal_first and index == 0) or (index == 1 and literal_first and cell.startswith("``")):
-            paragraph += nodes.literal(text=cell.strip("`"))
+        if cell and (index in literal or (cell.startswith("``") and cell.endswith("``"))):
+            paragraph += nodes.literal(text=cell[2:-2] if cell.startswith("``") else cell)
         else:
-            paragraph += nodes.Text(cell)
+            paragraph += inline(cell)
         entry += paragraph
         row += entry
     return row
+
+
+# What a reader pastes into a shell or a config, found in prose: epytext's
+# C{...} and L{...} (the docstrings are epytext), a quoted command or value,
+# '' (the empty value), an option, an environment setting.  Rendered as code,
+# smart quotes leave them alone: --metrics does not become an en dash, nor ''
+# curly quotes.
+_CODE = re.compile(
+    r"""(?P<epytext>(?P<kind>[CLIBU])\{(?P<body>(?:[^{}]|\{[^{}]*\})*)\})"""
+    r"""|"(?P<quoted>[^"\s][^"]*)"|(?P<empty>'')"""
+    r"""|(?<![\w-])(?P<option>--[A-Za-z][\w-]*(?:=[^\s,;)]*[^\s,;).])?)"""
+    r"""|(?<![\w-])(?P<setting>[A-Z][A-Z0-9]*_[A-Z0-9_]+=[^\s,;)]*[^\s,;).])"""
+)
+
+
+def inline(text: str) -> list[nodes.Node]:
+    """
+    Prose from the code (help text, a docstring's first paragraph) as
+    docutils nodes: epytext markup as what it means (C{x} and L{x} code,
+    I{x} emphasis, B{x} strong), and options, quoted values, C{''} and
+    environment settings as code.  Nothing else is read as markup: help
+    text is not reST.
+    """
+    found: list[nodes.Node] = []
+    at = 0
+    for match in _CODE.finditer(text):
+        if match.start() > at:
+            found.append(nodes.Text(text[at : match.start()]))
+        at = match.end()
+        if match["epytext"]:
+            body = match["body"]
+            kind = match["kind"]
+            if kind in "LU":
+                body = re.sub(r"^(.*?)\s*<[^<>]+>$", r"\1", body, flags=re.DOTALL)  # L{text<target>}
+            if kind in "CLU":
+                found.append(nodes.literal(text=body))
+            else:
+                node = nodes.emphasis() if kind == "I" else nodes.strong()
+                node += inline(body)
+                found.append(node)
+        else:
+            found.append(nodes.literal(text=match["quoted"] or match["empty"] or match[0]))
+    if at < len(text):
+        found.append(nodes.Text(text[at:]))
+    return found
 
 
 def one_line(text: str | None) -> str:
@@ -94,7 +145,7 @@ class OptionsDirective(Directive):
     def run(self) -> list[nodes.Node]:
         module_name, _, class_name = self.arguments[0].partition(":")
         options_class = getattr(importlib.import_module(module_name), class_name or "Options")
-        intro = nodes.paragraph(text=one_line(getattr(options_class, "longdesc", "")))
+        intro = nodes.paragraph("", "", *inline(one_line(getattr(options_class, "longdesc", ""))))
         rows = option_rows(options_class)
         return [intro, table(["option", "default", "help"], rows, "options")]
 
@@ -118,7 +169,7 @@ class ConfigDirective(Directive):
 
     def run(self) -> list[nodes.Node]:
         config = getattr(importlib.import_module("echoapp.config"), self.arguments[0])
-        return [table(["field", "default", "option", "help and bound"], field_rows(config))]
+        return [table(["field", "default", "option", "help and bound"], field_rows(config), literal=(0, 2))]
 
 
 class FaultsDirective(Directive):
@@ -129,11 +180,13 @@ class FaultsDirective(Directive):
 
         rows = []
         for field in dataclasses.fields(Faults):
-            default = "off" if field.default in (None, 0, 0.0, "", False) else repr(field.default)
+            default = "off" if field.default in (None, 0, 0.0, "", False) else f"``{field.default!r}``"
             rows.append(
                 [field.name, default, field.name.replace("_", "-"), one_line(field.metadata.get("help"))]
             )
-        return [table(["Faults field", "default", "--fault key", "what the server does"], rows)]
+        return [
+            table(["Faults field", "default", "--fault key", "what the server does"], rows, literal=(0, 2))
+        ]
 
 
 class MetricsDirective(Directive):
@@ -154,7 +207,7 @@ class MetricsDirective(Directive):
                 labels.append(f"{key}={'|'.join(values)}")
             rows.append([name + ("_total" if counter else ""), "counter" if counter else "gauge",
                          ", ".join(labels), text])  # fmt: skip
-        return [table(["metric", "type", "labels", "meaning"], rows)]
+        return [table(["metric", "type", "labels", "meaning"], rows, literal=(0, 2))]
 
 
 def log_namespaces() -> list[tuple[str, str]]:
@@ -182,7 +235,7 @@ class LogNamespacesDirective(Directive):
         for namespace, module in log_namespaces():
             doc = inspect.getdoc(importlib.import_module(module)) or ""
             rows.append([namespace, module, one_line(doc.split("\n\n", 1)[0])])
-        return [table(["namespace", "module", "what logs there"], rows)]
+        return [table(["namespace", "module", "what logs there"], rows, literal=(0, 1))]
 
 
 class EndpointsDirective(Directive):
@@ -227,23 +280,73 @@ _EPYTEXT_FIELDS = [
     (re.compile(r"^(\s*)@return:", re.MULTILINE), r"\1:returns:"),
     (re.compile(r"^(\s*)@rtype:", re.MULTILINE), r"\1:rtype:"),
 ]
-_EPYTEXT_INLINE = re.compile(r"([CLIB])\{((?:[^{}]|\{[^{}]*\})*)\}")
+_EPYTEXT_INLINE = re.compile(r"([CLIBU])\{((?:[^{}]|\{[^{}]*\})*)\}")
+# An option in a docstring's prose, outside any ``code`` already there.
+_LITERAL_OR_OPTION = re.compile(r"(``.+?``|:\w+:`[^`]*`|`[^`]*`)|(?<![\w`-])(--[A-Za-z][\w-]*)")
+_LIST_OR_FIELD = re.compile(r"\s*(?:[-*+] |\d+[.)] |[:@]|>>>)")
+
+
+def _examples_as_code(lines: list[str]) -> list[str]:
+    """
+    An indented block after a paragraph of prose is an example in these
+    docstrings (epytext has no other use for it); reST would make it a
+    quotation, smart quotes and all.  A C{" ::"} ends the paragraph, so it
+    is a literal block (the colons themselves are not shown).
+    """
+    out = list(lines)
+
+    def indent(line: str) -> int:
+        return len(line) - len(line.lstrip())
+
+    for number in range(1, len(lines) - 1):
+        before, blank, block = lines[number - 1], lines[number], lines[number + 1]
+        if blank.strip() or not before.strip() or not block.strip():
+            continue
+        if indent(block) <= indent(before) or before.rstrip().endswith("::") or _LIST_OR_FIELD.match(block):
+            continue
+        start = number - 1
+        while start > 0 and lines[start - 1].strip() and indent(lines[start - 1]) == indent(before):
+            start -= 1
+        if _LIST_OR_FIELD.match(lines[start]):
+            continue  # a list item or a field carries on, indented: not an example
+        out[number - 1] = before.rstrip() + " ::"
+    return out
 
 
 def epytext_to_rest(text: str) -> str:
-    """C{x} as ``x``, L{x} as a cross-reference, I{x} and B{x} as emphasis, @fields as reST fields."""
+    """
+    C{x} as ``x``, L{x} as a cross-reference, I{x} and B{x} as emphasis,
+    @fields as reST fields, a bare C{--option} as code and an indented
+    example as a literal block.
+    """
 
     def inline(match: re.Match[str]) -> str:
         kind, body = match[1], match[2]
+        if kind in "LU":
+            body = re.sub(r"^(.*?)\s*<[^<>]+>$", r"\1", body, flags=re.DOTALL)
         if kind == "L":
             return f":py:obj:`{body}`"
-        if kind == "C":
+        if kind in "CU":
             return f"``{body}``" if body else "``{}``"
         return f"*{body}*" if kind == "I" else f"**{body}**"
 
+    def option(match: re.Match[str]) -> str:
+        return match[1] or f"``{match[2]}``"
+
+    text = "\n".join(_examples_as_code(text.split("\n")))
     for pattern, replacement in _EPYTEXT_FIELDS:
         text = pattern.sub(replacement, text)
-    return _EPYTEXT_INLINE.sub(inline, text)
+    text = _EPYTEXT_INLINE.sub(inline, text)
+    lines = text.split("\n")
+    in_block = None
+    for number, line in enumerate(lines):
+        if in_block is not None and line.strip() and len(line) - len(line.lstrip()) <= in_block:
+            in_block = None
+        if in_block is None:
+            lines[number] = _LITERAL_OR_OPTION.sub(option, line)
+            if line.rstrip().endswith("::"):
+                in_block = len(line) - len(line.lstrip())
+    return "\n".join(lines)
 
 
 def process_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
