@@ -19,7 +19,9 @@ import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from echoapp import testing
@@ -421,17 +423,47 @@ class ApiTests(TestCase):
         )
         self.assertEqual(status, 200, "the upstream side is plain TCP: it can half-close")
 
-    async def test_populate_is_all_or_nothing_and_keeps_its_toxics(self) -> None:
+    async def test_populate_keeps_what_came_before_a_failure_and_applies_toxics(self) -> None:
+        """
+        As toxiproxy: the proxies before the entry that fails stay, and the
+        500 names them; echoapp applies a populate's toxics too.
+        """
         taken = holding_a_port(self)
         good = {"name": "g", "listen": "127.0.0.1:0", "upstream": self.upstream}
         bad = {"name": "h", "listen": f"127.0.0.1:{taken}", "upstream": self.upstream}
         status, answer = await self.call("POST", "/populate", [good, bad])
-        self.assertEqual((status, answer["proxies"]), (500, None))
-        self.assertEqual(await self.call("GET", "/proxies"), (200, {}), "no half-made proxy")
+        self.assertEqual(status, 500)
+        self.assertEqual([proxy["name"] for proxy in answer["proxies"]], ["g"])
+        _, listed = await self.call("GET", "/proxies")
+        self.assertEqual(
+            sorted(listed), ["g"], "the one before the failure stays, the failed one is not made"
+        )
         with_toxic = {**good, "toxics": [{"type": "limit_data", "attributes": {"bytes": 1}}]}
         status, answer = await self.call("POST", "/populate", [with_toxic])
         self.assertEqual(status, 201)
         self.assertEqual(await deferToThread(connect_result, answer["proxies"][0]["listen"]), "p")
+
+    async def test_populate_keeps_an_unchanged_proxy_and_its_toxics(self) -> None:
+        """
+        toxiproxy keeps a proxy whose address and upstream are unchanged as
+        it is, toxics included, and compares addresses as bound
+        (C{localhost:N} is C{127.0.0.1:N}): no rebuild, no address in use.
+        """
+        status, answer = await self.call(
+            "POST", "/populate", [{"name": "k", "listen": "127.0.0.1:0", "upstream": self.upstream}]
+        )
+        self.assertEqual(status, 201)
+        listen = answer["proxies"][0]["listen"]
+        toxic = {"name": "t", "type": "latency", "attributes": {"latency": 5}}
+        self.assertEqual((await self.call("POST", "/proxies/k/toxics", toxic))[0], 200)
+        port = listen.rpartition(":")[2]
+        for again in (listen, f"localhost:{port}"):
+            status, answer = await self.call(
+                "POST", "/populate", [{"name": "k", "listen": again, "upstream": self.upstream}]
+            )
+            self.assertEqual(status, 201, again)
+            [kept] = answer["proxies"]
+            self.assertEqual((kept["listen"], [t["name"] for t in kept["toxics"]]), (listen, ["t"]), again)
 
     async def test_a_taken_address_leaves_no_proxy(self) -> None:
         taken = holding_a_port(self)
@@ -470,6 +502,82 @@ class ApiTests(TestCase):
                 )
                 self.assertNotIn("\n", json.dumps(answer))
         self.assertEqual((await self.call("GET", "/version"))[0], 200)
+
+
+class OutOfRangeTests(TestCase):
+    """
+    Values no fault can have are a 400 with one line, and nothing logged as
+    a failure: each of these was a 500 with a 2 KB traceback.  toxiproxy
+    answers 400 beyond int64 (in its Go words, pinned in the comparison
+    above); echoapp's faults also stop at a day and a terabyte.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.proxies, self.port = start_api(self)
+
+    async def refused(self, raw: bytes, path: str = "/proxies/e/toxics") -> str:
+        proxy = {"name": "e", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+        await deferToThread(call, self.port, "POST", "/proxies", proxy)  # 201, then 409
+        status, answer = await deferToThread(call, self.port, "POST", path, None, raw)
+        self.assertEqual(status, 400, answer)
+        self.assertEqual(answer["status"], 400)
+        self.assertNotIn("\n", answer["error"])
+        if path.endswith("/toxics"):
+            self.assertEqual(self.proxies.get("e").faults.toxics, {}, "nothing applied")
+        failures = [event for event in self.events if "log_failure" in event]
+        self.assertEqual(failures, [], "no traceback for a client's mistake")
+        return str(answer["error"])
+
+    def toxic(self, kind: str, attributes: str) -> bytes:
+        return f'{{"type": "{kind}", "attributes": {attributes}}}'.encode()
+
+    async def test_latency_of_10_to_the_12_ms(self) -> None:
+        error = await self.refused(self.toxic("latency", '{"latency": 1000000000000}'))
+        self.assertIn("latency", error)
+
+    async def test_latency_of_2_to_the_63(self) -> None:
+        error = await self.refused(self.toxic("latency", f'{{"latency": {1 << 63}}}'))
+        self.assertIn("of type int64", error)
+
+    async def test_latency_of_10_to_the_400(self) -> None:
+        await self.refused(self.toxic("latency", '{"latency": 1' + "0" * 400 + "}"))
+        await self.refused(self.toxic("latency", '{"latency": 1e400}'))
+
+    async def test_rate_of_10_to_the_12(self) -> None:
+        error = await self.refused(self.toxic("bandwidth", '{"rate": 1000000000000}'))
+        self.assertIn("rate", error)
+
+    async def test_timeout_of_10_to_the_15(self) -> None:
+        await self.refused(self.toxic("timeout", '{"timeout": 1000000000000000}'))
+
+    async def test_reset_peer_of_10_to_the_15(self) -> None:
+        await self.refused(self.toxic("reset_peer", '{"timeout": 1000000000000000}'))
+
+    async def test_slow_close_of_10_to_the_15(self) -> None:
+        await self.refused(self.toxic("slow_close", '{"delay": 1000000000000000}'))
+
+    async def test_slicer_delay_of_10_to_the_15(self) -> None:
+        await self.refused(self.toxic("slicer", '{"average_size": 10, "delay": 1000000000000000}'))
+
+    async def test_limit_data_of_2_to_the_62(self) -> None:
+        await self.refused(self.toxic("limit_data", f'{{"bytes": {1 << 62}}}'))
+
+    async def test_an_update_out_of_range_changes_nothing(self) -> None:
+        await self.refused(self.toxic("latency", '{"latency": -1}'))
+        latency = {"type": "latency", "attributes": {"latency": 5}}
+        status, _ = await deferToThread(call, self.port, "POST", "/proxies/e/toxics", latency)
+        self.assertEqual(status, 200)
+        update = {"attributes": {"jitter": 10**12}}
+        path = "/proxies/e/toxics/latency_downstream"
+        status, answer = await deferToThread(call, self.port, "PATCH", path, update)
+        self.assertEqual(status, 400, answer)
+        self.assertEqual(self.proxies.get("e").faults.toxics["latency_downstream"].attributes["jitter"], 0)
+
+    async def test_json_nested_100000_deep(self) -> None:
+        for path in ("/proxies/e/toxics", "/proxies", "/populate", "/proxies/e"):
+            error = await self.refused(b"[" * 100_000 + b"]" * 100_000, path)
+            self.assertIn("bad request body", error)
 
 
 class ReadmeCurlTests(SynchronousTestCase):
