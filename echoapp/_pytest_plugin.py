@@ -117,10 +117,15 @@ def echoapp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]
 
 @pytest.fixture
 def echoapp_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., testing.Process]]:
-    """Start a real C{twistd} with an echoapp plugin on a free loopback port; stopped after the test."""
+    """
+    Start a real C{twistd} with an echoapp plugin on a free loopback port;
+    stopped after the test.  It takes what L{echoapp.testing.Process} takes:
+    C{echoapp_process("echoapp-tcp", "--fault", "latency=100ms",
+    reactor="uvloop")}.
+    """
     from echoapp import testing
 
-    def make(plugin: str = "echoapp-tcp", *args: str) -> testing.Process:
-        return testing.Process(plugin, *args).start()
+    def make(plugin: str | None = "echoapp-tcp", *args: str, **options: Any) -> testing.Process:
+        return testing.Process(plugin, *args, **options).start()
 
     yield from _keeping(request, make, lambda process: process.stop())

@@ -70,6 +70,15 @@ def test_asyncio_client_against_a_process(echoapp_process: Any) -> None:
         asyncio.run(client())
 
 
+def test_a_process_on_the_reactor_named(echoapp_process: Any) -> None:
+    """C{reactor=} and twistd's other keywords, as L{echoapp.testing.Process} takes them (non-python.rst)."""
+    server = echoapp_process("echoapp-tcp", "--banner", "Hi", reactor="uvloop")
+    assert "--reactor=uvloop" in server.command()
+    assert "uvloop" in server.output.lower()
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        assert sock.recv(100) == b"Hi\r\n"
+
+
 FAILING = """
 import socket
 
