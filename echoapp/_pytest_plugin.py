@@ -16,6 +16,9 @@ The fixtures import L{echoapp.testing} (the services, the reactor's
 machinery, OpenSSL where there is TLS) when a test asks for one.  Nothing
 here imports the reactor: pytest-twisted installs it.
 
+Mixed suites work: where pytest-twisted is loaded, trial's TestCases run
+before any other test (L{pytest_collection_modifyitems}).
+
 A failing test's report shows each peer's seed and faults (an C{echoapp peers}
 section, and C{echoapp_seed} in C{user_properties}, which JUnit XML keeps):
 C{Faults(seed=...)} or C{--fault seed=...} repeats the run.
@@ -35,6 +38,30 @@ KINDS = ("greeter", "echo", "udp")
 
 
 PEERS = pytest.StashKey[list[Any]]()
+
+
+def _is_trial(item: pytest.Item) -> bool:
+    """A test of a trial C{TestCase} (found by name: loading this plugin imports no Twisted)."""
+    cls = getattr(item, "cls", None)
+    return cls is not None and any(
+        base.__module__.startswith("twisted.trial.") and base.__name__ == "SynchronousTestCase"
+        for base in cls.__mro__
+    )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """
+    Run trial TestCases before every other test when pytest-twisted is
+    loaded.  From its first test on, pytest-twisted runs the reactor in a
+    greenlet, after which a trial C{TestCase} cannot spin the reactor
+    itself: it fails with C{DirtyReactorAggregateError} and "Incompatible
+    Exception Representation" (a suite with README's trial example and the
+    pytest how-to's did, in one order).  The order is otherwise kept (a
+    stable sort, last among the hooks: after a shuffling plugin's).
+    """
+    if config.pluginmanager.hasplugin("twisted"):
+        items.sort(key=lambda item: not _is_trial(item))
 
 
 def _seen(request: pytest.FixtureRequest, peer: Any) -> None:

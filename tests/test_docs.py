@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -104,6 +105,12 @@ def blocks(language: str) -> Iterator[tuple[str, str]]:
             lines = match[2].rstrip("\n").splitlines()
             indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
             yield page, "\n".join(line[indent:] for line in lines) + "\n"
+
+
+def literal_blocks(text: str) -> Iterator[str]:
+    """The C{::} literal blocks of a reST text (README's examples), dedented."""
+    for match in re.finditer(r"::\n\n((?:(?: +.*)?\n)+)", text):
+        yield textwrap.dedent(match[1]).strip("\n") + "\n"
 
 
 def command_lines() -> Iterator[tuple[str, list[str], str]]:
@@ -341,6 +348,33 @@ class ExampleTests(SynchronousTestCase):
             cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
         )  # fmt: skip
         self.assertIn(f"{len(pytest)} passed", ran.stdout, ran.stdout[-2000:])
+
+    def test_a_suite_of_the_trial_and_pytest_examples_passes_in_either_order(self) -> None:
+        """
+        README's trial example and the pytest how-to's example in one pytest
+        run: echoapp's pytest plugin runs trial's TestCases first (in one
+        order, the trial test failed with DirtyReactorAggregateError).
+        """
+        with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as file:
+            readme = file.read()
+        trial = next(code for code in literal_blocks(readme) if "class ClientTests(TestCase)" in code)
+        pytest = next(code for page, code in blocks("python") if page == os.path.join("howto", "pytest.rst"))
+        self.assertIn("pytest_twisted", pytest)
+        directory = tempfile.mkdtemp(prefix="echoapp-docs-mixed-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        for name, code in (("test_trial_example.py", trial), ("test_pytest_example.py", pytest)):
+            with open(os.path.join(directory, name), "w", encoding="utf-8") as out:
+                out.write(code)
+        for order in (
+            ["test_trial_example.py", "test_pytest_example.py"],
+            ["test_pytest_example.py", "test_trial_example.py"],
+        ):
+            ran = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *order],
+                cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
+            )  # fmt: skip
+            self.assertIn("2 passed", ran.stdout, f"{order}:\n{ran.stdout[-3000:]}")
+            self.assertNotIn("error", ran.stdout.splitlines()[-1], order)
 
     def test_yaml_blocks_parse(self) -> None:
         try:
