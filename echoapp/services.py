@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
@@ -83,6 +83,18 @@ class DrainService(Service):
         return self.connections.drain()
 
 
+class Seeded(Protocol):
+    """What L{FaultNotice} tells: faults (a text, as C{--fault} takes it) and their seed."""
+
+    @property
+    def faults(self) -> object:
+        """What goes wrong, as its C{str} says it."""
+
+    @property
+    def seed(self) -> int:
+        """The seed of every random choice."""
+
+
 class FaultNotice(Service):
     """
     Says at start which faults a service applies and their seed: the seed
@@ -90,7 +102,7 @@ class FaultNotice(Service):
     says where it listens, so whoever waits for that line has the seed too.
     """
 
-    def __init__(self, plan: FaultPlan) -> None:
+    def __init__(self, plan: Seeded) -> None:
         self.plan = plan
         self._said = False
 
@@ -153,12 +165,22 @@ def _stream_service(
         )
         if faults is not None:
             factory = FaultyFactory(factory, faults)
-        if listen.backlog is None:
-            # A backlog as deep as the service's connection limit: a burst of
-            # clients up to the limit is accepted, not dropped by the kernel.
-            listen = replace(listen, backlog=connections.limits.max_connections)
-        StreamListenService(listen, factory, reactor).setServiceParent(service)
+        stream_listener(listen, factory, connections, reactor).setServiceParent(service)
     return service
+
+
+def stream_listener(
+    listen: StreamListen, factory: Any, connections: Connections, reactor: Any
+) -> StreamListenService:
+    """
+    The listener of a service whose clients C{connections} counts (every
+    stream service's, echoapp-proxy's too): unless the description says,
+    its backlog is as deep as the service's connection limit, so a burst of
+    clients up to the limit is accepted, not dropped by the kernel.
+    """
+    if listen.backlog is None:
+        listen = replace(listen, backlog=connections.limits.max_connections)
+    return StreamListenService(listen, factory, reactor)
 
 
 @one_line_in_tac

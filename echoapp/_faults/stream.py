@@ -395,10 +395,7 @@ class FaultyConnection(ProtocolWrapper):
 
     @property
     def loseWriteConnection(self) -> Any:
-        """
-        Offered only when the transport half-closes cleanly (L{half_closer}:
-        TLS does not), as the service asks with getattr.
-        """
+        """Offered only where the transport half-closes cleanly (L{half_closer}: not TLS)."""
         if half_closer(self.transport) is None:
             raise AttributeError("loseWriteConnection")
         return self._lose_write_connection

@@ -1,47 +1,112 @@
 """
-What every named proxy has, TCP or UDP: its spec, its toxics, its listener
-while enabled, the address it shows, toxiproxy's JSON for it, and the check
-that a toxic is one its kind of traffic can have.
+What every named proxy is, TCP or UDP: a service in the tree like every
+other echoapp service, its listener a child while it is enabled (so the
+walkers that serve health, drain and C{echoapp.testing}'s addresses see it),
+with its spec, its toxics, the address it shows, toxiproxy's JSON for it,
+and the edits toxiproxy's API makes, each raising the proxies' own errors.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+
 from echoapp import StartupError
 from echoapp._proxy.addresses import offered_by, shown
-from echoapp._proxy.errors import CannotListen, Invalid
+from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
 
 
-class NamedProxy:
+class ProxyService(MultiService):
     """
-    One named proxy; L{KIND} names its kind in a refusal.
+    One named proxy.  In the tree it is unnamed (its listener's lines speak
+    as C{echoapp-proxy}, as every listener speaks as its service); its name
+    is its spec's.  L{KIND} names its kind in a refusal; a subclass says how
+    it listens (L{_listener}) and what an upstream change means.
     """
 
     KIND = ""
 
     def __init__(self, spec: ProxySpec, faults: ProxyFaults) -> None:
+        super().__init__()
         self.spec = spec
-        self.name = spec.name
         self.faults = faults
-        self.owner: Any = None
         self.listener: Any = None
+
+    @property
+    def proxy_name(self) -> str:
+        """The proxy's name, as toxiproxy's API and the registry know it."""
+        return self.spec.name
+
+    def _listener(self) -> Service:
+        """A new listener for the proxy's address (not yet started)."""
+        raise NotImplementedError()
+
+    def _forget_port(self, port: Any) -> None:
+        """
+        The port is closing: enabled again, it listens where it did (toxiproxy
+        too), so a port 0 is pinned to the real one.
+        """
+
+    # --- toxics: the one place a toxic is added, replaced or removed ---
 
     def check_toxic(self, toxic: Toxic) -> None:
         """
-        @raise Invalid: for a toxic its stream cannot have (UDP loss
-            on TCP; bandwidth, slicing or resets on UDP; a half-close over
-            TLS; a stalled handshake without TLS).
+        @raise Invalid: for a toxic its stream cannot have (UDP loss on TCP;
+            bandwidth, slicing or resets on UDP; a half-close over TLS; a
+            stalled handshake without TLS).
         """
         try:
             toxic.faults.check_applies(*offered_by(self.spec, toxic.direction))
         except ValueError as error:
-            raise Invalid(f"toxic {toxic.name} on {self.KIND} proxy {self.name}: {error}") from None
+            raise Invalid(f"toxic {toxic.name} on {self.KIND} proxy {self.proxy_name}: {error}") from None
+
+    def add_toxic(self, toxic: Toxic) -> None:
+        """
+        A new toxic; open connections see it.
+
+        @raise Exists: for a name taken.
+        @raise Invalid: for a toxic its stream cannot have.
+        """
+        if toxic.name in self.faults.toxics:
+            raise Exists("toxic already exists")
+        self.check_toxic(toxic)
+        self.faults.set(toxic)
+
+    def replace_toxic(self, toxic: Toxic) -> None:
+        """
+        The toxic of C{toxic}'s name, replaced in its place.
+
+        @raise NotFound: if there is none.
+        @raise Invalid: for a toxic its stream cannot have.
+        """
+        self.toxic(toxic.name)
+        self.check_toxic(toxic)
+        self.faults.set(toxic)
+
+    def remove_toxic(self, name: str) -> None:
+        """
+        @raise NotFound: if there is no toxic C{name}.
+        """
+        self.faults.remove(self.toxic(name).name)
+
+    def toxic(self, name: str) -> Toxic:
+        """
+        @raise NotFound: if there is no toxic C{name}.
+        """
+        found = self.faults.toxics.get(name)
+        if found is None:
+            raise NotFound("toxic not found")
+        return found
+
+    # --- listening ---
 
     @property
     def port(self) -> Any:
+        """The listening port while enabled, else L{None}."""
         return self.listener.port if self.listener is not None else None
 
     @property
@@ -50,24 +115,46 @@ class NamedProxy:
         port = self.port
         return shown(port.getHost()) if port is not None else self.spec.listen
 
-    def _start(self, listener: Any) -> None:
+    def open(self) -> None:
         """
-        Bind C{listener} now; its lines name the proxies' service.
+        Listen, at once, if the proxies run (else when they start): the
+        listener becomes this service's child.
 
         @raise CannotListen: for an address it cannot have.
         """
-        listener.parent = self.owner  # named in its lines, not a child
+        self.spec.enabled = True
+        if self.listener is not None:
+            return
+        listener = self._listener()
         try:
-            listener.privilegedStartService()
+            listener.setServiceParent(self)  # binds now when running: stream endpoints bind synchronously
         except StartupError as error:
+            listener.disownServiceParent()
             raise CannotListen(str(error.code)) from None
-        listener.running = 1
         self.listener = listener
+
+    def close(self) -> Deferred[Any]:
+        """Stop listening; the Deferred fires once the port is closed."""
+        self.spec.enabled = False
+        listener, self.listener = self.listener, None
+        if listener is None:
+            return succeed(None)
+        if listener.port is not None:
+            self._forget_port(listener.port)
+        return maybeDeferred(listener.disownServiceParent)
+
+    def privilegedStartService(self) -> None:
+        """Listen (if enabled), or stop start-up with one line naming the proxy."""
+        try:
+            super().privilegedStartService()
+        except StartupError as error:
+            code = str(error.code)
+            raise StartupError(f"echoapp-proxy: proxy {self.proxy_name}: {code}", code) from None
 
     def as_json(self) -> dict[str, Any]:
         """toxiproxy's shape, field for field (its C{Logger} is always empty)."""
         return {
-            "name": self.name,
+            "name": self.proxy_name,
             "listen": self.address,
             "upstream": self.spec.upstream,
             "enabled": self.spec.enabled,

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from echoapp import StartupError
@@ -26,24 +26,26 @@ from echoapp._metrics import TCPStats
 from echoapp._proxy.addresses import check, is_udp, listen_description, shown
 from echoapp._proxy.errors import Exists, Invalid, NotFound, ProxyError
 from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
-from echoapp._proxy.named import NamedProxy
+from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._proxy.udp import NamedUDPProxy
 from echoapp._transports.listen import StreamListenService
 from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
+from echoapp.services import DrainService, FaultNotice, stream_listener
 
 NAME = "echoapp-proxy"
 
 log = Logger(namespace="echoapp.proxy")
 
 
-class Proxy(NamedProxy):
+class Proxy(ProxyService):
     """
-    One named proxy: a listener while enabled, forwarding to its upstream
-    through its toxics.  Its connections are its own, for limits and for
-    the drain; its listener says C{echoapp-proxy listening on ...}.
+    One named TCP proxy: a listener while enabled, forwarding to its
+    upstream through its toxics.  Its connections are its own, for limits
+    and for the drain (a L{DrainService} child, as every echoapp TCP
+    service has); its listener says C{echoapp-proxy listening on ...}.
     """
 
     KIND = "TCP"
@@ -64,14 +66,11 @@ class Proxy(NamedProxy):
         self._live = live
         self._log_connections = log_connections
         self._factory: Any = None
+        DrainService(self.connections).setServiceParent(self)
 
     @property
     def reactor(self) -> Any:
         return self._reactor or global_reactor()
-
-    def drain(self) -> Deferred[Any]:
-        """Its clients told the service is stopping, as every echoapp TCP service tells them."""
-        return self.connections.drain()
 
     def factory(self) -> Any:
         """Built once, at the first listen, when the reactor is the one that runs."""
@@ -103,35 +102,23 @@ class Proxy(NamedProxy):
             inner.upstream = upstream_endpoint(self.reactor, upstream)
         self.spec.upstream = upstream
 
-    def open(self) -> None:
-        """
-        Listen, at once (Twisted's stream endpoints bind synchronously).
-
-        @raise CannotListen: for an address it cannot have.
-        """
-        if self.listener is None:
-            listen = self.listen
-            if listen.backlog is None:
-                listen = replace(listen, backlog=self.connections.limits.max_connections)
-            self._start(StreamListenService(listen, self.factory(), self.reactor))
+    def _listener(self) -> StreamListenService:
         self.connections.draining = False
-        self.spec.enabled = True
+        return stream_listener(self.listen, self.factory(), self.connections, self.reactor)
+
+    def _forget_port(self, port: Any) -> None:
+        if self.listen.endpoint.partition(":")[0] in ("tcp", "tcp6") and not self.listen.proxy:
+            self.spec.listen = shown(port.getHost())
+            self.listen = replace(self.listen, endpoint=listen_description(self.spec.listen))
 
     def close(self) -> Deferred[Any]:
         """Stop listening (new clients are refused by the kernel) and cut open connections, as toxiproxy."""
-        self.spec.enabled = False
-        port = self.port
-        plain = self.listen.endpoint.partition(":")[0] in ("tcp", "tcp6") and not self.listen.proxy
-        if port is not None and plain:
-            # Enabled again, it listens where it did (toxiproxy too): port 0 is pinned to the real one.
-            self.spec.listen = shown(port.getHost())
-            self.listen = replace(self.listen, endpoint=listen_description(self.spec.listen))
-        listener, self.listener = self.listener, None
+        closing = super().close()
         for connection in list(self.connections.live):
             transport = getattr(connection, "transport", None)
             if transport is not None:
                 transport.abortConnection()
-        return maybeDeferred(listener.stopService) if listener is not None else succeed(None)
+        return closing
 
 
 def ignored_line(proxy: str, toxic: Toxic) -> str:
@@ -146,14 +133,48 @@ AnyProxy = Proxy | NamedUDPProxy
 def _warn_ignored(proxy: AnyProxy) -> None:
     for toxic in proxy.faults.toxics.values():
         if toxic.ignored:
-            log.warn("{line}", line=ignored_line(proxy.name, toxic))
+            log.warn("{line}", line=ignored_line(proxy.proxy_name, toxic))
 
 
-class Proxies(Service):
+def _host_port(text: str) -> tuple[str, str]:
+    """A listen address's host and port as compared: C{localhost} is the loopback address it binds."""
+    description = listen_description(text)
+    kind, _, rest = description.partition(":")
+    port, _, interface = rest.partition(":interface=")
+    interface = {"localhost": "127.0.0.1", "": "0.0.0.0"}.get(interface, interface)
+    return interface, port if kind in ("tcp", "tcp6") else description
+
+
+def same_listen(proxy: AnyProxy, listen: str) -> bool:
+    """
+    Whether C{listen} is where C{proxy} listens (or was asked to): as
+    given, as bound (port 0 made real), or the same address spelt another
+    way (C{localhost:N} for C{127.0.0.1:N}, as toxiproxy compares them).
+    """
+    if listen in (proxy.spec.listen, proxy.address):
+        return True
+    return _host_port(listen) in (_host_port(proxy.spec.listen), _host_port(proxy.address))
+
+
+class PopulateFailed(ProxyError):
+    """
+    A populate stopped at the entry that failed (C{cause}); the proxies
+    before it (C{kept}) stay, as toxiproxy keeps them.
+    """
+
+    def __init__(self, cause: ProxyError, kept: list[AnyProxy]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.kept = kept
+
+
+class Proxies(MultiService):
     """
     Every proxy of the process, by name, in creation order: the service
-    C{echoapp-proxy} runs.  It listens for the enabled ones at start, and at
-    stop closes every listener and then drains every proxy's clients.
+    C{echoapp-proxy} runs, each proxy a child service with its listener
+    (while enabled) and its drain, so that stopping the tree closes every
+    listener and then drains every proxy's clients.  The seed is said at
+    start (L{FaultNotice}), as every service with faults says it.
     """
 
     def __init__(
@@ -164,6 +185,7 @@ class Proxies(Service):
         live: bool = True,
         log_connections: bool = False,
     ) -> None:
+        super().__init__()
         self.setName(NAME)
         self.limits = limits or TCPLimits()
         self.reactor = reactor
@@ -171,14 +193,19 @@ class Proxies(Service):
         self.live = live
         self.log_connections = log_connections
         self.proxies: dict[str, AnyProxy] = {}
-        self._listening = False
         self._closing: list[Deferred[Any]] = []
+        FaultNotice(self).setServiceParent(self)
+
+    @property
+    def faults(self) -> str:
+        """What L{FaultNotice} says of the faults: each proxy has its own toxics."""
+        return "the toxics of each proxy"
 
     def make(self, spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> AnyProxy:
         """
         A proxy neither listening nor kept; C{toxics} are its from the start.
 
-        @raise Invalid: for a bad address.
+        @raise Invalid: for a bad address or a toxic it cannot have.
         @raise Exists: for two toxics of one name.
         """
         faults = ProxyFaults(self.seed, self.reactor)
@@ -190,25 +217,26 @@ class Proxies(Service):
             live = self.live or bool(toxics)
             proxy = Proxy(spec, faults, self.limits, live, self.reactor, self.log_connections)
         for toxic in toxics:
-            if toxic.name in faults.toxics:
-                raise Exists("toxic already exists")
-            proxy.check_toxic(toxic)
-            faults.set(toxic)
-        proxy.owner = self
+            proxy.add_toxic(toxic)
         return proxy
 
     def add(self, proxy: AnyProxy) -> AnyProxy:
         """
-        Keep C{proxy}, listening if enabled and the service listens.
+        Keep C{proxy}, a child of the tree, listening if enabled and the tree runs.
 
         @raise Exists: for a name taken.
         @raise CannotListen: for an address taken.
         """
-        if proxy.name in self.proxies:
+        if proxy.proxy_name in self.proxies:
             raise Exists("proxy already exists")
-        if proxy.spec.enabled and self._listening:
-            proxy.open()
-        self.proxies[proxy.name] = proxy
+        proxy.setServiceParent(self)
+        if proxy.spec.enabled:
+            try:
+                proxy.open()
+            except ProxyError:
+                proxy.disownServiceParent()
+                raise
+        self.proxies[proxy.proxy_name] = proxy
         _warn_ignored(proxy)
         return proxy
 
@@ -226,9 +254,13 @@ class Proxies(Service):
     def remove(self, name: str) -> None:
         """
         Close the proxy and forget it; the answer waits until its port is
-        closed.
+        closed (L{settled}).
+
+        @raise NotFound: if there is none.
         """
-        self._track(self.proxies.pop(self.get(name).name).close())
+        proxy = self.proxies.pop(self.get(name).proxy_name)
+        self._track(proxy.close())
+        self._track(maybeDeferred(proxy.disownServiceParent))
 
     def set_enabled(self, proxy: AnyProxy, enabled: bool) -> None:
         """
@@ -237,10 +269,7 @@ class Proxies(Service):
         @raise CannotListen: if its address is taken meanwhile.
         """
         if enabled and not proxy.spec.enabled:
-            if self._listening:
-                proxy.open()
-            else:
-                proxy.spec.enabled = True
+            proxy.open()
         elif not enabled and proxy.spec.enabled:
             self._track(proxy.close())
 
@@ -263,54 +292,41 @@ class Proxies(Service):
 
     def populate(self, batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]]) -> list[AnyProxy]:
         """
-        Create or update every proxy of C{batch}, or none.  Whatever must
-        listen is opened first, and closed again if anything fails; only then
-        are proxies updated and replaced.  A proxy that keeps its address is
-        updated in place (its port is never closed and opened again, which
-        would race with the close), with the batch's toxics.  toxiproxy
-        keeps the proxies before one that failed, and drops the toxics.
+        toxiproxy's populate: each proxy of C{batch} in turn is created, or
+        replaces the one of its name.  One whose address and upstream are
+        unchanged is kept as it is, toxics included (the batch's toxics,
+        echoapp's own addition, replace them if given); one that keeps its
+        address is updated in place (its port is never closed and opened
+        again, which would race with the close).
+
+        @raise PopulateFailed: at the first that fails; those before it stay.
         """
-        made = [self.make(spec, toxics) for spec, toxics in batch]
-        names = [proxy.name for proxy in made]
-        if len(set(names)) != len(names):
-            raise Exists("proxy already exists")
-        opened: list[AnyProxy] = []
-        in_place: list[tuple[AnyProxy, AnyProxy]] = []
-        fresh: list[tuple[AnyProxy | None, AnyProxy]] = []
-        try:
-            for new in made:
-                old = self.proxies.get(new.name)
-                same_kind = old is not None and type(old) is type(new)
-                if old is not None and same_kind and new.spec.listen in (old.spec.listen, old.address):
-                    if new.spec.enabled and not old.spec.enabled and self._listening:
-                        old.open()
-                        opened.append(old)
-                    in_place.append((old, new))
-                else:
-                    if new.spec.enabled and self._listening:
-                        new.open()
-                        opened.append(new)
-                    fresh.append((old, new))
-        except ProxyError:
-            for proxy in opened:
-                self._track(proxy.close())
-            raise
-        result = {}
-        for old, new in in_place:
-            old.set_upstream(new.spec.upstream)
+        done: list[AnyProxy] = []
+        for spec, toxics in batch:
+            try:
+                done.append(self._put(spec, toxics))
+            except ProxyError as error:
+                raise PopulateFailed(error, done) from None
+        for proxy in done:
+            _warn_ignored(proxy)
+        return done
+
+    def _put(self, spec: ProxySpec, toxics: Sequence[Toxic]) -> AnyProxy:
+        new = self.make(spec, toxics)
+        old = self.proxies.get(spec.name)
+        if old is None:
+            return self.add(new)
+        if type(old) is not type(new) or not same_listen(old, spec.listen):
+            self.remove(old.proxy_name)
+            return self.add(new)
+        if spec.upstream != old.spec.upstream:
+            old.set_upstream(spec.upstream)
+        if toxics:
             old.faults.clear()
             for toxic in new.faults.toxics.values():
                 old.faults.set(toxic)
-            self.set_enabled(old, new.spec.enabled)
-            result[old.name] = old
-        for replaced, new in fresh:
-            if replaced is not None:
-                self._track(replaced.close())
-            self.proxies[new.name] = new
-            result[new.name] = new
-        for proxy in made:
-            _warn_ignored(proxy)
-        return [result[name] for name in names]
+        self.set_enabled(old, spec.enabled)
+        return old
 
     def update(self, proxy: AnyProxy, spec: ProxySpec) -> AnyProxy:
         """
@@ -321,8 +337,16 @@ class Proxies(Service):
         if is_udp(spec) != isinstance(proxy, NamedUDPProxy):
             kind, other = ("udp", "tcp") if isinstance(proxy, NamedUDPProxy) else ("tcp", "udp")
             raise Invalid(f"a {kind} proxy stays one: delete it and create a {other} proxy")
-        if spec.listen not in (proxy.spec.listen, proxy.address):
-            [replacement] = self.populate([(spec, list(proxy.faults.toxics.values()))])
+        if not same_listen(proxy, spec.listen):
+            replacement = self.make(spec, list(proxy.faults.toxics.values()))
+            del self.proxies[proxy.proxy_name]
+            try:
+                self.add(replacement)
+            except ProxyError:
+                self.proxies[proxy.proxy_name] = proxy
+                raise
+            self._track(proxy.close())
+            self._track(maybeDeferred(proxy.disownServiceParent))
             return replacement
         self.make(spec)  # the new upstream checked before anything changes
         proxy.set_upstream(spec.upstream)
@@ -337,37 +361,10 @@ class Proxies(Service):
 
     def privilegedStartService(self) -> None:
         """Listen for every enabled proxy, or stop start-up with one line and listen for none."""
-        super().privilegedStartService()
-        self._open_all()
-
-    def startService(self) -> None:
-        super().startService()
-        self._open_all()
-
-    def _open_all(self) -> None:
-        if self._listening:
-            return
-        log.info("{service} seed={seed}: its random choices repeat with --seed", service=NAME, seed=self.seed)
-        opened: list[AnyProxy] = []
-        for proxy in self.proxies.values():
-            if proxy.spec.enabled:
-                try:
-                    proxy.open()
-                except ProxyError as error:
-                    for done in opened:
-                        done.close()
-                        done.spec.enabled = True
-                    raise StartupError(f"{NAME}: proxy {proxy.name}: {error}", f"{error}") from None
-                opened.append(proxy)
-        self._listening = True
-
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        self._listening = False
-        stopping = []
-        for proxy in self.proxies.values():
-            listener, proxy.listener = proxy.listener, None
-            if listener is not None:
-                stopping.append(maybeDeferred(listener.stopService))
-        stopping.extend(proxy.drain() for proxy in self.proxies.values())
-        return DeferredList(stopping, consumeErrors=True)
+        try:
+            super().privilegedStartService()
+        except StartupError:
+            for proxy in self.proxies.values():
+                if proxy.listener is not None and proxy.listener.port is not None:
+                    proxy.listener.stopService()
+            raise

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
@@ -21,7 +20,7 @@ from twisted.internet.protocol import DatagramProtocol
 from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
-from echoapp._proxy.named import NamedProxy
+from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults
 from echoapp._transports.endpoints import UDPListen
@@ -193,12 +192,13 @@ class UDPProxy(DatagramProtocol):
         self.sessions.clear()
 
 
-class NamedUDPProxy(NamedProxy):
+class NamedUDPProxy(ProxyService):
     """
     A UDP proxy as the registry and the API keep one (created by
     C{--listen udp:...}, C{"type": "udp"} or a C{udp:} address): a port
     while enabled, its sessions bounded by the TCP limits' connection count
-    and idle timeout, its toxics those that apply to datagrams.
+    and idle timeout, its toxics those that apply to datagrams.  A datagram
+    session has no close, so there is nothing to drain.
     """
 
     KIND = "UDP"
@@ -211,29 +211,12 @@ class NamedUDPProxy(NamedProxy):
         )
         self._reactor = reactor
 
-    def open(self) -> None:
-        """
-        Bind, at once.
+    def _listener(self) -> UDPListenService:
+        return UDPListenService(self.listen, self.protocol, self._reactor)
 
-        @raise CannotListen: for an address it cannot have.
-        """
-        if self.listener is None:
-            self._start(UDPListenService(self.listen, self.protocol, self._reactor))
-        self.spec.enabled = True
-
-    def close(self) -> Deferred[Any]:
-        """Stop listening (its sessions go with the port); enabled again, it binds the same port."""
-        self.spec.enabled = False
-        port = self.port
-        if port is not None:
-            self.spec.listen = shown(port.getHost())
-            self.listen = UDPListen.parse(udp_listen_description(self.spec.listen))
-        listener, self.listener = self.listener, None
-        return maybeDeferred(listener.stopService) if listener is not None else succeed(None)
-
-    def drain(self) -> Deferred[Any]:
-        """Nothing to say goodbye to: a datagram session has no close."""
-        return succeed(None)
+    def _forget_port(self, port: Any) -> None:
+        self.spec.listen = shown(port.getHost())
+        self.listen = UDPListen.parse(udp_listen_description(self.spec.listen))
 
     def set_upstream(self, upstream: str) -> None:
         """New sessions go to C{upstream} (checked by the caller); open ones keep theirs."""

@@ -47,15 +47,15 @@ class ProxyPeer:
         return toxic.faults if toxic is not None else Faults()
 
     def _set(self, name: str, stream: str, faults: Faults) -> None:
-        if faults:
-            toxic = _toxic(name, stream, faults)
-            try:
-                self.proxy.check_toxic(toxic)
-            except ProxyError as error:
-                raise ValueError(str(error)) from None
-            self.proxy.faults.set(toxic)
-        elif name in self.proxy.faults.toxics:
-            self.proxy.faults.remove(name)
+        present = name in self.proxy.faults.toxics
+        try:
+            if faults:
+                toxic = _toxic(name, stream, faults)
+                (self.proxy.replace_toxic if present else self.proxy.add_toxic)(toxic)
+            elif present:
+                self.proxy.remove_toxic(name)
+        except ProxyError as error:
+            raise ValueError(str(error)) from None
 
     @property
     def faults(self) -> Faults:
