@@ -184,12 +184,12 @@ class ToxiproxyResource(Resource):
     def _answer(request: Request, status: int, answer: Any) -> None:
         """The answer, once every port a change closed is closed: "disabled" means refused."""
         request.setResponseCode(status)
-        if isinstance(answer, bytes):
-            request.setHeader(b"content-type", JSON + b";charset=utf-8")
-            request.write(answer)
-        elif answer is not None:
-            request.setHeader(b"content-type", JSON)
-            request.write(_dumps(answer))
+        if answer is not None:
+            body = answer if isinstance(answer, bytes) else _dumps(answer)
+            kind = JSON + b";charset=utf-8" if isinstance(answer, bytes) else JSON
+            request.setHeader(b"content-type", kind)
+            request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
         request.finish()
 
     def route(self, method: str, parts: list[str], request: Request, listens: list[str]) -> tuple[int, Any]:
