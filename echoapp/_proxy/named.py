@@ -14,10 +14,21 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 
 from echoapp import StartupError
-from echoapp._proxy.addresses import offered_by, shown
+from echoapp._proxy.addresses import is_udp, offered_by, shown
 from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
+
+
+def check_toxic(spec: ProxySpec, toxic: Toxic) -> None:
+    """
+    @raise Invalid: for a toxic the proxy C{spec} describes cannot have.
+    """
+    try:
+        toxic.faults.check_applies(*offered_by(spec, toxic.direction))
+    except ValueError as error:
+        kind = "UDP" if is_udp(spec) else "TCP"
+        raise Invalid(f"toxic {toxic.name} on {kind} proxy {spec.name}: {error}") from None
 
 
 class ProxyService(MultiService):
@@ -59,10 +70,7 @@ class ProxyService(MultiService):
             bandwidth, slicing or resets on UDP; a half-close over TLS; a
             stalled handshake without TLS).
         """
-        try:
-            toxic.faults.check_applies(*offered_by(self.spec, toxic.direction))
-        except ValueError as error:
-            raise Invalid(f"toxic {toxic.name} on {self.KIND} proxy {self.proxy_name}: {error}") from None
+        check_toxic(self.spec, toxic)
 
     def add_toxic(self, toxic: Toxic) -> None:
         """

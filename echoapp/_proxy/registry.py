@@ -23,10 +23,10 @@ from twisted.logger import Logger
 from echoapp import StartupError
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
-from echoapp._proxy.addresses import check, is_udp, listen_description, shown
+from echoapp._proxy.addresses import check, check_udp, is_udp, listen_description, shown
 from echoapp._proxy.errors import Exists, Invalid, NotFound, ProxyError
 from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
-from echoapp._proxy.named import ProxyService
+from echoapp._proxy.named import ProxyService, check_toxic
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._proxy.udp import NamedUDPProxy
@@ -154,6 +154,24 @@ def same_listen(proxy: AnyProxy, listen: str) -> bool:
     if listen in (proxy.spec.listen, proxy.address):
         return True
     return _host_port(listen) in (_host_port(proxy.spec.listen), _host_port(proxy.address))
+
+
+def check_proxy(spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> None:
+    """
+    What L{Proxies.make} would refuse, checked without making anything (the
+    command line's check, before the reactor runs).
+
+    @raise Invalid: for a bad address or a toxic it cannot have.
+    @raise CannotListen: for a listen address that is none.
+    @raise Exists: for two toxics of one name.
+    """
+    check_udp(spec) if is_udp(spec) else check(spec)
+    names: set[str] = set()
+    for toxic in toxics:
+        if toxic.name in names:
+            raise Exists("toxic already exists")
+        names.add(toxic.name)
+        check_toxic(spec, toxic)
 
 
 class PopulateFailed(ProxyError):

@@ -14,7 +14,7 @@ from twisted.python import usage
 from echoapp._faults import Faults
 from echoapp._proxy.addresses import is_udp, offered_by
 from echoapp._proxy.errors import ProxyError
-from echoapp._proxy.registry import NAME, Proxies
+from echoapp._proxy.registry import NAME, Proxies, check_proxy
 from echoapp._proxy.schema import ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
 from echoapp._tap.common import (
@@ -42,17 +42,21 @@ def _repeat(key: str, doc: str) -> object:
 
 
 def _toxics(options: usage.Options, key: str, stream: str) -> list[Toxic]:
-    toxics = []
-    for place, spec in enumerate(options.get(key, []), 1):
-        try:
-            faults = Faults.parse(spec)
-        except ValueError as error:
-            raise usage.UsageError(f"--{key}: {error}") from None
-        if faults.seed is not None:
-            options["seed"] = options["seed"] if options["seed"] is not None else str(faults.seed)
-        toxicity, attributes = faults.fraction, {"fault": str(faults)}
-        toxics.append(Toxic(f"{key}_{place}", "echoapp", stream, toxicity, faults, attributes))
-    return toxics
+    """
+    The C{--KEY} options as one toxic, read as every plugin reads repeated
+    C{--fault}: one parse of them all, the last value of a key winning, so
+    that C{--fault} means one thing everywhere.
+    """
+    texts = options.get(key, [])
+    if not texts:
+        return []
+    try:
+        faults = Faults.parse(",".join(texts))
+    except ValueError as error:
+        raise usage.UsageError(f"--{key}: {error}") from None
+    if faults.seed is not None:
+        options["seed"] = options["seed"] if options["seed"] is not None else str(faults.seed)
+    return [Toxic(key, "echoapp", stream, faults.fraction, faults, {"fault": str(faults)})]
 
 
 def _check_faults(spec: ProxySpec, toxics: list[Toxic]) -> None:
@@ -130,12 +134,11 @@ class Options(PluginOptions):
             raise usage.UsageError(f"--seed: {self['seed']!r} is not a whole number")
         self["proxies"] = batch
         self["live"] = self["api"] is not None or bool(toxics)
-        # Every proxy checked now, so that a mistake is one line before anything listens.
-        proxies = Proxies(self["limits"], live=self["live"])
+        # Every proxy checked now, without making one, so that a mistake is one line before anything listens.
         names = set()
         for spec, its_toxics in batch:
             try:
-                proxies.make(spec, its_toxics)
+                check_proxy(spec, its_toxics)
             except ProxyError as error:
                 raise usage.UsageError(f"proxy {spec.name}: {error}") from None
             if spec.name in names:

@@ -127,3 +127,22 @@ class PluginTests(SynchronousTestCase):
             self.assertIn(said, result.stderr)
             self.assertNotIn("Traceback", result.stderr + result.stdout)
             self.assertEqual(len(result.stderr.strip().splitlines()), 2, result.stderr)
+
+
+class FaultOptionTests(SynchronousTestCase):
+    def test_repeated_fault_means_one_thing_on_every_plugin(self) -> None:
+        """
+        C{--fault} given twice is one parse of both, the last value of a key
+        winning, on echoapp-proxy as on echoapp-tcp: not one toxic per
+        option, which added two 50 ms latencies into 100 ms.
+        """
+        from echoapp._tap import proxy, tcp
+
+        given = ["--fault", "latency=50ms", "--fault", "latency=50ms,jitter=1ms"]
+        greeter = tcp.Options()
+        greeter.parseOptions(given)
+        front = proxy.Options()
+        front.parseOptions(["--listen", LOOP, "--upstream", "127.0.0.1:1", *given])
+        [(_, toxics)] = front["proxies"]
+        self.assertEqual([toxic.faults for toxic in toxics], [greeter["faults"].faults])
+        self.assertEqual((toxics[0].faults.latency, toxics[0].faults.jitter), (0.05, 0.001))
