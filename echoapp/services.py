@@ -32,8 +32,8 @@ from echoapp._transports.endpoints import (
     StreamListen,
     UDPListen,
 )
+from echoapp._transports.haproxy import Network
 from echoapp._transports.listen import StreamListenService, UDPListenService
-from echoapp._transports.proxy_protocol import Network
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
@@ -198,7 +198,7 @@ def tcp_greeter(
     The welcome/echo/exit greeter on every endpoint string in C{listen};
     C{log_connections} logs every connection (see L{GuardedFactory});
     C{haproxy:} listeners believe PROXY headers from C{proxy_from} only, when
-    given (see L{echoapp._transports.proxy_protocol}).
+    given (see L{echoapp._transports.haproxy}).
     """
     listens = _stream_listens(listen, reuse_port, proxy_from)
     return _stream_service(

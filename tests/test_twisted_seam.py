@@ -482,11 +482,11 @@ class LazyReactorTests(SynchronousTestCase):
         from echoapp import _faults, _monitor, signals
         from echoapp._limits import guard
         from echoapp._protocols import udp
-        from echoapp._transports import proxy_protocol
+        from echoapp._transports import haproxy
 
         for owner, name in (
             (guard.GuardedFactory, "clock"),
-            (proxy_protocol.ProxyFactory, "clock"),
+            (haproxy.HAProxyFactory, "clock"),
             (_monitor.MonitorSite, "clock"),
             (_faults.FaultPlan, "clock"),
             (signals.SignalService, "reactor"),

@@ -25,7 +25,7 @@ from echoapp._faults import FaultPlan, Faults, offered
 from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
-from echoapp._transports.proxy_protocol import Network, parse_networks
+from echoapp._transports.haproxy import Network, parse_networks
 from echoapp.config import GreeterConfig, MetricsLimits, TCPLimits, UDPLimits
 
 Config = TypeVar("Config")

@@ -14,7 +14,7 @@ import re
 from twisted.internet.interfaces import IStreamServerEndpointStringParser
 from twisted.plugin import getPlugins
 
-from echoapp._transports.proxy_protocol import PREFIX
+from echoapp._transports.haproxy import PREFIX
 
 
 def one_line(error: BaseException) -> str:

@@ -30,7 +30,7 @@ from echoapp._tac import one_line_in_tac
 from echoapp._transports import native_tcp
 from echoapp._transports.descriptions import description_mistake, explain_failure, one_line, split_proxy
 from echoapp._transports.eager import eager_reactor
-from echoapp._transports.proxy_protocol import PREFIX, HeaderBeforeTLS, Network, ProxyEndpoint
+from echoapp._transports.haproxy import PREFIX, HAProxyEndpoint, HeaderBeforeTLS, Network
 from echoapp._transports.tls import ServesALPNClients
 from echoapp._twisted import asyncio_loop, proxy_parsers, resolve_ipv6, tcp_server_parameters
 
@@ -209,7 +209,7 @@ class StreamListen:
     whether the port is shared.  Nothing between needs to know any of it.
 
     @ivar endpoint: the Twisted endpoint description, without C{haproxy:}.
-    @ivar proxy: read a PROXY protocol header first (L{ProxyEndpoint}).
+    @ivar proxy: read a PROXY protocol header first (L{HAProxyEndpoint}).
     @ivar proxy_from: the senders whose headers are believed (all if empty).
     @ivar backlog: the listen backlog, unless the description names one.
     @ivar reuse_port: share the port with other processes (SO_REUSEPORT).
@@ -245,7 +245,7 @@ class StreamListen:
         if self.endpoint.startswith("ssl:"):
             reactor = HeaderBeforeTLS(eager_reactor(reactor))
         inner = stream_endpoint(reactor, self.endpoint, self.reuse_port, self.backlog)
-        return ProxyEndpoint(inner, self.proxy_from)
+        return HAProxyEndpoint(inner, self.proxy_from)
 
     def __str__(self) -> str:
         """The description as it was typed."""

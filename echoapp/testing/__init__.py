@@ -28,8 +28,8 @@ from twisted.logger import Logger
 
 from echoapp import services
 from echoapp._faults import FaultPlan, Faults, offered
+from echoapp._transports.haproxy import parse_networks
 from echoapp._transports.listen import listeners
-from echoapp._transports.proxy_protocol import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.testing._process import TCP_LOOPBACK, UDP_LOOPBACK, Process

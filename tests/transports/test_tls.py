@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from echoapp import services
 from tests.support import DEADLINE, make_certificates, start
-from tests.transports.test_proxy_protocol import v2
+from tests.transports.test_haproxy import v2
 
 
 def offer_alpn(port: int, ca: str, header: bytes = b"") -> tuple[str | None, bytes]:

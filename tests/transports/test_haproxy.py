@@ -34,8 +34,8 @@ from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._limits.guard import Refusal
 from echoapp._protocols.echo import EchoFactory
 from echoapp._tap import echo, tcp
-from echoapp._transports import proxy_protocol as proxy
-from echoapp._transports.proxy_protocol import parse_networks
+from echoapp._transports import haproxy as proxy
+from echoapp._transports.haproxy import parse_networks
 from echoapp.config import TCPLimits
 from tests.support import DEADLINE, address, free_port, in_checkout, listeners, make_certificates, start
 
@@ -199,7 +199,9 @@ class DescriptorTests(SynchronousTestCase):
                 return None
 
         before = DESCRIPTORS.open
-        reader = proxy.ProxyFactory(Nobody(), clock=Clock()).buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        reader = proxy.HAProxyFactory(Nobody(), clock=Clock()).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 1)
+        )
         assert reader is not None
         transport = StringTransport()
         reader.makeConnection(transport)
@@ -220,17 +222,17 @@ class BeforeTheHeaderTests(SynchronousTestCase):
     once took every descriptor of the process.
     """
 
-    def reader(self, factory: proxy.ProxyFactory, host: str = "127.0.0.1") -> tuple[Any, StringTransport]:
+    def reader(self, factory: proxy.HAProxyFactory, host: str = "127.0.0.1") -> tuple[Any, StringTransport]:
         protocol = factory.buildProtocol(address(host))
         assert protocol is not None
         transport = StringTransport(peerAddress=address(host))
         protocol.makeConnection(transport)
         return protocol, transport
 
-    def proxied(self, trusted: tuple[Any, ...] = (), **limits: Any) -> proxy.ProxyFactory:
+    def proxied(self, trusted: tuple[Any, ...] = (), **limits: Any) -> proxy.HAProxyFactory:
         self.clock = Clock()
         wrapped = EchoFactory(Connections(TCPLimits(**limits)), self.clock)
-        return proxy.ProxyFactory(wrapped, trusted, clock=self.clock)
+        return proxy.HAProxyFactory(wrapped, trusted, clock=self.clock)
 
     def test_untrusted_senders_count_against_their_address_once_silent(self) -> None:
         """

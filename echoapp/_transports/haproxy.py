@@ -164,7 +164,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
     that were each under their limit (the shipped HAProxy front with no
     C{--proxy-from} welcomed 543-589 of 600).  A sender whose silent
     connections are over its limit opens no more
-    (L{ProxyFactory.buildProtocol} asks by its address).  So connections
+    (L{HAProxyFactory.buildProtocol} asks by its address).  So connections
     that never send a header are held to the limits every other connection
     is (4,196 of them from one address once used up every descriptor of
     the process).  Once the header is read it leaves, just before the
@@ -176,7 +176,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
     inner: IProtocol | None = None
     _deadline: IDelayedCall | None = None
 
-    def __init__(self, factory: ProxyFactory, balancer: IAddress | None) -> None:
+    def __init__(self, factory: HAProxyFactory, balancer: IAddress | None) -> None:
         self._factory = factory
         self._balancer = balancer
         self._buffer = b""
@@ -279,7 +279,7 @@ class HeaderReader(HoldsDescriptor, Protocol):
         self.release_descriptor()
 
 
-class ProxyFactory(Factory):
+class HAProxyFactory(Factory):
     """
     Wraps a service's factory: trusted senders get a L{HeaderReader}, the
     rest are closed at once (the port closes a connection it gets no
@@ -363,7 +363,7 @@ class HeaderBeforeTLS(ListensSSLOwnWay):
     """
     The reactor a C{haproxy:ssl:} listener's TLS endpoint is given: its
     C{listenSSL} listens in plain TCP and puts TLS inside the
-    L{ProxyFactory} (L{ProxyFactory.wrap_tls}), so the header is read
+    L{HAProxyFactory} (L{HAProxyFactory.wrap_tls}), so the header is read
     before the handshake.  Twisted's C{ssl:} endpoint does the parsing
     (certificates, options) as for any C{ssl:} listener; everything else is
     the real reactor's.
@@ -372,19 +372,19 @@ class HeaderBeforeTLS(ListensSSLOwnWay):
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
     ) -> IListeningPort:
-        if not isinstance(factory, ProxyFactory):
+        if not isinstance(factory, HAProxyFactory):
             return self._reactor.listenSSL(port, factory, contextFactory, backlog, interface)
         factory.wrap_tls(contextFactory)
         return mark_tls(self._reactor.listenTCP(port, factory, backlog, interface))
 
 
 @implementer(IStreamServerEndpoint)
-class ProxyEndpoint:
-    """C{haproxy:ENDPOINT}: the endpoint, with a L{ProxyFactory} around what listens on it."""
+class HAProxyEndpoint:
+    """C{haproxy:ENDPOINT}: the endpoint, with a L{HAProxyFactory} around what listens on it."""
 
     def __init__(self, wrapped: IStreamServerEndpoint, trusted: tuple[Network, ...] = ()) -> None:
         self.wrapped = wrapped
         self.trusted = trusted
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        return self.wrapped.listen(ProxyFactory(factory, self.trusted))
+        return self.wrapped.listen(HAProxyFactory(factory, self.trusted))
