@@ -90,6 +90,21 @@ class TokenBucket:
         self._tokens = tokens - 1.0 if allowed else tokens
         return allowed
 
+    def take_out(self, now: float) -> float:
+        """
+        The tokens there are at C{now}, for a caller that spends them one by
+        one itself (a batch of datagrams read at one time) and then gives
+        back what is left with L{put_back}: the same as L{allow} per
+        datagram at that time, without a call per datagram.
+        """
+        tokens = self._tokens + (now - self._then) * self.rate
+        return tokens if tokens < self.burst else self.burst
+
+    def put_back(self, tokens: float, now: float) -> None:
+        """What is left of L{take_out}'s tokens, at the time they were taken."""
+        self._tokens = tokens
+        self._then = now
+
 
 class TokenBuckets:
     """
@@ -130,6 +145,28 @@ class TokenBuckets:
         allowed = tokens >= 1.0
         buckets[source] = (tokens - 1.0 if allowed else tokens, now)
         return allowed
+
+    def take_out(self, source: Any, now: float) -> float:
+        """
+        C{source}'s tokens at C{now}, its entry taken out of the table (a
+        new source gets a full bucket, and past C{max_sources} the least
+        recently seen is forgotten, as in L{allow}).  The caller spends them
+        on a run of datagrams from C{source} and gives back the rest with
+        L{put_back}: a source's bucket is found once per run, not once per
+        datagram, with the same result as L{allow} for each at that time.
+        """
+        buckets = self._buckets
+        entry = buckets.pop(source, None)
+        if entry is None:
+            if len(buckets) >= self.max_sources:
+                del buckets[next(iter(buckets))]
+            return float(self.burst)
+        tokens = entry[0] + (now - entry[1]) * self.rate
+        return tokens if tokens < self.burst else float(self.burst)
+
+    def put_back(self, source: Any, tokens: float, now: float) -> None:
+        """C{source}'s tokens left at C{now}: it is the most recently seen source."""
+        self._buckets[source] = (tokens, now)
 
     def __len__(self) -> int:
         return len(self._buckets)

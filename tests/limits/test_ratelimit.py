@@ -77,3 +77,37 @@ class ThrottledLogTests(SynchronousTestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
         throttled.flush()
         self.assertEqual(len(self.mine(events)), 2, "nothing held: nothing written")
+
+
+class TakeOutTests(SynchronousTestCase):
+    """A run of datagrams spends a bucket's tokens as C{allow} would, one lookup per run."""
+
+    def test_taken_out_and_put_back_as_allow_decides(self) -> None:
+        clock = Clock()
+        one = TokenBuckets(rate=2, burst=3, max_sources=2, now=clock.seconds)
+        run = TokenBuckets(rate=2, burst=3, max_sources=2, now=clock.seconds)
+        for source, count, later in [
+            ("a", 5, 0.0),
+            ("b", 2, 0.4),
+            ("a", 2, 1.0),
+            ("c", 1, 0.1),
+            ("a", 4, 0.0),
+        ]:
+            clock.advance(later)
+            expected = [one.allow(source) for _ in range(count)]
+            tokens = run.take_out(source, clock.seconds())
+            got = []
+            for _ in range(count):
+                got.append(tokens >= 1.0)
+                tokens -= 1.0 if tokens >= 1.0 else 0.0
+            run.put_back(source, tokens, clock.seconds())
+            self.assertEqual(got, expected)
+        self.assertEqual(run._buckets, one._buckets, "the same sources remembered, in the same order")
+
+    def test_global_bucket_taken_out_and_put_back(self) -> None:
+        clock = Clock()
+        bucket = TokenBucket(rate=4, burst=2, now=clock.seconds)
+        self.assertEqual(bucket.take_out(clock.seconds()), 2)
+        bucket.put_back(0.5, clock.seconds())
+        clock.advance(0.25)
+        self.assertEqual((bucket.allow(), bucket.allow()), (True, False))

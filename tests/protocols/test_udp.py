@@ -1,4 +1,7 @@
+import errno
+import random
 import socket
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -6,7 +9,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
-from echoapp._protocols.udp import MAX_DATAGRAM, UDPGreeter
+from echoapp._protocols.udp import MAX_DATAGRAM, READ_BATCH, UDPGreeter
 from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
 from tests.support import RecordingUDPTransport, start
@@ -209,3 +212,199 @@ class DirectSendTests(TestCase):
         protocol._sendto = refused
         protocol.datagramReceived(b"Bob", ("127.0.0.1", 40000))
         self.assertEqual(transport.written, [(b"Hello, Bob!", ("127.0.0.1", 40000))])
+
+
+class QueuedSocket:
+    """A socket with datagrams queued: C{recvfrom} hands them out, then says "nothing more"."""
+
+    def __init__(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        self.queued = list(datagrams)
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        if not self.queued:
+            raise BlockingIOError(errno.EAGAIN, "nothing more")
+        item = self.queued.pop(0)
+        if isinstance(item, OSError):
+            raise item
+        return item
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        self.sent.append((data, addr))
+        return len(data)
+
+
+class CountingClock(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def seconds(self) -> float:
+        self.reads += 1
+        return super().seconds()
+
+
+def reading_greeter(
+    sock: QueuedSocket,
+    limits: UDPLimits | None = None,
+    clock: Clock | None = None,
+    template: str = "Hello, {}!",
+) -> UDPGreeter:
+    """A greeter that reads C{sock} itself, as it does on Twisted's own port."""
+    protocol = UDPGreeter(ReplyTemplate.parse(template), limits, clock=clock or Clock())
+    transport = RecordingUDPTransport()
+    transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+    transport.maxPacketSize = 65535  # type: ignore[attr-defined]
+    protocol.makeConnection(transport)  # type: ignore[arg-type]
+    protocol._socket, protocol._sendto = sock, sock.sendto
+    return protocol
+
+
+class ReadReadyTests(SynchronousTestCase):
+    """
+    One wake-up, every datagram ready: the greeter reads and answers them in
+    one frame (L{UDPGreeter.read_ready}), with the clock read once and the
+    guards deciding each datagram exactly as L{UDPGreeter.datagramReceived}
+    would at that time.
+    """
+
+    def test_twisteds_port_is_read_by_the_greeter_once_per_wake_up(self) -> None:
+        from twisted.internet import reactor, udp
+
+        clock = CountingClock()
+        protocol = UDPGreeter(ReplyTemplate.parse("Hello, {}!"), clock=clock)
+        port = reactor.listenUDP(0, protocol, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        if not isinstance(port, udp.Port):
+            self.skipTest("this reactor's UDP port is not Twisted's udp.Port")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            client.settimeout(5)
+            for name in (b"Ann", b"Bob\n", b"Cy"):
+                client.sendto(name, ("127.0.0.1", port.getHost().port))
+            reads = clock.reads
+            port.doRead()  # one wake-up
+            replies = [client.recvfrom(100)[0] for _ in range(3)]
+        self.assertEqual(replies, [b"Hello, Ann!", b"Hello, Bob!\n", b"Hello, Cy!"])
+        self.assertEqual(clock.reads - reads, 1, "the clock is read once per wake-up, not per datagram")
+        self.assertEqual(
+            (protocol.stats.answered, protocol.stats.bytes_in, protocol.stats.bytes_out), (3, 9, 33)
+        )
+
+    def test_a_wake_up_reads_a_bounded_batch(self) -> None:
+        sock = QueuedSocket([(b"x", ("127.0.0.1", 40000))] * (READ_BATCH + 3))
+        protocol = reading_greeter(sock, UDPLimits(rate=1e6, burst=10_000))
+        protocol.read_ready()
+        self.assertEqual((len(sock.sent), len(sock.queued)), (READ_BATCH, 3), "other events get their turn")
+        protocol.read_ready()
+        self.assertEqual(len(sock.sent), READ_BATCH + 3)
+
+    def test_guards_decide_as_one_datagram_at_a_time(self) -> None:
+        """
+        The same datagrams, through L{read_ready} in wake-ups of random size
+        and one by one: the same replies, drops and rate tables, whatever
+        the mix of sources, privileged and own ports, sizes and addresses.
+        """
+        rng = random.Random(30)
+        limits = UDPLimits(rate=3, burst=4, global_rate=25, max_sources=3)
+        hosts = [
+            "127.0.0.1",
+            "127.0.0.2",
+            "10.0.0.7",
+            "::ffff:127.0.0.2",
+            "2001:db8::1",
+            "2001:db8::2",
+            "fe80::1",
+        ]
+        for trial in range(20):
+            one_clock, batch_clock = Clock(), Clock()
+            single, transport = greeter("<{}>", limits, one_clock)
+            sock = QueuedSocket([])
+            batched = reading_greeter(sock, limits, batch_clock, "<{}>")
+            for _ in range(15):  # wake-ups
+                arrivals = []
+                for _ in range(rng.randrange(0, 12)):
+                    host = rng.choice(hosts)
+                    port = rng.choice([40000, 40001, 53, 0, 9999])
+                    size = rng.choice([1, 5, MAX_DATAGRAM - 2, MAX_DATAGRAM + 3])
+                    body = b"m" * size + rng.choice([b"", b"\n", b"\r\n"])
+                    arrivals.append((body, (host, port, 0, 0) if ":" in host else (host, port)))
+                for body, addr in arrivals:
+                    single.datagramReceived(body, addr[:2])
+                sock.queued = arrivals
+                batched.read_ready()
+                step = rng.choice([0, 0.1, 0.5, 2])
+                one_clock.advance(step)
+                batch_clock.advance(step)
+            self.assertEqual(sock.sent, transport.written, f"trial {trial}")
+            self.assertEqual(batched.stats.dropped, single.stats.dropped)
+            self.assertEqual(
+                (batched.stats.answered, batched.stats.bytes_in, batched.stats.bytes_out),
+                (single.stats.answered, single.stats.bytes_in, single.stats.bytes_out),
+            )
+            # The same sources, least recently seen first, with the same tokens now.
+            now = one_clock.seconds()
+            self.assertEqual(list(batched.sources._buckets), list(single.sources._buckets))
+            for table in (batched.sources._buckets, single.sources._buckets):
+                for source, (tokens, then) in table.items():
+                    table[source] = (min(limits.burst, tokens + (now - then) * limits.rate), now)
+            for source, (tokens, _) in single.sources._buckets.items():
+                self.assertAlmostEqual(batched.sources._buckets[source][0], tokens)
+            self.assertAlmostEqual(batched.everyone.take_out(now), single.everyone.take_out(now))
+
+    def test_an_error_is_counted_and_the_rest_answered(self) -> None:
+        sock = QueuedSocket([(b"a", ("127.0.0.1", 40000)), (b"b", ("127.0.0.1", 40001))])
+        protocol = reading_greeter(sock)
+        sent = sock.sendto
+
+        def broken_for_a(data: bytes, addr: Any) -> int:
+            if data == b"Hello, a!":
+                raise RuntimeError("boom")
+            return sent(data, addr)
+
+        sock.sendto = broken_for_a  # type: ignore[method-assign]
+        protocol.read_ready()
+        self.assertEqual(sock.sent, [(b"Hello, b!", ("127.0.0.1", 40001))])
+        self.assertEqual((protocol.stats.dropped["error"], protocol.stats.answered), (1, 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_a_receive_error_is_left_to_twisteds_port(self) -> None:
+        from twisted.internet import udp
+
+        refused = ConnectionRefusedError(errno.ECONNREFUSED, "an ICMP error for an earlier reply")
+        sock = QueuedSocket([refused, (b"after", ("127.0.0.1", 40000))])  # type: ignore[list-item]
+        protocol = reading_greeter(sock)
+        taken: list[object] = []
+        self.patch(udp.Port, "doRead", lambda port: taken.append(port))
+        protocol.read_ready()
+        self.assertEqual(taken, [protocol.transport])
+        self.assertEqual(sock.sent, [])
+
+    def test_a_full_send_buffer_is_a_buffer_drop(self) -> None:
+        sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
+        protocol = reading_greeter(sock)
+
+        def full(data: bytes, addr: Any) -> int:
+            raise BlockingIOError(errno.EAGAIN, "full")
+
+        protocol.transport.write = lambda data, addr: False  # type: ignore[method-assign, assignment, return-value]
+        sock.sendto = full  # type: ignore[method-assign]
+        protocol.read_ready()
+        self.assertEqual((protocol.stats.answered, protocol.stats.dropped["buffer"]), (0, 1))
+
+    def test_behind_a_wrapper_each_datagram_is_handed_over(self) -> None:
+        """A wrapper (faults) sees every datagram: the greeter does not take over the port's reads."""
+        from twisted.internet import reactor, udp
+        from twisted.internet.protocol import DatagramProtocol
+
+        greeter_ = UDPGreeter(clock=Clock())
+
+        class Wrapper(DatagramProtocol):
+            def startProtocol(self) -> None:
+                greeter_.makeConnection(self.transport)
+
+        port = reactor.listenUDP(0, Wrapper(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        if not isinstance(port, udp.Port):
+            self.skipTest("this reactor's UDP port is not Twisted's udp.Port")
+        self.assertNotIn("doRead", vars(port))

@@ -143,3 +143,60 @@ class NativeUDPLoopbackTests(TestCase):
         await stopping
         await tree.stopService()
         self.assertEqual(seen, [True], "free when the stop is said")
+
+
+class ReadByTheProtocolTests(SynchronousTestCase):
+    """
+    On the loop, the greeter reads its socket itself (one frame per wake-up,
+    C{read_ready}); a protocol without that, or a wrapper that forwards
+    attributes to a greeter (faults), gets the loop's own transport.
+    """
+
+    def test_greeter_reads_its_own_socket(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        greeter = UDPGreeter(clock=Clock())
+        port = native_udp.serve_datagrams(loop, sock, greeter)
+        loop.run_until_complete(asyncio.sleep(0))
+        self.assertTrue(port.read_directly)
+        self.assertIs(port.getHandle(), sock)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(b"one", sock.getsockname())
+            client.sendto(b"two\n", sock.getsockname())
+            loop.run_until_complete(asyncio.sleep(0.05))
+            self.assertEqual([client.recv(100) for _ in range(2)], [b"Hello, one!", b"Hello, two!\n"])
+        stopped = port.stopListening()
+        self.successResultOf(stopped)
+        self.assertEqual((greeter.numPorts, sock.fileno()), (0, -1), "stopped, and the socket closed")
+
+    def test_a_wrapper_gets_the_loops_transport(self) -> None:
+        from echoapp._faults.datagrams import FaultyDatagramProtocol
+        from echoapp._faults.plan import FaultPlan
+        from echoapp._faults.spec import Faults
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        wrapper = FaultyDatagramProtocol(UDPGreeter(clock=Clock()), FaultPlan(Faults(), Clock()))
+        port = native_udp.serve_datagrams(loop, sock, wrapper)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        self.assertFalse(port.read_directly, "the wrapper sees every datagram")
+        port.stopListening()
+        loop.run_until_complete(asyncio.sleep(0.01))
+
+    def test_a_full_send_buffer_drops_the_reply(self) -> None:
+        class Full:
+            def sendto(self, data: bytes, addr: Any) -> int:
+                raise BlockingIOError(11, "full")
+
+            def close(self) -> None:
+                pass
+
+        port = native_udp.NativeDatagramPort(UDPGreeter(clock=Clock()), IPv4Address("UDP", "127.0.0.1", 9999))
+        port._socket = Full()
+        self.assertIs(port.write(b"x", ("127.0.0.1", 40000)), False)
+        self.assertEqual(port.dropped, 1)
