@@ -59,8 +59,9 @@ class Descriptors:
         accept batches (L{ACCEPT_BATCH}): each refused client needs a
         descriptor to be told C{ERROR: server busy} rather than be closed
         unread by C{accept()}'s C{EMFILE} recovery, a port accepts a whole
-        batch before any refusal of it is closed, and those close in the
-        next pass of the loop, which may accept another batch first.  And
+        batch before any refusal of it is closed (on Twisted's own TCP a
+        told refusal closes as soon as its line has left; elsewhere in the
+        next pass of the loop, which may accept another batch first).  And
         L{OPENED_LATER}: the ceiling is set as a listener starts, before its
         own socket, Twisted's C{EMFILE} spare and the like are open.  Under
         a tiny limit the batches' room is at most a third of it (a flood

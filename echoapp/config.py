@@ -102,8 +102,9 @@ class TCPLimits:
     proxy_silent_after: float = spec(
         1.0,
         positive_seconds(),
-        "haproxy: listeners: seconds a trusted balancer's connection may wait for its header before it "
-        "counts against its own address's --max-per-peer.",
+        "haproxy: listeners: seconds a connection may wait for its header before it counts against "
+        "its own address's --max-per-peer (before, it counts against no address, so a balancer's "
+        "burst is not one greedy client).",
     )
 
     @one_line_in_tac
