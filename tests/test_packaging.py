@@ -39,6 +39,20 @@ class MetadataTests(SynchronousTestCase):
         self.assertEqual(len(twisted), 1)
         self.assertRegex(twisted[0], r"^twisted>=[\d.]+$")
 
+    def test_the_test_extra_runs_the_docs_tests(self) -> None:
+        """
+        README's "whole test suite" installs the test extra only: it holds
+        what tests/test_docs.py builds the manual with, or every docs test
+        skips there.
+        """
+        extras = metadata()["options.extras_require"]
+
+        def names(extra: str) -> set[str]:
+            lines = [line.split("#")[0].strip() for line in extras[extra].splitlines()]
+            return {re.split(r"[<>=!\[; ]", line)[0].lower() for line in lines if line}
+
+        self.assertEqual({"sphinx", "furo", "sphinx-intl"} - names("test"), set())
+
     def test_one_version(self) -> None:
         self.assertEqual(metadata()["metadata"]["version"], "attr: echoapp.__version__")
         self.assertRegex(echoapp.__version__, r"^\d+\.\d+\.\d+")
@@ -120,5 +134,14 @@ class SdistTests(SynchronousTestCase):
         wanted |= {"tests/__init__.py", "tests/conftest.py", "tests/support.py", "tests/tap/__init__.py"}
         wanted |= {"tac/echoapp.tac", "deploy/Dockerfile", "benchmarks/run.py"}
         wanted |= {"LICENSE", "CHANGELOG.rst", "README.rst", "setup.cfg", "pyproject.toml"}
+        wanted |= {".dockerignore"}  # tests/test_deploy.py reads it
         self.assertEqual(wanted - names, set())
+        with open(checkout("docs", "howto", "install.rst"), encoding="utf-8") as file:
+            install = re.sub(r"\s+", " ", file.read())
+        [said] = re.findall(r"from the unpacked sdist \(which carries ([^)]*)\)", install)
+        for directory in re.findall(r"``(\w+)/``", said):
+            self.assertTrue(
+                any(name.startswith(f"{directory}/") for name in names), f"install.rst: {directory}/"
+            )
+        self.assertNotIn("not ``", said, "install.rst says the sdist lacks what it carries")
         self.assertEqual([name for name in names if "/run-" in name or "dropin.cache" in name], [])

@@ -2,11 +2,13 @@
 echoapp driven from pytest-twisted, the way a project that uses echoapp as a
 known-good peer would test against it: the reactor runs in pytest-twisted's
 greenlet and the tests are coroutines.  (Plain pytest functions; trial does
-not collect them, and conftest.py runs them after every trial TestCase.)
+not collect them, and echoapp's pytest plugin runs them after every trial
+TestCase.)
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +18,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp import services
-from tests.support import listeners
+from tests.support import CHECKOUT, listeners
 
 
 class LineCollector(Protocol):
@@ -88,3 +91,14 @@ async def test_echo_round_trip(everything: dict[str, int]) -> None:
     assert await client.got == b"\xffone\ntwo\n"
     client.transport.loseConnection()  # type: ignore[union-attr]
     await client.closed
+
+
+def test_trial_temporary_paths_are_outside_the_checkout() -> None:
+    """A pytest run leaves no C{tests.*/} folder (of TLS keys, say) in the checkout: conftest.py."""
+
+    class Scratch(SynchronousTestCase):
+        def test(self) -> None:
+            pass
+
+    path = os.path.abspath(Scratch("test").mktemp())
+    assert not path.startswith(CHECKOUT + os.sep), path
