@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,15 @@ def have_sphinx() -> bool:
     except ImportError:
         return False
     return True
+
+
+def needs_the_test_extra(test: SynchronousTestCase) -> None:
+    """The examples run under pytest and pytest-twisted: skip, saying so, where only the docs extra is."""
+    import importlib.util
+
+    for module in ("pytest", "pytest_twisted", "uvloop"):
+        if importlib.util.find_spec(module) is None:
+            test.skipTest(f"{module} is not installed: the examples need pip install '.[test]'")
 
 
 def build(test: SynchronousTestCase, builder: str = "html", *settings: str) -> str:
@@ -121,6 +131,7 @@ def command_lines() -> Iterator[tuple[str, list[str], str]]:
             following = lines[number + 1].strip() if number + 1 < len(lines) else ""
             line = line.strip()
             line = re.sub(r"^[$#] ", "", line)
+            line = line.replace("/opt/echoapp/bin/", "")  # the systemd how-to's virtual environment
             for command in re.split(r" && | \| ", line):
                 if command.startswith(("twistd ", "echoapp-client ", "PYTHONPATH=. twistd ")):
                     if command.endswith("\\") or "..." in command or "&" in command.replace("&&", ""):
@@ -318,6 +329,7 @@ class TutorialTests(SynchronousTestCase):
 class ExampleTests(SynchronousTestCase):
     def test_python_blocks_run(self) -> None:
         """Trial tests under trial, pytest tests under pytest, .tac code builds its application."""
+        needs_the_test_extra(self)
         directory = tempfile.mkdtemp(prefix="echoapp-docs-examples-")
         self.addCleanup(shutil.rmtree, directory, True)
         trial, pytest, tac = [], [], 0
@@ -355,6 +367,7 @@ class ExampleTests(SynchronousTestCase):
         run: echoapp's pytest plugin runs trial's TestCases first (in one
         order, the trial test failed with DirtyReactorAggregateError).
         """
+        needs_the_test_extra(self)
         with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as file:
             readme = file.read()
         trial = next(code for code in literal_blocks(readme) if "class ClientTests(TestCase)" in code)
@@ -421,6 +434,95 @@ class ExampleTests(SynchronousTestCase):
                 self.fail(f"{page}: {' '.join(words)}: {error}")
             checked += 1
         self.assertGreater(checked, 20)
+
+
+# --- What the pages say -------------------------------------------------------
+
+
+def pages_and_readme() -> Iterator[tuple[str, str]]:
+    yield from sources()
+    with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as readme:
+        yield "README.rst", readme.read()
+
+
+class InstallTests(SynchronousTestCase):
+    def test_every_install_installs_what_the_page_has(self) -> None:
+        """
+        echoapp installs from its source (README, install.rst): no page
+        installs it by name from an index, where it is not published.
+        """
+        installs = 0
+        for page, text in pages_and_readme():
+            for command in re.findall(r"pip install ((?:(?!&&)[^`\n|])*)", text):
+                installs += 1
+                named = [word for word in shlex.split(command) if re.match(r"echoapp\b", word)]
+                self.assertEqual(named, [], f"{page}: pip install {command}")
+        self.assertGreater(installs, 10)
+
+    def test_a_virtual_environment_runs_its_own_commands(self) -> None:
+        """The systemd how-to's /opt/echoapp is not on PATH: its commands say where they are."""
+        for page, text in sources():
+            if "/opt/echoapp/bin/pip install" in text:
+                bare = re.findall(r"^ *[$#] ((?:echoapp-client|twistd) .*)$", text, re.MULTILINE)
+                self.assertEqual(bare, [], page)
+
+    def test_the_developer_install_says_how_twistd_sees_the_plugins(self) -> None:
+        """Where README and install.rst first install, not only in README's last section."""
+        with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as readme:
+            first = readme.read().split("\nThe plugins\n")[0]
+        with open(os.path.join(DOCS, "howto", "install.rst"), encoding="utf-8") as page:
+            install = page.read().split("\nInstall variants\n")[0]
+        for text in (first, install):
+            words = re.sub(r"\s+", " ", text)
+            self.assertIn("pip install -e . --config-settings editable_mode=compat", words)
+            self.assertIn("a plain ``pip install -e .`` hides the plugins from twistd", words)
+
+
+class FaultsPageTests(SynchronousTestCase):
+    def test_the_conditional_example_does_what_it_says(self) -> None:
+        """
+        C{match=pay,first=1}: the first connection is reset once it says
+        pay; C{first} counts connections, so when the first one does not
+        say pay, a later one that does is served.
+        """
+        with open(os.path.join(DOCS, "howto", "faults.rst"), encoding="utf-8") as file:
+            page = re.sub(r"\s+", " ", file.read())
+        [spec] = re.findall(
+            r"``--fault (match=pay,first=1,[^`]+)`` resets the first connection once it says", page
+        )
+        self.assertIn("``first`` counts connections, whatever they say", page)
+
+        def exchange(port: int, line: bytes) -> bytes | type[OSError]:
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+                sock.recv(100)  # the banner
+                sock.sendall(line)
+                try:
+                    return sock.recv(100)
+                except OSError as error:
+                    return type(error)
+
+        server = Twistd(["echoapp-tcp", "--listen", LOOP, "--fault", spec])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-tcp")
+        self.assertIn(exchange(port, b"pay\r\n"), (b"", ConnectionResetError), "the first says pay: reset")
+        self.assertEqual(exchange(port, b"pay\r\n"), b"Hello, pay!\r\n", "the second is served")
+        server = Twistd(["echoapp-tcp", "--listen", LOOP, "--fault", spec])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-tcp")
+        self.assertEqual(exchange(port, b"hi\r\n"), b"Hello, hi!\r\n")
+        self.assertEqual(
+            exchange(port, b"pay\r\n"), b"Hello, pay!\r\n", "first counts connections, not matches"
+        )
+
+
+class UpgradingPageTests(SynchronousTestCase):
+    def test_it_says_seeded_draws_changed_and_how_to_choose_a_seed(self) -> None:
+        with open(os.path.join(DOCS, "howto", "upgrading.rst"), encoding="utf-8") as file:
+            page = re.sub(r"\s+", " ", file.read())
+        self.assertIn("Seeded draws are now made per source and per connection", page)
+        self.assertIn("Choose the seed again", page)
+        for where in ("``echoapp_seed``", "``peer.seed``", "``Faults(seed=3)``", "``--fault seed=3``"):
+            self.assertIn(where, page)
 
 
 # --- The built site ------------------------------------------------------------
