@@ -40,6 +40,8 @@ from tests.support import CHECKOUT, DEADLINE, LOOP, ULOOP, Twistd, installed_env
 
 DOCS = os.path.join(CHECKOUT, "docs")
 TUTORIAL = os.path.join(DOCS, "tutorial")
+PUBLISHED = "https://echoapp.readthedocs.io/en/latest/"
+ZH_PUBLISHED = "https://echoapp.readthedocs.io/zh-cn/latest/"  # Read the Docs' translation project
 CATALOG = os.path.join(DOCS, "locale", "zh_CN", "LC_MESSAGES", "tutorial.po")
 PLUGINS: dict[str, Any] = {
     "echoapp": everything,
@@ -708,6 +710,26 @@ class TranslationTests(SynchronousTestCase):
         for message, string, fuzzy in entries:
             self.assertFalse(fuzzy, f"fuzzy (stale): {message!r}")
             self.assertTrue(re.search("[\u4e00-\u9fff]", string) or message == string, message)
+
+    def test_the_chinese_tutorial_is_one_click_from_readme_and_the_start_page(self) -> None:
+        """
+        README, the start page and the English tutorial link the Chinese
+        tutorial where Read the Docs serves the translation, a page the
+        Chinese build has; the Chinese tutorial links back.
+        """
+        with open(os.path.join(CHECKOUT, "README.rst"), encoding="utf-8") as readme:
+            self.assertIn(f".. _中文教程: {ZH_PUBLISHED}tutorial/index.html", readme.read())
+        english = build(self)
+        for page in ("index.html", "tutorial/index.html"):
+            self.assertIn(
+                f"{ZH_PUBLISHED}tutorial/index.html", parsed(os.path.join(english, page)).links, page
+            )
+        chinese = build(self, "html", "-D", "language=zh_CN")
+        self.assertTrue(os.path.exists(os.path.join(chinese, "tutorial", "index.html")))
+        back = parsed(os.path.join(chinese, "tutorial", "index.html")).links
+        self.assertIn(f"{PUBLISHED}tutorial/index.html", back)
+        with open(os.path.join(CHECKOUT, ".readthedocs.yaml"), encoding="utf-8") as config:
+            self.assertIn(ZH_PUBLISHED, config.read())
 
     def test_the_chinese_site_builds(self) -> None:
         out = build(self, "html", "-D", "language=zh_CN")
