@@ -123,6 +123,30 @@ UDP_CONTENDERS: dict[str, Any] = {
 }
 
 
+# UDP through a proxy to a C UDP echo (on the load generator's core): the
+# proxy's CPU per forwarded datagram and its reply.  echoapp-proxy runs
+# through its command line, with no fault, with a toxic of toxicity 0
+# (configured, sparing every datagram) and with one that applies to every
+# datagram (latency 0 ms); nginx's stream module where nginx is installed.
+UDP_PROXY_CONTENDERS: dict[str, Any] = {
+    "echoapp-proxy UDP, default reactor": proxied("udp-echoapp"),
+    "echoapp-proxy UDP, default reactor, a toxic of toxicity 0": proxied("udp-echoapp-spared"),
+    "echoapp-proxy UDP, default reactor, latency=0ms on every datagram": proxied("udp-echoapp-applied"),
+    "echoapp-proxy UDP, uvloop reactor": proxied("udp-echoapp-uvloop"),
+    "echoapp-proxy UDP, uvloop, a toxic of toxicity 0": proxied("udp-echoapp-uvloop-spared"),
+    "echoapp-proxy UDP, uvloop, latency=0ms on every datagram": proxied("udp-echoapp-uvloop-applied"),
+    "nginx stream, UDP": proxied("udp-nginx"),
+    "plain Python UDP relay": proxied("udp-relay"),
+}
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def have_nginx_stream() -> bool:
+    """nginx and its stream module (Debian: nginx-light and libnginx-mod-stream)."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    return bool(nginx) and os.path.exists(NGINX_STREAM_MODULE)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -228,7 +252,17 @@ ECHO_SCENARIOS = [
     Scenario("echo50", "echo ping-pong, 64 B, 50 connections", 50, 64, echo=True),
     Scenario("echo500", "echo ping-pong, 64 B, 500 connections", 500, 64, echo=True),
 ]
-UDP_SCENARIOS = [Scenario("udp", "UDP ping-pong, 64 B datagrams, 8 in flight", 8, 64, udp=True)]
+UDP_SCENARIOS = [
+    Scenario("udp", "UDP ping-pong, 64 B datagrams, 8 in flight", 8, 64, udp=True),
+    Scenario(
+        "udpproxy",
+        "UDP through a proxy to a UDP echo, 64 B datagrams, 8 in flight",
+        8,
+        64,
+        udp=True,
+        echo=True,
+    ),
+]
 IDLE_KEY = "idle"
 IDLE = "idle connections: server RSS per connection"
 SCENARIO_KEYS = [scenario.key for scenario in SCENARIOS + ECHO_SCENARIOS + UDP_SCENARIOS] + [IDLE_KEY]
@@ -247,4 +281,5 @@ def every_contender() -> list[str]:
         if ("HAProxy" not in name or have_haproxy())
         and (name != "toxiproxy" or os.access(TOXIPROXY, os.X_OK))
     ]
-    return [*CONTENDERS, *groups, *echo, *UDP_CONTENDERS]
+    udp_proxies = [name for name in UDP_PROXY_CONTENDERS if "nginx" not in name or have_nginx_stream()]
+    return [*CONTENDERS, *groups, *echo, *UDP_CONTENDERS, *udp_proxies]

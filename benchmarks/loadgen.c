@@ -3,13 +3,14 @@
  * (or pipelined) rounds of LF-terminated lines against a greeter that
  * answers "Hello, <line without LF>!\n" and sends one banner line first.
  *
- *   loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP_S DURATION_S [udp|echo]
+ *   loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP_S DURATION_S [udp|echo|udpecho]
  *
  * With "echo", the server sends no banner and answers each message with
  * the same bytes (RFC 862).
  * With "udp", CONNECTIONS is the number of UDP sockets, each with one
  * datagram in flight; a reply that has not come within 200 ms is counted as
- * lost and the next datagram is sent.
+ * lost and the next datagram is sent.  With "udpecho", the same against a
+ * UDP echo (each reply is the datagram itself), as through a UDP proxy.
  *
  * Prints "warm" when the warm-up ends (the harness samples the server's
  * CPU then), then one line:
@@ -80,11 +81,12 @@ static double percentile(uint64_t total, double p) {
 
 int main(int argc, char **argv) {
     if (argc != 8 && argc != 9) {
-        fprintf(stderr, "usage: loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP DURATION [udp|echo]\n");
+        fprintf(stderr, "usage: loadgen HOST PORT CONNECTIONS MSGSIZE DEPTH WARMUP DURATION [udp|echo|udpecho]\n");
         return 2;
     }
-    int udp = argc == 9 && strcmp(argv[8], "udp") == 0;
-    int echo = argc == 9 && strcmp(argv[8], "echo") == 0;
+    int udpecho = argc == 9 && strcmp(argv[8], "udpecho") == 0;
+    int udp = udpecho || (argc == 9 && strcmp(argv[8], "udp") == 0);
+    int echo = udpecho || (argc == 9 && strcmp(argv[8], "echo") == 0);
     const char *host = argv[1];
     int port = atoi(argv[2]), nconn = atoi(argv[3]), depth = atoi(argv[5]);
     double warmup = atof(argv[6]), duration = atof(argv[7]);

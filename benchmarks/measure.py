@@ -20,6 +20,7 @@ from contenders import (
     ECHO_CONTENDERS,
     GROUP_CONTENDERS,
     UDP_CONTENDERS,
+    UDP_PROXY_CONTENDERS,
     Group,
     Scenario,
     compiled,
@@ -174,14 +175,15 @@ def start_server(name: str, port: int) -> Server:
     backends are healthy and then its front has answered one probe per
     backend in a row (a balancer sends each to the next backend).
     """
-    udp = name in UDP_CONTENDERS
-    echo = name in ECHO_CONTENDERS
+    udp = name in UDP_CONTENDERS or name in UDP_PROXY_CONTENDERS
+    echo = name in ECHO_CONTENDERS or name in UDP_PROXY_CONTENDERS
     directory = None
     if name in GROUP_CONTENDERS:
         directory = tempfile.mkdtemp(prefix="echoapp-bench-")
         group = GROUP_CONTENDERS[name](port, directory)
     else:
-        command = (UDP_CONTENDERS if udp else ECHO_CONTENDERS if echo else CONTENDERS)[name](port)
+        table = UDP_PROXY_CONTENDERS if udp and echo else UDP_CONTENDERS if udp else None
+        command = (table or (ECHO_CONTENDERS if echo else CONTENDERS))[name](port)
         group = Group([command], [])
     commands = [*group.backends, *([group.front] if group.front else [])]
     server = Server([_popen(command) for command in group.backends], directory)
@@ -226,7 +228,16 @@ def measure(
         str(scenario.size),
         str(scenario.depth),
     ]
-    command += [str(warmup), str(duration)] + (["udp"] if scenario.udp else ["echo"] if scenario.echo else [])
+    mode = (
+        "udpecho"
+        if scenario.udp and scenario.echo
+        else "udp"
+        if scenario.udp
+        else "echo"
+        if scenario.echo
+        else ""
+    )
+    command += [str(warmup), str(duration)] + ([mode] if mode else [])
     client = subprocess.Popen(command, stdout=subprocess.PIPE, preexec_fn=pin(CLIENT_CPU), text=True)
     assert client.stdout is not None
     first = client.stdout.readline().strip()

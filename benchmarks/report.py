@@ -16,6 +16,7 @@ from contenders import (
     IDLE,
     SCENARIOS,
     UDP_CONTENDERS,
+    UDP_PROXY_CONTENDERS,
     UDP_SCENARIOS,
     Scenario,
     every_contender,
@@ -118,7 +119,7 @@ def chart(results: Results, args: argparse.Namespace, path: str) -> bool:
     names = [
         name
         for name in args.contenders or every_contender()
-        if name not in UDP_CONTENDERS and name not in ECHO_CONTENDERS
+        if name not in UDP_CONTENDERS and name not in ECHO_CONTENDERS and name not in UDP_PROXY_CONTENDERS
     ]
     if not scenarios or not names:
         return False

@@ -31,8 +31,10 @@ from contenders import (
     IDLE_KEY,
     SCENARIO_KEYS,
     UDP_CONTENDERS,
+    UDP_PROXY_CONTENDERS,
     every_contender,
     have_haproxy,
+    have_nginx_stream,
 )
 from measure import (
     NOISY_STEAL,
@@ -61,13 +63,17 @@ def plan_of(args: argparse.Namespace, idle_count: int) -> list[tuple[str, list, 
     """(contender, its scenarios, idle connections to open) for each server run in a round."""
     chosen = selected(args)
     tcp = [scenario for scenario in chosen if not scenario.udp and not scenario.echo]
-    echo = [scenario for scenario in chosen if scenario.echo]
-    udp = [scenario for scenario in chosen if scenario.udp]
+    echo = [scenario for scenario in chosen if scenario.echo and not scenario.udp]
+    udp = [scenario for scenario in chosen if scenario.udp and not scenario.echo]
+    udp_proxy = [scenario for scenario in chosen if scenario.udp and scenario.echo]
     idle = idle_count if IDLE_KEY in args.scenarios else 0
     names = args.contenders or every_contender()
     plan = []
     for name in names:
-        runs = udp if name in UDP_CONTENDERS else echo if name in ECHO_CONTENDERS else tcp
+        if name in UDP_PROXY_CONTENDERS:
+            runs = udp_proxy
+        else:
+            runs = udp if name in UDP_CONTENDERS else echo if name in ECHO_CONTENDERS else tcp
         # Idle memory is one process's: not measured for servers of several processes.
         idle_here = idle if name in CONTENDERS else 0
         if runs or idle_here:
@@ -120,6 +126,11 @@ def needs(args: argparse.Namespace) -> str | None:
     names = args.contenders or every_contender()
     if any("HAProxy" in name for name in names) and not have_haproxy():
         return "the HAProxy contenders need haproxy (Debian: apt-get install haproxy)"
+    if any("nginx" in name for name in names) and not have_nginx_stream():
+        return (
+            "the nginx contender needs nginx and its stream module "
+            "(Debian: apt-get install nginx-light libnginx-mod-stream)"
+        )
     if any("uvloop" in name for name in names):
         try:
             import uvloop  # noqa: F401
@@ -138,7 +149,7 @@ def default_output(now: float | None = None) -> str:
 
 
 def main() -> None:
-    names = [*CONTENDERS, *GROUP_CONTENDERS, *ECHO_CONTENDERS, *UDP_CONTENDERS]
+    names = [*CONTENDERS, *GROUP_CONTENDERS, *ECHO_CONTENDERS, *UDP_CONTENDERS, *UDP_PROXY_CONTENDERS]
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -3,10 +3,12 @@
  * nothing but the syscalls a server on one core must make per request.
  * What any Python server costs above this is its own.
  *
- *   epoll_server PORT [echo]
+ *   epoll_server PORT [echo|udpecho]
  *
  * The greeter sends "Welcome!\r\n" and answers each LF-terminated line with
- * "Hello, <line>!\n" in one send per read; the echo sends back what it read.
+ * "Hello, <line>!\n" in one send per read; the echo sends back what it read;
+ * "udpecho" is a UDP echo (RFC 862 over UDP: each datagram back to its
+ * sender), a blocking recvfrom/sendto loop, the UDP proxy scenario's upstream.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -62,11 +64,29 @@ static void serve(conn_t *c) {
     if (n) send(c->fd, out, n, MSG_NOSIGNAL);
 }
 
+static int udp_echo(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        perror("bind");
+        return 1;
+    }
+    static char in[65536];
+    for (;;) {
+        struct sockaddr_storage from;
+        socklen_t length = sizeof from;
+        ssize_t got = recvfrom(fd, in, sizeof in, 0, (struct sockaddr *)&from, &length);
+        if (got >= 0) sendto(fd, in, got, 0, (struct sockaddr *)&from, length);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: epoll_server PORT [echo]\n");
+        fprintf(stderr, "usage: epoll_server PORT [echo|udpecho]\n");
         return 2;
     }
+    if (argc > 2 && strcmp(argv[2], "udpecho") == 0) return udp_echo(atoi(argv[1]));
     echo = argc > 2 && strcmp(argv[2], "echo") == 0;
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

@@ -1,9 +1,10 @@
 """
-A proxy in front of the C echo, as one benchmark contender: the C echo
-upstream is started first (pinned to the load generator's core, with a
-parent-death signal so it goes when the proxy goes), then this process
-becomes the proxy (exec), so the server figures are the proxy's alone:
-CPU per forwarded request, not the upstream's.
+A proxy in front of the C echo (TCP, or for the KINDs named udp-... a UDP
+echo), as one benchmark contender: the C echo upstream is started first
+(pinned to the load generator's core, with a parent-death signal so it
+goes when the proxy goes), then this process becomes the proxy (exec), so
+the server figures are the proxy's alone: CPU per forwarded request, not
+the upstream's.
 
     python proxied.py KIND PORT    (KIND: see PROXIES)
 """
@@ -45,6 +46,55 @@ def echoapp(port: int, upstream: int, *options: str, fault: str = "") -> list[st
     ]  # fmt: skip
 
 
+def echoapp_udp(port: int, upstream: int, *options: str, fault: str = "") -> list[str]:
+    """echoapp-proxy forwarding UDP, driven through its command line as users run it."""
+    faults = ["--fault", fault] if fault else []
+    return [
+        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-proxy",
+        "--listen", f"udp:{port}:interface=127.0.0.1", "--upstream", f"udp:127.0.0.1:{upstream}", *faults,
+    ]  # fmt: skip
+
+
+NGINX_UDP = """
+load_module {module};
+daemon off;
+master_process off;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 1024; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} udp;
+        proxy_pass 127.0.0.1:{upstream};
+        proxy_timeout 60s;
+    }}
+}}
+"""
+
+
+def nginx_udp(port: int, upstream: int) -> list[str]:
+    """
+    nginx's stream module proxying UDP (a session per client source, as
+    echoapp-proxy's), one process (master_process off) so that its CPU is
+    the one process's the benchmark reads.
+    """
+    directory = tempfile.mkdtemp(prefix="echoapp-bench-")
+    path = os.path.join(directory, "nginx.conf")
+    with open(path, "w") as out:
+        out.write(
+            NGINX_UDP.format(module=NGINX_STREAM_MODULE, directory=directory, port=port, upstream=upstream)
+        )
+    return [nginx_binary(), "-p", directory, "-e", "stderr", "-c", path]
+
+
+NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin") or "nginx"
+
+
 def haproxy(port: int, upstream: int) -> list[str]:
     config = (
         "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n"
@@ -78,12 +128,27 @@ PROXIES = {
     ),
     "haproxy": haproxy,
     "toxiproxy": toxiproxy,
+    # UDP, to a UDP echo.  A toxic of toxicity 0 (loss, sparing every
+    # datagram) and one that applies to every datagram (latency 0 ms).
+    "udp-echoapp": lambda port, up: echoapp_udp(port, up),
+    "udp-echoapp-spared": lambda port, up: echoapp_udp(port, up, fault="loss=1,fraction=0"),
+    "udp-echoapp-applied": lambda port, up: echoapp_udp(port, up, fault="latency=0ms"),
+    "udp-echoapp-uvloop": lambda port, up: echoapp_udp(port, up, "--reactor=uvloop"),
+    "udp-echoapp-uvloop-spared": lambda port, up: echoapp_udp(
+        port, up, "--reactor=uvloop", fault="loss=1,fraction=0"
+    ),
+    "udp-echoapp-uvloop-applied": lambda port, up: echoapp_udp(
+        port, up, "--reactor=uvloop", fault="latency=0ms"
+    ),
+    "udp-nginx": nginx_udp,
+    "udp-relay": lambda port, up: [sys.executable, os.path.join(HERE, "udp_relay.py"), str(port), str(up)],
 }
 
 
-def upstream_echo(cpu: int) -> int:
-    """The C echo on a free port, pinned to C{cpu}, ended by SIGTERM when its parent ends."""
-    with socket.socket() as sock:
+def upstream_echo(cpu: int, udp: bool = False) -> int:
+    """The C echo (TCP or UDP) on a free port, pinned to C{cpu}, ended by SIGTERM when its parent ends."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     server = os.path.join(HERE, "..", "results", ".epoll_server")
@@ -92,10 +157,16 @@ def upstream_echo(cpu: int) -> int:
         os.sched_setaffinity(0, {cpu})
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
-    subprocess.Popen([server, str(port), "echo"], preexec_fn=preexec)
+    subprocess.Popen([server, str(port), "udpecho" if udp else "echo"], preexec_fn=preexec)
     for _ in range(200):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if udp:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.settimeout(0.05)
+                    probe.sendto(b"ready?", ("127.0.0.1", port))
+                    probe.recv(100)
+            else:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return port
         except OSError:
             time.sleep(0.02)
@@ -104,7 +175,9 @@ def upstream_echo(cpu: int) -> int:
 
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
-    upstream = upstream_echo(cpu=int(os.environ.get("ECHOAPP_UPSTREAM_CPU", "1")))
+    upstream = upstream_echo(
+        cpu=int(os.environ.get("ECHOAPP_UPSTREAM_CPU", "1")), udp=kind.startswith("udp-")
+    )
     command = PROXIES[kind](port, upstream)
     os.execv(command[0], command)
 
