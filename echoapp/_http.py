@@ -75,7 +75,8 @@ class BoundedRequest(Request):
         super().handleContentChunk(data)
 
     def write(self, data: bytes) -> None:
-        if not self.startedWriting and self.channel is not None and not self.channel.site.server_header:
+        channel: Any = self.channel
+        if not self.startedWriting and channel is not None and not channel.site.server_header:
             self.responseHeaders.removeHeader(b"server")
         super().write(data)
 
