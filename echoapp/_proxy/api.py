@@ -29,7 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from echoapp import __version__
 from echoapp._http import BoundedSite, SiteLimits, payload_too_large
 from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound, ProxyError
-from echoapp._proxy.registry import AnyProxy, Proxies, ignored_line
+from echoapp._proxy.registry import AnyProxy, PopulateFailed, Proxies, ignored_line
 from echoapp._proxy.schema import batch_from_json, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._transports.listen import StreamListenService
@@ -58,6 +58,8 @@ STATUS: dict[type[ProxyError], int] = {Invalid: 400, NotFound: 404, Exists: 409,
 
 def status_of(error: ProxyError) -> int:
     """toxiproxy's HTTP status for a refusal (500 for one it would not expect)."""
+    if isinstance(error, PopulateFailed):
+        error = error.cause
     for kind, status in STATUS.items():
         if isinstance(error, kind):
             return status
@@ -158,7 +160,9 @@ class ToxiproxyResource(Resource):
             status = status_of(error)
             answer = {"error": toxiproxy_words(error, listens), "status": status}
             if parts == ["populate"]:
-                answer["proxies"] = None  # toxiproxy's populate answers its errors as JSON
+                # toxiproxy's populate answers its errors as JSON, with the proxies made before the failure.
+                kept = error.kept if isinstance(error, PopulateFailed) else None
+                answer["proxies"] = None if kept is None else [proxy.as_json() for proxy in kept]
             else:
                 return self._text(request, status, _dumps(answer) + b"\n")
         except Exception:
@@ -223,34 +227,28 @@ class ToxiproxyResource(Resource):
             if method == "GET":
                 return 200, proxy.as_json()
             if method == "DELETE":
-                proxies.remove(proxy.name)
+                proxies.remove(proxy.proxy_name)
                 return 204, None
             return 200, self._update(proxy, self._body(request), listens).as_json()
         return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
 
     def _toxics(self, method: str, proxy: AnyProxy, rest: list[str], request: Request) -> tuple[int, Any]:
-        toxics = proxy.faults.toxics
+        """The toxics of one proxy: every edit is the proxy's own method (L{ProxyService.add_toxic}...)."""
         if not rest:
             if method == "GET":
                 return 200, toxics_json(proxy.faults)
             toxic = toxic_from_json(self._body(request))
-            if toxic.name in toxics:
-                raise Exists("toxic already exists")
-            proxy.check_toxic(toxic)
-            proxy.faults.set(toxic)
+            proxy.add_toxic(toxic)
             self._ignored(request, proxy, toxic)
             return 200, toxic_json(toxic)
-        existing = toxics.get(rest[0])
-        if existing is None:
-            raise NotFound("toxic not found")
+        existing = proxy.toxic(rest[0])
         if method == "GET":
             return 200, toxic_json(existing)
         if method == "DELETE":
-            proxy.faults.remove(existing.name)
+            proxy.remove_toxic(existing.name)
             return 204, None
         toxic = toxic_from_json(self._body(request), existing)  # POST and PATCH alike, as toxiproxy
-        proxy.check_toxic(toxic)
-        proxy.faults.set(toxic)
+        proxy.replace_toxic(toxic)
         self._ignored(request, proxy, toxic)
         return 200, toxic_json(toxic)
 
@@ -261,7 +259,7 @@ class ToxiproxyResource(Resource):
         200, and said in one line (a header, and the log) so a typo is seen.
         """
         if toxic.ignored:
-            line = ignored_line(proxy.name, toxic)
+            line = ignored_line(proxy.proxy_name, toxic)
             request.setHeader(b"x-echoapp-ignored", line.encode("ascii", "backslashreplace"))
             log.warn("{line}", line=line)
 
@@ -272,7 +270,7 @@ class ToxiproxyResource(Resource):
         checked before any applies.
         """
         spec = spec_from_json(data, proxy.spec)
-        spec.name = proxy.name
+        spec.name = proxy.proxy_name
         listens.append(spec.listen)
         return self.proxies.update(proxy, spec)
 

@@ -423,17 +423,47 @@ class ApiTests(TestCase):
         )
         self.assertEqual(status, 200, "the upstream side is plain TCP: it can half-close")
 
-    async def test_populate_is_all_or_nothing_and_keeps_its_toxics(self) -> None:
+    async def test_populate_keeps_what_came_before_a_failure_and_applies_toxics(self) -> None:
+        """
+        As toxiproxy: the proxies before the entry that fails stay, and the
+        500 names them; echoapp applies a populate's toxics too.
+        """
         taken = holding_a_port(self)
         good = {"name": "g", "listen": "127.0.0.1:0", "upstream": self.upstream}
         bad = {"name": "h", "listen": f"127.0.0.1:{taken}", "upstream": self.upstream}
         status, answer = await self.call("POST", "/populate", [good, bad])
-        self.assertEqual((status, answer["proxies"]), (500, None))
-        self.assertEqual(await self.call("GET", "/proxies"), (200, {}), "no half-made proxy")
+        self.assertEqual(status, 500)
+        self.assertEqual([proxy["name"] for proxy in answer["proxies"]], ["g"])
+        _, listed = await self.call("GET", "/proxies")
+        self.assertEqual(
+            sorted(listed), ["g"], "the one before the failure stays, the failed one is not made"
+        )
         with_toxic = {**good, "toxics": [{"type": "limit_data", "attributes": {"bytes": 1}}]}
         status, answer = await self.call("POST", "/populate", [with_toxic])
         self.assertEqual(status, 201)
         self.assertEqual(await deferToThread(connect_result, answer["proxies"][0]["listen"]), "p")
+
+    async def test_populate_keeps_an_unchanged_proxy_and_its_toxics(self) -> None:
+        """
+        toxiproxy keeps a proxy whose address and upstream are unchanged as
+        it is, toxics included, and compares addresses as bound
+        (C{localhost:N} is C{127.0.0.1:N}): no rebuild, no address in use.
+        """
+        status, answer = await self.call(
+            "POST", "/populate", [{"name": "k", "listen": "127.0.0.1:0", "upstream": self.upstream}]
+        )
+        self.assertEqual(status, 201)
+        listen = answer["proxies"][0]["listen"]
+        toxic = {"name": "t", "type": "latency", "attributes": {"latency": 5}}
+        self.assertEqual((await self.call("POST", "/proxies/k/toxics", toxic))[0], 200)
+        port = listen.rpartition(":")[2]
+        for again in (listen, f"localhost:{port}"):
+            status, answer = await self.call(
+                "POST", "/populate", [{"name": "k", "listen": again, "upstream": self.upstream}]
+            )
+            self.assertEqual(status, 201, again)
+            [kept] = answer["proxies"]
+            self.assertEqual((kept["listen"], [t["name"] for t in kept["toxics"]]), (listen, ["t"]), again)
 
     async def test_a_taken_address_leaves_no_proxy(self) -> None:
         taken = holding_a_port(self)
