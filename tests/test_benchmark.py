@@ -164,3 +164,40 @@ class BenchmarkCommandLineTests(SynchronousTestCase):
             len(rows), 1, "measured through HAProxy, and no idle-memory row for several processes"
         )
         self.assertGreater(float(rows[0].split("|")[3].split()[0]), 0)
+
+
+class UDPProxyScenarioTests(SynchronousTestCase):
+    """The UDP proxy scenario keeps working: a UDP echo upstream, the load generator's udpecho mode."""
+
+    def test_udp_proxies_measured_beside_nginx(self) -> None:
+        contenders = bench_module("contenders")
+        if shutil.which("cc") is None and shutil.which("gcc") is None:
+            self.skipTest("the load generator needs a C compiler")
+        if not contenders.have_nginx_stream():
+            self.skipTest(
+                "needs nginx and its stream module (.ci/run installs nginx-light, libnginx-mod-stream)"
+            )
+        names = ["echoapp-proxy UDP, uvloop, latency=0ms on every datagram", "nginx stream, UDP"]
+        with tempfile.TemporaryDirectory() as output:
+            command = [sys.executable, RUN, "--smoke", "--scenario", "udpproxy", "--output", output]
+            for name in names:
+                command += ["--contender", name]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+            with open(os.path.join(output, "latest.md")) as report:
+                text = report.read()
+        self.assertIn("### UDP through a proxy to a UDP echo, 64 B datagrams, 8 in flight", text)
+        for name in names:
+            [row] = [line for line in text.splitlines() if line.startswith(f"| {name} |")]
+            cells = [cell.strip() for cell in row.split("|")]
+            self.assertGreater(float(cells[3].split()[0]), 0, "datagrams came back through the proxy")
+            self.assertEqual(cells[-2], "0", "none lost")
+
+    def test_without_nginx_says_what_to_install(self) -> None:
+        run = bench_module("run")
+        contenders = bench_module("contenders")
+        self.patch(run, "have_nginx_stream", lambda: False)
+        args = argparse.Namespace(contenders=["nginx stream, UDP"])
+        self.assertIn("apt-get install nginx-light libnginx-mod-stream", run.needs(args))
+        self.patch(contenders, "have_nginx_stream", lambda: False)
+        self.assertNotIn("nginx stream, UDP", contenders.every_contender(), "the default run leaves it out")
