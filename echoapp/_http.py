@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
-from echoapp._twisted import LazyReactor
+from echoapp._twisted import global_reactor
 
 
 @dataclass(frozen=True)
@@ -230,12 +230,10 @@ class BoundedSite(Site):
         # same clock as ours, so a test's Clock leaves no real timer behind.
         super().__init__(resource, reactor=clock)
         self.bounds = limits
-        self._clock = clock
+        self.clock: IReactorTime = clock if clock is not None else global_reactor()
         self.channels: set[BoundedChannel] = set()
         # Connections waiting for a request, oldest first, and since when.
         self.waiting: dict[BoundedChannel, float] = {}
-
-    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     @property
     def live(self) -> int:

@@ -20,7 +20,7 @@ from echoapp._peers import DEFAULT_IPV6_PREFIX
 from echoapp._tac import one_line_in_tac
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
-__all__ = ["GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"]
+__all__ = ["Framing", "GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"]
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import IO, Any
 
 from twisted.logger import FileLogObserver, ILogObserver, formatEvent
+from twisted.python.failure import Failure
 
 __all__ = ["event_as_json", "json_observer"]
 
@@ -38,19 +40,21 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def event_as_json(event: dict[str, Any]) -> str:
+def event_as_json(event: Mapping[str, object]) -> str:
     """One log event as one line of JSON (newline included)."""
+    when = event.get("log_time", 0)
+    seconds = when if isinstance(when, int | float) else 0
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
+        "time": datetime.fromtimestamp(seconds, timezone.utc).isoformat(),
         "level": getattr(event.get("log_level"), "name", "info"),
         "namespace": event.get("log_namespace", "-"),
-        "message": formatEvent(event),
+        "message": formatEvent(dict(event)),
     }
     for key, value in event.items():
         if key in _INTERNAL or key in record:
             continue
         if key == "log_failure":
-            record["traceback"] = value.getTraceback()
+            record["traceback"] = value.getTraceback() if isinstance(value, Failure) else str(value)
         elif not key.startswith("log_"):
             record[key] = _plain(value)
     return json.dumps(record, ensure_ascii=False) + "\n"

@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from echoapp._faults import FaultPlan, FaultyDatagramProtocol, FaultyFactory
+from echoapp._faults import FaultPlan, Faults, FaultyDatagramProtocol, FaultyFactory
 from echoapp._limits.guard import Connections, GuardedFactory
 from echoapp._metrics import TCPStats, UDPStats
 from echoapp._protocols.echo import EchoFactory
@@ -41,6 +42,7 @@ __all__ = [
     "ECHO_NAME",
     "TCP_NAME",
     "UDP_NAME",
+    "Faults",
     "StreamListen",
     "UDPListen",
     "echo",
@@ -183,26 +185,63 @@ def stream_listener(
     return StreamListenService(listen, factory, reactor)
 
 
+def plan_for(faults: Faults | None, reactor: Any) -> FaultPlan | None:
+    """
+    The plan that applies C{faults} (none: nothing is wrapped, and the path
+    a request takes is the one the benchmark measures).  A L{FaultPlan}
+    given instead is taken as it is: C{echoapp.testing} keeps its peer's, to
+    change the faults while the peer runs.
+    """
+    if faults is None or isinstance(faults, FaultPlan):
+        return faults
+    return FaultPlan(faults, reactor)
+
+
+def fault_plan(service: MultiService) -> FaultPlan | None:
+    """The plan a service built by this module applies, if any: its L{FaultNotice} holds it."""
+    for child in service:
+        if isinstance(child, FaultNotice) and isinstance(child.plan, FaultPlan):
+            return child.plan
+    return None
+
+
 @one_line_in_tac
 def tcp_greeter(
     listen: Iterable[str | StreamListen] = (DEFAULT_TCP_LISTEN,),
     config: GreeterConfig | None = None,
     limits: TCPLimits | None = None,
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     reuse_port: bool = False,
     log_connections: bool = False,
     proxy_from: tuple[Network, ...] = (),
-    faults: FaultPlan | None = None,
+    faults: Faults | None = None,
 ) -> MultiService:
     """
     The welcome/echo/exit greeter on every endpoint string in C{listen};
     C{log_connections} logs every connection (see L{GuardedFactory});
     C{haproxy:} listeners believe PROXY headers from C{proxy_from} only, when
-    given (see L{echoapp._transports.haproxy}).
+    given (see L{echoapp._transports.haproxy}); C{faults} go wrong on
+    purpose (L{Faults}), their seed said at start.  C{reactor} is the global
+    one unless given; it must listen as well as keep time.
     """
+    return _tcp(
+        listen, config, limits, reactor, reuse_port, log_connections, proxy_from, plan_for(faults, reactor)
+    )
+
+
+def _tcp(
+    listen: Iterable[str | StreamListen],
+    config: GreeterConfig | None,
+    limits: TCPLimits | None,
+    reactor: Any,
+    reuse_port: bool,
+    log_connections: bool,
+    proxy_from: tuple[Network, ...],
+    plan: FaultPlan | None,
+) -> MultiService:
     listens = _stream_listens(listen, reuse_port, proxy_from)
     return _stream_service(
-        TCP_NAME, partial(GreeterFactory, config), limits, listens, reactor, log_connections, faults
+        TCP_NAME, partial(GreeterFactory, config), limits, listens, reactor, log_connections, plan
     )
 
 
@@ -210,15 +249,27 @@ def tcp_greeter(
 def echo(
     listen: Iterable[str | StreamListen] = (DEFAULT_ECHO_LISTEN,),
     limits: TCPLimits | None = None,
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     reuse_port: bool = False,
     log_connections: bool = False,
     proxy_from: tuple[Network, ...] = (),
-    faults: FaultPlan | None = None,
+    faults: Faults | None = None,
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}; the rest as L{tcp_greeter}."""
+    return _echo(listen, limits, reactor, reuse_port, log_connections, proxy_from, plan_for(faults, reactor))
+
+
+def _echo(
+    listen: Iterable[str | StreamListen],
+    limits: TCPLimits | None,
+    reactor: Any,
+    reuse_port: bool,
+    log_connections: bool,
+    proxy_from: tuple[Network, ...],
+    plan: FaultPlan | None,
+) -> MultiService:
     listens = _stream_listens(listen, reuse_port, proxy_from)
-    return _stream_service(ECHO_NAME, EchoFactory, limits, listens, reactor, log_connections, faults)
+    return _stream_service(ECHO_NAME, EchoFactory, limits, listens, reactor, log_connections, plan)
 
 
 @one_line_in_tac
@@ -226,23 +277,34 @@ def udp_greeter(
     listen: Iterable[str | UDPListen] = (DEFAULT_UDP_LISTEN,),
     reply: ReplyTemplate = DEFAULT_REPLY,
     limits: UDPLimits | None = None,
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     reuse_port: bool = False,
-    faults: FaultPlan | None = None,
+    faults: Faults | None = None,
 ) -> MultiService:
     """
     The UDP greeter on every C{udp:PORT[:interface=ADDR]} in C{listen}.
     Its listeners know each other's ports, so none answers another.
     """
+    return _udp(listen, reply, limits, reactor, reuse_port, plan_for(faults, reactor))
+
+
+def _udp(
+    listen: Iterable[str | UDPListen],
+    reply: ReplyTemplate,
+    limits: UDPLimits | None,
+    reactor: Any,
+    reuse_port: bool,
+    plan: FaultPlan | None,
+) -> MultiService:
     service = named(UDP_NAME)
-    if faults is not None:
-        FaultNotice(faults).setServiceParent(service)
+    if plan is not None:
+        FaultNotice(plan).setServiceParent(service)
     own_ports: set[int] = set()
     for spec in listen:
         spec = spec if isinstance(spec, UDPListen) else UDPListen.parse(spec, reuse_port)
         protocol: Any = UDPGreeter(reply, limits, own_ports, reactor, UDPStats(UDP_NAME, str(spec)))
-        if faults is not None:
-            protocol = FaultyDatagramProtocol(protocol, faults)
+        if plan is not None:
+            protocol = FaultyDatagramProtocol(protocol, plan)
         UDPListenService(spec, protocol, reactor).setServiceParent(service)
     return service
 
@@ -255,23 +317,25 @@ def everything(
     config: GreeterConfig | None = None,
     tcp_limits: TCPLimits | None = None,
     udp_limits: UDPLimits | None = None,
-    reactor: Any = None,
+    reactor: IReactorTime | None = None,
     reuse_port: bool = False,
     log_connections: bool = False,
     proxy_from: tuple[Network, ...] = (),
-    faults: FaultPlan | None = None,
+    faults: Faults | None = None,
 ) -> MultiService:
     """
     All three services in one process; the greeters share one message
     configuration, so the TCP and UDP greeters answer alike, and both TCP
-    services share one set of limits (each counts its own connections).
+    services share one set of limits (each counts its own connections) and
+    one fault plan (one seed).
     """
     config = config or GreeterConfig()
+    plan = plan_for(faults, reactor)
     service = named("echoapp")
     for child in (
-        tcp_greeter(tcp, config, tcp_limits, reactor, reuse_port, log_connections, proxy_from, faults),
-        udp_greeter(udp, config.reply, udp_limits, reactor, reuse_port, faults),
-        echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections, proxy_from, faults),
+        _tcp(tcp, config, tcp_limits, reactor, reuse_port, log_connections, proxy_from, plan),
+        _udp(udp, config.reply, udp_limits, reactor, reuse_port, plan),
+        _echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections, proxy_from, plan),
     ):
         child.setServiceParent(service)
     return service

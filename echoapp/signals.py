@@ -21,10 +21,11 @@ from types import FrameType
 from typing import Any
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
-from echoapp._twisted import LazyReactor, twistd_log_file
+from echoapp._twisted import global_reactor, twistd_log_file
 
 __all__ = ["SignalService", "handled"]
 
@@ -42,20 +43,18 @@ class SignalService(Service):
     does with L{handled}.
     """
 
-    def __init__(self, reactor: Any = None, log_file: LogFile | None = None) -> None:
+    def __init__(self, reactor: IReactorCore | None = None, log_file: LogFile | None = None) -> None:
         """
         @param log_file: the log file a C{.tac} file writes to itself (its
             own L{LogFile} observer), for SIGHUP and SIGUSR1 to reopen and
             rotate; without it, twistd's C{--logfile}, if any.
         """
-        self._reactor = reactor
+        self.reactor: Any = reactor if reactor is not None else global_reactor()
         self._given_log_file = log_file
         self._log_file: LogFile | None = None
         self._stopping = False
         self._said_again = False
         self._previous: dict[int, Any] = {}
-
-    reactor: Any = LazyReactor()
 
     def privilegedStartService(self) -> None:
         """
@@ -146,7 +145,7 @@ class SignalService(Service):
         return handler
 
 
-def handled(service: MultiService, reactor: Any = None) -> MultiService:
+def handled(service: MultiService, reactor: IReactorCore | None = None) -> MultiService:
     """
     C{service} with the daemon's signal handling (see the module docstring),
     as its first child, so that it starts before any listener.

@@ -18,7 +18,9 @@ import os
 import re
 import shutil
 import tempfile
+import typing
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from twisted.application import service as service_interfaces
 from twisted.internet import interfaces as internet_interfaces
@@ -85,10 +87,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 # name here is a decision for the changelog, not an accident.
 PUBLIC_API: dict[str, set[str]] = {
     "echoapp": {"StartupError", "__version__"},
-    "echoapp.config": {"GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"},
+    "echoapp.config": {"Framing", "GreeterConfig", "MetricsLimits", "TCPLimits", "UDPLimits"},
     "echoapp.template": {"DEFAULT_REPLY", "PLACEHOLDER", "ReplyTemplate", "encode_text"},
     "echoapp.services": {
         "ECHO_NAME",
+        "Faults",
         "TCP_NAME",
         "UDP_NAME",
         "StreamListen",
@@ -199,9 +202,87 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
     return None
 
 
+def public_objects() -> set[int]:
+    """The ids of every object the public API exports: a type named in a signature may be one of them."""
+    return {
+        id(getattr(importlib.import_module(module), name)) for module, names in PUBLIC_API.items() for name in names
+    }
+
+
+def signature_problems(where: str, function: Any, public: set[int]) -> list[str]:
+    """
+    What is wrong with C{function}'s signature, as a public API's: an
+    annotation that is C{Any} (anywhere inside it), names a type from a
+    private echoapp module that the public API does not export, or cannot
+    be resolved at all (a name imported for type checking only).
+    """
+    function = inspect.unwrap(function)
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception as error:
+        return [f"{where}: annotations cannot be resolved ({error})"]
+    problems = []
+    for parameter, hint in hints.items():
+        for found in hint_problems(hint, public):
+            problems.append(f"{where}({parameter}): {found}")
+    return problems
+
+
+def hint_problems(hint: Any, public: set[int]) -> list[str]:
+    """C{Any}, or private echoapp types, anywhere in one resolved annotation."""
+    if hint is Any:
+        return ["Any"]
+    arguments = typing.get_args(hint)
+    if arguments or typing.get_origin(hint) is not None:
+        return [problem for argument in arguments for problem in hint_problems(argument, public)]
+    module = getattr(hint, "__module__", "") or ""
+    private = module.startswith("echoapp") and any(part.startswith("_") for part in module.split("."))
+    if private and id(hint) not in public:
+        return [f"{module}.{getattr(hint, '__qualname__', hint)} is private"]
+    return []
+
+
+def public_callables(module_name: str, names: set[str]) -> Iterator[tuple[str, Any]]:
+    """
+    Every public function, method (C{__init__} included) and property
+    getter a module exports, with its dotted name: what a user calls.
+    """
+    module = importlib.import_module(module_name)
+    for name in sorted(names):
+        value = getattr(module, name)
+        if inspect.isfunction(value) or inspect.isfunction(inspect.unwrap(value)):
+            yield f"{module_name}.{name}", value
+        elif inspect.isclass(value) and value.__module__.startswith("echoapp"):
+            for member, attribute in vars(value).items():
+                if member.startswith("_") and member != "__init__":
+                    continue
+                if isinstance(attribute, property) and attribute.fget is not None:
+                    yield f"{module_name}.{name}.{member}", attribute.fget
+                elif inspect.isfunction(attribute):
+                    yield f"{module_name}.{name}.{member}", attribute
+
+
 def code_lines(path: str) -> int:
     with open(path, encoding="utf-8") as source:
         return sum(1 for line in source if line.strip())
+
+
+class SignatureCheckerTests(SynchronousTestCase):
+    """The signature checker itself: it must see C{Any} and private types wherever they hide."""
+
+    def test_sees_any_and_private_types_inside_unions_and_generics(self) -> None:
+        from echoapp._faults import FaultPlan
+
+        def leaky(a: Any, b: list[FaultPlan] | None, c: dict[str, int | Any]) -> None:
+            """A bad signature."""
+
+        def clean(a: int, b: list[str] | None, c: echoapp.StartupError) -> None:
+            """A good one."""
+
+        leaky.__globals__["FaultPlan"] = FaultPlan
+        found = signature_problems("leaky", leaky, public_objects())
+        self.assertEqual(len(found), 3, found)
+        self.assertEqual(signature_problems("clean", clean, public_objects()), [])
 
 
 class CycleFinderTests(SynchronousTestCase):
@@ -338,6 +419,21 @@ class PackageShapeTests(SynchronousTestCase):
     def test_public_api_is_the_pinned_list(self) -> None:
         declared = {name: set(importlib.import_module(name).__all__) for name in PUBLIC_API}
         self.assertEqual(declared, PUBLIC_API)
+
+    def test_public_signatures_name_public_types_only(self) -> None:
+        """
+        What a user passes and gets back through the public API is typed
+        with public types: no C{Any}, no private echoapp type, so that a
+        C{.tac} file or a test can do everything without a private import.
+        """
+        public = public_objects()
+        problems = [
+            problem
+            for module_name, names in PUBLIC_API.items()
+            for where, function in public_callables(module_name, names)
+            for problem in signature_problems(where, function, public)
+        ]
+        self.assertEqual(problems, [])
 
     def test_every_other_module_is_private_by_name(self) -> None:
         public = [

@@ -24,6 +24,7 @@ from typing import Any
 
 from twisted.internet import endpoints, tcp
 from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.logfile import LogFile
@@ -459,37 +460,38 @@ class AcceptBatchTests(SynchronousTestCase):
         self.assertEqual(port.numberAccepts, 3)
 
 
-class LazyReactorTests(SynchronousTestCase):
-    """The one way echoapp finds the reactor late: given, or the global one when first read."""
+class ReactorArrivesOnceTests(SynchronousTestCase):
+    """
+    The reactor arrives once, when the service is made (options hold values
+    and make nothing, so nothing is made before twistd installs the chosen
+    reactor): each part that keeps time takes the one given, else the
+    global reactor there and then, never later.
+    """
 
-    def test_given_or_the_global_one_when_first_read(self) -> None:
+    def test_given_or_the_global_one_when_made(self) -> None:
         from twisted.internet import reactor
         from twisted.internet.task import Clock
+        from twisted.web.resource import Resource
 
-        class Holder:
-            clock = _twisted.LazyReactor()
-
-            def __init__(self, clock: Any = None) -> None:
-                self._clock = clock
-
-        given = Clock()
-        self.assertIs(Holder(given).clock, given)
-        late = Holder()
-        self.assertIsNone(late._clock, "nothing is looked up until it is read")
-        self.assertIs(late.clock, reactor)
-
-    def test_every_late_lookup_uses_it(self) -> None:
-        from echoapp import _faults, _monitor, signals
+        from echoapp import signals
+        from echoapp._http import BoundedSite, SiteLimits
         from echoapp._limits import guard
         from echoapp._protocols import udp
         from echoapp._transports import haproxy
+        from echoapp.template import DEFAULT_REPLY
 
-        for owner, name in (
-            (guard.GuardedFactory, "clock"),
-            (haproxy.HAProxyFactory, "clock"),
-            (_monitor.MonitorSite, "clock"),
-            (_faults.FaultPlan, "clock"),
-            (signals.SignalService, "reactor"),
-            (udp.UDPGreeter, "clock"),
-        ):
-            self.assertIsInstance(vars(owner)[name], _twisted.LazyReactor, owner)
+        makers = {
+            "GuardedFactory": lambda clock: guard.GuardedFactory(clock=clock),
+            "HAProxyFactory": lambda clock: haproxy.HAProxyFactory(Factory(), clock=clock),
+            "BoundedSite": lambda clock: BoundedSite(Resource(), SiteLimits(), clock),
+            "UDPGreeter": lambda clock: udp.UDPGreeter(DEFAULT_REPLY, clock=clock),
+            "SignalService": lambda clock: signals.SignalService(clock),
+        }
+        for name, make in makers.items():
+            given = Clock()
+            made = make(given)
+            held = getattr(made, "clock", None) or made.reactor
+            self.assertIs(held, given, name)
+            made = make(None)
+            self.assertIs(getattr(made, "clock", None) or made.reactor, reactor, name)
+            self.assertNotIn("LazyReactor", repr(type(made).__dict__), name)

@@ -35,7 +35,7 @@ from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._metrics import TCPStats
 from echoapp._peers import peer_host
 from echoapp._reasons import REFUSALS, SHUTDOWN, TIMEOUTS
-from echoapp._twisted import LazyReactor, queued
+from echoapp._twisted import global_reactor, queued
 
 log = Logger(namespace="echoapp.guard")
 
@@ -403,7 +403,7 @@ class GuardedFactory(Factory):
         self.limits = self.connections.limits
         self.stats = stats or TCPStats("echoapp", "")
         self.log_connections = log_connections
-        self._clock = clock
+        self.clock: IReactorTime = clock if clock is not None else global_reactor()
         self._refusal_log = ThrottledLog("Refused {count} connections ({reasons})")
         self.closing_log = ThrottledLog("Closed {count} connections ({reasons})")
         # The clock's time, one bound method per factory rather than per connection.
@@ -419,8 +419,6 @@ class GuardedFactory(Factory):
     def _first_now(self) -> float:
         self.now = self.clock.seconds
         return self.now()
-
-    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def refusal_for(self, peer: str) -> Refusal | None:
         """

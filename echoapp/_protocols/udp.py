@@ -16,7 +16,7 @@ from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._metrics import UDPStats
 from echoapp._peers import PeerKeys
 from echoapp._transports.native_udp import NativeDatagramPort
-from echoapp._twisted import LazyReactor
+from echoapp._twisted import global_reactor
 from echoapp.config import UDPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
@@ -58,8 +58,6 @@ class UDPGreeter(DatagramProtocol):
     noisy = False
     log = Logger(namespace="echoapp.udp")
     transport: IUDPTransport  # set by makeConnection, before any datagram arrives
-    # The reactor unless given, found when first needed (the one home of that rule).
-    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -72,7 +70,7 @@ class UDPGreeter(DatagramProtocol):
         self.reply = reply
         self.limits = limits = limits or UDPLimits()
         self.own_ports = own_ports if own_ports is not None else set()
-        self._clock = clock
+        self.clock: IReactorTime = clock if clock is not None else global_reactor()
         self.key = PeerKeys(limits.ipv6_prefix, limits.max_sources)
         self.stats = stats or UDPStats("echoapp-udp", "")
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")

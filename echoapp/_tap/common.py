@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from echoapp import _monitor as monitor
 from echoapp import signals
-from echoapp._faults import FaultPlan, Faults, offered
+from echoapp._faults import Faults, offered
 from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
@@ -88,8 +88,8 @@ class PluginOptions(usage.Options):
             raise SystemExit(1) from None
 
     def read_faults_and_metrics(self) -> None:
-        """C{--fault} as one plan, C{--metrics} checked: first, as every plugin does."""
-        self["faults"] = fault_plan(self)
+        """C{--fault} as one value, C{--metrics} checked: first, as every plugin does."""
+        self["faults"] = faults_given(self)
         self["metrics-listen"] = metrics_listen(self)
 
 
@@ -253,16 +253,20 @@ def opt_fault(options: usage.Options, spec: str) -> None:
 
 def check_faults(options: usage.Options, streams: Any = (), datagrams: bool = False) -> None:
     """A C{--fault} that nothing of this service could apply is refused, in one line."""
-    plan = options["faults"]
-    if plan is not None:
+    faults = options["faults"]
+    if faults is not None:
         try:
-            plan.faults.check_applies(*offered(streams, datagrams))
+            faults.check_applies(*offered(streams, datagrams))
         except ValueError as error:
             raise usage.UsageError(f"--fault: {error}") from None
 
 
-def fault_plan(options: usage.Options) -> FaultPlan | None:
-    """The C{--fault} options as one plan, or L{None} without any (nothing is wrapped then)."""
+def faults_given(options: usage.Options) -> Faults | None:
+    """
+    The C{--fault} options as one value, or L{None} without any (nothing is
+    wrapped then): a value, not a plan, as options hold values; the
+    service builds its plan when the reactor is there.
+    """
     texts = options.get("fault-texts", [])
     if not texts:
         return None
@@ -272,7 +276,7 @@ def fault_plan(options: usage.Options) -> FaultPlan | None:
         faults = Faults.parse(",".join(texts))
     except ValueError as error:
         raise usage.UsageError(f"--fault: {error}") from None
-    return FaultPlan(faults)
+    return faults
 
 
 class ServingOptions(PluginOptions):

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
     IProtocolFactory,
+    IReactorCore,
     IReactorPluggableNameResolver,
     IStreamServerEndpoint,
 )
@@ -234,7 +235,7 @@ class StreamListen:
         proxy, endpoint = split_proxy(description)
         return cls(endpoint, proxy, proxy_from if proxy else (), None, reuse_port)
 
-    def server_endpoint(self, reactor: Any) -> IStreamServerEndpoint:
+    def server_endpoint(self, reactor: IReactorCore) -> IStreamServerEndpoint:
         """
         The endpoint to listen on, read through the PROXY protocol when
         asked; under C{ssl:}, the header comes before the TLS handshake, as
@@ -242,9 +243,8 @@ class StreamListen:
         """
         if not self.proxy:
             return stream_endpoint(reactor, self.endpoint, self.reuse_port, self.backlog)
-        if self.endpoint.startswith("ssl:"):
-            reactor = HeaderBeforeTLS(eager_reactor(reactor))
-        inner = stream_endpoint(reactor, self.endpoint, self.reuse_port, self.backlog)
+        below: Any = HeaderBeforeTLS(eager_reactor(reactor)) if self.endpoint.startswith("ssl:") else reactor
+        inner = stream_endpoint(below, self.endpoint, self.reuse_port, self.backlog)
         return HAProxyEndpoint(inner, self.proxy_from)
 
     def __str__(self) -> str:

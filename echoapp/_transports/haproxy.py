@@ -53,7 +53,7 @@ from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog
 from echoapp._peers import BALANCER, BalancerAddress, host_of, peer_host
 from echoapp._transports.tls import ListensSSLOwnWay
-from echoapp._twisted import LazyReactor, mark_tls, parse_proxy_header
+from echoapp._twisted import global_reactor, mark_tls, parse_proxy_header
 
 PREFIX = "haproxy:"
 # The defaults of TCPLimits.proxy_header_timeout and proxy_silent_after,
@@ -294,7 +294,7 @@ class HAProxyFactory(Factory):
     ) -> None:
         self.wrapped = wrapped
         self.trusted = trusted
-        self._clock = clock
+        self.clock: IReactorTime = clock if clock is not None else global_reactor()
         self._log = ThrottledLog("Refused {count} PROXY protocol connections ({reasons})")
         # Counted where the service counts its refusals, when it has such counts.
         self._stats = getattr(wrapped, "stats", None)
@@ -302,8 +302,6 @@ class HAProxyFactory(Factory):
         # guarded factory, or one wrapped by the faults, which hands them on).
         self.connections: Connections | None = getattr(wrapped, "connections", None)
         self._refusal_for = getattr(wrapped, "refusal_for", None)
-
-    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         if self.trusted and not self._trusts(addr):
