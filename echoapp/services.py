@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
 from echoapp._faults import FaultPlan, Faults, FaultyDatagramProtocol, FaultyFactory
@@ -144,7 +144,7 @@ def _stream_service(
     make_factory: Callable[..., GuardedFactory],
     limits: TCPLimits | None,
     listens: list[StreamListen],
-    reactor: Any,
+    reactor: IReactorTime | None,
     log_connections: bool,
     faults: FaultPlan | None,
 ) -> MultiService:
@@ -172,7 +172,7 @@ def _stream_service(
 
 
 def stream_listener(
-    listen: StreamListen, factory: Any, connections: Connections, reactor: Any
+    listen: StreamListen, factory: IProtocolFactory, connections: Connections, reactor: IReactorTime | None
 ) -> StreamListenService:
     """
     The listener of a service whose clients C{connections} counts (every
@@ -185,7 +185,7 @@ def stream_listener(
     return StreamListenService(listen, factory, reactor)
 
 
-def plan_for(faults: Faults | None, reactor: Any) -> FaultPlan | None:
+def plan_for(faults: Faults | None, reactor: IReactorTime | None) -> FaultPlan | None:
     """
     The plan that applies C{faults} (none: nothing is wrapped, and the path
     a request takes is the one the benchmark measures).  A L{FaultPlan}
@@ -233,7 +233,7 @@ def _tcp(
     listen: Iterable[str | StreamListen],
     config: GreeterConfig | None,
     limits: TCPLimits | None,
-    reactor: Any,
+    reactor: IReactorTime | None,
     reuse_port: bool,
     log_connections: bool,
     proxy_from: tuple[Network, ...],
@@ -262,7 +262,7 @@ def echo(
 def _echo(
     listen: Iterable[str | StreamListen],
     limits: TCPLimits | None,
-    reactor: Any,
+    reactor: IReactorTime | None,
     reuse_port: bool,
     log_connections: bool,
     proxy_from: tuple[Network, ...],
@@ -292,7 +292,7 @@ def _udp(
     listen: Iterable[str | UDPListen],
     reply: ReplyTemplate,
     limits: UDPLimits | None,
-    reactor: Any,
+    reactor: IReactorTime | None,
     reuse_port: bool,
     plan: FaultPlan | None,
 ) -> MultiService:
