@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Collection
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar, cast
 
 from twisted.application import app
 from twisted.application.service import MultiService
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
 from echoapp import _monitor as monitor
@@ -26,6 +27,7 @@ from echoapp._fields import from_text, help_text, option_name, shown_default
 from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
 from echoapp._transports.haproxy import Network, parse_networks
+from echoapp._twisted import global_reactor
 from echoapp.config import GreeterConfig, MetricsLimits, TCPLimits, UDPLimits
 
 Config = TypeVar("Config")
@@ -226,7 +228,21 @@ def udp_listens(option: RepeatableListen, options: usage.Options) -> list[UDPLis
         raise usage.UsageError(f"--{option.name}: {error}") from None
 
 
-def process_service(tree: MultiService, options: usage.Options) -> MultiService:
+def serve(
+    tree: Callable[[usage.Options, IReactorTime], MultiService], options: usage.Options
+) -> MultiService:
+    """
+    What a plugin's C{makeService} returns: its service C{tree}, made with
+    the reactor twistd has installed, taken here once and handed down (as
+    C{strports.service} takes it), with the process parts around it.
+    """
+    reactor: IReactorTime = global_reactor()
+    return process_service(tree(options, reactor), options, reactor)
+
+
+def process_service(
+    tree: MultiService, options: usage.Options, reactor: IReactorTime | None = None
+) -> MultiService:
     """
     The parts that exist once per process, added by the top of the tree:
     signal handling (SIGHUP, SIGUSR1, a second SIGTERM) and, with
@@ -235,7 +251,8 @@ def process_service(tree: MultiService, options: usage.Options) -> MultiService:
     C{echoapp-compose}, compose adds them once around all the trees.
     """
     limits = options.get("metrics-limits")
-    return signals.handled(monitor.monitored(tree, options["metrics-listen"], limits=limits))
+    monitored = monitor.monitored(tree, options["metrics-listen"], reactor, limits=limits)
+    return signals.handled(monitored, cast(IReactorCore, reactor))
 
 
 def opt_fault(options: usage.Options, spec: str) -> None:

@@ -10,12 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, IServiceMaker, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.reflect import namedModule
 
 from echoapp._tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen, process_service
 from echoapp._transports.endpoints import one_line
+from echoapp._twisted import global_reactor
 
 
 def _makers() -> dict[str, IServiceMaker]:
@@ -79,7 +81,7 @@ class Options(PluginOptions):
         self["services"] = [(spec, *parse_service(spec, makers)) for spec in specs]
 
 
-def bare_tree(maker: IServiceMaker) -> Callable[[usage.Options], IService] | None:
+def bare_tree(maker: IServiceMaker) -> Callable[[usage.Options, IReactorTime | None], IService] | None:
     """
     An echoapp plugin's C{service_tree}: its services without the parts that
     exist once per process (signals, the metrics listener), which compose
@@ -88,11 +90,15 @@ def bare_tree(maker: IServiceMaker) -> Callable[[usage.Options], IService] | Non
     module = getattr(maker, "module", None)
     if not isinstance(module, str) or not module.startswith(f"{__package__}."):
         return None
-    tree: Callable[[usage.Options], IService] | None = getattr(namedModule(module), "service_tree", None)
+    tree: Callable[[usage.Options, IReactorTime | None], IService] | None = getattr(
+        namedModule(module), "service_tree", None
+    )
     return tree
 
 
-def make_one(spec: str, maker: IServiceMaker, options: usage.Options) -> IService:
+def make_one(
+    spec: str, maker: IServiceMaker, options: usage.Options, reactor: IReactorTime | None = None
+) -> IService:
     """
     One plugin's service.  A plugin that fails here is someone else's code
     failing: one line naming the C{--service} and the error, exit status 1
@@ -105,7 +111,7 @@ def make_one(spec: str, maker: IServiceMaker, options: usage.Options) -> IServic
             f"--service {spec!r}: one metrics listener per process: give --metrics to echoapp-compose"
         )
     try:
-        service = tree(options) if tree is not None else maker.makeService(options)
+        service = tree(options, reactor) if tree is not None else maker.makeService(options)
     except Exception as error:
         raise SystemExit(f"--service {spec!r}: {maker.tapname} failed: {one_line(error)}") from None
     if not IService.providedBy(service):
@@ -120,10 +126,11 @@ def makeService(options: usage.Options) -> IService:
     name, which a MultiService refuses: the second is named C{NAME-2}.
     """
     composed = MultiService()
+    reactor: IReactorTime = global_reactor()  # taken once, as each plugin's own makeService takes it
     chosen: list[tuple[str, IServiceMaker, Any]] = options["services"]
     taken: set[str] = set()
     for spec, maker, plugin_options in chosen:
-        service = make_one(spec, maker, plugin_options)
+        service = make_one(spec, maker, plugin_options, reactor)
         name = service.name
         if name is not None and name in taken:
             number = 2
@@ -134,4 +141,4 @@ def makeService(options: usage.Options) -> IService:
         if name is not None:
             taken.add(name)
         service.setServiceParent(composed)
-    return process_service(composed, options)
+    return process_service(composed, options, reactor)

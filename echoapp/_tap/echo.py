@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from echoapp import services
@@ -11,7 +12,7 @@ from echoapp._tap.common import (
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
     StreamPluginOptions,
-    process_service,
+    serve,
 )
 from echoapp._transports.endpoints import DEFAULT_ECHO_LISTEN
 
@@ -31,16 +32,17 @@ class Options(StreamPluginOptions):
     opt_listen = LISTEN.option()
 
 
-def service_tree(options: usage.Options) -> MultiService:
+def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
     return services.echo(
         options["endpoints"],
         options["limits"],
         faults=options["faults"],
+        reactor=reactor,
         log_connections=bool(options["log-connections"]),
     )
 
 
 def makeService(options: usage.Options) -> IService:
     """The echo service with the process parts around it, as twistd runs it."""
-    return process_service(service_tree(options), options)
+    return serve(service_tree, options)

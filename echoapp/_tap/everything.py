@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from echoapp import services
@@ -15,7 +16,7 @@ from echoapp._tap.common import (
     RepeatableListen,
     ServingOptions,
     build,
-    process_service,
+    serve,
     stream_listens,
     udp_listens,
 )
@@ -66,7 +67,7 @@ class Options(ServingOptions):
         self["udp-limits"] = build(UDPLimits, self)
 
 
-def service_tree(options: usage.Options) -> MultiService:
+def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare services, without the process parts (L{process_service}): what compose runs."""
     return services.everything(
         tcp=options["tcp-endpoints"],
@@ -76,6 +77,7 @@ def service_tree(options: usage.Options) -> MultiService:
         tcp_limits=options["tcp-limits"],
         udp_limits=options["udp-limits"],
         faults=options["faults"],
+        reactor=reactor,
         log_connections=bool(options["log-connections"]),
     )
 
@@ -85,4 +87,4 @@ def makeService(options: usage.Options) -> IService:
     The three services with the process parts around them, as twistd runs
     them.
     """
-    return process_service(service_tree(options), options)
+    return serve(service_tree, options)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from echoapp._faults import Faults
 from echoapp._proxy.addresses import is_udp, offered_by
 from echoapp._proxy.errors import ProxyError
-from echoapp._proxy.registry import NAME, Proxies, check_proxy
+from echoapp._proxy.named import check_proxy
+from echoapp._proxy.registry import NAME, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
 from echoapp._tap.common import (
@@ -24,7 +26,7 @@ from echoapp._tap.common import (
     PluginOptions,
     build,
     metrics_listen,
-    process_service,
+    serve,
 )
 from echoapp._transports.endpoints import check_endpoint
 from echoapp.config import TCPLimits
@@ -163,12 +165,16 @@ class Options(PluginOptions):
             raise usage.UsageError(f"--config: {path}: {error}") from None
 
 
-def service_tree(options: usage.Options) -> MultiService:
+def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
     seed = int(options["seed"]) if options["seed"] is not None else None
     tree = named(NAME)
     proxies = Proxies(
-        options["limits"], seed=seed, live=options["live"], log_connections=bool(options["log-connections"])
+        options["limits"],
+        reactor,
+        seed=seed,
+        live=options["live"],
+        log_connections=bool(options["log-connections"]),
     )
     for spec, toxics in options["proxies"]:
         proxies.add(proxies.make(spec, toxics))
@@ -176,7 +182,7 @@ def service_tree(options: usage.Options) -> MultiService:
     if options["api"] is not None:
         from echoapp._proxy.api import api_service
 
-        api_service(proxies, options["api"]).setServiceParent(tree)
+        api_service(proxies, options["api"], reactor).setServiceParent(tree)
     return tree
 
 
@@ -185,4 +191,4 @@ def makeService(options: usage.Options) -> IService:
     The proxies (and the API) with the process parts around them, as twistd
     runs them.
     """
-    return process_service(service_tree(options), options)
+    return serve(service_tree, options)

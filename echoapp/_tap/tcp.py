@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from echoapp import services
@@ -14,7 +15,7 @@ from echoapp._tap.common import (
     RepeatableListen,
     StreamPluginOptions,
     build,
-    process_service,
+    serve,
 )
 from echoapp._transports.endpoints import DEFAULT_TCP_LISTEN
 from echoapp.config import GreeterConfig
@@ -42,17 +43,18 @@ class Options(StreamPluginOptions):
         self["config"] = build(GreeterConfig, self)
 
 
-def service_tree(options: usage.Options) -> MultiService:
+def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
     return services.tcp_greeter(
         options["endpoints"],
         options["config"],
         options["limits"],
         faults=options["faults"],
+        reactor=reactor,
         log_connections=bool(options["log-connections"]),
     )
 
 
 def makeService(options: usage.Options) -> IService:
     """The greeter with the process parts around it, as twistd runs it."""
-    return process_service(service_tree(options), options)
+    return serve(service_tree, options)

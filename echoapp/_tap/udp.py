@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from twisted.application.service import IService, MultiService
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from echoapp import services
@@ -16,7 +17,7 @@ from echoapp._tap.common import (
     build,
     check_faults,
     opt_fault,
-    process_service,
+    serve,
     udp_listens,
 )
 from echoapp._transports.endpoints import DEFAULT_UDP_LISTEN, UDP_SYNTAX
@@ -49,13 +50,13 @@ class Options(PluginOptions):
         self["limits"] = build(UDPLimits, self)
 
 
-def service_tree(options: usage.Options) -> MultiService:
+def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
     return services.udp_greeter(
-        options["ports"], options["template"], options["limits"], faults=options["faults"]
+        options["ports"], options["template"], options["limits"], reactor, faults=options["faults"]
     )
 
 
 def makeService(options: usage.Options) -> IService:
     """The UDP greeter with the process parts around it, as twistd runs it."""
-    return process_service(service_tree(options), options)
+    return serve(service_tree, options)
