@@ -25,9 +25,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
-from tests.support import DEADLINE, Twistd, recv_until_closed, start, tutorial_client
+from tests.support import DEADLINE, LOOP, Twistd, recv_until_closed, start, tutorial_client
 
-LOOP = "tcp:0:interface=127.0.0.1"
 MiB = 1 << 20
 
 

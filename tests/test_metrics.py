@@ -14,8 +14,6 @@ from echoapp._protocols.udp import UDPGreeter
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from tests.support import RecordingUDPTransport, fake_connect
 
-LOOP = "tcp:0:interface=127.0.0.1"
-
 
 def value(name: str, listener: str, service: str = "echoapp-tcp", **labels: str) -> float:
     found = REGISTRY.get_sample_value(name, {"service": service, "listener": listener, **labels})

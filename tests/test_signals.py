@@ -19,9 +19,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, Twistd, installed_env, same_reactor, tutorial_client, twistd_path
-
-LOOP = "tcp:0:interface=127.0.0.1"
+from tests.support import DEADLINE, LOOP, Twistd, installed_env, same_reactor, tutorial_client, twistd_path
 
 
 def wait_for(condition: object, what: str) -> None:

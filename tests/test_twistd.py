@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import (
     DEADLINE,
+    LOOP,
     Twistd,
     installed_env,
     recv_until_closed,
@@ -22,7 +23,6 @@ from tests.support import (
     twistd_path,
 )
 
-LOOP = "tcp:0:interface=127.0.0.1"
 ULOOP = "udp:0:interface=127.0.0.1"
 
 

@@ -25,9 +25,7 @@ from twisted.web.static import Data
 from echoapp import services
 from echoapp._client.options import EXIT_CONNECTION, EXIT_TIMEOUT, EXIT_USAGE, parse_host_port, unescape
 from echoapp.config import GreeterConfig
-from tests.support import installed_env, make_certificates, start, twistd_path
-
-LOOP = "tcp:0:interface=127.0.0.1"
+from tests.support import LOOP, installed_env, make_certificates, start, twistd_path
 
 
 class _Collect(ProcessProtocol):
