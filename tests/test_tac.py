@@ -57,6 +57,34 @@ class TacTests(SynchronousTestCase):
         self.assertIsInstance(found[1][2], UDPGreeter)
         self.assertIsInstance(found[2][2], EchoFactory)
 
+    def test_faults_need_no_private_import(self) -> None:
+        """
+        The how-to's .tac with faults, as printed (on port 0): services.Faults
+        is public, and the service applies it and keeps its seed.
+        """
+        from echoapp import services
+        from echoapp._faults import FaultyFactory
+
+        page = os.path.join(os.path.dirname(TAC), "docs", "howto", "tac.rst")
+        with open(page, encoding="utf-8") as text:
+            blocks = text.read().split(".. code-block:: python\n")
+        codes = []
+        for block in blocks[1:]:
+            lines = block.split("\n")[1:]
+            end = next((i for i, line in enumerate(lines) if line and not line.startswith(" ")), len(lines))
+            codes.append("\n".join(line[4:] for line in lines[:end]))
+        [code] = [code for code in codes if "services.Faults" in code]
+        namespace: dict[str, object] = {}
+        exec(code.replace("tcp:2323", "tcp:0"), namespace)
+        [tree] = [
+            top for top in IServiceCollection(namespace["application"]) if top.name == services.TCP_NAME
+        ]
+        [listener] = listeners(tree)
+        self.assertIsInstance(listener.factory, FaultyFactory)
+        plan = services.fault_plan(tree)
+        assert plan is not None
+        self.assertEqual((plan.faults.latency, plan.seed), (0.05, 7))
+
     def test_tcp_alone(self) -> None:
         [(name, where, factory)] = load("tcp.tac")
         self.assertEqual((name, where), ("echoapp-tcp", "tcp:9999:interface=127.0.0.1"))
