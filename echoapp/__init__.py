@@ -9,8 +9,9 @@ that removing a name is a visible decision.
   - the twistd plugins C{echoapp}, C{echoapp-tcp}, C{echoapp-echo},
     C{echoapp-udp}, C{echoapp-proxy} (with toxiproxy's HTTP API) and
     C{echoapp-compose}, the C{echoapp-client} command and C{python -m echoapp};
-  - L{echoapp.services}: the service trees the plugins and C{.tac} files run;
-  - L{echoapp.config}: what a service is told (messages, limits), validated;
+  - L{echoapp.services}: the service trees the plugins and C{.tac} files run,
+    and C{Faults}, what goes wrong on purpose;
+  - L{echoapp.config}: what a service is told (messages, framing, limits), validated;
   - L{echoapp.template}: the reply template;
   - L{echoapp.signals}: SIGHUP/SIGUSR1/SIGTERM handling for a C{.tac} file;
   - L{echoapp.logs}: the JSON log observer for C{twistd --logger};
@@ -22,7 +23,7 @@ that removing a name is a visible decision.
 The layers, bottom up (each imports only from its own floor or lower):
 values (C{config}, C{template}, C{_reasons}, C{_framing}, C{_peers}) and
 the seam for Twisted's internals (C{_twisted}); C{_metrics}; C{_limits/};
-C{_transports/}, C{_protocols/} and C{_faults}; C{services}; C{_proxy/}; C{_monitor}
+C{_transports/}; C{_http}; C{_protocols/} and C{_faults}; C{services}; C{_proxy/}; C{_monitor}
 and C{signals}; C{testing/}; and on top the plugins' options (C{_tap/}),
 the client (C{_client/}) and the pytest plugin (C{_pytest_plugin}).
 """
