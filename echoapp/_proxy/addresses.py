@@ -39,6 +39,11 @@ def _host_port(text: str) -> tuple[str, int] | None:
     return host, port
 
 
+def toxiproxy_form(text: str) -> tuple[str, int] | None:
+    """C{(host, port)} of toxiproxy's C{HOST:PORT} (host C{""} for C{:PORT}); else L{None}."""
+    return _host_port(text)
+
+
 def _escaped(host: str) -> str:
     return host.replace(":", "\\:")
 
@@ -182,3 +187,23 @@ def offered_by(spec: ProxySpec, stream: str) -> tuple[str, ...]:
         return offered([listen_description(spec.listen or ":0")])
     kind = spec.upstream.partition(":")[0]
     return (STREAM, TLS if kind in ("tls", "ssl") else PLAIN)
+
+
+def _compared(text: str) -> tuple[str, str]:
+    """A listen address's host and port as compared: C{localhost} is the loopback address it binds."""
+    description = listen_description(text)
+    kind, _, rest = description.partition(":")
+    port, _, interface = rest.partition(":interface=")
+    interface = {"localhost": "127.0.0.1", "": "0.0.0.0"}.get(interface, interface)
+    return interface, port if kind in ("tcp", "tcp6") else description
+
+
+def same_listen(proxy: Any, listen: str) -> bool:
+    """
+    Whether C{listen} is where C{proxy} listens (or was asked to): as
+    given, as bound (port 0 made real), or the same address spelt another
+    way (C{localhost:N} for C{127.0.0.1:N}, as toxiproxy compares them).
+    """
+    if listen in (proxy.spec.listen, proxy.address):
+        return True
+    return _compared(listen) in (_compared(proxy.spec.listen), _compared(proxy.address))

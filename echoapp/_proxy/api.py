@@ -22,16 +22,21 @@ import os
 from base64 import b32hexencode
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from echoapp import __version__
 from echoapp._http import BoundedSite, SiteLimits, payload_too_large
-from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound, ProxyError
-from echoapp._proxy.registry import AnyProxy, PopulateFailed, Proxies, ignored_line
-from echoapp._proxy.schema import batch_from_json, parse_json, spec_from_json, toxic_from_json
+from echoapp._proxy.addresses import same_listen
+from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound, PopulateFailed, ProxyError
+from echoapp._proxy.named import check_proxy, ignored_line
+from echoapp._proxy.registry import AnyProxy, Proxies
+from echoapp._proxy.schema import ProxySpec, batch_from_json, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
+from echoapp._proxy.trust import Allowance
 from echoapp._transports.listen import StreamListenService
 
 MAX_BODY = 256 * 1024  # bytes: a populate of hundreds of proxies fits
@@ -133,9 +138,11 @@ class ToxiproxyResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, proxies: Proxies) -> None:
+    def __init__(self, proxies: Proxies, allowance: Allowance | None = None) -> None:
         super().__init__()
         self.proxies = proxies
+        self.allowance = allowance or Allowance()
+        self._queue = DeferredLock()
 
     def render(self, request: Request) -> bytes:
         method = (request.method or b"GET").decode("ascii", "replace")
@@ -154,27 +161,56 @@ class ToxiproxyResource(Resource):
             # toxiproxy's guard: a page in a browser cannot drive the API across sites.
             return self._text(request, 403, b"User agent not allowed\n")
         listens: list[str] = []
-        try:
-            status, answer = self.route(method, parts, request, listens)
-        except ProxyError as error:
-            status = status_of(error)
-            answer = {"error": toxiproxy_words(error, listens), "status": status}
-            if parts == ["populate"]:
-                # toxiproxy's populate answers its errors as JSON, with the proxies made before the failure.
-                kept = error.kept if isinstance(error, PopulateFailed) else None
-                answer["proxies"] = None if kept is None else [proxy.as_json() for proxy in kept]
-            else:
-                return self._text(request, status, _dumps(answer) + b"\n")
-        except Exception:
-            log.failure("The API failed on {method} {path}", method=method, path="/".join(parts))
-            answer = {"error": "internal error (logged)", "status": 500}
-            return self._text(request, 500, _dumps(answer) + b"\n")
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        settled = self.proxies.settled()
-        settled.addCallback(lambda _: gone or self._answer(request, status, answer))
-        settled.addErrback(lambda failure: log.failure("Answering {path}", failure, path="/".join(parts)))
+        path = "/".join(parts)
+        # One request at a time changes the proxies (a populate takes many
+        # turns of the reactor): each sees the state the last one left.
+        handled = self._queue.run(self._handle, method, parts, request, listens)
+        handled.addCallback(self._say, request, gone)
+        handled.addErrback(lambda failure: log.failure("Answering {path}", failure, path=path))
         return NOT_DONE_YET  # type: ignore[return-value]
+
+    def _handle(
+        self, method: str, parts: list[str], request: Request, listens: list[str]
+    ) -> Deferred[tuple[int, Any, bool]]:
+        """
+        One request: its status and answer (and whether the answer is
+        toxiproxy's plain-text refusal), once every port it closed is
+        closed, so that "disabled" means refused.
+        """
+        routed: Deferred[Any] = maybeDeferred(self.route, method, parts, request, listens)
+        routed.addCallbacks(lambda said: (*said, False), self._refused, errbackArgs=(method, parts, listens))
+        return routed.addCallback(lambda said: self.proxies.settled().addCallback(lambda _: said))
+
+    @staticmethod
+    def _refused(
+        failure: Failure, method: str, parts: list[str], listens: list[str]
+    ) -> tuple[int, Any, bool]:
+        """A refusal in toxiproxy's status and words; anything else a 500 with one line (and logged)."""
+        if not failure.check(ProxyError):
+            log.failure("The API failed on {method} {path}", failure, method=method, path="/".join(parts))
+            return 500, _dumps({"error": "internal error (logged)", "status": 500}) + b"\n", True
+        error = failure.value
+        status = status_of(error)
+        answer = {"error": toxiproxy_words(error, listens), "status": status}
+        if parts != ["populate"]:
+            return status, _dumps(answer) + b"\n", True
+        # toxiproxy's populate answers its errors as JSON, with the proxies made before the failure.
+        kept = error.kept if isinstance(error, PopulateFailed) else None
+        answer["proxies"] = None if kept is None else [proxy.as_json() for proxy in kept]
+        return status, answer, False
+
+    def _say(self, said: tuple[int, Any, bool], request: Request, gone: list[bool]) -> None:
+        """The answer, to a client still there."""
+        status, answer, text = said
+        if gone:
+            return
+        if text:
+            request.write(self._text(request, status, answer))
+            request.finish()
+        else:
+            self._answer(request, status, answer)
 
     @staticmethod
     def _text(request: Request, status: int, body: bytes) -> bytes:
@@ -196,11 +232,12 @@ class ToxiproxyResource(Resource):
             request.write(body)
         request.finish()
 
-    def route(self, method: str, parts: list[str], request: Request, listens: list[str]) -> tuple[int, Any]:
+    def route(self, method: str, parts: list[str], request: Request, listens: list[str]) -> Any:
         """
         One request to toxiproxy's API (path and method already matched):
-        the status code and the JSON toxiproxy answers; a mistake is a
-        L{ProxyError}, which L{status_of} maps to toxiproxy's status.
+        the status code and the JSON toxiproxy answers (a Deferred of them
+        for a batch, done in slices); a mistake is a L{ProxyError}, which
+        L{status_of} maps to toxiproxy's status.
         C{listens} is told the listen addresses asked for, for
         L{toxiproxy_words}.
         """
@@ -209,19 +246,18 @@ class ToxiproxyResource(Resource):
             # Byte for byte as toxiproxy writes it (with its space and newline).
             return 200, f'{{"version": "{TOXIPROXY_VERSION}"}}\n'.encode()
         if parts == ["reset"]:
-            proxies.reset()
-            return 204, None
+            return proxies.reset().addCallback(lambda _: (204, None))
         if parts == ["populate"]:
             batch = batch_from_json(self._body(request))
             listens.extend(spec.listen for spec, _ in batch)
-            made = proxies.populate(batch)
-            return 201, {"proxies": [proxy.as_json() for proxy in made]}
+            made = proxies.populate(batch, self._admitted)
+            return made.addCallback(lambda made: (201, {"proxies": [proxy.as_json() for proxy in made]}))
         if parts == ["proxies"]:
             if method == "GET":
                 return 200, {name: proxy.as_json() for name, proxy in sorted(proxies.proxies.items())}
             spec = spec_from_json(self._body(request))
             listens.append(spec.listen)
-            return 201, proxies.add(proxies.make(spec)).as_json()
+            return 201, proxies.add(proxies.make(self._admitted(spec))).as_json()
         if len(parts) == 2:
             proxy = proxies.get(parts[1])
             if method == "GET":
@@ -272,7 +308,19 @@ class ToxiproxyResource(Resource):
         spec = spec_from_json(data, proxy.spec)
         spec.name = proxy.proxy_name
         listens.append(spec.listen)
-        return self.proxies.update(proxy, spec)
+        return self.proxies.update(proxy, self._admitted(spec, proxy))
+
+    def _admitted(self, spec: ProxySpec, old: AnyProxy | None = None) -> ProxySpec:
+        """
+        C{spec} as the API may have it (L{Allowance}): what it changes of
+        C{old} (the proxy of its name, if any) checked, after the checks
+        toxiproxy makes itself, so a mistake keeps toxiproxy's answer.
+        """
+        check_proxy(spec)
+        if old is None:
+            return self.allowance.admit(spec)
+        new_listen = not same_listen(old, spec.listen)
+        return self.allowance.admit(spec, new_listen, spec.upstream != old.spec.upstream)
 
     @staticmethod
     def _body(request: Request) -> Any:
@@ -296,7 +344,16 @@ class ApiSite(BoundedSite):
 
 
 def api_service(
-    proxies: Proxies, listen: str, reactor: Any = None, limits: SiteLimits = API_LIMITS
+    proxies: Proxies,
+    listen: str,
+    reactor: Any = None,
+    limits: SiteLimits = API_LIMITS,
+    allowance: Allowance | None = None,
 ) -> StreamListenService:
-    """toxiproxy's API for C{proxies} on the endpoint C{listen}."""
-    return StreamListenService(listen, ApiSite(ToxiproxyResource(proxies), limits, reactor), reactor)
+    """
+    toxiproxy's API for C{proxies} on the endpoint C{listen}; its clients
+    may have what C{allowance} allows (by default: proxies where the API
+    listens, L{Allowance.of_api}).
+    """
+    resource = ToxiproxyResource(proxies, allowance or Allowance.of_api(listen))
+    return StreamListenService(listen, ApiSite(resource, limits, reactor), reactor)

@@ -8,16 +8,23 @@ and the edits toxiproxy's API makes, each raising the proxies' own errors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.logger import Logger
 
 from echoapp import StartupError
-from echoapp._proxy.addresses import is_udp, offered_by, shown
-from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound
+from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
+from echoapp._proxy.addresses import check, check_udp, is_udp, offered_by, shown
+from echoapp._proxy.errors import CannotListen, Exists, Invalid, NoRoom, NotFound
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
+
+NAME = "echoapp-proxy"
+
+log = Logger(namespace="echoapp.proxy")
 
 
 def check_toxic(spec: ProxySpec, toxic: Toxic) -> None:
@@ -31,12 +38,18 @@ def check_toxic(spec: ProxySpec, toxic: Toxic) -> None:
         raise Invalid(f"toxic {toxic.name} on {kind} proxy {spec.name}: {error}") from None
 
 
-class ProxyService(MultiService):
+class ProxyService(HoldsDescriptor, MultiService):
     """
     One named proxy.  In the tree it is unnamed (its listener's lines speak
     as C{echoapp-proxy}, as every listener speaks as its service); its name
     is its spec's.  L{KIND} names its kind in a refusal; a subclass says how
     it listens (L{_listener}) and what an upstream change means.
+
+    Its listening socket is a descriptor of the process's like a
+    connection's, counted against the same ceiling while it listens: a proxy
+    opened while the proxies run is refused (L{NoRoom}) when it would leave
+    no descriptor for a client, who would then be reset by C{accept()}
+    rather than told C{server busy}.
     """
 
     KIND = ""
@@ -130,34 +143,65 @@ class ProxyService(MultiService):
 
         @raise CannotListen: for an address it cannot have.
         """
-        self.spec.enabled = True
         if self.listener is not None:
+            self.spec.enabled = True
             return
+        if self.running:
+            self._hold_room()
         listener = self._listener()
         try:
             listener.setServiceParent(self)  # binds now when running: stream endpoints bind synchronously
         except StartupError as error:
             listener.disownServiceParent()
+            self.release_descriptor()
             raise CannotListen(str(error.code)) from None
+        self.spec.enabled = True
         self.listener = listener
+
+    def _hold_room(self) -> None:
+        """
+        Count the listener's descriptor, if it leaves one for a connection.
+
+        @raise NoRoom: if it would not.
+        """
+        if not self._descriptor_held and DESCRIPTORS.open + 1 >= DESCRIPTORS.limit():
+            raise NoRoom(
+                f"listen {self.spec.listen!r}: too many open files: {DESCRIPTORS.open} of the process's "
+                f"{DESCRIPTORS.limit()} descriptors for listeners and connections are held"
+            )
+        self.hold_descriptor()
 
     def close(self) -> Deferred[Any]:
         """Stop listening; the Deferred fires once the port is closed."""
         self.spec.enabled = False
         listener, self.listener = self.listener, None
+        self.release_descriptor()
         if listener is None:
             return succeed(None)
         if listener.port is not None:
             self._forget_port(listener.port)
         return maybeDeferred(listener.disownServiceParent)
 
+    def startService(self) -> None:
+        """Count the listener, if privilegedStartService did not (a proxy added to a running tree)."""
+        if self.listener is not None and not self.running:
+            self.hold_descriptor()
+        super().startService()
+
     def privilegedStartService(self) -> None:
         """Listen (if enabled), or stop start-up with one line naming the proxy."""
+        if self.listener is not None:
+            self.hold_descriptor()  # the operator's proxies listen whatever the room: start-up is theirs
         try:
             super().privilegedStartService()
         except StartupError as error:
             code = str(error.code)
             raise StartupError(f"echoapp-proxy: proxy {self.proxy_name}: {code}", code) from None
+
+    def stopService(self) -> Deferred[None] | None:
+        """Stop listening: the listener's descriptor is given back with it."""
+        self.release_descriptor()
+        return super().stopService()
 
     def as_json(self) -> dict[str, Any]:
         """toxiproxy's shape, field for field (its C{Logger} is always empty)."""
@@ -169,3 +213,34 @@ class ProxyService(MultiService):
             "Logger": {},
             "toxics": toxics_json(self.faults),
         }
+
+
+def ignored_line(proxy: str, toxic: Toxic) -> str:
+    """One line naming the attributes a toxic was given that its type does not have."""
+    names = ", ".join(repr(name)[:40] for name in toxic.ignored[:8])
+    return f"proxy {proxy}, toxic {toxic.name}: ignored attribute(s) {names}: {toxic.type} has none such"
+
+
+def warn_ignored(proxy: ProxyService) -> None:
+    """Say, in one line each, the attributes its toxics were given that their types do not have."""
+    for toxic in proxy.faults.toxics.values():
+        if toxic.ignored:
+            log.warn("{line}", line=ignored_line(proxy.proxy_name, toxic))
+
+
+def check_proxy(spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> None:
+    """
+    What L{Proxies.make} would refuse, checked without making anything (the
+    command line's check, before the reactor runs).
+
+    @raise Invalid: for a bad address or a toxic it cannot have.
+    @raise CannotListen: for a listen address that is none.
+    @raise Exists: for two toxics of one name.
+    """
+    check_udp(spec) if is_udp(spec) else check(spec)
+    names: set[str] = set()
+    for toxic in toxics:
+        if toxic.name in names:
+            raise Exists("toxic already exists")
+        names.add(toxic.name)
+        check_toxic(spec, toxic)

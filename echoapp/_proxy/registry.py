@@ -12,21 +12,22 @@ anywhere leaves the proxies as they were.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.logger import Logger
+from twisted.internet.task import Cooperator
 
 from echoapp import StartupError
 from echoapp._limits.connections import Connections
 from echoapp._metrics import TCPStats
-from echoapp._proxy.addresses import check, check_udp, is_udp, listen_description, shown
-from echoapp._proxy.errors import Exists, Invalid, NotFound, ProxyError
+from echoapp._proxy.addresses import check, is_udp, listen_description, same_listen, shown
+from echoapp._proxy.errors import Exists, Invalid, NotFound, PopulateFailed, ProxyError
 from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
-from echoapp._proxy.named import ProxyService, check_toxic
+from echoapp._proxy.named import NAME, ProxyService, warn_ignored
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._proxy.udp import NamedUDPProxy
@@ -35,9 +36,10 @@ from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
 from echoapp.services import DrainService, FaultNotice, stream_listener
 
-NAME = "echoapp-proxy"
-
-log = Logger(namespace="echoapp.proxy")
+# Seconds of the reactor's time a batch (populate, reset) takes at once:
+# between slices the reactor serves every other connection, so a batch of
+# thousands of proxies never stalls the traffic of the others.
+SLICE = 0.01
 
 
 class Proxy(ProxyService):
@@ -121,69 +123,7 @@ class Proxy(ProxyService):
         return closing
 
 
-def ignored_line(proxy: str, toxic: Toxic) -> str:
-    """One line naming the attributes a toxic was given that its type does not have."""
-    names = ", ".join(repr(name)[:40] for name in toxic.ignored[:8])
-    return f"proxy {proxy}, toxic {toxic.name}: ignored attribute(s) {names}: {toxic.type} has none such"
-
-
 AnyProxy = Proxy | NamedUDPProxy
-
-
-def _warn_ignored(proxy: AnyProxy) -> None:
-    for toxic in proxy.faults.toxics.values():
-        if toxic.ignored:
-            log.warn("{line}", line=ignored_line(proxy.proxy_name, toxic))
-
-
-def _host_port(text: str) -> tuple[str, str]:
-    """A listen address's host and port as compared: C{localhost} is the loopback address it binds."""
-    description = listen_description(text)
-    kind, _, rest = description.partition(":")
-    port, _, interface = rest.partition(":interface=")
-    interface = {"localhost": "127.0.0.1", "": "0.0.0.0"}.get(interface, interface)
-    return interface, port if kind in ("tcp", "tcp6") else description
-
-
-def same_listen(proxy: AnyProxy, listen: str) -> bool:
-    """
-    Whether C{listen} is where C{proxy} listens (or was asked to): as
-    given, as bound (port 0 made real), or the same address spelt another
-    way (C{localhost:N} for C{127.0.0.1:N}, as toxiproxy compares them).
-    """
-    if listen in (proxy.spec.listen, proxy.address):
-        return True
-    return _host_port(listen) in (_host_port(proxy.spec.listen), _host_port(proxy.address))
-
-
-def check_proxy(spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> None:
-    """
-    What L{Proxies.make} would refuse, checked without making anything (the
-    command line's check, before the reactor runs).
-
-    @raise Invalid: for a bad address or a toxic it cannot have.
-    @raise CannotListen: for a listen address that is none.
-    @raise Exists: for two toxics of one name.
-    """
-    check_udp(spec) if is_udp(spec) else check(spec)
-    names: set[str] = set()
-    for toxic in toxics:
-        if toxic.name in names:
-            raise Exists("toxic already exists")
-        names.add(toxic.name)
-        check_toxic(spec, toxic)
-
-
-class PopulateFailed(ProxyError):
-    """
-    A populate stopped at the entry that failed (C{cause}); the proxies
-    before it (C{kept}) stay, as toxiproxy keeps them.
-    """
-
-    def __init__(self, cause: ProxyError, kept: list[AnyProxy]) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-        self.kept = kept
 
 
 class Proxies(MultiService):
@@ -212,6 +152,7 @@ class Proxies(MultiService):
         self.log_connections = log_connections
         self.proxies: dict[str, AnyProxy] = {}
         self._closing: list[Deferred[Any]] = []
+        self._cooperator: Cooperator | None = None
         FaultNotice(self).setServiceParent(self)
 
     @property
@@ -255,7 +196,7 @@ class Proxies(MultiService):
                 proxy.disownServiceParent()
                 raise
         self.proxies[proxy.proxy_name] = proxy
-        _warn_ignored(proxy)
+        warn_ignored(proxy)
         return proxy
 
     def get(self, name: str) -> AnyProxy:
@@ -308,26 +249,63 @@ class Proxies(MultiService):
         """
         return DeferredList(list(self._closing), consumeErrors=True)
 
-    def populate(self, batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]]) -> list[AnyProxy]:
+    def populate(
+        self,
+        batch: Sequence[tuple[ProxySpec, Sequence[Toxic]]],
+        admit: Callable[[ProxySpec, AnyProxy | None], ProxySpec] | None = None,
+    ) -> Deferred[list[AnyProxy]]:
         """
         toxiproxy's populate: each proxy of C{batch} in turn is created, or
         replaces the one of its name.  One whose address and upstream are
         unchanged is kept as it is, toxics included (the batch's toxics,
         echoapp's own addition, replace them if given); one that keeps its
         address is updated in place (its port is never closed and opened
-        again, which would race with the close).
+        again, which would race with the close).  C{admit}, if given, may
+        refuse or change each spec first (the API's trust), given the proxy
+        of its name if there is one.
 
-        @raise PopulateFailed: at the first that fails; those before it stay.
+        The batch is done in slices of the reactor's time (L{SLICE}), so
+        that other proxies' traffic flows meanwhile; the Deferred fires with
+        the proxies once all are done.
+
+        @raise PopulateFailed: (the Deferred fails) at the first that fails;
+            those before it stay.
         """
         done: list[AnyProxy] = []
-        for spec, toxics in batch:
-            try:
-                done.append(self._put(spec, toxics))
-            except ProxyError as error:
-                raise PopulateFailed(error, done) from None
-        for proxy in done:
-            _warn_ignored(proxy)
-        return done
+
+        def each() -> Iterator[None]:
+            for spec, toxics in batch:
+                try:
+                    given = admit(spec, self.proxies.get(spec.name)) if admit is not None else spec
+                    done.append(self._put(given, toxics))
+                except ProxyError as error:
+                    raise PopulateFailed(error, done) from None
+                yield None
+
+        def warned(_: object) -> list[AnyProxy]:
+            for proxy in done:
+                warn_ignored(proxy)
+            return done
+
+        return self._in_slices(each()).addCallback(warned)
+
+    def _in_slices(self, steps: Iterator[None]) -> Deferred[Any]:
+        """
+        Run C{steps} a slice of L{SLICE} seconds at a time, the reactor
+        serving everything else between slices (one L{Cooperator} per
+        registry, on its reactor).
+        """
+        if self._cooperator is None:
+
+            def budget() -> Callable[[], bool]:
+                deadline = time.monotonic() + SLICE
+                return lambda: time.monotonic() >= deadline
+
+            clock = self.reactor or global_reactor()
+            self._cooperator = Cooperator(
+                terminationPredicateFactory=budget, scheduler=lambda step: clock.callLater(0, step)
+            )
+        return self._cooperator.coiterate(steps)
 
     def _put(self, spec: ProxySpec, toxics: Sequence[Toxic]) -> AnyProxy:
         new = self.make(spec, toxics)
@@ -371,11 +349,20 @@ class Proxies(MultiService):
         self.set_enabled(proxy, spec.enabled)
         return proxy
 
-    def reset(self) -> None:
-        """toxiproxy's C{/reset}: every proxy enabled, every toxic gone."""
-        for proxy in self.proxies.values():
-            proxy.faults.clear()
-            self.set_enabled(proxy, True)
+    def reset(self) -> Deferred[Any]:
+        """
+        toxiproxy's C{/reset}: every proxy enabled, every toxic gone; in
+        slices, as L{populate}.  A proxy removed meanwhile is passed over.
+        """
+
+        def each() -> Iterator[None]:
+            for proxy in list(self.proxies.values()):
+                if self.proxies.get(proxy.proxy_name) is proxy:
+                    proxy.faults.clear()
+                    self.set_enabled(proxy, True)
+                yield None
+
+        return self._in_slices(each())
 
     def privilegedStartService(self) -> None:
         """Listen for every enabled proxy, or stop start-up with one line and listen for none."""

@@ -6,7 +6,9 @@ toxiproxy's own HTTP API.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.interfaces import IReactorTime
@@ -19,6 +21,7 @@ from echoapp._proxy.named import check_proxy
 from echoapp._proxy.registry import NAME, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
+from echoapp._proxy.trust import Allowance
 from echoapp._tap.common import (
     LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
@@ -33,6 +36,12 @@ from echoapp.config import TCPLimits
 from echoapp.services import named
 
 MAX_CONFIG = 1 << 20  # bytes: a config file is a few proxies, not a data set
+ALLOWANCES = (
+    "listen",
+    "unix",
+    "tls",
+    "privileged-ports",
+)  # --api-allow-*: what the API may do beyond the default
 
 
 def _repeat(key: str, doc: str) -> object:
@@ -86,13 +95,41 @@ class Options(PluginOptions):
         "and/or toxiproxy's HTTP API (--api)."
     )
     optParameters = [
-        ["api", None, None, "Endpoint string for toxiproxy's HTTP API (tcp:8474:interface=127.0.0.1)."],
+        [
+            "api",
+            None,
+            None,
+            "Endpoint string for toxiproxy's HTTP API (tcp:8474:interface=127.0.0.1). Whoever reaches it "
+            "drives the daemon: its proxies listen where the API does and on loopback, unless allowed below.",
+        ],
         ["config", None, None, "A toxiproxy config file (a JSON list of proxies, toxics applied too)."],
         ["seed", None, None, "Seed of every random choice (toxicity, jitter), printed at start."],
         *TCP_LIMIT_PARAMETERS,
         *METRICS_PARAMETERS,
     ]
-    optFlags = LOG_CONNECTIONS_FLAGS
+    optFlags = [
+        *LOG_CONNECTIONS_FLAGS,
+        [
+            "api-allow-privileged-ports",
+            None,
+            "Proxies made through the API may listen on ports under 1024 (as root they would bind).",
+        ],
+    ]
+    opt_api_allow_listen = _repeat(
+        "api-allow-listen",
+        "An address where proxies made through the API may listen besides the API's own and loopback; "
+        "0.0.0.0 is every IPv4 interface, :: every interface. Repeatable.",
+    )
+    opt_api_allow_tls = _repeat(
+        "api-allow-tls",
+        "A directory whose TLS key and certificate files proxies made through the API may name "
+        "(ssl: listeners, client certificates upstream; none by default). Repeatable.",
+    )
+    opt_api_allow_unix = _repeat(
+        "api-allow-unix",
+        "A directory whose UNIX sockets proxies made through the API may listen on and connect to "
+        "(none by default: the daemon could reach any socket it can open). Repeatable.",
+    )
     opt_listen = _repeat(
         "listen", "Endpoint string or HOST:PORT to listen on; repeatable, one per --upstream"
     )
@@ -130,6 +167,11 @@ class Options(PluginOptions):
                 self["api"] = check_endpoint(self["api"])
             except ValueError as error:
                 raise usage.UsageError(f"--api: {error}") from None
+            self["allowance"] = self._allowance(self["api"])
+        elif any(self.get(f"api-allow-{key}") for key in ALLOWANCES):
+            raise usage.UsageError(
+                f"{', '.join(f'--api-allow-{key}' for key in ALLOWANCES)}: only with --api"
+            )
         elif not batch:
             raise usage.UsageError("nothing to proxy: give --listen and --upstream, --config, or --api")
         if self["seed"] is not None and not self["seed"].isdigit():
@@ -146,6 +188,28 @@ class Options(PluginOptions):
             if spec.name in names:
                 raise usage.UsageError(f"proxy {spec.name}: proxy already exists")
             names.add(spec.name)
+
+    def _allowance(self, api: str) -> Allowance:
+        """What the API's clients may have: where it listens, and what the operator allowed besides."""
+        interfaces = []
+        for address in self.get("api-allow-listen", []):
+            try:
+                interfaces.append(str(ipaddress.ip_address(address.strip("[]"))))
+            except ValueError:
+                raise usage.UsageError(f"--api-allow-listen: {address!r} is not an IP address") from None
+        directories: dict[str, list[str]] = {"unix": [], "tls": []}
+        for kind, found in directories.items():
+            for directory in self.get(f"api-allow-{kind}", []):
+                if not os.path.isdir(directory):
+                    raise usage.UsageError(f"--api-allow-{kind}: {directory!r} is not a directory")
+                found.append(os.path.realpath(directory))
+        return Allowance.of_api(
+            api,
+            interfaces=tuple(interfaces),
+            unix=tuple(directories["unix"]),
+            tls=tuple(directories["tls"]),
+            privileged=bool(self["api-allow-privileged-ports"]),
+        )
 
     def _config(self, path: str) -> list[tuple[ProxySpec, list[Toxic]]]:
         try:

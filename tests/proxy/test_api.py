@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from echoapp import testing
 from echoapp._proxy.api import MAX_BODY, api_service
 from echoapp._proxy.registry import Proxies
+from echoapp._proxy.trust import Allowance
 from tests.support import (
     CHECKOUT,
     DEADLINE,
@@ -37,6 +39,7 @@ from tests.support import (
     recv_until_closed,
     udp_port_closed,
     udp_replies,
+    unix_socket_path,
 )
 
 TOXIPROXY = os.environ.get(
@@ -216,9 +219,9 @@ def script(port: int, taken: int, upstream: str) -> list[tuple[str, int, Any, An
     return answers
 
 
-def start_api(test: TestCase) -> tuple[Proxies, int]:
+def start_api(test: TestCase, allowance: Allowance | None = None) -> tuple[Proxies, int]:
     proxies = Proxies(reactor=reactor)
-    api = api_service(proxies, "tcp:0:interface=127.0.0.1", reactor)
+    api = api_service(proxies, "tcp:0:interface=127.0.0.1", reactor, allowance=allowance)
     proxies.startService()
     api.privilegedStartService()
     api.startService()
@@ -407,7 +410,10 @@ class ApiTests(TestCase):
             import OpenSSL  # noqa: F401
         except ImportError:
             self.skipTest("TLS needs pyOpenSSL")
-        paths = make_certificates(tempfile.mkdtemp())
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        paths = make_certificates(directory)
+        _, self.port = start_api(self, Allowance(tls=(directory,)))  # the operator's --api-allow-tls
         keys = f"privateKey={paths['server.key']}:certKey={paths['server.pem']}"
         listen = f"ssl:0:interface=127.0.0.1:{keys}"
         await self.call("POST", "/proxies", {"name": "s", "listen": listen, "upstream": self.upstream})
@@ -578,6 +584,132 @@ class OutOfRangeTests(TestCase):
         for path in ("/proxies/e/toxics", "/proxies", "/populate", "/proxies/e"):
             error = await self.refused(b"[" * 100_000 + b"]" * 100_000, path)
             self.assertIn("bad request body", error)
+
+
+def unix_server(path: str, answer: bytes) -> socket.socket:
+    """A private UNIX server that answers each connection with C{answer} and closes."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            with client:
+                client.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+class ApiTrustTests(TestCase):
+    """Through the API on loopback, as a local user would try it."""
+
+    def setUp(self) -> None:
+        self.echo = testing.echo(self)
+        self.upstream = f"127.0.0.1:{self.echo.port}"
+        self.proxies, self.port = start_api(self)
+
+    async def call(
+        self, method: str, path: str, body: Any = None, port: int | None = None
+    ) -> tuple[int, Any]:
+        return await deferToThread(call, port or self.port, method, path, body)
+
+    def bound_host(self, name: str) -> str:
+        return str(self.proxies.get(name).port.getHost().host)
+
+    def assert_one_line(self, answer: Any, status: int) -> None:
+        self.assertEqual(answer["status"], status)
+        self.assertNotIn("\n", answer["error"])
+
+    async def test_a_private_unix_socket_is_not_published(self) -> None:
+        path = unix_socket_path(self, "private.sock")
+        server = unix_server(path, b"secret")
+        self.addCleanup(server.close)
+        body = {"name": "d", "listen": "127.0.0.1:0", "upstream": f"unix:{path}"}
+        status, answer = await self.call("POST", "/proxies", body)
+        self.assertEqual(status, 400)
+        self.assert_one_line(answer, 400)
+        status, answer = await self.call("POST", "/proxies", {**body, "listen": "0.0.0.0:2375"})
+        self.assertEqual(status, 400)
+        self.assertEqual(await self.call("GET", "/proxies"), (200, {}), "nothing made")
+        _, port = start_api(self, Allowance(unix=(os.path.dirname(path),)))
+        status, made = await self.call("POST", "/proxies", body, port)
+        self.assertEqual(status, 201, "allowed by the operator")
+
+        def through() -> bytes:
+            with socket.create_connection(
+                ("127.0.0.1", int(made["listen"].rsplit(":", 1)[1])), DEADLINE
+            ) as sock:
+                return recv_until_closed(sock)
+
+        self.assertEqual(await deferToThread(through), b"secret")
+
+    async def test_no_listen_listens_where_the_api_does(self) -> None:
+        for name, listen in [("a", None), ("b", ""), ("c", ":0"), ("d", "tcp:0")]:
+            body = {"name": name, "upstream": self.upstream}
+            if listen is not None:
+                body["listen"] = listen
+            status, made = await self.call("POST", "/proxies", body)
+            self.assertEqual(status, 201, listen)
+            self.assertEqual(self.bound_host(name), "127.0.0.1", listen)
+            self.assertTrue(made["listen"].startswith("127.0.0.1:"), made)
+            self.assertEqual(await deferToThread(connect_result, made["listen"]), "ping")
+
+    async def test_every_interface_is_refused_as_toxiproxy_refuses_a_listen(self) -> None:
+        for listen in ["0.0.0.0:0", "[::]:0", "tcp:0:interface=0.0.0.0"]:
+            status, answer = await self.call(
+                "POST", "/proxies", {"name": "w", "listen": listen, "upstream": self.upstream}
+            )
+            self.assertEqual(status, 500, listen)
+            self.assert_one_line(answer, 500)
+        self.assertEqual(await self.call("GET", "/proxies"), (200, {}))
+
+    async def test_a_loopback_proxy_is_not_moved_to_every_interface(self) -> None:
+        _, made = await self.call(
+            "POST", "/proxies", {"name": "lo", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        )
+        for method in ("POST", "PATCH"):
+            status, answer = await self.call(method, "/proxies/lo", {"listen": "0.0.0.0:0"})
+            self.assertEqual(status, 500)
+            self.assert_one_line(answer, 500)
+        self.assertEqual(await self.call("GET", "/proxies/lo"), (200, made), "unchanged")
+        self.assertEqual(self.bound_host("lo"), "127.0.0.1")
+        status, _ = await self.call("PATCH", "/proxies/lo", {"enabled": False})
+        self.assertEqual(status, 200, "what the request does not change is not checked")
+
+    async def test_no_socket_file_where_the_client_says(self) -> None:
+        path = unix_socket_path(self, "made.sock")
+        status, answer = await self.call(
+            "POST", "/proxies", {"name": "u", "listen": f"unix:{path}", "upstream": self.upstream}
+        )
+        self.assertEqual(status, 500)
+        self.assert_one_line(answer, 500)
+        self.assertFalse(os.path.exists(path))
+
+    async def test_a_privileged_port_is_refused(self) -> None:
+        status, answer = await self.call(
+            "POST", "/proxies", {"name": "p", "listen": "127.0.0.1:80", "upstream": self.upstream}
+        )
+        self.assertEqual(status, 500)
+        self.assertIn("privileged", answer["error"])
+
+    async def test_populate_keeps_what_came_before_a_refusal(self) -> None:
+        good = {"name": "g", "listen": "127.0.0.1:0", "upstream": self.upstream}
+        wide = {"name": "w", "listen": "0.0.0.0:0", "upstream": self.upstream}
+        status, answer = await self.call("POST", "/populate", [good, wide])
+        self.assertEqual(status, 500)
+        self.assertEqual([proxy["name"] for proxy in answer["proxies"]], ["g"])
+        self.assertEqual(sorted((await self.call("GET", "/proxies"))[1]), ["g"])
+
+    async def test_the_operator_allows_every_interface(self) -> None:
+        proxies, port = start_api(self, Allowance(interfaces=("0.0.0.0",)))
+        body = {"name": "e", "listen": "0.0.0.0:0", "upstream": self.upstream}
+        self.assertEqual((await self.call("POST", "/proxies", body, port))[0], 201)
+        self.assertEqual(proxies.get("e").port.getHost().host, "0.0.0.0")
 
 
 class ReadmeCurlTests(SynchronousTestCase):
