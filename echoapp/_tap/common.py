@@ -204,8 +204,6 @@ def _proxy_from(options: usage.Options) -> tuple[Network, ...]:
 def stream_listens(option: RepeatableListen, options: usage.Options) -> list[StreamListen]:
     """The listeners an option names, each a whole description: reuse-port and PROXY trust included."""
     reuse_port = bool(options.get("reuse-port"))
-    if options.get("no-eager-writes"):
-        eager.switch_off("--no-eager-writes")
     proxy_from = _proxy_from(options)
     try:
         return [StreamListen.parse(text, reuse_port, proxy_from) for text in option.given(options)]
@@ -237,7 +235,18 @@ def serve(
     C{strports.service} takes it), with the process parts around it.
     """
     reactor: IReactorTime = global_reactor()
+    switch_for_the_process(options)
     return process_service(tree(options, reactor), options, reactor)
+
+
+def switch_for_the_process(options: usage.Options) -> None:
+    """
+    What an option switches for the whole process (C{--no-eager-writes}):
+    done when the service is made, never while options are parsed, which
+    only read values.
+    """
+    if options.get("no-eager-writes"):
+        eager.switch_off("--no-eager-writes")
 
 
 def process_service(

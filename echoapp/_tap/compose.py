@@ -15,7 +15,13 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.python.reflect import namedModule
 
-from echoapp._tap.common import METRICS_PARAMETERS, PluginOptions, metrics_listen, process_service
+from echoapp._tap.common import (
+    METRICS_PARAMETERS,
+    PluginOptions,
+    metrics_listen,
+    process_service,
+    switch_for_the_process,
+)
 from echoapp._transports.endpoints import one_line
 from echoapp._twisted import global_reactor
 
@@ -111,7 +117,11 @@ def make_one(
             f"--service {spec!r}: one metrics listener per process: give --metrics to echoapp-compose"
         )
     try:
-        service = tree(options, reactor) if tree is not None else maker.makeService(options)
+        if tree is not None:
+            switch_for_the_process(options)
+            service = tree(options, reactor)
+        else:
+            service = maker.makeService(options)
     except Exception as error:
         raise SystemExit(f"--service {spec!r}: {maker.tapname} failed: {one_line(error)}") from None
     if not IService.providedBy(service):
