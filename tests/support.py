@@ -500,3 +500,39 @@ def unix_socket_path(test: SynchronousTestCase, name: str = "test.sock") -> str:
     directory = tempfile.mkdtemp(prefix="echoapp-")
     test.addCleanup(shutil.rmtree, directory, True)
     return os.path.join(directory, name)
+
+
+class FaultAnswer(Protocol):
+    """A service for the fault tests: replies to each chunk with C{<chunk>}, closes on C{bye}."""
+
+    def dataReceived(self, data: bytes) -> None:
+        if data == b"bye":
+            self.transport.write(b"farewell")  # type: ignore[union-attr]
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.write(b"<" + data + b">")  # type: ignore[union-attr]
+
+
+class HalfClosingTransport(StringTransport):
+    """StringTransport with the half-close a TCP transport has."""
+
+    write_closed = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+def faulty_connection(
+    faults: Any, clock: Any = None, plan: Any = None
+) -> tuple[Any, HalfClosingTransport, Any]:
+    """A L{FaultAnswer} behind the faults (or C{plan}), connected to a L{HalfClosingTransport}, on a clock."""
+    from twisted.internet.task import Clock
+
+    from echoapp._faults import FaultPlan, FaultyFactory
+
+    clock = clock or Clock()
+    factory = FaultyFactory(Factory.forProtocol(FaultAnswer), plan or FaultPlan(faults, clock))
+    protocol = factory.buildProtocol(None)
+    transport = HalfClosingTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport, clock

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 
-from echoapp._faults.plan import Draws, FaultPlan
+from echoapp._faults.plan import Draws, FaultSource
 
 # The longest a reordered reply waits for the next reply to its source:
 # then it goes anyway, late, as a reordered datagram does, never stranded.
@@ -43,14 +43,15 @@ class FaultyDatagrams:
 
     def write(self, datagram: bytes, addr: Any = None) -> Any:
         draws = self._protocol.draws_for(addr)
-        faults = draws.current() if draws is not None else None
-        if faults is None:
+        shape = draws.current() if draws is not None else None
+        if shape is None or draws is None:
             return self._transport.write(datagram, addr)
-        rng = draws.random  # type: ignore[union-attr]
+        faults = shape.faults
+        rng = draws.random
         if faults.loss and rng.random() < faults.loss:
             return None
         copies = 2 if faults.duplicate and rng.random() < faults.duplicate else 1
-        delay = draws.delay(faults)  # type: ignore[union-attr]
+        delay = draws.delay(faults)
         if addr not in self._held and faults.reorder and rng.random() < faults.reorder:
             # Sent after the next reply to the same source, or after REORDER_HOLD.
             if self._hold(datagram):
@@ -117,7 +118,7 @@ class FaultyDatagramProtocol(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, wrapped: DatagramProtocol, plan: FaultPlan) -> None:
+    def __init__(self, wrapped: DatagramProtocol, plan: FaultSource) -> None:
         self.wrapped = wrapped
         self.plan = plan
         self.faulty: FaultyDatagrams | None = None

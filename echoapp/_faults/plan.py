@@ -1,46 +1,150 @@
 """
-The faults a service applies now, and every random choice behind them:
-one generator per connection (or datagram source), derived from the seed
-and its order of arrival, so that concurrent clients get the same draws
-run after run whatever order their bytes interleave in.
+The one source of faults: named fault sets, each with a toxicity, merged
+by one rule into what applies to a connection now, with every random
+choice drawn from the seed and the connection's (or datagram source's)
+order of arrival, so that concurrent clients get the same draws run after
+run whatever order their bytes interleave in.
+
+A service's C{--fault} is one unnamed set whose toxicity is its
+C{fraction}; a proxy's toxics are named sets, one plan per stream.  The
+wrappers (L{echoapp._faults.stream}, L{echoapp._faults.datagrams}) see
+only L{FaultSource}: the faults that apply to a connection now
+(L{Draws.current}), and a call when they change (L{FaultSource.watch}).
 """
 
 from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from echoapp._faults.spec import Faults
+from echoapp._faults.spec import OFF, Faults
 from echoapp._twisted import LazyReactor
 
 # Datagram sources remembered (their order, generator and count); the
 # oldest is forgotten past this, as the rate table forgets.
 MAX_SOURCES = 65_536
+_ADDED = ("latency", "jitter")  # the fields whose values add up when sets merge; the rest: the last wins
+_NOT_MERGED = ("fraction", "seed")  # a set's fraction is its toxicity; the seed is the plan's
+_CONDITIONS = ("first", "after_messages", "match", "active_from", "active_until")
+_FIELDS = tuple(f.name for f in fields(Faults) if f.name not in _NOT_MERGED)
+
+# How a set's timed faults count, where toxiproxy's toxics differ from
+# echoapp's own fault kinds (docs/reference/faults.rst says how):
+IDLE_CLOSE = "idle-close"  # close_after restarts at every chunk (toxiproxy's timeout)
+RESET_ON_CHUNK = "reset-on-chunk"  # reset_after counts from the first chunk, which is swallowed (reset_peer)
+LIMIT_CLOSES = "limit-closes"  # half_close_after_bytes closes the whole connection (limit_data)
+_TIMING_OF = {
+    IDLE_CLOSE: "close_after",
+    RESET_ON_CHUNK: "reset_after",
+    LIMIT_CLOSES: "half_close_after_bytes",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """
+    The faults that apply to one connection now, merged, with how their
+    timed ones count (L{IDLE_CLOSE}, L{RESET_ON_CHUNK}, L{LIMIT_CLOSES});
+    worked out once per change, as asking it is the per-chunk cost.
+    """
+
+    faults: Faults
+    timing: frozenset[str] = frozenset()
+    conditional: bool = False
+
+    @property
+    def shapes_output(self) -> bool:
+        return self.faults.shapes_output()
 
 
 class Listener(Protocol):
-    """An open connection that wants to hear when the plan's faults change."""
+    """An open connection that wants to hear when its source's faults change."""
 
     def faults_changed(self) -> None:
-        """The plan's faults were replaced: re-read what holds state (a stalled read, a reset timer)."""
+        """The faults changed: re-read what holds state (a stalled read, a timer)."""
+
+
+class FaultSource(Protocol):
+    """What a fault wrapper needs of its faults: L{FaultPlan} is the one implementation."""
+
+    clock: IReactorTime
+
+    def start(self) -> None:
+        """The service started: time windows count from now."""
+
+    def arrival(self) -> Draws:
+        """A new connection's share of the faults."""
+
+    def source(self, key: Any) -> Draws:
+        """A datagram source's share, by its order of first arrival."""
+
+    def watch(self, listener: Listener) -> None:
+        """Tell C{listener} when the faults change (until L{unwatch})."""
+
+    def unwatch(self, listener: Listener) -> None:
+        """The connection is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    name: str
+    toxicity: float
+    changes: tuple[tuple[str, Any], ...]  # the fields it sets
+    timing: frozenset[str]
+
+
+def _fold(changes: dict[str, Any], timing: set[str], entry: _Entry) -> None:
+    """Merge C{entry} into C{changes}: latencies add, for the rest the last set wins (timing with it)."""
+    for name, value in entry.changes:
+        changes[name] = changes.get(name, 0.0) + value if name in _ADDED else value
+    for kind, name in _TIMING_OF.items():
+        if name in dict(entry.changes):
+            (timing.add if kind in entry.timing else timing.discard)(kind)
+
+
+def _shape(changes: dict[str, Any], timing: set[str]) -> Shape | None:
+    faults = replace(OFF, **changes) if changes else OFF
+    if not faults:
+        return None
+    conditional = any(getattr(faults, name) is not None for name in _CONDITIONS)
+    return Shape(faults, frozenset(timing), conditional)
 
 
 class Draws:
     """
-    One connection's (or datagram source's) share of the plan: its order of
-    arrival, its own seeded generator, and what the conditions count.
+    One connection's (or datagram source's) share of a plan: its order of
+    arrival, its own seeded generator, a number drawn once per named set
+    (its luck against that set's toxicity, kept across changes), and what
+    the conditions count.
     """
 
-    __slots__ = ("_share", "_tail", "matched", "messages", "order", "plan", "random")
+    __slots__ = (
+        "_luck",
+        "_numbers",
+        "_shape",
+        "_share",
+        "_tail",
+        "_version",
+        "matched",
+        "messages",
+        "order",
+        "plan",
+        "random",
+    )
 
     def __init__(self, plan: FaultPlan, order: int) -> None:
         self.plan = plan
         self.order = order
         self.random = random.Random(f"{plan.seed}/{order}")
-        self._share = self.random.random()  # drawn first: does this one get the faults at all?
+        self._share = self.random.random()  # drawn first: the unnamed set's luck (a service's fraction)
+        self._luck: random.Random | None = None  # the named sets': apart, so jitter draws do not move them
+        self._numbers: dict[str, float] = {}
+        self._version = -1
+        self._shape: Shape | None = None
         self.messages = 0
         self.matched = False
         self._tail = b""
@@ -48,7 +152,7 @@ class Draws:
     def note(self, data: bytes, datagram: bool = False) -> None:
         """What arrived: messages are counted (lines; datagrams) and C{match} is looked for."""
         self.messages += 1 if datagram else data.count(b"\n")
-        match = self.plan.faults.match
+        match = self.plan.match
         if match is None:
             return
         if datagram:
@@ -58,33 +162,41 @@ class Draws:
             self.matched = match in seen
             self._tail = seen[-(len(match) - 1) :] if len(match) > 1 else b""
 
-    def current(self) -> Faults | None:
-        """The faults that apply to this one now, or L{None}."""
-        return self.applying(self.plan.faults)
+    def number(self, entry: _Entry) -> float:
+        """This one's luck against C{entry}'s toxicity: drawn when first needed, then kept."""
+        if not entry.name:
+            return self._share
+        found = self._numbers.get(entry.name)
+        if found is None:
+            if self._luck is None:
+                self._luck = random.Random(f"{self.plan.seed}/{self.plan.label}/{self.order}")
+            found = self._numbers[entry.name] = self._luck.random()
+        return found
 
-    def applying(self, faults: Faults) -> Faults | None:
-        """
-        C{faults} if their conditions hold for this one now, else L{None}:
-        apart from L{current}, so that a plan whose connections each get
-        faults of their own (the proxy's toxics) keeps these conditions.
-        """
-        if not faults:
-            return None
-        if faults.fraction < 1 and self._share >= faults.fraction:
-            return None
+    def current(self) -> Shape | None:
+        """The faults that apply to this one now, or L{None}: the one question asked per chunk."""
+        if self._version != self.plan.version:
+            self._version = self.plan.version
+            self._shape = self.plan.shape_for(self)
+        shape = self._shape
+        if shape is None or not shape.conditional or self._holds(shape.faults):
+            return shape
+        return None
+
+    def _holds(self, faults: Faults) -> bool:
         if faults.first is not None and self.order >= faults.first:
-            return None
+            return False
         if faults.after_messages is not None and self.messages <= faults.after_messages:
-            return None
+            return False
         if faults.match is not None and not self.matched:
-            return None
+            return False
         if faults.active_from is not None or faults.active_until is not None:
             elapsed = self.plan.elapsed()
             if faults.active_from is not None and elapsed < faults.active_from:
-                return None
+                return False
             if faults.active_until is not None and elapsed >= faults.active_until:
-                return None
-        return faults
+                return False
+        return True
 
     def delay(self, faults: Faults, latency: float | None = None) -> float:
         """C{latency} (the reply latency unless given) with this one's jitter."""
@@ -96,35 +208,126 @@ class Draws:
 
 class FaultPlan:
     """
-    The faults a service applies now and the seed behind every random
-    choice.  Tests change C{faults} while the service runs: new connections
-    and every open one see the change (open ones are told, for the faults
-    that hold state: a stalled read, a reset timer).
+    The faults of a service (or of one stream of a proxy) and the seed
+    behind every choice.  C{faults} is the unnamed set (C{--fault}; tests
+    change it while the service runs); L{put} and L{remove} keep named
+    sets (a proxy's toxics).  New connections and every open one see a
+    change (open ones are told, for the faults that hold state).
     """
 
-    def __init__(self, faults: Faults, clock: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        clock: IReactorTime | None = None,
+        seed: int | None = None,
+        label: str = "",
+    ) -> None:
+        faults = faults or OFF
         self._clock = clock
-        self.seed = faults.seed if faults.seed is not None else random.SystemRandom().randrange(1 << 32)
-        self.random = random.Random(self.seed)  # the plan's own draws (L{applies}, L{delay})
-        self._faults = faults
+        if seed is None:
+            seed = faults.seed if faults.seed is not None else random.SystemRandom().randrange(1 << 32)
+        self.seed = seed
+        self.label = label  # a proxy's stream: named sets' luck differs per stream
+        self._entries: dict[str, _Entry] = {}
+        self._chancy: dict[str, _Entry] = {}  # the sets with a toxicity under 1: each connection draws
+        self._all: tuple[dict[str, Any], set[str]] = ({}, set())  # every set merged, grown as sets are added
+        self._all_shape: Shape | None = None
+        self._all_stale = False
+        self.version = 0
+        self.match: bytes | None = None  # what any set looks for, counted before it applies
         self._arrivals = 0
         self._started: float | None = None
         self._sources: OrderedDict[Any, Draws] = OrderedDict()
-        self.listeners: set[Listener] = set()
+        self._listeners: set[Listener] = set()
+        self._faults = OFF
+        self.faults = faults
 
     @property
     def faults(self) -> Faults:
-        """What goes wrong now."""
+        """The unnamed set: what C{--fault} asked for (or what a test set)."""
         return self._faults
 
     @faults.setter
     def faults(self, faults: Faults) -> None:
         self._faults = faults
-        for listener in list(self.listeners):
-            listener.faults_changed()
+        if faults:
+            self.put("", faults, faults.fraction)
+        elif "" in self._entries:
+            self.remove("")
+        else:
+            self._changed()
 
     # The reactor unless given: taken when first needed, as options are parsed before it is installed.
     clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
+
+    def put(
+        self, name: str, faults: Faults, toxicity: float = 1.0, timing: frozenset[str] = frozenset()
+    ) -> None:
+        """Add the set C{name}, or replace it in its place; open connections hear it."""
+        changes = tuple((n, getattr(faults, n)) for n in _FIELDS if getattr(faults, n) != getattr(OFF, n))
+        entry = _Entry(name, toxicity, changes, timing)
+        appended = name not in self._entries
+        self._entries[name] = entry
+        self._chancy.pop(name, None)
+        if toxicity < 1:
+            self._chancy[name] = entry
+        if appended and not self._all_stale:
+            _fold(*self._all, entry)  # a set added last merges last: no need to merge them all again
+            self._all_shape = None
+        else:
+            self._all_stale = True
+        if faults.match is not None:
+            self.match = faults.match
+        self._changed()
+
+    def remove(self, name: str) -> None:
+        """Drop the set C{name} (L{KeyError} if none); open connections hear it."""
+        del self._entries[name]
+        self._chancy.pop(name, None)
+        self._all_stale = True
+        self._changed()
+
+    def clear(self) -> None:
+        """Drop every set."""
+        self._entries.clear()
+        self._chancy.clear()
+        self._all_stale = True
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        for listener in list(self._listeners):
+            listener.faults_changed()
+
+    def shape_for(self, draws: Draws) -> Shape | None:
+        """
+        The sets C{draws} drew (each set's toxicity against its number),
+        merged; most connections draw them all, and share one merge.
+        """
+        left_out = [name for name, entry in self._chancy.items() if draws.number(entry) >= entry.toxicity]
+        if not left_out:
+            if self._all_stale:
+                self._all = ({}, set())
+                for entry in self._entries.values():
+                    _fold(*self._all, entry)
+                self._all_stale, self._all_shape = False, None
+            if self._all_shape is None:
+                self._all_shape = _shape(*self._all) or Shape(OFF)
+            return self._all_shape if self._all_shape.faults is not OFF else None
+        changes: dict[str, Any] = {}
+        timing: set[str] = set()
+        for entry in self._entries.values():
+            if entry.name not in left_out:
+                _fold(changes, timing, entry)
+        return _shape(changes, timing)
+
+    def watch(self, listener: Listener) -> None:
+        """Tell C{listener} (an open connection) of every change, until L{unwatch}."""
+        self._listeners.add(listener)
+
+    def unwatch(self, listener: Listener) -> None:
+        """The connection is gone: no more news."""
+        self._listeners.discard(listener)
 
     def start(self) -> None:
         """The service started: C{active-from} and C{active-until} count from now (the first call)."""
@@ -151,15 +354,3 @@ class FaultPlan:
             if len(self._sources) > MAX_SOURCES:
                 self._sources.popitem(last=False)
         return draws
-
-    def applies(self) -> bool:
-        """Does a new connection get the faults (ignoring conditions)?  Drawn from the plan's generator."""
-        faults = self.faults
-        return bool(faults) and (faults.fraction >= 1 or self.random.random() < faults.fraction)
-
-    def delay(self) -> float:
-        """A latency with jitter, from the plan's generator."""
-        faults = self.faults
-        if not faults.jitter:
-            return faults.latency
-        return max(0.0, faults.latency + self.random.uniform(-faults.jitter, faults.jitter))

@@ -1,32 +1,36 @@
 """
 A proxy's faults, toxiproxy's way: named toxics, each on one stream
 (C{upstream}, client to server; C{downstream}, server to client) with its
-own toxicity, all drawn from one seeded generator, and live: a toxic added,
-changed or removed reaches the connections already open.
+own toxicity, all drawn from one seed, and live: a toxic added, changed or
+removed reaches the connections already open.
 
-Each toxic is an L{echoapp._faults.Faults}; the toxics of one stream are
-merged into the faults a connection applies (latencies add up, for the rest
-the toxic added last wins).  The shaping itself is L{echoapp._faults}':
-each stream is a L{FaultPlan} whose faults are its merged toxics (a change
-reaches open connections through the plan's C{faults_changed}), and each
-connection's L{ToxicDraws} says which of those toxics it drew.
+Each toxic is an L{echoapp._faults.Faults} put, under its name and with
+its toxicity, into its stream's L{FaultPlan}, the one source of faults the
+services' C{--fault} uses too (one merge rule: latencies add, for the rest
+the toxic added last wins).  Where a toxiproxy type times its fault
+otherwise than echoapp's own kind (C{timeout}, C{reset_peer},
+C{limit_data}), the toxic says so (L{TIMING}).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
-from echoapp._faults import Draws, FaultPlan, Faults, FaultyConnection, FaultyFactory
-from echoapp._twisted import global_reactor
+from echoapp._faults import IDLE_CLOSE, LIMIT_CLOSES, RESET_ON_CHUNK, Draws, FaultPlan, Faults, FaultyFactory
 
 STREAMS = ("upstream", "downstream")
-_ADDED = ("latency", "jitter")
+# toxiproxy's types whose timing differs from the echoapp fault they map onto.
+TIMING = {
+    "timeout": frozenset({IDLE_CLOSE}),  # an idle timer: every chunk starts it again
+    "reset_peer": frozenset({RESET_ON_CHUNK}),  # from the first chunk, swallowed; never on a silent one
+    "limit_data": frozenset({LIMIT_CLOSES}),  # the whole connection closes at the limit
+}
 
 
 @dataclass(frozen=True)
@@ -51,166 +55,69 @@ class Toxic:
 
 
 def merged(faults: Iterable[Faults]) -> Faults:
-    """The faults of several toxics as one: latencies add, for the rest the last set wins."""
-    result = Faults()
-    defaults = Faults()
-    for each in faults:
-        changes: dict[str, Any] = {}
-        for f in fields(Faults):
-            value = getattr(each, f.name)
-            if f.name in ("fraction", "seed") or value == getattr(defaults, f.name):
-                continue
-            changes[f.name] = getattr(result, f.name) + value if f.name in _ADDED else value
-        result = replace(result, **changes)
-    return result
+    """The faults of several toxics as one, by the plans' one rule (latencies add, the last wins)."""
+    plan = FaultPlan(seed=0)
+    for index, each in enumerate(faults):
+        plan.put(str(index), each)
+    shape = plan.arrival().current()
+    return shape.faults if shape is not None else Faults()
 
 
 class ProxyFaults:
     """
     The toxics of one proxy, both streams, and the one seed every choice
-    comes from: each stream's L{StreamPlan} draws, per connection (or UDP
-    session) and by its order of arrival, which toxics with a toxicity
-    under 1 apply to it, its jitter and its UDP loss.
+    comes from: one L{FaultPlan} per stream (C{plans}), in which each
+    connection (or UDP session), by its order of arrival, draws which
+    toxics with a toxicity under 1 apply to it, its jitter and its loss.
     """
 
     def __init__(self, seed: int | None = None, clock: IReactorTime | None = None) -> None:
-        self._clock = clock
         self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
         self.toxics: dict[str, Toxic] = {}
-        self.plans = {stream: StreamPlan(self, stream) for stream in STREAMS}
+        self.plans = {stream: FaultPlan(None, clock, seed=self.seed, label=stream) for stream in STREAMS}
 
     @property
     def clock(self) -> IReactorTime:
-        if self._clock is None:
-            self._clock = global_reactor()
-        return self._clock
-
-    def _changed(self) -> None:
-        """Every stream's plan takes its merged toxics: open connections hear it (C{faults_changed})."""
-        for stream, plan in self.plans.items():
-            plan.faults = merged(toxic.faults for toxic in self.on(stream))
+        return self.plans["upstream"].clock
 
     def set(self, toxic: Toxic) -> None:
-        """Add C{toxic}, or replace the one of its name (keeping its place)."""
+        """Add C{toxic}, or replace the one of its name (keeping its place): open connections hear it."""
+        old = self.toxics.get(toxic.name)
+        if old is not None and old.direction != toxic.direction:
+            self.plans[old.direction].remove(toxic.name)
         self.toxics[toxic.name] = toxic
-        self._changed()
+        timing = TIMING.get(toxic.type, frozenset())
+        self.plans[toxic.direction].put(toxic.name, toxic.faults, toxic.toxicity, timing)
 
     def remove(self, name: str) -> None:
         """Drop the toxic C{name}: open connections see the change."""
-        del self.toxics[name]
-        self._changed()
+        toxic = self.toxics.pop(name)
+        self.plans[toxic.direction].remove(name)
 
     def clear(self) -> None:
-        """
-        Drop every toxic (toxiproxy's C{/reset}): open connections see the
-        change.
-        """
+        """Drop every toxic (toxiproxy's C{/reset}): open connections see the change."""
         self.toxics.clear()
-        self._changed()
+        for plan in self.plans.values():
+            plan.clear()
 
     def on(self, stream: str) -> list[Toxic]:
-        """
-        The toxics on C{stream} (C{upstream} or C{downstream}), in the order
-        toxiproxy keeps them.
-        """
+        """The toxics on C{stream} (C{upstream} or C{downstream}), in the order toxiproxy keeps them."""
         return [toxic for toxic in self.toxics.values() if toxic.direction == stream]
 
-    def link(self, stream: str) -> ToxicDraws:
+    def link(self, stream: str) -> Draws:
         """The draws of one new connection (or UDP session) on C{stream}."""
-        draws = self.plans[stream].arrival()
-        assert isinstance(draws, ToxicDraws)
-        return draws
+        return self.plans[stream].arrival()
 
 
-class StreamPlan(FaultPlan):
+def faulty_factory(wrapped: Factory, proxy: ProxyFaults, stream: str) -> FaultyFactory:
     """
-    One stream's plan: its faults are the stream's toxics merged (what
-    any connection could get), its connections' L{ToxicDraws} pick theirs.
+    C{wrapped} with the toxics of C{stream} in front of every connection (a
+    toxic may come later); what they hold pauses the proxy's other side.
     """
-
-    def __init__(self, proxy: ProxyFaults, stream: str) -> None:
-        super().__init__(Faults(seed=proxy.seed), proxy._clock)
-        self.proxy = proxy
-        self.stream = stream
-
-    def arrival(self) -> Draws:
-        draws = ToxicDraws(self, self._arrivals)
-        self._arrivals += 1
-        return draws
+    return FaultyFactory(wrapped, proxy.plans[stream], pauses_producer=True)
 
 
-class ToxicDraws(Draws):
-    """
-    One connection's share of a stream: a toxic's toxicity is drawn once,
-    when the connection first meets the toxic, so a connection keeps its
-    luck across changes; its faults are the toxics it drew, merged, and
-    recomputed only after a change to the plan's faults.
-    """
-
-    __slots__ = ("_drawn", "_for", "_luck", "_mine")
-
-    plan: StreamPlan
-
-    def __init__(self, plan: StreamPlan, order: int) -> None:
-        super().__init__(plan, order)
-        # Apart from the jitter's generator: the luck of a toxic does not hang on how many writes came first.
-        self._luck = random.Random(f"{plan.seed}/{plan.stream}/{order}")
-        self._drawn: dict[str, bool] = {}
-        self._for: Faults | None = None
-        self._mine = Faults()
-
-    def current(self) -> Faults | None:
-        faults = self.plan.faults
-        if faults is not self._for:
-            self._for = faults
-            toxics = self.plan.proxy.on(self.plan.stream)
-            self._mine = merged(toxic.faults for toxic in toxics if self._applies(toxic))
-        return self.applying(self._mine)
-
-    def _applies(self, toxic: Toxic) -> bool:
-        drawn = self._drawn.get(toxic.name)
-        if drawn is None:
-            drawn = self._drawn[toxic.name] = toxic.toxicity >= 1 or self._luck.random() < toxic.toxicity
-        return drawn
-
-
-class LiveFaultyConnection(FaultyConnection):
-    """
-    L{FaultyConnection} that, past C{HELD_BYTES} held by the faults
-    (latency, slices: not in the transport's buffer, so the transport would
-    never pause for them), pauses the other side of the proxy (the producer
-    forwarding to it) rather than this side's reads.
-    """
-
-    _producer: Any = None
-    _producer_paused = False
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        """Kept, as well as passed on: L{holding} pauses it."""
-        self._producer = producer
-        super().registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        self._producer = None
-        self._producer_paused = False
-        super().unregisterProducer()
-
-    def holding(self, over: bool) -> None:
-        if self._producer is None or over == self._producer_paused:
-            return
-        self._producer_paused = over
-        (self._producer.pauseProducing if over else self._producer.resumeProducing)()
-
-
-class LiveFaultyFactory(FaultyFactory):
-    """Wraps every connection (a toxic may come later), each with its own L{ToxicDraws} on C{stream}."""
-
-    protocol = LiveFaultyConnection
-
-    def __init__(self, wrapped: Factory, proxy: ProxyFaults, stream: str) -> None:
-        super().__init__(wrapped, proxy.plans[stream])
-        self.proxy = proxy
-        self.stream = stream
+LiveFaultyFactory = faulty_factory  # the name the registry knows
 
 
 def toxics_json(faults: ProxyFaults) -> list[dict[str, Any]]:

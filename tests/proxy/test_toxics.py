@@ -6,6 +6,9 @@ with its own toxicity, every choice from one seed.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -234,20 +237,185 @@ class HeldBytesTests(TestCase):
 
         listening = await serverFromString(reactor, LOOP).listen(Factory.forProtocol(Flood))
         self.addCleanup(listening.stopListening)
-        peer = testing.proxy(
-            self, upstream=f"127.0.0.1:{listening.getHost().port}", faults=Faults(latency=0.02)
-        )
+        peer = running_proxy(self, listening.getHost().port, Faults(latency=0.02))
         client = Reader()
-        await connect_tcp(peer.port, client)
-        await wait_until(lambda: peer.proxy.connections.live, "the proxied connection")
-        [side] = list(peer.proxy.connections.live)
+        await connect_tcp(peer.port.getHost().port, client)
+        await wait_until(lambda: peer.connections.live, "the proxied connection")
+        [side] = list(peer.connections.live)
         await wait_until(lambda: side.upstream is not None, "the upstream")
         readers: Any = reactor.getReaders  # type: ignore[attr-defined]
         faulty = side.transport
         await wait_until(
             lambda: side.upstream.transport.transport not in readers(), "the upstream to be paused"
         )
-        self.assertLess(faulty._out.held, 4 * HELD_BYTES, "held bytes stay bounded")
+        self.assertLess(faulty.sending.queue.held, 4 * HELD_BYTES, "held bytes stay bounded")
         client.transport.resumeProducing()  # type: ignore[union-attr]
         await client.done
         self.assertEqual(client.received, Flood.SIZE)
+
+
+def running_proxy(test: TestCase, upstream: int, faults: Faults | None = None) -> Any:
+    """
+    One proxy of its own L{Proxies} to C{upstream} on loopback, stopped at
+    cleanup: the registry's proxy itself, for its toxics and connections.
+    """
+    from echoapp._proxy.registry import Proxies
+    from echoapp._proxy.schema import ProxySpec
+    from echoapp._proxy.toxics import Toxic
+
+    proxies = Proxies()
+    toxics = [Toxic("down", "echoapp", "downstream", 1.0, faults)] if faults else []
+    proxy = proxies.add(proxies.make(ProxySpec("p", "127.0.0.1:0", f"127.0.0.1:{upstream}"), toxics))
+    proxies.privilegedStartService()
+    proxies.startService()
+    test.addCleanup(proxies.stopService)
+    return proxy
+
+
+def toxic(proxy: Any, kind: str, stream: str = "downstream", **attributes: int) -> None:
+    """A toxiproxy toxic on C{proxy}, as its API would add it."""
+    proxy.add_toxic(toxic_from_json({"type": kind, "stream": stream, "attributes": attributes}))
+
+
+def until_closed(sock: socket.socket) -> tuple[bytes, str]:
+    """Everything that arrives, and how the connection ended: C{"fin"}, C{"rst"}."""
+    got = b""
+    try:
+        while data := sock.recv(65536):
+            got += data
+    except ConnectionResetError:
+        return got, "rst"
+    return got, "fin"
+
+
+def quiet_for(sock: socket.socket, seconds: float) -> bool:
+    """Whether nothing (no byte, no close) arrives within C{seconds}."""
+    sock.settimeout(seconds)
+    try:
+        sock.recv(1)
+    except TimeoutError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        sock.settimeout(DEADLINE)
+    return False
+
+
+class ToxiproxyTimingTests(TestCase):
+    """
+    Each toxiproxy toxic times its fault as toxiproxy does, measured on the
+    wire through the proxy to an echo server (toxiproxy's figures, with
+    generous bounds: a loaded machine is late, never early).
+    """
+
+    def setUp(self) -> None:
+        self.echo = testing.echo(self)
+        self.peer = running_proxy(self, self.echo.port)
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.peer.port.getHost().port), timeout=DEADLINE)
+        self.addCleanup(sock.close)
+        return sock
+
+    async def test_timeout_is_an_idle_timer(self) -> None:
+        """Sends at 0 s and 0.3 s, timeout=500: closed at about 0.8 s (toxiproxy: 0.80 s), not 0.5 s."""
+        toxic(self.peer, "timeout", timeout=500)
+
+        def client() -> tuple[float, bytes, str]:
+            sock = self.connect()
+            start = time.monotonic()
+            sock.sendall(b"a")
+            quiet = quiet_for(sock, 0.3)
+            sock.sendall(b"b")
+            got, how = until_closed(sock)
+            return time.monotonic() - start, got if quiet else b"early", how
+
+        elapsed, got, how = await deferToThread(client)
+        self.assertEqual((got, how), (b"", "fin"), "the data dropped, then a FIN")
+        self.assertGreaterEqual(elapsed, 0.75, "the second chunk started the timer again")
+        self.assertLess(elapsed, 3.0)
+
+    async def test_timeout_never_closes_a_connection_that_keeps_talking(self) -> None:
+        """A PING every 200 ms against timeout=500: still open after 2 s (toxiproxy: never closes)."""
+        toxic(self.peer, "timeout", timeout=500)
+
+        def client() -> bool:
+            sock = self.connect()
+            for _ in range(10):
+                sock.sendall(b"PING\r\n")
+                if not quiet_for(sock, 0.2):
+                    return False
+            return True
+
+        self.assertTrue(await deferToThread(client))
+
+    async def test_reset_peer_counts_from_the_first_chunk_and_swallows_it(self) -> None:
+        """A silent connection is never reset; the first chunk starts the count and is not passed on."""
+        toxic(self.peer, "reset_peer", timeout=300)
+
+        def client() -> tuple[bool, float, bytes, str]:
+            sock = self.connect()
+            silent_kept = quiet_for(sock, 0.6)
+            sock.sendall(b"hello")
+            start = time.monotonic()
+            got, how = until_closed(sock)
+            return silent_kept, time.monotonic() - start, got, how
+
+        silent_kept, elapsed, got, how = await deferToThread(client)
+        self.assertTrue(silent_kept, "no reset while the client sends nothing")
+        self.assertEqual((got, how), (b"", "rst"), "the echo swallowed, then an RST")
+        self.assertGreaterEqual(elapsed, 0.25)
+        self.assertLess(elapsed, 3.0)
+
+    async def test_reset_peer_added_to_an_open_connection_closes_with_a_fin(self) -> None:
+        """toxiproxy sets SO_LINGER 0 only on connections opened while the toxic is there."""
+
+        def client() -> tuple[bytes, str]:
+            sock = self.connect()
+            sock.sendall(b"a")
+            first = sock.recv(10)
+            from twisted.internet import reactor
+            from twisted.internet.threads import blockingCallFromThread
+
+            blockingCallFromThread(reactor, toxic, self.peer, "reset_peer", timeout=100)
+            sock.sendall(b"b")
+            got, how = until_closed(sock)
+            return first + got, how
+
+        self.assertEqual(await deferToThread(client), (b"a", "fin"))
+
+    async def test_limit_data_upstream_closes_the_whole_connection(self) -> None:
+        """bytes=1000 upstream, 2000 sent: nothing of the echo comes back (toxiproxy: 0 bytes)."""
+        toxic(self.peer, "limit_data", stream="upstream", bytes=1000)
+
+        def client() -> tuple[bytes, str]:
+            sock = self.connect()
+            sock.sendall(b"x" * 2000)
+            return until_closed(sock)
+
+        got, how = await deferToThread(client)
+        self.assertEqual(len(got), 0)
+        self.assertIn(how, ("fin", "rst"))
+
+    async def test_slices_leave_one_at_a_time(self) -> None:
+        """
+        average 100, variation 50, delay 1 ms, 10 kB: toxiproxy's client
+        reads about 100 times, 32-150 B each.  The client is a process of
+        its own, so that its reads are not held back by the proxy's.
+        """
+        toxic(self.peer, "slicer", average_size=100, size_variation=50, delay=1000)
+        script = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(('127.0.0.1',{self.peer.port.getHost().port}),timeout={DEADLINE})\n"
+            "s.sendall(b'x'*10000);n=0;sizes=[]\n"
+            "while n<10000:\n d=s.recv(65536);n+=len(d);sizes.append(len(d))\n"
+            "print(' '.join(map(str,sizes)))\n"
+        )
+        result = await deferToThread(
+            subprocess.run, [sys.executable, "-c", script], capture_output=True, text=True, timeout=DEADLINE
+        )
+        sizes = sorted(int(size) for size in result.stdout.split())
+        self.assertEqual(sum(sizes), 10_000, result.stderr)
+        self.assertGreater(len(sizes), 50, "about 100 reads, not a few bunches")
+        self.assertLessEqual(sizes[len(sizes) // 2], 150, "the median read is one slice")

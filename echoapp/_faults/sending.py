@@ -1,0 +1,146 @@
+"""
+What a faulty connection sends: the service's writes held for their
+latency, paced by the bandwidth, cut into slices, cut off after a number
+of bytes (a FIN, an RST, or toxiproxy's C{limit_data} close), or never sent
+(C{stall=answer}).  What it holds is bounded: past L{HELD_BYTES} the side
+that feeds it is paused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from echoapp._faults.closing import CloseState
+from echoapp._faults.held import Held, Hub
+from echoapp._faults.plan import LIMIT_CLOSES, Shape
+
+# Replies a connection may hold back (latency, bandwidth, slices) before it
+# stops reading from its client, as a full write buffer would: a client
+# that floods a slow peer pauses itself, it does not grow the server.
+HELD_BYTES = 1 << 20
+PIECES_PER_PASS = 1024  # per pass of a queue: slice=1 must not hold the reactor for seconds
+_EMITTING = (CloseState.OPEN, CloseState.WRITE_CLOSING, CloseState.CLOSING)
+
+
+class Sending:
+    """
+    One connection's writes.  C{passing} is the one thing the connection
+    asks before passing a write straight on: nothing is held and the
+    connection is open.
+    """
+
+    def __init__(self, connection: Hub) -> None:
+        self.connection = connection
+        self.queue = Held()
+        self.passing = True
+        self.full = False  # the transport says its buffer is full (L{transport_full})
+        self._sent = 0  # bytes sent since the faults began (for the byte limits)
+
+    def holds(self) -> bool:
+        """Whether any write is still held."""
+        return bool(self.queue.items)
+
+    def write(self, data: bytes, shape: Shape | None) -> None:
+        """A write that does not simply pass: shaped, swallowed, or queued behind held ones."""
+        connection = self.connection
+        if connection.closing.state is not CloseState.OPEN:
+            return
+        if shape is not None and shape.timing and connection.closing.chunk(shape):
+            return  # toxiproxy's reset_peer holds every chunk from the first one
+        faults = shape.faults if shape is not None else None
+        if faults is not None and faults.stall == "answer":
+            return
+        if (faults is None or not faults.shapes_output()) and not self.queue.items:
+            connection.transport.write(data)
+            return
+        now = connection.clock.seconds()
+        if faults is None:  # behind what is held, with no fault of its own
+            self.queue.add(data, now, max(1, len(data)), 0.0, 0)
+        else:
+            size = faults.slice or (max(1, faults.bandwidth // 20) if faults.bandwidth else len(data)) or 1
+            gap = faults.slice_delay if faults.slice else 0.0
+            variation = faults.slice_variation if faults.slice else 0
+            at = now + connection.draws.delay(faults)
+            self.queue.add(data, at, size, gap, faults.bandwidth, variation, connection.draws.random)
+        self.passing = False
+        if self.queue.held > HELD_BYTES:
+            connection.hold(True)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """A timer for the first piece held, unless one is set or the transport is full."""
+        queue = self.queue
+        if queue.call is None and queue.items and not self.full:
+            delay = queue.items[0][0] - self.connection.clock.seconds()
+            queue.call = self.connection.later(delay, self.release)
+
+    def transport_full(self, full: bool) -> None:
+        """The transport's buffer is full (or has room again): hold the pieces (or send them)."""
+        self.full = full
+        if not full and self.connection.closing.state is not CloseState.LOST:
+            self.schedule()
+
+    def release(self) -> None:
+        """
+        What is due, in one pass (bounded); a slice with a delay is sent
+        alone, one per timer, so slices leave one at a time as toxiproxy's
+        do, however late a timer fires.
+        """
+        queue = self.queue
+        queue.call = None
+        clock = self.connection.clock
+        now = clock.seconds()
+        budget = PIECES_PER_PASS
+        while queue.due(now) and not self.full and budget and self.connection.closing.state in _EMITTING:
+            budget -= 1
+            piece, gap = queue.take(now)
+            self._emit(piece)
+            if gap:
+                break
+        if self.connection.closing.state not in _EMITTING:
+            self.drop()
+            return
+        if queue.held <= HELD_BYTES // 2:
+            self.connection.hold(False)
+        if queue.items:
+            self.schedule()
+        else:
+            self.passing = self.connection.closing.state is CloseState.OPEN
+            self.connection.closing.finish()
+
+    def _emit(self, piece: bytes) -> None:
+        connection = self.connection
+        shape = connection.draws.current()
+        faults = shape.faults if shape is not None else None
+        limit = None
+        if faults is not None:
+            limit = (
+                faults.reset_after_bytes
+                if faults.reset_after_bytes is not None
+                else faults.half_close_after_bytes
+            )
+        if limit is not None and self._sent + len(piece) >= limit:
+            connection.transport.write(piece[: max(0, limit - self._sent)])
+            self._sent = limit
+            assert faults is not None and shape is not None
+            if faults.reset_after_bytes is not None:
+                self.drop()
+                connection.closing.reset_when_flushed()
+            elif LIMIT_CLOSES in shape.timing:
+                connection.closing.close_at_once()
+            else:
+                self.drop()
+                connection.closing.write_closed()
+            return
+        if faults is not None:
+            self._sent += len(piece)  # counted from when the faults begin
+        connection.transport.write(piece)
+
+    def drop(self) -> None:
+        """What is held goes unsent (a close at once, a byte limit, the connection lost)."""
+        self.queue.drop()
+        self.passing = self.connection.closing.state is CloseState.OPEN
+        self.connection.hold(False)
+
+    def writeSequence(self, data: Any) -> None:
+        self.connection.write(b"".join(data))

@@ -1,0 +1,1 @@
+"""Tests of L{echoapp._faults}, a module per module."""
