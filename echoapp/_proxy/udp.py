@@ -4,32 +4,109 @@ echoapp-proxy for UDP: each client source gets its own upstream socket
 with datagram faults in either direction: loss, duplication, reordering.
 
 The sessions are bounded in number (the least recently heard is dropped to
-make room) and in idle time (a sweep closes the quiet ones), so a flood of
-spoofed sources costs a bounded number of sockets.
+make room), in idle time (a sweep closes the quiet ones) and in how fast
+they are made (token buckets per source address and in total), so a flood
+of spoofed sources costs a bounded number of sockets.  An upstream error
+(ICMP port unreachable: the upstream restarts, or is not up yet) ends the
+session, as nginx's stream proxy does, so the client's next datagram opens
+a fresh one: a restart costs a client at most one datagram.
+
+No datagram may loop: a proxy whose upstream is its own listen address is
+refused (L{loops_to_itself}), and a datagram from one of this process's own
+session sockets (a proxy pointed at itself, or at another proxy pointed
+back) is dropped, as the UDP greeter drops datagrams from its own ports.
+
+A session's socket is a plain non-blocking socket watched by the loop (or
+the reactor): no Twisted port, so no log line per source and no per-port
+frames on a reply's way back; each wake-up reads every datagram ready, and
+a stream with no toxic skips the fault wrapper.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.error import CannotListenError
+from twisted.internet import udp
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 
 from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
+from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
+from echoapp._peers import PeerKeys
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
+from echoapp._proxy.errors import Invalid
 from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults
 from echoapp._transports.endpoints import UDPListen
-from echoapp._transports.listen import UDPListenService
+from echoapp._transports.listen import READ_SIZE, UDPListenService
+from echoapp._transports.native_udp import NativeDatagramPort, watch_readable
 from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
 
 MAX_SESSIONS = 1024
 IDLE_TIMEOUT = 60.0  # seconds without a datagram either way
+# Datagrams read per wake-up at most, on either side, before the reactor
+# runs other events (as the UDP greeter's READ_BATCH).
+READ_BATCH = 256
+# New sessions per second (and at once) from one source address, and from
+# everyone: a NAT's clients or a test's hundreds of ports get theirs, a
+# loop through another process (each hop a new source port) dies within a
+# burst, and a spoofed spray cannot churn sockets without bound.
+SESSION_RATE, SESSION_BURST = 200.0, 512.0
+SESSIONS_RATE, SESSIONS_BURST = 2000.0, 2048.0
+
+# This process's session sockets, every proxy's, by local address (host,
+# port): a datagram from one of them is a proxy forwarding to a proxy of
+# this process, which is a loop when it reaches a proxy it has passed.
+OWN_SOCKETS: dict[tuple[str, int], Session] = {}
+
+
+def loops_to_itself(interface: str, port: int, upstream: tuple[str, int]) -> bool:
+    """
+    Whether a proxy listening on C{interface} (C{""}, C{0.0.0.0} or C{::}
+    for every one) and C{port} would forward to itself at C{upstream}: the
+    same port, and the upstream's host the interface or, for every
+    interface, one of this host's addresses (loopback, unspecified, or one
+    a socket can bind).  For TCP proxies as for UDP ones.
+    """
+    host, upstream_port = upstream
+    if port == 0 or upstream_port != port:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+        listening = ipaddress.ip_address(interface.split("%")[0]) if interface else None
+    except ValueError:
+        return False
+    if listening is not None and not listening.is_unspecified:
+        return _same(address, listening)
+    if listening is not None and listening.version != address.version and listening.version == 4:
+        return False
+    return address.is_loopback or address.is_unspecified or _local(address)
+
+
+def _same(
+    a: ipaddress.IPv4Address | ipaddress.IPv6Address, b: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> bool:
+    mapped = [x.ipv4_mapped if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped else x for x in (a, b)]
+    return mapped[0] == mapped[1]
+
+
+def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether C{address} is this host's: a socket can bind it (no packet sent, no name resolved)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 class _Side(FaultyDatagramProtocol):
@@ -47,65 +124,121 @@ class _Side(FaultyDatagramProtocol):
         return self.draws
 
 
-class Session(HoldsDescriptor, DatagramProtocol):
+class Session(HoldsDescriptor):
     """
-    One client source's upstream socket; what comes back goes to that
-    client, through the faults.  Its socket counts against the process's
-    descriptor ceiling, as a TCP connection does.
+    One client source's upstream socket, connected to the upstream; what
+    comes back goes to that client, through the faults when its stream has
+    any.  Its socket counts against the process's descriptor ceiling, as a
+    TCP connection does.
     """
 
-    noisy = False
-    transport: Any
-
-    def __init__(self, proxy: UDPProxy, client: tuple[str, int]) -> None:
+    def __init__(self, proxy: UDPProxy, client: tuple[str, int], sock: socket.socket, now: float) -> None:
         self.proxy = proxy
         self.client = client
-        self.last = proxy.clock.seconds()
+        self.socket = sock
+        self.local: tuple[str, int] = sock.getsockname()[:2]
+        self.last = now
         faults = proxy.faults
         self.up_side, self.down_side = (
             _Side(faults.plans[stream], faults.link(stream)) for stream in ("upstream", "downstream")
         )
-        self.pending: list[bytes] = []
-        self.up: FaultyDatagrams | None = None
+        self.up = FaultyDatagrams(self, self.up_side)
         # One per session, so a held datagram follows the next one to the same client.
         self.down = FaultyDatagrams(proxy.transport, self.down_side)
-        self.port: Any = None
+        self._unwatch: Callable[[], None] | None = None
+        self.refused = False
+        # The proxies of this process the datagrams have passed through (L{OWN_SOCKETS}).
+        self.path: frozenset[UDPProxy] = frozenset()
 
-    def startProtocol(self) -> None:
-        self.transport.connect(*self.proxy.upstream)
-        self.up = FaultyDatagrams(self.transport, self.up_side)
-        pending, self.pending = self.pending, []
-        for datagram in pending:
-            self.up.write(datagram)
+    def start(self, reactor: Any) -> None:
+        """Read the upstream's answers from now on; the socket is one of ours."""
+        OWN_SOCKETS[self.local] = self
+        self._unwatch = watch_readable(reactor, self.socket, self.read_ready)
 
-    def send(self, datagram: bytes) -> None:
+    def send(self, datagram: bytes) -> bool:
         """
         A datagram from this session's client, on its way upstream through
-        the upstream faults.
+        the upstream faults; C{False} when the upstream refused it or an
+        earlier one (this socket is done: the caller opens a fresh session).
         """
-        self.last = self.proxy.clock.seconds()
-        self.up_side.draws.note(datagram, datagram=True)
-        if self.up is None:
-            self.pending.append(datagram)
-        else:
+        if self.refused:
+            return False
+        draws = self.up_side.draws
+        draws.note(datagram, datagram=True)
+        if draws.current() is not None:
             self.up.write(datagram)
+        else:
+            self.write(datagram)
+        return not self.refused
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.last = self.proxy.clock.seconds()
-        self.proxy.answer(self, datagram)
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        """
+        Straight to the connected socket (the faults' transport too): a full
+        buffer drops it, as UDP may; ICMP port unreachable for an earlier
+        datagram marks the session refused.
+        """
+        try:
+            self.socket.send(datagram)
+        except ConnectionRefusedError:
+            self.refused = True
+        except OSError:
+            pass
 
-    def connectionRefused(self) -> None:
-        """Nothing listens upstream (ICMP port unreachable): the client hears nothing, as it would."""
+    def read_ready(self) -> None:
+        """The upstream answered: every answer ready goes back to the client, in this one frame."""
+        recv, client, draws = self.socket.recv, self.client, self.down_side.draws
+        proxy = self.proxy
+        sendto = proxy.sendto
+        got = False
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    datagram = recv(READ_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    # ICMP port unreachable (or any error): the upstream is
+                    # gone, as nginx ends the session; the next datagram
+                    # from the client opens a fresh one.
+                    proxy.end(self)
+                    return
+                got = True
+                draws.note(datagram, datagram=True)
+                try:
+                    if draws.current() is not None:
+                        self.down.write(datagram, client)
+                    else:
+                        sendto(datagram, client)
+                except OSError:
+                    pass  # the client's side is full: dropped, as UDP may
+        finally:
+            if got:
+                self.last = proxy.now()
+                proxy.heard(self)
 
     def close(self) -> None:
         """The session goes: its held and delayed datagrams with it (no timer outlives it)."""
-        for faulty in (self.up, self.down):
-            if faulty is not None:
-                faulty.stop()
-        if self.port is not None:
-            port, self.port = self.port, None
-            port.stopListening()
+        self.up.stop()
+        self.down.stop()
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
+            OWN_SOCKETS.pop(self.local, None)
+        self.socket.close()
         self.release_descriptor()
+
+
+def session_socket(upstream: tuple[str, int]) -> socket.socket:
+    """A non-blocking datagram socket connected to C{upstream} (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(upstream)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class UDPProxy(DatagramProtocol):
@@ -113,6 +246,7 @@ class UDPProxy(DatagramProtocol):
 
     noisy = False
     transport: Any
+    log = Logger(namespace="echoapp.proxy.udp")
 
     def __init__(
         self,
@@ -129,67 +263,146 @@ class UDPProxy(DatagramProtocol):
         self.idle_timeout = idle_timeout
         self.sessions: OrderedDict[tuple[str, int], Session] = OrderedDict()
         self._sweep: IDelayedCall | None = None
-
-    @property
-    def clock(self) -> Any:
-        return self._reactor or global_reactor()
+        self._socket: Any = None
+        self._drops = ThrottledLog("UDP proxy dropped {count} datagrams ({reasons})")
+        self.key = PeerKeys()
+        self.failures = 0
 
     def startProtocol(self) -> None:
+        """
+        The port listens: the clock and the buckets are taken now, on the
+        running reactor, once; on a port we may read ourselves, each
+        wake-up reads every datagram ready (L{read_ready}).
+        """
+        self.clock = self._reactor or global_reactor()
+        self.now = now = self.clock.seconds
+        self.per_source = TokenBuckets(SESSION_RATE, SESSION_BURST, MAX_SESSIONS * 4, now)
+        self.everyone = TokenBucket(SESSIONS_RATE, SESSIONS_BURST, now)
+        transport = self.transport
+        self.sendto = self._send_to_client
+        if isinstance(transport, udp.Port) or (
+            isinstance(transport, NativeDatagramPort) and transport.read_directly
+        ):
+            self._socket = transport.getHandle()
+            self.sendto = self._socket.sendto
+        if isinstance(transport, udp.Port) and transport.protocol is self:
+            transport.doRead = self.read_ready  # type: ignore[method-assign]
         self._schedule()
+
+    def _send_to_client(self, datagram: bytes, client: tuple[str, int]) -> None:
+        self.transport.write(datagram, client)
 
     def _schedule(self) -> None:
         self._sweep = self.clock.callLater(max(self.idle_timeout / 4, 0.01), self.sweep)
 
     def sweep(self) -> None:
         """Close the sessions quiet for longer than the idle timeout; the oldest are first."""
-        horizon = self.clock.seconds() - self.idle_timeout
+        horizon = self.now() - self.idle_timeout
         for client, session in list(self.sessions.items()):
             if session.last <= horizon:
                 del self.sessions[client]
                 session.close()
         self._schedule()
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        client = (addr[0], addr[1])
-        session = self.sessions.get(client)
-        if session is None:
-            # Room for one more socket: past the bound, or with the process's
-            # descriptors all held, the least recently heard source goes.
-            if self.sessions and (len(self.sessions) >= self.max_sessions or DESCRIPTORS.full()):
-                _, oldest = self.sessions.popitem(last=False)
-                oldest.close()
-            if DESCRIPTORS.full():
-                return  # no socket to give a new source (TCP clients hold them all): dropped
-            session = Session(self, client)
-            family_interface = "::" if ":" in self.upstream[0] else "0.0.0.0"
+    def read_ready(self) -> None:
+        """The port has datagrams: every one ready is forwarded in this one frame, the clock read once."""
+        sock = self._socket
+        if sock is None:
+            return
+        recvfrom = sock.recvfrom
+        now = self.now()
+        for _ in range(READ_BATCH):
             try:
-                session.port = self.clock.listenUDP(0, session, interface=family_interface)
-            except (OSError, CannotListenError):
-                return  # the kernel has no socket for it either: dropped, as a full network would
-            session.hold_descriptor()
-            self.sessions[client] = session
-        else:
-            self.sessions.move_to_end(client)
-        session.send(datagram)
+                datagram, addr = recvfrom(READ_SIZE)
+            except OSError:  # nothing more (or an error for no one: unconnected)
+                return
+            self._forward(datagram, addr, now)
 
-    def answer(self, session: Session, datagram: bytes) -> None:
-        """
-        What the upstream answered a session goes back to its client through
-        the downstream faults, unless the session was closed meanwhile.
-        """
-        if self.sessions.get(session.client) is not session:
-            return  # dropped to make room, or swept: its late answers go nowhere
-        self.sessions.move_to_end(session.client)
-        session.down_side.draws.note(datagram, datagram=True)
-        session.down.write(datagram, session.client)
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self._forward(datagram, addr, self.now())
+
+    def _forward(self, datagram: bytes, addr: Any, now: float) -> None:
+        client = (addr[0], addr[1])
+        try:
+            session = self.sessions.get(client)
+            if session is None:
+                session = self._open(client, now)
+                if session is None:
+                    return
+            else:
+                self.sessions.move_to_end(client)
+                session.last = now
+            if not session.send(datagram):
+                # Refused: the upstream was down and is (maybe) back; this
+                # socket is spent, a fresh one carries the datagram.
+                self.end(session)
+                session = self._open(client, now)
+                if session is not None:
+                    session.send(datagram)
+        except Exception:
+            if not self.failures:
+                self.log.failure(
+                    "Forwarding a datagram from {client} failed; further failures are only counted",
+                    client=client,
+                )
+            self.failures += 1
+            self._drop("error")
+
+    def _open(self, client: tuple[str, int], now: float) -> Session | None:
+        """A new session for C{client}, unless a guard or the descriptors say no (then it is dropped)."""
+        via = OWN_SOCKETS.get(client)
+        if via is None and client[0].startswith("::ffff:"):
+            via = OWN_SOCKETS.get((client[0][7:], client[1]))
+        if via is not None and self in via.path:
+            self._drop("loop")  # it has passed this proxy already: every next hop would be a loop
+            return None
+        host = client[0]
+        if ":" in host:
+            host = self.key(host)
+        if not self.per_source.allow(host) or not self.everyone.allow():
+            self._drop("rate")
+            return None
+        # Room for one more socket: past the bound, or with the process's
+        # descriptors all held, the least recently heard source goes.
+        if self.sessions and (len(self.sessions) >= self.max_sessions or DESCRIPTORS.full()):
+            _, oldest = self.sessions.popitem(last=False)
+            oldest.close()
+        if DESCRIPTORS.full():
+            return None  # no socket to give a new source (TCP clients hold them all): dropped
+        try:
+            sock = session_socket(self.upstream)
+        except OSError:
+            return None  # the kernel has no socket for it either: dropped, as a full network would
+        session = Session(self, client, sock, now)
+        session.path = via.path | {self} if via is not None else frozenset((self,))
+        session.hold_descriptor()
+        session.start(self.clock)
+        self.sessions[client] = session
+        return session
+
+    def _drop(self, reason: str) -> None:
+        self._drops.note(self.clock, reason)
+
+    def heard(self, session: Session) -> None:
+        """The upstream answered C{session}: it is the most recently heard."""
+        if self.sessions.get(session.client) is session:
+            self.sessions.move_to_end(session.client)
+
+    def end(self, session: Session) -> None:
+        """C{session} is over (its upstream refused it): closed and forgotten."""
+        if self.sessions.get(session.client) is session:
+            del self.sessions[session.client]
+        session.close()
 
     def stopProtocol(self) -> None:
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
+        self._socket = None
         for session in self.sessions.values():
             session.close()
         self.sessions.clear()
+        self._drops.flush()
 
 
 class NamedUDPProxy(ProxyService):
@@ -206,10 +419,18 @@ class NamedUDPProxy(ProxyService):
     def __init__(self, spec: ProxySpec, faults: ProxyFaults, limits: TCPLimits, reactor: Any = None) -> None:
         super().__init__(spec, faults)
         self.listen, upstream = check_udp(spec)
+        self._refuse_loop(upstream)
         self.protocol = UDPProxy(
             upstream, faults, reactor, max_sessions=limits.max_connections, idle_timeout=limits.idle_timeout
         )
         self._reactor = reactor
+
+    def _refuse_loop(self, upstream: tuple[str, int]) -> None:
+        """@raise Invalid: the upstream is this proxy's own listen address (every datagram would loop)."""
+        if loops_to_itself(self.listen.interface, self.listen.port, upstream):
+            raise Invalid(
+                f"UDP proxy {self.spec.name!r}: its upstream {self.spec.upstream} is its own listen address"
+            )
 
     def _listener(self) -> UDPListenService:
         return UDPListenService(self.listen, self.protocol, self._reactor)
@@ -219,8 +440,11 @@ class NamedUDPProxy(ProxyService):
         self.listen = UDPListen.parse(udp_listen_description(self.spec.listen))
 
     def set_upstream(self, upstream: str) -> None:
-        """New sessions go to C{upstream} (checked by the caller); open ones keep theirs."""
-        self.protocol.upstream = udp_upstream(upstream)
+        """New sessions go to C{upstream} (checked by the caller; a loop, here); open ones keep theirs."""
+        address = udp_upstream(upstream)
+        if loops_to_itself(self.listen.interface, self.listen.port, address):
+            raise Invalid(f"UDP proxy {self.spec.name!r}: its upstream {upstream} is its own listen address")
+        self.protocol.upstream = address
         self.spec.upstream = upstream
 
     def as_json(self) -> dict[str, Any]:

@@ -7,6 +7,11 @@ the loop's reader callback (C{add_reader}); any other protocol gets the
 loop's own C{create_datagram_endpoint} (uvloop's C transport), one call per
 datagram.  Measured on uvloop, the greeter's own loop costs less per
 datagram than uvloop's transport does for a bare asyncio protocol.
+
+L{watch_readable} is the same idea for a socket that is no listening port
+(the UDP proxy's session sockets): the loop's reader callback where there is
+a loop, a bare C{IReadDescriptor} on Twisted's own reactors.  Neither logs a
+line per socket, as Twisted's C{listenUDP} does ("Session starting on N").
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IUDPTransport
+from twisted.internet.interfaces import IListeningPort, IReadDescriptor, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from echoapp._twisted import asyncio_loop
 
 log = Logger(namespace="echoapp.native_udp")
 
@@ -252,3 +259,52 @@ def _start_reading(port: NativeDatagramPort, loop: asyncio.AbstractEventLoop, so
         log.failure("Cannot serve datagrams")
         if not port._closed:
             port._close_socket()
+
+
+@implementer(IReadDescriptor)
+class _Readable:
+    """
+    A socket as Twisted's reactor watches it: C{callback} on each wake-up,
+    and nothing else (no port, no protocol, no log line).
+    """
+
+    def __init__(self, sock: socket.socket, callback: Callable[[], object]) -> None:
+        self._fileno = sock.fileno()
+        self._callback = callback
+
+    def fileno(self) -> int:
+        return self._fileno
+
+    def doRead(self) -> None:
+        self._callback()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor let it go: an error without data to read (EPOLLERR: a
+        connected datagram socket's ICMP port unreachable) is reported so,
+        not as readable.  The callback is called anyway, so its read meets
+        the error and its owner hears of it; at shutdown the read finds
+        nothing.
+        """
+        self._callback()
+
+    def logPrefix(self) -> str:
+        return "UDP"
+
+
+def watch_readable(reactor: Any, sock: socket.socket, callback: Callable[[], object]) -> Callable[[], None]:
+    """
+    Call C{callback} whenever C{sock} (non-blocking) is readable, on the
+    loop under C{reactor} if it sits on one (its reader callback, no Twisted
+    frame per wake-up), else through C{reactor}'s C{addReader}.  The
+    callback reads what is ready itself; it must not raise.  Returns what
+    stops the watch, to be called before the socket is closed.
+    """
+    loop = asyncio_loop(reactor)
+    fd = sock.fileno()
+    if loop is not None:
+        loop.add_reader(fd, callback)
+        return lambda: (loop.remove_reader(fd), None)[1]
+    readable = _Readable(sock, callback)
+    reactor.addReader(readable)
+    return lambda: reactor.removeReader(readable)

@@ -5,21 +5,27 @@ number and idle time, and datagram faults in either direction.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
-from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import Faults
 from echoapp._limits.descriptors import DESCRIPTORS
+from echoapp._proxy import udp as udp_module
+from echoapp._proxy.errors import Invalid
+from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic
-from echoapp._proxy.udp import UDPProxy
+from echoapp._proxy.udp import NamedUDPProxy, UDPProxy, loops_to_itself
 from echoapp._transports.endpoints import UDPListen
 from echoapp._transports.listen import UDPListenService
-from tests.support import Twistd, json_file, udp_replies
+from echoapp.config import TCPLimits
+from tests.support import DEADLINE, Twistd, json_file, udp_replies, wait_until
 
 
 def faults_with(stream: str, faults: Faults) -> ProxyFaults:
@@ -53,29 +59,36 @@ class UDPProxyTests(TestCase):
         self.assertEqual(await deferToThread(udp_replies, port, b"Ann", 2), [b"Hello, Ann!"] * 2)
 
 
-class UDPMemoryReactor(MemoryReactorClock):
-    """MemoryReactorClock, which has no UDP, with listenUDP recorded as listenTCP is."""
-
-    def listenUDP(self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192) -> Any:
-        self.udpPorts.append(protocol)
-        return self.listenTCP(port, protocol, interface=interface)  # an IListeningPort that can stop
-
-
 class SessionTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.clock = UDPMemoryReactor()
-        self.clock.udpPorts = []
+        self.clock = MemoryReactorClock()
+        # The upstream: a bound socket nobody reads (no packet leaves the host).
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        self.addCleanup(sink.close)
+        self.opened: list[socket.socket] = []
+        real = udp_module.session_socket
+
+        def recording(upstream: tuple[str, int]) -> socket.socket:
+            sock = real(upstream)
+            self.opened.append(sock)
+            return sock
+
+        self.patch(udp_module, "session_socket", recording)
         self.proxy = UDPProxy(
-            ("127.0.0.1", 53), ProxyFaults(seed=1), self.clock, max_sessions=2, idle_timeout=10
+            sink.getsockname(), ProxyFaults(seed=1), self.clock, max_sessions=2, idle_timeout=10
         )
         self.proxy.makeConnection(FakeDatagramTransport())
+        self.addCleanup(self.proxy.stopProtocol)
 
     def test_one_upstream_socket_per_source_bounded_in_number(self) -> None:
         for source in range(3):
             self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000 + source))
         self.proxy.datagramReceived(b"q", ("10.0.0.1", 1002))
         self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1001), ("10.0.0.1", 1002)])
-        self.assertEqual(len(self.clock.udpPorts), 3, "one socket each; the oldest was closed to make room")
+        self.assertEqual(len(self.opened), 3, "one socket each")
+        self.assertEqual(self.opened[0].fileno(), -1, "the oldest was closed to make room")
+        self.assertEqual(len(self.clock.readers), 2, "the open sessions' sockets are read")
 
     def test_session_sockets_count_against_the_descriptor_ceiling(self) -> None:
         self.patch(DESCRIPTORS, "open", 0)
@@ -93,10 +106,10 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(DESCRIPTORS.open, 1, "every session's descriptor given back")
 
     def test_no_socket_for_a_source_drops_its_datagram_quietly(self) -> None:
-        def no_socket(*args: Any, **kwargs: Any) -> Any:
-            raise CannotListenError("", 0, OSError(24, "Too many open files"))
+        def no_socket(upstream: Any) -> Any:
+            raise OSError(24, "Too many open files")
 
-        self.patch(self.clock, "listenUDP", no_socket)
+        self.patch(udp_module, "session_socket", no_socket)
         self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
         self.assertEqual(self.proxy.sessions, {})
         self.assertEqual(self.flushLoggedErrors(), [])
@@ -111,6 +124,67 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.proxy.sessions, {})
         self.proxy.stopProtocol()
         self.assertFalse(self.clock.getDelayedCalls())
+        self.assertEqual(self.clock.readers, set(), "no socket is watched any more")
+
+    def test_new_sessions_are_rated_per_source_address_and_in_total(self) -> None:
+        """A loop through another process (each hop a new port) dies within a burst; so does a spray."""
+        self.proxy.max_sessions = 100_000
+        burst = int(udp_module.SESSION_BURST)
+        for port in range(1024, 1024 + burst + 10):
+            self.proxy.datagramReceived(b"q", ("10.0.0.1", port))
+        self.assertEqual(len(self.opened), burst, "one address: a burst of sessions, then none")
+        self.clock.advance(1.0)
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 9))
+        self.assertEqual(len(self.opened), burst + 1, "the bucket refills")
+        total = int(udp_module.SESSIONS_BURST)
+        for host in range(total + 10):
+            self.proxy.datagramReceived(b"q", (f"10.1.{host // 250}.{host % 250}", 5000))
+        self.assertLess(len(self.opened), burst + 1 + total + 10, "everyone's bucket ran out")
+        for session in list(self.proxy.sessions.values()):
+            self.proxy.end(session)
+
+    def test_a_datagram_from_our_own_session_socket_is_dropped(self) -> None:
+        """A proxy pointed at itself, or at a proxy of this process pointed back: the first hop ends it."""
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        [session] = self.proxy.sessions.values()
+        self.proxy.datagramReceived(b"q", session.local)
+        host, port = session.local
+        self.proxy.datagramReceived(b"q", ("::ffff:" + host, port))
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1000)])
+        self.assertEqual(len(self.opened), 1)
+        self.proxy.end(session)
+        self.proxy.datagramReceived(b"q", session.local)
+        self.assertEqual(len(self.opened), 2, "a closed session's address is anyone's again")
+
+
+class LoopTests(SynchronousTestCase):
+    def test_a_proxy_to_its_own_listen_address_is_refused(self) -> None:
+        for listen, upstream in [
+            ("127.0.0.1:5300", "127.0.0.1:5300"),
+            ("0.0.0.0:5300", "127.0.0.1:5300"),
+            (":5300", "127.0.0.1:5300"),
+            ("[::]:5300", "[::1]:5300"),
+        ]:
+            with self.assertRaises(Invalid, msg=listen) as caught:
+                NamedUDPProxy(ProxySpec("u", listen, upstream, protocol="udp"), ProxyFaults(), TCPLimits())
+            self.assertIn("is its own listen address", str(caught.exception))
+        proxy = NamedUDPProxy(
+            ProxySpec("u", "127.0.0.1:5300", "127.0.0.1:5301", protocol="udp"), ProxyFaults(), TCPLimits()
+        )
+        with self.assertRaises(Invalid):
+            proxy.set_upstream("127.0.0.1:5300")
+        self.assertEqual(proxy.spec.upstream, "127.0.0.1:5301")
+
+    def test_loops_to_itself(self) -> None:
+        self.assertTrue(loops_to_itself("127.0.0.1", 53, ("127.0.0.1", 53)))
+        self.assertTrue(loops_to_itself("", 53, ("127.0.0.2", 53)), "every interface holds all of 127/8")
+        self.assertTrue(loops_to_itself("::", 53, ("127.0.0.1", 53)), "dual-stack")
+        self.assertTrue(loops_to_itself("::ffff:127.0.0.1", 53, ("127.0.0.1", 53)))
+        self.assertFalse(loops_to_itself("127.0.0.1", 53, ("127.0.0.1", 54)))
+        self.assertFalse(loops_to_itself("127.0.0.1", 53, ("127.0.0.2", 53)))
+        self.assertFalse(loops_to_itself("0.0.0.0", 53, ("::1", 53)), "an IPv4 port is not reached over IPv6")
+        self.assertFalse(loops_to_itself("", 53, ("192.0.2.1", 53)), "not this host's (TEST-NET-1)")
+        self.assertFalse(loops_to_itself("127.0.0.1", 0, ("127.0.0.1", 0)))
 
 
 class UDPPluginTests(SynchronousTestCase):
@@ -174,3 +248,119 @@ class InProcessUDPProxyTests(TestCase):
         with self.assertRaises(ValueError) as caught:
             testing.proxy(self, upstream=f"127.0.0.1:{greeter.port}", faults=Faults(loss=0.5))
         self.assertIn("fault loss: applies to UDP services only", str(caught.exception))
+
+
+class Echo(DatagramProtocol):
+    """The upstream: each datagram straight back, whatever its size."""
+
+    noisy = False
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.transport.write(datagram, addr)
+
+
+def exchange(socks: list[socket.socket], port: int, datagram: bytes, wait: float) -> list[bytes | None]:
+    """From each of C{socks} (bound client sockets), one datagram to the proxy, and its answer or L{None}."""
+    answers: list[bytes | None] = []
+    for sock in socks:
+        sock.settimeout(wait)
+        sock.sendto(datagram, ("127.0.0.1", port))
+        try:
+            answers.append(sock.recvfrom(70000)[0])
+        except TimeoutError:
+            answers.append(None)
+    return answers
+
+
+class LiveUDPProxyTests(TestCase):
+    """The proxy on the running reactor (both: the paths differ), between loopback sockets."""
+
+    def echo(self, port: int = 0) -> Any:
+        from twisted.internet import reactor
+
+        listening = reactor.listenUDP(port, Echo(), interface="127.0.0.1", maxPacketSize=65535)
+        return listening
+
+    def proxy(self, upstream: tuple[str, int]) -> tuple[UDPProxy, int]:
+        protocol = UDPProxy(upstream, ProxyFaults())
+        service = UDPListenService(UDPListen.parse(UDP_LOOPBACK), protocol)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        return protocol, int(service.port.getHost().port)
+
+    def clients(self, count: int) -> list[socket.socket]:
+        socks = []
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            self.addCleanup(sock.close)
+            socks.append(sock)
+        return socks
+
+    async def test_a_restarted_upstream_costs_each_client_at_most_one_datagram(self) -> None:
+        """As nginx's stream proxy: an upstream error ends the session, the next datagram opens a new one."""
+        echo = self.echo()
+        upstream_port = echo.getHost().port
+        proxy, port = self.proxy(("127.0.0.1", upstream_port))
+        socks = self.clients(5)
+        self.assertEqual(await deferToThread(exchange, socks, port, b"up", DEADLINE), [b"up"] * 5)
+        await echo.stopListening()
+        # While it is down: ICMP port unreachable for each session.
+        self.assertEqual(await deferToThread(exchange, socks, port, b"down", 0.3), [None] * 5)
+        await wait_until(lambda: not proxy.sessions, "the refused sessions end")
+        echo = self.echo(upstream_port)
+        self.addCleanup(echo.stopListening)
+        for attempt in range(2):
+            answers = await deferToThread(exchange, socks, port, b"again", 1.0 if attempt == 0 else DEADLINE)
+            if attempt == 1:
+                self.assertEqual(answers, [b"again"] * 5, "the next-but-one datagram is answered")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_the_largest_datagram_comes_back_whole(self) -> None:
+        echo = self.echo()
+        self.addCleanup(echo.stopListening)
+        _, port = self.proxy(("127.0.0.1", echo.getHost().port))
+        [sock] = self.clients(1)
+        big = bytes(range(256)) * 255 + b"x" * 227  # 65,507 bytes: the largest UDP payload over IPv4
+        self.assertEqual(len(big), 65507)
+        self.assertEqual(await deferToThread(exchange, [sock], port, big, DEADLINE), [big])
+
+    async def test_sources_leave_the_log_alone(self) -> None:
+        echo = self.echo()
+        self.addCleanup(echo.stopListening)
+        proxy, port = self.proxy(("127.0.0.1", echo.getHost().port))
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        socks = self.clients(200)
+        answers = await deferToThread(exchange, socks, port, b"hi", DEADLINE)
+        self.assertEqual(answers, [b"hi"] * 200)
+        proxy.stopProtocol()  # every session closed: nor a line for that
+        proxy.startProtocol()
+        self.assertEqual([formatEvent(event) for event in events], [])
+
+    async def test_a_proxy_pointed_at_itself_forwards_one_hop_only(self) -> None:
+        proxy, port = self.proxy(("127.0.0.1", 9))
+        proxy.upstream = ("127.0.0.1", port)  # as an upstream that moved onto the proxy's port would
+        [sock] = self.clients(1)
+        await deferToThread(exchange, [sock], port, b"loop", 0.5)
+        self.assertEqual(list(proxy.sessions), [sock.getsockname()], "the client's session, and no other")
+
+    async def test_two_proxies_pointed_at_each_other_stop_at_the_first_hop_back(self) -> None:
+        first, first_port = self.proxy(("127.0.0.1", 9))
+        second, second_port = self.proxy(("127.0.0.1", first_port))
+        first.upstream = ("127.0.0.1", second_port)
+        [sock] = self.clients(1)
+        await deferToThread(exchange, [sock], first_port, b"loop", 0.5)
+        self.assertEqual(len(first.sessions), 1, "the client's")
+        self.assertEqual(len(second.sessions), 1, "the first proxy's session")
+
+    async def test_proxies_chained_in_one_process_forward(self) -> None:
+        """Not a loop: a proxy in front of another proxy of the same process (a chain of faults)."""
+        echo = self.echo()
+        self.addCleanup(echo.stopListening)
+        _, inner = self.proxy(("127.0.0.1", echo.getHost().port))
+        _, outer = self.proxy(("127.0.0.1", inner))
+        [sock] = self.clients(1)
+        self.assertEqual(await deferToThread(exchange, [sock], outer, b"chain", DEADLINE), [b"chain"])

@@ -200,3 +200,45 @@ class ReadByTheProtocolTests(SynchronousTestCase):
         port._socket = Full()
         self.assertIs(port.write(b"x", ("127.0.0.1", 40000)), False)
         self.assertEqual(port.dropped, 1)
+
+
+class WatchReadableTests(TestCase):
+    """L{native_udp.watch_readable}: a bare socket read on wake-up, on either reactor, without a port."""
+
+    def test_an_error_without_data_is_handed_to_the_callback(self) -> None:
+        """Twisted's epoll reactor reports EPOLLERR alone as a lost connection: the owner must hear it."""
+        from twisted.internet.testing import MemoryReactor
+
+        fake = MemoryReactor()
+        calls: list[None] = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            unwatch = native_udp.watch_readable(fake, sock, lambda: calls.append(None))
+            [readable] = fake.readers
+            self.assertEqual(readable.fileno(), sock.fileno())
+            readable.connectionLost(None)
+            self.assertEqual(len(calls), 1)
+            unwatch()
+            self.assertEqual(fake.readers, set())
+
+    async def test_the_running_reactor_calls_back_when_a_datagram_waits(self) -> None:
+        got: list[bytes] = []
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+
+        def read() -> None:
+            try:
+                got.append(sock.recv(100))
+            except BlockingIOError:
+                pass
+
+        unwatch = native_udp.watch_readable(reactor, sock, read)
+        self.addCleanup(unwatch)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"ping", sock.getsockname())
+        for _ in range(2000):
+            if got:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertEqual(got, [b"ping"])
