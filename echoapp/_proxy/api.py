@@ -31,7 +31,16 @@ from twisted.web.server import NOT_DONE_YET, Request
 from echoapp import __version__
 from echoapp._http import BoundedSite, SiteLimits, payload_too_large
 from echoapp._proxy.addresses import same_listen
-from echoapp._proxy.errors import CannotListen, Exists, Invalid, NotFound, PopulateFailed, ProxyError
+from echoapp._proxy.errors import (
+    CannotListen,
+    Exists,
+    Invalid,
+    NoRoom,
+    NotAllowed,
+    NotFound,
+    PopulateFailed,
+    ProxyError,
+)
 from echoapp._proxy.named import check_proxy, ignored_line
 from echoapp._proxy.registry import AnyProxy, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json, parse_json, spec_from_json, toxic_from_json
@@ -79,8 +88,8 @@ def toxiproxy_words(error: ProxyError, listens: list[str]) -> str:
     for, as given.
     """
     text = str(error)
-    if not isinstance(error, CannotListen):
-        return text
+    if not isinstance(error, CannotListen) or isinstance(error, NotAllowed | NoRoom):
+        return text  # not a bind's error: echoapp's own line
     quoted = [listen for listen in listens if repr(listen) in text]
     candidates = quoted or listens
     if len(candidates) != 1 or not host_and_port(candidates[0]):

@@ -23,6 +23,10 @@ from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
 
 NAME = "echoapp-proxy"
+# What share of the descriptor ceiling proxies opened while running may
+# hold with their listeners and connections: the rest is for clients, and
+# for the operator's own call to the API that deletes proxies.
+LISTENERS_SHARE = 0.75
 
 log = Logger(namespace="echoapp.proxy")
 
@@ -47,9 +51,10 @@ class ProxyService(HoldsDescriptor, MultiService):
 
     Its listening socket is a descriptor of the process's like a
     connection's, counted against the same ceiling while it listens: a proxy
-    opened while the proxies run is refused (L{NoRoom}) when it would leave
-    no descriptor for a client, who would then be reset by C{accept()}
-    rather than told C{server busy}.
+    opened while the proxies run is refused (L{NoRoom}) past
+    L{LISTENERS_SHARE} of the ceiling, so that clients are always served or
+    told C{server busy} (never reset by C{accept()}'s C{EMFILE}) and the
+    operator's API call gets through.
     """
 
     KIND = ""
@@ -160,14 +165,16 @@ class ProxyService(HoldsDescriptor, MultiService):
 
     def _hold_room(self) -> None:
         """
-        Count the listener's descriptor, if it leaves one for a connection.
+        Count the listener's descriptor, if it leaves room for connections.
 
         @raise NoRoom: if it would not.
         """
-        if not self._descriptor_held and DESCRIPTORS.open + 1 >= DESCRIPTORS.limit():
+        ceiling = DESCRIPTORS.limit()
+        if not self._descriptor_held and DESCRIPTORS.open + 1 > ceiling * LISTENERS_SHARE:
             raise NoRoom(
-                f"listen {self.spec.listen!r}: too many open files: {DESCRIPTORS.open} of the process's "
-                f"{DESCRIPTORS.limit()} descriptors for listeners and connections are held"
+                f"listen {self.spec.listen!r}: too many open files: {DESCRIPTORS.open} of the "
+                f"{ceiling} descriptors for listeners and connections are held, and a quarter is kept "
+                "for connections (raise the process's RLIMIT_NOFILE)"
             )
         self.hold_descriptor()
 
