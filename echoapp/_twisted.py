@@ -162,26 +162,6 @@ def global_reactor() -> Any:
     return reactor
 
 
-class LazyReactor:
-    """
-    A class attribute C{clock} (or C{reactor}): the one given to the
-    instance as C{_clock} (C{_reactor}), else the global reactor, taken
-    when first read (L{global_reactor}: objects are made while options are
-    parsed, before twistd installs the chosen reactor).
-    """
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._given = "_" + name
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        given = instance.__dict__.get(self._given)
-        if given is None:
-            given = instance.__dict__[self._given] = global_reactor()
-        return given
-
-
 def twistd_log_file() -> LogFile | None:
     """
     The log file twistd writes to (C{--logfile FILE}), or L{None} when it

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from twisted.internet.interfaces import IReactorTime
 
 from echoapp._faults.spec import OFF, Faults
-from echoapp._twisted import LazyReactor
+from echoapp._twisted import global_reactor
 
 # Datagram sources remembered (their order, generator and count); the
 # oldest is forgotten past this, as the rate table forgets.
@@ -223,7 +223,8 @@ class FaultPlan:
         label: str = "",
     ) -> None:
         faults = faults or OFF
-        self._clock = clock
+        # The reactor arrives once, when the service is made (options hold values).
+        self.clock: IReactorTime = clock if clock is not None else global_reactor()
         if seed is None:
             seed = faults.seed if faults.seed is not None else random.SystemRandom().randrange(1 << 32)
         self.seed = seed
@@ -256,9 +257,6 @@ class FaultPlan:
             self.remove("")
         else:
             self._changed()
-
-    # The reactor unless given: taken when first needed, as options are parsed before it is installed.
-    clock: IReactorTime = LazyReactor()  # type: ignore[assignment]
 
     def put(
         self, name: str, faults: Faults, toxicity: float = 1.0, timing: frozenset[str] = frozenset()
