@@ -123,8 +123,18 @@ class ApiLimitTests(SynchronousTestCase):
         batch = [
             {"name": f"p{number}", "listen": "127.0.0.1:0", "upstream": upstream} for number in range(BATCH)
         ]
+        seen: list[int] = []
+
+        def look() -> None:  # while the populate runs: requests wait their turn, and see all of it or none
+            time.sleep(0.3)
+            seen.append(len(request(port, "GET", "/proxies")[1]))
+
+        looking = threading.Thread(target=look)
+        looking.start()
         status, answer = request(port, "POST", "/populate", batch)
+        looking.join(DEADLINE)
         self.assertEqual((status, len(answer["proxies"])), (201, BATCH))
+        self.assertIn(seen, ([1], [BATCH + 1]))
         during_populate = pinger.worst
         status, _ = request(port, "POST", "/reset")
         self.assertEqual(status, 204)
