@@ -18,8 +18,11 @@ from echoapp._tac import one_line_in_tac
 from echoapp.template import encode_text
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
-_SIZE = re.compile(r"^(\d+)([KM]?B?)$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1 << 20, "MB": 1 << 20}
+_SIZE = re.compile(r"^(\d+)((?:[KM]I?)?B?)$", re.IGNORECASE)
+# One unit rule everywhere, toxiproxy's: K and M are decimal (a toxic's rate
+# in KB/s is 1000 bytes a second), KiB and MiB binary.
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6}
+_SIZE_UNITS |= {"KI": 1024, "KIB": 1024, "MI": 1 << 20, "MIB": 1 << 20}
 STALLS = ("read", "answer")
 # A day: a longer delay is a typo, and a bound keeps every time finite
 # (C{latency=<400 digits>s} would otherwise be C{inf}).
@@ -51,7 +54,7 @@ def _check_duration(value: Any) -> float:
 def _size(text: str) -> int:
     match = _SIZE.match(text.replace("/s", ""))
     if not match:
-        raise ValueError(f"{text!r} is not a size in bytes (like 512, 16KB or 1MB)")
+        raise ValueError(f"{text!r} is not a size in bytes (like 512, 16KB, 16KiB or 1MB)")
     value = int(match.group(1)) * _SIZE_UNITS[match.group(2).upper()]
     if value > LARGEST:
         raise ValueError(f"{text[:20]!r}{'...' if len(text) > 20 else ''} is more than 1TB")

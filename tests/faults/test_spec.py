@@ -23,10 +23,26 @@ class SyntaxTests(SynchronousTestCase):
         faults = Faults.parse("latency=50ms, jitter=10ms,bandwidth=16KB,slice=1,slice-delay=2ms,seed=7")
         self.assertEqual(
             (faults.latency, faults.jitter, faults.bandwidth, faults.slice, faults.slice_delay, faults.seed),
-            (0.05, 0.01, 16384, 1, 0.002, 7),
+            (0.05, 0.01, 16000, 1, 0.002, 7),
         )
         self.assertEqual(Faults.parse("stall=read,refuse,loss=0.5").stall, "read")
         self.assertEqual(Faults.parse("reset-after=2s", Faults(latency=1)).latency, 1, "on top of a base")
+
+    def test_one_unit_rule_everywhere(self) -> None:
+        """
+        K and M are decimal everywhere, as a toxic's rate in KB/s is 1000
+        bytes a second: bandwidth=500KB in Python, on the command line and
+        through the API is one speed; KiB and MiB are the binary units.
+        """
+        from echoapp._proxy.schema import toxic_from_json
+
+        api = toxic_from_json({"type": "bandwidth", "attributes": {"rate": 500}}).faults.bandwidth
+        self.assertEqual(
+            (Faults(bandwidth="500KB").bandwidth, Faults.parse("bandwidth=500kb").bandwidth), (api, api)
+        )
+        self.assertEqual(api, 500_000)
+        self.assertEqual(Faults(slice="2MB").slice, 2_000_000)
+        self.assertEqual((Faults(slice="16KiB").slice, Faults(slice="1MiB").slice), (16384, 1 << 20))
 
     def test_one_line_errors(self) -> None:
         for text, reason in [
