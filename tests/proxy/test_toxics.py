@@ -419,3 +419,42 @@ class ToxiproxyTimingTests(TestCase):
         self.assertEqual(sum(sizes), 10_000, result.stderr)
         self.assertGreater(len(sizes), 50, "about 100 reads, not a few bunches")
         self.assertLessEqual(sizes[len(sizes) // 2], 150, "the median read is one slice")
+
+
+class SlicesOnALateClockTests(SynchronousTestCase):
+    """
+    toxiproxy's slicer sends one slice, waits its delay, sends the next: a
+    timer that fires late (a busy reactor) sends one slice, not every slice
+    that came due meanwhile in one write, which a client would read as one
+    bunch (seen on the default reactor: reads of 4.5 kB among 100 B ones).
+    """
+
+    def test_a_late_timer_sends_one_slice(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from echoapp._proxy.toxics import faulty_factory
+
+        class Writes(StringTransport):
+            def __init__(self) -> None:
+                super().__init__()
+                self.writes: list[bytes] = []
+
+            def write(self, data: bytes) -> None:
+                self.writes.append(data)
+                super().write(data)
+
+        clock = Clock()
+        proxy = ProxyFaults(seed=1, clock=clock)
+        slicer = {"type": "slicer", "attributes": {"average_size": 100, "size_variation": 50, "delay": 1000}}
+        proxy.set(toxic_from_json(slicer))
+        connection = faulty_factory(Factory.forProtocol(Protocol), proxy, "downstream").buildProtocol(None)
+        transport = Writes()
+        connection.makeConnection(transport)
+        connection.write(b"x" * 10_000)
+        clock.advance(0)
+        for _ in range(5):
+            before = len(transport.writes)
+            clock.advance(0.05)  # fifty delays at once
+            self.assertEqual(len(transport.writes), before + 1, "one slice per timer")
+        self.assertTrue(all(50 <= len(piece) <= 150 for piece in transport.writes), transport.writes)
