@@ -105,8 +105,11 @@ PROXY_CONTENDERS: dict[str, Any] = {
     "echoapp-proxy, default reactor": proxied("echoapp"),
     "echoapp-proxy, uvloop reactor": proxied("echoapp-uvloop"),
     "echoapp-proxy, uvloop, a fault configured (sparing all)": proxied("echoapp-uvloop-fault"),
+    "echoapp-proxy, default reactor, a toxic (latency 0 ms)": proxied("echoapp-toxic"),
+    "echoapp-proxy, uvloop, a toxic (latency 0 ms)": proxied("echoapp-uvloop-toxic"),
     "HAProxy, mode tcp": proxied("haproxy"),
     "toxiproxy": proxied("toxiproxy"),
+    "toxiproxy, a toxic (latency 0 ms)": proxied("toxiproxy-toxic"),
 }
 ECHO_CONTENDERS.update(PROXY_CONTENDERS)
 TOXIPROXY = os.environ.get(
@@ -279,7 +282,7 @@ def every_contender() -> list[str]:
         name
         for name in ECHO_CONTENDERS
         if ("HAProxy" not in name or have_haproxy())
-        and (name != "toxiproxy" or os.access(TOXIPROXY, os.X_OK))
+        and (not name.startswith("toxiproxy") or os.access(TOXIPROXY, os.X_OK))
     ]
     udp_proxies = [name for name in UDP_PROXY_CONTENDERS if "nginx" not in name or have_nginx_stream()]
     return [*CONTENDERS, *groups, *echo, *UDP_CONTENDERS, *udp_proxies]

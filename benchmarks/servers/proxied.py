@@ -108,14 +108,42 @@ def haproxy(port: int, upstream: int) -> list[str]:
     return [binary, "-db", "-f", path]
 
 
-def toxiproxy(port: int, upstream: int) -> list[str]:
+def toxiproxy(port: int, upstream: int, toxic: str = "") -> list[str]:
+    """
+    toxiproxy with the proxy from a config file; with C{toxic} (JSON), that
+    toxic added through its API once it answers (a config file's toxics are
+    not applied), by a child that is gone before the load begins.
+    """
     path = os.path.join(tempfile.mkdtemp(prefix="echoapp-bench-"), "toxiproxy.json")
     with open(path, "w") as out:
         out.write(f'[{{"name":"echo","listen":"127.0.0.1:{port}","upstream":"127.0.0.1:{upstream}"}}]')
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         api = sock.getsockname()[1]
+    if toxic and os.fork() == 0:
+        add_toxic(api, toxic)
+        os._exit(0)
     return [TOXIPROXY, "-host", "127.0.0.1", "-port", str(api), "-config", path]
+
+
+def add_toxic(api: int, toxic: str) -> None:
+    """POST C{toxic} to the proxy C{echo} once toxiproxy's API on C{api} knows it (in a child)."""
+    import http.client
+
+    for _ in range(500):
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", api, timeout=1)
+            connection.request("POST", "/proxies/echo/toxics", toxic, {"Content-Type": "application/json"})
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+
+
+# The toxic each proxy is given for the "a toxic" rows: it applies to every
+# connection and delays nothing, so the figure is what a configured toxic costs.
+TOXIC = '{"name":"l","type":"latency","attributes":{"latency":0}}'
 
 
 PROXIES = {
@@ -126,8 +154,11 @@ PROXIES = {
     "echoapp-uvloop-fault": lambda port, up: echoapp(
         port, up, "--reactor=uvloop", fault="latency=1ms,fraction=0"
     ),
+    "echoapp-toxic": lambda port, up: echoapp(port, up, fault="latency=0ms"),
+    "echoapp-uvloop-toxic": lambda port, up: echoapp(port, up, "--reactor=uvloop", fault="latency=0ms"),
     "haproxy": haproxy,
     "toxiproxy": toxiproxy,
+    "toxiproxy-toxic": lambda port, up: toxiproxy(port, up, TOXIC),
     # UDP, to a UDP echo.  A toxic of toxicity 0 (loss, sparing every
     # datagram) and one that applies to every datagram (latency 0 ms).
     "udp-echoapp": lambda port, up: echoapp_udp(port, up),
