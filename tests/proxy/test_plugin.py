@@ -6,6 +6,8 @@ applies its faults, and refuses a mistake in one line.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -144,5 +146,24 @@ class FaultOptionTests(SynchronousTestCase):
         front = proxy.Options()
         front.parseOptions(["--listen", LOOP, "--upstream", "127.0.0.1:1", *given])
         [(_, toxics)] = front["proxies"]
-        self.assertEqual([toxic.faults for toxic in toxics], [greeter["faults"].faults])
+        self.assertEqual([toxic.faults for toxic in toxics], [greeter["faults"]])
         self.assertEqual((toxics[0].faults.latency, toxics[0].faults.jitter), (0.05, 0.001))
+
+
+class StartupTests(SynchronousTestCase):
+    def test_discovering_the_plugins_imports_nothing_heavy(self) -> None:
+        """
+        twistd imports every plugin module to list its plugins: ours name a
+        module to import when used, and import nothing of echoapp's, of
+        twisted.web, TLS or prometheus then (start-up speed itself is in
+        benchmarks/startup.py).
+        """
+        heavy = ("echoapp", "twisted.web", "OpenSSL", "prometheus_client", "twisted.internet.reactor")
+        code = (
+            "import sys; import twisted.plugins.echoapp_plugins, twisted.plugins.echoapp_reactors; "
+            f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+        )
+        found = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE, check=True
+        )
+        self.assertEqual(found.stdout.strip(), "[]", found.stderr)
