@@ -1,0 +1,84 @@
+"""
+The capture file as a service: opened in the privileged step (before
+twistd drops privileges, and before any listener, so a file that cannot
+be written stops start-up with one line), closed after every listener has
+stopped and every connection has drained, so the last close is in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+
+from echoapp import StartupError
+from echoapp._record.capture import CaptureFile
+from echoapp._record.store import Recorder
+
+# The longest the file waits, at stop, for connections still open (the
+# drain's own bound is shorter): then it is closed with them open in it.
+CLOSE_WAIT = 30.0
+
+
+@dataclass(frozen=True)
+class RecordTo:
+    """Where C{--record} writes: the file, the size it rotates at (0: never) and how many old files stay."""
+
+    path: str
+    max_bytes: int = 16 << 20
+    keep: int = 3
+
+
+class RecordService(Service):
+    """Owns a L{Recorder}'s L{CaptureFile}: opens it at start, closes it at stop."""
+
+    name = None
+
+    def __init__(self, recorder: Recorder, capture: CaptureFile) -> None:
+        self.recorder = recorder
+        recorder.sink = capture
+        self.capture = capture
+        self._open = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._start()
+
+    def startService(self) -> None:
+        super().startService()
+        self._start()  # twist has no privileged step
+
+    def _start(self) -> None:
+        if self._open:
+            return
+        try:
+            self.capture.open()
+        except OSError as error:
+            line = f"Cannot record to {self.capture.path}: {error.strerror or error}"
+            raise StartupError(line, line) from None
+        self._open = True
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Closed once the last connection is gone (the drain's goodbyes and
+        closes are in the file), or after L{CLOSE_WAIT} at most.
+        """
+        super().stopService()
+        done: Deferred[None] = Deferred()
+        recorder = self.recorder
+
+        def close() -> None:
+            recorder.when_idle = None
+            if timer.active():
+                timer.cancel()
+            self.capture.close()
+            self._open = False
+            done.callback(None)
+
+        timer = recorder.clock.callLater(CLOSE_WAIT, close)
+        if recorder.open_streams:
+            recorder.when_idle = close
+        else:
+            close()
+        return done
