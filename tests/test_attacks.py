@@ -394,3 +394,46 @@ class LogVolumeTests(SynchronousTestCase):
         self.assertEqual(tutorial_client(port, [b"still"])[1], b"Hello, still!")
         server.stop()
         self.assertLess(len(server.output) - before, 4096, server.output[before:][-2000:])
+
+
+class UDPProxyLoopTests(SynchronousTestCase):
+    """echoapp-proxy's UDP path under one datagram that would loop (issue 28)."""
+
+    def test_two_udp_proxy_daemons_pointed_at_each_other_stop(self) -> None:
+        """
+        Each hop is a new session from a new source port, so nothing in one
+        process sees the loop: the rate of new sessions per source address
+        ends it within a burst (it reached the descriptor ceiling in 10 s).
+        """
+        from tests.support import free_port
+
+        first, second = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
+        daemons = []
+        for listen, upstream in ((first, second), (second, first)):
+            daemon = Twistd(
+                [
+                    "echoapp-proxy",
+                    "--listen",
+                    f"udp:{listen}:interface=127.0.0.1",
+                    "--upstream",
+                    f"udp:127.0.0.1:{upstream}",
+                ]
+            )
+            self.addCleanup(daemon.stop)
+            daemons.append(daemon)
+
+        def descriptors() -> int:
+            return sum(len(os.listdir(f"/proc/{daemon.process.pid}/fd")) for daemon in daemons)
+
+        before = descriptors()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"loop", ("127.0.0.1", first))
+        seen = [descriptors()]
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:  # until two looks a second apart agree: the loop is over
+            time.sleep(1.0)
+            seen.append(descriptors())
+            if seen[-1] == seen[-2]:
+                break
+        self.assertEqual(seen[-1], seen[-2], f"still growing: {seen}")
+        self.assertLess(seen[-1] - before, 2 * 300, "a burst of sessions each, no more")

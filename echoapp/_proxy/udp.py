@@ -59,7 +59,7 @@ READ_BATCH = 256
 # everyone: a NAT's clients or a test's hundreds of ports get theirs, a
 # loop through another process (each hop a new source port) dies within a
 # burst, and a spoofed spray cannot churn sockets without bound.
-SESSION_RATE, SESSION_BURST = 200.0, 512.0
+SESSION_RATE, SESSION_BURST = 200.0, 256.0
 SESSIONS_RATE, SESSIONS_BURST = 2000.0, 2048.0
 
 # This process's session sockets, every proxy's, by local address (host,
