@@ -58,10 +58,12 @@ def script(name: str, *extra: str) -> Any:
     return lambda port: [PYTHON, os.path.join(SERVERS, name), str(port), *extra]
 
 
-def echoapp_udp(*options: str) -> Any:
+def echoapp_udp(*options: str, accelerated: bool = True) -> Any:
     # Guards on; rate limits opened up, as one load generator is one source.
+    # Without the C accelerator (recvmmsg/sendmmsg): its Python fallback.
+    off = [] if accelerated else ["env", "ECHOAPP_NO_ACCELERATOR=1"]
     return lambda port: [
-        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-udp",
+        *off, os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-udp",
         "--listen", f"udp:{port}:interface=127.0.0.1",
         "--rate=1e9", "--burst=1000000000", "--global-rate=1e9",
     ]  # fmt: skip
@@ -120,6 +122,8 @@ TOXIPROXY = os.environ.get(
 UDP_CONTENDERS: dict[str, Any] = {
     "echoapp-udp, guards on, default reactor": echoapp_udp(),
     "echoapp-udp, guards on, uvloop reactor": echoapp_udp("--reactor=uvloop"),
+    "echoapp-udp, guards on, default reactor, no accelerator": echoapp_udp(accelerated=False),
+    "echoapp-udp, guards on, uvloop, no accelerator": echoapp_udp("--reactor=uvloop", accelerated=False),
     "asyncio DatagramProtocol": script("udp_greeters.py"),
     "asyncio DatagramProtocol on uvloop": script("udp_greeters.py", "--uvloop"),
     "blocking recvfrom/sendto loop": script("udp_greeters.py", "--blocking"),
