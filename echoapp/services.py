@@ -25,6 +25,9 @@ from echoapp._metrics import TCPStats, UDPStats
 from echoapp._protocols.echo import EchoFactory
 from echoapp._protocols.greeter import GreeterFactory
 from echoapp._protocols.udp import UDPGreeter
+from echoapp._record import Recorder, RecordingDatagramProtocol, RecordingFactory
+from echoapp._record.capture import CaptureFile
+from echoapp._record.service import RecordService
 from echoapp._tac import one_line_in_tac
 from echoapp._transports.endpoints import (
     DEFAULT_ECHO_LISTEN,
@@ -34,7 +37,7 @@ from echoapp._transports.endpoints import (
     UDPListen,
 )
 from echoapp._transports.haproxy import Network
-from echoapp._transports.listen import StreamListenService, UDPListenService
+from echoapp._transports.listen import StreamListenService, UDPListenService, listeners
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import DEFAULT_REPLY, ReplyTemplate
 
@@ -339,3 +342,37 @@ def everything(
     ):
         child.setServiceParent(service)
     return service
+
+
+def recorded(service: MultiService, recorder: Recorder, capture: CaptureFile | None = None) -> MultiService:
+    """
+    C{service}, every listener of it recording what it carries in
+    C{recorder} (L{echoapp._record}), and with C{capture}, to that pcapng
+    file too, opened first and closed last (after the drain), so that the
+    file holds every connection whole.  Called on a tree not yet started;
+    without it nothing is wrapped, so recording that is off costs nothing.
+    """
+    for listener in listeners(service):
+        parent: Any = listener.parent or service
+        owner = str(parent.name or "echoapp")
+        note = _fault_note(parent)
+        if isinstance(listener, StreamListenService):
+            listener.factory = RecordingFactory(listener.factory, recorder, owner, note)  # type: ignore[arg-type]
+        else:
+            listener.protocol = RecordingDatagramProtocol(listener.protocol, recorder, owner, note)
+    if capture is not None:
+        children = list(service)
+        for child in children:
+            child.disownServiceParent()
+        RecordService(recorder, capture).setServiceParent(service)  # started first, stopped last
+        for child in children:
+            child.setServiceParent(service)
+    return service
+
+
+def _fault_note(service: MultiService) -> Callable[[], str]:
+    """What a record's header says of the faults its service applies, as they are when it opens."""
+    plan = fault_plan(service)
+    if plan is None:
+        return str
+    return lambda: f"seed {plan.seed}, faults {plan.faults}"

@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("metrics", ("echoapp._metrics",)),
     ("limits", ("echoapp._limits", "echoapp._limits.")),
+    ("record", ("echoapp._record", "echoapp._record.")),
     ("transports", ("echoapp._transports", "echoapp._transports.")),
     ("http", ("echoapp._http",)),
     (

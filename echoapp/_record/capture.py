@@ -81,6 +81,7 @@ class CaptureFile:
         self._held: tuple[float, bytes, list[str], int] | None = None
         self._flushed = 0.0
         self._last = 0.0
+        self._rotating = False
         self._datagram_wires: dict[int, Wire] = {}
 
     # --- the file ---
@@ -118,8 +119,13 @@ class CaptureFile:
                     os.replace(older, f"{self.path}.{number + 1}")
             os.replace(self.path, f"{self.path}.1")
         self.open()
-        for wire in self._wires.values():  # each file stands alone: open connections shake hands again
-            self._handshake(wire, self._last, -1)
+        self._rotating = True  # the new file's handshakes never rotate it again
+        try:
+            for wire in self._wires.values():  # each file stands alone: open connections shake hands again
+                self._handshake(wire, self._last, -1)
+            self._release()
+        finally:
+            self._rotating = False
 
     # --- packets ---
 
@@ -153,7 +159,7 @@ class CaptureFile:
             opts.append(option(code=pcapng.PCAPNG_OPT_ENDOFOPT))
             epb = block(caplen=len(packet), pkt_len=len(packet), pkt_data=packet, opts=opts)
             self._writer.writepkt(epb, at)
-        if self.max_bytes and self._file.tell() >= self.max_bytes:
+        if self.max_bytes and not self._rotating and self._file.tell() >= self.max_bytes:
             self._rotate()
 
     def _ip(self, wire: Wire, sender: str, protocol: int, payload: Any) -> bytes:

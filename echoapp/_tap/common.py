@@ -11,6 +11,7 @@ here, with its default and validation, and nothing else has to change.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar, cast
@@ -21,9 +22,12 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
 from echoapp import _monitor as monitor
-from echoapp import signals
+from echoapp import services, signals
 from echoapp._faults import Faults, offered
 from echoapp._fields import from_text, help_text, option_name, shown_default
+from echoapp._record import Recorder
+from echoapp._record.capture import CaptureFile
+from echoapp._record.service import RecordTo
 from echoapp._transports import eager
 from echoapp._transports.endpoints import StreamListen, UDPListen, check_endpoint
 from echoapp._transports.haproxy import Network, parse_networks
@@ -90,9 +94,14 @@ class PluginOptions(usage.Options):
             raise SystemExit(1) from None
 
     def read_faults_and_metrics(self) -> None:
-        """C{--fault} as one value, C{--metrics} checked: first, as every plugin does."""
+        """
+        C{--fault} as one value, C{--metrics} checked, and C{--record} where
+        the plugin offers it: first, as every plugin does.
+        """
         self["faults"] = faults_given(self)
         self["metrics-listen"] = metrics_listen(self)
+        if "record" in self:
+            self["record-to"] = record_given(self)
 
 
 GREETER_PARAMETERS = parameters(GreeterConfig)
@@ -126,6 +135,61 @@ LOG_CONNECTIONS_FLAGS = [
         "summaries, at most one line per 10 s each, so a flood of clients cannot grow the log.",
     ]
 ]
+
+RECORD_PARAMETERS = [
+    [
+        "record",
+        None,
+        None,
+        "Record every connection and datagram, with what each fault did, to this pcapng file "
+        "(Wireshark, tshark); off unless given.",
+    ],
+    ["record-max-size", None, "16MB", "Rotate the --record file past this size (FILE.1, ...); 0: never."],
+    ["record-keep", None, "3", "Rotated --record files kept beside the current one."],
+]
+
+SIZE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1 << 10,
+    "K": 1 << 10,
+    "MB": 1 << 20,
+    "M": 1 << 20,
+    "GB": 1 << 30,
+    "G": 1 << 30,
+}
+
+
+def record_given(options: usage.Options) -> RecordTo | None:
+    """C{--record} and its rotation as one value, checked, or L{None} when recording is off."""
+    path = options["record"]
+    if path is None:
+        return None
+    size = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(options["record-max-size"]))
+    if size is None or size.group(2).upper() not in SIZE_UNITS:
+        raise usage.UsageError(
+            f"--record-max-size: {options['record-max-size']!r} is not a size such as 16MB"
+        )
+    keep = str(options["record-keep"]).strip()
+    if not keep.isdigit():
+        raise usage.UsageError(f"--record-keep: {options['record-keep']!r} is not a whole number")
+    if not path.strip():
+        raise usage.UsageError("--record: needs a file name")
+    return RecordTo(path, int(size.group(1)) * SIZE_UNITS[size.group(2).upper()], int(keep))
+
+
+def recording(tree: MultiService, options: usage.Options, reactor: IReactorTime | None) -> MultiService:
+    """
+    C{tree}, recording to the C{--record} file when one was given (each
+    listener wrapped, the file opened when the service starts), else as
+    it is: no wrapper at all.
+    """
+    record_to: RecordTo | None = options.get("record-to")
+    if record_to is None:
+        return tree
+    capture = CaptureFile(record_to.path, record_to.max_bytes, record_to.keep)
+    return services.recorded(tree, Recorder(reactor or global_reactor()), capture)
+
 
 METRICS_PARAMETERS = [
     [
@@ -314,6 +378,7 @@ class ServingOptions(PluginOptions):
     """
 
     optFlags = REUSE_PORT_FLAGS + LOG_CONNECTIONS_FLAGS + EAGER_WRITES_FLAGS
+    optParameters = RECORD_PARAMETERS
     opt_proxy_from = opt_proxy_from
     opt_fault = opt_fault
 

@@ -12,6 +12,7 @@ from echoapp._tap.common import (
     TCP_LIMIT_PARAMETERS,
     RepeatableListen,
     StreamPluginOptions,
+    recording,
     serve,
 )
 from echoapp._transports.endpoints import DEFAULT_ECHO_LISTEN
@@ -34,13 +35,14 @@ class Options(StreamPluginOptions):
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
-    return services.echo(
+    tree = services.echo(
         options["endpoints"],
         options["limits"],
         faults=options["faults"],
         reactor=reactor,
         log_connections=bool(options["log-connections"]),
     )
+    return recording(tree, options, reactor)
 
 
 def makeService(options: usage.Options) -> IService:

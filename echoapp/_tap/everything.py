@@ -16,6 +16,7 @@ from echoapp._tap.common import (
     RepeatableListen,
     ServingOptions,
     build,
+    recording,
     serve,
     stream_listens,
     udp_listens,
@@ -69,7 +70,7 @@ class Options(ServingOptions):
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare services, without the process parts (L{process_service}): what compose runs."""
-    return services.everything(
+    tree = services.everything(
         tcp=options["tcp-endpoints"],
         udp=options["udp-ports"],
         echo_listen=options["echo-endpoints"],
@@ -80,6 +81,7 @@ def service_tree(options: usage.Options, reactor: IReactorTime | None = None) ->
         reactor=reactor,
         log_connections=bool(options["log-connections"]),
     )
+    return recording(tree, options, reactor)
 
 
 def makeService(options: usage.Options) -> IService:

@@ -15,6 +15,7 @@ from echoapp._tap.common import (
     RepeatableListen,
     StreamPluginOptions,
     build,
+    recording,
     serve,
 )
 from echoapp._transports.endpoints import DEFAULT_TCP_LISTEN
@@ -45,7 +46,7 @@ class Options(StreamPluginOptions):
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
-    return services.tcp_greeter(
+    tree = services.tcp_greeter(
         options["endpoints"],
         options["config"],
         options["limits"],
@@ -53,6 +54,7 @@ def service_tree(options: usage.Options, reactor: IReactorTime | None = None) ->
         reactor=reactor,
         log_connections=bool(options["log-connections"]),
     )
+    return recording(tree, options, reactor)
 
 
 def makeService(options: usage.Options) -> IService:

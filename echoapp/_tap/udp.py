@@ -9,6 +9,7 @@ from twisted.python import usage
 from echoapp import services
 from echoapp._tap.common import (
     METRICS_PARAMETERS,
+    RECORD_PARAMETERS,
     REPLY_PARAMETERS,
     REUSE_PORT_FLAGS,
     UDP_LIMIT_PARAMETERS,
@@ -17,6 +18,7 @@ from echoapp._tap.common import (
     build,
     check_faults,
     opt_fault,
+    recording,
     serve,
     udp_listens,
 )
@@ -37,7 +39,7 @@ class Options(PluginOptions):
         "The UDP greeter: each datagram gets one reply datagram to its sender. "
         "--reply '{}' makes it a UDP echo."
     )
-    optParameters = REPLY_PARAMETERS + UDP_LIMIT_PARAMETERS + METRICS_PARAMETERS
+    optParameters = REPLY_PARAMETERS + UDP_LIMIT_PARAMETERS + METRICS_PARAMETERS + RECORD_PARAMETERS
     optFlags = REUSE_PORT_FLAGS
     opt_listen = LISTEN.option()
     opt_fault = opt_fault
@@ -52,9 +54,10 @@ class Options(PluginOptions):
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
-    return services.udp_greeter(
+    tree = services.udp_greeter(
         options["ports"], options["template"], options["limits"], reactor, faults=options["faults"]
     )
+    return recording(tree, options, reactor)
 
 
 def makeService(options: usage.Options) -> IService:

@@ -1,0 +1,184 @@
+"""
+The capture (L{echoapp._record.capture}) as tshark reads it, and C{--record}
+on a real twistd: the streams tshark reassembles equal the bytes the
+client sent and received, the UDP datagrams are there, and the notes are
+packet comments.  Skipped, saying why, without tshark.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+
+from twisted.internet.address import IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from echoapp._record import SERVER, Recorder, RecordingFactory, record_of
+from echoapp._record.capture import CaptureFile
+from tests.support import DEADLINE, LOOP, ULOOP, Twistd, recv_until_closed, run_twistd, udp_exchange
+
+TSHARK = shutil.which("tshark")
+
+
+def tshark(*args: str) -> str:
+    """tshark's output for C{args}; the test skips without tshark (CI installs Debian's)."""
+    if TSHARK is None:
+        raise SkipTest("tshark is not installed (Debian: apt-get install tshark)")
+    done = subprocess.run([TSHARK, *args], capture_output=True, text=True, timeout=DEADLINE, check=True)
+    return done.stdout
+
+
+def followed(path: str, stream: int) -> tuple[bytes, bytes]:
+    """What tshark's "Follow TCP stream" reassembles: (client to server, server to client)."""
+    out = tshark("-r", path, "-q", "-z", f"follow,tcp,raw,{stream}")
+    body = out.split("Node 1:", 1)[1].split("\n", 1)[1].split("=" * 20, 1)[0]
+    sent, received = b"", b""
+    for line in body.splitlines():
+        if line.startswith("\t"):
+            received += bytes.fromhex(line.strip())
+        elif line.strip():
+            sent += bytes.fromhex(line.strip())
+    return sent, received
+
+
+def comments(path: str) -> list[str]:
+    """Every packet comment in the capture, in packet order."""
+    out = tshark("-r", path, "-T", "fields", "-e", "frame.comment")
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def temporary(test: SynchronousTestCase) -> str:
+    directory = tempfile.mkdtemp()
+    test.addCleanup(shutil.rmtree, directory, True)
+    return directory
+
+
+class Greeting(Protocol):
+    """A banner, a reply held by a stand-in fault that says so through the hook, then a reset."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"Welcome!\r\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        record = record_of(self.transport)
+        assert record is not None
+        record.fault("latency", "held for 200 ms", direction=SERVER)
+        self.transport.write(b"Hello, " + data)
+        record.fault("reset", "reset after 10 bytes")
+        self.transport.abortConnection()
+
+
+class CaptureTests(SynchronousTestCase):
+    def capture(self, transport: StringTransport, path: str, rotate: int = 0) -> tuple[Protocol, Clock]:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        capture = CaptureFile(path, rotate, keep=2)
+        capture.open()
+        self.addCleanup(capture.close)
+        factory = RecordingFactory(Factory.forProtocol(Greeting), Recorder(clock, sink=capture), "greeter")
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(transport)
+        return protocol, clock
+
+    def test_ipv6_stream_reassembles_with_comments(self) -> None:
+        """IPv6 headers too; each note is a comment on the packet it changed; an RST at the abort."""
+        path = os.path.join(temporary(self), "six.pcapng")
+        transport = StringTransport(
+            hostAddress=IPv6Address("TCP", "::1", 40011), peerAddress=IPv6Address("TCP", "::1", 51234)
+        )
+        protocol, clock = self.capture(transport, path)
+        clock.advance(0.25)
+        protocol.dataReceived(b"Hello\n")
+        protocol.connectionLost(Failure(ConnectionDone()))
+        protocol.factory.recorder.sink.close()  # type: ignore[attr-defined]
+        self.assertEqual(followed(path, 0), (b"Hello\n", b"Welcome!\r\nHello, Hello\n"))
+        self.assertEqual(comments(path), ["latency: held for 200 ms", "reset after 10 bytes"])
+        flags = tshark("-r", path, "-T", "fields", "-e", "ipv6.src", "-e", "tcp.flags.str")
+        self.assertIn("::1", flags)
+        self.assertIn("R", flags.splitlines()[-1])
+
+    def test_rotation_keeps_each_file_whole(self) -> None:
+        """Past the size the file rotates; the new one shakes hands again, so it reassembles alone."""
+        directory = temporary(self)
+        path = os.path.join(directory, "rot.pcapng")
+        protocol, _ = self.capture(StringTransport(), path, rotate=1)
+        protocol.dataReceived(b"Hello\n")
+        protocol.factory.recorder.sink.close()  # type: ignore[attr-defined]
+        files = sorted(n for n in os.listdir(directory) if n.startswith("rot"))
+        self.assertEqual(files, ["rot.pcapng", "rot.pcapng.1", "rot.pcapng.2"])  # keep=2
+        for name in files:
+            flags = tshark("-r", os.path.join(directory, name), "-T", "fields", "-e", "tcp.flags.str")
+            self.assertIn("S", flags.splitlines()[0], name)  # each file starts with a handshake
+
+
+class TwistdRecordTests(SynchronousTestCase):
+    """C{--record} on real twistd processes, read back with tshark."""
+
+    def setUp(self) -> None:
+        tshark("--version")
+        self.directory = temporary(self)
+
+    def test_greeter_with_latency(self) -> None:
+        path = os.path.join(self.directory, "greeter.pcapng")
+        server = Twistd(["echoapp-tcp", "--listen", LOOP, "--fault", "latency=50ms", "--record", path])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-tcp")
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            banner = sock.recv(1024)
+            sock.sendall(b"Hello\nexit\n")
+            rest = recv_until_closed(sock)
+        server.stop()
+        self.assertEqual(followed(path, 0), (b"Hello\nexit\n", banner + rest))
+        times = tshark("-r", path, "-T", "fields", "-e", "frame.time_relative", "-e", "tcp.len")
+        data = [float(at) for at, size in (line.split("\t") for line in times.splitlines()) if size != "0"]
+        self.assertGreaterEqual(data[-1] - data[1], 0.04, times)  # the reply went a latency after the request
+
+    def test_refusal_is_a_comment(self) -> None:
+        """A connection a limit refuses: its ERROR line carries which limit, as a packet comment."""
+        path = os.path.join(self.directory, "refused.pcapng")
+        server = Twistd(["echoapp-tcp", "--listen", LOOP, "--max-per-peer", "1", "--record", path])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-tcp")
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as first:
+            first.recv(1024)
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as second:
+                refused = recv_until_closed(second)
+        server.stop()
+        self.assertTrue(refused.startswith(b"ERROR"), refused)
+        self.assertEqual(followed(path, 1)[1], refused)
+        self.assertEqual(len(comments(path)), 1)
+        self.assertTrue(comments(path)[0].startswith("refused: "), comments(path))
+
+    def test_udp_greeter(self) -> None:
+        path = os.path.join(self.directory, "udp.pcapng")
+        server = Twistd(["echoapp-udp", "--listen", ULOOP, "--record", path])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-udp")
+        replies = udp_exchange(port, [b"one", b"two"])
+        server.stop()
+        out = tshark("-r", path, "-T", "fields", "-e", "udp.srcport", "-e", "udp.payload")
+        rows = [line.split("\t") for line in out.splitlines()]
+        payloads = [bytes.fromhex(payload.replace(":", "")) for _, payload in rows]
+        self.assertEqual(payloads, [b"one", replies[0], b"two", replies[1]])
+        self.assertEqual([int(p) for p, _ in rows][1::2], [port, port])
+
+    def test_every_plugin_offers_record(self) -> None:
+        for plugin in ("echoapp-tcp", "echoapp-echo", "echoapp-udp", "echoapp"):
+            done = run_twistd([plugin, "--help"])
+            self.assertIn("--record=", done.stdout, plugin)
+            self.assertIn("--record-max-size=", done.stdout, plugin)
+
+    def test_file_that_cannot_be_written_is_one_line(self) -> None:
+        path = os.path.join(self.directory, "missing", "x.pcapng")
+        done = run_twistd(["-n", "echoapp-echo", "--listen", LOOP, "--record", path])
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn(f"Cannot record to {path}: No such file or directory", done.stdout + done.stderr)
+        self.assertNotIn("Traceback", done.stdout + done.stderr)
