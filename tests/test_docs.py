@@ -783,3 +783,49 @@ class BrowserTests(SynchronousTestCase):
             data = image.read()
         self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
         self.assertGreater(len(data), 50_000, "a page of text, not a blank one")
+
+
+class WireRecordPageTests(SynchronousTestCase):
+    def test_its_commands_run_as_printed(self) -> None:
+        """
+        The how-to's twistd line (on a port the kernel picks, the file in a
+        temporary directory), a client, then each tshark line as printed:
+        the follow shows the client's bytes and the greeter's answer.
+        """
+        tshark = shutil.which("tshark")
+        if tshark is None:
+            self.skipTest("tshark is not installed (Debian: apt-get install tshark)")
+        with open(os.path.join(DOCS, "howto", "wire-record.rst"), encoding="utf-8") as page:
+            lines = [line.strip()[2:] for line in page if line.strip().startswith("$ ")]
+        serve = shlex.split(next(line for line in lines if line.startswith("twistd ")))
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, serve[serve.index("--record") + 1])
+        args = serve[2:]  # after "twistd -n"
+        args[args.index("--listen") + 1] = LOOP
+        args[args.index("--record") + 1] = path
+        server = Twistd(args)
+        self.addCleanup(server.stop)
+        with socket.create_connection(
+            ("127.0.0.1", server.address_port("echoapp-tcp")), timeout=DEADLINE
+        ) as sock:
+            sock.recv(1024)
+            sock.sendall(b"Hello\n")
+            sock.recv(1024)
+        server.stop()
+        outputs = []
+        for line in lines:
+            if line.startswith("tshark "):
+                done = subprocess.run(
+                    shlex.split(line),
+                    cwd=directory,
+                    capture_output=True,
+                    text=True,
+                    timeout=DEADLINE,
+                    check=True,
+                )
+                outputs.append(done.stdout)
+        self.assertEqual(len(outputs), 3)
+        self.assertIn("Hello", outputs[0])
+        self.assertIn("Hello, Hello!", outputs[0])
+        self.assertIn("FIN", outputs[1])
