@@ -3,7 +3,7 @@ echoapp-proxy for UDP: each client source gets its own upstream socket
 (connected, so the upstream's answers find their way back to that client),
 with datagram faults in either direction: loss, duplication, reordering.
 
-The sessions are bounded in number (the least recently heard is dropped to
+The sessions are bounded in number (the source least recently heard from is dropped to
 make room), in idle time (a sweep closes the quiet ones) and in how fast
 they are made (token buckets per source address and in total), so a flood
 of spoofed sources costs a bounded number of sockets.  An upstream error
@@ -24,7 +24,6 @@ a stream with no toxic skips the fault wrapper.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._peers import PeerKeys
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.errors import Invalid
+from echoapp._proxy.loops import loops_to_itself
 from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults
@@ -66,47 +66,6 @@ SESSIONS_RATE, SESSIONS_BURST = 2000.0, 2048.0
 # port): a datagram from one of them is a proxy forwarding to a proxy of
 # this process, which is a loop when it reaches a proxy it has passed.
 OWN_SOCKETS: dict[tuple[str, int], Session] = {}
-
-
-def loops_to_itself(interface: str, port: int, upstream: tuple[str, int]) -> bool:
-    """
-    Whether a proxy listening on C{interface} (C{""}, C{0.0.0.0} or C{::}
-    for every one) and C{port} would forward to itself at C{upstream}: the
-    same port, and the upstream's host the interface or, for every
-    interface, one of this host's addresses (loopback, unspecified, or one
-    a socket can bind).  For TCP proxies as for UDP ones.
-    """
-    host, upstream_port = upstream
-    if port == 0 or upstream_port != port:
-        return False
-    try:
-        address = ipaddress.ip_address(host.split("%")[0])
-        listening = ipaddress.ip_address(interface.split("%")[0]) if interface else None
-    except ValueError:
-        return False
-    if listening is not None and not listening.is_unspecified:
-        return _same(address, listening)
-    if listening is not None and listening.version != address.version and listening.version == 4:
-        return False
-    return address.is_loopback or address.is_unspecified or _local(address)
-
-
-def _same(
-    a: ipaddress.IPv4Address | ipaddress.IPv6Address, b: ipaddress.IPv4Address | ipaddress.IPv6Address
-) -> bool:
-    mapped = [x.ipv4_mapped if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped else x for x in (a, b)]
-    return mapped[0] == mapped[1]
-
-
-def _local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether C{address} is this host's: a socket can bind it (no packet sent, no name resolved)."""
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((str(address), 0))
-        except OSError:
-            return False
-    return True
 
 
 class _Side(FaultyDatagramProtocol):
@@ -147,6 +106,7 @@ class Session(HoldsDescriptor):
         self.down = FaultyDatagrams(proxy.transport, self.down_side)
         self._unwatch: Callable[[], None] | None = None
         self.refused = False
+        self.up_draws = self.up_side.draws
         # The proxies of this process the datagrams have passed through (L{OWN_SOCKETS}).
         self.path: frozenset[UDPProxy] = frozenset()
 
@@ -155,7 +115,7 @@ class Session(HoldsDescriptor):
         OWN_SOCKETS[self.local] = self
         self._unwatch = watch_readable(reactor, self.socket, self.read_ready)
 
-    def send(self, datagram: bytes) -> bool:
+    def send(self, datagram: bytes, noted: bool = False) -> bool:
         """
         A datagram from this session's client, on its way upstream through
         the upstream faults; C{False} when the upstream refused it or an
@@ -163,8 +123,9 @@ class Session(HoldsDescriptor):
         """
         if self.refused:
             return False
-        draws = self.up_side.draws
-        draws.note(datagram, datagram=True)
+        draws = self.up_draws
+        if not noted:
+            draws.note(datagram, datagram=True)
         if draws.current() is not None:
             self.up.write(datagram)
         else:
@@ -185,36 +146,33 @@ class Session(HoldsDescriptor):
             pass
 
     def read_ready(self) -> None:
-        """The upstream answered: every answer ready goes back to the client, in this one frame."""
-        recv, client, draws = self.socket.recv, self.client, self.down_side.draws
-        proxy = self.proxy
-        sendto = proxy.sendto
-        got = False
+        """
+        The upstream answered: one answer back to the client per call.  A
+        session carries one client's datagrams, rarely more than one ready
+        at once, so reading on to C{EAGAIN} would cost a system call (and an
+        exception) per answer; the loop watches level-triggered and calls
+        again at once while more wait.
+        """
         try:
-            for _ in range(READ_BATCH):
-                try:
-                    datagram = recv(READ_SIZE)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    # ICMP port unreachable (or any error): the upstream is
-                    # gone, as nginx ends the session; the next datagram
-                    # from the client opens a fresh one.
-                    proxy.end(self)
-                    return
-                got = True
-                draws.note(datagram, datagram=True)
-                try:
-                    if draws.current() is not None:
-                        self.down.write(datagram, client)
-                    else:
-                        sendto(datagram, client)
-                except OSError:
-                    pass  # the client's side is full: dropped, as UDP may
-        finally:
-            if got:
-                self.last = proxy.now()
-                proxy.heard(self)
+            datagram = self.socket.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            # ICMP port unreachable (or any error): the upstream is gone, as
+            # nginx ends the session; the client's next datagram opens a fresh one.
+            self.proxy.end(self)
+            return
+        proxy = self.proxy
+        self.last = proxy.now()
+        draws = self.down_side.draws
+        draws.note(datagram, datagram=True)
+        try:
+            if draws.current() is not None:
+                self.down.write(datagram, self.client)
+            else:
+                proxy.sendto(datagram, self.client)
+        except OSError:
+            pass  # the client's side is full: dropped, as UDP may
 
     def close(self) -> None:
         """The session goes: its held and delayed datagrams with it (no timer outlives it)."""
@@ -309,19 +267,43 @@ class UDPProxy(DatagramProtocol):
         sock = self._socket
         if sock is None:
             return
-        recvfrom = sock.recvfrom
+        recvfrom, sessions = sock.recvfrom, self.sessions
+        get, move_to_end = sessions.get, sessions.move_to_end
         now = self.now()
         for _ in range(READ_BATCH):
             try:
                 datagram, addr = recvfrom(READ_SIZE)
             except OSError:  # nothing more (or an error for no one: unconnected)
                 return
-            self._forward(datagram, addr, now)
+            # The common case in line: an open session (IPv4: the address
+            # is its key as it is) and no toxic that applies; the rest, and
+            # any error, takes the whole way (L{_forward}).
+            session = get(addr)
+            if session is None or session.refused:
+                self._forward(datagram, addr, now)
+                continue
+            try:
+                move_to_end(addr)
+                session.last = now
+                draws = session.up_draws
+                draws.note(datagram, datagram=True)
+                if draws.current() is not None:
+                    self._forward(datagram, addr, now, noted=True)
+                    continue
+                try:
+                    session.socket.send(datagram)
+                except ConnectionRefusedError:
+                    session.refused = True
+                    self._forward(datagram, addr, now)
+                except OSError:
+                    pass  # a full buffer: dropped, as UDP may
+            except Exception:
+                self._failed(addr)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self._forward(datagram, addr, self.now())
 
-    def _forward(self, datagram: bytes, addr: Any, now: float) -> None:
+    def _forward(self, datagram: bytes, addr: Any, now: float, noted: bool = False) -> None:
         client = (addr[0], addr[1])
         try:
             session = self.sessions.get(client)
@@ -332,7 +314,7 @@ class UDPProxy(DatagramProtocol):
             else:
                 self.sessions.move_to_end(client)
                 session.last = now
-            if not session.send(datagram):
+            if not session.send(datagram, noted):
                 # Refused: the upstream was down and is (maybe) back; this
                 # socket is spent, a fresh one carries the datagram.
                 self.end(session)
@@ -340,13 +322,16 @@ class UDPProxy(DatagramProtocol):
                 if session is not None:
                     session.send(datagram)
         except Exception:
-            if not self.failures:
-                self.log.failure(
-                    "Forwarding a datagram from {client} failed; further failures are only counted",
-                    client=client,
-                )
-            self.failures += 1
-            self._drop("error")
+            self._failed(client)
+
+    def _failed(self, client: Any) -> None:
+        """The first failure is logged whole; the rest are counted with the drops (a line per 10 s)."""
+        if not self.failures:
+            self.log.failure(
+                "Forwarding a datagram from {client} failed; further failures are only counted", client=client
+            )
+        self.failures += 1
+        self._drop("error")
 
     def _open(self, client: tuple[str, int], now: float) -> Session | None:
         """A new session for C{client}, unless a guard or the descriptors say no (then it is dropped)."""
@@ -382,11 +367,6 @@ class UDPProxy(DatagramProtocol):
 
     def _drop(self, reason: str) -> None:
         self._drops.note(self.clock, reason)
-
-    def heard(self, session: Session) -> None:
-        """The upstream answered C{session}: it is the most recently heard."""
-        if self.sessions.get(session.client) is session:
-            self.sessions.move_to_end(session.client)
 
     def end(self, session: Session) -> None:
         """C{session} is over (its upstream refused it): closed and forgotten."""

@@ -5,6 +5,7 @@ number and idle time, and datagram faults in either direction.
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Any
 
@@ -19,9 +20,10 @@ from echoapp._faults import Faults
 from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._proxy import udp as udp_module
 from echoapp._proxy.errors import Invalid
+from echoapp._proxy.loops import loops_to_itself
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic
-from echoapp._proxy.udp import NamedUDPProxy, UDPProxy, loops_to_itself
+from echoapp._proxy.udp import NamedUDPProxy, UDPProxy
 from echoapp._transports.endpoints import UDPListen
 from echoapp._transports.listen import UDPListenService
 from echoapp.config import TCPLimits
@@ -155,6 +157,25 @@ class SessionTests(SynchronousTestCase):
         self.proxy.end(session)
         self.proxy.datagramReceived(b"q", session.local)
         self.assertEqual(len(self.opened), 2, "a closed session's address is anyone's again")
+
+
+class RefusedTests(SynchronousTestCase):
+    def test_a_refusal_met_when_sending_opens_a_fresh_session_for_the_datagram(self) -> None:
+        """ICMP port unreachable for an earlier datagram, reported by the next send: that one is not lost."""
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind(("127.0.0.1", 0))
+        upstream = closed.getsockname()
+        closed.close()  # nothing listens there now
+        proxy = UDPProxy(upstream, ProxyFaults(seed=1), MemoryReactorClock())
+        proxy.makeConnection(FakeDatagramTransport())
+        self.addCleanup(proxy.stopProtocol)
+        proxy.datagramReceived(b"one", ("10.0.0.1", 1000))
+        [first] = proxy.sessions.values()
+        select.select([first.socket], [], [], DEADLINE)  # the ICMP error has come back
+        proxy.datagramReceived(b"two", ("10.0.0.1", 1000))
+        [second] = proxy.sessions.values()
+        self.assertIsNot(second, first)
+        self.assertEqual(first.socket.fileno(), -1, "the refused session is closed")
 
 
 class LoopTests(SynchronousTestCase):

@@ -1,0 +1,53 @@
+"""
+Whether a proxy would forward to itself: its upstream is its own listen
+address.  Every datagram (or connection) would come back to it, hop after
+hop, so such a proxy is refused when it is made; for TCP proxies as for UDP
+ones (the registry asks for both).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def loops_to_itself(interface: str, port: int, upstream: tuple[str, int]) -> bool:
+    """
+    Whether a proxy listening on C{interface} (C{""}, C{0.0.0.0} or C{::}
+    for every one) and C{port} would forward to itself at C{upstream}: the
+    same port, and the upstream's host the interface or, for every
+    interface, one of this host's addresses (loopback, unspecified, or one
+    a socket can bind).  For TCP proxies as for UDP ones.
+    """
+    host, upstream_port = upstream
+    if port == 0 or upstream_port != port:
+        return False
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+        listening = ipaddress.ip_address(interface.split("%")[0]) if interface else None
+    except ValueError:
+        return False
+    if listening is not None and not listening.is_unspecified:
+        return _same(address, listening)
+    if listening is not None and listening.version != address.version and listening.version == 4:
+        return False
+    return address.is_loopback or address.is_unspecified or _local(address)
+
+
+def _same(a: Address, b: Address) -> bool:
+    """The same address, an IPv4-mapped IPv6 one (C{::ffff:127.0.0.1}) as its IPv4 address."""
+    mapped = [x.ipv4_mapped if isinstance(x, ipaddress.IPv6Address) and x.ipv4_mapped else x for x in (a, b)]
+    return mapped[0] == mapped[1]
+
+
+def _local(address: Address) -> bool:
+    """Whether C{address} is this host's: a socket can bind it (no packet sent, no name resolved)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
