@@ -2,8 +2,7 @@
 echoapp's pytest plugin (the C{pytest11} entry point): fixtures that start
 echoapp peers for a test and stop them after it.
 
-- C{echoapp_peer}: in-process, for tests run with pytest-twisted (the
-  reactor in its greenlet): C{peer = echoapp_peer("greeter", faults=...)}.
+- C{echoapp_peer}: in-process: C{peer = echoapp_peer("greeter", faults=...)}.
 - C{echoapp_proxy}: in-process too, echoapp-proxy in front of any server:
   C{peer = echoapp_proxy(upstream="tcp:127.0.0.1:6379", faults=...)}.
 - C{echoapp_process}: a real C{twistd}, for clients that are not Twisted
@@ -14,7 +13,17 @@ Installing echoapp loads this plugin into every pytest run in that
 environment, so loading it costs nothing: it imports pytest and no more.
 The fixtures import L{echoapp.testing} (the services, the reactor's
 machinery, OpenSSL where there is TLS) when a test asks for one.  Nothing
-here imports the reactor: pytest-twisted installs it.
+here imports the reactor: pytest-twisted installs it, where it is loaded.
+
+The in-process peers run on echoapp's own reactor, in a thread
+(L{echoapp.testing._thread}), whatever drives the test: a plain C{def}
+test that blocks on a client (redis-py, C{requests}, a socket) would stop
+a reactor run in its own thread, as pytest-twisted runs it, and without
+pytest-twisted none runs at all.  So the same fixtures serve synchronous
+tests, with or without pytest-twisted, and async ones under it; a peer's
+methods block until done in the peer's thread (C{peer.faults = ...},
+C{peer.down()}), and what returns a Deferred returns it fired, for an
+async test to C{await}.
 
 Mixed suites work: where pytest-twisted is loaded, trial's TestCases run
 before any other test (L{pytest_collection_modifyitems}).
@@ -26,6 +35,7 @@ C{Faults(seed=...)} or C{--fault seed=...} repeats the run.
 
 from __future__ import annotations
 
+import unittest
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -77,9 +87,7 @@ def _described(peer: Any) -> str:
 
     if isinstance(peer, Process):
         return f"{peer.plugin} {' '.join(peer.args)}: seed={peer.seed}"
-    service = getattr(peer, "service", None)
-    name = service.name if service is not None else "echoapp-proxy"
-    return f"{name} on {peer.host}:{peer.port}: seed={peer.seed}, faults: {peer.faults}"
+    return f"{peer.name} on {peer.host}:{peer.port}: seed={peer.seed}, faults: {peer.faults}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -92,54 +100,59 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("echoapp peers", "\n".join(map(_described, peers))))
 
 
-def _keeping(
-    request: pytest.FixtureRequest, make: Callable[..., Any], stop: Callable[[Any], object]
-) -> Iterator[Callable[..., Any]]:
+def _cleanups() -> unittest.TestCase:
     """
-    Every fixture's body: the test calls C{start}, which C{make}s a peer (the
-    failure report names it); after the test each one made is C{stop}ped.
+    What the fixtures give the peer factories as the test: a test case whose
+    cleanups (C{doCleanups}, last first: a proxy stops before the peer behind
+    it) run after the test.  Not trial's C{TestCase}, so the peers run on
+    echoapp's reactor thread (L{echoapp.testing}).
     """
-    made: list[Any] = []
+    return unittest.TestCase()
+
+
+def _keeping(request: pytest.FixtureRequest, make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """
+    Every in-process fixture's body: the test calls C{start}, which
+    C{make}s a peer for the test's L{_Cleanups} (the failure report names
+    it); after the test each one made is stopped.
+    """
+    cleanups = _cleanups()
 
     def start(*args: Any, **options: Any) -> Any:
-        peer = make(*args, **options)
-        made.append(peer)
+        peer = make(cleanups, *args, **options)
         _seen(request, peer)
         return peer
 
-    yield start
-    for peer in made:
-        stop(peer)
+    try:
+        yield start
+    finally:
+        cleanups.doCleanups()
 
 
 @pytest.fixture
 def echoapp_peer(request: pytest.FixtureRequest) -> Iterator[Callable[..., testing.Peer]]:
     """Start C{greeter}, C{echo} or C{udp} in-process; each is stopped and drained after the test."""
-    import pytest_twisted  # only for those who use this fixture: it needs pytest-twisted
-
     from echoapp import testing
 
-    def make(kind: str = "greeter", **options: Any) -> testing.Peer:
+    def make(test: unittest.TestCase, kind: str = "greeter", **options: Any) -> testing.Peer:
         if kind not in KINDS:
             raise ValueError(f"echoapp_peer: kind is one of {', '.join(KINDS)}, not {kind!r}")
-        peer: testing.Peer = getattr(testing, kind)(**options)
+        peer: testing.Peer = getattr(testing, kind)(test, **options)
         return peer
 
-    yield from _keeping(request, make, lambda peer: pytest_twisted.blockon(peer.stop()))
+    yield from _keeping(request, make)
 
 
 @pytest.fixture
-def echoapp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+def echoapp_proxy(request: pytest.FixtureRequest) -> Iterator[Callable[..., testing.ProxyPeer]]:
     """
-    Start echoapp-proxy in-process in front of C{upstream} (pytest-twisted):
+    Start echoapp-proxy in-process in front of C{upstream}:
     C{peer = echoapp_proxy(upstream="tcp:127.0.0.1:6379", faults=...)};
     stopped and drained after the test.
     """
-    import pytest_twisted
-
     from echoapp.testing import proxy  # imported when used: the plugin itself loads nothing heavy
 
-    yield from _keeping(request, proxy, lambda peer: pytest_twisted.blockon(peer.stop()))
+    yield from _keeping(request, proxy)
 
 
 @pytest.fixture
@@ -152,7 +165,16 @@ def echoapp_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., te
     """
     from echoapp import testing
 
-    def make(plugin: str | None = "echoapp-tcp", *args: str, **options: Any) -> testing.Process:
-        return testing.Process(plugin, *args, **options).start()
+    made: list[testing.Process] = []
 
-    yield from _keeping(request, make, lambda process: process.stop())
+    def make(plugin: str | None = "echoapp-tcp", *args: str, **options: Any) -> testing.Process:
+        process = testing.Process(plugin, *args, **options)
+        made.append(process)
+        _seen(request, process.start())
+        return process
+
+    try:
+        yield make
+    finally:
+        for process in made:
+            process.stop()

@@ -334,12 +334,13 @@ class ExampleTests(SynchronousTestCase):
         needs_the_test_extra(self)
         directory = tempfile.mkdtemp(prefix="echoapp-docs-examples-")
         self.addCleanup(shutil.rmtree, directory, True)
-        trial, pytest, tac = [], [], 0
+        trial, pytest, tac, pytest_tests = [], [], 0, 0
         for number, (page, code) in enumerate(blocks("python")):
             if "TestCase" in code:
                 trial.append(f"test_docs_example{number}")
             elif "def test_" in code:
                 pytest.append(f"test_docs_example{number}.py")
+                pytest_tests += code.count("def test_")
             elif "application = " in code:
                 namespace: dict[str, Any] = {}
                 exec(compile(code, page, "exec"), namespace)
@@ -361,7 +362,7 @@ class ExampleTests(SynchronousTestCase):
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest],
             cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
         )  # fmt: skip
-        self.assertIn(f"{len(pytest)} passed", ran.stdout, ran.stdout[-2000:])
+        self.assertIn(f"{pytest_tests} passed", ran.stdout, ran.stdout[-2000:])
 
     def test_a_suite_of_the_trial_and_pytest_examples_passes_in_either_order(self) -> None:
         """
@@ -374,7 +375,6 @@ class ExampleTests(SynchronousTestCase):
             readme = file.read()
         trial = next(code for code in literal_blocks(readme) if "class ClientTests(TestCase)" in code)
         pytest = next(code for page, code in blocks("python") if page == os.path.join("howto", "pytest.rst"))
-        self.assertIn("pytest_twisted", pytest)
         directory = tempfile.mkdtemp(prefix="echoapp-docs-mixed-")
         self.addCleanup(shutil.rmtree, directory, True)
         for name, code in (("test_trial_example.py", trial), ("test_pytest_example.py", pytest)):
@@ -388,8 +388,29 @@ class ExampleTests(SynchronousTestCase):
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *order],
                 cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
             )  # fmt: skip
-            self.assertIn("2 passed", ran.stdout, f"{order}:\n{ran.stdout[-3000:]}")
+            self.assertIn("3 passed", ran.stdout, f"{order}:\n{ran.stdout[-3000:]}")
             self.assertNotIn("error", ran.stdout.splitlines()[-1], order)
+
+    def test_the_first_pytest_example_is_a_plain_synchronous_test(self) -> None:
+        """
+        The pytest how-to opens with what a newcomer writes: plain C{def}
+        tests calling a blocking client, which pass with pytest-twisted and
+        without it (they hung until the client's timeout, #27).
+        """
+        needs_the_test_extra(self)
+        pytest = next(code for page, code in blocks("python") if page == os.path.join("howto", "pytest.rst"))
+        for asynchronous in ("async def", "deferToThread", "pytest_twisted"):
+            self.assertNotIn(asynchronous, pytest)
+        directory = tempfile.mkdtemp(prefix="echoapp-docs-sync-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        with open(os.path.join(directory, "test_example.py"), "w", encoding="utf-8") as out:
+            out.write(pytest)
+        for plugins in ([], ["-p", "no:twisted"]):
+            ran = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugins, "test_example.py"],
+                cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
+            )  # fmt: skip
+            self.assertIn("2 passed", ran.stdout, f"{plugins}:\n{ran.stdout[-3000:]}")
 
     def test_yaml_blocks_parse(self) -> None:
         try:

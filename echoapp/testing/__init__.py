@@ -11,196 +11,176 @@ misbehave on demand (L{Faults}), and a running peer's faults can be changed.
             peer = greeter(self, faults=Faults(latency=0.1), banner="Hi")
             ...connect to peer.host, peer.port...
 
-Options are the plugins' own, by their field names (C{banner},
-C{idle_timeout}, C{max_line_length}, C{rate}, ..., C{reuse_port},
-C{log_connections}, C{proxy_from}); strings are accepted for the bytes ones
-and for C{reply}.
+Where a peer runs: in the test's reactor when the test runs it (trial's
+C{TestCase}, or no test given); for any other test (trial's
+C{SynchronousTestCase}, C{unittest}, the pytest fixtures) on a reactor of
+echoapp's own in a thread, so that the test may block on a client while the
+peer serves.  A peer's methods may be called from the test's thread either
+way.
+
+Options are the plugins' own: whole configs (C{config=GreeterConfig(...)},
+C{limits=TCPLimits(...)}) or their fields by name (C{banner},
+C{idle_timeout}, C{max_line_length}, C{rate}, ...), over the config given;
+strings are accepted for the bytes ones and for C{reply}.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TypeVar
+from unittest import TestCase
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.logger import Logger
+from twisted.internet.interfaces import IReactorTime
 
 from echoapp import services
-from echoapp._faults import FaultPlan, Faults, offered
+from echoapp._faults import Faults, offered
 from echoapp._transports.haproxy import parse_networks
-from echoapp._transports.listen import listeners
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
-from echoapp.testing._process import TCP_LOOPBACK, UDP_LOOPBACK, Process
-from echoapp.testing._proxy import ProxyPeer, proxy
+from echoapp.testing._peer import Peer, ProxyPeer, ServicePeer, place, started
+from echoapp.testing._proxy import proxy
+from echoapp.testing._twistd import TCP_LOOPBACK, UDP_LOOPBACK, Process
 
 __all__ = ["Faults", "Peer", "Process", "ProxyPeer", "echo", "greeter", "proxy", "udp"]
 
-log = Logger(namespace="echoapp.testing")
+C = TypeVar("C", GreeterConfig, TCPLimits, UDPLimits)
 
 
-def _configs(options: dict[str, Any], *kinds: type) -> list[Any]:
-    """Each config of C{kinds} built from the options that name its fields."""
-    left = dict(options)
-    built = []
-    for kind in kinds:
-        values = {}
-        for field in dataclasses.fields(kind):
-            if field.name not in left:
-                continue
-            values[field.name] = left.pop(field.name)
-        built.append(kind(**values))  # the config checks (and converts) its own fields
-    if left:
+def _config(kind: type[C], given: C | None, fields: dict[str, object]) -> C:
+    """
+    C{given} (or the defaults) with the C{fields} of C{kind} named in
+    C{fields} replaced, which are taken out of it: the config checks (and
+    converts) its own fields.
+    """
+    names = [field.name for field in dataclasses.fields(kind) if field.name in fields]
+    values = {name: fields.pop(name) for name in names}
+    return dataclasses.replace(given, **values) if given is not None else kind(**values)  # type: ignore[arg-type]
+
+
+def _no_more(fields: dict[str, object], *kinds: type) -> None:
+    if fields:
         known = sorted(f.name for kind in kinds for f in dataclasses.fields(kind))
-        raise TypeError(f"unknown option {sorted(left)[0]!r}; these are known: {', '.join(known)}")
-    return built
-
-
-def _stream_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The stream options that are no config field: --reuse-port, --log-connections, --proxy-from."""
-    left = dict(options)
-    stream: dict[str, Any] = {
-        "reuse_port": bool(left.pop("reuse_port", False)),
-        "log_connections": bool(left.pop("log_connections", False)),
-    }
-    proxy_from = left.pop("proxy_from", ())
-    stream["proxy_from"] = parse_networks([proxy_from] if isinstance(proxy_from, str) else list(proxy_from))
-    return stream, left
+        raise TypeError(f"unknown option {sorted(fields)[0]!r}; these are known: {', '.join(known)}")
 
 
 # A test's traffic is not a flood: the UDP peer answers at these rates
 # unless told otherwise (the plugins' own defaults, 50 a second per source
 # after a burst of 100, would drop most of a 300-datagram burst).
-TEST_UDP_LIMITS = {"rate": 1_000_000.0, "burst": 1_000_000, "global_rate": 1_000_000.0}
+TEST_UDP_LIMITS = UDPLimits(rate=1_000_000.0, burst=1_000_000, global_rate=1_000_000.0)
 
 
-def _plan(faults: Faults | None, reactor: Any, where: tuple[str, ...]) -> FaultPlan:
-    """Every peer has a plan, so that faults set while it runs reach every connection."""
+def _faults(faults: Faults | None, where: tuple[str, ...]) -> Faults:
+    """
+    Faults (none is C{Faults()}) for every peer, so that each has a plan and
+    faults set while it runs reach every connection.
+    """
     faults = faults or Faults()
     faults.check_applies(*where)
-    return FaultPlan(faults, reactor)
+    return faults
 
 
-class Peer:
-    """A running service: where it listens, its faults (which may be changed), and how to stop it."""
-
-    def __init__(self, service: MultiService, plan: FaultPlan, where: tuple[str, ...] = ()) -> None:
-        self.service = service
-        self.plan = plan
-        self.where = where
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        found = []
-        for listener in listeners(self.service):
-            if listener.port is not None:
-                host: Any = listener.port.getHost()
-                found.append((host.host, host.port))
-        return found
-
-    @property
-    def host(self) -> str:
-        return self.addresses[0][0]
-
-    @property
-    def port(self) -> int:
-        return self.addresses[0][1]
-
-    @property
-    def faults(self) -> Faults:
-        return self.plan.faults
-
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
-        """
-        New connections and every open one see the change.
-
-        @raise ValueError: for a fault this service cannot apply.
-        """
-        faults.check_applies(*self.where)
-        self.plan.faults = faults
-        # In the test's log, as the start was: the line a failing run is repeated from.
-        log.info(
-            "{service} faults now: {faults} (seed={seed})",
-            service=self.service.name,
-            faults=faults,
-            seed=self.seed,
-        )
-
-    @property
-    def seed(self) -> int:
-        """The seed of every random choice: pass C{Faults(seed=...)} to repeat a run exactly."""
-        return self.plan.seed
-
-    def stop(self) -> Deferred[None]:
-        """Stop listening, say goodbye to every client, close: what C{twistd} does on SIGTERM."""
-        return maybeDeferred(self.service.stopService)
-
-
-def _start(test: Any, service: MultiService, plan: FaultPlan, where: tuple[str, ...]) -> Peer:
+def _running(service: MultiService, where: tuple[str, ...]) -> ServicePeer:
+    plan = services.fault_plan(service)
+    assert plan is not None, "given faults, every service keeps a plan"
     service.privilegedStartService()
     service.startService()
-    peer = Peer(service, plan, where)
-    if test is not None:
-        test.addCleanup(peer.stop)
-    return peer
+    return ServicePeer(service, plan, where)
 
 
 def greeter(
-    test: Any = None,
+    test: TestCase | None = None,
     *,
     listen: str = TCP_LOOPBACK,
     faults: Faults | None = None,
-    reactor: Any = None,
-    **options: Any,
+    reactor: IReactorTime | None = None,
+    config: GreeterConfig | None = None,
+    limits: TCPLimits | None = None,
+    reuse_port: bool = False,
+    log_connections: bool = False,
+    proxy_from: str | Sequence[str] = (),
+    **fields: object,
 ) -> Peer:
     """
-    The welcome/echo/exit greeter.  With a trial C{test}, it is stopped at
-    the test's cleanup; without, call L{Peer.stop}.
+    The welcome/echo/exit greeter.  With a C{test}, it is stopped at the
+    test's cleanup; without, call L{Peer.stop}.  C{fields} are fields of
+    L{GreeterConfig} and L{TCPLimits} by name (C{banner="Hi"}); an unknown
+    one is a L{TypeError} that lists the known ones.
     """
-    stream, options = _stream_options(options)
-    config, limits = _configs(options, GreeterConfig, TCPLimits)
+    config = _config(GreeterConfig, config, fields)
+    limits = _config(TCPLimits, limits, fields)
+    _no_more(fields, GreeterConfig, TCPLimits)
+    networks = parse_networks([proxy_from] if isinstance(proxy_from, str) else list(proxy_from))
     where = offered([listen])
-    plan = _plan(faults, reactor, where)
-    service = services.tcp_greeter([listen], config, limits, reactor, faults=plan, **stream)
-    return _start(test, service, plan, where)
+    on, thread = place(test, reactor)
+
+    def start() -> Peer:
+        service = services.tcp_greeter(
+            [listen], config, limits, on, faults=_faults(faults, where),
+            reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
+        )  # fmt: skip
+        return _running(service, where)
+
+    return started(test, thread, start)
 
 
 def echo(
-    test: Any = None,
+    test: TestCase | None = None,
     *,
     listen: str = TCP_LOOPBACK,
     faults: Faults | None = None,
-    reactor: Any = None,
-    **options: Any,
+    reactor: IReactorTime | None = None,
+    limits: TCPLimits | None = None,
+    reuse_port: bool = False,
+    log_connections: bool = False,
+    proxy_from: str | Sequence[str] = (),
+    **fields: object,
 ) -> Peer:
-    """RFC 862 echo; as L{greeter}."""
-    stream, options = _stream_options(options)
-    (limits,) = _configs(options, TCPLimits)
+    """RFC 862 echo; as L{greeter}, with the fields of L{TCPLimits}."""
+    limits = _config(TCPLimits, limits, fields)
+    _no_more(fields, TCPLimits)
+    networks = parse_networks([proxy_from] if isinstance(proxy_from, str) else list(proxy_from))
     where = offered([listen])
-    plan = _plan(faults, reactor, where)
-    return _start(test, services.echo([listen], limits, reactor, faults=plan, **stream), plan, where)
+    on, thread = place(test, reactor)
+
+    def start() -> Peer:
+        service = services.echo(
+            [listen], limits, on, faults=_faults(faults, where),
+            reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
+        )  # fmt: skip
+        return _running(service, where)
+
+    return started(test, thread, start)
 
 
 def udp(
-    test: Any = None,
+    test: TestCase | None = None,
     *,
     listen: str = UDP_LOOPBACK,
     faults: Faults | None = None,
-    reactor: Any = None,
-    **options: Any,
+    reactor: IReactorTime | None = None,
+    reply: str | ReplyTemplate = "Hello, {}!",
+    limits: UDPLimits | None = None,
+    reuse_port: bool = False,
+    **fields: object,
 ) -> Peer:
     """
-    The UDP greeter; C{reply} and the UDP limits as options.  Its rate
-    limits default to L{TEST_UDP_LIMITS}, so that they drop none of a
-    test's datagrams; pass C{rate}, C{burst} or C{global_rate} to test them.
+    The UDP greeter; C{reply} and the fields of L{UDPLimits} as options.
+    Its rate limits default to L{TEST_UDP_LIMITS}, so that they drop none
+    of a test's datagrams; pass C{rate}, C{burst} or C{global_rate} (or
+    C{limits}) to test them.
     """
-    reply = options.pop("reply", "Hello, {}!")
-    reuse_port = bool(options.pop("reuse_port", False))
-    (limits,) = _configs({**TEST_UDP_LIMITS, **options}, UDPLimits)
+    limits = _config(UDPLimits, limits or TEST_UDP_LIMITS, fields)
+    _no_more(fields, UDPLimits)
     template = reply if isinstance(reply, ReplyTemplate) else ReplyTemplate.parse(reply)
     where = offered(datagrams=True)
-    plan = _plan(faults, reactor, where)
-    service = services.udp_greeter([listen], template, limits, reactor, reuse_port, faults=plan)
-    return _start(test, service, plan, where)
+    on, thread = place(test, reactor)
+
+    def start() -> Peer:
+        service = services.udp_greeter(
+            [listen], template, limits, on, reuse_port, faults=_faults(faults, where)
+        )
+        return _running(service, where)
+
+    return started(test, thread, start)

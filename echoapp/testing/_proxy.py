@@ -1,13 +1,16 @@
 """
-echoapp-proxy in a test's reactor: L{proxy} puts faults in front of any
-server the test talks to, on a loopback port the kernel chooses.
+echoapp-proxy for a test: L{proxy} puts faults in front of any server the
+test talks to, on a loopback port the kernel chooses (in the test's reactor
+or on echoapp's reactor thread, as L{echoapp.testing._peer.place} says).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from unittest import TestCase
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from echoapp._faults import Faults
 from echoapp._proxy.errors import ProxyError
@@ -15,6 +18,7 @@ from echoapp._proxy.registry import AnyProxy, Proxies
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import Toxic
 from echoapp.config import TCPLimits
+from echoapp.testing._peer import ProxyPeer, place, started
 
 DOWN, UP = "faults_downstream", "faults_upstream"
 
@@ -23,107 +27,100 @@ def _toxic(name: str, stream: str, faults: Faults) -> Toxic:
     return Toxic(name, "echoapp", stream, faults.fraction, faults, {"fault": str(faults)})
 
 
-class ProxyPeer:
-    """
-    A running proxy: where it listens, its faults each way (settable; open
-    connections see a change), L{down}/L{up}, its seed, and L{stop}.
-    """
+class RunningProxy(ProxyPeer):
+    """The one proxy of its own L{Proxies}: its faults are two named toxics, one each way."""
 
     def __init__(self, proxies: Proxies, proxy: AnyProxy) -> None:
-        self.proxies = proxies
-        self.proxy = proxy
-        self._address = proxy.port.getHost()
+        self._proxies = proxies
+        self._proxy = proxy
+        address = proxy.port.getHost()
+        self._where = [(str(address.host), int(address.port))]
 
     @property
-    def host(self) -> str:
-        return str(self._address.host)
+    def name(self) -> str:
+        return "echoapp-proxy"
 
-    @property
-    def port(self) -> int:
-        return int(self._address.port)
+    def _addresses(self) -> list[tuple[str, int]]:
+        return self._where  # the same port when up again
 
     def _get(self, name: str) -> Faults:
-        toxic = self.proxy.faults.toxics.get(name)
+        toxic = self._proxy.faults.toxics.get(name)
         return toxic.faults if toxic is not None else Faults()
 
     def _set(self, name: str, stream: str, faults: Faults) -> None:
-        present = name in self.proxy.faults.toxics
+        present = name in self._proxy.faults.toxics
         try:
             if faults:
                 toxic = _toxic(name, stream, faults)
-                (self.proxy.replace_toxic if present else self.proxy.add_toxic)(toxic)
+                (self._proxy.replace_toxic if present else self._proxy.add_toxic)(toxic)
             elif present:
-                self.proxy.remove_toxic(name)
+                self._proxy.remove_toxic(name)
         except ProxyError as error:
             raise ValueError(str(error)) from None
 
-    @property
-    def faults(self) -> Faults:
-        """What goes wrong with what the server sends the client (C{fraction} is the toxicity)."""
+    def _faults(self) -> Faults:
         return self._get(DOWN)
 
-    @faults.setter
-    def faults(self, faults: Faults) -> None:
+    def _set_faults(self, faults: Faults) -> None:
         self._set(DOWN, "downstream", faults)
 
-    @property
-    def faults_upstream(self) -> Faults:
-        """What goes wrong with what the client sends the server."""
+    def _faults_upstream(self) -> Faults:
         return self._get(UP)
 
-    @faults_upstream.setter
-    def faults_upstream(self, faults: Faults) -> None:
+    def _set_faults_upstream(self, faults: Faults) -> None:
         self._set(UP, "upstream", faults)
 
-    @property
-    def seed(self) -> int:
-        """The seed of every random choice: pass C{seed=} to repeat a run exactly."""
-        return self.proxy.faults.seed
+    def _seed(self) -> int:
+        return self._proxy.faults.seed
 
-    def down(self) -> Deferred[Any]:
-        """Stop listening and cut open connections: new clients are refused by the kernel."""
-        return self.proxy.close()
+    def _down(self) -> Deferred[None]:
+        return self._proxy.close().addCallback(lambda _: None)
 
-    def up(self) -> None:
-        """Listen again, on the same port."""
-        self.proxies.set_enabled(self.proxy, True)
+    def _up(self) -> None:
+        self._proxies.set_enabled(self._proxy, True)
 
-    def stop(self) -> Deferred[Any]:
-        """Stop listening, and drain the clients."""
-        return maybeDeferred(self.proxies.stopService)
+    def _stop(self) -> Deferred[None]:
+        if not self._proxies.running:
+            return succeed(None)
+        return maybeDeferred(self._proxies.stopService)
 
 
 def proxy(
-    test: Any = None,
+    test: TestCase | None = None,
     *,
     upstream: str,
     listen: str = "tcp:0:interface=127.0.0.1",
     faults: Faults | None = None,
     faults_upstream: Faults | None = None,
     seed: int | None = None,
-    reactor: Any = None,
-    **limits: Any,
+    reactor: IReactorTime | None = None,
+    limits: TCPLimits | None = None,
+    **fields: object,
 ) -> ProxyPeer:
     """
     A proxy to C{upstream} (an endpoint string or C{HOST:PORT}; C{udp:}
     addresses on both sides make a UDP proxy); with a trial C{test},
     stopped at its cleanup.  A fault the proxy cannot apply (UDP loss on
-    TCP, bandwidth on UDP) is a L{ValueError} in one line.  C{limits} are L{TCPLimits}
-    fields (C{max_connections}, C{idle_timeout}, ...).
+    TCP, bandwidth on UDP) is a L{ValueError} in one line.  C{limits}, or
+    its fields by name (C{max_connections}, C{idle_timeout}, ...), are the
+    proxy's L{TCPLimits}.
     """
     given = [f for f in (faults, faults_upstream) if f is not None and f.seed is not None]
     if seed is None and given:
         seed = given[0].seed
-    proxies = Proxies(TCPLimits(**limits), reactor, seed)
+    tcp_limits = dataclasses.replace(limits, **fields) if limits is not None else TCPLimits(**fields)  # type: ignore[arg-type]
+    on, thread = place(test, reactor)
     toxics = [_toxic(DOWN, "downstream", faults)] if faults else []
     toxics += [_toxic(UP, "upstream", faults_upstream)] if faults_upstream else []
-    try:
-        made = proxies.add(proxies.make(ProxySpec("proxy", listen, upstream), toxics))
-    except ProxyError as error:
-        raise ValueError(str(error)) from None
-    proxies.privilegedStartService()
-    proxies.startService()
-    peer = ProxyPeer(proxies, made)
-    if test is not None:
-        test.addCleanup(peer.stop)
-    return peer
+
+    def start() -> RunningProxy:
+        proxies = Proxies(tcp_limits, on, seed)
+        try:
+            made = proxies.add(proxies.make(ProxySpec("proxy", listen, upstream), toxics))
+        except ProxyError as error:
+            raise ValueError(str(error)) from None
+        proxies.privilegedStartService()
+        proxies.startService()
+        return RunningProxy(proxies, made)
+
+    return started(test, thread, start)
