@@ -173,9 +173,13 @@ class ToxiproxyResource(Resource):
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         path = "/".join(parts)
-        # One request at a time changes the proxies (a populate takes many
-        # turns of the reactor): each sees the state the last one left.
-        handled = self._queue.run(self._handle, method, parts, request, listens)
+        # One request at a time reads or changes the proxies (a populate takes
+        # many turns of the reactor): each sees the state the last one left.
+        # /version touches none, and answers a readiness probe at once.
+        if parts == ["version"]:
+            handled = self._handle(method, parts, request, listens)
+        else:
+            handled = self._queue.run(self._handle, method, parts, request, listens)
         handled.addCallback(self._say, request, gone)
         handled.addErrback(lambda failure: log.failure("Answering {path}", failure, path=path))
         return NOT_DONE_YET  # type: ignore[return-value]

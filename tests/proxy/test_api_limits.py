@@ -126,7 +126,8 @@ class ApiLimitTests(SynchronousTestCase):
         seen: list[int] = []
 
         def look() -> None:  # while the populate runs: requests wait their turn, and see all of it or none
-            time.sleep(0.3)
+            time.sleep(0.1)
+            request(port, "GET", "/version")  # a readiness probe touches no proxy: answered at once
             seen.append(len(request(port, "GET", "/proxies")[1]))
 
         looking = threading.Thread(target=look)
@@ -134,6 +135,10 @@ class ApiLimitTests(SynchronousTestCase):
         status, answer = request(port, "POST", "/populate", batch)
         looking.join(DEADLINE)
         self.assertEqual((status, len(answer["proxies"])), (201, BATCH))
+        lines = api.output.splitlines()
+        probe = next(number for number, line in enumerate(lines) if '"GET /version' in line)
+        last = max(number for number, line in enumerate(lines) if "echoapp-proxy listening on" in line)
+        self.assertLess(probe, last, "GET /version is answered while the populate's proxies are still made")
         self.assertIn(seen, ([1], [BATCH + 1]))
         during_populate = pinger.worst
         status, _ = request(port, "POST", "/reset")
