@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from echoapp import services
 from echoapp._tap import echo, everything, tcp
 from echoapp._transports.endpoints import UDPListen, check_endpoint
-from echoapp.testing._process import LISTENING
+from echoapp.testing._twistd import LISTENING
 from tests.support import (
     DEADLINE,
     installed_env,
