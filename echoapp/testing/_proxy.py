@@ -34,7 +34,9 @@ class RunningProxy(ProxyPeer):
         self._proxies = proxies
         self._proxy = proxy
         address = proxy.port.getHost()
-        self._where = [(str(address.host), int(address.port))]
+        # A UNIX listener has a path, not a host and port: no address to list.
+        has_port = hasattr(address, "host") and hasattr(address, "port")
+        self._where = [(str(address.host), int(address.port))] if has_port else []
 
     @property
     def name(self) -> str:

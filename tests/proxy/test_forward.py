@@ -167,7 +167,7 @@ class ForwardingTests(TestCase):
         self.addCleanup(held.close)
         held.sendall(b"hi")
         self.assertEqual(await deferToThread(held.recv, 2), b"hi")
-        [side] = list(peer.proxy.connections.live)  # type: ignore[union-attr]
+        [side] = list(peer._proxy.connections.live)  # type: ignore[attr-defined]
         upstream = side.upstream.transport
         while hasattr(upstream, "wrappedProtocol") or hasattr(upstream, "transport"):
             upstream = getattr(upstream, "transport", upstream)
