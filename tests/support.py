@@ -536,3 +536,57 @@ def faulty_connection(
     transport = HalfClosingTransport()
     protocol.makeConnection(transport)
     return protocol, transport, clock
+
+
+# --- The UDP accelerator (recvmmsg/sendmmsg), and its Python twin ----------------
+
+_built_accelerator: list[Any] = []
+
+
+def udp_accelerator() -> Any:
+    """
+    echoapp's optional C accelerator for UDP: the one built beside the
+    package, else one built from this checkout into a temporary directory,
+    once per run, where there is a C compiler (a copy of the checkout, as
+    CI's, has none built); C{None} where it cannot be built.
+    """
+    import importlib.util
+    import sysconfig
+
+    if _built_accelerator:
+        return _built_accelerator[0]
+    try:
+        from echoapp._transports import _mmsg as built
+    except ImportError:
+        built = None
+    if built is None and os.path.exists(in_checkout("setup.py")):
+        out = tempfile.mkdtemp(prefix="echoapp-mmsg-")
+        env = {name: value for name, value in os.environ.items() if name != "ECHOAPP_NO_ACCELERATOR"}
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", out, "--build-temp", f"{out}/tmp"],
+            cwd=CHECKOUT, env=env, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        path = os.path.join(out, "echoapp", "_transports", "_mmsg" + sysconfig.get_config_var("EXT_SUFFIX"))
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location("echoapp._transports._mmsg", path)
+            assert spec is not None and spec.loader is not None
+            built = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(built)
+        shutil.rmtree(out, ignore_errors=True)  # a loaded module needs no file
+    _built_accelerator.append(built)
+    return built
+
+
+def use_udp_accelerator(test: SynchronousTestCase, on: bool) -> Any:
+    """
+    Make the UDP ports that start during C{test} read and send with the C
+    accelerator (C{on}; the test skips where it cannot be built) or with its
+    Python twin; returns the accelerator, or C{None}.
+    """
+    from echoapp._transports import datagram_batches
+
+    mmsg = udp_accelerator() if on else None
+    if on and mmsg is None:
+        test.skipTest("echoapp's C accelerator cannot be built here (no C compiler or Python headers)")
+    test.patch(datagram_batches, "accelerator", lambda: mmsg)
+    return mmsg

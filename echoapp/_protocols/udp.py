@@ -4,6 +4,7 @@ The UDP greeter: each datagram gets one reply datagram to its sender.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 from twisted.internet import udp
@@ -15,6 +16,7 @@ from echoapp._framing import split_terminator
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._metrics import UDPStats
 from echoapp._peers import PeerKeys
+from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches, batches
 from echoapp._transports.native_udp import NativeDatagramPort
 from echoapp._twisted import global_reactor
 from echoapp.config import UDPLimits
@@ -75,7 +77,7 @@ class UDPGreeter(DatagramProtocol):
         self.stats = stats or UDPStats("echoapp-udp", "")
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
         self._sendto: Any = None
-        self._socket: Any = None
+        self._batches: SocketBatches | AcceleratedBatches | None = None
 
     def startProtocol(self) -> None:
         """
@@ -92,51 +94,78 @@ class UDPGreeter(DatagramProtocol):
         # about 6% of a reply's CPU) that recvfrom has just given us.  An
         # error falls back to Port.write, whose handling it then gets.
         transport: Any = self.transport
-        self._sendto = self._socket = None
+        self._sendto = self._batches = None
         if isinstance(transport, udp.Port) or (
             isinstance(transport, NativeDatagramPort) and transport.read_directly
         ):
-            self._socket = transport.getHandle()
-            self._sendto = self._socket.sendto
+            self.read_from(transport.getHandle())
         if isinstance(transport, udp.Port) and transport.protocol is self:
             # Not behind a wrapper (faults), which must see each datagram.
             # The reactor calls the port's doRead for each wake-up; the port
             # stays what the reactor watches, starts and stops.
             transport.doRead = self.read_ready  # type: ignore[method-assign]
 
+    def read_from(self, sock: Any, mmsg: ModuleType | None = None) -> None:
+        """
+        Read and answer C{sock} in batches (L{read_ready}) and send replies
+        on it: with the C accelerator C{mmsg} (by default the built one,
+        unless turned off) on a real UDP socket, else with the socket's own
+        calls.
+        """
+        self._sendto = sock.sendto
+        self._batches = batches(sock, mmsg)
+
     def stopProtocol(self) -> None:
-        """The port stopped: the drops not yet logged are logged now."""
-        self._socket = None
+        """
+        The port stopped: no more reads (its descriptor number may be
+        reused), and the drops not yet logged are logged now.
+        """
+        self._batches = None
         self._drops.flush()
 
     def read_ready(self) -> None:
         """
         The socket has datagrams: read and answer up to L{READ_BATCH} of
-        them in this one frame, with the guards of L{datagramReceived}, in
-        the same order and with the same outcome per datagram, as if each
-        had been handled alone at the time of the wake-up.
+        them in this one frame, in batches (L{datagram_batches}: one system
+        call per batch with the C accelerator, one per datagram without),
+        with the guards of L{datagramReceived}, in the same order and with
+        the same outcome per datagram, as if each had been handled alone at
+        the time of the wake-up.  A batch that comes back short emptied the
+        socket: no further read is made to hear "nothing more".
         """
-        sock = self._socket
-        if sock is None:
+        batches = self._batches
+        if batches is None:
             return
-        recvfrom, sendto, size = sock.recvfrom, sock.sendto, self.transport.maxPacketSize  # type: ignore[attr-defined]
-        own_ports, key, sources = self.own_ports, self.key, self.sources
-        prefix, suffix = self.reply.prefix, self.reply.suffix
+        recv, size, left = batches.recv, self.transport.maxPacketSize, READ_BATCH  # type: ignore[attr-defined]
         now = self._seconds()
+        while left > 0:
+            count = min(BATCH, left)
+            try:
+                datagrams = recv(count, size)
+            except OSError as error:
+                return self._read_failed(error)
+            if datagrams:
+                self._answer_batch(datagrams, now)
+            if len(datagrams) < count:
+                return
+            left -= count
+
+    def _answer_batch(self, datagrams: list[tuple[bytes, Any]], now: float) -> None:
+        """
+        The guards decide each datagram in order (a source's bucket taken
+        out once per run of its datagrams), the replies go in one batch,
+        and the counts are added once.
+        """
+        own_ports, key, sources = self.own_ports, self.key, self.sources
+        prefix, suffix, overhead = self.reply.prefix, self.reply.suffix, self.reply.overhead
+        fits, fits_ipv6 = MAX_DATAGRAM - overhead, MAX_IPV6_DATAGRAM - overhead
         spare = self.everyone.take_out(now)
         source: Any = None
         tokens = 0.0
-        answered = bytes_in = 0
-        overhead = self.reply.overhead
-        fits, fits_ipv6 = MAX_DATAGRAM - overhead, MAX_IPV6_DATAGRAM - overhead
+        replies: list[tuple[bytes, Any]] = []
+        bytes_in = 0
         try:
-            for _ in range(READ_BATCH):
-                try:
-                    datagram, addr = recvfrom(size)
-                except BlockingIOError:
-                    return
-                except OSError as error:
-                    return self._read_failed(error)
+            for datagram, addr in datagrams:
                 try:
                     host, port = addr[0], addr[1]
                     if port < FIRST_UNPRIVILEGED_PORT or port in own_ports:
@@ -163,14 +192,7 @@ class UDPGreeter(DatagramProtocol):
                         self._drop("size")
                         continue
                     message = datagram.rstrip(b"\r\n")
-                    reply = prefix + message + suffix + datagram[len(message) :]
-                    try:
-                        sendto(reply, addr)
-                    except OSError:
-                        if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
-                            self._drop("buffer")
-                            continue
-                    answered += 1
+                    replies.append((prefix + message + suffix + datagram[len(message) :], addr))
                     bytes_in += length
                 except Exception:
                     self._failed(addr)
@@ -178,10 +200,33 @@ class UDPGreeter(DatagramProtocol):
             if source is not None:
                 sources.put_back(source, tokens, now)
             self.everyone.put_back(spare, now)
-            stats = self.stats
-            stats.answered += answered
-            stats.bytes_in += bytes_in
-            stats.bytes_out += bytes_in + answered * overhead  # each reply is its datagram + overhead
+        answered = len(replies)
+        send = self._batches.send  # type: ignore[union-attr]
+        index = send(replies, 0)
+        while index < answered:  # the one that failed is sent as one datagram alone would be
+            reply, addr = replies[index]
+            if not self._send_alone(reply, addr):
+                answered -= 1
+                bytes_in -= len(reply) - overhead
+            index = send(replies, index + 1)
+        stats = self.stats
+        stats.answered += answered
+        stats.bytes_in += bytes_in
+        stats.bytes_out += bytes_in + answered * overhead  # each reply is its datagram + overhead
+
+    def _send_alone(self, reply: bytes, addr: Any) -> bool:
+        """A reply the batch could not send, with the error handling of L{_answer}: whether it went."""
+        try:
+            try:
+                self._sendto(reply, addr)
+            except OSError:
+                if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
+                    self._drop("buffer")
+                    return False
+        except Exception:
+            self._failed(addr)
+            return False
+        return True
 
     def _read_failed(self, error: OSError) -> None:
         """

@@ -1,4 +1,5 @@
 import errno
+import os
 import random
 import socket
 from typing import Any
@@ -10,9 +11,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
 from echoapp._protocols.udp import MAX_DATAGRAM, READ_BATCH, UDPGreeter
+from echoapp._transports.datagram_batches import AcceleratedBatches, SocketBatches
 from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
-from tests.support import RecordingUDPTransport, start
+from tests.support import RecordingUDPTransport, start, use_udp_accelerator, wait_until
 
 
 def greeter(
@@ -256,7 +258,7 @@ def reading_greeter(
     transport.getHandle = lambda: sock  # type: ignore[attr-defined]
     transport.maxPacketSize = 65535  # type: ignore[attr-defined]
     protocol.makeConnection(transport)  # type: ignore[arg-type]
-    protocol._socket, protocol._sendto = sock, sock.sendto
+    protocol.read_from(sock)
     return protocol
 
 
@@ -354,7 +356,6 @@ class ReadReadyTests(SynchronousTestCase):
 
     def test_an_error_is_counted_and_the_rest_answered(self) -> None:
         sock = QueuedSocket([(b"a", ("127.0.0.1", 40000)), (b"b", ("127.0.0.1", 40001))])
-        protocol = reading_greeter(sock)
         sent = sock.sendto
 
         def broken_for_a(data: bytes, addr: Any) -> int:
@@ -363,6 +364,7 @@ class ReadReadyTests(SynchronousTestCase):
             return sent(data, addr)
 
         sock.sendto = broken_for_a  # type: ignore[method-assign]
+        protocol = reading_greeter(sock)
         protocol.read_ready()
         self.assertEqual(sock.sent, [(b"Hello, b!", ("127.0.0.1", 40001))])
         self.assertEqual((protocol.stats.dropped["error"], protocol.stats.answered), (1, 1))
@@ -382,13 +384,13 @@ class ReadReadyTests(SynchronousTestCase):
 
     def test_a_full_send_buffer_is_a_buffer_drop(self) -> None:
         sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
-        protocol = reading_greeter(sock)
 
         def full(data: bytes, addr: Any) -> int:
             raise BlockingIOError(errno.EAGAIN, "full")
 
-        protocol.transport.write = lambda data, addr: False  # type: ignore[method-assign, assignment, return-value]
         sock.sendto = full  # type: ignore[method-assign]
+        protocol = reading_greeter(sock)
+        protocol.transport.write = lambda data, addr: False  # type: ignore[method-assign, assignment, return-value]
         protocol.read_ready()
         self.assertEqual((protocol.stats.answered, protocol.stats.dropped["buffer"]), (0, 1))
 
@@ -408,3 +410,117 @@ class ReadReadyTests(SynchronousTestCase):
         if not isinstance(port, udp.Port):
             self.skipTest("this reactor's UDP port is not Twisted's udp.Port")
         self.assertNotIn("doRead", vars(port))
+
+
+class _GuardsOverLoopback:
+    """
+    Every guard over real loopback sockets, through the service as twistd
+    runs it (Twisted's own UDP port, or uvloop's loop under
+    C{--reactor=uvloop}), its socket read and answered by the C accelerator
+    (recvmmsg/sendmmsg) or by its Python twin: the same replies, drops and
+    counts, written out, for both.  The greeter's clock is stopped once it
+    listens, so that no bucket refills while the test runs.
+    """
+
+    accelerated: bool
+
+    def setUp(self: Any) -> None:
+        use_udp_accelerator(self, self.accelerated)
+
+    async def serve(self: Any, limits: UDPLimits, *listen: str) -> list[Any]:
+        ports = start(self, services.udp_greeter(listen, limits=limits))
+        greeters = [port.protocol for port in ports]
+        await wait_until(lambda: all(greeter._batches is not None for greeter in greeters), "listening")
+        for greeter in greeters:
+            frozen = greeter.clock.seconds()
+            greeter._seconds = lambda frozen=frozen: frozen
+            self.assertIsInstance(greeter._batches, AcceleratedBatches if self.accelerated else SocketBatches)
+        return ports
+
+    def client(self: Any, host: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind((host, 0))
+        return sock
+
+    async def exchange(
+        self: Any, greeter: UDPGreeter, sends: list[tuple[socket.socket, bytes]], to: Any
+    ) -> None:
+        """Send each datagram in order, then wait until the greeter has answered or dropped them all."""
+        stats = greeter.stats
+        seen = stats.answered + sum(stats.dropped.values())
+        for sock, datagram in sends:
+            sock.sendto(datagram, to)
+        await wait_until(
+            lambda: stats.answered + sum(stats.dropped.values()) >= seen + len(sends), "all handled"
+        )
+
+    def replies(self: Any, sock: socket.socket) -> list[bytes]:
+        sock.setblocking(False)
+        got = []
+        while True:
+            try:
+                got.append(sock.recv(70000))
+            except BlockingIOError:
+                return got
+
+    async def test_every_guard_over_ipv4(self: Any) -> None:
+        first, second = await self.serve(
+            UDPLimits(rate=1, burst=3, global_rate=7),
+            "udp:0:interface=127.0.0.1",
+            "udp:0:interface=127.0.0.1",
+        )
+        greeter, to = first.protocol, ("127.0.0.1", first.getHost().port)
+        a, b, c = (self.client(f"127.0.0.{n}") for n in (1, 2, 3))
+        # Per source: 3 of a's 5; b's largest datagram has no room for the
+        # reply (its token spent all the same); 65,499 bytes make a reply of
+        # 65,507, the most IPv4 carries; c's second is over the total of 7.
+        await self.exchange(greeter, [(a, b"a%d\n" % n) for n in range(5)], to)
+        await self.exchange(greeter, [(b, b"x" * MAX_DATAGRAM)], to)
+        await self.exchange(
+            greeter, [(b, b"y" * (MAX_DATAGRAM - 8)), (b, b"b\r\n"), (c, b"c1"), (c, b"c2")], to
+        )
+        second.write(b"a loop", to)  # from another port of the service's own
+        await wait_until(lambda: greeter.stats.dropped["port"] == 1, "the loop dropped")
+        if os.geteuid() == 0:
+            low = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(low.close)
+            low.bind(("127.0.0.1", 1000 + os.getpid() % 23))
+            await self.exchange(greeter, [(low, b"storm")], to)
+            self.assertEqual(self.replies(low), [])
+        self.assertEqual(self.replies(a), [b"Hello, a0!\n", b"Hello, a1!\n", b"Hello, a2!\n"])
+        self.assertEqual(self.replies(b), [b"Hello, " + b"y" * (MAX_DATAGRAM - 8) + b"!", b"Hello, b!\r\n"])
+        self.assertEqual(self.replies(c), [b"Hello, c1!"])
+        stats = greeter.stats
+        self.assertEqual((stats.answered, stats.bytes_in, stats.bytes_out), (6, 65513, 65513 + 6 * 8))
+        ports = 2 if os.geteuid() == 0 else 1
+        self.assertEqual({k: v for k, v in stats.dropped.items() if v}, {"rate": 3, "size": 1, "port": ports})
+
+    async def test_every_size_over_ipv6(self: Any) -> None:
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6 here")
+        try:
+            [port] = await self.serve(UDPLimits(rate=1, burst=4), "udp:0:interface=::1")
+        except SystemExit as error:
+            self.skipTest(f"no ::1 here: {error}")
+        greeter, six = port.protocol, self.client("::1")
+        largest = 65527 - 8  # IPv6 carries 65,527 bytes of UDP payload
+        await self.exchange(greeter, [(six, b"y" * largest)], ("::1", port.getHost().port))
+        await self.exchange(greeter, [(six, b"x" * (largest + 1))], ("::1", port.getHost().port))
+        await self.exchange(greeter, [(six, b"six\n")] * 3, ("::1", port.getHost().port))
+        self.assertEqual(
+            self.replies(six), [b"Hello, " + b"y" * largest + b"!", b"Hello, six!\n", b"Hello, six!\n"]
+        )
+        stats = greeter.stats
+        self.assertEqual(
+            (stats.answered, stats.bytes_in, stats.bytes_out), (3, largest + 8, largest + 8 + 3 * 8)
+        )
+        self.assertEqual({k: v for k, v in stats.dropped.items() if v}, {"rate": 1, "size": 1})
+
+
+class AcceleratedGuardsTests(_GuardsOverLoopback, TestCase):
+    accelerated = True
+
+
+class PythonGuardsTests(_GuardsOverLoopback, TestCase):
+    accelerated = False

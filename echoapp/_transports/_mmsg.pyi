@@ -1,0 +1,7 @@
+# The C accelerator's interface (_mmsg.c); see datagram_batches.py for the contract.
+from typing import Any
+
+MAX_BATCH: int
+
+def recv_batch(fd: int, max_count: int, max_size: int, /) -> list[tuple[bytes, Any]]: ...
+def send_batch(fd: int, family: int, datagrams: list[tuple[bytes, Any]], start: int, /) -> int: ...

@@ -1,0 +1,131 @@
+"""
+A UDP socket's ready datagrams read, and replies sent, in batches: one
+system call per batch (Linux's C{recvmmsg} and C{sendmmsg}) where echoapp's
+optional C accelerator was built (C{_mmsg.c}, at install, where there is a C
+compiler), one C{recvfrom} or C{sendto} per datagram where not.
+
+The standard library offers neither call; the one package on PyPI that
+does is not kept up.  So the accelerator is small (two functions), optional
+(C{setup.py} skips it, with a warning, wherever it does not build, or where
+C{ECHOAPP_NO_ACCELERATOR} is set), and has a Python twin, L{SocketBatches},
+which is also the contract both keep and the tests check both against:
+
+  - C{recv(count, size)}: up to C{count} datagrams (each at most C{size}
+    bytes, longer ones cut, as C{recvfrom} does) as C{(data, address)}
+    pairs in the socket module's address form; C{[]} when nothing is
+    ready; C{OSError} for an error met before any datagram (one met after
+    some is raised by the next call, as C{recvmmsg} leaves it).
+  - C{send(datagrams, start)}: C{datagrams[start:]} sent in order, until one
+    fails; returns the index of the first not sent (C{len(datagrams)} when
+    all went).  The caller sends that one its own way, and so meets the
+    error with the handling it has always had.
+
+Neither ever blocks (C{MSG_DONTWAIT}; the Python twin needs a non-blocking
+socket, which every port that reads for itself has).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from functools import cache, partial
+from types import ModuleType
+from typing import Any
+
+# Set (to anything) to use the Python twin even where the accelerator is
+# built; also what setup.py reads to skip building it.
+ACCELERATOR_OFF = "ECHOAPP_NO_ACCELERATOR"
+
+# Datagrams per system call, the accelerator's most: enough to make a
+# call's own cost small per datagram; its receive buffers (this many of the
+# largest datagram a port reads) take memory only as datagrams fill them.
+BATCH = 32
+
+Datagram = tuple[bytes, Any]
+
+
+class SocketBatches:
+    """
+    The batches on the socket's own C{recvfrom} and C{sendto}, one system
+    call per datagram: the fallback, on any socket-like object.
+    """
+
+    accelerated = False
+
+    def __init__(self, sock: Any) -> None:
+        self._recvfrom = sock.recvfrom
+        self._sendto = sock.sendto
+        self._error: OSError | None = None
+
+    def recv(self, count: int, size: int) -> list[Datagram]:
+        """Up to C{count} datagrams ready (see the module's contract)."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        received: list[Datagram] = []
+        recvfrom = self._recvfrom
+        try:
+            for _ in range(count):
+                received.append(recvfrom(size))
+        except BlockingIOError:
+            pass
+        except OSError as failed:
+            if not received:
+                raise
+            self._error = failed
+        return received
+
+    def send(self, datagrams: list[Datagram], start: int) -> int:
+        """C{datagrams[start:]} until one fails: the index of the first not sent."""
+        sendto = self._sendto
+        for index in range(start, len(datagrams)):
+            data, addr = datagrams[index]
+            try:
+                sendto(data, addr)
+            except Exception:
+                return index
+        return len(datagrams)
+
+
+class AcceleratedBatches:
+    """The batches on the C accelerator: one C{recvmmsg} or C{sendmmsg} per batch."""
+
+    accelerated = True
+
+    def __init__(self, sock: socket.socket, mmsg: ModuleType) -> None:
+        fd = sock.fileno()
+        self.recv: Callable[[int, int], list[Datagram]] = partial(mmsg.recv_batch, fd)
+        self.send: Callable[[list[Datagram], int], int] = partial(mmsg.send_batch, fd, sock.family)
+
+
+@cache
+def accelerator() -> ModuleType | None:
+    """
+    The C accelerator, imported on first use (a small module); C{None}
+    where it was not built, or is turned off (L{ACCELERATOR_OFF}).
+    """
+    if os.environ.get(ACCELERATOR_OFF):
+        return None
+    try:
+        from echoapp._transports import _mmsg
+    except ImportError:
+        return None
+    return _mmsg
+
+
+def batches(sock: Any, mmsg: ModuleType | None = None) -> SocketBatches | AcceleratedBatches:
+    """
+    The fastest batches there are for C{sock}: the accelerator's (C{mmsg},
+    by default the built one) on a UDP socket over IPv4 or IPv6, else the
+    socket's own calls.
+    """
+    mmsg = mmsg or accelerator()
+    if (
+        mmsg is not None
+        and isinstance(sock, socket.socket)
+        and sock.type == socket.SOCK_DGRAM
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+    ):
+        return AcceleratedBatches(sock, mmsg)
+    return SocketBatches(sock)

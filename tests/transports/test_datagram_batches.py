@@ -1,0 +1,242 @@
+"""
+The batches' contract (L{echoapp._transports.datagram_batches}), kept alike
+by the C accelerator (recvmmsg/sendmmsg) and its Python twin on recvfrom and
+sendto: each test runs on both, over real loopback sockets, IPv4 and IPv6.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from echoapp._transports import datagram_batches
+from echoapp._transports.datagram_batches import (
+    BATCH,
+    AcceleratedBatches,
+    SocketBatches,
+    batches,
+)
+from tests.support import DEADLINE, use_udp_accelerator
+
+
+class _Contract:
+    """The tests; the two classes below say on which batches they run."""
+
+    accelerated: bool
+    family = socket.AF_INET
+    host = "127.0.0.1"
+    largest = 65507
+
+    def setUp(self: Any) -> None:
+        self.mmsg = use_udp_accelerator(self, self.accelerated)
+        if self.family == socket.AF_INET6 and not socket.has_ipv6:
+            self.skipTest("no IPv6 here")
+        self.server = self.socket()
+        self.server.setblocking(False)
+        self.batches = batches(self.server)
+        self.assertIsInstance(self.batches, AcceleratedBatches if self.accelerated else SocketBatches)
+
+    def socket(self: Any) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        try:
+            sock.bind((self.host, 0))
+        except OSError as error:
+            self.skipTest(f"cannot bind {self.host}: {error}")
+        sock.settimeout(DEADLINE)
+        return sock
+
+    def arrived(self: Any, sock: socket.socket | None = None) -> None:
+        """
+        Wait (up to the deadline) until a datagram is queued, without taking
+        it: loopback queues a datagram before C{sendto} returns, and those
+        sent after it behind it; this only guards against a slow machine.
+        """
+        sock = sock or self.server
+        sock.settimeout(DEADLINE)
+        sock.recvfrom(1, socket.MSG_PEEK)
+        sock.setblocking(False)
+
+    def refused(self: Any, mine: Any) -> list[Any]:
+        """Batches from C{mine} until one raises (the ICMP refusal arrived), up to the deadline."""
+        got: list[Any] = []
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            got.extend(mine.recv(BATCH, 100))
+        raise AssertionError(f"no error within the deadline; got {got}")
+
+    def test_nothing_ready_is_an_empty_batch(self: Any) -> None:
+        self.assertEqual(self.batches.recv(BATCH, 65535), [])
+
+    def test_datagrams_in_order_with_recvfroms_addresses(self: Any) -> None:
+        client = self.socket()
+        for data in (b"one", b"", b"three\r\n"):
+            client.sendto(data, self.server.getsockname())
+        self.arrived()
+        got = self.batches.recv(BATCH, 65535)
+        client.sendto(b"by recvfrom", self.server.getsockname())
+        self.arrived()
+        _, reference = self.server.recvfrom(100)
+        self.assertEqual(got, [(b"one", reference), (b"", reference), (b"three\r\n", reference)])
+        self.assertEqual(len(reference), 2 if self.family == socket.AF_INET else 4)
+        self.assertEqual(self.batches.recv(BATCH, 65535), [])
+
+    def test_at_most_count_per_batch_the_rest_left_queued(self: Any) -> None:
+        client = self.socket()
+        for index in range(BATCH + 2):
+            client.sendto(b"%d" % index, self.server.getsockname())
+        self.arrived()
+        first = self.batches.recv(BATCH, 100)
+        second = self.batches.recv(BATCH, 100)
+        self.assertEqual([data for data, _ in first + second], [b"%d" % i for i in range(BATCH + 2)])
+        self.assertEqual((len(first), len(second)), (BATCH, 2))
+        if self.accelerated:  # its buffers are for BATCH datagrams; the twin needs none
+            self.assertRaises(ValueError, self.batches.recv, BATCH + 1, 100)
+
+    def test_the_largest_datagram_whole_and_a_longer_read_cut_as_recvfrom_cuts(self: Any) -> None:
+        client = self.socket()
+        largest = bytes(range(256)) * (self.largest // 256) + b"z" * (self.largest % 256)
+        client.sendto(largest, self.server.getsockname())
+        client.sendto(b"0123456789", self.server.getsockname())
+        self.arrived()
+        got = self.batches.recv(BATCH, 65535)
+        self.assertEqual([data for data, _ in got], [largest, b"0123456789"])
+        client.sendto(b"0123456789", self.server.getsockname())
+        self.arrived()
+        self.assertEqual([data for data, _ in self.batches.recv(BATCH, 4)], [b"0123"])
+        self.assertEqual(
+            self.batches.recv(BATCH, 4), [], "the rest of a cut datagram is gone, as with recvfrom"
+        )
+
+    def test_an_error_before_any_datagram_is_raised(self: Any) -> None:
+        client = self.socket()
+        gone = self.socket()
+        where = gone.getsockname()
+        gone.close()
+        client.setblocking(False)
+        client.connect(where)  # a connected socket hears the ICMP "port unreachable"
+        client.send(b"to nobody")
+        mine = batches(client)
+        self.assertRaises(ConnectionRefusedError, self.refused, mine)
+
+    def test_an_error_and_datagrams_in_the_kernels_order(self: Any) -> None:
+        """A pending error comes first (Linux reports it before what is queued), then the datagrams."""
+        peer = self.socket()
+        client = self.socket()
+        client.setblocking(False)
+        client.connect(peer.getsockname())
+        peer.sendto(b"before", client.getsockname())
+        self.arrived(client)
+        peer.close()
+        client.send(b"to a closed port")  # the refusal comes after "before" is queued
+        mine = batches(client)
+        self.assertRaises(ConnectionRefusedError, self.refused, mine)
+        self.assertEqual([data for data, _ in mine.recv(BATCH, 100)], [b"before"])
+        self.assertEqual(mine.recv(BATCH, 100), [])
+
+    def test_sends_all_in_order_to_each_address(self: Any) -> None:
+        first, second = self.socket(), self.socket()
+        to_first, to_second = first.getsockname(), second.getsockname()
+        datagrams = [
+            (b"a", to_first),
+            (b"b", to_second[:2]),
+            (b"", to_first),
+            (b"c" * self.largest, to_second),
+        ]
+        self.assertEqual(self.batches.send(datagrams, 0), 4)
+        self.assertEqual([first.recvfrom(70000)[0] for _ in range(2)], [b"a", b""])
+        self.assertEqual([second.recvfrom(70000)[0] for _ in range(2)], [b"b", b"c" * self.largest])
+
+    def test_sends_from_start_and_stops_at_the_first_it_cannot_send(self: Any) -> None:
+        peer = self.socket()
+        to = peer.getsockname()
+        datagrams = [(b"skipped", to), (b"sent", to), (b"bad port", (to[0], 70000)), (b"after", to)]
+        self.assertEqual(self.batches.send(datagrams, 1), 2)
+        self.assertEqual(self.batches.send(datagrams, 3), 4)
+        self.assertEqual([peer.recvfrom(100)[0] for _ in range(2)], [b"sent", b"after"])
+        self.assertEqual(self.batches.send(datagrams, 4), 4)
+        too_big = [(b"x" * (self.largest + 1), to)]
+        self.assertEqual(self.batches.send(too_big, 0), 0, "EMSGSIZE is the caller's to handle")
+
+
+class AcceleratedIPv4Tests(_Contract, SynchronousTestCase):
+    accelerated = True
+
+
+class PythonIPv4Tests(_Contract, SynchronousTestCase):
+    accelerated = False
+
+
+class AcceleratedIPv6Tests(_Contract, SynchronousTestCase):
+    accelerated = True
+    family = socket.AF_INET6
+    host = "::1"
+    largest = 65527
+
+
+class PythonIPv6Tests(_Contract, SynchronousTestCase):
+    accelerated = False
+    family = socket.AF_INET6
+    host = "::1"
+    largest = 65527
+
+
+class SelectionTests(SynchronousTestCase):
+    """Which batches a socket gets."""
+
+    def test_the_accelerator_only_on_real_udp_sockets(self) -> None:
+        mmsg = use_udp_accelerator(self, True)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            self.assertIsInstance(batches(udp), AcceleratedBatches)
+            self.assertIsInstance(batches(tcp, mmsg), SocketBatches)
+            self.assertIsInstance(batches(_FakeSocket(), mmsg), SocketBatches)
+
+    def test_turned_off_by_the_environment(self) -> None:
+        find = datagram_batches.accelerator.__wrapped__
+        mmsg = use_udp_accelerator(self, True)
+        self.patch(sys, "modules", {**sys.modules, "echoapp._transports._mmsg": mmsg})
+        self.patch(os, "environ", {})
+        self.assertIs(find(), mmsg)
+        self.patch(os, "environ", {datagram_batches.ACCELERATOR_OFF: "1"})
+        self.assertIsNone(find())
+
+
+class PythonTwinTests(SynchronousTestCase):
+    def test_an_error_after_some_datagrams_is_raised_by_the_next_batch(self) -> None:
+        """
+        As C{recvmmsg} leaves it: the datagrams read before an error are
+        a batch, and the error is the next batch's (an ICMP error may come
+        between two C{recvfrom}s).
+        """
+        refused = ConnectionRefusedError(111, "refused")
+        queued: list[Any] = [(b"a", ("127.0.0.1", 40000)), refused, (b"b", ("127.0.0.1", 40000))]
+
+        def recvfrom(size: int) -> Any:
+            if not queued:
+                raise BlockingIOError
+            item = queued.pop(0)
+            if isinstance(item, OSError):
+                raise item
+            return item
+
+        fake = _FakeSocket()
+        fake.recvfrom = recvfrom  # type: ignore[method-assign]
+        twin = SocketBatches(fake)
+        self.assertEqual(twin.recv(BATCH, 100), [(b"a", ("127.0.0.1", 40000))])
+        self.assertRaises(ConnectionRefusedError, twin.recv, BATCH, 100)
+        self.assertEqual(twin.recv(BATCH, 100), [(b"b", ("127.0.0.1", 40000))])
+
+
+class _FakeSocket:
+    """Not a socket: only what the Python twin uses."""
+
+    def recvfrom(self, size: int) -> Any:
+        raise BlockingIOError
+
+    def sendto(self, data: bytes, addr: Any) -> int:
+        return len(data)
