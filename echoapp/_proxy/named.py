@@ -21,6 +21,8 @@ from echoapp._proxy.addresses import check, check_udp, is_udp, offered_by, shown
 from echoapp._proxy.errors import CannotListen, Exists, Invalid, NoRoom, NotFound
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
+from echoapp._record import Recorder, RecordingDatagramProtocol, RecordingFactory
+from echoapp._transports.listen import UDPListenService
 
 NAME = "echoapp-proxy"
 # What share of the descriptor ceiling proxies opened while running may
@@ -58,6 +60,8 @@ class ProxyService(HoldsDescriptor, MultiService):
     """
 
     KIND = ""
+    # Where a test keeps the wire record of this proxy's clients (echoapp.testing); the daemon sets none.
+    recorder: Recorder | None = None
 
     def __init__(self, spec: ProxySpec, faults: ProxyFaults) -> None:
         super().__init__()
@@ -154,6 +158,8 @@ class ProxyService(HoldsDescriptor, MultiService):
         if self.running:
             self._hold_room()
         listener = self._listener()
+        if self.recorder is not None:
+            self._record(listener, self.recorder)
         try:
             listener.setServiceParent(self)  # binds now when running: stream endpoints bind synchronously
         except StartupError as error:
@@ -162,6 +168,18 @@ class ProxyService(HoldsDescriptor, MultiService):
             raise CannotListen(str(error.code)) from None
         self.spec.enabled = True
         self.listener = listener
+
+    def _record(self, listener: Any, recorder: Recorder) -> None:
+        """Each client's connection (a UDP proxy's: each source) recorded, outermost: toxics' actions too."""
+
+        def note() -> str:
+            toxics = [f"{name} {toxic.faults}" for name, toxic in self.faults.toxics.items()]
+            return f"seed {self.faults.seed}, toxics: {', '.join(toxics) or 'none'}"
+
+        if isinstance(listener, UDPListenService):
+            listener.protocol = RecordingDatagramProtocol(listener.protocol, recorder, NAME, note)
+        else:
+            listener.factory = RecordingFactory(listener.factory, recorder, NAME, note)
 
     def _hold_room(self) -> None:
         """
