@@ -57,3 +57,22 @@ class PackageMetadataTests(SynchronousTestCase):
         self.assertEqual(info["Home-page"], "https://echoapp.readthedocs.io/")  # the docs
         self.assertIn("Documentation, https://echoapp.readthedocs.io/", info.get_all("Project-URL") or [])
         self.assertEqual(info["Author"], "echoapp maintainers")
+
+
+class StartUpImportTests(SynchronousTestCase):
+    def test_without_metrics_no_metrics_listener_code_is_imported(self) -> None:
+        """
+        A plugin's service without C{--metrics} imports neither the metrics
+        listener nor twisted.web's server: they cost every start-up (issue
+        #27 measured the proxy's API start) for nothing.
+        """
+        code = (
+            "import sys\n"
+            "from echoapp._tap import tcp\n"
+            "options = tcp.Options()\n"
+            "options.parseOptions(['--listen', 'tcp:0:interface=127.0.0.1'])\n"
+            "tcp.makeService(options)\n"
+            "print(sorted(m for m in sys.modules if m in ('echoapp._monitor', 'twisted.web.server')))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.strip(), "[]", out.stderr)

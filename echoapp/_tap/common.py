@@ -21,7 +21,6 @@ from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.python import usage
 
-from echoapp import _monitor as monitor
 from echoapp import services, signals
 from echoapp._faults import Faults, offered
 from echoapp._fields import from_text, help_text, option_name, shown_default
@@ -323,9 +322,14 @@ def process_service(
     C{makeService} adds them around its bare C{service_tree}; under
     C{echoapp-compose}, compose adds them once around all the trees.
     """
-    limits = options.get("metrics-limits")
-    monitored = monitor.monitored(tree, options["metrics-listen"], reactor, limits=limits)
-    return signals.handled(monitored, cast(IReactorCore, reactor))
+    if options["metrics-listen"] is not None:
+        # Imported only when asked: prometheus_client's Twisted support and
+        # twisted.web cost a process without --metrics its start-up time.
+        from echoapp import _monitor
+
+        limits = options.get("metrics-limits")
+        tree = _monitor.monitored(tree, options["metrics-listen"], reactor, limits=limits)
+    return signals.handled(tree, cast(IReactorCore, reactor))
 
 
 def opt_fault(options: usage.Options, spec: str) -> None:
