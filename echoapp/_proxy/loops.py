@@ -10,6 +10,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from echoapp._proxy.addresses import check_udp
+from echoapp._proxy.errors import Invalid
+from echoapp._proxy.schema import ProxySpec
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -51,3 +55,15 @@ def _local(address: Address) -> bool:
         except OSError:
             return False
     return True
+
+
+def check_udp_loop(spec: ProxySpec) -> None:
+    """
+    What the UDP proxy C{spec} would refuse for a loop (L{loops_to_itself}),
+    for the checks that make nothing (the command line's, the API's).
+
+    @raise Invalid: with a one-line reason (for a bad address too).
+    """
+    listen, upstream = check_udp(spec)
+    if loops_to_itself(listen.interface, listen.port, upstream):
+        raise Invalid(f"UDP proxy {spec.name!r}: its upstream {spec.upstream} is its own listen address")

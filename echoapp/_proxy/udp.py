@@ -40,7 +40,7 @@ from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._peers import PeerKeys
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.errors import Invalid
-from echoapp._proxy.loops import loops_to_itself
+from echoapp._proxy.loops import check_udp_loop, loops_to_itself
 from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults
@@ -399,18 +399,11 @@ class NamedUDPProxy(ProxyService):
     def __init__(self, spec: ProxySpec, faults: ProxyFaults, limits: TCPLimits, reactor: Any = None) -> None:
         super().__init__(spec, faults)
         self.listen, upstream = check_udp(spec)
-        self._refuse_loop(upstream)
+        check_udp_loop(spec)
         self.protocol = UDPProxy(
             upstream, faults, reactor, max_sessions=limits.max_connections, idle_timeout=limits.idle_timeout
         )
         self._reactor = reactor
-
-    def _refuse_loop(self, upstream: tuple[str, int]) -> None:
-        """@raise Invalid: the upstream is this proxy's own listen address (every datagram would loop)."""
-        if loops_to_itself(self.listen.interface, self.listen.port, upstream):
-            raise Invalid(
-                f"UDP proxy {self.spec.name!r}: its upstream {self.spec.upstream} is its own listen address"
-            )
 
     def _listener(self) -> UDPListenService:
         return UDPListenService(self.listen, self.protocol, self._reactor)
