@@ -51,10 +51,13 @@ class UDPGreeter(DatagramProtocol):
 
     On the ports it serves itself (Twisted's own UDP port, or the loop's
     native one), the greeter reads and answers each wake-up's datagrams in
-    one loop (L{read_ready}): the clock is read once per wake-up, a
-    source's bucket is found once per run of its datagrams, and the counts
-    are added once, which is what brings it to the blocking loop's cost.
-    Behind a wrapper (faults) it answers one L{datagramReceived} at a time.
+    batches (L{read_ready}): one C{recvmmsg} and one C{sendmmsg} per batch
+    with the optional C accelerator, one C{recvfrom}/C{sendto} per
+    datagram without it (L{echoapp._transports.datagram_batches}); the
+    clock is read once per wake-up, a source's bucket is found once per run
+    of its datagrams, and the counts are added once, which is what brings
+    it to the blocking loop's cost.  Behind a wrapper (faults) it answers
+    one L{datagramReceived} at a time.
     """
 
     noisy = False

@@ -22,21 +22,45 @@
 static char *slab;          /* MAX_BATCH buffers of slot bytes, reused by every call */
 static Py_ssize_t slot;
 
+/*
+ * The last source's host, as a string, per family: consecutive datagrams
+ * mostly come from one host, which then costs no inet_ntop and no new
+ * string (and the greeter's "same source as the last?" is an identity).
+ */
+static struct in_addr last4;
+static struct in6_addr last6;
+static PyObject *host4, *host6;
+
+static PyObject *
+host(int family, const void *raw, size_t size, void *last, PyObject **cached)
+{
+    char text[INET6_ADDRSTRLEN];
+    if (*cached == NULL || memcmp(raw, last, size) != 0) {
+        inet_ntop(family, raw, text, sizeof(text));
+        PyObject *fresh = PyUnicode_FromString(text);
+        if (fresh == NULL)
+            return NULL;
+        Py_XSETREF(*cached, fresh);
+        memcpy(last, raw, size);
+    }
+    return Py_NewRef(*cached);
+}
+
 /* (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6: socket.recvfrom's. */
 static PyObject *
 address(const struct sockaddr_storage *from)
 {
-    char host[INET6_ADDRSTRLEN];
     if (from->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)from;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        return Py_BuildValue("(si)", host, ntohs(in->sin_port));
+        PyObject *name = host(AF_INET, &in->sin_addr, sizeof(in->sin_addr), &last4, &host4);
+        return name == NULL ? NULL : Py_BuildValue("(Ni)", name, ntohs(in->sin_port));
     }
     if (from->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)from;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        return Py_BuildValue("(siII)", host, ntohs(in6->sin6_port), (unsigned int)ntohl(in6->sin6_flowinfo),
-                             (unsigned int)in6->sin6_scope_id);
+        PyObject *name = host(AF_INET6, &in6->sin6_addr, sizeof(in6->sin6_addr), &last6, &host6);
+        return name == NULL ? NULL
+                            : Py_BuildValue("(NiII)", name, ntohs(in6->sin6_port),
+                                            (unsigned int)ntohl(in6->sin6_flowinfo), (unsigned int)in6->sin6_scope_id);
     }
     PyErr_Format(PyExc_OSError, "datagram from an address of family %d", (int)from->ss_family);
     return NULL;
