@@ -60,6 +60,18 @@ def _send_no_more(upstream: Any) -> None:
         upstream.loseConnection()
 
 
+# This process's upstream connections by their local address, each with the
+# proxies its client's bytes have passed: a connection that arrives from one
+# of them has come round again (A to B to A, or A to itself) if it reaches a
+# proxy it passed already, and is cut; a chain of other proxies goes on.
+_PASSED: dict[tuple[str, int], frozenset[int]] = {}
+
+
+def _key(address: Any) -> tuple[str, int] | None:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return (host, port) if isinstance(host, str) and isinstance(port, int) else None
+
+
 def _clean(reason: Failure | None) -> bool:
     return reason is None or reason.check(ConnectionDone) is not None
 
@@ -79,6 +91,9 @@ class ServerSide(HoldsDescriptor, Protocol):
 
     def connectionMade(self) -> None:
         self.hold_descriptor()
+        self._local = _key(self.transport.getHost())
+        if self._local is not None:
+            _PASSED[self._local] = self.client.passed
         self.client.upstream_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -95,6 +110,8 @@ class ServerSide(HoldsDescriptor, Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.release_descriptor()
+        if getattr(self, "_local", None) is not None:
+            _PASSED.pop(self._local, None)  # type: ignore[arg-type]
         self.client.upstream_lost(_clean(reason))
 
 
@@ -125,9 +142,19 @@ class ClientSide(GuardedProtocol):
     _upstream_done = False  # the upstream sent its FIN
     _gone = False
 
+    passed: frozenset[int] = frozenset()  # the proxies this connection's bytes have passed
+
     def connectionMade(self) -> None:
         super().connectionMade()
         self._early: list[bytes] = []
+        peer = _key(self.transport.getPeer())
+        before = _PASSED.get(peer, frozenset()) if peer is not None else frozenset()
+        if id(self.factory) in before:
+            # Our own upstream connection, back at a proxy it passed: a loop.
+            self.closing_because("forwarding loop")
+            self.transport.abortConnection()
+            return
+        self.passed = before | {id(self.factory)}
         self.transport.pauseProducing()
         upstream: Factory = _UpstreamFactory(self)
         if self.factory.wrap_upstream is not None:

@@ -8,9 +8,10 @@ ones (the registry asks for both).
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
-from echoapp._proxy.addresses import check_udp
+from echoapp._proxy.addresses import check, check_udp, plain_tcp
 from echoapp._proxy.errors import Invalid
 from echoapp._proxy.schema import ProxySpec
 
@@ -55,6 +56,25 @@ def _local(address: Address) -> bool:
         except OSError:
             return False
     return True
+
+
+def check_tcp_loop(spec: ProxySpec) -> None:
+    """
+    What the TCP proxy C{spec} would refuse for a loop: a plain TCP listener
+    whose upstream is its own address (L{loops_to_itself}).
+
+    @raise Invalid: with a one-line reason.
+    """
+    listen, _ = check(spec)
+    kind, _, rest = listen.endpoint.partition(":")
+    upstream = plain_tcp(spec.upstream)
+    if kind not in ("tcp", "tcp6") or listen.proxy or upstream is None:
+        return
+    port, *options = re.split(r"(?<!\\):", rest)  # an IPv6 interface's colons are escaped
+    named = dict(option.partition("=")[::2] for option in options if "=" in option)
+    interface = named.get("interface", "").replace("\\:", ":")
+    if port.isdigit() and loops_to_itself(interface, int(port), upstream):
+        raise Invalid(f"TCP proxy {spec.name!r}: its upstream {spec.upstream} is its own listen address")
 
 
 def check_udp_loop(spec: ProxySpec) -> None:

@@ -19,6 +19,7 @@ from echoapp import StartupError
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._proxy.addresses import check, check_udp, is_udp, offered_by, shown
 from echoapp._proxy.errors import CannotListen, Exists, Invalid, NoRoom, NotFound
+from echoapp._proxy.loops import check_tcp_loop, check_udp_loop
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults, Toxic, toxics_json
 from echoapp._record import Recorder, RecordingDatagramProtocol, RecordingFactory
@@ -263,6 +264,7 @@ def check_proxy(spec: ProxySpec, toxics: Sequence[Toxic] = ()) -> None:
     @raise Exists: for two toxics of one name.
     """
     check_udp(spec) if is_udp(spec) else check(spec)
+    (check_udp_loop if is_udp(spec) else check_tcp_loop)(spec)  # a proxy to itself: refused in one line
     names: set[str] = set()
     for toxic in toxics:
         if toxic.name in names:

@@ -27,6 +27,7 @@ from echoapp._metrics import TCPStats
 from echoapp._proxy.addresses import check, is_udp, listen_description, same_listen, shown
 from echoapp._proxy.errors import Exists, Invalid, NotFound, PopulateFailed, ProxyError
 from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
+from echoapp._proxy.loops import check_tcp_loop
 from echoapp._proxy.named import NAME, ProxyService, warn_ignored
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
@@ -63,6 +64,7 @@ class Proxy(ProxyService):
     ) -> None:
         super().__init__(spec, faults)
         self.listen, _ = check(spec)
+        check_tcp_loop(spec)  # a proxy to its own address would connect to itself without end
         self.connections = Connections(limits)
         self._reactor = reactor
         self._live = live

@@ -167,3 +167,22 @@ class StartupTests(SynchronousTestCase):
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE, check=True
         )
         self.assertEqual(found.stdout.strip(), "[]", found.stderr)
+
+
+class SelfLoopOptionTests(SynchronousTestCase):
+    def test_a_proxy_to_its_own_address_is_one_line(self) -> None:
+        """On the command line as through the API: refused before anything listens, in one line."""
+        from twisted.python import usage
+
+        from echoapp._tap import proxy
+
+        port = free_port()
+        for listen, upstream in (
+            (f"127.0.0.1:{port}", f"127.0.0.1:{port}"),
+            (f"udp:{port}", f"udp:127.0.0.1:{port}"),
+        ):
+            options = proxy.Options()
+            with self.assertRaises(usage.UsageError) as caught:
+                options.parseOptions(["--listen", listen, "--upstream", upstream])
+            self.assertIn("is its own listen address", str(caught.exception))
+            self.assertNotIn("\n", str(caught.exception))
