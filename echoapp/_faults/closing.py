@@ -15,10 +15,12 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
 
 from echoapp._faults.held import Hub
+from echoapp._faults.notes import ms
 from echoapp._faults.plan import IDLE_CLOSE, RESET_ON_CHUNK, Shape
 from echoapp._faults.resets import FLUSH_CHECK, FLUSH_WAIT, kernel_unsent, reset, socket_of
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.guard import half_closer
+from echoapp._record import record_of
 from echoapp._twisted import unsent
 
 _TIMED = ("reset_after", "close_after")
@@ -43,6 +45,9 @@ class Refused(HoldsDescriptor, Protocol):
 
     def connectionMade(self) -> None:
         self.hold_descriptor()
+        record = record_of(self.transport)
+        if record is not None:
+            record.fault("refuse", "refused: closed at once, the service never saw it")
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -61,6 +66,8 @@ class Closing:
         self._fired: set[str] = set()  # and those that went off (not again for the same value)
         self._opened = True  # the first change is the opening
         self._rst = False  # toxiproxy's reset_peer was there at the opening: its close is an RST
+        self._slow = 0.0  # the slow close the close waits for (its note, in the record)
+        self._reset_note = ""  # what the RST that waits for the flush will say in the record
 
     def _move(self, state: CloseState) -> None:
         self.state = state
@@ -128,15 +135,26 @@ class Closing:
         self._timers.pop("reset_after", None)
         self._fired.add("reset_after")
         shape = self.connection.draws.current()
+        record = self.connection.record
+        after = self._since["reset_after"][0] if "reset_after" in self._since else 0.0
         if shape is not None and RESET_ON_CHUNK in shape.timing and not self._rst:
+            if record is not None:
+                record.fault("reset_peer", f"closed (FIN) after {ms(after)}: open before the toxic came")
             self.close_at_once()  # toxiproxy: a connection opened before its reset_peer gets a FIN
         else:
+            if record is not None:
+                record.fault("reset", f"reset after {ms(after)}")
             reset(self.connection.transport)
 
     def _timed_close(self) -> None:
         """C{close-after}: a FIN now (after the slow close); what is still held is dropped."""
         self._timers.pop("close_after", None)
         self._fired.add("close_after")
+        if self.connection.record is not None:
+            after = self._since["close_after"][0] if "close_after" in self._since else 0.0
+            held = self.connection.sending.queue.held
+            dropped = f", {held} B held dropped" if self.connection.sending.holds() else ""
+            self.connection.record.fault("close", f"closed after {ms(after)}{dropped}")
         self.close_at_once()
 
     def close_at_once(self) -> None:
@@ -179,11 +197,15 @@ class Closing:
         """
         if self._finish is None and self.state in (CloseState.CLOSING, CloseState.WRITE_CLOSING):
             shape = self.connection.draws.current()
+            self._slow = shape.faults.slow_close if shape else 0.0
             self._finish = self.connection.later(shape.faults.slow_close if shape else 0.0, self._finished)
 
     def _finished(self) -> None:
         self._finish = None
         transport = self.connection.transport
+        record = self.connection.record
+        if record is not None and self._slow:
+            record.fault("slow-close", f"the close went {ms(self._slow)} after it was asked for")
         if self.state is CloseState.CLOSING:
             transport.loseConnection()
         elif self.state is CloseState.WRITE_CLOSING:
@@ -192,11 +214,13 @@ class Closing:
 
     # --- reset after bytes ---
 
-    def reset_when_flushed(self) -> None:
+    def reset_when_flushed(self, note: str) -> None:
         """
         C{reset-after-bytes}: the RST once the transport has sent every byte
-        it holds (TLS and uvloop buffer a write; an abort drops the buffer).
+        it holds (TLS and uvloop buffer a write; an abort drops the buffer);
+        C{note} is the record's word for it, on the RST.
         """
+        self._reset_note = note
         self._move(CloseState.RESETTING)
         self._check_flushed(self.connection.clock.seconds() + FLUSH_WAIT)
 
@@ -206,6 +230,8 @@ class Closing:
         if left and self.connection.clock.seconds() < deadline:
             self.connection.later(FLUSH_CHECK, self._check_flushed, deadline)
         else:
+            if self.connection.record is not None:
+                self.connection.record.fault("reset", self._reset_note)
             reset(transport)
 
     def lost(self) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 
+from echoapp._faults.notes import ms, switched
 from echoapp._faults.plan import Draws, FaultSource
+from echoapp._record import SERVER, records_of
 
 # The longest a reordered reply waits for the next reply to its source:
 # then it goes anyway, late, as a reordered datagram does, never stranded.
@@ -32,11 +34,19 @@ class FaultyDatagrams:
         self._held: dict[Any, tuple[bytes, IDelayedCall]] = {}
         self._timers: set[IDelayedCall] = set()
         self.held_bytes = 0
+        self._records = records_of(transport)  # the wire record's, by source; None: nothing records
 
-    def _hold(self, datagram: bytes) -> bool:
+    def _note(self, addr: Any, kind: str, note: str, last: bool = False) -> None:
+        """Tell the source's record what a fault did (only where one is kept)."""
+        if self._records is not None and addr is not None:
+            self._records(addr).fault(kind, note, SERVER, last=last)
+
+    def _hold(self, datagram: bytes, addr: Any) -> bool:
         """Room for one more held reply?  Without, it is dropped and counted."""
         if self.held_bytes + len(datagram) > HELD_DATAGRAM_BYTES:
             self._protocol.reply_dropped()
+            if self._records is not None:
+                self._note(addr, "loss", f"reply dropped: {HELD_DATAGRAM_BYTES} B of replies held", True)
             return False
         self.held_bytes += len(datagram)
         return True
@@ -48,21 +58,27 @@ class FaultyDatagrams:
             return self._transport.write(datagram, addr)
         faults = shape.faults
         rng = draws.random
+        if self._records is not None and draws.switched is None and shape.conditional:
+            draws.watch(lambda on, faults: self._note(addr, "condition", switched(on, faults)))
         if faults.loss and rng.random() < faults.loss:
+            if self._records is not None:  # on the request just recorded: its reply never went
+                self._note(addr, "loss", f"reply dropped ({len(datagram)} B)", last=True)
             return None
         copies = 2 if faults.duplicate and rng.random() < faults.duplicate else 1
         delay = draws.delay(faults)
         if addr not in self._held and faults.reorder and rng.random() < faults.reorder:
             # Sent after the next reply to the same source, or after REORDER_HOLD.
-            if self._hold(datagram):
+            if self._hold(datagram, addr):
                 self._held[addr] = (datagram, self._later(delay + REORDER_HOLD, self._release, addr))
+                if self._records is not None:
+                    self._note(addr, "reorder", "reply held back, to go after the next one", last=True)
             return None
-        for _ in range(copies):
-            self._send(delay, datagram, addr)
+        for copy in range(copies):
+            self._send(delay, datagram, addr, ("duplicate", "the same reply again") if copy else None)
         if addr in self._held:
             held = self._held[addr][0]
             self._forget(addr)
-            self._send(delay, held, addr)
+            self._send(delay, held, addr, ("reorder", "reordered: sent after a later reply"))
         return None
 
     def _later(self, delay: float, call: Any, *args: Any) -> IDelayedCall:
@@ -74,24 +90,34 @@ class FaultyDatagrams:
         self._timers.add(timer)
         return timer
 
-    def _send(self, delay: float, datagram: bytes, addr: Any) -> None:
+    def _send(self, delay: float, datagram: bytes, addr: Any, note: tuple[str, str] | None = None) -> None:
+        """
+        Now, or after C{delay}; C{note} (kind, words), if any, is the
+        record's, said as the datagram goes so that it lands on it.
+        """
         if not delay:
-            self._send_now(datagram, addr)
-        elif self._hold(datagram):
-            self._later(delay, self._send_held, datagram, addr)
+            self._send_now(datagram, addr, note)
+        elif self._hold(datagram, addr):
+            if self._records is not None:
+                delayed = f"delayed {ms(delay)}"
+                note = (note[0], f"{note[1]}, {delayed}") if note else ("latency", delayed)
+            self._later(delay, self._send_held, datagram, addr, note)
 
-    def _send_held(self, datagram: bytes, addr: Any) -> None:
+    def _send_held(self, datagram: bytes, addr: Any, note: tuple[str, str] | None = None) -> None:
         self.held_bytes -= len(datagram)
-        self._send_now(datagram, addr)
+        self._send_now(datagram, addr, note)
 
-    def _send_now(self, datagram: bytes, addr: Any) -> None:
+    def _send_now(self, datagram: bytes, addr: Any, note: tuple[str, str] | None = None) -> None:
+        if note is not None and self._records is not None:
+            self._note(addr, *note)
         if self._transport.write(datagram, addr) is False:  # a full native buffer dropped it
             self._protocol.reply_dropped()
 
     def _release(self, addr: Any) -> None:
         held = self._held.pop(addr, None)
         if held is not None:
-            self._send_held(held[0], addr)
+            note = ("reorder", f"reordered: no later reply within {ms(REORDER_HOLD)}, sent late")
+            self._send_held(held[0], addr, note)
 
     def _forget(self, addr: Any) -> None:
         datagram, timer = self._held.pop(addr)

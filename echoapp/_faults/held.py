@@ -98,6 +98,7 @@ class Hub(Protocol):
     sending: Any
     reading: Any
     closing: Any
+    record: Any  # the wire record's L{echoapp._record.ConnectionRecord}, or None: nothing records
 
     def later(self, delay: float, call: Any, *args: Any) -> IDelayedCall:
         """A timer that goes with the connection."""

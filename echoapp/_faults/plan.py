@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
@@ -72,6 +73,7 @@ class FaultSource(Protocol):
     """What a fault wrapper needs of its faults: L{FaultPlan} is the one implementation."""
 
     clock: IReactorTime
+    change: str  # the last change, in words (a record's note when a connection hears it)
 
     def start(self) -> None:
         """The service started: time windows count from now."""
@@ -125,6 +127,7 @@ class Draws:
     __slots__ = (
         "_luck",
         "_numbers",
+        "_on",
         "_shape",
         "_share",
         "_tail",
@@ -134,6 +137,7 @@ class Draws:
         "order",
         "plan",
         "random",
+        "switched",
     )
 
     def __init__(self, plan: FaultPlan, order: int) -> None:
@@ -148,6 +152,10 @@ class Draws:
         self.messages = 0
         self.matched = False
         self._tail = b""
+        # Told when a conditional fault switches on or off (the wire record's
+        # hook, set only while something records): asked only of conditional shapes.
+        self.switched: Callable[[bool, Faults], object] | None = None
+        self._on = False
 
     def note(self, data: bytes, datagram: bool = False) -> None:
         """What arrived: messages are counted (lines; datagrams) and C{match} is looked for."""
@@ -161,6 +169,17 @@ class Draws:
             seen = self._tail + data
             self.matched = match in seen
             self._tail = seen[-(len(match) - 1) :] if len(match) > 1 else b""
+
+    def watch(self, switched: Callable[[bool, Faults], object]) -> None:
+        """
+        Tell C{switched} when a conditional fault switches on or off for
+        this one (at once, if it is on already: a connection among the
+        C{first} is on from its arrival).
+        """
+        self.switched = switched
+        shape = self._shape
+        if self._on and shape is not None:
+            switched(True, shape.faults)
 
     def number(self, entry: _Entry) -> float:
         """This one's luck against C{entry}'s toxicity: drawn when first needed, then kept."""
@@ -179,9 +198,14 @@ class Draws:
             self._version = self.plan.version
             self._shape = self.plan.shape_for(self)
         shape = self._shape
-        if shape is None or not shape.conditional or self._holds(shape.faults):
+        if shape is None or not shape.conditional:
             return shape
-        return None
+        on = self._holds(shape.faults)
+        if on is not self._on:
+            self._on = on
+            if self.switched is not None:
+                self.switched(on, shape.faults)
+        return shape if on else None
 
     def _holds(self, faults: Faults) -> bool:
         if faults.first is not None and self.order >= faults.first:
@@ -240,6 +264,7 @@ class FaultPlan:
         self._started: float | None = None
         self._sources: OrderedDict[Any, Draws] = OrderedDict()
         self._listeners: set[Listener] = set()
+        self.change = ""
         self._faults = OFF
         self.faults = faults
 
@@ -251,17 +276,26 @@ class FaultPlan:
     @faults.setter
     def faults(self, faults: Faults) -> None:
         self._faults = faults
+        note = f"faults now {faults}"
         if faults:
-            self.put("", faults, faults.fraction)
+            self.put("", faults, faults.fraction, note=note)
         elif "" in self._entries:
-            self.remove("")
+            self.remove("", note=note)
         else:
-            self._changed()
+            self._changed(note)
 
     def put(
-        self, name: str, faults: Faults, toxicity: float = 1.0, timing: frozenset[str] = frozenset()
+        self,
+        name: str,
+        faults: Faults,
+        toxicity: float = 1.0,
+        timing: frozenset[str] = frozenset(),
+        note: str | None = None,
     ) -> None:
-        """Add the set C{name}, or replace it in its place; open connections hear it."""
+        """
+        Add the set C{name}, or replace it in its place; open connections
+        hear it (C{note}: the change in words, for their records).
+        """
         changes = tuple((n, getattr(faults, n)) for n in _FIELDS if getattr(faults, n) != getattr(OFF, n))
         entry = _Entry(name, toxicity, changes, timing)
         appended = name not in self._entries
@@ -276,23 +310,24 @@ class FaultPlan:
             self._all_stale = True
         if faults.match is not None:
             self.match = faults.match
-        self._changed()
+        self._changed(note or f"{'added' if appended else 'changed'} {name}: {faults}")
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, note: str | None = None) -> None:
         """Drop the set C{name} (L{KeyError} if none); open connections hear it."""
         del self._entries[name]
         self._chancy.pop(name, None)
         self._all_stale = True
-        self._changed()
+        self._changed(note or f"removed {name}")
 
-    def clear(self) -> None:
+    def clear(self, note: str = "every set removed") -> None:
         """Drop every set."""
         self._entries.clear()
         self._chancy.clear()
         self._all_stale = True
-        self._changed()
+        self._changed(note)
 
-    def _changed(self) -> None:
+    def _changed(self, note: str) -> None:
+        self.change = note
         self.version += 1
         for listener in list(self._listeners):
             listener.faults_changed()

@@ -12,8 +12,10 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 
 from echoapp._faults.closing import CloseState
 from echoapp._faults.held import Held, Hub
+from echoapp._faults.notes import ms
 from echoapp._faults.plan import Shape
 from echoapp._faults.sending import PIECES_PER_PASS
+from echoapp._record import CLIENT
 
 HELD_READS = 64 * 1024
 
@@ -50,6 +52,11 @@ class Reading:
             rate = faults.read_bandwidth
             at = now + connection.draws.delay(faults, faults.read_latency)
             self.queue.add(data, at, max(1, rate // 20) if rate else max(1, len(data)), 0.0, rate)
+            if connection.record is not None:  # on the client's packet just recorded
+                note = f"read {len(data)} B {ms(self.queue.items[-1][0] - now)} late"
+                note += f", paced at {rate} B/s" if rate else ""
+                kind = "read-bandwidth" if rate else "read-latency"
+                connection.record.fault(kind, note, CLIENT, last=True)
         self.passing = False
         if self.queue.held > HELD_READS:
             connection.pause("reads")

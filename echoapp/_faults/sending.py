@@ -12,7 +12,9 @@ from typing import Any
 
 from echoapp._faults.closing import CloseState
 from echoapp._faults.held import Held, Hub
+from echoapp._faults.notes import held, kind_of_hold, slice_note
 from echoapp._faults.plan import LIMIT_CLOSES, Shape
+from echoapp._record import SERVER
 
 # Replies a connection may hold back (latency, bandwidth, slices) before it
 # stops reading from its client, as a full write buffer would: a client
@@ -35,6 +37,8 @@ class Sending:
         self.passing = True
         self.full = False  # the transport says its buffer is full (L{transport_full})
         self._sent = 0  # bytes sent since the faults began (for the byte limits)
+        self._stalled = 0  # bytes a stall=answer swallowed since it began (for the record)
+        self._last_slice: float | None = None  # when the last slice went (for the record)
 
     def holds(self) -> bool:
         """Whether any write is still held."""
@@ -45,11 +49,22 @@ class Sending:
         connection = self.connection
         if connection.closing.state is not CloseState.OPEN:
             return
+        record = connection.record
         if shape is not None and shape.timing and connection.closing.chunk(shape):
+            if record is not None:
+                record.fault("reset_peer", f"{len(data)} B swallowed: the reset is coming", SERVER)
             return  # toxiproxy's reset_peer holds every chunk from the first one
         faults = shape.faults if shape is not None else None
         if faults is not None and faults.stall == "answer":
+            if record is not None:
+                self._stall_note(record, len(data))
+                self.passing = False  # the next write comes here, to say when the stall ended
             return
+        if self._stalled and record is not None:
+            ended = f"stall ended: replies are sent again ({self._stalled} B swallowed)"
+            record.fault("stall", ended, SERVER)
+            self._stalled = 0
+            self.passing = not self.queue.items
         if (faults is None or not faults.shapes_output()) and not self.queue.items:
             connection.transport.write(data)
             return
@@ -62,10 +77,20 @@ class Sending:
             variation = faults.slice_variation if faults.slice else 0
             at = now + connection.draws.delay(faults)
             self.queue.add(data, at, size, gap, faults.bandwidth, variation, connection.draws.random)
+        if record is not None and faults is not None:
+            delay = self.queue.items[-1][0] - now
+            if delay > 0 or faults.slice or faults.bandwidth:  # not a byte limit's queue alone
+                record.fault(kind_of_hold(faults), held(len(data), delay, faults), SERVER)
         self.passing = False
         if self.queue.held > HELD_BYTES:
             connection.hold(True)
         self.schedule()
+
+    def _stall_note(self, record: Any, size: int) -> None:
+        """C{stall=answer} swallowed a reply: said when the stall begins, counted until it ends."""
+        if not self._stalled:
+            record.fault("stall", f"stall begun: replies are not sent (the first, {size} B, swallowed)")
+        self._stalled += size
 
     def schedule(self) -> None:
         """A timer for the first piece held, unless one is set or the transport is full."""
@@ -91,9 +116,14 @@ class Sending:
         clock = self.connection.clock
         now = clock.seconds()
         budget = PIECES_PER_PASS
+        record = self.connection.record
         while queue.due(now) and not self.full and budget and self.connection.closing.state in _EMITTING:
             budget -= 1
+            run = queue.items[0]
+            start = run[2]
             piece, gap = queue.take(now)
+            if record is not None and (gap or (run[3] < len(run[1]) and not run[5])):
+                self._slice_note(record, run, start, piece, now)  # a slice (not a paced piece)
             self._emit(piece)
             if gap:
                 break
@@ -107,6 +137,13 @@ class Sending:
         else:
             self.passing = self.connection.closing.state is CloseState.OPEN
             self.connection.closing.finish()
+
+    def _slice_note(self, record: Any, run: list[Any], start: int, piece: bytes, now: float) -> None:
+        """A slice goes: which, its bytes, and how long after the one before (one run's)."""
+        data, whole = run[1], run[3]
+        since = now - self._last_slice if self._last_slice is not None and start else None
+        self._last_slice = now
+        record.fault("slice", slice_note(start, len(piece), len(data), whole, since), SERVER)
 
     def _emit(self, piece: bytes) -> None:
         connection = self.connection
@@ -123,12 +160,17 @@ class Sending:
             connection.transport.write(piece[: max(0, limit - self._sent)])
             self._sent = limit
             assert faults is not None and shape is not None
+            record = connection.record
             if faults.reset_after_bytes is not None:
                 self.drop()
-                connection.closing.reset_when_flushed()
+                connection.closing.reset_when_flushed(f"reset after {limit} B")
             elif LIMIT_CLOSES in shape.timing:
+                if record is not None:
+                    record.fault("limit_data", f"closed after {limit} B")
                 connection.closing.close_at_once()
             else:
+                if record is not None:
+                    record.fault("half-close", f"FIN after {limit} B")
                 self.drop()
                 connection.closing.write_closed()
             return

@@ -19,11 +19,13 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from echoapp._faults.closing import CloseState, Closing, Refused
+from echoapp._faults.notes import switched
 from echoapp._faults.plan import Draws, FaultSource
 from echoapp._faults.reading import Reading
 from echoapp._faults.sending import Sending
 from echoapp._faults.spec import OFF, Faults
 from echoapp._limits.guard import half_closer
+from echoapp._record import ConnectionRecord, record_of
 
 
 class _FullnessTap:
@@ -67,6 +69,7 @@ class FaultyConnection(ProtocolWrapper):
         self._pauses: set[str] = set()
         self._producer: Any = None  # kept where what is held pauses the producer (a proxy's other side)
         self._producer_paused = False
+        self.record: ConnectionRecord | None = None  # the wire record, where one is kept (else no cost)
         self.sending = Sending(self)
         self.reading = Reading(self)
         self.closing = Closing(self)
@@ -89,16 +92,27 @@ class FaultyConnection(ProtocolWrapper):
 
     def makeConnection(self, transport: Any) -> None:
         self.source.watch(self)
+        record = self.record = record_of(transport)  # the recorder wraps outermost: asked once
+        if record is not None:
+            self.draws.watch(lambda on, faults: record.fault("condition", switched(on, faults)))
         shape = self.draws.current()
         super().makeConnection(transport)
         if shape is not None and shape.faults.stall_handshake and ISSLTransport.providedBy(transport):
             # Below TLS: the ClientHello is never read, so no handshake ends.
             below: Any = getattr(transport, "transport", transport)
             below.pauseProducing()
-        self.faults_changed()
+            if record is not None:
+                record.fault("stall", "stall begun: the TLS handshake is never read")
+        self._follow()
 
     def faults_changed(self) -> None:
-        """The source's faults changed (or the connection opened): a stalled read and the timers follow."""
+        """The source's faults changed: a stalled read and the timers follow, and the record says so."""
+        if self.record is not None and self.closing.state is not CloseState.LOST:
+            self.record.fault("change", self.source.change)
+        self._follow()
+
+    def _follow(self) -> None:
+        """The faults changed (or the connection opened): a stalled read and the timers follow."""
         if self.closing.state is CloseState.LOST or self.transport is None:
             return
         shape = self.draws.current()
@@ -111,12 +125,16 @@ class FaultyConnection(ProtocolWrapper):
         """Stop reading for C{reason} (a stall, held bytes, the service) until every reason is gone."""
         if not self._pauses and self.closing.state is not CloseState.LOST:
             self.transport.pauseProducing()
+        if reason == "stall" and reason not in self._pauses and self.record is not None:
+            self.record.fault("stall", "stall begun: the client's bytes are not read")
         self._pauses.add(reason)
 
     def resume(self, reason: str) -> None:
         """C{reason} is gone; reading goes on once no other is left."""
         if reason in self._pauses:
             self._pauses.discard(reason)
+            if reason == "stall" and self.record is not None:
+                self.record.fault("stall", "stall ended: reading again")
             if not self._pauses and self.closing.state is not CloseState.LOST:
                 self.transport.resumeProducing()
 

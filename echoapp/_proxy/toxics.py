@@ -84,21 +84,23 @@ class ProxyFaults:
         """Add C{toxic}, or replace the one of its name (keeping its place): open connections hear it."""
         old = self.toxics.get(toxic.name)
         if old is not None and old.direction != toxic.direction:
-            self.plans[old.direction].remove(toxic.name)
+            self.plans[old.direction].remove(toxic.name, f"toxic {toxic.name} moved to {toxic.direction}")
         self.toxics[toxic.name] = toxic
         timing = TIMING.get(toxic.type, frozenset())
-        self.plans[toxic.direction].put(toxic.name, toxic.faults, toxic.toxicity, timing)
+        # The note is what a connection open at the change shows in its wire record.
+        note = f"toxic {toxic.name} ({toxic.type}, {toxic.faults}) {'updated' if old else 'added'}"
+        self.plans[toxic.direction].put(toxic.name, toxic.faults, toxic.toxicity, timing, note)
 
     def remove(self, name: str) -> None:
         """Drop the toxic C{name}: open connections see the change."""
         toxic = self.toxics.pop(name)
-        self.plans[toxic.direction].remove(name)
+        self.plans[toxic.direction].remove(name, f"toxic {name} ({toxic.type}) removed")
 
     def clear(self) -> None:
         """Drop every toxic (toxiproxy's C{/reset}): open connections see the change."""
         self.toxics.clear()
         for plan in self.plans.values():
-            plan.clear()
+            plan.clear("every toxic removed (reset)")
 
     def on(self, stream: str) -> list[Toxic]:
         """The toxics on C{stream} (C{upstream} or C{downstream}), in the order toxiproxy keeps them."""

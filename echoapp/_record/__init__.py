@@ -26,7 +26,7 @@ from echoapp._record.store import (
     Recorder,
 )
 from echoapp._record.timeline import render
-from echoapp._record.wrappers import RecordingDatagramProtocol, RecordingFactory, record_of
+from echoapp._record.wrappers import RecordingDatagramProtocol, RecordingFactory, record_of, records_of
 
 __all__ = [
     "CLIENT",
@@ -40,5 +40,6 @@ __all__ = [
     "RecordingDatagramProtocol",
     "RecordingFactory",
     "record_of",
+    "records_of",
     "render",
 ]

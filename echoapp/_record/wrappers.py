@@ -228,6 +228,17 @@ class RecordingDatagramProtocol(DatagramProtocol):
         return getattr(self.wrapped, name)
 
 
+def records_of(transport: Any) -> Callable[[Any], ConnectionRecord] | None:
+    """
+    For a UDP port's transport: the records of its sources, by address
+    (asked once when the port starts, so a port nothing records pays
+    nothing per datagram), or L{None} when nothing records.
+    """
+    if isinstance(transport, RecordingDatagrams):  # the recorder wraps outermost: it is the port's
+        return transport._protocol.source
+    return None
+
+
 def record_of(transport: Any, source: Any = None) -> ConnectionRecord | None:
     """
     The record a fault piece tells what it did: its connection's, given

@@ -182,3 +182,52 @@ class TwistdRecordTests(SynchronousTestCase):
         self.assertNotEqual(done.returncode, 0)
         self.assertIn(f"Cannot record to {path}: No such file or directory", done.stdout + done.stderr)
         self.assertNotIn("Traceback", done.stdout + done.stderr)
+
+
+def packets(path: str) -> list[tuple[str, bytes, str]]:
+    """Each packet's TCP flags, payload and comment (tshark's fields), in order."""
+    fields = ("tcp.flags.str", "tcp.payload", "frame.comment")
+    out = tshark("-r", path, "-T", "fields", *(arg for name in fields for arg in ("-e", name)))
+    rows = []
+    for line in out.splitlines():
+        flags, payload, comment = [*line.split("\t"), "", ""][:3]
+        rows.append((flags, bytes.fromhex(payload.replace(":", "")), comment))
+    return rows
+
+
+class TwistdFaultCommentTests(SynchronousTestCase):
+    """A real twistd's faults, each a comment on the packet it changed, as tshark shows them."""
+
+    def setUp(self) -> None:
+        tshark("--version")
+        self.directory = temporary(self)
+
+    def test_latency_is_a_comment_on_the_held_reply(self) -> None:
+        path = os.path.join(self.directory, "latency.pcapng")
+        server = Twistd(["echoapp-tcp", "--listen", LOOP, "--fault", "latency=50ms", "--record", path])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-tcp")
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            banner = sock.recv(1024)
+            sock.sendall(b"exit\n")
+            recv_until_closed(sock)
+        server.stop()
+        commented = [(payload, comment) for _, payload, comment in packets(path) if comment]
+        self.assertEqual(commented[0], (banner, f"latency: held {len(banner)} B for 50 ms"), commented)
+
+    def test_reset_after_bytes_is_a_comment_on_the_rst(self) -> None:
+        path = os.path.join(self.directory, "reset.pcapng")
+        server = Twistd(["echoapp-tcp", "--listen", LOOP, "--fault", "reset-after-bytes=3", "--record", path])
+        self.addCleanup(server.stop)
+        port = server.address_port("echoapp-tcp")
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            try:
+                received = recv_until_closed(sock)
+            except ConnectionResetError:
+                received = b""
+        server.stop()
+        rows = packets(path)
+        self.assertEqual(len(followed(path, 0)[1]), 3, rows)  # exactly the 3 bytes, then the RST
+        self.assertLessEqual(len(received), 3)
+        resets = [(flags, comment) for flags, _, comment in rows if "R" in flags]
+        self.assertEqual(resets, [(resets[0][0], "reset after 3 B")], rows)
