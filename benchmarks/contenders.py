@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +23,17 @@ PYTHON = sys.executable
 BIN = os.path.dirname(PYTHON)
 
 
-def twistd(*options: str, plugin: str = "echoapp-tcp") -> list[str]:
+def twistd(*options: str, plugin: str = "echoapp-tcp", record: bool = False) -> list[str]:
     def command(port: int) -> list[str]:
         # echoapp's own default backlog, as users get it.  The limits are raised:
         # the load generator is one loopback address opening 500 connections.
         listen = f"tcp:{port}:interface=127.0.0.1"
+        # --record: the wire record to a capture file, rotating at its default bound.
+        recording = ["--record", os.path.join(tempfile.gettempdir(), f"echoapp-bench-{port}.pcapng")]
         return [
             os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options,
             plugin, "--listen", listen, "--max-per-peer=100000", "--max-connections=100000",
+            *(recording if record else []),
         ]  # fmt: skip
 
     return command  # type: ignore[return-value]
@@ -72,6 +76,8 @@ def echoapp_udp(*options: str, accelerated: bool = True) -> Any:
 CONTENDERS: dict[str, Any] = {
     "echoapp-tcp, default reactor": twistd(),
     "echoapp-tcp, uvloop reactor": twistd("--reactor=uvloop"),
+    "echoapp-tcp --record, default reactor": twistd(record=True),
+    "echoapp-tcp --record, uvloop reactor": twistd("--reactor=uvloop", record=True),
     "naive Twisted LineOnlyReceiver": script("naive_twisted.py"),
     "naive Twisted + eager write": script("naive_twisted.py", "--eager"),
     "asyncio Protocol": script("asyncio_greeter.py"),
