@@ -106,7 +106,19 @@ PUBLIC_API: dict[str, set[str]] = {
     "echoapp.signals": {"SignalService", "handled"},
     "echoapp.logs": {"event_as_json", "json_observer"},
     "echoapp.reactor": {"install"},
-    "echoapp.testing": {"Faults", "Peer", "Process", "ProxyPeer", "echo", "greeter", "proxy", "udp"},
+    "echoapp.testing": {
+        "Connection",
+        "Faults",
+        "Peer",
+        "Process",
+        "ProxyPeer",
+        "Record",
+        "WireEvent",
+        "echo",
+        "greeter",
+        "proxy",
+        "udp",
+    },
 }
 
 
@@ -206,7 +218,9 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
 def public_objects() -> set[int]:
     """The ids of every object the public API exports: a type named in a signature may be one of them."""
     return {
-        id(getattr(importlib.import_module(module), name)) for module, names in PUBLIC_API.items() for name in names
+        id(getattr(importlib.import_module(module), name))
+        for module, names in PUBLIC_API.items()
+        for name in names
     }
 
 

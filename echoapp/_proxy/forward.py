@@ -85,6 +85,7 @@ class ServerSide(HoldsDescriptor, Protocol):
     """
 
     transport: Any
+    _local: tuple[str, int] | None = None  # its own address, while connected (L{_PASSED})
 
     def __init__(self, client: ClientSide) -> None:
         self.client = client
@@ -110,8 +111,8 @@ class ServerSide(HoldsDescriptor, Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.release_descriptor()
-        if getattr(self, "_local", None) is not None:
-            _PASSED.pop(self._local, None)  # type: ignore[arg-type]
+        if self._local is not None:
+            _PASSED.pop(self._local, None)
         self.client.upstream_lost(_clean(reason))
 
 
