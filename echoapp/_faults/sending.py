@@ -39,6 +39,7 @@ class Sending:
         self._sent = 0  # bytes sent since the faults began (for the byte limits)
         self._stalled = 0  # bytes a stall=answer swallowed since it began (for the record)
         self._last_slice: float | None = None  # when the last slice went (for the record)
+        self._notes: dict[int, str] = {}  # a held run's note, for its first bytes in the capture
 
     def holds(self) -> bool:
         """Whether any write is still held."""
@@ -80,7 +81,9 @@ class Sending:
         if record is not None and faults is not None:
             delay = self.queue.items[-1][0] - now
             if delay > 0 or faults.slice or faults.bandwidth:  # not a byte limit's queue alone
-                record.fault(kind_of_hold(faults), held(len(data), delay, faults), SERVER)
+                kind, note = kind_of_hold(faults), held(len(data), delay, faults)
+                record.fault(kind, note, SERVER, capture=False)  # now in the timeline
+                self._notes[id(self.queue.items[-1])] = f"{kind}: {note}"  # on its bytes in the capture
         self.passing = False
         if self.queue.held > HELD_BYTES:
             connection.hold(True)
@@ -122,8 +125,13 @@ class Sending:
             run = queue.items[0]
             start = run[2]
             piece, gap = queue.take(now)
-            if record is not None and (gap or (run[3] < len(run[1]) and not run[5])):
-                self._slice_note(record, run, start, piece, now)  # a slice (not a paced piece)
+            if record is not None:
+                if not start and self._notes:
+                    note = self._notes.pop(id(run), None)
+                    if note is not None:
+                        record.comment(note, SERVER)
+                if gap or (run[3] < len(run[1]) and not run[5]):
+                    self._slice_note(record, run, start, piece, now)  # a slice (not a paced piece)
             self._emit(piece)
             if gap:
                 break
@@ -181,6 +189,7 @@ class Sending:
     def drop(self) -> None:
         """What is held goes unsent (a close at once, a byte limit, the connection lost)."""
         self.queue.drop()
+        self._notes.clear()
         self.passing = self.connection.closing.state is CloseState.OPEN
         self.connection.hold(False)
 

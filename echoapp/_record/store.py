@@ -263,19 +263,31 @@ class ConnectionRecord:
         note is a comment on the next packet going that way (a fault acts
         before its bytes go); C{last=True} puts it on the packet just
         recorded instead, where the fault acted on that one (a reply
-        dropped while its request was being handled).
+        dropped while its request was being handled); C{capture=False}
+        keeps it out of the capture (the fault piece says it later, with
+        L{comment}, on the packet it is about).
         """
         last = bool(details.pop("last", False))
+        capture = bool(details.pop("capture", True))
         words = note or " ".join([kind, *(f"{key}={value}" for key, value in details.items())])
         text = words if note is None or words.startswith(kind) else f"{kind}: {words}"
         self.faulted = True
         self._event(Event(self.store.clock.seconds(), "fault", direction, text))
         sink = self.store.sink
-        if sink is None:
+        if sink is None or not capture:
             return
         if last and sink.comment_last(self, text):
             return
         self._pending.append((direction, text))
+
+    def comment(self, text: str, direction: str) -> None:
+        """
+        A comment on the next packet going C{direction}, in the capture
+        only: a fault's note said in the timeline when it acted (a reply
+        held), put on the bytes it changed when they go.
+        """
+        if self.store.sink is not None:
+            self._pending.append((direction, text))
 
     def forget(self) -> None:
         """Evicted from the store: nothing more is kept in memory (the sink still hears everything)."""

@@ -290,3 +290,26 @@ class DatagramTests(SynchronousTestCase):
             ],
         )
         self.assertIn("server->client  fault: reorder", render(recorder))
+
+
+class HeldCommentTests(SynchronousTestCase):
+    def test_a_hold_is_noted_on_its_own_first_bytes(self) -> None:
+        """A reply queued behind another's slices: its note goes on its own first slice."""
+        conn = Connection(Faults(slice=2, slice_delay=0.01))
+        packets = with_packets(conn)
+        conn.send(b"ab")
+        conn.send(b"cd")
+        conn.clock.pump([0] + [0.01] * 6)
+        self.assertEqual(
+            [
+                (packet, [c.split(",")[0] for c in comments])
+                for packet, comments in packets.packets
+                if packet.startswith("server->")
+            ],
+            [
+                ("server->client b'<a'", ["slice: 4 B", "slice 1 of 2: 2 B (bytes 0-1 of 4)"]),
+                ("server->client b'b>'", ["slice 2 of 2: 2 B (bytes 2-3 of 4)"]),
+                ("server->client b'<c'", ["slice: held 4 B for 20 ms", "slice 1 of 2: 2 B (bytes 0-1 of 4)"]),
+                ("server->client b'd>'", ["slice 2 of 2: 2 B (bytes 2-3 of 4)"]),
+            ],
+        )
