@@ -850,3 +850,45 @@ class WireRecordPageTests(SynchronousTestCase):
         self.assertIn("Hello", outputs[0])
         self.assertIn("Hello, Hello!", outputs[0])
         self.assertIn("FIN", outputs[1])
+
+
+class TutorialWireTests(SynchronousTestCase):
+    def test_the_seed_client_sees_slices_and_tshark_shows_them(self) -> None:
+        """
+        The wire page's commands exactly as printed, in a copy of
+        docs/tutorial/ (only the port differs, a free one): the seed
+        client's single recv prints pieces of lines, not lines, and tshark
+        reads the capture back with each slice noted.
+        """
+        with open(os.path.join(TUTORIAL, "wire.rst"), encoding="utf-8") as page:
+            lines = [line.strip()[2:] for line in page if line.strip().startswith("$ ")]
+        self.assertEqual([line.split()[0] for line in lines], ["twistd", "python", "tshark", "tshark"])
+        words, env = as_a_shell_runs(lines[0])
+        words = [LOOP if word == "tcp:9999:interface=127.0.0.1" else word for word in words]
+        directory = tutorial_directory(self)
+        server = Server(self, words, env, cwd=directory)
+        client = shlex.split(lines[1])
+        client = [sys.executable, *[str(server.port) if word == "9999" else word for word in client[1:]]]
+        done = subprocess.run(
+            client, cwd=directory, capture_output=True, text=True, timeout=DEADLINE, env=installed_env()
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        # The client prints each piece's repr: b'...', with escapes.
+        printed = done.stdout.splitlines()
+        pieces = [line[2:-1].encode().decode("unicode_escape").encode("latin-1") for line in printed]
+        self.assertEqual(len(pieces), 5, done.stdout)
+        self.assertTrue(b"Welcome!\r\nHello, Michael!".startswith(b"".join(pieces)), pieces)
+        self.assertLess(len(pieces[0]), len(b"Welcome!\r\n"), "the first recv is a piece, not the line")
+        server.stop()
+        self.assertTrue(os.path.exists(os.path.join(directory, "seed.pcapng")))
+        if shutil.which("tshark") is None:
+            self.skipTest("tshark is not installed (Debian: apt-get install tshark): the page's reading part")
+        outputs = [
+            subprocess.run(
+                shlex.split(line), cwd=directory, capture_output=True, text=True, timeout=DEADLINE, check=True
+            ).stdout
+            for line in lines[2:]
+        ]
+        self.assertIn("\t3\nWel\n", outputs[0], "the server's 3-byte pieces, indented")
+        self.assertIn("Michael", outputs[0])
+        self.assertIn("slice 1 of 4: 3 B (bytes 0-2 of 10)", outputs[1])
