@@ -30,11 +30,22 @@ before any other test (L{pytest_collection_modifyitems}).
 
 A failing test's report shows each peer's seed and faults (an C{echoapp peers}
 section, and C{echoapp_seed} in C{user_properties}, which JUnit XML keeps):
-C{Faults(seed=...)} or C{--fault seed=...} repeats the run.
+C{Faults(seed=...)} or C{--fault seed=...} repeats the run.  Beside it, an
+C{echoapp wire} section shows what went over the wire: each peer's record
+(L{echoapp.testing.Record}), bounded, most relevant first.  A real twistd's
+(C{echoapp_process}) is its C{--record} capture read back: the fixture
+passes C{--record} to the plugins that take it, and stops a failing test's
+process when the report is made, so that its capture is whole.
+C{--echoapp-record=DIR} keeps every test's captures there, named for the
+test's id.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
 import unittest
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -45,9 +56,49 @@ if TYPE_CHECKING:
     from echoapp import testing
 
 KINDS = ("greeter", "echo", "udp")
-
+# The plugins that take --record (echoapp-proxy and echoapp-compose do not).
+RECORDING_PLUGINS = ("echoapp", "echoapp-tcp", "echoapp-echo", "echoapp-udp")
+# Characters of timeline the report shows per peer (the capture has everything).
+WIRE_LIMIT = 8000
 
 PEERS = pytest.StashKey[list[Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """C{--echoapp-record=DIR}: keep each test's wire captures."""
+    parser.getgroup("echoapp").addoption(
+        "--echoapp-record",
+        metavar="DIR",
+        default=None,
+        help="keep each test's echoapp wire captures in DIR (pcapng, named for the test id)",
+    )
+
+
+class _Captures:
+    """The capture files of one test: C{DIR/<test id>.pcapng}, then C{.2.pcapng}, ... for more peers."""
+
+    def __init__(self, directory: str, nodeid: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.stem = os.path.join(directory, re.sub(r"[^\w.=-]+", "_", nodeid).strip("_")[:200])
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"{self.stem}.pcapng" if self.count == 1 else f"{self.stem}.{self.count}.pcapng"
+
+
+def _captures(request: pytest.FixtureRequest) -> _Captures | None:
+    """The test's captures, if C{--echoapp-record} asks to keep them (one naming for all its fixtures)."""
+    directory = request.config.getoption("echoapp_record", None)
+    if directory is None:
+        return None
+    found: _Captures | None = request.node.stash.get(CAPTURES, None)
+    if found is None:
+        found = request.node.stash[CAPTURES] = _Captures(str(directory), request.node.nodeid)
+    return found
+
+
+CAPTURES = pytest.StashKey[_Captures]()
 
 
 def _is_trial(item: pytest.Item) -> bool:
@@ -86,28 +137,65 @@ def _described(peer: Any) -> str:
     from echoapp.testing import Process  # imported when used, like the fixtures: loading costs nothing
 
     if isinstance(peer, Process):
-        return f"{peer.plugin} {' '.join(peer.args)}: seed={peer.seed}"
-    return f"{peer.name} on {peer.host}:{peer.port}: seed={peer.seed}, faults: {peer.faults}"
+        args = peer.args[:-2] if getattr(peer, "echoapp_record_added", False) else peer.args
+        return f"{peer.plugin} {' '.join(args)}: seed={peer.seed}"
+    return f"{peer.name} on {_where(peer)}: seed={peer.seed}, faults: {peer.faults}"
+
+
+def _where(peer: Any) -> str:
+    """Where an in-process peer listens, for the report (a UNIX socket has no host and port)."""
+    return ", ".join(f"{host}:{port}" for host, port in peer.addresses) or "a UNIX socket"
+
+
+def _wire(peer: Any) -> str:
+    """One peer's wire record for the report: which peer, then its timeline (bounded)."""
+    from echoapp.testing import Process
+
+    if isinstance(peer, Process):
+        peer.stop()  # the capture is whole once the process has drained and closed it
+        record = peer.record
+        title = f"{peer.plugin} (twistd, from its --record capture)"
+        if record is None:
+            return f"{title}: no capture (run without --record, or it did not start)"
+    else:
+        record = peer.record
+        title = f"{peer.name} on {_where(peer)}"
+    return f"{title}:\n{record.text(WIRE_LIMIT) or '(no connections)'}"
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failing test's report says each peer's seed and faults (as they are at the failure)."""
+    """
+    A failing test's report says each peer's seed and faults (as they are at
+    the failure) and what went over the wire.  After the test, the peers are
+    let go: their records are not kept for the rest of the session.
+    """
     outcome: Any = yield
     report = outcome.get_result()
     peers = item.stash.get(PEERS, [])
     if report.failed and peers:
         report.sections.append(("echoapp peers", "\n".join(map(_described, peers))))
+        report.sections.append(("echoapp wire", "\n\n".join(map(_wire, peers))))
+    if call.when == "teardown":
+        item.stash[PEERS] = []
 
 
-def _cleanups() -> unittest.TestCase:
+class _Cleanups(unittest.TestCase):
     """
     What the fixtures give the peer factories as the test: a test case whose
     cleanups (C{doCleanups}, last first: a proxy stops before the peer behind
     it) run after the test.  Not trial's C{TestCase}, so the peers run on
-    echoapp's reactor thread (L{echoapp.testing}).
+    echoapp's reactor thread (L{echoapp.testing}).  C{echoapp_capture}, if
+    set, names the file each peer streams its capture to.
     """
-    return unittest.TestCase()
+
+    echoapp_capture: Callable[[], str] | None = None
+
+
+def _cleanups(request: pytest.FixtureRequest) -> _Cleanups:
+    cleanups = _Cleanups()
+    cleanups.echoapp_capture = _captures(request)
+    return cleanups
 
 
 def _keeping(request: pytest.FixtureRequest, make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
@@ -116,7 +204,7 @@ def _keeping(request: pytest.FixtureRequest, make: Callable[..., Any]) -> Iterat
     C{make}s a peer for the test's L{_Cleanups} (the failure report names
     it); after the test each one made is stopped.
     """
-    cleanups = _cleanups()
+    cleanups = _cleanups(request)
 
     def start(*args: Any, **options: Any) -> Any:
         peer = make(cleanups, *args, **options)
@@ -161,14 +249,30 @@ def echoapp_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., te
     Start a real C{twistd} with an echoapp plugin on a free loopback port;
     stopped after the test.  It takes what L{echoapp.testing.Process} takes:
     C{echoapp_process("echoapp-tcp", "--fault", "latency=100ms",
-    reactor="uvloop")}.
+    reactor="uvloop")}.  A plugin that takes C{--record} is given one
+    (unless the test gave its own): a file in a temporary directory,
+    removed after the test, or in C{--echoapp-record}'s DIR, kept.
     """
     from echoapp import testing
 
     made: list[testing.Process] = []
+    captures = _captures(request)
+    scratch: list[str] = []
+
+    def capture_file() -> str:
+        if captures is not None:
+            return captures()
+        if not scratch:
+            scratch.append(tempfile.mkdtemp(prefix="echoapp-wire-"))
+        return os.path.join(scratch[0], f"{len(made)}.pcapng")
 
     def make(plugin: str | None = "echoapp-tcp", *args: str, **options: Any) -> testing.Process:
+        given = any(arg == "--record" or arg.startswith("--record=") for arg in args)
+        added = plugin in RECORDING_PLUGINS and not given
+        if added:
+            args = (*args, "--record", capture_file())
         process = testing.Process(plugin, *args, **options)
+        process.echoapp_record_added = added  # type: ignore[attr-defined]  # the report shows the test's args
         made.append(process)
         _seen(request, process.start())
         return process
@@ -178,3 +282,5 @@ def echoapp_process(request: pytest.FixtureRequest) -> Iterator[Callable[..., te
     finally:
         for process in made:
             process.stop()
+        for directory in scratch:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -590,3 +590,30 @@ def use_udp_accelerator(test: SynchronousTestCase, on: bool) -> Any:
         test.skipTest("echoapp's C accelerator cannot be built here (no C compiler or Python headers)")
     test.patch(datagram_batches, "accelerator", lambda: mmsg)
     return mmsg
+
+
+def tshark_follow(path: str, stream: int = 0) -> tuple[bytes, bytes]:
+    """
+    What tshark's "Follow TCP stream" reassembles from the capture at
+    C{path}: (client to server, server to client).  The test skips, saying
+    why, where tshark is not installed (CI installs Debian's).
+    """
+    out = tshark_output("-r", path, "-q", "-z", f"follow,tcp,raw,{stream}")
+    body = out.split("Node 1:", 1)[1].split("\n", 1)[1].split("=" * 20, 1)[0]
+    sent, received = b"", b""
+    for line in body.splitlines():
+        if line.startswith("\t"):
+            received += bytes.fromhex(line.strip())
+        elif line.strip():
+            sent += bytes.fromhex(line.strip())
+    return sent, received
+
+
+def tshark_output(*args: str) -> str:
+    """tshark's output for C{args}; L{SkipTest} where it is not installed."""
+    from twisted.trial.unittest import SkipTest
+
+    found = shutil.which("tshark")
+    if found is None:
+        raise SkipTest("tshark is not installed (Debian: apt-get install tshark)")
+    return subprocess.run([found, *args], capture_output=True, text=True, timeout=DEADLINE, check=True).stdout

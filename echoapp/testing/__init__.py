@@ -36,14 +36,28 @@ from twisted.internet.interfaces import IReactorTime
 
 from echoapp import services
 from echoapp._faults import Faults, offered
+from echoapp._record import Recorder
 from echoapp._transports.haproxy import parse_networks
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from echoapp.template import ReplyTemplate
 from echoapp.testing._peer import Peer, ProxyPeer, ServicePeer, place, started
 from echoapp.testing._proxy import proxy
 from echoapp.testing._twistd import TCP_LOOPBACK, UDP_LOOPBACK, Process
+from echoapp.testing._wire import TEST_RECORD_BYTES, Connection, Record, WireEvent, capture_for
 
-__all__ = ["Faults", "Peer", "Process", "ProxyPeer", "echo", "greeter", "proxy", "udp"]
+__all__ = [
+    "Connection",
+    "Faults",
+    "Peer",
+    "Process",
+    "ProxyPeer",
+    "Record",
+    "WireEvent",
+    "echo",
+    "greeter",
+    "proxy",
+    "udp",
+]
 
 C = TypeVar("C", GreeterConfig, TCPLimits, UDPLimits)
 
@@ -81,12 +95,35 @@ def _faults(faults: Faults | None, where: tuple[str, ...]) -> Faults:
     return faults
 
 
-def _running(service: MultiService, where: tuple[str, ...]) -> ServicePeer:
+def _unrecorded(listen: str) -> bool:
+    """
+    Not recorded (yet): TLS and UNIX sockets, where a reset-after-bytes
+    fault must see the transport's own buffer (TLS's; uvloop's for a UNIX
+    socket) and the recording wrapper between hides it.
+    """
+    return "ssl:" in listen or listen.startswith("unix:")
+
+
+def _running(
+    service: MultiService,
+    where: tuple[str, ...],
+    test: TestCase | None,
+    clock: IReactorTime,
+    unrecorded: bool,
+) -> ServicePeer:
+    """
+    C{service} started, its every connection recorded (bounded: L{Peer.record}),
+    and streamed to a capture file too where the test asks for one; an
+    C{unrecorded} one (L{_unrecorded}) is not.
+    """
     plan = services.fault_plan(service)
     assert plan is not None, "given faults, every service keeps a plan"
+    recorder = Recorder(clock, TEST_RECORD_BYTES)
+    if not unrecorded:
+        services.recorded(service, recorder, capture_for(test))
     service.privilegedStartService()
     service.startService()
-    return ServicePeer(service, plan, where)
+    return ServicePeer(service, plan, where, recorder)
 
 
 def greeter(
@@ -120,7 +157,7 @@ def greeter(
             [listen], config, limits, on, faults=_faults(faults, where),
             reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
         )  # fmt: skip
-        return _running(service, where)
+        return _running(service, where, test, on, _unrecorded(listen))
 
     return started(test, thread, start)
 
@@ -149,7 +186,7 @@ def echo(
             [listen], limits, on, faults=_faults(faults, where),
             reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
         )  # fmt: skip
-        return _running(service, where)
+        return _running(service, where, test, on, _unrecorded(listen))
 
     return started(test, thread, start)
 
@@ -181,6 +218,6 @@ def udp(
         service = services.udp_greeter(
             [listen], template, limits, on, reuse_port, faults=_faults(faults, where)
         )
-        return _running(service, where)
+        return _running(service, where, test, on, False)
 
     return started(test, thread, start)

@@ -21,9 +21,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from echoapp._faults import FaultPlan, Faults
+from echoapp._record import Recorder
 from echoapp._transports.listen import listeners
 from echoapp._twisted import global_reactor
 from echoapp.testing._thread import Thread, shared
+from echoapp.testing._wire import REPORT_LIMIT, KeptRecord, Record
 
 T = TypeVar("T")
 
@@ -84,6 +86,18 @@ class Peer:
 
     def _stop(self) -> Deferred[None]:
         raise NotImplementedError
+
+    def _recorder(self) -> Recorder:
+        raise NotImplementedError
+
+    @property
+    def record(self) -> Record:
+        """
+        What its connections carried, always recorded (bounded): C{str()}
+        of it is the timeline, C{.connections} the same as values, C{.save}
+        a pcapng capture.  A failing test's report shows it.
+        """
+        return KeptRecord(self._recorder(), self._call)
 
     @property
     def name(self) -> str:
@@ -189,8 +203,31 @@ def started(test: TestCase | None, thread: Thread | None, start: Callable[[], P]
     peer = start() if thread is None else thread.call(start)
     peer._thread = thread
     if test is not None:
+        if is_trial(test):
+            test.addCleanup(log_record, test, peer)  # after the stop: the drain's closes are in it
         test.addCleanup(peer.stop)
     return peer
+
+
+def is_trial(test: TestCase) -> bool:
+    """A trial test case (by name: echoapp imports no test framework of Twisted's)."""
+    return any(base.__module__.startswith("twisted.trial.") for base in type(test).__mro__)
+
+
+def log_record(test: TestCase, peer: Peer) -> None:
+    """
+    The peer's wire record in the test's log (trial's C{_trial_temp/test.log}),
+    where trial, which has no report sections, lets a failing test's reader
+    find it: cleanups cannot tell whether the test failed, so every trial
+    test's record is logged, bounded to L{REPORT_LIMIT} characters.
+    """
+    text = peer.record.text(REPORT_LIMIT)
+    if text:
+        where = ", ".join(f"{host}:{port}" for host, port in peer.addresses) or "a UNIX socket"
+        log.info(
+            "wire record of {test}, {service} on {where}:\n{text}",
+            test=test.id(), service=peer.name, where=where, text=text,
+        )  # fmt: skip
 
 
 log = Logger(namespace="echoapp.testing")
@@ -199,10 +236,13 @@ log = Logger(namespace="echoapp.testing")
 class ServicePeer(Peer):
     """A greeter, echo or UDP service of echoapp's (started), with the plan its faults come from."""
 
-    def __init__(self, service: MultiService, plan: FaultPlan, where: tuple[str, ...]) -> None:
+    def __init__(
+        self, service: MultiService, plan: FaultPlan, where: tuple[str, ...], recorder: Recorder
+    ) -> None:
         self._service = service
         self._plan = plan
         self._where = where
+        self._recording = recorder
         self._known: list[tuple[str, int]] = []  # where it listened, for a test that stopped it
         self._addresses()
 
@@ -244,6 +284,9 @@ class ServicePeer(Peer):
 
     def _seed(self) -> int:
         return self._plan.seed
+
+    def _recorder(self) -> Recorder:
+        return self._recording
 
     def _stop(self) -> Deferred[None]:
         if not self._service.running:

@@ -12,13 +12,16 @@ from unittest import TestCase
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
+from echoapp import services
 from echoapp._faults import Faults
 from echoapp._proxy.errors import ProxyError
 from echoapp._proxy.registry import AnyProxy, Proxies
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import Toxic
+from echoapp._record import Recorder
 from echoapp.config import TCPLimits
 from echoapp.testing._peer import ProxyPeer, place, started
+from echoapp.testing._wire import TEST_RECORD_BYTES, capture_for
 
 DOWN, UP = "faults_downstream", "faults_upstream"
 
@@ -28,11 +31,16 @@ def _toxic(name: str, stream: str, faults: Faults) -> Toxic:
 
 
 class RunningProxy(ProxyPeer):
-    """The one proxy of its own L{Proxies}: its faults are two named toxics, one each way."""
+    """
+    The one proxy of its own L{Proxies}: its faults are two named toxics,
+    one each way; its record is of the client side (what the client sent
+    and was sent, the downstream toxics' actions): its listener is recorded.
+    """
 
-    def __init__(self, proxies: Proxies, proxy: AnyProxy) -> None:
+    def __init__(self, proxies: Proxies, proxy: AnyProxy, recorder: Recorder) -> None:
         self._proxies = proxies
         self._proxy = proxy
+        self._recording = recorder
         address = proxy.port.getHost()
         # A UNIX listener has a path, not a host and port: no address to list.
         has_port = hasattr(address, "host") and hasattr(address, "port")
@@ -74,6 +82,9 @@ class RunningProxy(ProxyPeer):
 
     def _seed(self) -> int:
         return self._proxy.faults.seed
+
+    def _recorder(self) -> Recorder:
+        return self._recording
 
     def _down(self) -> Deferred[None]:
         return self._proxy.close().addCallback(lambda _: None)
@@ -117,12 +128,16 @@ def proxy(
 
     def start() -> RunningProxy:
         proxies = Proxies(tcp_limits, on, seed)
+        recorder = Recorder(on, TEST_RECORD_BYTES)
+        services.recorded(proxies, recorder, capture_for(test))  # no listener yet: the capture file, if any
         try:
-            made = proxies.add(proxies.make(ProxySpec("proxy", listen, upstream), toxics))
+            made = proxies.make(ProxySpec("proxy", listen, upstream), toxics)
+            made.recorder = recorder  # its listener records, each time it listens
+            proxies.add(made)
         except ProxyError as error:
             raise ValueError(str(error)) from None
         proxies.privilegedStartService()
         proxies.startService()
-        return RunningProxy(proxies, made)
+        return RunningProxy(proxies, made, recorder)
 
     return started(test, thread, start)

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
+from echoapp.testing._wire import KeptRecord, Record, direct
+
 TCP_LOOPBACK = "tcp:0:interface=127.0.0.1"
 UDP_LOOPBACK = "udp:0:interface=127.0.0.1"
 
@@ -218,6 +220,43 @@ class Process:
         if process.stdout is not None:
             process.stdout.close()
         return process.returncode
+
+    @property
+    def record_file(self) -> str | None:
+        """The capture its C{--record FILE} writes, if it was given one."""
+        for index, arg in enumerate(self.args):
+            if arg.startswith("--record="):
+                return arg.partition("=")[2]
+            if arg == "--record" and index + 1 < len(self.args):
+                return self.args[index + 1]
+        return None
+
+    @property
+    def record(self) -> Record | None:
+        """
+        Its wire record, read back from its C{--record} capture (L{None}
+        without one): whole once it has stopped (the file is closed after
+        its drain); while it runs, what it has written so far (each
+        connection once it has closed).
+        """
+        path = self.record_file
+        if path is None:
+            return None
+        from echoapp.testing._readback import read_capture  # dpkt, imported when read
+
+        with self._changed:
+            listeners = {
+                ("udp" if address.startswith("udp") else "tcp", *host_and_port(address)): service
+                for service, addresses in self.addresses.items()
+                for address in addresses
+            }
+        note = f"seed {self.seed}" if self.seed is not None else ""
+        try:
+            with open(os.path.join(self.cwd or "", path), "rb") as capture:
+                recorder = read_capture(capture, listeners, note)
+        except FileNotFoundError:
+            return None
+        return KeptRecord(recorder, direct)
 
     def __enter__(self) -> Process:
         return self.start()
