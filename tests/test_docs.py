@@ -852,6 +852,42 @@ class WireRecordPageTests(SynchronousTestCase):
         self.assertIn("FIN", outputs[1])
 
 
+class WireRecordInTestsPageTests(SynchronousTestCase):
+    def test_the_failing_reports_section_is_as_printed(self) -> None:
+        """
+        The how-to's pytest example, with the client that does not retry
+        (C{range(1)}, as the page says), run by the page's own pytest line:
+        it fails, and its report's "echoapp wire" section is the one printed,
+        line for line (numbers aside: ports, times, the seed), and
+        C{--echoapp-record} kept its capture, named for the test id.
+        """
+        needs_the_test_extra(self)
+        page = os.path.join("howto", "wire-record.rst")
+        (code,) = [code for name, code in blocks("python") if name == page]
+        (shown,) = [code for name, code in blocks("text") if name == page and "echoapp wire" in code]
+        directory = tempfile.mkdtemp(prefix="echoapp-docs-wire-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        self.assertIn("range(2)", code)
+        with open(os.path.join(directory, "test_client.py"), "w", encoding="utf-8") as out:
+            out.write(code.replace("range(2)", "range(1)"))
+        words = shlex.split(printed(page, "--echoapp-record=wire"))
+        self.assertEqual(words[:3], ["python", "-m", "pytest"])
+        ran = subprocess.run(
+            [sys.executable, *words[1:], "-p", "no:cacheprovider", "-p", "no:randomly"],
+            cwd=directory, capture_output=True, text=True, env=installed_env(), timeout=DEADLINE * 6,
+        )  # fmt: skip
+        self.assertIn("1 failed", ran.stdout, ran.stdout[-3000:])
+
+        def shape(line: str) -> str:
+            return re.sub(r"\d+", "N", line.strip())
+
+        expected = [shape(line) for line in shown.splitlines()[1:] if line.strip()]
+        section = ran.stdout.split("echoapp wire", 1)[1].split("\n", 1)[1].splitlines()
+        self.assertEqual([shape(line) for line in section[: len(expected)]], expected, ran.stdout[-3000:])
+        kept = os.path.join(directory, "wire", "test_client.py_test_the_client_retries_after_a_reset.pcapng")
+        self.assertTrue(os.path.exists(kept), os.listdir(directory))
+
+
 class TutorialWireTests(SynchronousTestCase):
     def test_the_seed_client_sees_slices_and_tshark_shows_them(self) -> None:
         """
