@@ -1,8 +1,8 @@
 """
 The one thing setup.cfg cannot say: echoapp's optional C accelerator for
-UDP (recvmmsg/sendmmsg, echoapp/_transports/_mmsg.c).  It is built where a
+UDP (recvmmsg, echoapp/_transports/_mmsg.c).  It is built where a
 C compiler and Python's headers are, and skipped, with a warning, where
-not (or where ECHOAPP_NO_ACCELERATOR is set): echoapp then reads and sends
+not (or where ECHOAPP_NO_ACCELERATOR is set): echoapp then reads
 datagrams one system call each, in Python, with the same behaviour.
 """
 

@@ -538,7 +538,7 @@ def faulty_connection(
     return protocol, transport, clock
 
 
-# --- The UDP accelerator (recvmmsg/sendmmsg), and its Python twin ----------------
+# --- The UDP accelerator (recvmmsg), and its Python twin ---------------------------
 
 _built_accelerator: list[Any] = []
 

@@ -51,9 +51,9 @@ class UDPGreeter(DatagramProtocol):
 
     On the ports it serves itself (Twisted's own UDP port, or the loop's
     native one), the greeter reads and answers each wake-up's datagrams in
-    batches (L{read_ready}): one C{recvmmsg} and one C{sendmmsg} per batch
-    with the optional C accelerator, one C{recvfrom}/C{sendto} per
-    datagram without it (L{echoapp._transports.datagram_batches}); the
+    batches (L{read_ready}): one C{recvmmsg} per batch with the optional C
+    accelerator, one C{recvfrom} per datagram without it
+    (L{echoapp._transports.datagram_batches}); the
     clock is read once per wake-up, a source's bucket is found once per run
     of its datagrams, and the counts are added once, which is what brings
     it to the blocking loop's cost.  Behind a wrapper (faults) it answers
@@ -156,8 +156,9 @@ class UDPGreeter(DatagramProtocol):
     def _answer_batch(self, datagrams: list[tuple[bytes, Any]], now: float) -> None:
         """
         The guards decide each datagram in order (a source's bucket taken
-        out once per run of its datagrams), the replies go in one batch,
-        and the counts are added once.
+        out once per run of its datagrams), each reply goes as soon as it
+        is made (the client works on it while the rest are answered), and
+        the counts are added once.
         """
         own_ports, key, sources = self.own_ports, self.key, self.sources
         prefix, suffix, overhead = self.reply.prefix, self.reply.suffix, self.reply.overhead
@@ -165,8 +166,8 @@ class UDPGreeter(DatagramProtocol):
         spare = self.everyone.take_out(now)
         source: Any = None
         tokens = 0.0
-        replies: list[tuple[bytes, Any]] = []
-        bytes_in = 0
+        sendto = self._sendto
+        answered = bytes_in = 0
         try:
             for datagram, addr in datagrams:
                 try:
@@ -195,7 +196,14 @@ class UDPGreeter(DatagramProtocol):
                         self._drop("size")
                         continue
                     message = datagram.rstrip(b"\r\n")
-                    replies.append((prefix + message + suffix + datagram[len(message) :], addr))
+                    reply = prefix + message + suffix + datagram[len(message) :]
+                    try:
+                        sendto(reply, addr)
+                    except OSError:
+                        if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
+                            self._drop("buffer")
+                            continue
+                    answered += 1
                     bytes_in += length
                 except Exception:
                     self._failed(addr)
@@ -203,33 +211,10 @@ class UDPGreeter(DatagramProtocol):
             if source is not None:
                 sources.put_back(source, tokens, now)
             self.everyone.put_back(spare, now)
-        answered = len(replies)
-        send = self._batches.send  # type: ignore[union-attr]
-        index = send(replies, 0)
-        while index < answered:  # the one that failed is sent as one datagram alone would be
-            reply, addr = replies[index]
-            if not self._send_alone(reply, addr):
-                answered -= 1
-                bytes_in -= len(reply) - overhead
-            index = send(replies, index + 1)
-        stats = self.stats
-        stats.answered += answered
-        stats.bytes_in += bytes_in
-        stats.bytes_out += bytes_in + answered * overhead  # each reply is its datagram + overhead
-
-    def _send_alone(self, reply: bytes, addr: Any) -> bool:
-        """A reply the batch could not send, with the error handling of L{_answer}: whether it went."""
-        try:
-            try:
-                self._sendto(reply, addr)
-            except OSError:
-                if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
-                    self._drop("buffer")
-                    return False
-        except Exception:
-            self._failed(addr)
-            return False
-        return True
+            stats = self.stats
+            stats.answered += answered
+            stats.bytes_in += bytes_in
+            stats.bytes_out += bytes_in + answered * overhead  # each reply is its datagram + overhead
 
     def _read_failed(self, error: OSError) -> None:
         """

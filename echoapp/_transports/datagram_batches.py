@@ -1,27 +1,26 @@
 """
-A UDP socket's ready datagrams read, and replies sent, in batches: one
-system call per batch (Linux's C{recvmmsg} and C{sendmmsg}) where echoapp's
-optional C accelerator was built (C{_mmsg.c}, at install, where there is a C
-compiler), one C{recvfrom} or C{sendto} per datagram where not.
+A UDP socket's ready datagrams read in batches: one system call per batch
+(Linux's C{recvmmsg}) where echoapp's optional C accelerator was built
+(C{_mmsg.c}, at install, where there is a C compiler), one C{recvfrom} per
+datagram where not.
 
-The standard library offers neither call; the one package on PyPI that
-does is not kept up.  So the accelerator is small (two functions), optional
-(C{setup.py} skips it, with a warning, wherever it does not build, or where
-C{ECHOAPP_NO_ACCELERATOR} is set), and has a Python twin, L{SocketBatches},
-which is also the contract both keep and the tests check both against:
+The standard library does not offer C{recvmmsg}; the one package on PyPI
+that does is not kept up.  So the accelerator is small (one function),
+optional (C{setup.py} skips it, with a warning, wherever it does not build,
+or where C{ECHOAPP_NO_ACCELERATOR} is set), and has a Python twin,
+L{SocketBatches}, which is also the contract both keep and the tests check
+both against: C{recv(count, size)} gives up to C{count} datagrams (each at
+most C{size} bytes, longer ones cut, as C{recvfrom} does) as C{(data,
+address)} pairs in the socket module's address form; C{[]} when nothing is
+ready; C{OSError} for an error met before any datagram (one met after some
+is raised by the next call, as C{recvmmsg} leaves it).  Neither blocks
+(C{MSG_DONTWAIT}; the twin needs a non-blocking socket, which every port
+that reads for itself has).
 
-  - C{recv(count, size)}: up to C{count} datagrams (each at most C{size}
-    bytes, longer ones cut, as C{recvfrom} does) as C{(data, address)}
-    pairs in the socket module's address form; C{[]} when nothing is
-    ready; C{OSError} for an error met before any datagram (one met after
-    some is raised by the next call, as C{recvmmsg} leaves it).
-  - C{send(datagrams, start)}: C{datagrams[start:]} sent in order, until one
-    fails; returns the index of the first not sent (C{len(datagrams)} when
-    all went).  The caller sends that one its own way, and so meets the
-    error with the handling it has always had.
-
-Neither ever blocks (C{MSG_DONTWAIT}; the Python twin needs a non-blocking
-socket, which every port that reads for itself has).
+Replies are not batched (C{sendmmsg}): measured against the benchmark's
+load generator, sending each reply as soon as it is made keeps the client
+busy while the rest are answered, which cost less CPU per datagram and
+gave lower latency than one C{sendmmsg} at the end of a batch.
 """
 
 from __future__ import annotations
@@ -47,15 +46,14 @@ Datagram = tuple[bytes, Any]
 
 class SocketBatches:
     """
-    The batches on the socket's own C{recvfrom} and C{sendto}, one system
-    call per datagram: the fallback, on any socket-like object.
+    The batches on the socket's own C{recvfrom}, one system call per
+    datagram: the fallback, on any socket-like object.
     """
 
     accelerated = False
 
     def __init__(self, sock: Any) -> None:
         self._recvfrom = sock.recvfrom
-        self._sendto = sock.sendto
         self._error: OSError | None = None
 
     def recv(self, count: int, size: int) -> list[Datagram]:
@@ -76,27 +74,14 @@ class SocketBatches:
             self._error = failed
         return received
 
-    def send(self, datagrams: list[Datagram], start: int) -> int:
-        """C{datagrams[start:]} until one fails: the index of the first not sent."""
-        sendto = self._sendto
-        for index in range(start, len(datagrams)):
-            data, addr = datagrams[index]
-            try:
-                sendto(data, addr)
-            except Exception:
-                return index
-        return len(datagrams)
-
 
 class AcceleratedBatches:
-    """The batches on the C accelerator: one C{recvmmsg} or C{sendmmsg} per batch."""
+    """The batches on the C accelerator: one C{recvmmsg} per batch."""
 
     accelerated = True
 
     def __init__(self, sock: socket.socket, mmsg: ModuleType) -> None:
-        fd = sock.fileno()
-        self.recv: Callable[[int, int], list[Datagram]] = partial(mmsg.recv_batch, fd)
-        self.send: Callable[[list[Datagram], int], int] = partial(mmsg.send_batch, fd, sock.family)
+        self.recv: Callable[[int, int], list[Datagram]] = partial(mmsg.recv_batch, sock.fileno())
 
 
 @cache

@@ -417,7 +417,7 @@ class _GuardsOverLoopback:
     Every guard over real loopback sockets, through the service as twistd
     runs it (Twisted's own UDP port, or uvloop's loop under
     C{--reactor=uvloop}), its socket read and answered by the C accelerator
-    (recvmmsg/sendmmsg) or by its Python twin: the same replies, drops and
+    (recvmmsg) or by its Python twin: the same replies, drops and
     counts, written out, for both.  The greeter's clock is stopped once it
     listens, so that no bucket refills while the test runs.
     """
