@@ -31,6 +31,7 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.interfaces import IAddress, IProtocolFactory
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.logfile import LogFile
 
 from echoapp._process import ACCEPT_BATCH, PROCESS
@@ -422,6 +423,19 @@ def eager_writes_problem() -> str | None:
     return None
 
 
+def below_wrappers(transport: Any) -> Any:
+    """
+    The transport under every L{ProtocolWrapper} that only passes calls on
+    (a recording or fault wrapper: C{ProtocolWrapper.__getattr__} hands out
+    the wrapped transport's attributes, so what is asked of the wrapper is
+    answered by whatever is below it); TLS, a wrapper too, keeps its own
+    buffer (C{_appSendBuffer}, set when it is made) and is where it stops.
+    """
+    while isinstance(transport, ProtocolWrapper) and "_appSendBuffer" not in vars(transport):
+        transport = transport.transport
+    return transport
+
+
 def unsent(transport: Any) -> int | None:
     """
     Bytes a stream transport still holds, not yet taken by the kernel: for
@@ -430,6 +444,7 @@ def unsent(transport: Any) -> int | None:
     echoapp's native ones, their loop's buffer.  L{None} when it cannot
     tell (a test's transport).
     """
+    transport = below_wrappers(transport)
     held = 0
     cleartext = getattr(transport, "_appSendBuffer", None)  # TLSMemoryBIOProtocol
     if cleartext is not None:

@@ -13,6 +13,9 @@ from typing import Any
 
 from twisted.internet.interfaces import ISSLTransport
 
+from echoapp._record import record_of
+from echoapp._twisted import below_wrappers
+
 # How often a reset waits to see the transport's buffer flushed, and how
 # long at most (a TLS handshake that never ends): then it resets anyway.
 FLUSH_CHECK = 0.005
@@ -21,7 +24,8 @@ SIOCOUTQNSD = 0x894B  # Linux: bytes in a socket's send queue not yet sent
 
 
 def socket_of(transport: Any) -> Any:
-    """The socket under C{transport} (under TLS too), or L{None}."""
+    """The socket under C{transport} (under TLS and any wrapper too), or L{None}."""
+    transport = below_wrappers(transport)
     below = getattr(transport, "transport", None) if ISSLTransport.providedBy(transport) else None
     try:
         return (below if below is not None else transport).getHandle()
@@ -51,6 +55,10 @@ def reset(transport: Any) -> None:
     connection below is reset: TLS's own abort sends a close alert first,
     which its client reads as a clean end.
     """
+    record = record_of(transport)
+    if record is not None:  # the abort goes below the recording wrapper, which would have said so
+        record.closed("server", "RST")
+    transport = below_wrappers(transport)  # a recording wrapper passes calls on; TLS is below it
     below = getattr(transport, "transport", None) if ISSLTransport.providedBy(transport) else None
     transport = below if below is not None else transport
     try:

@@ -95,32 +95,20 @@ def _faults(faults: Faults | None, where: tuple[str, ...]) -> Faults:
     return faults
 
 
-def _unrecorded(listen: str) -> bool:
-    """
-    Not recorded (yet): TLS and UNIX sockets, where a reset-after-bytes
-    fault must see the transport's own buffer (TLS's; uvloop's for a UNIX
-    socket) and the recording wrapper between hides it.
-    """
-    return "ssl:" in listen or listen.startswith("unix:")
-
-
 def _running(
     service: MultiService,
     where: tuple[str, ...],
     test: TestCase | None,
     clock: IReactorTime,
-    unrecorded: bool,
 ) -> ServicePeer:
     """
     C{service} started, its every connection recorded (bounded: L{Peer.record}),
-    and streamed to a capture file too where the test asks for one; an
-    C{unrecorded} one (L{_unrecorded}) is not.
+    and streamed to a capture file too where the test asks for one.
     """
     plan = services.fault_plan(service)
     assert plan is not None, "given faults, every service keeps a plan"
     recorder = Recorder(clock, TEST_RECORD_BYTES)
-    if not unrecorded:
-        services.recorded(service, recorder, capture_for(test))
+    services.recorded(service, recorder, capture_for(test))
     service.privilegedStartService()
     service.startService()
     return ServicePeer(service, plan, where, recorder)
@@ -157,7 +145,7 @@ def greeter(
             [listen], config, limits, on, faults=_faults(faults, where),
             reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
         )  # fmt: skip
-        return _running(service, where, test, on, _unrecorded(listen))
+        return _running(service, where, test, on)
 
     return started(test, thread, start)
 
@@ -186,7 +174,7 @@ def echo(
             [listen], limits, on, faults=_faults(faults, where),
             reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
         )  # fmt: skip
-        return _running(service, where, test, on, _unrecorded(listen))
+        return _running(service, where, test, on)
 
     return started(test, thread, start)
 
@@ -218,6 +206,6 @@ def udp(
         service = services.udp_greeter(
             [listen], template, limits, on, reuse_port, faults=_faults(faults, where)
         )
-        return _running(service, where, test, on, False)
+        return _running(service, where, test, on)
 
     return started(test, thread, start)
