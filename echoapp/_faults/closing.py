@@ -122,6 +122,14 @@ class Closing:
             return True
         return False
 
+    def _reset_waits(self) -> bool:
+        """
+        toxiproxy's C{reset_peer} has swallowed a chunk and its timer runs:
+        the connection ends with that RST, and a close asked for meanwhile
+        is not sent (its FIN would reach the other side first).
+        """
+        return "reset_after" in self._timers and self._since.get("reset_after", (0.0, None))[1] is not None
+
     def _arm(self, name: str, delay: float) -> None:
         call = self._timed_reset if name == "reset_after" else self._timed_close
         self._timers[name] = self.connection.later(delay, call)
@@ -169,7 +177,7 @@ class Closing:
 
     def lose(self) -> None:
         """The service closes: after what is held has gone, and after the slow close."""
-        if self.state in (CloseState.LOST, CloseState.RESETTING, CloseState.CLOSING):
+        if self.state in (CloseState.LOST, CloseState.RESETTING, CloseState.CLOSING) or self._reset_waits():
             return
         self._move(CloseState.CLOSING)
         if not self.connection.sending.holds():
@@ -177,7 +185,7 @@ class Closing:
 
     def lose_write(self) -> None:
         """The service half-closes: its FIN after what is held."""
-        if self.state is not CloseState.OPEN:
+        if self.state is not CloseState.OPEN or self._reset_waits():
             return
         self._move(CloseState.WRITE_CLOSING)
         if not self.connection.sending.holds():

@@ -96,6 +96,9 @@ class FaultyConnection(ProtocolWrapper):
         if record is not None:
             self.draws.watch(lambda on, faults: record.fault("condition", switched(on, faults)))
         shape = self.draws.current()
+        # The timers' opening first: the service (or a proxy's early bytes)
+        # may write inside connectionMade, and that write is the first chunk.
+        self.closing.changed(shape)
         super().makeConnection(transport)
         if shape is not None and shape.faults.stall_handshake and ISSLTransport.providedBy(transport):
             # Below TLS: the ClientHello is never read, so no handshake ends.

@@ -4,6 +4,8 @@ How a faulty connection closes (L{echoapp._faults.closing}), on a clock the test
 
 from __future__ import annotations
 
+from functools import partial
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -96,3 +98,59 @@ class TimerTests(SynchronousTestCase):
         self.assertTrue(clock.getDelayedCalls())
         protocol.connectionLost(None)
         self.assertEqual([call for call in clock.getDelayedCalls() if call.active()], [])
+
+
+class ResetPeerHoldsTheCloseTests(SynchronousTestCase):
+    """
+    toxiproxy's reset_peer: once a chunk has been swallowed and its timer
+    started, the connection ends with the RST, whatever close the service
+    asks for meanwhile (a FIN would reach the other side first: a client
+    that half-closed after its request saw a clean end, not the reset).
+    """
+
+    def test_a_close_asked_while_the_reset_waits_is_the_reset(self) -> None:
+        from echoapp._faults import RESET_ON_CHUNK
+
+        for timeout in (0.0, 0.05):
+            for close in ("loseConnection", "loseWriteConnection"):
+                clock = Clock()
+                plan = FaultPlan(None, clock)
+                plan.put("reset_peer", Faults(reset_after=timeout), 1.0, frozenset({RESET_ON_CHUNK}))
+                protocol, transport, clock = faulty_connection(None, clock, plan)
+                calls: list[str] = []
+                for name, said in (("loseConnection", "FIN"), ("loseWriteConnection", "half FIN")):
+                    setattr(transport, name, partial(calls.append, said))
+                transport.abortConnection = partial(calls.append, "RST")  # type: ignore[method-assign]
+                protocol.dataReceived(b"request")  # its answer is the first chunk: swallowed
+                getattr(protocol, close)()
+                clock.advance(timeout + 0.01)
+                self.assertEqual((transport.value(), calls), (b"", ["RST"]), (timeout, close))
+
+    def test_a_write_inside_connection_made_is_the_first_chunk(self) -> None:
+        """
+        A proxy writes the client's early bytes as its upstream connection
+        is made: that write is reset_peer's first chunk (the toxic was there
+        at the opening), not a chunk before the toxic counted, after which a
+        half-close went out as a FIN.
+        """
+        from twisted.internet.protocol import Factory, Protocol
+        from twisted.internet.testing import StringTransport
+
+        from echoapp._faults import RESET_ON_CHUNK, FaultyFactory
+
+        class EarlyWriter(Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(b"early")  # type: ignore[union-attr]
+                self.transport.loseWriteConnection()  # type: ignore[union-attr]
+
+        clock = Clock()
+        plan = FaultPlan(None, clock)
+        plan.put("reset_peer", Faults(reset_after=0.0), 1.0, frozenset({RESET_ON_CHUNK}))
+        calls: list[str] = []
+        transport = StringTransport()
+        transport.loseWriteConnection = partial(calls.append, "half FIN")  # type: ignore[attr-defined]
+        transport.loseConnection = partial(calls.append, "FIN")  # type: ignore[method-assign]
+        transport.abortConnection = partial(calls.append, "RST")  # type: ignore[method-assign]
+        FaultyFactory(Factory.forProtocol(EarlyWriter), plan).buildProtocol(None).makeConnection(transport)
+        clock.advance(0.01)
+        self.assertEqual((transport.value(), calls), (b"", ["RST"]))
