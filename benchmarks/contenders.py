@@ -64,7 +64,7 @@ def script(name: str, *extra: str) -> Any:
 
 def echoapp_udp(*options: str, accelerated: bool = True) -> Any:
     # Guards on; rate limits opened up, as one load generator is one source.
-    # Without the C accelerator (recvmmsg/sendmmsg): its Python fallback.
+    # Without the C accelerator (recvmmsg): its Python fallback.
     off = [] if accelerated else ["env", "ECHOAPP_NO_ACCELERATOR=1"]
     return lambda port: [
         *off, os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-udp",
