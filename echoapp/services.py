@@ -28,6 +28,7 @@ from echoapp._protocols.udp import UDPGreeter
 from echoapp._record import Recorder, RecordingDatagramProtocol, RecordingFactory
 from echoapp._record.capture import CaptureFile
 from echoapp._record.service import RecordService
+from echoapp._starting import StartsOnce
 from echoapp._tac import one_line_in_tac
 from echoapp._transports.endpoints import (
     DEFAULT_ECHO_LISTEN,
@@ -100,7 +101,7 @@ class Seeded(Protocol):
         """The seed of every random choice."""
 
 
-class FaultNotice(Service):
+class FaultNotice(StartsOnce):
     """
     Says at start which faults a service applies and their seed: the seed
     reproduces a failure.  Said in the privileged step, before any listener
@@ -109,20 +110,9 @@ class FaultNotice(Service):
 
     def __init__(self, plan: Seeded) -> None:
         self.plan = plan
-        self._said = False
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._say()
-
-    def startService(self) -> None:
-        super().startService()
-        self._say()  # twist has no privileged step
-
-    def _say(self) -> None:
-        if self._said:
-            return
-        self._said = True
+    def start_once(self) -> None:
+        """Said once, in the privileged step where there is one."""
         owner = self.parent.name if self.parent is not None else "echoapp"
         log.info(
             "{service} faults: {faults} (seed={seed})",
@@ -227,21 +217,7 @@ def tcp_greeter(
     purpose (L{Faults}), their seed said at start.  C{reactor} is the global
     one unless given; it must listen as well as keep time.
     """
-    return _tcp(
-        listen, config, limits, reactor, reuse_port, log_connections, proxy_from, plan_for(faults, reactor)
-    )
-
-
-def _tcp(
-    listen: Iterable[str | StreamListen],
-    config: GreeterConfig | None,
-    limits: TCPLimits | None,
-    reactor: IReactorTime | None,
-    reuse_port: bool,
-    log_connections: bool,
-    proxy_from: tuple[Network, ...],
-    plan: FaultPlan | None,
-) -> MultiService:
+    plan = plan_for(faults, reactor)
     listens = _stream_listens(listen, reuse_port, proxy_from)
     return _stream_service(
         TCP_NAME, partial(GreeterFactory, config), limits, listens, reactor, log_connections, plan
@@ -259,19 +235,8 @@ def echo(
     faults: Faults | None = None,
 ) -> MultiService:
     """RFC 862 echo on every endpoint string in C{listen}; the rest as L{tcp_greeter}."""
-    return _echo(listen, limits, reactor, reuse_port, log_connections, proxy_from, plan_for(faults, reactor))
-
-
-def _echo(
-    listen: Iterable[str | StreamListen],
-    limits: TCPLimits | None,
-    reactor: IReactorTime | None,
-    reuse_port: bool,
-    log_connections: bool,
-    proxy_from: tuple[Network, ...],
-    plan: FaultPlan | None,
-) -> MultiService:
     listens = _stream_listens(listen, reuse_port, proxy_from)
+    plan = plan_for(faults, reactor)
     return _stream_service(ECHO_NAME, EchoFactory, limits, listens, reactor, log_connections, plan)
 
 
@@ -334,11 +299,16 @@ def everything(
     """
     config = config or GreeterConfig()
     plan = plan_for(faults, reactor)
+    greeters, shared = partial(GreeterFactory, config), (reactor, log_connections, plan)
     service = named("echoapp")
     for child in (
-        _tcp(tcp, config, tcp_limits, reactor, reuse_port, log_connections, proxy_from, plan),
+        _stream_service(
+            TCP_NAME, greeters, tcp_limits, _stream_listens(tcp, reuse_port, proxy_from), *shared
+        ),
         _udp(udp, config.reply, udp_limits, reactor, reuse_port, plan),
-        _echo(echo_listen, tcp_limits, reactor, reuse_port, log_connections, proxy_from, plan),
+        _stream_service(
+            ECHO_NAME, EchoFactory, tcp_limits, _stream_listens(echo_listen, reuse_port, proxy_from), *shared
+        ),
     ):
         child.setServiceParent(service)
     return service

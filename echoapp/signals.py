@@ -20,11 +20,12 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 from twisted.python.logfile import LogFile
 
+from echoapp._starting import StartsOnce
 from echoapp._twisted import global_reactor, twistd_log_file
 
 __all__ = ["SignalService", "handled"]
@@ -34,7 +35,7 @@ log = Logger(namespace="echoapp.signals")
 Handler = Callable[[int, FrameType | None], Any]
 
 
-class SignalService(Service):
+class SignalService(StartsOnce):
     """
     Installs the handlers when the service starts (the reactor's own are in
     place by then) and puts back what it found when it stops.  Signals are
@@ -56,22 +57,12 @@ class SignalService(Service):
         self._said_again = False
         self._previous: dict[int, Any] = {}
 
-    def privilegedStartService(self) -> None:
+    def start_once(self) -> None:
         """
-        twistd's first step: the handlers go in before any listener binds
+        In twistd's first step: the handlers go in before any listener binds
         (and says so), so a SIGHUP from then on never finds the default
         action, which is to die.  twistd's log file is known by now.
         """
-        super().privilegedStartService()
-        self._install_once()
-
-    def startService(self) -> None:
-        super().startService()
-        self._install_once()  # twist has no privileged step
-
-    def _install_once(self) -> None:
-        if self._previous:
-            return
         # Found before our SIGUSR1 handler replaces twistd's, whose closure holds it.
         self._log_file = self._given_log_file or twistd_log_file()
         self._install(signal.SIGHUP, self._on_hup)

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "echoapp",
             "echoapp._process",
+            "echoapp._starting",
             "echoapp._twisted",
             "echoapp._tac",
             "echoapp._reasons",
