@@ -24,34 +24,34 @@ from echoapp._reasons import DROPS, REFUSALS, TIMEOUTS
 LABELS = ["service", "listener"]
 
 
-class TCPStats:
+class _Stats:
+    """One listener's counts, known to the collector from the start: what every kind counts."""
+
+    def __init__(self, service: str, listener: str) -> None:
+        self.service = service
+        self.labels = [service, listener]
+        self.bytes_in = 0
+        self.bytes_out = 0
+        PROCESS.stats.add(self)
+
+
+class TCPStats(_Stats):
     """One TCP listener's counts."""
 
     def __init__(self, service: str, listener: str) -> None:
-        self.service = service
-        self.labels = [service, listener]
-        self.open = 0
-        self.accepted = 0
+        super().__init__(service, listener)
+        self.open = self.accepted = self.messages = self.too_long = 0
         self.refused = dict.fromkeys(REFUSALS, 0)
-        self.messages = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.too_long = 0
         self.timeouts = dict.fromkeys(TIMEOUTS, 0)
-        PROCESS.stats.add(self)
 
 
-class UDPStats:
+class UDPStats(_Stats):
     """One UDP listener's counts."""
 
     def __init__(self, service: str, listener: str) -> None:
-        self.service = service
-        self.labels = [service, listener]
+        super().__init__(service, listener)
         self.answered = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
         self.dropped = dict.fromkeys(DROPS, 0)
-        PROCESS.stats.add(self)
 
 
 # name, help, kind, the stats attribute it reads, the label its dict is keyed by

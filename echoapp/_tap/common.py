@@ -289,6 +289,16 @@ def udp_listens(option: RepeatableListen, options: usage.Options) -> list[UDPLis
         raise usage.UsageError(f"--{option.name}: {error}") from None
 
 
+def stream_arguments(options: usage.Options, reactor: IReactorTime | None) -> dict[str, Any]:
+    """What every TCP-serving plugin passes its service builder, read from its options."""
+    return {
+        "limits": options["limits"],
+        "faults": options["faults"],
+        "reactor": reactor,
+        "log_connections": bool(options["log-connections"]),
+    }
+
+
 def serve(
     tree: Callable[[usage.Options, IReactorTime], MultiService], options: usage.Options
 ) -> MultiService:

@@ -14,6 +14,7 @@ from echoapp._tap.common import (
     StreamPluginOptions,
     recording,
     serve,
+    stream_arguments,
 )
 from echoapp._transports.endpoints import DEFAULT_ECHO_LISTEN
 
@@ -35,13 +36,7 @@ class Options(StreamPluginOptions):
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
-    tree = services.echo(
-        options["endpoints"],
-        options["limits"],
-        faults=options["faults"],
-        reactor=reactor,
-        log_connections=bool(options["log-connections"]),
-    )
+    tree = services.echo(options["endpoints"], **stream_arguments(options, reactor))
     return recording(tree, options, reactor)
 
 

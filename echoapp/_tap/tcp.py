@@ -17,6 +17,7 @@ from echoapp._tap.common import (
     build,
     recording,
     serve,
+    stream_arguments,
 )
 from echoapp._transports.endpoints import DEFAULT_TCP_LISTEN
 from echoapp.config import GreeterConfig
@@ -46,14 +47,7 @@ class Options(StreamPluginOptions):
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:
     """The bare service, without the process parts (L{process_service}): what compose runs."""
-    tree = services.tcp_greeter(
-        options["endpoints"],
-        options["config"],
-        options["limits"],
-        faults=options["faults"],
-        reactor=reactor,
-        log_connections=bool(options["log-connections"]),
-    )
+    tree = services.tcp_greeter(options["endpoints"], options["config"], **stream_arguments(options, reactor))
     return recording(tree, options, reactor)
 
 
