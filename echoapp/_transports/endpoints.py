@@ -113,6 +113,7 @@ def bound_socket(family: int, kind: int, interface: str, port: int, reuse_port: 
 
 
 @implementer(IStreamServerEndpoint)
+@dataclass(frozen=True)
 class SocketEndpoint:
     """
     A C{tcp:}/C{tcp6:} endpoint that makes its own listening socket: to
@@ -122,29 +123,24 @@ class SocketEndpoint:
     port fails C{listen} at once, before twistd drops privileges.
     """
 
-    def __init__(
-        self, reactor: Any, family: int, port: int, interface: str, backlog: int, reuse_port: bool
-    ) -> None:
-        self._reactor = reactor
-        self._family = family
-        self._port = port
-        self._interface = interface
-        self._backlog = backlog
-        self._reuse_port = reuse_port
+    reactor: Any
+    family: int
+    port: int
+    interface: str
+    backlog: int
+    reuse_port: bool
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         try:
-            sock = bound_socket(
-                self._family, socket.SOCK_STREAM, self._interface, self._port, self._reuse_port
-            )
+            sock = bound_socket(self.family, socket.SOCK_STREAM, self.interface, self.port, self.reuse_port)
         except CannotListenError:
             return fail()
-        loop = asyncio_loop(self._reactor)
+        loop = asyncio_loop(self.reactor)
         try:
             if loop is not None:
-                return succeed(native_tcp.serve(loop, sock, factory, self._backlog))
-            sock.listen(self._backlog)
-            port = self._reactor.adoptStreamPort(sock.fileno(), self._family, factory)
+                return succeed(native_tcp.serve(loop, sock, factory, self.backlog))
+            sock.listen(self.backlog)
+            port = self.reactor.adoptStreamPort(sock.fileno(), self.family, factory)
             sock.close()  # the reactor holds its own duplicate
             return succeed(port)
         except Exception:

@@ -76,7 +76,34 @@ def _log_listening(service: Service, port: Any, description: str = "") -> None:
     log.info("{service} listening on {address}", service=owner, address=address)
 
 
-class StreamListenService(Service):
+class _ListenService(Service):
+    """
+    What every listener does alike: it binds in C{privilegedStartService}
+    (or at start where there is no privileged step) and at stop closes its
+    port, the Deferred firing once the port is closed.
+    """
+
+    port: Any = None
+
+    def _bound(self) -> bool:
+        return self.port is not None
+
+    def _stop_binding(self) -> None:
+        """Nothing is on its way to listening, by default."""
+
+    def startService(self) -> None:
+        super().startService()
+        if not self._bound():
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stop_binding()
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
+
+
+class StreamListenService(_ListenService):
     """
     A stream listener that says where it listens once it does, and keeps its
     port for whoever needs the address (tests listening on port 0 do).  A
@@ -124,22 +151,16 @@ class StreamListenService(Service):
         elif not failure.check(CancelledError):
             log.failure("Cannot listen on {where}", failure, where=self.description)
 
-    def startService(self) -> None:
-        super().startService()
-        if self._listening is None:
-            self.privilegedStartService()
+    def _bound(self) -> bool:
+        return self._listening is not None
 
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
+    def _stop_binding(self) -> None:
         listening, self._listening = self._listening, None
         if listening is not None:
             listening.cancel()  # an endpoint still on its way to listening
-        port: Any = self.port
-        self.port = None
-        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
 
 
-class UDPListenService(Service):
+class UDPListenService(_ListenService):
     """
     A UDP port, on the reactor's own datagram port or (under uvloop) the
     loop's native transport, bound in C{privilegedStartService} so a taken
@@ -177,16 +198,6 @@ class UDPListenService(Service):
         except CannotListenError as error:
             raise _cannot_listen(self, str(self.listen), error) from None
         _log_listening(self, self.port)
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:
-            self.privilegedStartService()
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        port, self.port = self.port, None
-        return maybeDeferred(port.stopListening) if port is not None else succeed(None)
 
 
 def descendants(root: Any) -> Iterator[Any]:
