@@ -216,7 +216,7 @@ class UDPProxy(DatagramProtocol):
     ) -> None:
         self.upstream = upstream
         self.faults = faults
-        self._reactor = reactor
+        self.clock: Any = reactor if reactor is not None else global_reactor()  # the reactor, once
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.sessions: OrderedDict[tuple[str, int], Session] = OrderedDict()
@@ -228,11 +228,10 @@ class UDPProxy(DatagramProtocol):
 
     def startProtocol(self) -> None:
         """
-        The port listens: the clock and the buckets are taken now, on the
-        running reactor, once; on a port we may read ourselves, each
+        The port listens: the buckets are taken now, on the clock the
+        proxy was made with; on a port we may read ourselves, each
         wake-up reads every datagram ready (L{read_ready}).
         """
-        self.clock = self._reactor or global_reactor()
         self.now = now = self.clock.seconds
         self.per_source = TokenBuckets(SESSION_RATE, SESSION_BURST, MAX_SESSIONS * 4, now)
         self.everyone = TokenBucket(SESSIONS_RATE, SESSIONS_BURST, now)
