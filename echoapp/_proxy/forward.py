@@ -21,12 +21,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone, NoProtocol
+from twisted.internet.interfaces import (
+    IConnector,
+    IHalfCloseableProtocol,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.posixbase import PosixReactorBase
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -300,17 +306,98 @@ def eager_connecting(reactor: Any) -> Any:
     return reactor if eager_problem() is not None else EagerConnecting(reactor)
 
 
+class _Connecting(ClientFactory):
+    """
+    The factory C{connectTCP} is given by L{TCPUpstream}: the caller's own
+    protocol is the transport's, with nothing between (Twisted's endpoints
+    put a wrapper there, one more call on every chunk the upstream sends),
+    and C{connected} says how the attempt ended.
+    """
+
+    noisy = False
+    connector: IConnector | None = None
+
+    def __init__(self, factory: IProtocolFactory) -> None:
+        self.factory = factory
+        self.connected: Deferred[IProtocol] = Deferred(self._cancel)
+
+    def _cancel(self, connected: Deferred[IProtocol]) -> None:
+        assert self.connector is not None  # connectTCP told us before anyone could cancel
+        connected.errback(ConnectingCancelledError(self.connector.getDestination()))
+        self.connector.stopConnecting()
+
+    def startedConnecting(self, connector: IConnector) -> None:
+        self.connector = connector
+
+    def doStart(self) -> None:
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        self.factory.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        The caller's protocol for the connection just made (its
+        C{connectionMade} follows at once): C{connected} fires with it.
+        """
+        try:
+            protocol = self.factory.buildProtocol(addr)
+            if protocol is None:
+                raise NoProtocol()
+        except BaseException:
+            self.connected.errback()
+            return None
+        self.connected.callback(protocol)
+        return protocol
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        if not self.connected.called:
+            self.connected.errback(reason)
+
+
+@implementer(IStreamClientEndpoint)
+class TCPUpstream:
+    """
+    A plain TCP upstream on one of Twisted's reactors: C{connectTCP} as
+    Twisted's C{tcp:} client endpoint calls it (its timeout, resolving a
+    name the same way), eager where that works, but with the protocol
+    straight on the transport.  C{connect} fires with the protocol as its
+    connection is made, just before its C{connectionMade}.
+    """
+
+    def __init__(self, reactor: Any, host: str, port: int, timeout: float = 30) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        connecting = _Connecting(protocolFactory)
+        try:
+            self.reactor.connectTCP(self.host, self.port, connecting, timeout=self.timeout)
+        except BaseException:
+            return fail()
+        return connecting.connected
+
+    def __repr__(self) -> str:
+        return f"<TCPUpstream {self.host}:{self.port}>"
+
+
 def upstream_endpoint(reactor: Any, upstream: str) -> IStreamClientEndpoint:
     """
-    Where a proxy connects for each client: on a reactor over an asyncio
-    loop (uvloop), a plain TCP upstream is connected by the loop itself
-    (L{NativeTCPClientEndpoint}), as its listeners are served; otherwise
-    Twisted's endpoint for C{upstream}, eager where that works.
+    Where a proxy connects for each client.  A plain TCP upstream is
+    connected with nothing between its transport and the proxy: on a
+    reactor over an asyncio loop (uvloop) by the loop itself
+    (L{NativeTCPClientEndpoint}), as its listeners are served; on
+    Twisted's own by L{TCPUpstream}, eager where that works.  Anything else
+    (TLS, UNIX, options) through Twisted's endpoint for C{upstream}.
     """
     loop = asyncio_loop(reactor)
     found = plain_tcp(upstream)
     if loop is not None and found is not None:
         return NativeTCPClientEndpoint(loop, *found)
+    if found is not None:
+        return TCPUpstream(eager_connecting(reactor), *found)
     endpoint: IStreamClientEndpoint = clientFromString(
         eager_connecting(reactor), upstream_description(upstream)
     )

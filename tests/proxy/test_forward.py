@@ -15,18 +15,22 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.error import ConnectingCancelledError, NoProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from echoapp import testing
 from echoapp._faults import reset
 from echoapp._limits.descriptors import DESCRIPTORS
-from echoapp._proxy.forward import ProxyFactory, upstream_endpoint
+from echoapp._proxy.forward import ProxyFactory, TCPUpstream, upstream_endpoint
 from echoapp._transports.native_tcp import NativeConnection
 from echoapp._twisted import asyncio_loop
 from tests.support import (
@@ -174,6 +178,31 @@ class ForwardingTests(TestCase):
         native = isinstance(upstream, NativeConnection)
         self.assertEqual(native, asyncio_loop(reactor) is not None, repr(upstream))
 
+    async def test_nothing_sits_between_the_upstream_transport_and_the_proxy(self) -> None:
+        """
+        On Twisted's reactors the upstream's TCP transport delivers each
+        chunk to the proxy's side (or the fault wrapper in front of it),
+        not through a client endpoint's wrapper: one call less per chunk.
+        """
+        if asyncio_loop(reactor) is not None:
+            raise self.skipTest("uvloop: the loop's own transport (the test above)")
+        echo = testing.echo(self)
+        plain = Recording(ProxyFactory(upstream_endpoint(reactor, f"127.0.0.1:{echo.port}")))
+        port = await serverFromString(reactor, LOOP).listen(plain)
+        self.addCleanup(port.stopListening)
+        live = testing.proxy(self, upstream=f"127.0.0.1:{echo.port}")  # toxics may come: a fault wrapper
+        for number, sides in ((port.getHost().port, plain.protocols), (live.port, None)):
+            held = socket.create_connection(("127.0.0.1", number), timeout=DEADLINE)
+            self.addCleanup(held.close)
+            held.sendall(b"hi")
+            self.assertEqual(await deferToThread(held.recv, 2), b"hi")
+            [side] = sides if sides is not None else list(live._proxy.connections.live)  # type: ignore[attr-defined]
+            bottom = side.upstream.transport
+            while hasattr(bottom, "wrappedProtocol"):
+                bottom = bottom.transport
+            delivers_to = bottom.protocol
+            self.assertIs(getattr(delivers_to, "wrappedProtocol", delivers_to), side.upstream)
+
     async def test_each_proxied_client_holds_two_descriptors(self) -> None:
         peer = self.echo_proxy()
         before = DESCRIPTORS.open
@@ -311,6 +340,63 @@ class EndpointTests(TestCase):
         header = b"PROXY TCP4 10.1.1.1 127.0.0.1 1111 2222\r\n"
         got = await deferToThread(over, socket.AF_INET, ("127.0.0.1", peer.port), header + b"payload")
         self.assertEqual(got, b"payload", "the header is the proxy's, not the upstream's")
+
+
+class TCPUpstreamTests(SynchronousTestCase):
+    """
+    L{TCPUpstream}: C{connectTCP} as Twisted's C{tcp:} endpoint calls it,
+    the caller's protocol straight on the transport, the attempt's end in
+    its Deferred.
+    """
+
+    def connecting(self) -> tuple[MemoryReactor, Any, Deferred[Any], Factory]:
+        memory = MemoryReactor()
+        factory = Factory.forProtocol(Protocol)
+        attempt = TCPUpstream(memory, "127.0.0.1", 1234).connect(factory)
+        [(host, port, connecting, timeout, bind)] = memory.tcpClients
+        self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 1234, 30, None))
+        return memory, connecting, attempt, factory
+
+    def test_connected_fires_with_the_callers_own_protocol(self) -> None:
+        _, connecting, attempt, _ = self.connecting()
+        protocol = connecting.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        self.assertIsInstance(protocol, Protocol)
+        self.assertIs(type(protocol), Protocol, "not wrapped")
+        self.assertIs(self.successResultOf(attempt), protocol)
+
+    def test_refused_fails_with_the_reason(self) -> None:
+        memory, connecting, attempt, _ = self.connecting()
+        connecting.clientConnectionFailed(memory.connectors[0], Failure(ConnectionRefusedError()))
+        self.failureResultOf(attempt, ConnectionRefusedError)
+
+    def test_a_factory_that_builds_nothing_fails(self) -> None:
+        _, connecting, attempt, factory = self.connecting()
+        factory.buildProtocol = lambda addr: None  # type: ignore[method-assign]
+        self.assertIsNone(connecting.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234)))
+        self.failureResultOf(attempt, NoProtocol)
+
+    def test_cancel_stops_connecting(self) -> None:
+        memory, connecting, attempt, _ = self.connecting()
+        attempt.cancel()
+        self.failureResultOf(attempt, ConnectingCancelledError)
+        self.assertTrue(memory.connectors[0].stoppedConnecting)
+        connecting.clientConnectionFailed(memory.connectors[0], Failure(ConnectionRefusedError()))
+
+    def test_start_and_stop_reach_the_callers_factory(self) -> None:
+        _, connecting, _, factory = self.connecting()
+        connecting.doStart()
+        self.assertEqual(factory.numPorts, 1)
+        connecting.doStop()
+        self.assertEqual(factory.numPorts, 0)
+
+    def test_plain_tcp_upstreams_use_it_on_twisteds_reactors(self) -> None:
+        memory = MemoryReactor()
+        for upstream in ("127.0.0.1:99", "tcp:127.0.0.1:99", "tcp:host=127.0.0.1:port=99"):
+            found = upstream_endpoint(memory, upstream)
+            self.assertIsInstance(found, TCPUpstream)
+            self.assertEqual((found.host, found.port), ("127.0.0.1", 99))  # type: ignore[attr-defined]
+        self.assertNotIsInstance(upstream_endpoint(memory, "tcp:127.0.0.1:99:timeout=3"), TCPUpstream)
+        self.assertNotIsInstance(upstream_endpoint(memory, "unix:/nowhere"), TCPUpstream)
 
 
 class StoppedTests(TestCase):
