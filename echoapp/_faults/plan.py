@@ -192,11 +192,25 @@ class Draws:
             found = self._numbers[entry.name] = self._luck.random()
         return found
 
-    def current(self) -> Shape | None:
-        """The faults that apply to this one now, or L{None}: the one question asked per chunk."""
+    def quiet(self) -> bool:
+        """
+        Whether no fault applies to this one until its plan changes, and no
+        condition looks for bytes (C{match}): asked once per change, so that
+        a chunk on a stream with no fault costs one check (L{current} is the
+        question per chunk otherwise).
+        """
+        self._refresh()
+        return self._shape is None and self.plan.match is None
+
+    def _refresh(self) -> None:
         if self._version != self.plan.version:
             self._version = self.plan.version
             self._shape = self.plan.shape_for(self)
+
+    def current(self) -> Shape | None:
+        """The faults that apply to this one now, or L{None}: the one question asked per chunk."""
+        if self._version != self.plan.version:
+            self._refresh()
         shape = self._shape
         if shape is None or not shape.conditional:
             return shape

@@ -1,9 +1,11 @@
 """
 Faults on a byte stream: one L{FaultyConnection} between a service's
 protocol and its transport, for every connection of a service (or proxy)
-that has faults, so that faults set later reach it too.  It asks its
-source once per chunk which faults apply (L{Draws.current}) and, with
-none and nothing held, passes the chunk straight on; otherwise each
+that has faults, so that faults set later reach it too.  Whether none
+apply to it (L{FaultyConnection.quiet}) is worked out once per change of
+its source, not per chunk: while none do and nothing is held, a chunk
+passes straight on after one check (a proxy's stream with no toxic, or a
+connection a toxic spares, costs about a call); otherwise each
 concern is its own piece, as C{twisted.protocols.policies} keeps one
 concern per wrapper: L{Sending} (what is sent), L{Reading} (what is read),
 L{Closing} (how it closes).
@@ -70,6 +72,9 @@ class FaultyConnection(ProtocolWrapper):
         self._producer: Any = None  # kept where what is held pauses the producer (a proxy's other side)
         self._producer_paused = False
         self.record: ConnectionRecord | None = None  # the wire record, where one is kept (else no cost)
+        # No fault applies until the source changes, and no condition needs
+        # to see the bytes: set once per change (L{_quieten}), asked per chunk.
+        self.quiet = False
         self.sending = Sending(self)
         self.reading = Reading(self)
         self.closing = Closing(self)
@@ -114,8 +119,12 @@ class FaultyConnection(ProtocolWrapper):
             self.record.fault("change", self.source.change)
         self._follow()
 
+    def _quieten(self) -> None:
+        self.quiet = self.draws.quiet()
+
     def _follow(self) -> None:
         """The faults changed (or the connection opened): a stalled read and the timers follow."""
+        self._quieten()
         if self.closing.state is CloseState.LOST or self.transport is None:
             return
         shape = self.draws.current()
@@ -149,6 +158,12 @@ class FaultyConnection(ProtocolWrapper):
         self.resume("service")
 
     def dataReceived(self, data: bytes) -> None:
+        if self.quiet and self.reading.passing:
+            # Lines are counted all the same: a toxic with after-messages
+            # added later counts from the connection's first message.
+            self.draws.messages += data.count(b"\n")
+            self.wrappedProtocol.dataReceived(data)
+            return
         draws = self.draws
         draws.note(data)
         shape = draws.current()
@@ -167,6 +182,9 @@ class FaultyConnection(ProtocolWrapper):
     # --- writing ---
 
     def write(self, data: bytes) -> None:
+        if self.quiet and self.sending.passing:
+            self.transport.write(data)
+            return
         shape = self.draws.current()
         if shape is None and self.sending.passing:
             self.transport.write(data)

@@ -5,6 +5,8 @@ stalls and half-closes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -12,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from echoapp._faults import (
+    Draws,
     FaultPlan,
     Faults,
     FaultyConnection,
@@ -67,6 +70,72 @@ class ConnectionTests(SynchronousTestCase):
         protocol.dataReceived(b"a")
         self.assertEqual(transport.value(), b"<a>", "at once, no timer")
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class QuietTests(SynchronousTestCase):
+    """
+    A connection no fault applies to (none set, or a toxicity that spares
+    it) works out once per change of its plan that it is quiet: its chunks
+    pass both ways without asking the plan anything, and a change reaches
+    the next chunk.
+    """
+
+    def counted(self, plan: FaultPlan) -> tuple[FaultyConnection, HalfClosingTransport, list[str]]:
+        """A connection whose draws write down each time they are asked."""
+        asked: list[str] = []
+
+        class Counting(Draws):
+            def current(self) -> Any:
+                asked.append("current")
+                return super().current()
+
+            def note(self, data: bytes, datagram: bool = False) -> None:
+                asked.append("note")
+                super().note(data, datagram)
+
+        plan.arrival = lambda: Counting(plan, 0)  # type: ignore[method-assign]
+        protocol, transport, _ = faulty_connection(None, plan=plan)
+        del asked[:]  # what the opening asked: once per connection
+        return protocol, transport, asked
+
+    def test_no_fault_asks_nothing_per_chunk(self) -> None:
+        for plan in (FaultPlan(Faults(), Clock()), FaultPlan(Faults(latency=1.0, fraction=0.0), Clock())):
+            protocol, transport, asked = self.counted(plan)
+            for _ in range(3):
+                protocol.dataReceived(b"a")
+            self.assertEqual(transport.value(), b"<a>" * 3)
+            self.assertEqual(asked, [], plan.faults)
+
+    def test_a_change_reaches_the_next_chunk(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(), clock)
+        protocol, transport, _ = self.counted(plan)
+        protocol.dataReceived(b"a")
+        plan.faults = Faults(latency=0.5)
+        protocol.dataReceived(b"b")
+        self.assertEqual(transport.value(), b"<a>", "the reply to b is held")
+        clock.advance(0.5)
+        self.assertEqual(transport.value(), b"<a><b>")
+        plan.faults = Faults()
+        protocol.dataReceived(b"c")
+        self.assertEqual(transport.value(), b"<a><b><c>")
+
+    def test_lines_are_counted_while_quiet(self) -> None:
+        """after-messages set later counts the lines the connection sent before it."""
+        clock = Clock()
+        plan = FaultPlan(Faults(), clock)
+        protocol, transport, _ = self.counted(plan)
+        protocol.dataReceived(b"1\n2\n")
+        plan.faults = Faults(after_messages=2, latency=0.5)
+        protocol.dataReceived(b"3\n")
+        self.assertEqual(transport.value(), b"<1\n2\n>", "the third line is past two: held")
+
+    def test_a_match_looks_at_every_chunk(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(match=b"pay", latency=0.5, fraction=0.0), clock)
+        protocol, _, asked = self.counted(plan)
+        protocol.dataReceived(b"x")
+        self.assertIn("note", asked, "a condition that looks at bytes sees each chunk")
 
 
 class HalfCloseTests(SynchronousTestCase):
