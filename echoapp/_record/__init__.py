@@ -15,16 +15,9 @@ reply), then, if it is not L{None}, C{record.fault(kind, note,
 direction=...)} each time a fault acts (see L{ConnectionRecord.fault}).
 """
 
-from echoapp._record.store import (
-    CLIENT,
-    KEEP_BYTES,
-    KEEP_EVENTS,
-    RECORD_BOUND,
-    SERVER,
-    STORE_BYTES,
-    ConnectionRecord,
-    Recorder,
-)
+from echoapp._record.kept import CLIENT, KEEP_BYTES, KEEP_EVENTS, RECORD_BOUND, SERVER, STORE_BYTES
+from echoapp._record.recorder import Recorder
+from echoapp._record.store import ConnectionRecord
 from echoapp._record.timeline import render
 from echoapp._record.wrappers import RecordingDatagramProtocol, RecordingFactory, record_of, records_of
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 
 from echoapp import StartupError
 from echoapp._record.capture import CaptureFile
-from echoapp._record.store import Recorder
+from echoapp._record.recorder import Recorder
 
 # The longest the file waits, at stop, for connections still open (the
 # drain's own bound is shorter): then it is closed with them open in it.
@@ -72,6 +72,7 @@ class RecordService(Service):
             recorder.when_idle = None
             if timer.active():
                 timer.cancel()
+            recorder.settle()  # what waits in the journal (a UDP source's last datagrams) goes in too
             self.capture.close()
             self._open = False
             done.callback(None)

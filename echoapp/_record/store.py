@@ -18,102 +18,45 @@ at most L{RECORD_BOUND} bytes.  The store holds records up to its budget
 (L{STORE_BYTES} unless told): past it the oldest goes first, counted in
 L{Recorder.evicted}; an evicted record that is still open keeps nothing
 more in memory (its capture goes on in the file).
+
+Cheap on the hot path: the bytes a connection carries are not copied nor
+counted as they go; L{ConnectionRecord.data} appends C{(time, record,
+direction, bytes)} to the store's journal, one list append.  The journal
+is settled (L{Recorder.settle}: each entry folded into its record's
+bounds, then handed to the sink in one batch) when it holds
+L{SETTLE_BYTES} (its bytes plus L{ENTRY_COST} each), when L{FLUSH_EVERY}
+has passed since the last settle while a sink listens, before any other
+event (an open, a close, a fault's note: rare, and in order after the
+bytes before them), and before anything reads a record.  So the bound
+above holds once settled, and at most L{SETTLE_BYTES} more wait.
 """
 
 from __future__ import annotations
 
+import builtins
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Iterator
 
-from twisted.internet.interfaces import IReactorTime
+from echoapp._record.kept import (
+    CLIENT,
+    EVENT_COST,
+    KEEP_EVENTS,
+    RECORD_BOUND,
+    SERVER,
+    SIDES,
+    Address,
+    Event,
+    Kept,
+    Line,
+    Store,
+)
 
-CLIENT = "client->server"
-SERVER = "server->client"
-SIDES = {CLIENT: "client", SERVER: "server"}
+__all__ = ["RECORD_BOUND", "SIDES", "Event", "Kept", "Line"]
 
-KEEP_BYTES = 4096
-KEEP_EVENTS = 64
-EVENT_COST = 128
-RECORD_COST = 512
-RECORD_BOUND = RECORD_COST + 2 * 2 * KEEP_BYTES + 2 * KEEP_EVENTS * EVENT_COST
-STORE_BYTES = 8 << 20
-
-Address = tuple[str, int] | None
-
-
-class Sink(Protocol):
-    """
-    Where a store hands every event on as it happens (the capture file):
-    C{comments} are the fault notes for the packet it writes.
-    """
-
-    def opened(self, record: ConnectionRecord) -> None:
-        """A connection was accepted (not called for a UDP source)."""
-
-    def data(self, record: ConnectionRecord, direction: str, data: bytes, comments: list[str]) -> None:
-        """Bytes (or one datagram, for a UDP source) went C{direction}."""
-
-    def closed(self, record: ConnectionRecord, side: str, how: str, comments: list[str]) -> None:
-        """C{side} closed (C{how}: FIN or RST)."""
-
-    def ended(self, record: ConnectionRecord) -> None:
-        """The connection is gone: nothing more will come for C{record}."""
-
-    def comment_last(self, record: ConnectionRecord, text: str) -> bool:
-        """Add C{text} to the packet just written for C{record}, if it is still held: done?"""
-
-
-class Kept:
-    """One direction's bytes, bounded: the first and the last L{KEEP_BYTES}, and how many in all."""
-
-    __slots__ = ("head", "tail", "total")
-
-    def __init__(self) -> None:
-        self.head = bytearray()
-        self.tail = bytearray()
-        self.total = 0
-
-    def add(self, data: bytes) -> None:
-        """C{data} went this way: kept at the start while there is room, else in the rolling tail."""
-        self.total += len(data)
-        room = KEEP_BYTES - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data[-KEEP_BYTES:]
-            del self.tail[:-KEEP_BYTES]
-
-    @property
-    def left_out(self) -> int:
-        """How many bytes went this way that are not kept."""
-        return max(0, self.total - len(self.head) - len(self.tail))
-
-    def excerpt(self, offset: int, size: int) -> bytes | None:
-        """The kept bytes of C{[offset, offset + size)}, or L{None} where they were left out."""
-        if offset + size <= len(self.head):
-            return bytes(self.head[offset : offset + size])
-        start = self.total - len(self.tail)
-        if offset >= start:
-            return bytes(self.tail[offset - start : offset - start + size])
-        return None
-
-
-class Event:
-    """One line of the record: when, what (C{kind}), which way, how many bytes from where, and a note."""
-
-    __slots__ = ("at", "direction", "kind", "offset", "size", "text")
-
-    def __init__(
-        self, at: float, kind: str, direction: str | None, text: str, size: int = 0, offset: int = 0
-    ):
-        self.at = at
-        self.kind = kind
-        self.direction = direction
-        self.text = text
-        self.size = size
-        self.offset = offset
+SETTLE_BYTES = 1 << 20  # what waits in the journal at most (bytes, plus ENTRY_COST an entry)
+ENTRY_COST = 128
+FLUSH_EVERY = 1.0  # seconds: with a sink, what went on the wire reaches it within this while traffic goes on
+Entry = tuple[float, "ConnectionRecord", str, bytes]
 
 
 class ConnectionRecord:
@@ -124,7 +67,7 @@ class ConnectionRecord:
 
     def __init__(
         self,
-        store: Recorder,
+        store: Store,
         number: int,
         kind: str,
         listener: str,
@@ -140,10 +83,10 @@ class ConnectionRecord:
         self.server = server
         self.note = note
         self.opened = store.clock.seconds()
-        self.head: list[Event] = []
-        self.tail: deque[Event] = deque(maxlen=KEEP_EVENTS)
-        self.events_left_out = 0
-        self.bytes = {CLIENT: Kept(), SERVER: Kept()}
+        self.head: list[Line] = []
+        self.tail: deque[Line] = deque(maxlen=KEEP_EVENTS)
+        self._left_out = 0
+        self._bytes = {CLIENT: Kept(), SERVER: Kept()}
         self.refusal: str | None = None
         self.faulted = False
         self.reset = False
@@ -153,23 +96,36 @@ class ConnectionRecord:
         self.cost = 0
         self._pending: list[tuple[str | None, str]] = []
 
+    @property
+    def bytes(self) -> dict[str, Kept]:
+        """Each direction's kept bytes (L{Kept}), by L{CLIENT} and L{SERVER}: the journal settled first."""
+        self.store.settle()
+        return self._bytes
+
+    @property
+    def events_left_out(self) -> int:
+        """How many events between the first and last L{KEEP_EVENTS} are not kept."""
+        self.store.settle()
+        return self._left_out
+
     def events(self) -> Iterator[Event]:
         """The kept events, in order (the first and the last L{KEEP_EVENTS})."""
-        yield from self.head
-        yield from self.tail
+        self.store.settle()
+        for line in [*self.head, *self.tail]:
+            yield Event(*line)
 
-    def _event(self, event: Event, kept_bytes: int = 0) -> None:
+    def _event(self, line: Line, kept_bytes: int = 0) -> None:
         if not self.kept:
             return
         if len(self.head) < KEEP_EVENTS:
-            self.head.append(event)
+            self.head.append(line)
             cost = EVENT_COST
         elif len(self.tail) == KEEP_EVENTS:
-            self.events_left_out += 1
-            self.tail.append(event)
+            self._left_out += 1
+            self.tail.append(line)
             cost = 0
         else:
-            self.tail.append(event)
+            self.tail.append(line)
             cost = EVENT_COST
         self.store.charge(self, cost + kept_bytes)
 
@@ -187,31 +143,55 @@ class ConnectionRecord:
         self._pending = left
         return taken
 
+    def _now(self) -> float:
+        """The clock's time, once what waits in the journal is settled (this event comes after it)."""
+        store = self.store
+        store.settle()
+        return store.clock.seconds()
+
     # --- what the wrappers call ---
 
     def refused(self, reason: str) -> None:
         """The service refused this connection: C{reason} says which limit, in its own words."""
         self.refusal = reason
-        self._event(Event(self.store.clock.seconds(), "refused", None, reason))
+        self._event((self._now(), "refused", None, reason, 0, 0))
         if self.store.sink is not None:  # a comment on the server's answer to it
             self._pending.append((SERVER, f"refused: {reason}"))
 
-    def data(self, direction: str, data: bytes) -> None:
-        """C{data} went C{direction} (L{CLIENT} or L{SERVER}) on the wire."""
-        kept = self.bytes[direction]
-        before = len(kept.head) + len(kept.tail)
-        offset = kept.total
-        if self.kept:
-            kept.add(data)
-        else:
+    def data(self, direction: str, data: builtins.bytes) -> None:
+        """
+        C{data} went C{direction} (L{CLIENT} or L{SERVER}) on the wire:
+        journaled (the hot path: one append), settled later.
+        """
+        store = self.store
+        at = store.seconds()
+        store.journal.append((at, self, direction, data))
+        store.waiting += len(data) + ENTRY_COST
+        if store.waiting > SETTLE_BYTES or at >= store.due:
+            store.settle()
+
+    def _fold(self, at: float, direction: str, data: builtins.bytes) -> None:
+        """One journaled chunk, into the bounded bytes and events (L{Recorder.settle})."""
+        kept = self._bytes[direction]
+        if not self.kept:
             kept.total += len(data)  # counted, not kept
-        self._event(
-            Event(self.store.clock.seconds(), "data", direction, "", len(data), offset),
-            len(kept.head) + len(kept.tail) - before,
-        )
-        sink = self.store.sink
-        if sink is not None:
-            sink.data(self, direction, data, self._comments(direction))
+            return
+        offset = kept.total
+        added = kept.add(data)
+        line = (at, "data", direction, "", len(data), offset)
+        head = self.head
+        if len(head) < KEEP_EVENTS:
+            head.append(line)
+            added += EVENT_COST
+        else:
+            tail = self.tail
+            if len(tail) == KEEP_EVENTS:
+                self._left_out += 1
+            else:
+                added += EVENT_COST
+            tail.append(line)
+        self.cost += added
+        self.store._used += added
 
     def closed(self, side: str, how: str, half: bool = False) -> None:
         """
@@ -220,10 +200,11 @@ class ConnectionRecord:
         """
         if self.ended or (side, how) in self.closed_sides:
             return
+        at = self._now()
         self.reset = self.reset or how == "RST"
         self.closed_sides.add((side, how))
         text = f"{side} half-closed ({how})" if half else f"{side} closed ({how})"
-        self._event(Event(self.store.clock.seconds(), "close", None, text))
+        self._event((at, "close", None, text, 0, 0))
         sink = self.store.sink
         if sink is not None:
             sink.closed(self, side, how, self._comments(None))
@@ -236,6 +217,7 @@ class ConnectionRecord:
         """
         if self.ended:
             return
+        self.store.settle()
         sides = {side for side, _ in self.closed_sides}
         if not clean and not self.reset:
             self.closed("client", "RST")
@@ -272,7 +254,7 @@ class ConnectionRecord:
         words = note or " ".join([kind, *(f"{key}={value}" for key, value in details.items())])
         text = words if note is None or words.startswith(kind) else f"{kind}: {words}"
         self.faulted = True
-        self._event(Event(self.store.clock.seconds(), "fault", direction, text))
+        self._event((self._now(), "fault", direction, text, 0, 0))
         sink = self.store.sink
         if sink is None or not capture:
             return
@@ -287,6 +269,7 @@ class ConnectionRecord:
         held), put on the bytes it changed when they go.
         """
         if self.store.sink is not None:
+            self.store.settle()
             self._pending.append((direction, text))
 
     def forget(self) -> None:
@@ -294,52 +277,6 @@ class ConnectionRecord:
         self.kept = False
         self.head.clear()
         self.tail.clear()
-        for kept in self.bytes.values():
+        for kept in self._bytes.values():
             kept.head.clear()
             kept.tail.clear()
-
-
-class Recorder:
-    """
-    The records of one process (or one test peer), bounded by C{budget}
-    bytes of memory; C{sink}, if any, hears every event (the capture file).
-    """
-
-    def __init__(self, clock: IReactorTime, budget: int = STORE_BYTES, sink: Sink | None = None) -> None:
-        self.clock = clock
-        self.budget = budget
-        self.sink = sink
-        self.records: deque[ConnectionRecord] = deque()
-        self.used = 0
-        self.evicted = 0
-        self.count = 0
-        self.open_streams = 0
-        self.when_idle: Callable[[], object] | None = None
-
-    def open(
-        self, kind: str, listener: str, client: Address, server: Address, note: str = ""
-    ) -> ConnectionRecord:
-        """A new record: a connection accepted (C{kind} "tcp") or a UDP source first heard ("udp")."""
-        self.count += 1
-        record = ConnectionRecord(self, self.count, kind, listener, client, server, note)
-        self.records.append(record)
-        self.charge(record, RECORD_COST)
-        opened = "accepted" if kind == "tcp" else "first datagram"
-        record._event(Event(record.opened, "open", None, opened))
-        if kind == "tcp":
-            self.open_streams += 1
-            if self.sink is not None:
-                self.sink.opened(record)
-        return record
-
-    def charge(self, record: ConnectionRecord, cost: int) -> None:
-        """C{record} keeps C{cost} more bytes: past the budget, the oldest records go (counted)."""
-        if not record.kept:
-            return
-        record.cost += cost
-        self.used += cost
-        while self.used > self.budget and len(self.records) > 1:
-            oldest = self.records.popleft()
-            self.used -= oldest.cost
-            self.evicted += 1
-            oldest.forget()

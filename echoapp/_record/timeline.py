@@ -17,7 +17,8 @@ shown.
 
 from __future__ import annotations
 
-from echoapp._record.store import CLIENT, SERVER, Address, ConnectionRecord, Event, Recorder
+from echoapp._record.recorder import Recorder
+from echoapp._record.store import CLIENT, SERVER, Address, ConnectionRecord, Event
 
 EXCERPT = 40  # bytes of each chunk shown; the capture has them all
 
@@ -72,12 +73,14 @@ def block(record: ConnectionRecord) -> list[str]:
     """The lines of one record, with what was left out said where it was left out."""
     if not record.kept:
         return [header(record), "  (evicted: the store keeps the newest records within its bound)"]
-    width = max((len(str(e.size)) for e in record.events() if e.kind == "data"), default=1)
+    events = list(record.events())
+    first = len(record.head)
+    width = max((len(str(e.size)) for e in events if e.kind == "data"), default=1)
     lines = [header(record)]
-    lines.extend(event_line(record, event, width) for event in record.head)
+    lines.extend(event_line(record, event, width) for event in events[:first])
     if record.events_left_out:
         lines.append(f"  ... {record.events_left_out} events left out ...")
-    lines.extend(event_line(record, event, width) for event in record.tail)
+    lines.extend(event_line(record, event, width) for event in events[first:])
     for direction in (CLIENT, SERVER):
         kept = record.bytes[direction]
         if kept.left_out:

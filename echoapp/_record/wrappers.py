@@ -26,7 +26,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echoapp._limits.guard import Refusal
-from echoapp._record.store import CLIENT, SERVER, Address, ConnectionRecord, Recorder
+from echoapp._record.recorder import Recorder
+from echoapp._record.store import CLIENT, SERVER, Address, ConnectionRecord
 
 # UDP sources a port keeps a record open for at once: past it, the one
 # heard from least recently gets a new record when it is heard again.

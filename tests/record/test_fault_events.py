@@ -101,28 +101,36 @@ class SendingTests(SynchronousTestCase):
 class Packets:
     """A sink that keeps what a capture would write: each packet's kind and its comments."""
 
-    def __init__(self) -> None:
-        self.packets: list[tuple[str, list[str]]] = []
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+        self._packets: list[tuple[str, list[str]]] = []
+
+    @property
+    def packets(self) -> list[tuple[str, list[str]]]:
+        """The packets so far: the journal settled first, as a capture's reader would see them."""
+        self.recorder.settle()
+        return self._packets
 
     def opened(self, record: Any) -> None:
         pass
 
-    def data(self, record: Any, direction: str, data: bytes, comments: list[str]) -> None:
-        self.packets.append((f"{direction} {data!r}", list(comments)))
+    def batch(self, entries: list[Any], comments: dict[int, list[str]]) -> None:
+        for index, (_, _, direction, data) in enumerate(entries):
+            self._packets.append((f"{direction} {data!r}", list(comments.get(index, []))))
 
     def closed(self, record: Any, side: str, how: str, comments: list[str]) -> None:
-        self.packets.append((f"{side} {how}", list(comments)))
+        self._packets.append((f"{side} {how}", list(comments)))
 
     def ended(self, record: Any) -> None:
         pass
 
     def comment_last(self, record: Any, text: str) -> bool:
-        self.packets[-1][1].append(text)
+        self._packets[-1][1].append(text)
         return True
 
 
 def with_packets(conn: Connection) -> Packets:
-    packets = Packets()
+    packets = Packets(conn.recorder)
     conn.recorder.sink = packets
     return packets
 
@@ -252,8 +260,9 @@ class Replies(DatagramProtocol):
 class DatagramTests(SynchronousTestCase):
     def port(self, faults: Faults) -> tuple[RecordingDatagramProtocol, Packets, Clock, Recorder]:
         clock = Clock()
-        packets = Packets()
-        recorder = Recorder(clock, sink=packets)
+        recorder = Recorder(clock)
+        packets = Packets(recorder)
+        recorder.sink = packets
         protocol = RecordingDatagramProtocol(
             FaultyDatagramProtocol(Replies(), FaultPlan(faults, clock)), recorder, "udp"
         )

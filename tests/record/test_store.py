@@ -18,6 +18,7 @@ from echoapp._record import (
     Recorder,
     render,
 )
+from echoapp._record.store import ENTRY_COST, SETTLE_BYTES
 
 CLIENT_ADDRESS = ("127.0.0.1", 51234)
 SERVER_ADDRESS = ("127.0.0.1", 40011)
@@ -137,6 +138,24 @@ class BoundTests(SynchronousTestCase):
         self.assertFalse(records[0].kept)
         self.assertEqual(bytes(records[0].bytes[CLIENT].head), b"")
         self.assertIn(f"({recorder.evicted} older records evicted", render(recorder))
+
+    def test_the_journal_waiting_to_be_settled_is_bounded(self) -> None:
+        """
+        Bytes are journaled, not folded, as they go: what waits is settled
+        past L{SETTLE_BYTES} (bytes plus L{ENTRY_COST} an entry), so it
+        never holds more, and the record reads the same as if folded at once.
+        """
+        recorder = Recorder(Clock())
+        record = recorder.open("tcp", "echo", CLIENT_ADDRESS, SERVER_ADDRESS)
+        most = 0
+        for _ in range(20000):
+            record.data(CLIENT, b"z" * 100)
+            most = max(most, recorder.waiting)
+            self.assertLessEqual(len(recorder.journal) * (100 + ENTRY_COST), SETTLE_BYTES + 100 + ENTRY_COST)
+        self.assertGreater(most, SETTLE_BYTES // 2)  # it did wait: folded in batches
+        self.assertEqual(record.bytes[CLIENT].total, 2_000_000)
+        self.assertEqual(recorder.journal, [])  # read: settled
+        self.assertEqual(record.events_left_out, 20001 - 2 * KEEP_EVENTS)
 
     def test_fault_without_a_note_shows_its_details(self) -> None:
         recorder = Recorder(Clock())

@@ -1,0 +1,141 @@
+"""
+The store of a process's (or a test peer's) records, bounded, and its
+journal: see L{echoapp._record.store} for the bounds and when the journal
+is settled.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IReactorTime
+
+from echoapp._record.kept import KEEP_BYTES, KEEP_EVENTS, RECORD_COST, STORE_BYTES, Address, Sink
+from echoapp._record.store import FLUSH_EVERY, ConnectionRecord, Entry
+
+
+class Recorder:
+    """
+    The records of one process (or one test peer), bounded by C{budget}
+    bytes of memory; C{sink}, if any, hears every event (the capture file).
+    """
+
+    def __init__(self, clock: IReactorTime, budget: int = STORE_BYTES, sink: Sink | None = None) -> None:
+        self.clock = clock
+        self.seconds = clock.seconds
+        self.budget = budget
+        self._records: deque[ConnectionRecord] = deque()
+        self._used = 0
+        self._evicted = 0
+        self.count = 0
+        self.open_streams = 0
+        self.when_idle: Callable[[], object] | None = None
+        self.journal: list[Entry] = []
+        self.waiting = 0
+        self.due = float("inf")
+        self._sink: Sink | None = None
+        self.sink = sink
+
+    @property
+    def sink(self) -> Sink | None:
+        """Where every event goes on to (the capture file), or L{None}."""
+        return self._sink
+
+    @sink.setter
+    def sink(self, sink: Sink | None) -> None:
+        self.settle()
+        self._sink = sink
+        self.due = self.seconds() + FLUSH_EVERY if sink is not None else float("inf")
+
+    @property
+    def records(self) -> deque[ConnectionRecord]:
+        """The records kept, oldest first (the journal settled first)."""
+        self.settle()
+        return self._records
+
+    @property
+    def used(self) -> int:
+        """The bytes of memory the records kept are accounted."""
+        self.settle()
+        return self._used
+
+    @property
+    def evicted(self) -> int:
+        """How many records went to stay within the budget."""
+        self.settle()
+        return self._evicted
+
+    def settle(self) -> None:
+        """
+        What waits in the journal, folded into each record's bounds (the
+        oldest records going past the budget), then handed to the sink in
+        one batch, with the notes for each packet.
+        """
+        journal = self.journal
+        if not journal:
+            return
+        self.journal = []
+        self.waiting = 0
+        comments: dict[int, list[str]] = {}
+        used = 0
+        for index, (at, record, direction, data) in enumerate(journal):
+            if record._pending:
+                comments[index] = record._comments(direction)
+            kept = record._bytes[direction]
+            size = len(data)
+            offset = kept.total
+            tail = record.tail
+            if len(tail) == KEEP_EVENTS and len(kept.head) == KEEP_BYTES:  # the steady state, inline
+                kept.total = offset + size
+                rolling = kept.tail
+                added = -len(rolling)
+                rolling += data if size <= KEEP_BYTES else data[-KEEP_BYTES:]
+                if len(rolling) > KEEP_BYTES:
+                    del rolling[:-KEEP_BYTES]
+                added += len(rolling)
+                tail.append((at, "data", direction, "", size, offset))
+                record._left_out += 1
+                record.cost += added
+                used += added
+            else:
+                record._fold(at, direction, data)
+        self._used += used
+        self._evict()
+        sink = self._sink
+        if sink is not None:
+            self.due = journal[-1][0] + FLUSH_EVERY
+            sink.batch(journal, comments)
+
+    def open(
+        self, kind: str, listener: str, client: Address, server: Address, note: str = ""
+    ) -> ConnectionRecord:
+        """A new record: a connection accepted (C{kind} "tcp") or a UDP source first heard ("udp")."""
+        self.settle()
+        self.count += 1
+        record = ConnectionRecord(self, self.count, kind, listener, client, server, note)
+        self._records.append(record)
+        self.charge(record, RECORD_COST)
+        opened = "accepted" if kind == "tcp" else "first datagram"
+        record._event((record.opened, "open", None, opened, 0, 0))
+        if kind == "tcp":
+            self.open_streams += 1
+            if self._sink is not None:
+                self._sink.opened(record)
+        return record
+
+    def charge(self, record: ConnectionRecord, cost: int) -> None:
+        """C{record} keeps C{cost} more bytes: past the budget, the oldest records go (counted)."""
+        if not record.kept:
+            return
+        record.cost += cost
+        self._used += cost
+        self._evict()
+
+    def _evict(self) -> None:
+        records = self._records
+        while self._used > self.budget and len(records) > 1:
+            oldest = records.popleft()
+            self._used -= oldest.cost
+            self._evicted += 1
+            oldest.forget()
