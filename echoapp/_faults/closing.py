@@ -72,6 +72,7 @@ class Closing:
     def _move(self, state: CloseState) -> None:
         self.state = state
         self.connection.sending.passing = False  # only an open connection passes writes straight on
+        self.connection.straighten()
 
     # --- the timed faults ---
 

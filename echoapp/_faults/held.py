@@ -112,6 +112,9 @@ class Hub(Protocol):
     def hold(self, over: bool) -> None:
         """What is held passed its bound (or fell back)."""
 
+    def straighten(self) -> None:
+        """Whether writes may pass straight on changed (the close began, what was held has gone)."""
+
     def loseConnection(self) -> None:
         """The service's close."""
 

@@ -144,6 +144,7 @@ class Sending:
             self.schedule()
         else:
             self.passing = self.connection.closing.state is CloseState.OPEN
+            self.connection.straighten()
             self.connection.closing.finish()
 
     def _slice_note(self, record: Any, run: list[Any], start: int, piece: bytes, now: float) -> None:
@@ -191,6 +192,7 @@ class Sending:
         self.queue.drop()
         self._notes.clear()
         self.passing = self.connection.closing.state is CloseState.OPEN
+        self.connection.straighten()
         self.connection.hold(False)
 
     def writeSequence(self, data: Any) -> None:

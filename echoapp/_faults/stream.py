@@ -121,6 +121,24 @@ class FaultyConnection(ProtocolWrapper):
 
     def _quieten(self) -> None:
         self.quiet = self.draws.quiet()
+        self.straighten()
+
+    def straighten(self) -> None:
+        """
+        While no fault applies and writes pass (nothing held, the
+        connection open), C{write} is the transport's own: a proxy's write
+        to a quiet side costs no call of ours.  Every change that could
+        stop a write passing (the faults, the close) comes here again.
+        """
+        if (
+            self.quiet
+            and self.sending.passing
+            and self.closing.state is CloseState.OPEN
+            and self.transport is not None
+        ):
+            self.__dict__["write"] = self.transport.write
+        else:
+            self.__dict__.pop("write", None)
 
     def _follow(self) -> None:
         """The faults changed (or the connection opened): a stalled read and the timers follow."""

@@ -120,6 +120,34 @@ class QuietTests(SynchronousTestCase):
         protocol.dataReceived(b"c")
         self.assertEqual(transport.value(), b"<a><b><c>")
 
+    def test_a_quiet_connections_writes_are_the_transports_own(self) -> None:
+        """No call of ours per write while quiet; a fault, or the close, takes the writes back."""
+        clock = Clock()
+        plan = FaultPlan(Faults(), clock)
+        protocol, transport, _ = self.counted(plan)
+        self.assertEqual(protocol.write, transport.write)
+        plan.faults = Faults(latency=0.5)
+        self.assertNotEqual(protocol.write, transport.write)
+        plan.faults = Faults()
+        self.assertEqual(protocol.write, transport.write)
+        protocol.loseConnection()
+        self.assertNotEqual(protocol.write, transport.write)
+        protocol.write(b"late")
+        self.assertNotIn(b"late", transport.value(), "nothing is written after the close")
+
+    def test_writes_pass_again_once_what_was_held_has_gone(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(latency=0.5), clock)
+        protocol, transport, _ = self.counted(plan)
+        protocol.dataReceived(b"a")
+        plan.faults = Faults()
+        protocol.dataReceived(b"b")
+        self.assertEqual(transport.value(), b"", "b waits behind a")
+        self.assertNotEqual(protocol.write, transport.write)
+        clock.advance(0.5)
+        self.assertEqual(transport.value(), b"<a><b>")
+        self.assertEqual(protocol.write, transport.write)
+
     def test_lines_are_counted_while_quiet(self) -> None:
         """after-messages set later counts the lines the connection sent before it."""
         clock = Clock()
