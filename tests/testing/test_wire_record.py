@@ -9,10 +9,10 @@ C{--echoapp-record=DIR} keeping each test's capture.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
-import errno
 import socket
 import subprocess
 import sys
