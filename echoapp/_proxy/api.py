@@ -46,6 +46,7 @@ from echoapp._proxy.registry import AnyProxy, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._proxy.trust import Allowance
+from echoapp._record.serve import served
 from echoapp._transports.listen import StreamListenService
 
 MAX_BODY = 256 * 1024  # bytes: a populate of hundreds of proxies fits
@@ -117,6 +118,10 @@ def request_id() -> bytes:
     return b32hexencode(os.urandom(12)).rstrip(b"=").lower()
 
 
+class Raw(bytes):
+    """An answer that is not JSON (the wire record): its content type is set beside it."""
+
+
 class NoRoute(Exception):
     """A path toxiproxy does not serve: its router's plain 404."""
 
@@ -139,6 +144,8 @@ def methods(parts: list[str]) -> tuple[str, ...]:
         return ("GET", "POST")
     if len(parts) == 4 and parts[0] == "proxies" and parts[2] == "toxics":
         return ("GET", "POST", "PATCH", "DELETE")
+    if len(parts) == 3 and parts[0] == "proxies" and parts[2] == "record":
+        return ("GET",)  # echoapp's own: the wire record, a path toxiproxy's clients never call
     return ()
 
 
@@ -237,7 +244,10 @@ class ToxiproxyResource(Resource):
     def _answer(request: Request, status: int, answer: Any) -> None:
         """The answer, once every port a change closed is closed: "disabled" means refused."""
         request.setResponseCode(status)
-        if answer is not None:
+        if isinstance(answer, Raw):  # its content type set where it was made
+            request.setHeader(b"content-length", b"%d" % len(answer))
+            request.write(bytes(answer))
+        elif answer is not None:
             body = answer if isinstance(answer, bytes) else _dumps(answer)
             kind = JSON + b";charset=utf-8" if isinstance(answer, bytes) else JSON
             request.setHeader(b"content-type", kind)
@@ -271,6 +281,8 @@ class ToxiproxyResource(Resource):
             spec = spec_from_json(self._body(request))
             listens.append(spec.listen)
             return 201, proxies.add(proxies.make(self._admitted(spec))).as_json()
+        if parts[2:] == ["record"]:
+            return self._record(proxies.get(parts[1]), request)
         if len(parts) == 2:
             proxy = proxies.get(parts[1])
             if method == "GET":
@@ -300,6 +312,19 @@ class ToxiproxyResource(Resource):
         proxy.replace_toxic(toxic)
         self._ignored(request, proxy, toxic)
         return 200, toxic_json(toxic)
+
+    def _record(self, proxy: AnyProxy, request: Request) -> tuple[int, Any]:
+        """A proxy's wire record from memory: its timeline, or with C{?format=pcapng} a capture."""
+        recorder = getattr(self.proxies, "recorder", None)
+        if recorder is None:
+            raise NotFound("no wire record: echoapp-proxy records with --record FILE")
+        args: dict[bytes, list[bytes]] = request.args or {}
+        kind = args.get(b"format", [b"text"])[-1]
+        if kind not in (b"text", b"pcapng"):
+            raise Invalid(f"format {kind.decode('ascii', 'replace')[:20]!r}: text or pcapng")
+        content_type, body = served(recorder, proxy, pcapng=kind == b"pcapng")
+        request.setHeader(b"content-type", content_type.encode())
+        return 200, Raw(body)
 
     @staticmethod
     def _ignored(request: Request, proxy: AnyProxy, toxic: Toxic) -> None:

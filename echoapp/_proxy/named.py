@@ -61,7 +61,8 @@ class ProxyService(HoldsDescriptor, MultiService):
     """
 
     KIND = ""
-    # Where a test keeps the wire record of this proxy's clients (echoapp.testing); the daemon sets none.
+    # Where the wire record of this proxy's clients is kept: a test's (echoapp.testing), else its
+    # parent's (the proxies of echoapp-proxy --record: every proxy, those the API makes too), or none.
     recorder: Recorder | None = None
 
     def __init__(self, spec: ProxySpec, faults: ProxyFaults) -> None:
@@ -159,8 +160,9 @@ class ProxyService(HoldsDescriptor, MultiService):
         if self.running:
             self._hold_room()
         listener = self._listener()
-        if self.recorder is not None:
-            self._record(listener, self.recorder)
+        recorder = self.recorder if self.recorder is not None else getattr(self.parent, "recorder", None)
+        if recorder is not None:
+            self._record(listener, recorder)
         try:
             listener.setServiceParent(self)  # binds now when running: stream endpoints bind synchronously
         except StartupError as error:
@@ -178,9 +180,9 @@ class ProxyService(HoldsDescriptor, MultiService):
             return f"seed {self.faults.seed}, toxics: {', '.join(toxics) or 'none'}"
 
         if isinstance(listener, UDPListenService):
-            listener.protocol = RecordingDatagramProtocol(listener.protocol, recorder, NAME, note)
+            listener.protocol = RecordingDatagramProtocol(listener.protocol, recorder, NAME, note, self)
         else:
-            listener.factory = RecordingFactory(listener.factory, recorder, NAME, note)
+            listener.factory = RecordingFactory(listener.factory, recorder, NAME, note, self)
 
     def _hold_room(self) -> None:
         """

@@ -112,13 +112,17 @@ class CaptureFile:
 
     # --- the file ---
 
-    def open(self) -> None:
-        """Open (truncate) the file and write the pcapng header: an C{OSError} says why it cannot."""
+    def open(self, stream: BinaryIO | None = None) -> None:
+        """
+        Open (truncate) the file and write the pcapng header: an C{OSError}
+        says why it cannot.  Given a C{stream}, the capture goes there (a
+        capture made in memory), and is never rotated.
+        """
         if self._dpkt is None:
             import dpkt  # lazily: only a capture needs it
 
             self._dpkt = dpkt
-        self._file = open(self.path, "wb")
+        self._file = stream if stream is not None else open(self.path, "wb")
         self._writer = self._dpkt.pcapng.Writer(self._file, snaplen=65535, linktype=LINKTYPE_RAW)
         # dpkt's own enhanced packet block, its layout taken for the blocks without comments: the
         # header's fields (all but the length that ends the block), the packet padded to 32 bits.

@@ -94,6 +94,7 @@ class ConnectionRecord:
         self.closed_sides: set[tuple[str, str]] = set()
         self.kept = True
         self.cost = 0
+        self.owner: object = None  # what the record is of, where a store is shared (a named proxy)
         self._pending: list[tuple[str | None, str]] = []
 
     @property

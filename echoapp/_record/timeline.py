@@ -92,13 +92,14 @@ def block(record: ConnectionRecord) -> list[str]:
     return lines
 
 
-def render(recorder: Recorder, limit: int | None = None) -> str:
+def render(recorder: Recorder, limit: int | None = None, owner: object = None) -> str:
     """
     The records C{recorder} keeps as text, most relevant first; with
     C{limit}, at most about that many characters, ending with how many
-    records did not fit.
+    records did not fit; with C{owner}, only the records of it (a proxy's).
     """
-    records = sorted(recorder.records, key=relevance)
+    kept = recorder.records
+    records = sorted((r for r in kept if owner is None or r.owner is owner), key=relevance)
     out: list[str] = []
     used = 0
     for index, record in enumerate(records):

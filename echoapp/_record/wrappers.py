@@ -70,6 +70,7 @@ class RecordingProtocol(ProtocolWrapper):
             address_of(transport.getHost()),
             factory.note(),
         )
+        self.record.owner = factory.owner
         reason = refusal_reason(self.wrappedProtocol)
         if reason is not None:
             self.record.refused(reason)
@@ -140,12 +141,18 @@ class RecordingFactory(WrappingFactory):
     noisy = False
 
     def __init__(
-        self, wrapped: Factory, recorder: Recorder, listener: str, note: Callable[[], str] = str
+        self,
+        wrapped: Factory,
+        recorder: Recorder,
+        listener: str,
+        note: Callable[[], str] = str,
+        owner: object = None,
     ) -> None:
         super().__init__(wrapped)
         self.recorder = recorder
         self.listener = listener
         self.note = note
+        self.owner = owner
 
     def buildProtocol(self, addr: Any) -> Any:
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -189,12 +196,18 @@ class RecordingDatagramProtocol(DatagramProtocol):
     noisy = False
 
     def __init__(
-        self, wrapped: DatagramProtocol, recorder: Recorder, listener: str, note: Callable[[], str] = str
+        self,
+        wrapped: DatagramProtocol,
+        recorder: Recorder,
+        listener: str,
+        note: Callable[[], str] = str,
+        owner: object = None,
     ) -> None:
         self.wrapped = wrapped
         self.recorder = recorder
         self.listener = listener
         self.note = note
+        self.owner = owner
         self.sources: OrderedDict[tuple[str, int], ConnectionRecord] = OrderedDict()
         self.recording: RecordingDatagrams | None = None
 
@@ -218,6 +231,7 @@ class RecordingDatagramProtocol(DatagramProtocol):
             self.sources.popitem(last=False)
         host = self.transport.getHost() if self.transport is not None else None
         record = self.recorder.open("udp", self.listener, key, address_of(host), self.note())
+        record.owner = self.owner
         self.sources[key] = record
         return record
 

@@ -22,18 +22,24 @@ from echoapp._proxy.registry import NAME, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
 from echoapp._proxy.trust import Allowance
+from echoapp._record import Recorder
+from echoapp._record.capture import CaptureFile
+from echoapp._record.service import RecordTo
 from echoapp._tap.common import (
     LOG_CONNECTIONS_FLAGS,
     METRICS_PARAMETERS,
+    RECORD_PARAMETERS,
     TCP_LIMIT_PARAMETERS,
     PluginOptions,
     build,
     metrics_listen,
+    record_given,
     serve,
 )
 from echoapp._transports.endpoints import check_endpoint
+from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
-from echoapp.services import named
+from echoapp.services import named, recorded
 
 MAX_CONFIG = 1 << 20  # bytes: a config file is a few proxies, not a data set
 ALLOWANCES = (
@@ -106,6 +112,7 @@ class Options(PluginOptions):
         ["seed", None, None, "Seed of every random choice (toxicity, jitter), printed at start."],
         *TCP_LIMIT_PARAMETERS,
         *METRICS_PARAMETERS,
+        *RECORD_PARAMETERS,
     ]
     optFlags = [
         *LOG_CONNECTIONS_FLAGS,
@@ -147,6 +154,7 @@ class Options(PluginOptions):
 
     def postOptions(self) -> None:
         self["metrics-listen"] = metrics_listen(self)
+        self["record-to"] = record_given(self)
         self["limits"] = build(TCPLimits, self)
         listens, upstreams = self.get("listen", []), self.get("upstream", [])
         if len(listens) != len(upstreams):
@@ -240,6 +248,13 @@ def service_tree(options: usage.Options, reactor: IReactorTime | None = None) ->
         live=options["live"],
         log_connections=bool(options["log-connections"]),
     )
+    record_to: RecordTo | None = options.get("record-to")
+    if record_to is not None:
+        # One record for every proxy, each listener recording outermost as it listens (the API's
+        # proxies too: named.py's hook asks the parent), the capture file opened first, closed last.
+        recorder = Recorder(reactor or global_reactor())
+        recorded(proxies, recorder, CaptureFile(record_to.path, record_to.max_bytes, record_to.keep))
+        proxies.recorder = recorder  # type: ignore[attr-defined]
     for spec, toxics in options["proxies"]:
         proxies.add(proxies.make(spec, toxics))
     proxies.setServiceParent(tree)

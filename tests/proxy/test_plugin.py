@@ -6,6 +6,7 @@ applies its faults, and refuses a mistake in one line.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -186,3 +187,86 @@ class SelfLoopOptionTests(SynchronousTestCase):
                 options.parseOptions(["--listen", listen, "--upstream", upstream])
             self.assertIn("is its own listen address", str(caught.exception))
             self.assertNotIn("\n", str(caught.exception))
+
+
+class RecordTests(SynchronousTestCase):
+    """C{echoapp-proxy --record FILE} in a real twistd, and its record over the API."""
+
+    def test_every_proxy_recorded_to_the_file_and_served_by_the_api(self) -> None:
+        """
+        The command line's proxy and one the API makes later both record
+        (the file and memory); C{GET /proxies/NAME/record} is that proxy's
+        own timeline, C{?format=pcapng} a capture tshark reassembles, an
+        unknown proxy toxiproxy's 404; the file holds both streams.
+        """
+        from tests.proxy.test_api import call, exchange
+        from tests.support import tshark_follow
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "proxy.pcapng")
+        echo = Twistd(["echoapp-echo", "--listen", LOOP])
+        self.addCleanup(echo.stop)
+        upstream = f"127.0.0.1:{echo.address_port('echoapp-echo')}"
+        api = free_port()
+        api_listen = f"tcp:{api}:interface=127.0.0.1"
+        proxy = Twistd(
+            ["echoapp-proxy", "--listen", LOOP, "--upstream", upstream, "--record", path, "--api", api_listen]
+        )
+        self.addCleanup(proxy.stop)
+        first = echo_exchange(proxy.address_port("echoapp-proxy"), b"first through\n")
+        self.assertEqual(first, b"first through\n")
+        status, made = call(
+            api, "POST", "/proxies", {"name": "later", "listen": "127.0.0.1:0", "upstream": upstream}
+        )
+        self.assertEqual(status, 201, made)
+        later = int(made["listen"].rpartition(":")[2])
+        self.assertEqual(echo_exchange(later, b"made later\n"), b"made later\n")
+        deadline = time.monotonic() + DEADLINE
+        while True:  # the proxy's record of a connection ends once both sides have closed
+            status, headers, text = exchange(api, "GET", "/proxies/later/record")
+            if b"closed" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual((status, headers["content-type"]), (200, "text/plain; charset=utf-8"))
+        self.assertIn(b'"made later\\n"', text)
+        self.assertNotIn(b"first through", text)  # that one is the other proxy's
+        status, headers, capture = exchange(api, "GET", "/proxies/later/record?format=pcapng")
+        self.assertEqual((status, headers["content-type"]), (200, "application/vnd.tcpdump.pcap"))
+        served = os.path.join(directory, "served.pcapng")
+        with open(served, "wb") as file:
+            file.write(capture)
+        self.assertEqual(tshark_follow(served, 0), (b"made later\n", b"made later\n"))
+        self.assertEqual(
+            call(api, "GET", "/proxies/nothing/record"), (404, {"error": "proxy not found", "status": 404})
+        )
+        self.assertEqual(call(api, "GET", "/proxies/later/record?format=xml")[0], 400)
+        proxy.stop()
+        streams = {tshark_follow(path, 0), tshark_follow(path, 1)}
+        self.assertEqual(streams, {(b"first through\n",) * 2, (b"made later\n",) * 2})
+
+    def test_record_options_are_checked(self) -> None:
+        options = [
+            "--listen",
+            LOOP,
+            "--upstream",
+            "127.0.0.1:1",
+            "--record",
+            "x.pcapng",
+            "--record-max-size",
+            "x",
+        ]
+        done = run_twistd(["echoapp-proxy", *options])
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("--record-max-size: 'x' is not a size such as 16MB", done.stderr)
+
+    def test_without_record_the_api_says_how_to_record(self) -> None:
+        api = free_port()
+        proxy = Twistd(["echoapp-proxy", "--api", f"tcp:{api}:interface=127.0.0.1"])
+        self.addCleanup(proxy.stop)
+        from tests.proxy.test_api import call
+
+        call(api, "POST", "/proxies", {"name": "a", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"})
+        status, answer = call(api, "GET", "/proxies/a/record")
+        self.assertEqual(status, 404)
+        self.assertIn("--record FILE", answer["error"])
