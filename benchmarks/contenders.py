@@ -112,6 +112,8 @@ PROXY_CONTENDERS: dict[str, Any] = {
     "Twisted portforward": proxied("portforward"),
     "echoapp-proxy, default reactor": proxied("echoapp"),
     "echoapp-proxy, uvloop reactor": proxied("echoapp-uvloop"),
+    "echoapp-proxy --record, default reactor": proxied("echoapp-record"),
+    "echoapp-proxy --record, uvloop reactor": proxied("echoapp-uvloop-record"),
     "echoapp-proxy, uvloop, a fault configured (sparing all)": proxied("echoapp-uvloop-fault"),
     "echoapp-proxy, default reactor, a toxic (latency 0 ms)": proxied("echoapp-toxic"),
     "echoapp-proxy, uvloop, a toxic (latency 0 ms)": proxied("echoapp-uvloop-toxic"),

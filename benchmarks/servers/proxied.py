@@ -37,8 +37,10 @@ reactor.run()
 """
 
 
-def echoapp(port: int, upstream: int, *options: str, fault: str = "") -> list[str]:
+def echoapp(port: int, upstream: int, *options: str, fault: str = "", record: bool = False) -> list[str]:
     faults = ["--fault", fault] if fault else []
+    if record:
+        faults += ["--record", os.path.join(tempfile.gettempdir(), f"echoapp-bench-proxy-{port}.pcapng")]
     return [
         os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-proxy",
         "--listen", f"tcp:{port}:interface=127.0.0.1", "--upstream", f"tcp:127.0.0.1:{upstream}",
@@ -156,6 +158,9 @@ PROXIES = {
     ),
     "echoapp-toxic": lambda port, up: echoapp(port, up, fault="latency=0ms"),
     "echoapp-uvloop-toxic": lambda port, up: echoapp(port, up, "--reactor=uvloop", fault="latency=0ms"),
+    # --record: the wire record to a capture file (rotating at its default bound) and in memory.
+    "echoapp-record": lambda port, up: echoapp(port, up, record=True),
+    "echoapp-uvloop-record": lambda port, up: echoapp(port, up, "--reactor=uvloop", record=True),
     "haproxy": haproxy,
     "toxiproxy": toxiproxy,
     "toxiproxy-toxic": lambda port, up: toxiproxy(port, up, TOXIC),
