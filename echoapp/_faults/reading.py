@@ -83,6 +83,7 @@ class Reading:
             self._schedule()
             return
         self.passing = True
+        connection.straighten()
         if self._eof and connection.closing.state is not CloseState.LOST:
             self._eof = False
             self.finished()

@@ -13,6 +13,7 @@ L{Closing} (how it closes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol, ISSLTransport
@@ -47,6 +48,16 @@ class _FullnessTap:
 
     def stopProducing(self) -> None:
         self._producer.stopProducing()
+
+
+def _passing_reads(draws: Draws, service: Any) -> Callable[[bytes], None]:
+    """A quiet connection's C{dataReceived}: lines counted (for an C{after-messages} yet to come), then on."""
+
+    def dataReceived(data: bytes) -> None:
+        draws.messages += data.count(b"\n")
+        service.dataReceived(data)
+
+    return dataReceived
 
 
 @implementer(IHalfCloseableProtocol)
@@ -125,20 +136,24 @@ class FaultyConnection(ProtocolWrapper):
 
     def straighten(self) -> None:
         """
-        While no fault applies and writes pass (nothing held, the
-        connection open), C{write} is the transport's own: a proxy's write
-        to a quiet side costs no call of ours.  Every change that could
-        stop a write passing (the faults, the close) comes here again.
+        While no fault applies and nothing is held, the connection's own
+        methods step aside: C{write} is the transport's (while it is open)
+        and C{dataReceived} a function that counts lines and hands the
+        chunk on, so a quiet side costs about a call per chunk (a method
+        of this wrapper costs more: C{ProtocolWrapper.__getattr__} slows
+        every attribute it reads).  Every change that could end that (the
+        faults, the close, held bytes gone) comes here again.
         """
-        if (
-            self.quiet
-            and self.sending.passing
-            and self.closing.state is CloseState.OPEN
-            and self.transport is not None
-        ):
-            self.__dict__["write"] = self.transport.write
+        found = self.__dict__
+        quiet = self.quiet and self.transport is not None
+        if quiet and self.sending.passing and self.closing.state is CloseState.OPEN:
+            found["write"] = self.transport.write
         else:
-            self.__dict__.pop("write", None)
+            found.pop("write", None)
+        if quiet and self.reading.passing:
+            found["dataReceived"] = _passing_reads(self.draws, self.wrappedProtocol)
+        else:
+            found.pop("dataReceived", None)
 
     def _follow(self) -> None:
         """The faults changed (or the connection opened): a stalled read and the timers follow."""
@@ -176,12 +191,7 @@ class FaultyConnection(ProtocolWrapper):
         self.resume("service")
 
     def dataReceived(self, data: bytes) -> None:
-        if self.quiet and self.reading.passing:
-            # Lines are counted all the same: a toxic with after-messages
-            # added later counts from the connection's first message.
-            self.draws.messages += data.count(b"\n")
-            self.wrappedProtocol.dataReceived(data)
-            return
+        """A chunk while faults apply or reads are held (a quiet connection's is L{_passing_reads})."""
         draws = self.draws
         draws.note(data)
         shape = draws.current()
@@ -200,9 +210,7 @@ class FaultyConnection(ProtocolWrapper):
     # --- writing ---
 
     def write(self, data: bytes) -> None:
-        if self.quiet and self.sending.passing:
-            self.transport.write(data)
-            return
+        """A write while faults apply, or behind what is held (a quiet connection's is the transport's)."""
         shape = self.draws.current()
         if shape is None and self.sending.passing:
             self.transport.write(data)

@@ -120,14 +120,21 @@ class QuietTests(SynchronousTestCase):
         protocol.dataReceived(b"c")
         self.assertEqual(transport.value(), b"<a><b><c>")
 
-    def test_a_quiet_connections_writes_are_the_transports_own(self) -> None:
-        """No call of ours per write while quiet; a fault, or the close, takes the writes back."""
+    def test_a_quiet_connection_steps_aside(self) -> None:
+        """
+        No method of ours per chunk while quiet: writes are the transport's,
+        reads a function that counts lines; a fault, or the close, brings
+        the wrapper back.
+        """
         clock = Clock()
         plan = FaultPlan(Faults(), clock)
         protocol, transport, _ = self.counted(plan)
+        own = type(protocol).dataReceived
         self.assertEqual(protocol.write, transport.write)
+        self.assertNotEqual(getattr(protocol.dataReceived, "__func__", None), own)
         plan.faults = Faults(latency=0.5)
         self.assertNotEqual(protocol.write, transport.write)
+        self.assertEqual(protocol.dataReceived.__func__, own)
         plan.faults = Faults()
         self.assertEqual(protocol.write, transport.write)
         protocol.loseConnection()
@@ -147,6 +154,20 @@ class QuietTests(SynchronousTestCase):
         clock.advance(0.5)
         self.assertEqual(transport.value(), b"<a><b>")
         self.assertEqual(protocol.write, transport.write)
+
+    def test_reads_pass_again_once_what_was_held_has_gone(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(read_latency=0.5), clock)
+        protocol, transport, asked = self.counted(plan)
+        protocol.dataReceived(b"a")
+        plan.faults = Faults()
+        protocol.dataReceived(b"b")
+        self.assertEqual(transport.value(), b"", "b is read after a")
+        clock.advance(0.5)
+        self.assertEqual(transport.value(), b"<a><b>")
+        del asked[:]
+        protocol.dataReceived(b"c")
+        self.assertEqual((transport.value(), asked), (b"<a><b><c>", []))
 
     def test_lines_are_counted_while_quiet(self) -> None:
         """after-messages set later counts the lines the connection sent before it."""
