@@ -32,6 +32,7 @@ from echoapp._proxy.named import NAME, ProxyService, warn_ignored
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import LiveFaultyFactory, ProxyFaults, Toxic
 from echoapp._proxy.udp import NamedUDPProxy
+from echoapp._record import Recorder
 from echoapp._transports.listen import StreamListenService
 from echoapp._twisted import global_reactor
 from echoapp.config import TCPLimits
@@ -152,6 +153,7 @@ class Proxies(MultiService):
         self.seed = seed if seed is not None else random.SystemRandom().randrange(1 << 32)
         self.live = live
         self.log_connections = log_connections
+        self.recorder: Recorder | None = None  # with --record: every proxy's listener records to it
         self.proxies: dict[str, AnyProxy] = {}
         self._closing: list[Deferred[Any]] = []
         self._cooperator: Cooperator | None = None

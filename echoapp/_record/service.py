@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
 from echoapp import StartupError
 from echoapp._record.capture import CaptureFile
 from echoapp._record.recorder import Recorder
+from echoapp._starting import StartsOnce
 
 # The longest the file waits, at stop, for connections still open (the
 # drain's own bound is shorter): then it is closed with them open in it.
@@ -30,7 +30,7 @@ class RecordTo:
     keep: int = 3
 
 
-class RecordService(Service):
+class RecordService(StartsOnce):
     """Owns a L{Recorder}'s L{CaptureFile}: opens it at start, closes it at stop."""
 
     name = None
@@ -39,25 +39,14 @@ class RecordService(Service):
         self.recorder = recorder
         recorder.sink = capture
         self.capture = capture
-        self._open = False
 
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._start()
-
-    def startService(self) -> None:
-        super().startService()
-        self._start()  # twist has no privileged step
-
-    def _start(self) -> None:
-        if self._open:
-            return
+    def start_once(self) -> None:
+        """Opened in twistd's privileged step, where there is one: a path it cannot have stops start-up."""
         try:
             self.capture.open()
         except OSError as error:
             line = f"Cannot record to {self.capture.path}: {error.strerror or error}"
             raise StartupError(line, line) from None
-        self._open = True
 
     def stopService(self) -> Deferred[None]:
         """
@@ -74,7 +63,6 @@ class RecordService(Service):
                 timer.cancel()
             recorder.settle()  # what waits in the journal (a UDP source's last datagrams) goes in too
             self.capture.close()
-            self._open = False
             done.callback(None)
 
         timer = recorder.clock.callLater(CLOSE_WAIT, close)

@@ -254,7 +254,7 @@ def service_tree(options: usage.Options, reactor: IReactorTime | None = None) ->
         # proxies too: named.py's hook asks the parent), the capture file opened first, closed last.
         recorder = Recorder(reactor or global_reactor())
         recorded(proxies, recorder, CaptureFile(record_to.path, record_to.max_bytes, record_to.keep))
-        proxies.recorder = recorder  # type: ignore[attr-defined]
+        proxies.recorder = recorder
     for spec, toxics in options["proxies"]:
         proxies.add(proxies.make(spec, toxics))
     proxies.setServiceParent(tree)

@@ -9,8 +9,8 @@ went over the wire, and a test that wants to can assert on it.  What that
 costs: each peer keeps at most L{TEST_RECORD_BYTES} of records (a
 connection at most L{echoapp._record.RECORD_BOUND}; past it the oldest go
 first, counted), and each read, write and close is one more wrapper call
-that copies what it keeps (the first and last 4 KiB each way of a
-connection).  Nothing goes to disk unless asked (C{--echoapp-record=DIR},
+that appends to a journal, folded into the bounded record (the first and
+last 4 KiB each way of a connection) in batches and before any read.  Nothing goes to disk unless asked (C{--echoapp-record=DIR},
 or L{Record.save}).
 """
 
@@ -20,11 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from twisted.internet.task import Clock
-
 from echoapp._record import CLIENT, ConnectionRecord, Recorder, render
 from echoapp._record.capture import CaptureFile
-from echoapp._record.store import Kept
+from echoapp._record.serve import piece, replay
 
 T = TypeVar("T")
 
@@ -145,24 +143,14 @@ class Record:
         return self.text()
 
 
-def _piece(kept: Kept, offset: int, size: int) -> tuple[bytes, int]:
-    """The kept bytes of C{[offset, offset + size)} one way, and how many of them were left out."""
-    end = offset + size
-    head = bytes(kept.head[offset:end])
-    tail_start = kept.total - len(kept.tail)
-    start = max(offset, tail_start, offset + len(head))
-    tail = bytes(kept.tail[start - tail_start : end - tail_start]) if end > start else b""
-    return head + tail, size - len(head) - len(tail)
-
-
 def connection(record: ConnectionRecord) -> Connection:
     """A record as plain values (read in the reactor's thread: the record changes there)."""
     events = []
     for event in record.events():
         data = None
         if event.kind == "data" and event.direction is not None:
-            piece, missing = _piece(record.bytes[event.direction], event.offset, event.size)
-            data = piece if not missing else None
+            kept, missing = piece(record.bytes[event.direction], event.offset, event.size)
+            data = kept if not missing else None
         events.append(WireEvent(event.at, event.kind, event.direction, event.size, data, event.text))
     client, server = (record.bytes[way] for way in (CLIENT, "server->client"))
     return Connection(
@@ -170,41 +158,6 @@ def connection(record: ConnectionRecord) -> Connection:
         record.opened, tuple(events), bytes(client.head + client.tail), bytes(server.head + server.tail),
         client.total, server.total, record.refusal, record.ended,
     )  # fmt: skip
-
-
-def replay(records: list[ConnectionRecord], capture: CaptureFile) -> None:
-    """
-    Tell C{capture}, in order, what each of C{records} kept, at the times
-    it happened: the same calls the recording wrappers made, on a store of
-    its own whose clock is set to each event's time.
-    """
-    clock = Clock()
-    store = Recorder(clock, budget=1 << 62, sink=capture)
-    for record in sorted(records, key=lambda r: r.number):
-        if not record.kept:
-            continue
-        clock.rightNow = record.opened
-        again = store.open(record.kind, record.listener, record.client, record.server, record.note)
-        for index, event in enumerate(record.events()):
-            clock.rightNow = event.at
-            if index == len(record.head) and record.events_left_out:
-                again.fault("left out", f"{record.events_left_out} events not kept by the bounded record")
-            if event.kind == "data" and event.direction is not None:
-                piece, missing = _piece(record.bytes[event.direction], event.offset, event.size)
-                if missing:
-                    note = f"{missing} B not kept by the bounded record"
-                    again.fault("left out", note, direction=event.direction)
-                if piece:
-                    again.data(event.direction, piece)
-            elif event.kind == "close":
-                side, _, rest = event.text.partition(" ")
-                again.closed(side, rest[-4:-1], half=rest.startswith("half"))
-            elif event.kind == "fault":
-                again.fault("", event.text, direction=event.direction)
-            elif event.kind == "refused":
-                again.refused(event.text)
-        if record.ended:
-            again.lost(clean=True)
 
 
 class KeptRecord(Record):
