@@ -14,16 +14,7 @@ from echoapp import testing
 from echoapp._faults import (
     Faults,
 )
-
-
-def recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    got = b""
-    while len(got) < limit:
-        data = sock.recv(65536)
-        if not data:
-            break
-        got += data
-    return got
+from tests.support import recv_until_closed
 
 
 class ResetTests(TestCase):
@@ -53,7 +44,7 @@ class ResetTests(TestCase):
 
         def client() -> None:
             with socket.create_connection(("127.0.0.1", peer.port), timeout=10) as sock:
-                recv_all(sock)
+                recv_until_closed(sock)
 
         with self.assertRaises(ConnectionResetError):
             await deferToThread(client)

@@ -16,17 +16,7 @@ from echoapp import testing
 from echoapp._faults import (
     Faults,
 )
-from tests.support import DEADLINE, installed_env, make_certificates
-
-
-def recv_all(sock: socket.socket, limit: int = 1 << 20) -> bytes:
-    got = b""
-    while len(got) < limit:
-        data = sock.recv(65536)
-        if not data:
-            break
-        got += data
-    return got
+from tests.support import DEADLINE, installed_env, make_certificates, recv_until_closed
 
 
 class RealClientTests(TestCase):
@@ -58,7 +48,7 @@ class RealClientTests(TestCase):
                 except TimeoutError:
                     still_open = True
                 sock.settimeout(10)
-                return got, still_open, recv_all(sock)
+                return got, still_open, recv_until_closed(sock)
 
         got, still_open, rest = await deferToThread(client)
         self.assertEqual(got, b"Welcome!\r\nGoodbye!\n")
@@ -117,7 +107,7 @@ class RealClientTests(TestCase):
 
         def banner() -> bytes:
             with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as sock:
-                return recv_all(sock, 10)
+                return recv_until_closed(sock, 10)
 
         self.assertEqual(await deferToThread(banner), b"Welcome!\r\n")
         peer.faults = Faults(refuse=True)

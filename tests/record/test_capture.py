@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -19,39 +18,26 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._record import SERVER, Recorder, RecordingFactory, record_of
 from echoapp._record.capture import SEGMENT, CaptureFile
-from tests.support import DEADLINE, LOOP, ULOOP, Twistd, recv_until_closed, run_twistd, udp_exchange
-
-TSHARK = shutil.which("tshark")
-
-
-def tshark(*args: str) -> str:
-    """tshark's output for C{args}; the test skips without tshark (CI installs Debian's)."""
-    if TSHARK is None:
-        raise SkipTest("tshark is not installed (Debian: apt-get install tshark)")
-    done = subprocess.run([TSHARK, *args], capture_output=True, text=True, timeout=DEADLINE, check=True)
-    return done.stdout
-
-
-def followed(path: str, stream: int) -> tuple[bytes, bytes]:
-    """What tshark's "Follow TCP stream" reassembles: (client to server, server to client)."""
-    out = tshark("-r", path, "-q", "-z", f"follow,tcp,raw,{stream}")
-    body = out.split("Node 1:", 1)[1].split("\n", 1)[1].split("=" * 20, 1)[0]
-    sent, received = b"", b""
-    for line in body.splitlines():
-        if line.startswith("\t"):
-            received += bytes.fromhex(line.strip())
-        elif line.strip():
-            sent += bytes.fromhex(line.strip())
-    return sent, received
+from tests.support import (
+    DEADLINE,
+    LOOP,
+    ULOOP,
+    Twistd,
+    recv_until_closed,
+    run_twistd,
+    tshark_follow,
+    tshark_output,
+    udp_exchange,
+)
 
 
 def comments(path: str) -> list[str]:
     """Every packet comment in the capture, in packet order."""
-    out = tshark("-r", path, "-T", "fields", "-e", "frame.comment")
+    out = tshark_output("-r", path, "-T", "fields", "-e", "frame.comment")
     return [line for line in out.splitlines() if line.strip()]
 
 
@@ -99,9 +85,9 @@ class CaptureTests(SynchronousTestCase):
         protocol.dataReceived(b"Hello\n")
         protocol.connectionLost(Failure(ConnectionDone()))
         protocol.factory.recorder.sink.close()  # type: ignore[attr-defined]
-        self.assertEqual(followed(path, 0), (b"Hello\n", b"Welcome!\r\nHello, Hello\n"))
+        self.assertEqual(tshark_follow(path, 0), (b"Hello\n", b"Welcome!\r\nHello, Hello\n"))
         self.assertEqual(comments(path), ["latency: held for 200 ms", "reset after 10 bytes"])
-        flags = tshark("-r", path, "-T", "fields", "-e", "ipv6.src", "-e", "tcp.flags.str")
+        flags = tshark_output("-r", path, "-T", "fields", "-e", "ipv6.src", "-e", "tcp.flags.str")
         self.assertIn("::1", flags)
         self.assertIn("R", flags.splitlines()[-1])
 
@@ -115,7 +101,7 @@ class CaptureTests(SynchronousTestCase):
         files = sorted(n for n in os.listdir(directory) if n.startswith("rot"))
         self.assertEqual(files, ["rot.pcapng", "rot.pcapng.1", "rot.pcapng.2"])  # keep=2
         for name in files:
-            flags = tshark("-r", os.path.join(directory, name), "-T", "fields", "-e", "tcp.flags.str")
+            flags = tshark_output("-r", os.path.join(directory, name), "-T", "fields", "-e", "tcp.flags.str")
             self.assertIn("S", flags.splitlines()[0], name)  # each file starts with a handshake
 
 
@@ -155,10 +141,10 @@ class ChecksumTests(SynchronousTestCase):
                 clock.advance(0.001)
             protocol.connectionLost(Failure(ConnectionDone()))
             capture.close()
-            self.assertEqual(followed(path, 0), (sent, sent))
+            self.assertEqual(tshark_follow(path, 0), (sent, sent))
             checks = ["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE"]
             fields = ["-e", "tcp.checksum.status"] + ([] if six else ["-e", "ip.checksum.status"])
-            out = tshark("-r", path, *checks, "-T", "fields", *fields)
+            out = tshark_output("-r", path, *checks, "-T", "fields", *fields)
             statuses = {status for line in out.splitlines() for status in line.split("\t")}
             self.assertEqual(statuses, {"1"}, out)  # 1: good (0 is bad, 2 unverified)
 
@@ -167,7 +153,7 @@ class TwistdRecordTests(SynchronousTestCase):
     """C{--record} on real twistd processes, read back with tshark."""
 
     def setUp(self) -> None:
-        tshark("--version")
+        tshark_output("--version")
         self.directory = temporary(self)
 
     def test_greeter_with_latency(self) -> None:
@@ -180,8 +166,8 @@ class TwistdRecordTests(SynchronousTestCase):
             sock.sendall(b"Hello\nexit\n")
             rest = recv_until_closed(sock)
         server.stop()
-        self.assertEqual(followed(path, 0), (b"Hello\nexit\n", banner + rest))
-        times = tshark("-r", path, "-T", "fields", "-e", "frame.time_relative", "-e", "tcp.len")
+        self.assertEqual(tshark_follow(path, 0), (b"Hello\nexit\n", banner + rest))
+        times = tshark_output("-r", path, "-T", "fields", "-e", "frame.time_relative", "-e", "tcp.len")
         data = [float(at) for at, size in (line.split("\t") for line in times.splitlines()) if size != "0"]
         self.assertGreaterEqual(data[-1] - data[1], 0.04, times)  # the reply went a latency after the request
 
@@ -197,7 +183,7 @@ class TwistdRecordTests(SynchronousTestCase):
                 refused = recv_until_closed(second)
         server.stop()
         self.assertTrue(refused.startswith(b"ERROR"), refused)
-        self.assertEqual(followed(path, 1)[1], refused)
+        self.assertEqual(tshark_follow(path, 1)[1], refused)
         self.assertEqual(len(comments(path)), 1)
         self.assertTrue(comments(path)[0].startswith("refused: "), comments(path))
 
@@ -208,7 +194,7 @@ class TwistdRecordTests(SynchronousTestCase):
         port = server.address_port("echoapp-udp")
         replies = udp_exchange(port, [b"one", b"two"])
         server.stop()
-        out = tshark("-r", path, "-T", "fields", "-e", "udp.srcport", "-e", "udp.payload")
+        out = tshark_output("-r", path, "-T", "fields", "-e", "udp.srcport", "-e", "udp.payload")
         rows = [line.split("\t") for line in out.splitlines()]
         payloads = [bytes.fromhex(payload.replace(":", "")) for _, payload in rows]
         self.assertEqual(payloads, [b"one", replies[0], b"two", replies[1]])
@@ -231,7 +217,7 @@ class TwistdRecordTests(SynchronousTestCase):
 def packets(path: str) -> list[tuple[str, bytes, str]]:
     """Each packet's TCP flags, payload and comment (tshark's fields), in order."""
     fields = ("tcp.flags.str", "tcp.payload", "frame.comment")
-    out = tshark("-r", path, "-T", "fields", *(arg for name in fields for arg in ("-e", name)))
+    out = tshark_output("-r", path, "-T", "fields", *(arg for name in fields for arg in ("-e", name)))
     rows = []
     for line in out.splitlines():
         flags, payload, comment = [*line.split("\t"), "", ""][:3]
@@ -243,7 +229,7 @@ class TwistdFaultCommentTests(SynchronousTestCase):
     """A real twistd's faults, each a comment on the packet it changed, as tshark shows them."""
 
     def setUp(self) -> None:
-        tshark("--version")
+        tshark_output("--version")
         self.directory = temporary(self)
 
     def test_latency_is_a_comment_on_the_held_reply(self) -> None:
@@ -271,7 +257,7 @@ class TwistdFaultCommentTests(SynchronousTestCase):
                 received = b""
         server.stop()
         rows = packets(path)
-        self.assertEqual(len(followed(path, 0)[1]), 3, rows)  # exactly the 3 bytes, then the RST
+        self.assertEqual(len(tshark_follow(path, 0)[1]), 3, rows)  # exactly the 3 bytes, then the RST
         self.assertLessEqual(len(received), 3)
         resets = [(flags, comment) for flags, _, comment in rows if "R" in flags]
         self.assertEqual(resets, [(resets[0][0], "reset after 3 B")], rows)
