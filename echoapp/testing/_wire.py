@@ -10,8 +10,9 @@ costs: each peer keeps at most L{TEST_RECORD_BYTES} of records (a
 connection at most L{echoapp._record.RECORD_BOUND}; past it the oldest go
 first, counted), and each read, write and close is one more wrapper call
 that appends to a journal, folded into the bounded record (the first and
-last 4 KiB each way of a connection) in batches and before any read.  Nothing goes to disk unless asked (C{--echoapp-record=DIR},
-or L{Record.save}).
+last 4 KiB each way of a connection) in batches and before any read.
+Nothing goes to disk unless asked (C{--echoapp-record=DIR}, or
+L{Record.save}).
 """
 
 from __future__ import annotations
