@@ -3,9 +3,10 @@ Faults on a byte stream: one L{FaultyConnection} between a service's
 protocol and its transport, for every connection of a service (or proxy)
 that has faults, so that faults set later reach it too.  Whether none
 apply to it (L{FaultyConnection.quiet}) is worked out once per change of
-its source, not per chunk: while none do and nothing is held, a chunk
-passes straight on after one check (a proxy's stream with no toxic, or a
-connection a toxic spares, costs about a call); otherwise each
+its source, not per chunk: while none do and nothing is held, its chunks
+pass straight on with no method of the wrapper in the way
+(L{FaultyConnection.straighten}: a proxy's stream with no toxic, or a
+connection a toxic spares, costs about a call per chunk); otherwise each
 concern is its own piece, as C{twisted.protocols.policies} keeps one
 concern per wrapper: L{Sending} (what is sent), L{Reading} (what is read),
 L{Closing} (how it closes).
@@ -84,7 +85,7 @@ class FaultyConnection(ProtocolWrapper):
         self._producer_paused = False
         self.record: ConnectionRecord | None = None  # the wire record, where one is kept (else no cost)
         # No fault applies until the source changes, and no condition needs
-        # to see the bytes: set once per change (L{_quieten}), asked per chunk.
+        # to see the bytes: set once per change (L{_quieten}), then L{straighten}.
         self.quiet = False
         self.sending = Sending(self)
         self.reading = Reading(self)
