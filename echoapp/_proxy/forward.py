@@ -40,7 +40,7 @@ from echoapp._faults import reset
 from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser, half_closer
 from echoapp._proxy.addresses import plain_tcp, upstream_description
-from echoapp._transports.eager import eager_problem
+from echoapp._transports.eager import eager_problem, switched_off
 from echoapp._transports.native_connect import NativeTCPClientEndpoint
 from echoapp._twisted import asyncio_loop, connect_eager_tcp
 
@@ -303,7 +303,8 @@ def eager_connecting(reactor: Any) -> Any:
     """C{reactor}, its TCP connections eager where that works (see L{echoapp._transports.eager})."""
     if not isinstance(reactor, PosixReactorBase) or asyncio_loop(reactor) is not None:
         return reactor
-    return reactor if eager_problem() is not None else EagerConnecting(reactor)
+    # As the listeners: off where they cannot work, or where --no-eager-writes (or the variable) said so.
+    return reactor if eager_problem() is not None or switched_off() is not None else EagerConnecting(reactor)
 
 
 class _Connecting(ClientFactory):

@@ -404,3 +404,21 @@ class StoppedTests(TestCase):
         echo = testing.echo(self)
         peer = testing.proxy(None, upstream=f"127.0.0.1:{echo.port}")
         return peer.stop()
+
+
+class EagerSwitchTests(TestCase):
+    def test_no_eager_writes_reaches_the_upstream_side_too(self) -> None:
+        """
+        C{--no-eager-writes} (or ECHOAPP_EAGER_WRITES=0) is for the whole
+        process: the proxy's upstream connections too.
+        """
+        from echoapp._process import PROCESS
+        from echoapp._proxy.forward import EagerConnecting, eager_connecting
+        from echoapp._transports.eager import eager_problem
+
+        if asyncio_loop(reactor) is not None or eager_problem() is not None:
+            self.skipTest("eager writes are for Twisted's own reactors, where they work")
+        self.patch(PROCESS, "eager_off", [])
+        self.assertIsInstance(eager_connecting(reactor), EagerConnecting)
+        self.patch(PROCESS, "eager_off", ["--no-eager-writes"])
+        self.assertIs(eager_connecting(reactor), reactor)
