@@ -617,3 +617,36 @@ def tshark_output(*args: str) -> str:
     if found is None:
         raise SkipTest("tshark is not installed (Debian: apt-get install tshark)")
     return subprocess.run([found, *args], capture_output=True, text=True, timeout=DEADLINE, check=True).stdout
+
+
+def request(host: str, port: int, data: bytes, timeout: float = 5) -> bytes:
+    """Send C{data}, half-close, read until the server closes: what a one-shot client gets."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_until_closed(sock)
+
+
+def real_toxiproxy(test: SynchronousTestCase, server: str) -> int:
+    """
+    The real toxiproxy-server at C{server}, its API on a free loopback
+    port (returned), stopped at cleanup.
+    """
+    import time
+
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "-host", "127.0.0.1", "-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    test.addCleanup(process.wait)
+    test.addCleanup(process.terminate)
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return port

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -36,6 +35,7 @@ from tests.support import (
     Twistd,
     free_port,
     make_certificates,
+    real_toxiproxy,
     recv_until_closed,
     udp_port_closed,
     udp_replies,
@@ -269,20 +269,7 @@ class ToxiproxyComparisonTests(TestCase):
             raise SkipTest(f"no toxiproxy-server at {TOXIPROXY} (set ECHOAPP_TOXIPROXY)")
         taken = holding_a_port(self)
         upstream = f"127.0.0.1:{free_port()}"
-        theirs_port = free_port()
-        server = subprocess.Popen(
-            [TOXIPROXY, "-host", "127.0.0.1", "-port", str(theirs_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(server.wait)
-        self.addCleanup(server.terminate)
-        for _ in range(int(DEADLINE / 0.05)):
-            try:
-                socket.create_connection(("127.0.0.1", theirs_port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        theirs_port = real_toxiproxy(self, TOXIPROXY)
         theirs = script(theirs_port, taken, upstream)
         _, ours_port = start_api(self)
         ours = await deferToThread(script, ours_port, taken, upstream)

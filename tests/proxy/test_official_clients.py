@@ -16,11 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port
+from tests.support import CHECKOUT, DEADLINE, LOOP, Twistd, free_port, real_toxiproxy
 
 SHARED_TOOLS = os.environ.get(
     "ECHOAPP_SHARED_TOOLS", os.path.join(os.path.dirname(CHECKOUT), "shared", "tools")
@@ -169,17 +168,7 @@ class ToxiproxyCliTests(SynchronousTestCase):
         if not os.access(CLI, os.X_OK) or not os.access(SERVER, os.X_OK):
             raise SkipTest(f"no toxiproxy-cli and toxiproxy-server in {TOXIPROXY_DIR}")
         upstream = f"127.0.0.1:{free_port()}"
-        theirs_port = free_port()
-        server = subprocess.Popen(
-            [SERVER, "-host", "127.0.0.1", "-port", str(theirs_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(server.wait)
-        self.addCleanup(server.terminate)
-        end = time.monotonic() + DEADLINE
-        while not port_taken(theirs_port) and time.monotonic() < end:
-            time.sleep(0.05)
+        theirs_port = real_toxiproxy(self, SERVER)
         theirs = transcript(theirs_port, upstream)
         ours = transcript(echoapp_api(self), upstream)
         self.assertEqual(len([run for run in theirs if run[0] == 0]), 51, "six of the calls are refused")

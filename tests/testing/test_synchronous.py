@@ -23,7 +23,7 @@ from echoapp import testing
 from echoapp._twisted import asyncio_loop, global_reactor
 from echoapp.testing import Faults
 from echoapp.testing._thread import shared
-from tests.support import DEADLINE, free_port, installed_env
+from tests.support import DEADLINE, free_port, installed_env, request
 
 # What a newcomer writes first: no async, no deferToThread, the client's own
 # blocking calls.  Each runs under a deadline of its own (the client's timeout).
@@ -193,14 +193,7 @@ class PytestTests(SynchronousTestCase):
         self.assertIn(f"{3 + with_redis()} passed", ran.stdout, ran.stdout[-3000:] + ran.stderr[-2000:])
 
 
-def exchange(host: str, port: int, data: bytes) -> bytes:
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        got = b""
-        while chunk := sock.recv(100):
-            got += chunk
-        return got
+exchange = request
 
 
 class TrialHelperTests(SynchronousTestCase):

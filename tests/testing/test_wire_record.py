@@ -28,17 +28,12 @@ from echoapp import testing
 from echoapp.testing import Faults
 from echoapp.testing._wire import TEST_RECORD_BYTES
 from tests.support import DEADLINE, installed_env, tshark_follow, tshark_output
+from tests.support import request as support_request
 
 
 def ask(host: str, port: int, request: bytes) -> bytes:
     """One request to an echo server, its whole answer: raises where the connection is reset."""
-    with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
-        got = b""
-        while chunk := sock.recv(65536):
-            got += chunk
-        return got
+    return support_request(host, port, request)
 
 
 def ask_again_after_a_reset(host: str, port: int, request: bytes) -> bytes:
