@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import DEADLINE, free_port
 
 RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "run.py")
 
@@ -43,6 +49,14 @@ class BenchmarkSmokeTests(SynchronousTestCase):
 def bench_module(name: str) -> Any:
     """A module of the benchmark (it is a script directory, not a package)."""
     directory = os.path.dirname(RUN)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    return importlib.import_module(name)
+
+
+def servers_module(name: str) -> Any:
+    """A module of benchmarks/servers (scripts too, not a package)."""
+    directory = os.path.join(os.path.dirname(RUN), "servers")
     if directory not in sys.path:
         sys.path.insert(0, directory)
     return importlib.import_module(name)
@@ -204,3 +218,86 @@ class UDPProxyScenarioTests(SynchronousTestCase):
         self.assertIn("apt-get install nginx-light libnginx-mod-stream", run.needs(args))
         self.patch(contenders, "have_nginx_stream", lambda: False)
         self.assertNotIn("nginx stream, UDP", contenders.every_contender(), "the default run leaves it out")
+
+
+class ProxyContenderTests(SynchronousTestCase):
+    """
+    The proxy rows with a toxic measure what they say: each proxy has the
+    same toxic, given the same way (toxiproxy's API), and it acts on every
+    chunk.  (A latency of 0 ms once given on echoapp-proxy's command line
+    was no fault at all: its "toxic" rows measured the quiet path.)
+    """
+
+    def setUp(self) -> None:
+        if shutil.which("cc") is None and shutil.which("gcc") is None:
+            self.skipTest("the C echo upstream needs a C compiler")
+        self.contenders = bench_module("contenders")
+        self.contenders.compiled("epoll_server")
+
+    def started(self, kind: str) -> tuple[int, int]:
+        """servers/proxied.py's C{kind}, its (port, API port), stopped at cleanup."""
+        port, api = free_port(), free_port()
+        script = os.path.join(self.contenders.SERVERS, "proxied.py")
+        process = subprocess.Popen(
+            [sys.executable, script, kind, str(port), str(api)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(process.wait)
+        self.addCleanup(process.terminate)
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port, api
+            except OSError:
+                time.sleep(0.05)
+        self.fail(f"{kind} did not start")
+
+    def toxics(self, api: int) -> Any:
+        connection = http.client.HTTPConnection("127.0.0.1", api, timeout=5)
+        self.addCleanup(connection.close)
+        connection.request("GET", "/proxies/echo/toxics")
+        response = connection.getresponse()
+        self.assertEqual(response.status, 200)
+        return json.loads(response.read())
+
+    def fastest_round_trip(self, port: int) -> float:
+        """The shortest of 10 echoes of 64 bytes through the proxy, in seconds."""
+        shortest = DEADLINE
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            for _ in range(10):
+                began = time.monotonic()
+                sock.sendall(b"x" * 63 + b"\n")
+                got = b""
+                while len(got) < 64:
+                    chunk = sock.recv(100)
+                    self.assertTrue(chunk, "the proxy closed")
+                    got += chunk
+                shortest = min(shortest, time.monotonic() - began)
+        return shortest
+
+    def test_echoapp_toxic_rows_hold_every_reply(self) -> None:
+        proxied = servers_module("proxied")
+        toxic = json.loads(proxied.TOXIC)
+        for kind in ("echoapp-toxic", "echoapp-uvloop-toxic"):
+            port, api = self.started(kind)
+            [shown] = self.toxics(api)
+            self.assertEqual(shown["attributes"], toxic["attributes"], kind)
+            self.assertEqual((shown["type"], shown["stream"]), ("latency", "downstream"))
+            self.assertEqual(shown["toxicity"], 1)
+            # Every reply is held for the latency: no echo is back sooner (a bound below, not a speed).
+            self.assertGreater(self.fastest_round_trip(port), proxied.LATENCY_MS / 1000 / 2, kind)
+
+    def test_sparing_row_has_the_toxic_of_toxicity_0(self) -> None:
+        _, api = self.started("echoapp-uvloop-spared")
+        [shown] = self.toxics(api)
+        self.assertEqual(shown["toxicity"], 0)
+        self.assertEqual(shown["attributes"]["latency"], servers_module("proxied").LATENCY_MS)
+
+    def test_toxiproxy_has_the_same_toxic(self) -> None:
+        if not os.access(self.contenders.TOXIPROXY, os.X_OK):
+            self.skipTest("no toxiproxy-server (in shared/tools beside the checkout, or ECHOAPP_TOXIPROXY)")
+        _, theirs = self.started("toxiproxy-toxic")
+        _, ours = self.started("echoapp-toxic")
+        self.assertEqual(self.toxics(ours), self.toxics(theirs))

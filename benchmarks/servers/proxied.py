@@ -6,12 +6,16 @@ goes when the proxy goes), then this process becomes the proxy (exec), so
 the server figures are the proxy's alone: CPU per forwarded request, not
 the upstream's.
 
-    python proxied.py KIND PORT    (KIND: see PROXIES)
+    python proxied.py KIND PORT [API]    (KIND: see PROXIES)
+
+The kinds with a toxic get it through toxiproxy's API, on port API if
+given (a test asks it what the proxy has), else on a free one.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -27,6 +31,7 @@ TOXIPROXY = os.environ.get(
     "ECHOAPP_TOXIPROXY",
     os.path.join(HERE, "..", "..", "..", "shared", "tools", "toxiproxy", "toxiproxy-server"),
 )
+API: int | None = None  # where the API of the kinds with a toxic listens (main's third argument)
 LIMITS = ["--max-per-peer=100000", "--max-connections=100000"]
 PORTFORWARD = """
 import sys
@@ -110,60 +115,130 @@ def haproxy(port: int, upstream: int) -> list[str]:
     return [binary, "-db", "-f", path]
 
 
-def toxiproxy(port: int, upstream: int, toxic: str = "") -> list[str]:
-    """
-    toxiproxy with the proxy from a config file; with C{toxic} (JSON), that
-    toxic added through its API once it answers (a config file's toxics are
-    not applied), by a child that is gone before the load begins.
-    """
+def toxiproxy(port: int, upstream: int) -> list[str]:
+    """toxiproxy with the proxy from a config file, and no toxic."""
     path = os.path.join(tempfile.mkdtemp(prefix="echoapp-bench-"), "toxiproxy.json")
     with open(path, "w") as out:
         out.write(f'[{{"name":"echo","listen":"127.0.0.1:{port}","upstream":"127.0.0.1:{upstream}"}}]')
+    return [TOXIPROXY, "-host", "127.0.0.1", "-port", str(free_port()), "-config", path]
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        api = sock.getsockname()[1]
-    if toxic and os.fork() == 0:
-        add_toxic(api, toxic)
-        os._exit(0)
-    return [TOXIPROXY, "-host", "127.0.0.1", "-port", str(api), "-config", path]
+        return int(sock.getsockname()[1])
 
 
-def add_toxic(api: int, toxic: str) -> None:
-    """POST C{toxic} to the proxy C{echo} once toxiproxy's API on C{api} knows it (in a child)."""
+def through_api(command: list[str], api: int, port: int, upstream: int, toxic: str) -> list[str]:
+    """
+    C{command}, a proxy that serves toxiproxy's API on C{api}, given its
+    proxy and C{toxic} the one way both toxiproxy and echoapp-proxy take
+    them: a child, forked now, makes the proxy C{echo} disabled, adds the
+    toxic, then enables it.  The proxy's port answers only once the toxic
+    is in place, so the benchmark (which waits for an answer) never
+    measures a proxy without it; if a step fails the port never answers
+    and the contender says it did not start.
+    """
+    if os.fork() == 0:
+        code = 0 if set_up(api, port, upstream, toxic) else 1
+        os._exit(code)
+    return command
+
+
+def set_up(api: int, port: int, upstream: int, toxic: str) -> bool:
+    """The API steps of L{through_api} (in a child), once the API answers; whether all went through."""
+    listen, upstream_address = f"127.0.0.1:{port}", f"127.0.0.1:{upstream}"
+    proxy = {"name": "echo", "listen": listen, "upstream": upstream_address, "enabled": False}
+    steps = [
+        ("POST", "/proxies", json.dumps(proxy), 201),
+        ("POST", "/proxies/echo/toxics", toxic, 200),
+        ("POST", "/proxies/echo", '{"enabled":true}', 200),
+    ]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            request(api, "GET", "/version")
+            break
+        except OSError:
+            time.sleep(0.01)
+    for method, path, body, expected in steps:
+        try:
+            if request(api, method, path, body) != expected:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def request(api: int, method: str, path: str, body: str | None = None) -> int:
+    """One request to the API on C{api}: its status."""
     import http.client
 
-    for _ in range(500):
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", api, timeout=1)
-            connection.request("POST", "/proxies/echo/toxics", toxic, {"Content-Type": "application/json"})
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.01)
+    connection = http.client.HTTPConnection("127.0.0.1", api, timeout=5)
+    try:
+        connection.request(method, path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
 
 
-# The toxic each proxy is given for the "a toxic" rows: it applies to every
-# connection and delays nothing, so the figure is what a configured toxic costs.
-TOXIC = '{"name":"l","type":"latency","attributes":{"latency":0}}'
+def toxiproxy_api(port: int, upstream: int, toxic: str, api: int | None = None) -> list[str]:
+    """toxiproxy with its API alone: the proxy and C{toxic} through it (L{through_api})."""
+    api = api or API or free_port()
+    command = [TOXIPROXY, "-host", "127.0.0.1", "-port", str(api)]
+    return through_api(command, api, port, upstream, toxic)
+
+
+def echoapp_api(port: int, upstream: int, toxic: str, *options: str, api: int | None = None) -> list[str]:
+    """echoapp-proxy with toxiproxy's API alone: the proxy and C{toxic} through it, as toxiproxy's."""
+    api = api or API or free_port()
+    command = [
+        os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=/dev/null", *options, "echoapp-proxy",
+        "--api", f"tcp:{api}:interface=127.0.0.1", *LIMITS,
+    ]  # fmt: skip
+    return through_api(command, api, port, upstream, toxic)
+
+
+# The toxic each proxy is given for the "a toxic" rows, as JSON through its
+# API: latency, the toxic toxiproxy's users configure most, on the
+# downstream (its default stream), with a delay small enough not to starve
+# the load (50 connections, 1 ms each way still leaves tens of thousands of
+# requests a second) but real: every chunk is held and sent by a timer, on
+# both proxies.  (A latency of 0 ms is no toxic to echoapp-proxy, which
+# leaves such a connection on its quiet path: the rows would measure no
+# toxic at all.)  The same toxic of toxicity 0 spares every connection:
+# what a configured toxic costs the connections it does not touch.
+LATENCY_MS = 1
+TOXIC = json.dumps(
+    {
+        "name": "latency",
+        "type": "latency",
+        "stream": "downstream",
+        "toxicity": 1.0,
+        "attributes": {"latency": LATENCY_MS, "jitter": 0},
+    }
+)
+SPARING = TOXIC.replace('"toxicity": 1.0', '"toxicity": 0')
 
 
 PROXIES = {
     "portforward": lambda port, up: [sys.executable, "-c", PORTFORWARD, str(port), str(up)],
     "echoapp": lambda port, up: echoapp(port, up),
     "echoapp-uvloop": lambda port, up: echoapp(port, up, "--reactor=uvloop"),
-    # A fault configured that spares every connection: what the fault machinery costs per request.
-    "echoapp-uvloop-fault": lambda port, up: echoapp(
-        port, up, "--reactor=uvloop", fault="latency=1ms,fraction=0"
-    ),
-    "echoapp-toxic": lambda port, up: echoapp(port, up, fault="latency=0ms"),
-    "echoapp-uvloop-toxic": lambda port, up: echoapp(port, up, "--reactor=uvloop", fault="latency=0ms"),
+    # The toxic (TOXIC) through the API, as toxiproxy's; and the same of toxicity 0, sparing all.
+    "echoapp-toxic": lambda port, up: echoapp_api(port, up, TOXIC),
+    "echoapp-uvloop-toxic": lambda port, up: echoapp_api(port, up, TOXIC, "--reactor=uvloop"),
+    "echoapp-spared": lambda port, up: echoapp_api(port, up, SPARING),
+    "echoapp-uvloop-spared": lambda port, up: echoapp_api(port, up, SPARING, "--reactor=uvloop"),
     # --record: the wire record to a capture file (rotating at its default bound) and in memory.
     "echoapp-record": lambda port, up: echoapp(port, up, record=True),
     "echoapp-uvloop-record": lambda port, up: echoapp(port, up, "--reactor=uvloop", record=True),
     "haproxy": haproxy,
     "toxiproxy": toxiproxy,
-    "toxiproxy-toxic": lambda port, up: toxiproxy(port, up, TOXIC),
+    "toxiproxy-toxic": lambda port, up: toxiproxy_api(port, up, TOXIC),
+    "toxiproxy-spared": lambda port, up: toxiproxy_api(port, up, SPARING),
     # UDP, to a UDP echo.  A toxic of toxicity 0 (loss, sparing every
     # datagram) and one that applies to every datagram (latency 0 ms).
     "udp-echoapp": lambda port, up: echoapp_udp(port, up),
@@ -210,7 +285,9 @@ def upstream_echo(cpu: int, udp: bool = False) -> int:
 
 
 def main() -> None:
+    global API
     kind, port = sys.argv[1], int(sys.argv[2])
+    API = int(sys.argv[3]) if len(sys.argv) > 3 else None
     upstream = upstream_echo(
         cpu=int(os.environ.get("ECHOAPP_UPSTREAM_CPU", "1")), udp=kind.startswith("udp-")
     )
