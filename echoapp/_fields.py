@@ -98,15 +98,32 @@ def positive_seconds(most: float | None = None) -> Kind:
     return Kind(_number, check, show)
 
 
+def typed(
+    parse: Callable[[str], Any],
+    check: Callable[[Any], Any],
+    show: Callable[[Any], str] = str,
+    bound: str | None = None,
+) -> Kind:
+    """
+    A kind whose values may be given in Python as the text an operator
+    types too (C{GreeterConfig(banner="Hi")}, C{Faults(latency="50ms")}):
+    text is read by C{parse}, and what it reads is then held to C{check}
+    like any value, so that text and value meet one rule, said once.
+    """
+
+    def check_value_or_text(value: Any) -> Any:
+        return check(parse(value) if isinstance(value, str) else value)
+
+    return Kind(parse, check_value_or_text, show, bound)
+
+
 def _bytes(value: Any) -> bytes:
-    if isinstance(value, str):
-        return encode_text(value)
     if not isinstance(value, bytes):
         raise ValueError(f"must be bytes or text, got {value!r}")
     return value
 
 
-TEXT = Kind(encode_text, _bytes, lambda value: value.decode("utf-8", "surrogateescape"))
+TEXT = typed(encode_text, _bytes, lambda value: value.decode("utf-8", "surrogateescape"))
 """Bytes sent on the wire; text is encoded as UTF-8 (C{surrogateescape})."""
 
 
@@ -114,15 +131,13 @@ def template(most: int) -> Kind:
     """A reply template with one C{{}}, adding at most C{most} bytes to a message."""
 
     def check(value: Any) -> ReplyTemplate:
-        if isinstance(value, str):
-            value = ReplyTemplate.parse(value)
         if not isinstance(value, ReplyTemplate):
             raise ValueError(f"must be a template like 'Hello, {{}}!', got {value!r}")
         if value.overhead > most:
             raise ValueError(f"the template adds {value.overhead} bytes to each message; at most {most}")
         return value
 
-    return Kind(ReplyTemplate.parse, check, str, f"Largest bytes added to a message: {most}.")
+    return typed(ReplyTemplate.parse, check, str, f"Largest bytes added to a message: {most}.")
 
 
 def choice(kind: type[enum.Enum], what: str) -> Kind:

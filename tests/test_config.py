@@ -10,6 +10,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp import testing
+from echoapp._fields import typed
 from echoapp._framing import Framing
 from echoapp._tap import echo, tcp, udp
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
@@ -88,6 +89,39 @@ class ConversionTests(SynchronousTestCase):
         self.assertEqual(TCPLimits(), TCPLimits(**vars(TCPLimits())))
         GreeterConfig()
         UDPLimits()
+
+
+class TypedKindTests(SynchronousTestCase):
+    """
+    L{typed}: the one rule for a field that takes the operator's text in
+    Python too (the greeter's bytes and template, every fault).
+    """
+
+    def setUp(self) -> None:
+        def even(value: object) -> int:
+            if not isinstance(value, int) or value % 2:
+                raise ValueError(f"must be even, got {value!r}")
+            return value
+
+        self.kind = typed(int, even)
+
+    def test_text_is_read_then_checked_as_any_value(self) -> None:
+        self.assertEqual(self.kind.check("4"), 4)
+        self.assertEqual(str(self.assertRaises(ValueError, self.kind.check, "3")), "must be even, got 3")
+
+    def test_a_value_is_checked_without_being_read(self) -> None:
+        self.assertEqual(self.kind.check(6), 6)
+        self.assertEqual(str(self.assertRaises(ValueError, self.kind.check, 4.0)), "must be even, got 4.0")
+
+    def test_parse_is_the_command_line_reader(self) -> None:
+        self.assertEqual(self.kind.parse("8"), 8)
+        self.assertRaises(ValueError, self.kind.parse, "eight")
+
+    def test_a_bad_template_text_is_refused_by_the_same_rule_as_a_value(self) -> None:
+        long = "x" * 257 + "{}"
+        as_text = str(self.assertRaises(ValueError, GreeterConfig, reply=long))
+        as_value = str(self.assertRaises(ValueError, GreeterConfig, reply=ReplyTemplate.parse(long)))
+        self.assertEqual(as_text, as_value)
 
 
 class ExitWordTests(SynchronousTestCase):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from echoapp._fields import Kind, option_name, spec, validate
+from echoapp._fields import Kind, option_name, spec, typed, validate
 from echoapp._tac import one_line_in_tac
 from echoapp.template import encode_text
 
@@ -42,8 +42,6 @@ def _duration(text: str) -> float:
 
 
 def _check_duration(value: Any) -> float:
-    if isinstance(value, str):
-        return _duration(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ValueError(f"must be 0 or more seconds (or text like '50ms'), got {value!r}")
     if value > LONGEST:
@@ -62,8 +60,6 @@ def _size(text: str) -> int:
 
 
 def _check_size(value: Any) -> int:
-    if isinstance(value, str):
-        return _size(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LARGEST:
         raise ValueError(
             f"must be a whole number of bytes from 0 to 1TB (or text like '16KB'), got {value!r}"
@@ -82,23 +78,16 @@ def _probability(text: str) -> float:
 
 
 def _check_probability(value: Any) -> float:
-    if isinstance(value, str):
-        return _probability(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ValueError(f"must be a probability from 0 to 1, got {value!r}")
     return float(value)
 
 
-def _stall(text: str) -> str:
-    if text not in STALLS and text != "":
-        raise ValueError(f"stall is {' or '.join(STALLS)}, not {text!r}")
-    return text
-
-
-def _check_stall(value: Any) -> str:
-    if not isinstance(value, str):
+def _stall(value: Any) -> str:
+    """Text and value alike: one of L{STALLS}, or C{""} for none."""
+    if not isinstance(value, str) or (value not in STALLS and value != ""):
         raise ValueError(f"stall is {' or '.join(STALLS)}, not {value!r}")
-    return _stall(value)
+    return value
 
 
 def _flag(text: str) -> bool:
@@ -108,53 +97,43 @@ def _flag(text: str) -> bool:
 
 
 def _check_flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return _flag(value)
     if not isinstance(value, bool):
         raise ValueError(f"must be True or False, got {value!r}")
     return value
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{text!r} is not a whole number")
-    return int(text)
+def _whole(what: str) -> Callable[[str], int]:
+    """Reads a whole number from 0; C{what} starts the reason, where the key alone would not say it."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise ValueError(f"{what}{text!r} is not a whole number")
+        return int(text)
+
+    return parse
 
 
 def _check_count(value: Any) -> int:
-    if isinstance(value, str):
-        return _count(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"must be a whole number from 0, got {value!r}")
     return value
 
 
-def _seed(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"seed {text!r} is not a whole number")
-    return int(text)
-
-
-def _check_seed(value: Any) -> int:
-    return _seed(value) if isinstance(value, str) else _check_count(value)
-
-
 def _check_match(value: Any) -> bytes:
-    if isinstance(value, str):
-        value = encode_text(value)
     if not isinstance(value, bytes) or not value:
         raise ValueError(f"must be some bytes (or text) a message contains, got {value!r}")
     return value
 
 
-DURATION = Kind(_duration, _check_duration)
-SIZE = Kind(_size, _check_size)
-PROBABILITY = Kind(_probability, _check_probability)
-STALL = Kind(_stall, _check_stall)
-FLAG = Kind(_flag, _check_flag)
-COUNT = Kind(_count, _check_count)
-SEED = Kind(_seed, _check_seed)
-MATCH = Kind(encode_text, _check_match)
+# Each takes the text C{--fault} types in Python too (L{typed}).
+DURATION = typed(_duration, _check_duration)
+SIZE = typed(_size, _check_size)
+PROBABILITY = typed(_probability, _check_probability)
+STALL = typed(_stall, _stall)
+FLAG = typed(_flag, _check_flag)
+COUNT = typed(_whole(""), _check_count)
+SEED = typed(_whole("seed "), _check_count)
+MATCH = typed(encode_text, _check_match)
 
 # Where a fault can apply: on byte streams, on TLS listeners only, on
 # streams without TLS (TLS cannot half-close), on datagrams.

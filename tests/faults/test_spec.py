@@ -65,6 +65,38 @@ class SyntaxTests(SynchronousTestCase):
         self.assertEqual(str(Faults.parse(text)), text)
         self.assertEqual(Faults.parse(str(Faults.parse(text))), Faults.parse(text))
 
+    def test_python_values_meet_the_text_rules(self) -> None:
+        """
+        Every kind of fault takes a value or the text C{--fault} would type,
+        and both meet one rule: text is read, then checked as any value is.
+        """
+        self.assertEqual(
+            Faults(latency="50ms", bandwidth="16KB", loss="0.5", refuse="yes", first="3", seed="7"),
+            Faults.parse("latency=50ms,bandwidth=16KB,loss=0.5,refuse,first=3,seed=7"),
+        )
+        self.assertEqual(Faults(match="GET").match, b"GET")
+        for field, value, reason in [
+            ("match", "", "match: must be some bytes (or text) a message contains, got b''"),
+            ("match", 5, "match: must be some bytes (or text) a message contains, got 5"),
+            ("stall", 5, "stall: stall is read or answer, not 5"),
+            ("stall", "never", "stall: stall is read or answer, not 'never'"),
+            ("refuse", 1, "refuse: must be True or False, got 1"),
+            ("first", -1, "first: must be a whole number from 0, got -1"),
+            ("seed", True, "seed: must be a whole number from 0, got True"),
+            ("seed", "x", "seed: seed 'x' is not a whole number"),
+            ("latency", -1, "latency: must be 0 or more seconds (or text like '50ms'), got -1"),
+            ("latency", "5", "latency: '5' is not a duration (like 50ms or 2s)"),
+            (
+                "slice",
+                2.5,
+                "slice: must be a whole number of bytes from 0 to 1TB (or text like '16KB'), got 2.5",
+            ),
+            ("loss", 2, "loss: must be a probability from 0 to 1, got 2"),
+        ]:
+            with self.assertRaises(ValueError) as raised:
+                Faults(**{field: value})  # type: ignore[arg-type]
+            self.assertEqual(str(raised.exception), reason)
+
     def test_off_means_off(self) -> None:
         self.assertFalse(Faults())
         self.assertFalse(Faults(seed=3, fraction=0.5), "a seed alone is no fault")
