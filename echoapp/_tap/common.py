@@ -75,6 +75,8 @@ class PluginOptions(usage.Options):
     plugins' options itself and names the C{--service}.)
     """
 
+    synopsis = "[options]"
+
     def __init__(self) -> None:
         super().__init__()
         # An opt_ method's docstring is its help; usage keeps the source's
@@ -220,7 +222,8 @@ class RepeatableListen:
     """
     A repeatable listen option: C{--NAME DESCRIPTION} given any number of
     times replaces the default.  Bound into an L{usage.Options} subclass as
-    C{opt_NAME = RepeatableListen("NAME", DEFAULT).option()}.
+    C{opt_NAME = RepeatableListen("NAME", DEFAULT).option()}, or by
+    L{ListenOptions} for a plugin's one C{--listen}.
     """
 
     def __init__(self, name: str, default: str, kind: str = "Endpoint string") -> None:
@@ -247,6 +250,24 @@ class RepeatableListen:
         was.
         """
         return list(options.get(self.name, [])) or [self.default]
+
+
+class ListenOptions(PluginOptions):
+    """
+    The options of a plugin that listens where one repeatable C{--listen}
+    says (echoapp-tcp, echoapp-echo, echoapp-udp): the plugin names its
+    L{RepeatableListen} as C{LISTEN}, and the option, with the plugin's own
+    default in its help, is bound here once; C{postOptions} reads
+    C{self.LISTEN}.
+    """
+
+    LISTEN: RepeatableListen
+    opt_listen: object  # bound by __init_subclass__, from LISTEN
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "LISTEN" in vars(cls):
+            cls.opt_listen = cls.LISTEN.option()
 
 
 def opt_proxy_from(options: usage.Options, network: str) -> None:
@@ -402,15 +423,13 @@ class ServingOptions(PluginOptions):
         check_faults(self, listens, datagrams=datagrams)
 
 
-class StreamPluginOptions(ServingOptions):
+class StreamPluginOptions(ServingOptions, ListenOptions):
     """
     The command line of a plugin serving one kind of TCP stream on its
     C{LISTEN} listeners (echoapp-tcp, echoapp-echo): C{endpoints} and
     C{limits} (L{TCPLimits}); a subclass adds its parameters and what else
     its service needs after C{super().postOptions()}.
     """
-
-    LISTEN: RepeatableListen
 
     def postOptions(self) -> None:
         self.read_faults_and_metrics()

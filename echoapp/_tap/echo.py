@@ -18,8 +18,6 @@ from echoapp._tap.common import (
 )
 from echoapp._transports.endpoints import DEFAULT_ECHO_LISTEN
 
-LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
-
 
 class Options(StreamPluginOptions):
     """
@@ -27,11 +25,9 @@ class Options(StreamPluginOptions):
     faults and metrics.
     """
 
-    synopsis = "[options]"
     longdesc = "RFC 862 echo: every byte comes back unchanged. No banner, no framing."
     optParameters = TCP_LIMIT_PARAMETERS + METRICS_PARAMETERS
-    LISTEN = LISTEN
-    opt_listen = LISTEN.option()
+    LISTEN = RepeatableListen("listen", DEFAULT_ECHO_LISTEN)
 
 
 def service_tree(options: usage.Options, reactor: IReactorTime | None = None) -> MultiService:

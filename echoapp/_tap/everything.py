@@ -40,7 +40,6 @@ class Options(ServingOptions):
     messages and limits.
     """
 
-    synopsis = "[options]"
     longdesc = (
         "All echoapp services in one process. --tcp, --udp and --echo each replace the default "
         "address of their service; the message options apply to both greeters, the TCP limits to "

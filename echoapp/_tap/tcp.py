@@ -22,8 +22,6 @@ from echoapp._tap.common import (
 from echoapp._transports.endpoints import DEFAULT_TCP_LISTEN
 from echoapp.config import GreeterConfig
 
-LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
-
 
 class Options(StreamPluginOptions):
     """
@@ -31,14 +29,12 @@ class Options(StreamPluginOptions):
     limits, PROXY trust, faults and metrics.
     """
 
-    synopsis = "[options]"
     longdesc = (
         "The welcome/echo/exit TCP service: a banner on connect, one templated reply per message, "
         "and the exit word closes the connection."
     )
     optParameters = GREETER_PARAMETERS + TCP_LIMIT_PARAMETERS + LINE_TIMEOUT_PARAMETERS + METRICS_PARAMETERS
-    LISTEN = LISTEN
-    opt_listen = LISTEN.option()
+    LISTEN = RepeatableListen("listen", DEFAULT_TCP_LISTEN)
 
     def postOptions(self) -> None:
         super().postOptions()

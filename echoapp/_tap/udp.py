@@ -13,7 +13,7 @@ from echoapp._tap.common import (
     REPLY_PARAMETERS,
     REUSE_PORT_FLAGS,
     UDP_LIMIT_PARAMETERS,
-    PluginOptions,
+    ListenOptions,
     RepeatableListen,
     build,
     check_faults,
@@ -25,28 +25,25 @@ from echoapp._tap.common import (
 from echoapp._transports.endpoints import DEFAULT_UDP_LISTEN, UDP_SYNTAX
 from echoapp.config import GreeterConfig, UDPLimits
 
-LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
 
-
-class Options(PluginOptions):
+class Options(ListenOptions):
     """
     C{echoapp-udp}'s command line: ports, the reply template, the rate
     limits, faults and metrics.
     """
 
-    synopsis = "[options]"
     longdesc = (
         "The UDP greeter: each datagram gets one reply datagram to its sender. "
         "--reply '{}' makes it a UDP echo."
     )
     optParameters = REPLY_PARAMETERS + UDP_LIMIT_PARAMETERS + METRICS_PARAMETERS + RECORD_PARAMETERS
     optFlags = REUSE_PORT_FLAGS
-    opt_listen = LISTEN.option()
+    LISTEN = RepeatableListen("listen", DEFAULT_UDP_LISTEN, UDP_SYNTAX)
     opt_fault = opt_fault
 
     def postOptions(self) -> None:
         self.read_faults_and_metrics()
-        self["ports"] = udp_listens(LISTEN, self)
+        self["ports"] = udp_listens(self.LISTEN, self)
         check_faults(self, datagrams=True)
         self["template"] = build(GreeterConfig, self).reply
         self["limits"] = build(UDPLimits, self)

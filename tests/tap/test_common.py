@@ -10,6 +10,7 @@ from zope.interface import implementer
 from echoapp._framing import Framing
 from echoapp._monitor import Monitored
 from echoapp._tap import compose, echo, everything, tcp, udp
+from echoapp._tap.common import ListenOptions, RepeatableListen
 from echoapp._transports.endpoints import UDPListen
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
 from tests.support import listeners
@@ -141,6 +142,29 @@ class UDPOptionsTests(SynchronousTestCase):
             (["--reply=none"], "--reply: reply template 'none'"),
         ]:
             self.assertIn(message, str(self.assertRaises(usage.UsageError, parse, udp, *args)))
+
+
+class ListenOptionsTests(SynchronousTestCase):
+    """L{ListenOptions}: a plugin names its C{LISTEN}, and C{--listen} is made from it."""
+
+    def test_listen_is_made_from_the_plugins_own_listen(self) -> None:
+        class Options(ListenOptions):
+            LISTEN = RepeatableListen("listen", "tcp:7", "A test's endpoint")
+
+        options = Options()
+        options.parseOptions(["--listen", "tcp:1", "--listen", "tcp:2"])
+        self.assertEqual(Options.LISTEN.given(options), ["tcp:1", "tcp:2"])
+        self.assertEqual(Options.LISTEN.given(Options()), ["tcp:7"], "none given: the default")
+        self.assertIn("A test's endpoint to listen on; repeatable [default: tcp:7]", str(Options()))
+
+    def test_each_plugin_lists_its_own_default(self) -> None:
+        for plugin, default in [
+            (tcp, "tcp:9999:interface=127.0.0.1"),
+            (echo, "tcp:10888:interface=127.0.0.1"),
+            (udp, "udp:9999:interface=127.0.0.1"),
+        ]:
+            self.assertIn(f"[default: {default}]", plugin.Options.opt_listen.__doc__)
+            self.assertEqual(plugin.Options.synopsis, "[options]")
 
 
 class EverythingOptionsTests(SynchronousTestCase):
