@@ -160,6 +160,16 @@ def spec(default: Any, kind: Kind, help: str, **metadata: Any) -> Any:
     return dataclasses.field(default=default, metadata={"kind": kind, "help": help, **metadata})
 
 
+def seconds(default: float, help: str) -> Any:
+    """A field of L{positive_seconds} (a duration, or a rate per second): the kind most limits are."""
+    return spec(default, positive_seconds(), help)
+
+
+def count(default: int, help: str, most: int | None = None) -> Any:
+    """A field of L{positive_int}: how many, at most C{most}."""
+    return spec(default, positive_int(most), help)
+
+
 def validate(instance: Any) -> None:
     """
     Check every field of the dataclass C{instance} that names a L{Kind}, and

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from echoapp._fields import TEXT, choice, positive_int, positive_seconds, spec, template, validate
+from echoapp._fields import TEXT, choice, count, seconds, spec, template, validate
 from echoapp._framing import Framing
 from echoapp._peers import DEFAULT_IPV6_PREFIX
 from echoapp._tac import one_line_in_tac
@@ -44,10 +44,10 @@ class GreeterConfig:
     )
     # A line is held whole until its LF comes: the bound keeps what one
     # client can make the server hold to a few MiB.
-    max_line_length: int = spec(
+    max_line_length: int = count(
         64 * 1024,
-        positive_int(1024 * 1024),
         "Longest message in bytes; a longer one gets an error line and the connection is closed.",
+        most=1024 * 1024,
     )
 
     @one_line_in_tac
@@ -79,29 +79,23 @@ class TCPLimits:
     A bad value raises L{ValueError} naming the field, as the command line does.
     """
 
-    max_connections: int = spec(10_000, positive_int(), "Open connections per service; more are refused.")
-    max_per_peer: int = spec(100, positive_int(), "Open connections per source address; more are refused.")
-    idle_timeout: float = spec(300.0, positive_seconds(), "Seconds of silence before a connection is closed.")
-    line_timeout: float = spec(
-        30.0, positive_seconds(), "Seconds to finish a line once its first byte arrived."
-    )
-    session_timeout: float = spec(3600.0, positive_seconds(), "Seconds any one connection may last.")
-    close_grace: float = spec(
+    max_connections: int = count(10_000, "Open connections per service; more are refused.")
+    max_per_peer: int = count(100, "Open connections per source address; more are refused.")
+    idle_timeout: float = seconds(300.0, "Seconds of silence before a connection is closed.")
+    line_timeout: float = seconds(30.0, "Seconds to finish a line once its first byte arrived.")
+    session_timeout: float = seconds(3600.0, "Seconds any one connection may last.")
+    close_grace: float = seconds(
         5.0,
-        positive_seconds(),
         "Seconds a closing connection (timeout, exit, shutdown) gets before it is aborted.",
     )
-    ipv6_prefix: int = spec(
-        DEFAULT_IPV6_PREFIX,
-        positive_int(128),
-        "IPv6 peers are counted per prefix of this length (a host owns a /64).",
+    ipv6_prefix: int = count(
+        DEFAULT_IPV6_PREFIX, "IPv6 peers are counted per prefix of this length (a host owns a /64).", most=128
     )
-    proxy_header_timeout: float = spec(
-        5.0, positive_seconds(), "haproxy: listeners: seconds for a whole PROXY header; then closed."
+    proxy_header_timeout: float = seconds(
+        5.0, "haproxy: listeners: seconds for a whole PROXY header; then closed."
     )
-    proxy_silent_after: float = spec(
+    proxy_silent_after: float = seconds(
         1.0,
-        positive_seconds(),
         "haproxy: listeners: seconds a connection may wait for its header before it counts against "
         "its own address's --max-per-peer (before, it counts against no address, so a balancer's "
         "burst is not one greedy client).",
@@ -119,12 +113,12 @@ class UDPLimits:
     many sources the rate table remembers.  A bad value raises L{ValueError}.
     """
 
-    rate: float = spec(50.0, positive_seconds(), "Replies per second to one source address.")
-    burst: int = spec(100, positive_int(), "Replies one source may get at once before --rate applies.")
-    global_rate: float = spec(10_000.0, positive_seconds(), "Replies per second to all sources together.")
-    max_sources: int = spec(65_536, positive_int(), "Source addresses the rate table remembers.")
-    ipv6_prefix: int = spec(
-        DEFAULT_IPV6_PREFIX, positive_int(128), "IPv6 sources are rate-limited per prefix of this length."
+    rate: float = seconds(50.0, "Replies per second to one source address.")
+    burst: int = count(100, "Replies one source may get at once before --rate applies.")
+    global_rate: float = seconds(10_000.0, "Replies per second to all sources together.")
+    max_sources: int = count(65_536, "Source addresses the rate table remembers.")
+    ipv6_prefix: int = count(
+        DEFAULT_IPV6_PREFIX, "IPv6 sources are rate-limited per prefix of this length.", most=128
     )
 
     @one_line_in_tac
@@ -140,21 +134,19 @@ class MetricsLimits:
     service its clients.  A bad value raises L{ValueError} naming the field.
     """
 
-    metrics_max_connections: int = spec(
-        64, positive_int(), "Connections to the --metrics listener; more are closed at once."
+    metrics_max_connections: int = count(
+        64, "Connections to the --metrics listener; more are closed at once."
     )
-    metrics_probe_slots: int = spec(
+    metrics_probe_slots: int = count(
         4,
-        positive_int(),
         "Connections past --metrics-max-connections that may each ask for /healthz once, so that "
         "clients holding every connection cannot keep a balancer's probe out.",
     )
-    metrics_max_requests: int = spec(
-        100, positive_int(), "Requests one --metrics connection may make; the last answer closes it."
+    metrics_max_requests: int = count(
+        100, "Requests one --metrics connection may make; the last answer closes it."
     )
-    metrics_head_timeout: float = spec(
+    metrics_head_timeout: float = seconds(
         10.0,
-        positive_seconds(),
         "Seconds for a whole request head on --metrics (or for a client to read its answer).",
     )
 

@@ -6,11 +6,13 @@ command line refuses it, with the same one-line reason.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp import testing
-from echoapp._fields import typed
+from echoapp._fields import count, help_text, seconds, shown_default, typed, validate
 from echoapp._framing import Framing
 from echoapp._tap import echo, tcp, udp
 from echoapp.config import GreeterConfig, TCPLimits, UDPLimits
@@ -122,6 +124,38 @@ class TypedKindTests(SynchronousTestCase):
         as_text = str(self.assertRaises(ValueError, GreeterConfig, reply=long))
         as_value = str(self.assertRaises(ValueError, GreeterConfig, reply=ReplyTemplate.parse(long)))
         self.assertEqual(as_text, as_value)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A config of the two field builders most limits use."""
+
+    wait: float = seconds(2.0, "How long.")
+    many: int = count(3, "How many.", most=5)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+class FieldBuilderTests(SynchronousTestCase):
+    """L{seconds} and L{count}: a limit's field said by its default and help alone."""
+
+    def test_seconds_are_positive_and_become_floats(self) -> None:
+        self.assertEqual(Limits(wait=1).wait, 1.0)
+        self.assertIsInstance(Limits(wait=1).wait, float)
+        self.assertEqual(
+            str(self.assertRaises(ValueError, Limits, wait=0)), "wait: must be a positive number, got 0"
+        )
+
+    def test_counts_are_whole_and_bounded(self) -> None:
+        self.assertEqual(Limits(many=5).many, 5)
+        self.assertEqual(str(self.assertRaises(ValueError, Limits, many=6)), "many: at most 5, got 6")
+        self.assertRaises(ValueError, Limits, many=2.0)
+
+    def test_help_shows_the_default_and_the_bound(self) -> None:
+        wait, many = fields(Limits)
+        self.assertEqual((shown_default(wait), help_text(wait)), ("2", "How long."))
+        self.assertEqual((shown_default(many), help_text(many)), ("3", "How many. (Largest value: 5.)"))
 
 
 class ExitWordTests(SynchronousTestCase):
