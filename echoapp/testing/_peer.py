@@ -68,27 +68,18 @@ class Peer:
 
     _thread: Thread | None = None
 
+    # What each kind of peer provides (L{ServicePeer}, the proxy's), run in
+    # the peer's reactor thread; the public face below calls them there.
+    _addresses: Callable[[], list[tuple[str, int]]]
+    _faults: Callable[[], Faults]
+    _set_faults: Callable[[Faults], None]
+    _seed: Callable[[], int]
+    _stop: Callable[[], Deferred[None]]
+    _recorder: Callable[[], Recorder]
+
     def _call(self, function: Callable[..., T], *args: object) -> T:
         """C{function(*args)} in the peer's reactor thread, waited for."""
         return function(*args) if self._thread is None else self._thread.call(function, *args)
-
-    def _addresses(self) -> list[tuple[str, int]]:
-        raise NotImplementedError
-
-    def _faults(self) -> Faults:
-        raise NotImplementedError
-
-    def _set_faults(self, faults: Faults) -> None:
-        raise NotImplementedError
-
-    def _seed(self) -> int:
-        raise NotImplementedError
-
-    def _stop(self) -> Deferred[None]:
-        raise NotImplementedError
-
-    def _recorder(self) -> Recorder:
-        raise NotImplementedError
 
     @property
     def record(self) -> Record:
@@ -158,17 +149,11 @@ class ProxyPeer(Peer):
     come back L{up} on the same port.
     """
 
-    def _faults_upstream(self) -> Faults:
-        raise NotImplementedError
-
-    def _set_faults_upstream(self, faults: Faults) -> None:
-        raise NotImplementedError
-
-    def _down(self) -> Deferred[None]:
-        raise NotImplementedError
-
-    def _up(self) -> None:
-        raise NotImplementedError
+    # What the proxy's peer provides besides a L{Peer}'s.
+    _faults_upstream: Callable[[], Faults]
+    _set_faults_upstream: Callable[[Faults], None]
+    _down: Callable[[], Deferred[None]]
+    _up: Callable[[], None]
 
     @property
     def faults_upstream(self) -> Faults:

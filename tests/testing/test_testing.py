@@ -82,6 +82,30 @@ class InProcessTests(TestCase):
         self.assertIn("unknown option 'banana'; these are known: banner,", str(raised.exception))
 
 
+class PeerHookTests(SynchronousTestCase):
+    """
+    A L{testing.Peer} declares what each kind of peer provides (its hooks);
+    every kind must provide each, or a property fails only when a test reads it.
+    """
+
+    def hooks(self, *kinds: type) -> set[str]:
+        declared = {name for kind in kinds for name in vars(kind).get("__annotations__", {})}
+        return declared - {"_thread"}
+
+    def test_every_kind_of_peer_provides_every_hook(self) -> None:
+        from echoapp.testing._peer import ServicePeer
+        from echoapp.testing._proxy import RunningProxy
+
+        self.assertIn("_addresses", self.hooks(testing.Peer))
+        self.assertIn("_down", self.hooks(testing.ProxyPeer))
+        for peer, kinds in [
+            (ServicePeer, (testing.Peer,)),
+            (RunningProxy, (testing.Peer, testing.ProxyPeer)),
+        ]:
+            missing = {hook for hook in self.hooks(*kinds) if not callable(getattr(peer, hook, None))}
+            self.assertEqual(missing, set(), peer)
+
+
 class ProcessTests(SynchronousTestCase):
     def test_the_all_in_one_plugin(self) -> None:
         """C{echoapp} gets loopback ports for its three services, not a --listen it does not have."""
