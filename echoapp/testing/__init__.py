@@ -27,7 +27,8 @@ strings are accepted for the bytes ones and for C{reply}.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TypeVar
 from unittest import TestCase
 
@@ -134,20 +135,9 @@ def greeter(
     one is a L{TypeError} that lists the known ones.
     """
     config = _config(GreeterConfig, config, fields)
-    limits = _config(TCPLimits, limits, fields)
+    build = partial(services.tcp_greeter, config=config, limits=_config(TCPLimits, limits, fields))
     _no_more(fields, GreeterConfig, TCPLimits)
-    networks = parse_networks([proxy_from] if isinstance(proxy_from, str) else list(proxy_from))
-    where = offered([listen])
-    on, thread = place(test, reactor)
-
-    def start() -> Peer:
-        service = services.tcp_greeter(
-            [listen], config, limits, on, faults=_faults(faults, where),
-            reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
-        )  # fmt: skip
-        return _running(service, where, test, on)
-
-    return started(test, thread, start)
+    return _stream_peer(test, build, listen, faults, reactor, reuse_port, log_connections, proxy_from)
 
 
 def echo(
@@ -163,15 +153,32 @@ def echo(
     **fields: object,
 ) -> Peer:
     """RFC 862 echo; as L{greeter}, with the fields of L{TCPLimits}."""
-    limits = _config(TCPLimits, limits, fields)
+    build = partial(services.echo, limits=_config(TCPLimits, limits, fields))
     _no_more(fields, TCPLimits)
+    return _stream_peer(test, build, listen, faults, reactor, reuse_port, log_connections, proxy_from)
+
+
+def _stream_peer(
+    test: TestCase | None,
+    build: Callable[..., MultiService],
+    listen: str,
+    faults: Faults | None,
+    reactor: IReactorTime | None,
+    reuse_port: bool,
+    log_connections: bool,
+    proxy_from: str | Sequence[str],
+) -> Peer:
+    """
+    A peer of a TCP service C{build} makes, its configs already given: what
+    L{greeter} and L{echo} share, from PROXY trust to the running peer.
+    """
     networks = parse_networks([proxy_from] if isinstance(proxy_from, str) else list(proxy_from))
     where = offered([listen])
     on, thread = place(test, reactor)
 
     def start() -> Peer:
-        service = services.echo(
-            [listen], limits, on, faults=_faults(faults, where),
+        service = build(
+            [listen], reactor=on, faults=_faults(faults, where),
             reuse_port=reuse_port, log_connections=log_connections, proxy_from=networks,
         )  # fmt: skip
         return _running(service, where, test, on)

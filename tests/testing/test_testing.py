@@ -76,6 +76,16 @@ class InProcessTests(TestCase):
         elsewhere = testing.greeter(self, listen="haproxy:tcp:0:interface=127.0.0.1", proxy_from="10.0.0.0/8")
         self.assertNotIn(b"Welcome", await deferToThread(talk, elsewhere.port, header, 10), "not believed")
 
+    async def test_echo_takes_the_stream_options_as_the_greeter_does(self) -> None:
+        header = b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 9999\r\n"
+        trusting = testing.echo(self, listen="haproxy:tcp:0:interface=127.0.0.1", proxy_from="127.0.0.1")
+        self.assertEqual(await deferToThread(talk, trusting.port, header + b"ping", 4), b"ping")
+        elsewhere = testing.echo(self, listen="haproxy:tcp:0:interface=127.0.0.1", proxy_from="10.0.0.0/8")
+        self.assertEqual(await deferToThread(talk, elsewhere.port, header + b"ping", 4), b"", "not believed")
+        with self.assertRaises(ValueError) as raised:
+            testing.echo(self, faults=Faults(stall_handshake=True))
+        self.assertIn("needs an ssl: listener", str(raised.exception))
+
     def test_unknown_option_says_which_are_known(self) -> None:
         with self.assertRaises(TypeError) as raised:
             testing.greeter(self, banana=1)
