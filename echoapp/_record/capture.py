@@ -28,22 +28,24 @@ Building a dpkt packet object per chunk cost some 25 us a packet (its
 headers copied from defaults, its checksums summed in Python), eight
 times a request's own CPU; so the common packet, a connection's data
 with no note on it, is made another way, with dpkt's layout: each side's
-IP and TCP headers are built once by dpkt (L{DataHeaders}), and per
-packet only the IP length, the sequence and acknowledgement numbers and
-the checksums are packed into that template, at the offsets dpkt's own
-header definitions give, with one C{struct} call.  The checksums are
-computed, not left zero (Wireshark does not check them by default, but a
-user who turns checking on should not see every packet flagged): a
-one's-complement sum is the remainder modulo 0xFFFF of the number the
-bytes spell, so a payload's share is C{int.from_bytes(payload) % 0xFFFF},
-done in C.  Its enhanced packet block is packed likewise from dpkt's
-own block (its header's format and type, an empty block's trailer).  A
-packet with a note, a handshake, a FIN or an RST, a UDP datagram and a
-chunk over L{SEGMENT} are made whole by dpkt as before: they are few.
-The packets come in batches (L{CaptureFile.batch}: the store's journal,
-L{echoapp._record.store}, settled at most a second apart while traffic
-goes on, at every open and close, or past its size), and each batch's
-blocks are written in one call.
+IP and TCP headers are built once by dpkt (L{DataHeaders}); what depends
+on the payload's size alone (the block's and the IP lengths, the IPv4
+header checksum, the padding) is made once for each size a side sends
+in a row; and per packet only the time, the sequence and
+acknowledgement numbers and the TCP checksum are packed, at the offsets
+dpkt's own header and block definitions give, with two C{struct} calls
+(the block's fields are in the machine's byte order, the packet's in
+the network's).  The checksums are computed, not left zero (Wireshark
+does not check them by default, but a user who turns checking on should
+not see every packet flagged): a one's-complement sum is the remainder
+modulo 0xFFFF of the number the bytes spell, so a payload's share is
+C{int.from_bytes(payload) % 0xFFFF}, done in C.  A packet with a note, a
+handshake, a FIN or an RST, a UDP datagram and a chunk over L{SEGMENT}
+are made whole by dpkt as before: they are few.  The packets come in
+batches (L{CaptureFile.batch}: the store's journal,
+L{echoapp._record.store}, settled every second by the capture file's
+service, at every open and close, or past its size); each batch's blocks
+are written in one call, so what waits in memory is one batch at most.
 
 The file rotates when it passes C{max_bytes}: C{FILE} becomes C{FILE.1}
 (and C{FILE.1} C{FILE.2}, up to C{keep} old files); the new file opens the
@@ -55,12 +57,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import struct
 import sys
 from typing import Any, BinaryIO
 
-from echoapp._record.packets import ACK, FIN, OTHER, PSH, RST, SYN, DataHeaders
-from echoapp._record.store import CLIENT, FLUSH_EVERY, ConnectionRecord, Entry
+from echoapp._record.packets import ACK, FIN, OTHER, PSH, RST, SYN, Blocks, DataHeaders
+from echoapp._record.store import CLIENT, ConnectionRecord, Entry
 
 LINKTYPE_RAW = 101
 SEGMENT = 32768  # bytes of payload per synthetic packet (an IP packet holds 65535 at most)
@@ -84,7 +85,7 @@ class Wire:
             "server": (ipaddress.ip_address(server[0]).packed, server[1]),
         }
         self.seq = {"client": ISN["client"], "server": ISN["server"]}
-        self.headers: dict[str, DataHeaders] = {}
+        self.headers: dict[str, DataHeaders] = {}  # by direction, made when the side first sends
 
 
 class CaptureFile:
@@ -104,11 +105,9 @@ class CaptureFile:
         self._out: list[bytes] = []
         self._size = 0
         self._last = 0.0
-        self._flushed = 0.0
         self._rotating = False
         self._datagram_wires: dict[int, Wire] = {}
-        self._block: Any = None
-        self._trailers: list[Any] = []
+        self._blocks: Blocks | None = None
 
     # --- the file ---
 
@@ -124,16 +123,8 @@ class CaptureFile:
             self._dpkt = dpkt
         self._file = stream if stream is not None else open(self.path, "wb")
         self._writer = self._dpkt.pcapng.Writer(self._file, snaplen=65535, linktype=LINKTYPE_RAW)
-        # dpkt's own enhanced packet block, its layout taken for the blocks without comments: the
-        # header's fields (all but the length that ends the block), the packet padded to 32 bits.
-        pcapng = self._dpkt.pcapng  # the block class dpkt's writer chooses, by the machine's byte order
-        kind = pcapng.EnhancedPacketBlockLE if sys.byteorder == "little" else pcapng.EnhancedPacketBlock
-        empty = bytes(kind(caplen=0, pkt_len=0, pkt_data=b""))
-        order, head = kind.__hdr_fmt__[0], kind.__hdr_len__ - 4
-        options = empty[head:-4]  # what dpkt writes after the packet, before the block's length (none)
-        (block_type,) = struct.unpack(order + "I", empty[:4])
-        self._block = (struct.Struct(kind.__hdr_fmt__[:-1]).pack, block_type, len(empty), options)
-        self._trailers = [struct.Struct(f"{order}{pad}x{len(options)}sI").pack for pad in range(4)]
+        if self._blocks is None:
+            self._blocks = Blocks(self._dpkt)
         self._size = self._file.tell()
 
     def close(self) -> None:
@@ -198,17 +189,9 @@ class CaptureFile:
             return
         at, packet, payload, comments, _ = held
         if not comments:  # the common block: dpkt's layout, packed here
-            pack, block_type, empty, options = self._block
-            size = len(packet) + len(payload)
-            pad = -size % 4
-            length = empty + size + pad
-            stamp = round(at * 1e6)  # microseconds, as dpkt writes them
-            self._out += (
-                pack(block_type, length, 0, stamp >> 32, stamp & 0xFFFFFFFF, size, size),
-                packet,
-                payload,
-                self._trailers[pad](options, length),
-            )
+            assert self._blocks is not None
+            *pieces, length = self._blocks.block(at, packet, payload)
+            self._out += pieces
             self._size += length
         else:
             self._drain()
@@ -267,54 +250,43 @@ class CaptureFile:
 
     def batch(self, entries: list[Entry], comments: dict[int, list[str]]) -> None:
         """
-        What went on the wire since the last batch, in order: a data packet
-        of a connection made from its side's L{DataHeaders}; one with a
-        note, one over L{SEGMENT} and a UDP datagram made whole by dpkt.
+        What went on the wire since the last batch, in order, written in
+        one call: a data packet of a connection made from its side's
+        L{DataHeaders} (the last one held back, as every packet is, for a
+        note that may still come); one with a note, one over L{SEGMENT} and
+        a UDP datagram made whole by dpkt.
         """
         if self._file is None or not entries:
             return
-        wires = self._wires
-        pack, block_type, empty, options = self._block
-        trailers, out = self._trailers, self._out
+        wires, out, last = self._wires, self._out, len(entries) - 1
         for index, (at, record, direction, data) in enumerate(entries):
             notes = comments.get(index) if comments else None
             wire = wires.get(record.number)  # None for a UDP source: its numbers are not in it
             if wire is None or notes or len(data) > SEGMENT:
                 self.data(record, direction, data, notes or [], at)
                 continue
-            sender = "client" if direction == CLIENT else "server"
-            headers = wire.headers.get(sender)
-            if headers is None:
-                headers = wire.headers[sender] = DataHeaders(self._dpkt, wire.addresses, wire.six, sender)
+            if self._held is not None:
+                self._release()
+            side = wire.headers.get(direction)
+            if side is None:
+                side = wire.headers[direction] = self._side(wire, direction)
             seq = wire.seq
-            sent = seq[sender]
-            header = headers.header(sent & 0xFFFFFFFF, seq[OTHER[sender]] & 0xFFFFFFFF, data)
-            seq[sender] = sent + len(data)
-            held = self._held
-            if held is not None:
-                if held[3] or self._rotating:
-                    self._release()
-                else:  # _release's common block, inline: this is the loop every packet takes
-                    then, before, payload = held[0], held[1], held[2]
-                    size = len(before) + len(payload)
-                    pad = -size % 4
-                    length = empty + size + pad
-                    stamp = round(then * 1e6)
-                    out += (
-                        pack(block_type, length, 0, stamp >> 32, stamp & 0xFFFFFFFF, size, size),
-                        before,
-                        payload,
-                        trailers[pad](options, length),
-                    )
-                    self._size += length
-                    if self.max_bytes and self._size >= self.max_bytes:
-                        self._held = None
-                        self._rotate()
-            self._held = (at, header, data, [], record.number)
+            sent = seq[side.sender]
+            seq[side.sender] = sent + len(data)
+            ack = seq[side.receiver] & 0xFFFFFFFF
+            if index == last:  # held back: a fault's note may still be for it
+                self._held = (at, side.header(sent & 0xFFFFFFFF, ack, data), data, [], record.number)
+            else:
+                self._size += side.block(out, at, sent & 0xFFFFFFFF, ack, data)
+                if self.max_bytes and self._size >= self.max_bytes:
+                    self._rotate()
         self._last = entries[-1][0]
-        if self._last - self._flushed >= FLUSH_EVERY:
-            self.flush()
-            self._flushed = self._last
+        self._drain()
+
+    def _side(self, wire: Wire, direction: str) -> DataHeaders:
+        assert self._blocks is not None
+        sender = "client" if direction == CLIENT else "server"
+        return DataHeaders(self._dpkt, self._blocks, wire.addresses, wire.six, sender)
 
     def data(
         self, record: ConnectionRecord, direction: str, data: bytes, comments: list[str], at: float

@@ -131,7 +131,6 @@ class Store(Protocol):
     seconds: Callable[[], float]
     journal: list[Entry]
     waiting: int
-    due: float
     sink: Sink | None
     open_streams: int
     when_idle: Callable[[], object] | None

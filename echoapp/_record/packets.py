@@ -1,17 +1,19 @@
 """
-The synthetic packets' headers, laid out by dpkt: the TCP flags, and a
-side's data headers (L{DataHeaders}) built once with dpkt and patched per
-packet where dpkt's own field definitions say each field is.
+The synthetic packets' headers and their pcapng blocks, laid out by dpkt:
+the TCP flags, the enhanced packet block without options (L{Blocks}), and
+a side's data packets (L{DataHeaders}) built once with dpkt and patched
+per packet where dpkt's own field definitions say each field is.
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 OTHER = {"client": "server", "server": "client"}
-ZEROED_TCP = (("seq", "I"), ("ack", "I"), ("sum", "H"))  # what changes per data packet, in dpkt's names
+PER_PACKET = ("seq", "ack", "sum")  # the TCP fields each data packet changes, in dpkt's names
 
 
 def field_offset(kind: Any, name: str) -> int:
@@ -24,66 +26,147 @@ def field_offset(kind: Any, name: str) -> int:
     raise LookupError(name)
 
 
+class Blocks:
+    """
+    dpkt's enhanced packet block with no options (the class its pcapng
+    writer chooses by the machine's byte order), packed here: its header's
+    fields but the length that ends it, the packet padded to 32 bits, then
+    what dpkt writes after the packet (nothing, with no options) and the
+    length again.
+    """
+
+    __slots__ = ("before", "block_type", "empty", "head", "options", "order", "trailers")
+
+    def __init__(self, dpkt: Any) -> None:
+        pcapng = dpkt.pcapng
+        kind = pcapng.EnhancedPacketBlockLE if sys.byteorder == "little" else pcapng.EnhancedPacketBlock
+        empty = bytes(kind(caplen=0, pkt_len=0, pkt_data=b""))
+        order, head = kind.__hdr_fmt__[0], kind.__hdr_len__ - 4
+        self.order, self.before = order, head  # the packet starts after the header's fields
+        self.options = empty[head:-4]
+        (self.block_type,) = struct.unpack(order + "I", empty[:4])
+        self.head = struct.Struct(kind.__hdr_fmt__[:-1]).pack
+        self.empty = len(empty)
+        self.trailers = [struct.Struct(f"{order}{pad}x{len(self.options)}sI").pack for pad in range(4)]
+
+    def block(self, at: float, packet: bytes, payload: bytes = b"") -> tuple[bytes, bytes, bytes, bytes, int]:
+        """The block of C{packet + payload} sent C{at}: its four pieces, and its length."""
+        size = len(packet) + len(payload)
+        pad = -size % 4
+        length = self.empty + size + pad
+        stamp = round(at * 1e6)  # microseconds, as dpkt writes them
+        head = self.head(self.block_type, length, 0, stamp >> 32, stamp & 0xFFFFFFFF, size, size)
+        return head, packet, payload, self.trailers[pad](self.options, length), length
+
+
 class DataHeaders:
     """
-    The IP and TCP headers of one side's data packets (PSH, ACK): built
-    once with dpkt, then per packet its four changing fields (the IP
-    length, the IPv4 header checksum, the sequence and acknowledgement
-    numbers, the TCP checksum) packed into dpkt's layout with one
-    C{struct} call, where dpkt's fields say they are.  The checksums are
-    the one's-complement sums of RFC 1071, computed as a remainder: a sum
-    of 16-bit words is congruent modulo 0xFFFF to the number the bytes
-    spell (2**16 = 1 modulo 0xFFFF), so a payload's share is
-    C{int.from_bytes(payload) % 0xFFFF}, in C, and the template's constant
-    words are summed once.
+    One side's data packets (PSH, ACK), as whole pcapng blocks: the IP and
+    TCP headers built once with dpkt; for each size of payload (the last
+    one kept: a side mostly sends one size after another) what depends on
+    the size alone is made once (the block's lengths, the IP length and
+    the IPv4 header checksum, the padding); per packet then only the time,
+    the sequence and acknowledgement numbers and the TCP checksum are
+    packed, with two C{struct} calls, where dpkt's fields say they are.
+    The checksums are the one's-complement sums of RFC 1071, computed as a
+    remainder: a sum of 16-bit words is congruent modulo 0xFFFF to the
+    number the bytes spell (2**16 = 1 modulo 0xFFFF), so a payload's share
+    is C{int.from_bytes(payload) % 0xFFFF}, in C, and the template's
+    constant words are summed once.
     """
 
-    __slots__ = ("gaps", "ip_base", "ip_header", "pack", "six", "tcp_base", "tcp_header")
+    __slots__ = (
+        "base",
+        "blocks",
+        "first",
+        "gaps",
+        "head",
+        "ip_base",
+        "ip_fields",
+        "length",
+        "receiver",
+        "second",
+        "sender",
+        "size",
+        "tail",
+        "tcp_base",
+        "template",
+        "total",
+        "trailer",
+    )
 
-    def __init__(self, dpkt: Any, addresses: dict[str, tuple[bytes, int]], six: bool, sender: str) -> None:
+    def __init__(
+        self, dpkt: Any, blocks: Blocks, addresses: dict[str, tuple[bytes, int]], six: bool, sender: str
+    ) -> None:
+        self.blocks = blocks
+        self.sender, self.receiver = sender, OTHER[sender]
         (source, sport), (destination, dport) = addresses[sender], addresses[OTHER[sender]]
         segment = dpkt.tcp.TCP(sport=sport, dport=dport, flags=PSH | ACK, win=65535)
-        self.tcp_header = len(bytes(segment))
-        self.six = six
+        tcp_header = len(bytes(segment))
         if six:
             ip = dpkt.ip6.IP6
-            packet = ip(src=source, dst=destination, nxt=6, hlim=64, plen=self.tcp_header)
+            packet = ip(src=source, dst=destination, nxt=6, hlim=64, plen=tcp_header)
             packet.data = segment
-            fields = [(field_offset(ip, "plen"), "H")]  # IPv6 has no header checksum
+            fields: list[tuple[int, int | None]] = [(field_offset(ip, "plen"), tcp_header)]  # no checksum
         else:
             ip = dpkt.ip.IP
             packet = ip(src=source, dst=destination, p=6, ttl=64, data=segment)
-            fields = [(field_offset(ip, "len"), "H"), (field_offset(ip, "sum"), "H")]
-        template = bytes(packet)
-        self.ip_header = below = ip.__hdr_len__
-        fields += [(below + field_offset(dpkt.tcp.TCP, name), code) for name, code in ZEROED_TCP]
-        # The struct: each changing field where dpkt put it, the template's bytes between.
-        fmt, gaps, zeroed, end = ">", [], bytearray(template), 0
-        for at, code in sorted(fields):
-            fmt += f"{at - end}s{code}"
-            gaps.append(template[end:at])
-            end = at + struct.calcsize(">" + code)
-            zeroed[at:end] = bytes(end - at)
-        fmt += f"{len(template) - end}s"
-        gaps.append(template[end:])
-        self.pack = struct.Struct(fmt).pack
-        self.gaps = gaps
-        self.ip_base = 0 if six else int.from_bytes(zeroed[:below], "big") % 0xFFFF
+            fields = [(field_offset(ip, "len"), ip.__hdr_len__ + tcp_header), (field_offset(ip, "sum"), None)]
+        template = bytearray(bytes(packet))
+        below = ip.__hdr_len__
+        for at, _ in fields:  # the IP fields a size changes: zero, summed without them
+            template[at : at + 2] = bytes(2)
+        seq, ack, tcp = (below + field_offset(dpkt.tcp.TCP, name) for name in PER_PACKET)
+        template[seq : ack + 4] = bytes(8)
+        template[tcp : tcp + 2] = bytes(2)
+        self.template, self.ip_fields = bytes(template[:seq]), fields
+        self.gaps = (bytes(template[ack + 4 : tcp]), bytes(template[tcp + 2 :]))
+        self.tail = struct.Struct(f">II{tcp - ack - 4}sH{len(template) - tcp - 2}s").pack
+        self.ip_base = 0 if six else int.from_bytes(template[:below], "big") % 0xFFFF
         pseudo = int.from_bytes(source, "big") + int.from_bytes(destination, "big") + 6  # + TCP length
-        self.tcp_base = (pseudo + int.from_bytes(zeroed[below:], "big") + self.tcp_header) % 0xFFFF
+        self.tcp_base = (pseudo + int.from_bytes(template[below:], "big") + tcp_header) % 0xFFFF
+        self.length = len(template)  # the headers' length
+        self.head = struct.Struct(f"{blocks.order}12sII{8 + seq}s").pack
+        self.size = self.base = self.total = -1
+        self.first = self.second = self.trailer = b""
 
-    def header(self, seq: int, ack: int, payload: bytes) -> bytes:
-        """The headers of a packet carrying C{payload}, its checksums computed."""
+    def _sized(self, size: int) -> None:
+        """What depends on the payload's size alone, made for C{size}."""
+        blocks, length = self.blocks, self.length + size
+        pad = -length % 4
+        total = blocks.empty + length + pad
+        header = bytearray(self.template)
+        for at, extra in self.ip_fields:
+            if extra is None:  # the IPv4 header checksum, over the header with its length in
+                struct.pack_into(">H", header, at, 0xFFFF - (self.ip_base + length) % 0xFFFF)
+            else:
+                struct.pack_into(">H", header, at, extra + size)
+        self.first = struct.pack(f"{blocks.order}III", blocks.block_type, total, 0)
+        self.second = struct.pack(f"{blocks.order}II", length, length) + bytes(header)
+        self.trailer = blocks.trailers[pad](blocks.options, total)
+        self.size, self.base, self.total = size, self.tcp_base + size, total
+
+    def block(self, out: list[bytes], at: float, seq: int, ack: int, payload: bytes) -> int:
+        """The block of a packet carrying C{payload} sent C{at}, added to C{out} in pieces: its length."""
         size = len(payload)
+        if size != self.size:
+            self._sized(size)
         number = int.from_bytes(payload, "big")
         if size & 1:
             number <<= 8  # an odd payload is summed padded with a zero byte
-        tcp = 0xFFFF - (self.tcp_base + size + seq + ack + number) % 0xFFFF
+        tcp = 0xFFFF - (self.base + seq + ack + number) % 0xFFFF
+        stamp = round(at * 1e6)  # microseconds, as dpkt writes them
         gaps = self.gaps
-        if self.six:
-            return self.pack(
-                gaps[0], self.tcp_header + size, gaps[1], seq, gaps[2], ack, gaps[3], tcp, gaps[4]
-            )
-        length = self.ip_header + self.tcp_header + size
-        ip = 0xFFFF - (self.ip_base + length) % 0xFFFF
-        return self.pack(gaps[0], length, gaps[1], ip, gaps[2], seq, gaps[3], ack, gaps[4], tcp, gaps[5])
+        out += (
+            self.head(self.first, stamp >> 32, stamp & 0xFFFFFFFF, self.second),
+            self.tail(seq, ack, gaps[0], tcp, gaps[1]),
+            payload,
+            self.trailer,
+        )
+        return self.total
+
+    def header(self, seq: int, ack: int, payload: bytes) -> bytes:
+        """The IP and TCP headers of a packet carrying C{payload}, its checksums computed."""
+        pieces: list[bytes] = []
+        self.block(pieces, 0.0, seq, ack, payload)
+        return pieces[0][self.blocks.before :] + pieces[1]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IReactorTime
 
 from echoapp._record.kept import KEEP_BYTES, KEEP_EVENTS, RECORD_COST, STORE_BYTES, Address, Sink
-from echoapp._record.store import FLUSH_EVERY, ConnectionRecord, Entry
+from echoapp._record.store import ConnectionRecord, Entry
 
 
 class Recorder:
@@ -33,7 +33,6 @@ class Recorder:
         self.when_idle: Callable[[], object] | None = None
         self.journal: list[Entry] = []
         self.waiting = 0
-        self.due = float("inf")
         self._sink: Sink | None = None
         self.sink = sink
 
@@ -46,7 +45,6 @@ class Recorder:
     def sink(self, sink: Sink | None) -> None:
         self.settle()
         self._sink = sink
-        self.due = self.seconds() + FLUSH_EVERY if sink is not None else float("inf")
 
     @property
     def records(self) -> deque[ConnectionRecord]:
@@ -104,7 +102,6 @@ class Recorder:
         self._evict()
         sink = self._sink
         if sink is not None:
-            self.due = journal[-1][0] + FLUSH_EVERY
             sink.batch(journal, comments)
 
     def open(

@@ -3,6 +3,10 @@ The capture file as a service: opened in the privileged step (before
 twistd drops privileges, and before any listener, so a file that cannot
 be written stops start-up with one line), closed after every listener has
 stopped and every connection has drained, so the last close is in it.
+While it runs, one timer of the reactor's settles the store's journal and
+flushes the file every L{FLUSH_EVERY}: what went on the wire is in the
+file within that while, even on a connection where nothing more happens,
+and the connections' own path reads no clock for it.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
 
 from echoapp import StartupError
 from echoapp._record.capture import CaptureFile
 from echoapp._record.recorder import Recorder
+from echoapp._record.store import FLUSH_EVERY
 from echoapp._starting import StartsOnce
 
 # The longest the file waits, at stop, for connections still open (the
@@ -39,6 +45,13 @@ class RecordService(StartsOnce):
         self.recorder = recorder
         recorder.sink = capture
         self.capture = capture
+        self._flushing = LoopingCall(self.flush)
+        self._flushing.clock = recorder.clock
+
+    def flush(self) -> None:
+        """What waits in the journal goes to the file, and the file to the disk."""
+        self.recorder.settle()
+        self.capture.flush()
 
     def start_once(self) -> None:
         """Opened in twistd's privileged step, where there is one: a path it cannot have stops start-up."""
@@ -47,6 +60,8 @@ class RecordService(StartsOnce):
         except OSError as error:
             line = f"Cannot record to {self.capture.path}: {error.strerror or error}"
             raise StartupError(line, line) from None
+        if not self._flushing.running:
+            self._flushing.start(FLUSH_EVERY, now=False)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -61,6 +76,8 @@ class RecordService(StartsOnce):
             recorder.when_idle = None
             if timer.active():
                 timer.cancel()
+            if self._flushing.running:
+                self._flushing.stop()
             recorder.settle()  # what waits in the journal (a UDP source's last datagrams) goes in too
             self.capture.close()
             done.callback(None)

@@ -24,9 +24,10 @@ counted as they go; L{ConnectionRecord.data} appends C{(time, record,
 direction, bytes)} to the store's journal, one list append.  The journal
 is settled (L{Recorder.settle}: each entry folded into its record's
 bounds, then handed to the sink in one batch) when it holds
-L{SETTLE_BYTES} (its bytes plus L{ENTRY_COST} each), when L{FLUSH_EVERY}
-has passed since the last settle while a sink listens, before any other
-event (an open, a close, a fault's note: rare, and in order after the
+L{SETTLE_BYTES} (its bytes plus L{ENTRY_COST} each), every
+L{FLUSH_EVERY} while a sink listens (the capture file's service has a
+timer for it: the hot path reads no clock but the event's own), before
+any other event (an open, a close, a fault's note: rare, and in order after the
 bytes before them), and before anything reads a record.  So the bound
 above holds once settled, and at most L{SETTLE_BYTES} more wait.
 """
@@ -55,7 +56,7 @@ __all__ = ["RECORD_BOUND", "SIDES", "Event", "Kept", "Line"]
 
 SETTLE_BYTES = 1 << 20  # what waits in the journal at most (bytes, plus ENTRY_COST an entry)
 ENTRY_COST = 128
-FLUSH_EVERY = 1.0  # seconds: with a sink, what went on the wire reaches it within this while traffic goes on
+FLUSH_EVERY = 1.0  # seconds: with a sink, what went on the wire reaches it (and the disk) within this
 Entry = tuple[float, "ConnectionRecord", str, bytes]
 
 
@@ -168,7 +169,7 @@ class ConnectionRecord:
         at = store.seconds()
         store.journal.append((at, self, direction, data))
         store.waiting += len(data) + ENTRY_COST
-        if store.waiting > SETTLE_BYTES or at >= store.due:
+        if store.waiting > SETTLE_BYTES:
             store.settle()
 
     def _fold(self, at: float, direction: str, data: builtins.bytes) -> None:
