@@ -9,7 +9,7 @@ words.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -104,20 +104,15 @@ class Kept:
         return None
 
 
-class Event:
-    """One line of the record: when, what (C{kind}), which way, how many bytes from where, and a note."""
+class Event(NamedTuple):
+    """One line of the record: when, what (C{kind}), which way, its note, and how many bytes from where."""
 
-    __slots__ = ("at", "direction", "kind", "offset", "size", "text")
-
-    def __init__(
-        self, at: float, kind: str, direction: str | None, text: str, size: int = 0, offset: int = 0
-    ):
-        self.at = at
-        self.kind = kind
-        self.direction = direction
-        self.text = text
-        self.size = size
-        self.offset = offset
+    at: float
+    kind: str
+    direction: str | None
+    text: str
+    size: int = 0
+    offset: int = 0
 
 
 # An event as a record keeps it (a tuple: cheap to make); read as an Event.

@@ -105,12 +105,22 @@ class Recorder:
             sink.batch(journal, comments)
 
     def open(
-        self, kind: str, listener: str, client: Address, server: Address, note: str = ""
+        self,
+        kind: str,
+        listener: str,
+        client: Address,
+        server: Address,
+        note: str = "",
+        owner: object = None,
     ) -> ConnectionRecord:
-        """A new record: a connection accepted (C{kind} "tcp") or a UDP source first heard ("udp")."""
+        """
+        A new record: a connection accepted (C{kind} "tcp") or a UDP source
+        first heard ("udp"), of C{owner} where the store is shared.
+        """
         self.settle()
         self.count += 1
         record = ConnectionRecord(self, self.count, kind, listener, client, server, note)
+        record.owner = owner
         self._records.append(record)
         self.charge(record, RECORD_COST)
         opened = "accepted" if kind == "tcp" else "first datagram"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHalfCloseableProtocol
@@ -53,6 +54,54 @@ def refusal_reason(protocol: Any) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Recording:
+    """
+    What one listener's records share: the store they go to
+    (C{recorder}), the listener's name, what each record's header adds
+    when it opens (C{note}: the faults and their seed, as they are then),
+    and what the records are of (C{owner}: a named proxy), where a store
+    is shared.
+    """
+
+    recorder: Recorder
+    listener: str
+    note: Callable[[], str] = str
+    owner: object = None
+
+    def open(self, kind: str, client: Address, server: Address) -> ConnectionRecord:
+        """A new record of this listener's: a connection (C{kind} "tcp") or a UDP source ("udp")."""
+        return self.recorder.open(kind, self.listener, client, server, self.note(), self.owner)
+
+
+W = TypeVar("W")
+
+
+class RecordsListener(Generic[W]):
+    """
+    What both recording wrappers are made of: the thing they wrap, and
+    their listener's L{Recording} (its fields given as the services give
+    them).
+    """
+
+    recording: Recording
+
+    def __init__(
+        self,
+        wrapped: W,
+        recorder: Recorder,
+        listener: str,
+        note: Callable[[], str] = str,
+        owner: object = None,
+    ) -> None:
+        self.recording = Recording(recorder, listener, note, owner)
+        self.wrap(wrapped)
+
+    def wrap(self, wrapped: W) -> None:
+        """Stand in front of C{wrapped}."""
+        raise NotImplementedError
+
+
 class RecordingProtocol(ProtocolWrapper):
     """One connection, recorded: what each side sends, and who closes how."""
 
@@ -62,15 +111,9 @@ class RecordingProtocol(ProtocolWrapper):
     wrappedProtocol: Any
 
     def makeConnection(self, transport: Any) -> None:
-        factory = self.factory
-        self.record = factory.recorder.open(
-            "tcp",
-            factory.listener,
-            address_of(transport.getPeer()),
-            address_of(transport.getHost()),
-            factory.note(),
+        self.record = self.factory.recording.open(
+            "tcp", address_of(transport.getPeer()), address_of(transport.getHost())
         )
-        self.record.owner = factory.owner
         reason = refusal_reason(self.wrappedProtocol)
         if reason is not None:
             self.record.refused(reason)
@@ -131,7 +174,7 @@ class HalfCloseableRecordingProtocol(RecordingProtocol):
         self.wrappedProtocol.writeConnectionLost()
 
 
-class RecordingFactory(WrappingFactory):
+class RecordingFactory(RecordsListener[Factory], WrappingFactory):
     """
     A listener's factory, recording each connection in C{recorder} as
     C{listener}'s; C{note} says, at each open, what the record's header
@@ -140,19 +183,9 @@ class RecordingFactory(WrappingFactory):
 
     noisy = False
 
-    def __init__(
-        self,
-        wrapped: Factory,
-        recorder: Recorder,
-        listener: str,
-        note: Callable[[], str] = str,
-        owner: object = None,
-    ) -> None:
-        super().__init__(wrapped)
-        self.recorder = recorder
-        self.listener = listener
-        self.note = note
-        self.owner = owner
+    def wrap(self, wrapped: Factory) -> None:
+        """Twisted's wrapping factory, around C{wrapped}."""
+        WrappingFactory.__init__(self, wrapped)  # type: ignore[arg-type]
 
     def buildProtocol(self, addr: Any) -> Any:
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -190,31 +223,21 @@ class RecordingDatagrams:
         return getattr(self._transport, name)
 
 
-class RecordingDatagramProtocol(DatagramProtocol):
+class RecordingDatagramProtocol(RecordsListener[DatagramProtocol], DatagramProtocol):
     """A UDP port's protocol, recorded: one record per source, at most L{MAX_SOURCES} open at once."""
 
     noisy = False
 
-    def __init__(
-        self,
-        wrapped: DatagramProtocol,
-        recorder: Recorder,
-        listener: str,
-        note: Callable[[], str] = str,
-        owner: object = None,
-    ) -> None:
+    def wrap(self, wrapped: DatagramProtocol) -> None:
+        """One record per source, none yet."""
         self.wrapped = wrapped
-        self.recorder = recorder
-        self.listener = listener
-        self.note = note
-        self.owner = owner
         self.sources: OrderedDict[tuple[str, int], ConnectionRecord] = OrderedDict()
-        self.recording: RecordingDatagrams | None = None
+        self.datagrams: RecordingDatagrams | None = None
 
     def makeConnection(self, transport: Any) -> None:
         super().makeConnection(transport)
-        self.recording = RecordingDatagrams(transport, self)
-        self.wrapped.makeConnection(self.recording)  # type: ignore[arg-type]
+        self.datagrams = RecordingDatagrams(transport, self)
+        self.wrapped.makeConnection(self.datagrams)  # type: ignore[arg-type]
 
     def doStop(self) -> None:
         self.wrapped.doStop()
@@ -230,9 +253,7 @@ class RecordingDatagramProtocol(DatagramProtocol):
         if len(self.sources) >= MAX_SOURCES:
             self.sources.popitem(last=False)
         host = self.transport.getHost() if self.transport is not None else None
-        record = self.recorder.open("udp", self.listener, key, address_of(host), self.note())
-        record.owner = self.owner
-        self.sources[key] = record
+        record = self.sources[key] = self.recording.open("udp", key, address_of(host))
         return record
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:

@@ -84,7 +84,7 @@ class CaptureTests(SynchronousTestCase):
         clock.advance(0.25)
         protocol.dataReceived(b"Hello\n")
         protocol.connectionLost(Failure(ConnectionDone()))
-        protocol.factory.recorder.sink.close()  # type: ignore[attr-defined]
+        protocol.factory.recording.recorder.sink.close()  # type: ignore[attr-defined]
         self.assertEqual(tshark_follow(path, 0), (b"Hello\n", b"Welcome!\r\nHello, Hello\n"))
         self.assertEqual(comments(path), ["latency: held for 200 ms", "reset after 10 bytes"])
         flags = tshark_output("-r", path, "-T", "fields", "-e", "ipv6.src", "-e", "tcp.flags.str")
@@ -97,7 +97,7 @@ class CaptureTests(SynchronousTestCase):
         path = os.path.join(directory, "rot.pcapng")
         protocol, _ = self.capture(StringTransport(), path, rotate=1)
         protocol.dataReceived(b"Hello\n")
-        protocol.factory.recorder.sink.close()  # type: ignore[attr-defined]
+        protocol.factory.recording.recorder.sink.close()  # type: ignore[attr-defined]
         files = sorted(n for n in os.listdir(directory) if n.startswith("rot"))
         self.assertEqual(files, ["rot.pcapng", "rot.pcapng.1", "rot.pcapng.2"])  # keep=2
         for name in files:
