@@ -76,29 +76,22 @@ class Recorder:
         self.journal = []
         self.waiting = 0
         comments: dict[int, list[str]] = {}
-        used = 0
         for index, (at, record, direction, data) in enumerate(journal):
             if record._pending:
                 comments[index] = record._comments(direction)
             kept = record._bytes[direction]
-            size = len(data)
-            offset = kept.total
+            rolling, size = kept.tail, len(data)
             tail = record.tail
-            if len(tail) == KEEP_EVENTS and len(kept.head) == KEEP_BYTES:  # the steady state, inline
+            if len(rolling) == KEEP_BYTES and len(tail) == KEEP_EVENTS and size <= KEEP_BYTES:
+                # The steady state, inline: every bound full, so nothing more is kept nor charged.
+                offset = kept.total
                 kept.total = offset + size
-                rolling = kept.tail
-                added = -len(rolling)
-                rolling += data if size <= KEEP_BYTES else data[-KEEP_BYTES:]
-                if len(rolling) > KEEP_BYTES:
-                    del rolling[:-KEEP_BYTES]
-                added += len(rolling)
+                rolling += data
+                del rolling[:size]
                 tail.append((at, "data", direction, "", size, offset))
                 record._left_out += 1
-                record.cost += added
-                used += added
             else:
                 record._fold(at, direction, data)
-        self._used += used
         self._evict()
         sink = self._sink
         if sink is not None:
