@@ -19,12 +19,23 @@ class Recorder:
     """
     The records of one process (or one test peer), bounded by C{budget}
     bytes of memory; C{sink}, if any, hears every event (the capture file).
+    Without C{keep_bytes}, the records keep their events but not what each
+    way carried (no data events, no bytes): a store that only its capture
+    file reads (a daemon's) then skips the fold, the part of each chunk's
+    cost spent on a memory nobody reads.
     """
 
-    def __init__(self, clock: IReactorTime, budget: int = STORE_BYTES, sink: Sink | None = None) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        budget: int = STORE_BYTES,
+        sink: Sink | None = None,
+        keep_bytes: bool = True,
+    ) -> None:
         self.clock = clock
         self.seconds = clock.seconds
         self.budget = budget
+        self.keep_bytes = keep_bytes
         self._records: deque[ConnectionRecord] = deque()
         self._used = 0
         self._evicted = 0
@@ -75,6 +86,17 @@ class Recorder:
             return
         self.journal = []
         self.waiting = 0
+        if self.keep_bytes:
+            comments = self._fold(journal)
+        else:  # only the notes waiting for a packet are looked for
+            comments = {i: e[1]._comments(e[2]) for i, e in enumerate(journal) if e[1]._pending}
+        self._evict()
+        sink = self._sink
+        if sink is not None:
+            sink.batch(journal, comments)
+
+    def _fold(self, journal: list[Entry]) -> dict[int, list[str]]:
+        """Each entry into its record's bounds: the notes waiting for each entry's packet."""
         comments: dict[int, list[str]] = {}
         for index, (at, record, direction, data) in enumerate(journal):
             if record._pending:
@@ -92,10 +114,7 @@ class Recorder:
                 record._left_out += 1
             else:
                 record._fold(at, direction, data)
-        self._evict()
-        sink = self._sink
-        if sink is not None:
-            sink.batch(journal, comments)
+        return comments
 
     def open(
         self,

@@ -6,6 +6,7 @@ even when nothing more happens, and its timer goes with the service.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp._record import Recorder, RecordingFactory
+from echoapp._record import SERVER, Recorder, RecordingFactory, record_of
 from echoapp._record.capture import CaptureFile
 from echoapp._record.service import RecordService
 from echoapp._record.store import FLUSH_EVERY
@@ -86,3 +87,68 @@ class FlushTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(payloads(self.path), [b"Hi\r\n", b"Hello, Hi\r\n"])
+
+
+class Talk(Protocol):
+    """A banner, then each chunk answered, a note on every third answer (a fault acting)."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"Welcome!\r\n")
+        self.count = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.count += 1
+        if self.count % 3 == 0:
+            record = record_of(self.transport)
+            assert record is not None
+            record.fault("latency", "held for 1 ms", direction=SERVER)
+        self.transport.write(b"Hello, " + data)
+
+
+def captured(keep_bytes: bool) -> tuple[bytes, Recorder]:
+    """Two connections talking under a fake clock, recorded to a capture in memory."""
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    stream = io.BytesIO()
+    capture = CaptureFile("(memory)")
+    capture.open(stream)
+    recorder = Recorder(clock, sink=capture, keep_bytes=keep_bytes)
+    factory = RecordingFactory(Factory.forProtocol(Talk), recorder, "greeter")
+    protocols = []
+    for port in (51234, 51235):
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(
+            StringTransport(
+                hostAddress=IPv4Address("TCP", "127.0.0.1", 40011),
+                peerAddress=IPv4Address("TCP", "127.0.0.1", port),
+            )
+        )
+        protocols.append(protocol)
+    for n in range(300):  # past every bound a record keeps
+        protocols[n % 2].dataReceived(b"%061d\r\n" % n)
+        clock.advance(0.001)
+    for protocol in protocols:
+        protocol.connectionLost(Failure(ConnectionDone()))
+    recorder.settle()
+    capture.flush()
+    return stream.getvalue(), recorder
+
+
+class KeepBytesTests(SynchronousTestCase):
+    def test_a_store_only_the_file_reads_writes_the_same_capture(self) -> None:
+        """
+        A store whose records keep no bytes in memory (the daemons': only
+        their capture file reads them) writes the capture byte for byte as
+        one that keeps them does, the notes on the same packets, and keeps
+        no bytes: each record costs its own bound and its events only.
+        """
+        kept, keeping = captured(keep_bytes=True)
+        written, lean = captured(keep_bytes=False)
+        self.assertEqual(written, kept)
+        self.assertGreater(len(written), 300 * 64)
+        records = list(lean.records)
+        self.assertEqual(len(records), 2)
+        for record in records:
+            self.assertEqual([bytes(k.head) + bytes(k.tail) for k in record.bytes.values()], [b"", b""])
+            self.assertEqual({event.kind for event in record.events()}, {"open", "fault", "close"})
+        self.assertLess(lean.used, keeping.used // 4)
