@@ -236,6 +236,25 @@ class QueuedSocket:
         return len(data)
 
 
+class TricklingSocket(QueuedSocket):
+    """
+    A socket whose datagrams arrive in trickles: each trickle is handed
+    out, then "nothing more" is said once (it is being answered) before
+    the next one has arrived.
+    """
+
+    def __init__(self, trickles: list[list[tuple[bytes, Any]]]) -> None:
+        super().__init__(trickles[0])
+        self.trickles = [list(trickle) for trickle in trickles[1:]]
+
+    def recvfrom(self, size: int) -> tuple[bytes, Any]:
+        if not self.queued:
+            if self.trickles:
+                self.queued = self.trickles.pop(0)
+            raise BlockingIOError(errno.EAGAIN, "nothing more")
+        return super().recvfrom(size)
+
+
 class CountingClock(Clock):
     def __init__(self) -> None:
         super().__init__()
@@ -300,6 +319,20 @@ class ReadReadyTests(SynchronousTestCase):
         self.assertEqual((len(sock.sent), len(sock.queued)), (READ_BATCH, 3), "other events get their turn")
         protocol.read_ready()
         self.assertEqual(len(sock.sent), READ_BATCH + 3)
+
+    def test_datagrams_that_arrive_while_answering_are_read_in_the_same_wake_up(self) -> None:
+        """
+        A batch that comes back short does not end the wake-up: what
+        arrived while it was answered is read too, until the socket says
+        "nothing more" (a return to the reactor costs far more than one
+        receive call that finds nothing).
+        """
+        sock = TricklingSocket([[(b"Ann", ("127.0.0.1", 40000))], [(b"Bob", ("127.0.0.1", 40001))]])
+        protocol = reading_greeter(sock)
+        protocol.read_ready()
+        self.assertEqual(
+            sock.sent, [(b"Hello, Ann!", ("127.0.0.1", 40000)), (b"Hello, Bob!", ("127.0.0.1", 40001))]
+        )
 
     def test_guards_decide_as_one_datagram_at_a_time(self) -> None:
         """
