@@ -225,11 +225,25 @@ class UDPGreeter(DatagramProtocol):
 
     def _read_failed(self, error: OSError) -> None:
         """
-        A receive error other than "nothing more": Twisted's own C{doRead}
-        takes over for this wake-up, so the error gets its handling (an
-        ICMP refusal ignored, anything unknown closing the port, as ever).
+        A receive error other than "nothing more".  On Twisted's own port,
+        its C{doRead} takes over for this wake-up, so the error gets its
+        handling (an ICMP refusal ignored, anything unknown closing the
+        port, as ever).  On the loop's port (L{NativeDatagramPort}), the
+        same rule here: a refusal reports an earlier reply's fate and is
+        ignored; anything else is logged once and the port stopped, rather
+        than an exception raised into the loop's reader callback, which
+        would call this again on every wake-up.
         """
-        udp.Port.doRead(self.transport)  # type: ignore[arg-type]
+        transport: Any = self.transport
+        if not isinstance(transport, NativeDatagramPort):
+            udp.Port.doRead(transport)
+            return
+        if isinstance(error, (ConnectionRefusedError, ConnectionResetError)):
+            return
+        self.log.error(
+            "Reading datagrams on {port} failed, stopping it: {error}", port=transport, error=error
+        )
+        transport.stopListening()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         try:

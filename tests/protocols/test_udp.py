@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
@@ -414,6 +415,36 @@ class ReadReadyTests(SynchronousTestCase):
         protocol.read_ready()
         self.assertEqual(taken, [protocol.transport])
         self.assertEqual(sock.sent, [])
+
+    def test_a_receive_error_on_the_loops_port_stops_it_once(self) -> None:
+        """
+        On the loop's own port there is no Twisted C{doRead} to hand the
+        error to: a refusal is ignored, anything else is logged and the
+        port stopped, and no exception reaches the loop's callback.
+        """
+        from twisted.internet.address import IPv4Address
+
+        from echoapp._transports.native_udp import NativeDatagramPort
+
+        refused = ConnectionRefusedError(errno.ECONNREFUSED, "an ICMP error for an earlier reply")
+        broken = OSError(errno.EBADF, "bad file descriptor")
+        sock = QueuedSocket([refused, (b"after", ("127.0.0.1", 40000)), broken])  # type: ignore[list-item]
+        protocol = UDPGreeter(ReplyTemplate.parse("Hello, {}!"), clock=Clock())
+        port = NativeDatagramPort(protocol, IPv4Address("UDP", "127.0.0.1", 5353))
+        stopped: list[bool] = []
+        port.stopListening = lambda: stopped.append(True)  # type: ignore[method-assign,assignment,return-value]
+        port.maxPacketSize = 65535  # type: ignore[attr-defined]
+        protocol.makeConnection(port)  # type: ignore[arg-type]
+        protocol.read_from(sock)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol.read_ready()
+        self.assertEqual((sock.sent, stopped), ([], []), "a refusal ends the wake-up, nothing more")
+        protocol.read_ready()
+        self.assertEqual(sock.sent, [(b"Hello, after!", ("127.0.0.1", 40000))])
+        self.assertEqual(stopped, [True])
+        self.assertEqual([event["error"] for event in events if "error" in event], [broken])
 
     def test_a_full_send_buffer_is_a_buffer_drop(self) -> None:
         sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
