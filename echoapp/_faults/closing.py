@@ -112,9 +112,12 @@ class Closing:
         faults = shape.faults
         now = self.connection.clock.seconds()
         if IDLE_CLOSE in shape.timing and faults.close_after is not None and "close_after" not in self._fired:
-            self._cancel("close_after")
             self._since["close_after"] = (faults.close_after, now)
-            self._arm("close_after", faults.close_after)
+            timer = self._timers.get("close_after")
+            if timer is not None and timer.active():
+                timer.reset(max(0.0, faults.close_after))  # the one timer, put back: not one per chunk
+            else:
+                self._arm("close_after", faults.close_after)
         if RESET_ON_CHUNK in shape.timing and faults.reset_after is not None:
             since = self._since.get("reset_after")
             if since is not None and since[1] is None:

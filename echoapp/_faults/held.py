@@ -3,17 +3,120 @@ Bytes held until their time (sans I/O: the pieces of L{echoapp._faults}
 ask it what is due and take it): a write is queued whole and cut into
 pieces only as they go, so C{slice=1} costs the write's bytes, not an
 object per byte (one 64 KiB reply cut as it was queued once held 6.6 MiB).
+Every queue of a plan's connections waits on one reactor timer
+(L{Wakeups}), not one of its own per chunk held.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
+from heapq import heapify, heappop, heappush
+from itertools import count
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 PIECE_COST = 100  # bytes of memory a queued run costs beyond its data
+NEVER = float("inf")
+
+
+class Wakeup:
+    """
+    One queue's turn in L{Wakeups}, due at C{when}: C{active} and
+    C{cancel} as a reactor timer's, so that a queue drops it as it would
+    drop its own timer.
+    """
+
+    __slots__ = ("call", "wakeups", "when")
+
+    def __init__(self, wakeups: Wakeups, when: float, call: Callable[[], object]) -> None:
+        self.wakeups = wakeups
+        self.when = when
+        self.call: Callable[[], object] | None = call
+
+    def active(self) -> bool:
+        """Whether it is still to come (neither called nor cancelled)."""
+        return self.call is not None
+
+    def cancel(self) -> None:
+        """It will not be called; the reactor timer goes with the last one waiting."""
+        if self.call is not None:
+            self.call = None
+            self.wakeups.gone()
+
+
+class Wakeups:
+    """
+    One reactor timer for every held queue of a plan's connections, armed
+    for the earliest of them: a chunk held costs a push onto a heap, not a
+    reactor timer of its own (on a reactor over an asyncio loop, each of
+    those was a Twisted timer and an asyncio one, set and fired: most of
+    what a latency toxic cost).  Each queue is woken at its time as its
+    own timer would have woken it, those due together in one pass in the
+    order they fell due; one woken may ask for another turn, which waits
+    for the next pass, so no pass holds the reactor longer than its
+    queues' own budgets.  The timer is cancelled when no turn is left
+    waiting: none outlives the connections.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, Wakeup]] = []
+        self._order = count()  # among turns due at the same time: first asked, first woken
+        self._live = 0  # turns neither called nor cancelled (the rest are dropped as they surface)
+        self._timer: IDelayedCall | None = None
+        self._timer_at = NEVER
+
+    def at(self, when: float, call: Callable[[], object]) -> Wakeup:
+        """C{call()} at C{when} (the clock's seconds), or as soon after as the reactor comes round."""
+        wakeup = Wakeup(self, when, call)
+        heappush(self._heap, (when, next(self._order), wakeup))
+        self._live += 1
+        if when < self._timer_at:
+            self._arm(when)
+        return wakeup
+
+    def gone(self) -> None:
+        """A turn was cancelled: with none left the timer goes; cancelled ones never pile up."""
+        self._live -= 1
+        heap = self._heap
+        if not self._live:
+            heap.clear()
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._timer, self._timer_at = None, NEVER
+        elif len(heap) > 2 * self._live + 64:
+            heap[:] = [entry for entry in heap if entry[2].call is not None]
+            heapify(heap)
+
+    def _arm(self, when: float) -> None:
+        delay = max(0.0, when - self.clock.seconds())
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            self._timer = self.clock.callLater(delay, self._fire)
+        self._timer_at = when
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, NEVER
+        heap = self._heap
+        now = self.clock.seconds()
+        due = []
+        while heap and heap[0][0] <= now:
+            due.append(heappop(heap)[2])
+        for wakeup in due:
+            call = wakeup.call
+            if call is not None:  # not cancelled by one woken before it
+                wakeup.call = None
+                self._live -= 1
+                call()
+        while heap and heap[0][2].call is None:
+            heappop(heap)
+        if heap and heap[0][0] < self._timer_at:
+            self._arm(heap[0][0])
 
 
 class Held:
@@ -27,7 +130,7 @@ class Held:
         self.items: deque[list[Any]] = deque()
         self.free_at = 0.0
         self.held = 0
-        self.call: IDelayedCall | None = None
+        self.call: IDelayedCall | Wakeup | None = None
 
     def add(
         self,
@@ -94,6 +197,8 @@ class Hub(Protocol):
     transport: Any
     wrappedProtocol: Any
     clock: IReactorTime
+    wakeups: Wakeups  # the plan's one timer for every held queue
+    quiet: bool  # no fault applies until the faults change (writes may pass straight on)
     draws: Any
     sending: Any
     reading: Any

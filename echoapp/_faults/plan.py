@@ -17,11 +17,12 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
+from echoapp._faults.held import Wakeups
 from echoapp._faults.spec import OFF, Faults
 from echoapp._twisted import global_reactor
 
@@ -50,16 +51,23 @@ class Shape:
     """
     The faults that apply to one connection now, merged, with how their
     timed ones count (L{IDLE_CLOSE}, L{RESET_ON_CHUNK}, L{LIMIT_CLOSES});
-    worked out once per change, as asking it is the per-chunk cost.
+    worked out once per change, as asking it is the per-chunk cost.  So
+    is what a chunk asks of them: whether writes are held (C{output}) and
+    whether reads pass as they come (C{passes_reads}: not slowed, stalled
+    or waiting on a condition).
     """
 
     faults: Faults
     timing: frozenset[str] = frozenset()
     conditional: bool = False
+    output: bool = field(init=False, compare=False)
+    passes_reads: bool = field(init=False, compare=False)
 
-    @property
-    def shapes_output(self) -> bool:
-        return self.faults.shapes_output()
+    def __post_init__(self) -> None:
+        faults = self.faults
+        reads = not (self.conditional or faults.shapes_input() or faults.stall == "read")
+        object.__setattr__(self, "output", faults.shapes_output())
+        object.__setattr__(self, "passes_reads", reads)
 
 
 class Listener(Protocol):
@@ -73,6 +81,7 @@ class FaultSource(Protocol):
     """What a fault wrapper needs of its faults: L{FaultPlan} is the one implementation."""
 
     clock: IReactorTime
+    wakeups: Wakeups  # the one timer every connection's held bytes wait on
     change: str  # the last change, in words (a record's note when a connection hears it)
 
     def start(self) -> None:
@@ -202,6 +211,16 @@ class Draws:
         self._refresh()
         return self._shape is None and self.plan.match is None
 
+    def settled(self) -> Shape | None:
+        """
+        The faults that apply to this one until its plan changes, if no
+        condition switches them on and off (else L{None}): asked once per
+        change, so that a chunk need not ask L{current}.
+        """
+        self._refresh()
+        shape = self._shape
+        return shape if shape is not None and not shape.conditional else None
+
     def _refresh(self) -> None:
         if self._version != self.plan.version:
             self._version = self.plan.version
@@ -263,6 +282,7 @@ class FaultPlan:
         faults = faults or OFF
         # The reactor arrives once, when the service is made (options hold values).
         self.clock: IReactorTime = clock if clock is not None else global_reactor()
+        self.wakeups = Wakeups(self.clock)
         if seed is None:
             seed = faults.seed if faults.seed is not None else random.SystemRandom().randrange(1 << 32)
         self.seed = seed

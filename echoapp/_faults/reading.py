@@ -65,8 +65,7 @@ class Reading:
     def _schedule(self) -> None:
         queue = self.queue
         if queue.call is None and queue.items:
-            delay = queue.items[0][0] - self.connection.clock.seconds()
-            queue.call = self.connection.later(delay, self._deliver)
+            queue.call = self.connection.wakeups.at(queue.items[0][0], self._deliver)
 
     def _deliver(self) -> None:
         connection = self.connection

@@ -36,6 +36,9 @@ class Sending:
         self.queue = Held()
         self.passing = True
         self.full = False  # the transport says its buffer is full (L{transport_full})
+        self.settled: Shape | None = None  # the faults of every chunk until the next change, if no condition
+        self._holding = False  # what is held passed its bound: the feeding side was told to pause
+        self._release = self.release  # the one bound method every wake-up calls
         self._sent = 0  # bytes sent since the faults began (for the byte limits)
         self._stalled = 0  # bytes a stall=answer swallowed since it began (for the record)
         self._last_slice: float | None = None  # when the last slice went (for the record)
@@ -44,6 +47,10 @@ class Sending:
     def holds(self) -> bool:
         """Whether any write is still held."""
         return bool(self.queue.items)
+
+    def write_settled(self, data: bytes) -> None:
+        """A write while the L{settled} faults apply (the connection's C{write}, L{Hub.straighten})."""
+        self.write(data, self.settled)
 
     def write(self, data: bytes, shape: Shape | None) -> None:
         """A write that does not simply pass: shaped, swallowed, or queued behind held ones."""
@@ -66,7 +73,7 @@ class Sending:
             record.fault("stall", ended, SERVER)
             self._stalled = 0
             self.passing = not self.queue.items
-        if (faults is None or not faults.shapes_output()) and not self.queue.items:
+        if (shape is None or not shape.output) and not self.queue.items:
             connection.transport.write(data)
             return
         now = connection.clock.seconds()
@@ -86,6 +93,7 @@ class Sending:
                 self._notes[id(self.queue.items[-1])] = f"{kind}: {note}"  # on its bytes in the capture
         self.passing = False
         if self.queue.held > HELD_BYTES:
+            self._holding = True
             connection.hold(True)
         self.schedule()
 
@@ -99,8 +107,7 @@ class Sending:
         """A timer for the first piece held, unless one is set or the transport is full."""
         queue = self.queue
         if queue.call is None and queue.items and not self.full:
-            delay = queue.items[0][0] - self.connection.clock.seconds()
-            queue.call = self.connection.later(delay, self.release)
+            queue.call = self.connection.wakeups.at(queue.items[0][0], self._release)
 
     def transport_full(self, full: bool) -> None:
         """The transport's buffer is full (or has room again): hold the pieces (or send them)."""
@@ -116,13 +123,15 @@ class Sending:
         """
         queue = self.queue
         queue.call = None
-        clock = self.connection.clock
-        now = clock.seconds()
+        connection = self.connection
+        closing = connection.closing
+        items = queue.items
+        now = connection.clock.seconds()
         budget = PIECES_PER_PASS
-        record = self.connection.record
-        while queue.due(now) and not self.full and budget and self.connection.closing.state in _EMITTING:
+        record = connection.record
+        while items and items[0][0] <= now and not self.full and budget and closing.state in _EMITTING:
             budget -= 1
-            run = queue.items[0]
+            run = items[0]
             start = run[2]
             piece, gap = queue.take(now)
             if record is not None:
@@ -135,17 +144,19 @@ class Sending:
             self._emit(piece)
             if gap:
                 break
-        if self.connection.closing.state not in _EMITTING:
+        if closing.state not in _EMITTING:
             self.drop()
             return
-        if queue.held <= HELD_BYTES // 2:
-            self.connection.hold(False)
-        if queue.items:
+        if self._holding and queue.held <= HELD_BYTES // 2:
+            self._holding = False
+            connection.hold(False)
+        if items:
             self.schedule()
         else:
-            self.passing = self.connection.closing.state is CloseState.OPEN
-            self.connection.straighten()
-            self.connection.closing.finish()
+            self.passing = closing.state is CloseState.OPEN
+            if connection.quiet:  # else straightening has nothing to do with what is held
+                connection.straighten()
+            closing.finish()
 
     def _slice_note(self, record: Any, run: list[Any], start: int, piece: bytes, now: float) -> None:
         """A slice goes: which, its bytes, and how long after the one before (one run's)."""
@@ -156,7 +167,7 @@ class Sending:
 
     def _emit(self, piece: bytes) -> None:
         connection = self.connection
-        shape = connection.draws.current()
+        shape = self.settled or connection.draws.current()
         faults = shape.faults if shape is not None else None
         limit = None
         if faults is not None:
@@ -193,7 +204,9 @@ class Sending:
         self._notes.clear()
         self.passing = self.connection.closing.state is CloseState.OPEN
         self.connection.straighten()
-        self.connection.hold(False)
+        if self._holding:
+            self._holding = False
+            self.connection.hold(False)
 
     def writeSequence(self, data: Any) -> None:
         self.connection.write(b"".join(data))

@@ -2,11 +2,12 @@
 Faults on a byte stream: one L{FaultyConnection} between a service's
 protocol and its transport, for every connection of a service (or proxy)
 that has faults, so that faults set later reach it too.  Whether none
-apply to it (L{FaultyConnection.quiet}) is worked out once per change of
-its source, not per chunk: while none do and nothing is held, its chunks
-pass straight on with no method of the wrapper in the way
-(L{FaultyConnection.straighten}: a proxy's stream with no toxic, or a
-connection a toxic spares, costs about a call per chunk); otherwise each
+apply to it (L{FaultyConnection.quiet}), or the same apply to every chunk,
+is worked out once per change of its source, not per chunk: while none do
+and nothing is held, its chunks pass straight on with no method of the
+wrapper in the way (L{FaultyConnection.straighten}: a proxy's stream with
+no toxic, or a connection a toxic spares, costs about a call per chunk),
+and while the same do, a chunk goes to the piece that shapes it; each
 concern is its own piece, as C{twisted.protocols.policies} keeps one
 concern per wrapper: L{Sending} (what is sent), L{Reading} (what is read),
 L{Closing} (how it closes).
@@ -24,7 +25,7 @@ from zope.interface import implementer
 
 from echoapp._faults.closing import CloseState, Closing, Refused
 from echoapp._faults.notes import switched
-from echoapp._faults.plan import Draws, FaultSource
+from echoapp._faults.plan import Draws, FaultSource, Shape
 from echoapp._faults.reading import Reading
 from echoapp._faults.sending import Sending
 from echoapp._faults.spec import OFF, Faults
@@ -78,6 +79,7 @@ class FaultyConnection(ProtocolWrapper):
         super().__init__(factory, wrapped)  # type: ignore[arg-type]
         self.source: FaultSource = factory.plan
         self.clock = self.source.clock
+        self.wakeups = self.source.wakeups
         self.draws = draws if draws is not None else self.source.arrival()
         self._timers: set[IDelayedCall] = set()
         self._pauses: set[str] = set()
@@ -87,9 +89,16 @@ class FaultyConnection(ProtocolWrapper):
         # No fault applies until the source changes, and no condition needs
         # to see the bytes: set once per change (L{_quieten}), then L{straighten}.
         self.quiet = False
+        # The faults until the next change, where no condition switches them
+        # (L{Draws.settled}), and whether reads then pass as they come.
+        self._settled: Shape | None = None
+        self._reads_pass = False
         self.sending = Sending(self)
         self.reading = Reading(self)
         self.closing = Closing(self)
+        # What straighten puts in place, made once, not at each change.
+        self._straight_reads = _passing_reads(self.draws, wrapped)
+        self._settled_write = self.sending.write_settled
 
     def faults(self) -> Faults:
         """The faults that apply to this connection now (L{OFF} for none)."""
@@ -132,27 +141,40 @@ class FaultyConnection(ProtocolWrapper):
         self._follow()
 
     def _quieten(self) -> None:
-        self.quiet = self.draws.quiet()
+        draws = self.draws
+        self.quiet = draws.quiet()
+        settled = self._settled = self.sending.settled = draws.settled()
+        self._reads_pass = self.quiet or (
+            settled is not None and settled.passes_reads and draws.plan.match is None
+        )
         self.straighten()
 
     def straighten(self) -> None:
         """
-        While no fault applies and nothing is held, the connection's own
-        methods step aside: C{write} is the transport's (while it is open)
-        and C{dataReceived} a function that counts lines and hands the
-        chunk on, so a quiet side costs about a call per chunk (a method
-        of this wrapper costs more: C{ProtocolWrapper.__getattr__} slows
-        every attribute it reads).  Every change that could end that (the
-        faults, the close, held bytes gone) comes here again.
+        Each chunk asks only what may differ from the one before: while no
+        fault applies and nothing is held, C{write} is the transport's (while
+        it is open); while the same faults apply to every chunk (no
+        condition switches them), C{write} is the sending piece's own for
+        them; and while reads pass as they come (no fault slows, stalls or
+        waits on them), C{dataReceived} is a function that counts lines and
+        hands the chunk on.  A method of this wrapper costs more than the
+        work: C{ProtocolWrapper.__getattr__} slows every attribute it reads.
+        Every change that could end that (the faults, the close, held bytes
+        gone) comes here again.
         """
         found = self.__dict__
-        quiet = self.quiet and self.transport is not None
-        if quiet and self.sending.passing and self.closing.state is CloseState.OPEN:
+        if self.transport is None:
+            found.pop("write", None)
+            found.pop("dataReceived", None)
+            return
+        if self.quiet and self.sending.passing and self.closing.state is CloseState.OPEN:
             found["write"] = self.transport.write
+        elif self._settled is not None:
+            found["write"] = self._settled_write
         else:
             found.pop("write", None)
-        if quiet and self.reading.passing:
-            found["dataReceived"] = _passing_reads(self.draws, self.wrappedProtocol)
+        if self._reads_pass and self.reading.passing:
+            found["dataReceived"] = self._straight_reads
         else:
             found.pop("dataReceived", None)
 

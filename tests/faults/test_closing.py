@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._faults import (
+    IDLE_CLOSE,
     FaultPlan,
     Faults,
 )
@@ -31,6 +32,24 @@ class ClosingTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected, "with a FIN: not aborted")
         clock.advance(10)
         self.assertEqual(transport.value(), b"", "the reply still held by the latency is dropped")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_an_idle_close_is_one_timer_put_back_at_each_chunk(self) -> None:
+        """toxiproxy's timeout counts again from each chunk: the same timer, not a new one per chunk."""
+        clock = Clock()
+        plan = FaultPlan(clock=clock)
+        plan.put("t", Faults(close_after=1), timing=frozenset({IDLE_CLOSE}))
+        protocol, transport, _ = faulty_connection(Faults(), clock, plan)
+        [timer] = clock.getDelayedCalls()
+        for _ in range(5):
+            clock.advance(0.6)
+            protocol.dataReceived(b"x")
+            self.assertEqual(clock.getDelayedCalls(), [timer])
+        self.assertEqual(transport.value(), b"<x>" * 5)
+        clock.advance(0.99)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.02)
+        self.assertTrue(transport.disconnecting, "closed a second after the last chunk")
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_close_after_follows_the_plan_and_goes_with_the_connection(self) -> None:

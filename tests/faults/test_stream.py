@@ -132,8 +132,7 @@ class QuietTests(SynchronousTestCase):
         own = type(protocol).dataReceived
         self.assertEqual(protocol.write, transport.write)
         self.assertNotEqual(getattr(protocol.dataReceived, "__func__", None), own)
-        plan.faults = Faults(latency=0.5)
-        self.assertNotEqual(protocol.write, transport.write)
+        plan.faults = Faults(read_latency=0.5)
         self.assertEqual(protocol.dataReceived.__func__, own)
         plan.faults = Faults()
         self.assertEqual(protocol.write, transport.write)
@@ -185,6 +184,56 @@ class QuietTests(SynchronousTestCase):
         protocol, _, asked = self.counted(plan)
         protocol.dataReceived(b"x")
         self.assertIn("note", asked, "a condition that looks at bytes sees each chunk")
+
+
+class SettledTests(SynchronousTestCase):
+    """
+    A connection the same faults apply to on every chunk (no condition
+    switches them) works that out once per change too: a chunk goes
+    straight to the piece that shapes it, and reads that no fault touches
+    pass as a quiet connection's do.
+    """
+
+    counted = QuietTests.counted
+
+    def test_latency_asks_nothing_per_chunk(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(latency=0.5), clock)
+        protocol, transport, asked = self.counted(plan)
+        for _ in range(3):
+            protocol.dataReceived(b"a")
+        self.assertEqual(transport.value(), b"", "held")
+        clock.advance(0.5)
+        self.assertEqual(transport.value(), b"<a>" * 3)
+        self.assertEqual(asked, [])
+        own = type(protocol)
+        self.assertNotEqual(getattr(protocol.write, "__func__", None), own.write)
+        self.assertNotEqual(getattr(protocol.dataReceived, "__func__", None), own.dataReceived)
+
+    def test_slowed_reads_and_conditions_bring_the_wrapper_back(self) -> None:
+        clock = Clock()
+        for faults in (Faults(read_latency=0.5), Faults(stall="read"), Faults(after_messages=1, latency=0.5)):
+            plan = FaultPlan(faults, clock)
+            protocol, _, _ = self.counted(plan)
+            self.assertEqual(protocol.dataReceived.__func__, type(protocol).dataReceived, faults)
+        self.assertEqual(protocol.write.__func__, type(protocol).write, "a condition is asked per chunk")
+
+    def test_a_change_reaches_the_next_chunk(self) -> None:
+        clock = Clock()
+        plan = FaultPlan(Faults(latency=0.5), clock)
+        protocol, transport, _ = self.counted(plan)
+        protocol.dataReceived(b"a")
+        plan.faults = Faults(latency=0.25)
+        protocol.dataReceived(b"b")
+        clock.advance(0.25)
+        self.assertEqual(transport.value(), b"", "b waits behind a")
+        clock.advance(0.25)
+        self.assertEqual(transport.value(), b"<a><b>")
+        plan.faults = Faults(half_close_after_bytes=7)  # counted since the faults began: 6 sent
+        protocol.dataReceived(b"c")
+        clock.advance(0)
+        self.assertEqual(transport.value(), b"<a><b><")
+        self.assertTrue(transport.write_closed)
 
 
 class HalfCloseTests(SynchronousTestCase):
