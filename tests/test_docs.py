@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import html.parser
+import importlib.util
 import os
 import re
 import shlex
@@ -682,6 +683,28 @@ class SiteTests(SynchronousTestCase):
         for mode in CLIENT_MODES.values():
             for row in mode.optParameters:
                 self.assertIn(f"--{row[0]} {'' if row[2] is None else row[2]}", client_page)
+
+    def test_each_plugins_table_lists_every_option_it_takes(self) -> None:
+        """
+        A plugin's table lists what C{twistd PLUGIN --help} lists, inherited
+        options included (C{--record} comes from the options every serving
+        plugin shares), with the default the plugin itself declares.
+        """
+        spec = importlib.util.spec_from_file_location(
+            "echoapp_reference", os.path.join(DOCS, "_ext", "echoapp_reference.py")
+        )
+        assert spec is not None and spec.loader is not None
+        reference = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(reference)
+        for plugin, module in PLUGINS.items():
+            options = module.Options()
+            takes = {"--" + name.rstrip("=") for name in options.longOpt} - {"--help", "--version"}
+            rows = reference.option_rows(module.Options)
+            self.assertEqual({row[0] for row in rows}, takes, plugin)
+            for row in rows:
+                name = row[0][2:].replace("-", "_")
+                if row[1] and name in options.defaults:
+                    self.assertEqual(row[1], f"``{options.defaults[name]}``", f"{plugin} {row[0]}")
 
     def test_every_fault_and_metric_is_in_the_reference(self) -> None:
         out = build(self)

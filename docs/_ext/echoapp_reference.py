@@ -119,12 +119,28 @@ def one_line(text: str | None) -> str:
 
 
 def option_rows(options_class: type) -> list[list[str]]:
-    """Every option of a C{usage.Options} class: name, default, help, as C{--help} lists them."""
-    rows = []
-    for name, _short, default, help_text, *_ in getattr(options_class, "optParameters", []):
-        rows.append([f"--{name}", "" if default is None else f"``{default}``", one_line(help_text)])
-    for name, _short, help_text in getattr(options_class, "optFlags", []):
-        rows.append([f"--{name}", "off", one_line(help_text)])
+    """
+    Every option of a C{usage.Options} class: name, default, help, as
+    C{--help} lists them.  The declarations are gathered from the whole
+    class hierarchy, as C{usage.Options} gathers them (a plugin inherits
+    C{--record} and the rest from the options every serving plugin shares);
+    a subclass's declaration of a name wins over its base's.
+    """
+    from twisted.python.reflect import accumulateClassList
+
+    parameters: list[Any] = []
+    flags: list[Any] = []
+    accumulateClassList(options_class, "optParameters", parameters)
+    accumulateClassList(options_class, "optFlags", flags)
+    rows, seen = [], set()
+    for name, _short, default, help_text, *_ in reversed(parameters):  # the subclass's last
+        if name not in seen:
+            seen.add(name)
+            rows.append([f"--{name}", "" if default is None else f"``{default}``", one_line(help_text)])
+    for name, _short, help_text in reversed(flags):
+        if name not in seen:
+            seen.add(name)
+            rows.append([f"--{name}", "off", one_line(help_text)])
     for attribute in sorted(dir(options_class)):
         if not attribute.startswith("opt_") or attribute in ("opt_help", "opt_version"):
             continue
