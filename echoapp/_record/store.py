@@ -54,7 +54,11 @@ from echoapp._record.kept import (
 
 __all__ = ["RECORD_BOUND", "SIDES", "Event", "Kept", "Line"]
 
-SETTLE_BYTES = 1 << 20  # what waits in the journal at most (bytes, plus ENTRY_COST an entry)
+# What waits in the journal at most (bytes, plus ENTRY_COST an entry): small enough that a batch is
+# settled while its entries are young (not yet promoted by the garbage collector, still in the
+# processor's cache) and the pause it takes stays short; large enough that a settle's own cost is
+# spread over some hundreds of chunks.
+SETTLE_BYTES = 1 << 16
 ENTRY_COST = 128
 FLUSH_EVERY = 1.0  # seconds: with a sink, what went on the wire reaches it (and the disk) within this
 Entry = tuple[float, "ConnectionRecord", str, bytes]
