@@ -149,6 +149,14 @@ class Held:
         self.free_at = at + pieces * gap + (len(data) / rate if rate else 0.0)
         self.held += len(data) + PIECE_COST
 
+    def add_whole(self, data: bytes, at: float) -> None:
+        """C{data} due at C{at} (after what is queued before it) in one piece: L{add}'s common case."""
+        if at < self.free_at:
+            at = self.free_at
+        self.items.append([at, data, 0, len(data) or 1, 0.0, 0, 0, None])
+        self.free_at = at
+        self.held += len(data) + PIECE_COST
+
     def due(self, now: float) -> bool:
         """Whether the first piece's time has come."""
         return bool(self.items) and self.items[0][0] <= now

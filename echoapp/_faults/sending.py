@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from echoapp._faults.closing import CloseState
-from echoapp._faults.held import Held, Hub
+from echoapp._faults.held import PIECE_COST, Held, Hub
 from echoapp._faults.notes import held, kind_of_hold, slice_note
 from echoapp._faults.plan import LIMIT_CLOSES, Shape
 from echoapp._record import SERVER
@@ -37,6 +37,9 @@ class Sending:
         self.passing = True
         self.full = False  # the transport says its buffer is full (L{transport_full})
         self.settled: Shape | None = None  # the faults of every chunk until the next change, if no condition
+        self._delay: float | None = None  # their one delay, where that is all they do to a write (L{settle})
+        self._jittered = False  # ... give or take their jitter
+        self._unlimited = False  # they have no byte limit: a piece sent needs no count against one
         self._holding = False  # what is held passed its bound: the feeding side was told to pause
         self._release = self.release  # the one bound method every wake-up calls
         self._sent = 0  # bytes sent since the faults began (for the byte limits)
@@ -48,9 +51,46 @@ class Sending:
         """Whether any write is still held."""
         return bool(self.queue.items)
 
+    def settle(self, shape: Shape | None) -> None:
+        """
+        The faults every chunk has until the next change (L{settled}, no
+        condition switches them), and what a chunk then need not ask: a
+        plain delay (latency, jitter: toxiproxy's C{latency}) is all most
+        toxics do to a write, and with nothing recording it a write is queued
+        without the questions the other faults need (L{write_settled}).
+        """
+        self.settled = shape
+        self._delay = None
+        if shape is None:
+            self._unlimited = False
+            return
+        faults = shape.faults
+        self._unlimited = faults.reset_after_bytes is None and faults.half_close_after_bytes is None
+        plain = shape.output and self._unlimited and not (faults.stall or faults.slice or faults.bandwidth)
+        if plain and not shape.timing and self.connection.record is None:
+            self._delay, self._jittered = faults.latency, bool(faults.jitter)
+
     def write_settled(self, data: bytes) -> None:
-        """A write while the L{settled} faults apply (the connection's C{write}, L{Hub.straighten})."""
-        self.write(data, self.settled)
+        """
+        The connection's C{write} while the L{settled} faults apply and it
+        is open (L{Hub.straighten}): a plain delay is queued at once, the
+        rest is L{write}'s.
+        """
+        delay = self._delay
+        if delay is None:
+            self.write(data, self.settled)
+            return
+        connection = self.connection
+        if self._jittered:
+            delay = connection.draws.delay(self.settled.faults)  # type: ignore[union-attr]
+        queue = self.queue
+        queue.add_whole(data, connection.clock.seconds() + delay)
+        self.passing = False
+        if queue.held > HELD_BYTES:
+            self._holding = True
+            connection.hold(True)
+        if queue.call is None and not self.full:
+            queue.call = connection.wakeups.at(queue.items[0][0], self._release)
 
     def write(self, data: bytes, shape: Shape | None) -> None:
         """A write that does not simply pass: shaped, swallowed, or queued behind held ones."""
@@ -129,9 +169,18 @@ class Sending:
         now = connection.clock.seconds()
         budget = PIECES_PER_PASS
         record = connection.record
+        lean = self._unlimited and record is None  # whole runs may skip the cutting and counting
         while items and items[0][0] <= now and not self.full and budget and closing.state in _EMITTING:
             budget -= 1
             run = items[0]
+            if lean and not (run[2] or run[4] or run[5] or run[6]) and run[3] >= len(run[1]):
+                # A whole run (a plain delay's) in one piece, with no byte limit to count it against.
+                items.popleft()
+                data = run[1]
+                queue.held -= len(data) + PIECE_COST
+                self._sent += len(data)
+                connection.transport.write(data)
+                continue
             start = run[2]
             piece, gap = queue.take(now)
             if record is not None:
@@ -156,7 +205,8 @@ class Sending:
             self.passing = closing.state is CloseState.OPEN
             if connection.quiet:  # else straightening has nothing to do with what is held
                 connection.straighten()
-            closing.finish()
+            if not self.passing:
+                closing.finish()  # a close that waited for what was held
 
     def _slice_note(self, record: Any, run: list[Any], start: int, piece: bytes, now: float) -> None:
         """A slice goes: which, its bytes, and how long after the one before (one run's)."""
@@ -167,6 +217,10 @@ class Sending:
 
     def _emit(self, piece: bytes) -> None:
         connection = self.connection
+        if self._unlimited:  # the settled faults have no byte limit
+            self._sent += len(piece)
+            connection.transport.write(piece)
+            return
         shape = self.settled or connection.draws.current()
         faults = shape.faults if shape is not None else None
         limit = None

@@ -143,7 +143,8 @@ class FaultyConnection(ProtocolWrapper):
     def _quieten(self) -> None:
         draws = self.draws
         self.quiet = draws.quiet()
-        settled = self._settled = self.sending.settled = draws.settled()
+        settled = self._settled = draws.settled()
+        self.sending.settle(settled)
         self._reads_pass = self.quiet or (
             settled is not None and settled.passes_reads and draws.plan.match is None
         )
@@ -169,7 +170,7 @@ class FaultyConnection(ProtocolWrapper):
             return
         if self.quiet and self.sending.passing and self.closing.state is CloseState.OPEN:
             found["write"] = self.transport.write
-        elif self._settled is not None:
+        elif self._settled is not None and self.closing.state is CloseState.OPEN:
             found["write"] = self._settled_write
         else:
             found.pop("write", None)
