@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._faults import (
@@ -35,6 +36,34 @@ class SendingTests(SynchronousTestCase):
         delays = [FaultPlan(faults).arrival().delay(faults) for _ in range(2)]
         again = [FaultPlan(faults).arrival().delay(faults) for _ in range(2)]
         self.assertEqual(delays, again, "the same seed, the same delays")
+
+    def test_each_write_draws_its_own_jitter(self) -> None:
+        """A plain delay's writes (queued without the other faults' questions) still draw their jitter."""
+        faults = Faults(latency=0.1, jitter=0.05, seed=7)
+        protocol, transport, clock = faulty_connection(faults)
+        sent: list[float] = []
+        transport.write = lambda data: sent.append(clock.seconds())  # type: ignore[method-assign]
+        for _ in range(4):
+            protocol.write(b"x")
+            clock.pump([0.001] * 200)  # each alone: none waits behind the one before
+        draws = FaultPlan(faults).arrival()
+        for index, at in enumerate(sent):
+            late = at - 0.2 * index - draws.delay(faults)  # the seed's draw, met by 1 ms steps
+            self.assertTrue(-1e-6 < late < 0.001 + 1e-6, (index, late))
+        self.assertEqual(len({round(at - 0.2 * index, 3) for index, at in enumerate(sent)}), 4)
+
+    def test_a_delayed_write_waits_for_the_pace_before_it(self) -> None:
+        """Changed from a bandwidth to a latency: the next write leaves once the paced bytes' time is up."""
+        clock = Clock()
+        plan = FaultPlan(Faults(bandwidth=10), clock)
+        protocol, transport, _ = faulty_connection(None, clock, plan)
+        protocol.write(b"0123456789")  # a byte every 0.1 s: the last at 0.9, its time up at 1.0
+        plan.faults = Faults(latency=0.01)
+        protocol.write(b"d")
+        clock.pump([0.1] * 9 + [0.05])
+        self.assertEqual(transport.value(), b"0123456789", "the pace holds it")
+        clock.advance(0.05)
+        self.assertEqual(transport.value(), b"0123456789d")
 
     def test_bandwidth(self) -> None:
         protocol, transport, clock = faulty_connection(Faults(bandwidth=1000))
