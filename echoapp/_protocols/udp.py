@@ -4,6 +4,7 @@ The UDP greeter: each datagram gets one reply datagram to its sender.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -52,8 +53,8 @@ class UDPGreeter(DatagramProtocol):
     On the ports it serves itself (Twisted's own UDP port, or the loop's
     native one), the greeter reads and answers each wake-up's datagrams in
     batches (L{read_ready}): one C{recvmmsg} per batch with the optional C
-    accelerator, one C{recvfrom} per datagram without it
-    (L{echoapp._transports.datagram_batches}); the
+    accelerator, which also makes and sends each reply, one C{recvfrom}
+    per datagram without it (L{echoapp._transports.datagram_batches}); the
     clock is read once per wake-up, a source's bucket is found once per run
     of its datagrams, and the counts are added once, which is what brings
     it to the blocking loop's cost.  Behind a wrapper (faults) it answers
@@ -80,6 +81,7 @@ class UDPGreeter(DatagramProtocol):
         self.stats = stats or UDPStats("echoapp-udp", "")
         self._drops = ThrottledLog("Dropped {count} datagrams ({reasons})")
         self._sendto: Any = None
+        self._reply_to: Callable[[bytes, Any], object] | None = None
         self._batches: SocketBatches | AcceleratedBatches | None = None
 
     def startProtocol(self) -> None:
@@ -97,7 +99,7 @@ class UDPGreeter(DatagramProtocol):
         # about 6% of a reply's CPU) that recvfrom has just given us.  An
         # error falls back to Port.write, whose handling it then gets.
         transport: Any = self.transport
-        self._sendto = self._batches = None
+        self._sendto = self._batches = self._reply_to = None
         if isinstance(transport, udp.Port) or (
             isinstance(transport, NativeDatagramPort) and transport.read_directly
         ):
@@ -117,6 +119,7 @@ class UDPGreeter(DatagramProtocol):
         """
         self._sendto = sock.sendto
         self._batches = batches(sock, mmsg)
+        self._reply_to = self._batches.replier(self.reply.prefix, self.reply.suffix)
 
     def stopProtocol(self) -> None:
         """
@@ -173,7 +176,7 @@ class UDPGreeter(DatagramProtocol):
         spare = self.everyone.take_out(now)
         source: Any = None
         tokens = 0.0
-        sendto = self._sendto
+        sendto, reply_to = self._sendto, self._reply_to
         answered = bytes_in = 0
         try:
             for datagram, addr in datagrams:
@@ -202,6 +205,14 @@ class UDPGreeter(DatagramProtocol):
                     if length > fits and (length > fits_ipv6 or not _over_ipv6(addr[0])):
                         self._drop("size")
                         continue
+                    if reply_to is not None:
+                        try:
+                            reply_to(datagram, addr)
+                            answered += 1
+                            bytes_in += length
+                            continue
+                        except OSError:
+                            pass  # made again below, where a full buffer gets its handling
                     message = datagram.rstrip(b"\r\n")
                     reply = prefix + message + suffix + datagram[len(message) :]
                     try:

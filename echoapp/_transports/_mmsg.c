@@ -1,7 +1,8 @@
 /*
  * echoapp's optional UDP accelerator: a socket's ready datagrams read in
  * one system call (Linux's recvmmsg), which the standard library's socket
- * module does not offer.
+ * module does not offer, and the greeter's reply to one made and sent
+ * without a Python object (send_reply).
  *
  * The contract is echoapp/_transports/datagram_batches.py's, where the same
  * call is written in Python on recvfrom (the fallback when this is not
@@ -14,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -125,10 +127,139 @@ recv_batch(PyObject *self, PyObject *args)
     return datagrams;
 }
 
+/*
+ * A destination (host, port[, flowinfo, scope_id]) as a socket address of
+ * the socket's family.  The host string last parsed is kept by identity:
+ * replies mostly go to the host whose string recv_batch made once (see
+ * host() above), so most calls parse no text.
+ */
+static PyObject *last_dest;
+static struct sockaddr_storage last_parsed;
+
+static int
+destination(PyObject *addr, int family, struct sockaddr_storage *out, socklen_t *length)
+{
+    PyObject *name;
+    long port;
+    unsigned long flowinfo = 0, scope_id = 0;
+    Py_ssize_t size = PyTuple_Check(addr) ? PyTuple_GET_SIZE(addr) : 0;
+    if (size != 2 && size != 4) {
+        PyErr_SetString(PyExc_TypeError, "an address is (host, port[, flowinfo, scope_id])");
+        return -1;
+    }
+    name = PyTuple_GET_ITEM(addr, 0);
+    port = PyLong_AsLong(PyTuple_GET_ITEM(addr, 1));
+    if (port == -1 && PyErr_Occurred())
+        return -1;
+    if (size == 4) {
+        flowinfo = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 2));
+        scope_id = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(addr, 3));
+        if (PyErr_Occurred())
+            return -1;
+    }
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "an address's host is a str");
+        return -1;
+    }
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_OverflowError, "port must be 0-65535");
+        return -1;
+    }
+    if (name != last_dest || last_parsed.ss_family != family) {
+        const char *text = PyUnicode_AsUTF8(name);
+        if (text == NULL)
+            return -1;
+        struct sockaddr_storage parsed;
+        memset(&parsed, 0, sizeof(parsed));
+        void *raw = family == AF_INET ? (void *)&((struct sockaddr_in *)&parsed)->sin_addr
+                                      : (void *)&((struct sockaddr_in6 *)&parsed)->sin6_addr;
+        if (inet_pton(family, text, raw) != 1) {
+            PyErr_Format(PyExc_OSError, "%R is not a numeric address of the socket's family", name);
+            return -1;
+        }
+        parsed.ss_family = (sa_family_t)family;
+        memcpy(&last_parsed, &parsed, sizeof(parsed));
+        Py_XSETREF(last_dest, Py_NewRef(name));
+    }
+    memcpy(out, &last_parsed, sizeof(*out));
+    if (family == AF_INET) {
+        ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
+        *length = sizeof(struct sockaddr_in);
+    } else {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+        in6->sin6_port = htons((uint16_t)port);
+        in6->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        in6->sin6_scope_id = (uint32_t)scope_id;
+        *length = sizeof(struct sockaddr_in6);
+    }
+    return 0;
+}
+
+/*
+ * The greeter's reply to one datagram, made and sent without a Python
+ * object: prefix, the datagram without its trailing CR/LF, suffix, the
+ * CR/LF mirrored (what bytes.rstrip(b"\r\n") and three concatenations
+ * make in Python, udp.py's _answer_batch), sent with MSG_DONTWAIT.
+ */
+static PyObject *
+send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    char stack[2048];
+    char *buffer = stack;
+    struct sockaddr_storage target;
+    socklen_t namelen;
+    char *prefix, *suffix, *data;
+    Py_ssize_t prefix_size, suffix_size, size;
+
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "send_reply(fd, family, prefix, suffix, datagram, address)");
+        return NULL;
+    }
+    int fd = PyLong_AsLong(args[0]);
+    int family = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (family != AF_INET && family != AF_INET6) {
+        PyErr_SetString(PyExc_ValueError, "the family is AF_INET or AF_INET6");
+        return NULL;
+    }
+    if (PyBytes_AsStringAndSize(args[2], &prefix, &prefix_size) < 0 ||
+        PyBytes_AsStringAndSize(args[3], &suffix, &suffix_size) < 0 ||
+        PyBytes_AsStringAndSize(args[4], &data, &size) < 0)
+        return NULL;
+    if (destination(args[5], family, &target, &namelen) < 0)
+        return NULL;
+    Py_ssize_t message = size;
+    while (message > 0 && (data[message - 1] == '\r' || data[message - 1] == '\n'))
+        message--;
+    Py_ssize_t total = prefix_size + size + suffix_size;
+    if (total > (Py_ssize_t)sizeof(stack)) {
+        buffer = PyMem_Malloc((size_t)total);
+        if (buffer == NULL)
+            return PyErr_NoMemory();
+    }
+    memcpy(buffer, prefix, (size_t)prefix_size);
+    memcpy(buffer + prefix_size, data, (size_t)message);
+    memcpy(buffer + prefix_size + message, suffix, (size_t)suffix_size);
+    memcpy(buffer + prefix_size + message + suffix_size, data + message, (size_t)(size - message));
+    ssize_t sent;
+    do {
+        sent = sendto(fd, buffer, (size_t)total, MSG_DONTWAIT, (struct sockaddr *)&target, namelen);
+    } while (sent < 0 && errno == EINTR);
+    if (buffer != stack)
+        PyMem_Free(buffer);
+    if (sent < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromSsize_t(sent);
+}
+
 static PyMethodDef methods[] = {
     {"recv_batch", recv_batch, METH_VARARGS,
      "recv_batch(fd, max_count, max_size) -> [(data, address), ...]: what is ready, up to max_count "
      "(at most 32) datagrams of max_size bytes; [] for nothing; OSError for an error before any."},
+    {"send_reply", (PyCFunction)(void (*)(void))send_reply, METH_FASTCALL,
+     "send_reply(fd, family, prefix, suffix, datagram, address) -> sent: the greeter's reply to one "
+     "datagram (prefix, the datagram without its trailing CR/LF, suffix, the CR/LF), sent at once."},
     {NULL, NULL, 0, NULL},
 };
 

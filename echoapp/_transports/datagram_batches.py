@@ -20,7 +20,11 @@ that reads for itself has).
 Replies are not batched (C{sendmmsg}): measured against the benchmark's
 load generator, sending each reply as soon as it is made keeps the client
 busy while the rest are answered, which cost less CPU per datagram and
-gave lower latency than one C{sendmmsg} at the end of a batch.
+gave lower latency than one C{sendmmsg} at the end of a batch (measured
+again with reads going on until the socket is empty: no better).  What
+the accelerator does for replies is make each one without Python objects
+and send it without the socket module's address parsing
+(L{AcceleratedBatches.replier}), which took 0.3-0.7 µs off a datagram.
 """
 
 from __future__ import annotations
@@ -74,14 +78,34 @@ class SocketBatches:
             self._error = failed
         return received
 
+    def replier(self, prefix: bytes, suffix: bytes) -> None:
+        """None: without the accelerator, the greeter makes and sends each reply in Python."""
+        return None
+
 
 class AcceleratedBatches:
-    """The batches on the C accelerator: one C{recvmmsg} per batch."""
+    """
+    The batches on the C accelerator: one C{recvmmsg} per batch, and the
+    greeter's replies made and sent in C (L{replier}).
+    """
 
     accelerated = True
 
     def __init__(self, sock: socket.socket, mmsg: ModuleType) -> None:
-        self.recv: Callable[[int, int], list[Datagram]] = partial(mmsg.recv_batch, sock.fileno())
+        self._mmsg, self._fd, self._family = mmsg, sock.fileno(), sock.family
+        self.recv: Callable[[int, int], list[Datagram]] = partial(mmsg.recv_batch, self._fd)
+
+    def replier(self, prefix: bytes, suffix: bytes) -> Callable[[bytes, Any], int]:
+        """
+        C{reply(datagram, address)}: sends C{prefix}, the datagram without
+        its trailing CR/LF, C{suffix} and that CR/LF, to C{address} (a
+        numeric address of the socket's family, as L{recv} gives them),
+        without waiting; how many bytes went, or C{OSError}.  It is the
+        greeter's reply as C{udp.py} makes it in Python, made without a
+        Python object per reply and sent without the socket module's
+        address parsing: about a tenth of the CPU per datagram.
+        """
+        return partial(self._mmsg.send_reply, self._fd, self._family, prefix, suffix)
 
 
 @cache

@@ -6,6 +6,7 @@ runs on both, over real loopback sockets, IPv4 and IPv6.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -162,6 +163,84 @@ class PythonIPv6Tests(_Contract, SynchronousTestCase):
     largest = 65527
 
 
+class _Replies:
+    """
+    The accelerator's replier makes the greeter's reply exactly as
+    C{udp.py} makes it in Python, over real loopback sockets.
+    """
+
+    family = socket.AF_INET
+    host = "127.0.0.1"
+
+    def setUp(self: Any) -> None:
+        use_udp_accelerator(self, True)
+        self.server = _Contract.socket(self)  # type: ignore[arg-type]
+        self.client = _Contract.socket(self)  # type: ignore[arg-type]
+        self.reply = batches(self.server).replier(b"Hello, ", b"!")
+
+    def test_the_reply_is_the_python_rule(self: Any) -> None:
+        for datagram in (b"", b"Bob", b"Bob\n", b"Bob\r\n", b"\r\n", b"a\n\r\n", b"in\rside\n", b"x" * 3000):
+            message = datagram.rstrip(b"\r\n")
+            expected = b"Hello, " + message + b"!" + datagram[len(message) :]
+            sent = self.reply(datagram, self.client.getsockname())
+            self.assertEqual((self.client.recvfrom(65535)[0], sent), (expected, len(expected)), datagram)
+
+    def test_the_largest_reply_whole(self: Any) -> None:
+        largest = 65507 if self.family == socket.AF_INET else 65527
+        datagram = bytes(range(256)) * ((largest - 8) // 256) + b"z" * ((largest - 8) % 256)
+        self.assertEqual(self.reply(datagram, self.client.getsockname()), largest)
+        self.assertEqual(self.client.recvfrom(65535)[0], b"Hello, " + datagram + b"!")
+
+    def test_each_reply_goes_to_its_own_host(self: Any) -> None:
+        """The last host parsed is kept: a different one is parsed again."""
+        other = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.addCleanup(other.close)
+        try:
+            other.bind(("127.0.0.2" if self.family == socket.AF_INET else "::1", 0))
+        except OSError as error:
+            self.skipTest(f"no second loopback address: {error}")
+        other.settimeout(DEADLINE)
+        for name in (b"a", b"b", b"c"):
+            self.reply(name, self.client.getsockname())
+            self.reply(name.upper(), other.getsockname())
+        self.assertEqual(
+            [self.client.recvfrom(100)[0] for _ in range(3)], [b"Hello, a!", b"Hello, b!", b"Hello, c!"]
+        )
+        self.assertEqual(
+            [other.recvfrom(100)[0] for _ in range(3)], [b"Hello, A!", b"Hello, B!", b"Hello, C!"]
+        )
+
+    def test_a_bad_address_is_a_clear_error_and_nothing_is_resolved(self: Any) -> None:
+        port = self.client.getsockname()[1]
+        wrong_family = "127.0.0.1" if self.family == socket.AF_INET6 else "::1"
+        for address, error in (
+            ("not a tuple", TypeError),
+            ((b"127.0.0.1", port), TypeError),
+            ((self.host, port, 0), TypeError),
+            ((self.host, 70000), OverflowError),
+            (("localhost", port), OSError),
+            ((wrong_family, port), OSError),
+        ):
+            self.assertRaises(error, self.reply, b"x", address)
+        self.assertEqual(self.reply(b"after", self.client.getsockname()), len(b"Hello, after!"))
+
+    def test_a_refusal_of_the_kernel_is_an_os_error(self: Any) -> None:
+        """A reply one byte over the largest datagram: C{EMSGSIZE}, as C{sendto} raises it."""
+        largest = 65507 if self.family == socket.AF_INET else 65527
+        with self.assertRaises(OSError) as caught:
+            self.reply(b"x" * (largest - 8 + 1), self.client.getsockname())
+        self.assertEqual(caught.exception.errno, errno.EMSGSIZE)
+
+
+class AcceleratedIPv4ReplyTests(_Replies, SynchronousTestCase):
+    pass
+
+
+class AcceleratedIPv6ReplyTests(_Replies, SynchronousTestCase):
+    family = socket.AF_INET6
+    host = "::1"
+
+
 class SelectionTests(SynchronousTestCase):
     """Which batches a socket gets."""
 
@@ -183,6 +262,10 @@ class SelectionTests(SynchronousTestCase):
 
 
 class PythonTwinTests(SynchronousTestCase):
+    def test_no_replier_without_the_accelerator(self) -> None:
+        """The greeter then makes and sends each reply itself (udp.py)."""
+        self.assertIsNone(SocketBatches(_FakeSocket()).replier(b"Hello, ", b"!"))
+
     def test_an_error_after_some_datagrams_is_raised_by_the_next_batch(self) -> None:
         """
         As C{recvmmsg} leaves it: the datagrams read before an error are
