@@ -55,7 +55,18 @@ address(const struct sockaddr_storage *from)
     if (from->ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)from;
         PyObject *name = host(AF_INET, &in->sin_addr, sizeof(in->sin_addr), &last4, &host4);
-        return name == NULL ? NULL : Py_BuildValue("(Ni)", name, ntohs(in->sin_port));
+        if (name == NULL)
+            return NULL;
+        PyObject *port = PyLong_FromLong(ntohs(in->sin_port));
+        PyObject *pair = port == NULL ? NULL : PyTuple_New(2);
+        if (pair == NULL) {
+            Py_DECREF(name);
+            Py_XDECREF(port);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, name);
+        PyTuple_SET_ITEM(pair, 1, port);
+        return pair;
     }
     if (from->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)from;
@@ -69,15 +80,21 @@ address(const struct sockaddr_storage *from)
 }
 
 static PyObject *
-recv_batch(PyObject *self, PyObject *args)
+recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fd, count, received;
-    Py_ssize_t size;
+    int received;
     struct mmsghdr headers[MAX_BATCH];
     struct iovec vectors[MAX_BATCH];
     struct sockaddr_storage sources[MAX_BATCH];
 
-    if (!PyArg_ParseTuple(args, "iin:recv_batch", &fd, &count, &size))
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "recv_batch(fd, max_count, max_size)");
+        return NULL;
+    }
+    int fd = (int)PyLong_AsLong(args[0]);
+    int count = (int)PyLong_AsLong(args[1]);
+    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred())
         return NULL;
     if (count < 1 || count > MAX_BATCH || size < 1) {
         PyErr_Format(PyExc_ValueError, "recv_batch takes 1 to %d datagrams of 1 byte or more", MAX_BATCH);
@@ -117,11 +134,16 @@ recv_batch(PyObject *self, PyObject *args)
             return NULL;
         }
         Py_ssize_t length = headers[i].msg_len < (unsigned int)size ? (Py_ssize_t)headers[i].msg_len : size;
-        PyObject *pair = Py_BuildValue("(y#N)", vectors[i].iov_base, length, from);
+        PyObject *data = PyBytes_FromStringAndSize(vectors[i].iov_base, length);
+        PyObject *pair = data == NULL ? NULL : PyTuple_New(2);
         if (pair == NULL) {
+            Py_XDECREF(data);
+            Py_DECREF(from);
             Py_DECREF(datagrams);
             return NULL;
         }
+        PyTuple_SET_ITEM(pair, 0, data);
+        PyTuple_SET_ITEM(pair, 1, from);
         PyList_SET_ITEM(datagrams, i, pair);
     }
     return datagrams;
@@ -215,8 +237,8 @@ send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "send_reply(fd, family, prefix, suffix, datagram, address)");
         return NULL;
     }
-    int fd = PyLong_AsLong(args[0]);
-    int family = PyLong_AsLong(args[1]);
+    int fd = (int)PyLong_AsLong(args[0]);
+    int family = (int)PyLong_AsLong(args[1]);
     if (PyErr_Occurred())
         return NULL;
     if (family != AF_INET && family != AF_INET6) {
@@ -254,7 +276,7 @@ send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"recv_batch", recv_batch, METH_VARARGS,
+    {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
      "recv_batch(fd, max_count, max_size) -> [(data, address), ...]: what is ready, up to max_count "
      "(at most 32) datagrams of max_size bytes; [] for nothing; OSError for an error before any."},
     {"send_reply", (PyCFunction)(void (*)(void))send_reply, METH_FASTCALL,
