@@ -41,7 +41,7 @@ from echoapp._limits.descriptors import HoldsDescriptor
 from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser, half_closer
 from echoapp._proxy.addresses import plain_tcp, upstream_description
 from echoapp._transports.eager import eager_problem, switched_off
-from echoapp._transports.native_connect import NativeTCPClientEndpoint
+from echoapp._transports.native_connect import NativeTCPClientEndpoint, TCPEndpoint
 from echoapp._twisted import asyncio_loop, connect_eager_tcp
 
 # Wraps the per-connection upstream factory (upstream faults), or leaves it be.
@@ -312,7 +312,8 @@ class _Connecting(ClientFactory):
     The factory C{connectTCP} is given by L{TCPUpstream}: the caller's own
     protocol is the transport's, with nothing between (Twisted's endpoints
     put a wrapper there, one more call on every chunk the upstream sends),
-    and C{connected} says how the attempt ended.
+    and C{connected} says how the attempt ended.  The caller's factory is
+    started and stopped by the endpoint (L{TCPEndpoint.connect}).
     """
 
     noisy = False
@@ -329,12 +330,6 @@ class _Connecting(ClientFactory):
 
     def startedConnecting(self, connector: IConnector) -> None:
         self.connector = connector
-
-    def doStart(self) -> None:
-        self.factory.doStart()
-
-    def doStop(self) -> None:
-        self.factory.doStop()
 
     def buildProtocol(self, addr: Any) -> Any:
         """
@@ -356,32 +351,22 @@ class _Connecting(ClientFactory):
             self.connected.errback(reason)
 
 
-@implementer(IStreamClientEndpoint)
-class TCPUpstream:
+class TCPUpstream(TCPEndpoint):
     """
-    A plain TCP upstream on one of Twisted's reactors: C{connectTCP} as
-    Twisted's C{tcp:} client endpoint calls it (its timeout, resolving a
-    name the same way), eager where that works, but with the protocol
-    straight on the transport.  C{connect} fires with the protocol as its
-    connection is made, just before its C{connectionMade}.
+    A plain TCP upstream on one of Twisted's reactors (C{driver}):
+    C{connectTCP} as Twisted's C{tcp:} client endpoint calls it (its
+    timeout, resolving a name the same way), eager where that works, but
+    with the protocol straight on the transport.  C{connect} fires with the
+    protocol as its connection is made, just before its C{connectionMade}.
     """
 
-    def __init__(self, reactor: Any, host: str, port: int, timeout: float = 30) -> None:
-        self.reactor = reactor
-        self.host = host
-        self.port = port
-        self.timeout = timeout
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+    def attempt(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         connecting = _Connecting(protocolFactory)
         try:
-            self.reactor.connectTCP(self.host, self.port, connecting, timeout=self.timeout)
+            self.driver.connectTCP(self.host, self.port, connecting, timeout=self.timeout)
         except BaseException:
             return fail()
         return connecting.connected
-
-    def __repr__(self) -> str:
-        return f"<TCPUpstream {self.host}:{self.port}>"
 
 
 def upstream_endpoint(reactor: Any, upstream: str) -> IStreamClientEndpoint:

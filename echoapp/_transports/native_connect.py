@@ -36,36 +36,61 @@ class _Capture:
         return self.protocol
 
     def doStart(self) -> None:
-        """Started by the endpoint, once per attempt, as Twisted's endpoints start theirs."""
+        """The caller's factory is started by the endpoint (L{TCPEndpoint.connect}), not here."""
 
     def doStop(self) -> None:
-        """Stopped by the endpoint."""
+        """Stopped by the endpoint too."""
 
 
 @implementer(IStreamClientEndpoint)
-class NativeTCPClientEndpoint:
+class TCPEndpoint:
     """
-    C{IStreamClientEndpoint} for C{HOST:PORT} on C{loop}: C{connect} fires
-    with the connected protocol, fails with the loop's C{OSError} (refused,
-    unreachable) or L{ConnectError} (timed out, or the factory refused), and
-    cancelling it cancels the attempt.
+    C{IStreamClientEndpoint} for C{HOST:PORT}, made by C{driver} (a
+    reactor, a loop) in L{attempt}: the caller's factory is started for
+    each attempt and stopped once it ends, as Twisted's endpoints do, so
+    that whatever makes the connection needs no start or stop of its own.
     """
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, host: str, port: int, timeout: float = CONNECT_TIMEOUT
-    ) -> None:
-        self.loop = loop
+    def __init__(self, driver: Any, host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.driver = driver
         self.host = host
         self.port = port
         self.timeout = timeout
 
+    def attempt(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        """One attempt: fires with the connected protocol, fails with the reason it did not connect."""
+        raise NotImplementedError()
+
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        protocolFactory.doStart()
+
+        def stopped(result: Any) -> Any:
+            protocolFactory.doStop()
+            return result
+
+        return self.attempt(protocolFactory).addBoth(stopped)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.host}:{self.port}>"
+
+
+class NativeTCPClientEndpoint(TCPEndpoint):
+    """
+    L{TCPEndpoint} on an asyncio loop (C{driver}): C{connect} fires with the
+    connected protocol, fails with the loop's C{OSError} (refused,
+    unreachable) or L{ConnectError} (timed out, or the factory refused),
+    and cancelling it cancels the attempt.
+    """
+
+    driver: asyncio.AbstractEventLoop
+
+    def attempt(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         capture = _Capture(protocolFactory)
 
         async def connecting() -> IProtocol:
             try:
                 await asyncio.wait_for(
-                    self.loop.create_connection(lambda: NativeConnection(capture), self.host, self.port),
+                    self.driver.create_connection(lambda: NativeConnection(capture), self.host, self.port),
                     self.timeout,
                 )
             except asyncio.TimeoutError:  # the built-in TimeoutError from 3.11, not on 3.10
@@ -74,16 +99,4 @@ class NativeTCPClientEndpoint:
                 raise ConnectError(f"{self.host}:{self.port}", "the factory built no protocol")
             return capture.protocol
 
-        protocolFactory.doStart()
-        connected: Deferred[IProtocol] = Deferred.fromFuture(
-            asyncio.ensure_future(connecting(), loop=self.loop)
-        )
-
-        def stopped(result: Any) -> Any:
-            protocolFactory.doStop()
-            return result
-
-        return connected.addBoth(stopped)
-
-    def __repr__(self) -> str:
-        return f"<NativeTCPClientEndpoint {self.host}:{self.port}>"
+        return Deferred.fromFuture(asyncio.ensure_future(connecting(), loop=self.driver))

@@ -382,12 +382,19 @@ class TCPUpstreamTests(SynchronousTestCase):
         self.assertTrue(memory.connectors[0].stoppedConnecting)
         connecting.clientConnectionFailed(memory.connectors[0], Failure(ConnectionRefusedError()))
 
-    def test_start_and_stop_reach_the_callers_factory(self) -> None:
-        _, connecting, _, factory = self.connecting()
-        connecting.doStart()
+    def test_the_callers_factory_is_started_for_the_attempt(self) -> None:
+        """Started as the attempt begins, stopped once it ends, whatever the connector does with its own."""
+        _, connecting, attempt, factory = self.connecting()
         self.assertEqual(factory.numPorts, 1)
-        connecting.doStop()
+        connecting.doStart()
+        self.assertEqual(factory.numPorts, 1, "the connector starts its own factory, not the caller's")
+        connecting.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        self.successResultOf(attempt)
         self.assertEqual(factory.numPorts, 0)
+        _, _, attempt, factory = self.connecting()
+        attempt.cancel()
+        self.failureResultOf(attempt, ConnectingCancelledError)
+        self.assertEqual(factory.numPorts, 0, "stopped when the attempt ends otherwise too")
 
     def test_plain_tcp_upstreams_use_it_on_twisteds_reactors(self) -> None:
         memory = MemoryReactor()
