@@ -42,6 +42,9 @@ class Sending:
         self._unlimited = False  # they have no byte limit: a piece sent needs no count against one
         self._holding = False  # what is held passed its bound: the feeding side was told to pause
         self._release = self.release  # the one bound method every wake-up calls
+        # Asked of the connection once: each lookup on it passes ProtocolWrapper's __getattr__ hook.
+        self._clock = connection.clock
+        self._wakeups = connection.wakeups
         self._sent = 0  # bytes sent since the faults began (for the byte limits)
         self._stalled = 0  # bytes a stall=answer swallowed since it began (for the record)
         self._last_slice: float | None = None  # when the last slice went (for the record)
@@ -84,13 +87,13 @@ class Sending:
         if self._jittered:
             delay = connection.draws.delay(self.settled.faults)  # type: ignore[union-attr]
         queue = self.queue
-        queue.add_whole(data, connection.clock.seconds() + delay)
+        queue.add_whole(data, self._clock.seconds() + delay)
         self.passing = False
         if queue.held > HELD_BYTES:
             self._holding = True
             connection.hold(True)
         if queue.call is None and not self.full:
-            queue.call = connection.wakeups.at(queue.items[0][0], self._release)
+            queue.call = self._wakeups.at(queue.items[0][0], self._release)
 
     def write(self, data: bytes, shape: Shape | None) -> None:
         """A write that does not simply pass: shaped, swallowed, or queued behind held ones."""
@@ -147,7 +150,7 @@ class Sending:
         """A timer for the first piece held, unless one is set or the transport is full."""
         queue = self.queue
         if queue.call is None and queue.items and not self.full:
-            queue.call = self.connection.wakeups.at(queue.items[0][0], self._release)
+            queue.call = self._wakeups.at(queue.items[0][0], self._release)
 
     def transport_full(self, full: bool) -> None:
         """The transport's buffer is full (or has room again): hold the pieces (or send them)."""
@@ -166,10 +169,11 @@ class Sending:
         connection = self.connection
         closing = connection.closing
         items = queue.items
-        now = connection.clock.seconds()
+        now = self._clock.seconds()
         budget = PIECES_PER_PASS
         record = connection.record
         lean = self._unlimited and record is None  # whole runs may skip the cutting and counting
+        write = connection.transport.write
         while items and items[0][0] <= now and not self.full and budget and closing.state in _EMITTING:
             budget -= 1
             run = items[0]
@@ -179,7 +183,7 @@ class Sending:
                 data = run[1]
                 queue.held -= len(data) + PIECE_COST
                 self._sent += len(data)
-                connection.transport.write(data)
+                write(data)
                 continue
             start = run[2]
             piece, gap = queue.take(now)
