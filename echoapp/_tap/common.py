@@ -183,13 +183,16 @@ def recording(tree: MultiService, options: usage.Options, reactor: IReactorTime 
     """
     C{tree}, recording to the C{--record} file when one was given (each
     listener wrapped, the file opened when the service starts), else as
-    it is: no wrapper at all.
+    it is: no wrapper at all.  The file is the daemon's only reader of
+    its records (echoapp-proxy, whose API serves them, makes its own), so
+    the records in memory keep events, not bytes: the bytes go to the
+    file without being folded into a memory nobody reads.
     """
     record_to: RecordTo | None = options.get("record-to")
     if record_to is None:
         return tree
     capture = CaptureFile(record_to.path, record_to.max_bytes, record_to.keep)
-    return services.recorded(tree, Recorder(reactor or global_reactor()), capture)
+    return services.recorded(tree, Recorder(reactor or global_reactor(), keep_bytes=False), capture)
 
 
 METRICS_PARAMETERS = [

@@ -1,14 +1,20 @@
 """Option parsing for every plugin: defaults, replacements and one-line errors."""
 
+import shutil
+import tempfile
 from typing import Any
 
 from twisted.application.service import IServiceCollection, IServiceMaker
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from echoapp._framing import Framing
 from echoapp._monitor import Monitored
+from echoapp._record.service import RecordService
 from echoapp._tap import compose, echo, everything, tcp, udp
 from echoapp._tap.common import ListenOptions, RepeatableListen
 from echoapp._transports.endpoints import UDPListen
@@ -408,3 +414,25 @@ class ComposeFailureTests(SynchronousTestCase):
         service = compose.makeService(options)
         names = [child.name for child in service][1:]  # after the signal handling, which is unnamed
         self.assertEqual(names, ["echoapp-tcp", "echoapp-tcp-2", "echoapp-tcp-3"])
+
+
+class RecordOptionTests(SynchronousTestCase):
+    """C{--record} on the daemons: the file gets the bytes; memory keeps events only."""
+
+    def test_a_daemons_records_in_memory_keep_no_bytes(self) -> None:
+        directory = tempfile.mkdtemp(prefix="echoapp-rec-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        options = parse(tcp, "--listen", "tcp:0:interface=127.0.0.1", "--record", f"{directory}/d.pcapng")
+        tree = tcp.service_tree(options, Clock())
+        [record_service] = [child for child in tree if isinstance(child, RecordService)]
+        record_service.startService()  # the capture file opens; the listener is not needed
+        self.addCleanup(record_service.stopService)
+        recorder = record_service.recorder
+        [listener] = listeners(tree)
+        protocol = listener.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 51234))
+        protocol.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 51234)))
+        protocol.dataReceived(b"Hello\n")
+        recorder.settle()
+        [record] = recorder.records
+        self.assertEqual([bytes(kept.head) + bytes(kept.tail) for kept in record.bytes.values()], [b"", b""])
+        self.assertIn("open", {event.kind for event in record.events()})
