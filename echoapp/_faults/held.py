@@ -17,6 +17,11 @@ from itertools import count
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from echoapp._twisted import asyncio_loop
+
+log = Logger(namespace="echoapp.faults")
 
 PIECE_COST = 100  # bytes of memory a queued run costs beyond its data
 NEVER = float("inf")
@@ -58,15 +63,19 @@ class Wakeups:
     order they fell due; one woken may ask for another turn, which waits
     for the next pass, so no pass holds the reactor longer than its
     queues' own budgets.  The timer is cancelled when no turn is left
-    waiting: none outlives the connections.
+    waiting: none outlives the connections.  On a reactor over an asyncio
+    loop it is the loop's own timer: Twisted's there is an asyncio one
+    too, with Twisted's pass over its timers and a new asyncio timer each
+    time it fires.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
+        self._loop = asyncio_loop(clock)
         self._heap: list[tuple[float, int, Wakeup]] = []
         self._order = count()  # among turns due at the same time: first asked, first woken
         self._live = 0  # turns neither called nor cancelled (the rest are dropped as they surface)
-        self._timer: IDelayedCall | None = None
+        self._timer: Any = None  # the reactor's IDelayedCall, or the loop's TimerHandle
         self._timer_at = NEVER
 
     def at(self, when: float, call: Callable[[], object]) -> Wakeup:
@@ -84,9 +93,7 @@ class Wakeups:
         heap = self._heap
         if not self._live:
             heap.clear()
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._timer, self._timer_at = None, NEVER
+            self._disarm()
         elif len(heap) > 2 * self._live + 64:
             heap[:] = [entry for entry in heap if entry[2].call is not None]
             heapify(heap)
@@ -94,11 +101,20 @@ class Wakeups:
     def _arm(self, when: float) -> None:
         delay = max(0.0, when - self.clock.seconds())
         timer = self._timer
-        if timer is not None and timer.active():
+        if self._loop is not None:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_later(delay, self._fire)
+        elif timer is not None and timer.active():
             timer.reset(delay)
         else:
             self._timer = self.clock.callLater(delay, self._fire)
         self._timer_at = when
+
+    def _disarm(self) -> None:
+        timer, self._timer, self._timer_at = self._timer, None, NEVER
+        if timer is not None and (self._loop is not None or timer.active()):
+            timer.cancel()
 
     def _fire(self) -> None:
         self._timer, self._timer_at = None, NEVER
@@ -112,7 +128,10 @@ class Wakeups:
             if call is not None:  # not cancelled by one woken before it
                 wakeup.call = None
                 self._live -= 1
-                call()
+                try:
+                    call()
+                except Exception:  # one queue's failure is its own: the others are still woken
+                    log.failure("a held queue's wake-up failed")
         while heap and heap[0][2].call is None:
             heappop(heap)
         if heap and heap[0][0] < self._timer_at:

@@ -5,6 +5,9 @@ queue of a plan's connections (L{Wakeups}), each woken at its own time.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -95,6 +98,52 @@ class WakeupsTests(SynchronousTestCase):
         for _ in range(10_000):
             wakeups.at(600.0, lambda: None).cancel()
         self.assertLessEqual(len(wakeups._heap), 2 + 64)
+
+    def test_one_failing_wake_up_does_not_stop_the_others(self) -> None:
+        clock = Clock()
+        wakeups = Wakeups(clock)
+        woken: list[str] = []
+
+        def fails() -> None:
+            raise ZeroDivisionError()
+
+        wakeups.at(1.0, fails)
+        wakeups.at(1.0, lambda: woken.append("after"))
+        wakeups.at(2.0, lambda: woken.append("later"))
+        clock.advance(1.0)
+        self.assertEqual(woken, ["after"])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        clock.advance(1.0)
+        self.assertEqual(woken, ["after", "later"], "the timer was armed again")
+
+
+class LoopTimerTests(SynchronousTestCase):
+    """On a reactor over an asyncio loop, the loop's own timer: not Twisted's on top of one."""
+
+    def test_the_loops_own_timer(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+
+        class OverALoop:
+            _asyncioEventloop = loop
+
+            def seconds(self) -> float:
+                return time.time()
+
+            def callLater(self, *args: object) -> None:
+                raise AssertionError("Twisted's timer")
+
+        wakeups = Wakeups(OverALoop())  # type: ignore[arg-type]
+        woken: list[str] = []
+        wakeups.at(time.time() + 0.01, lambda: woken.append("due"))
+        cancelled = wakeups.at(time.time() + 0.01, lambda: woken.append("cancelled"))
+        cancelled.cancel()
+        deadline = time.monotonic() + 5
+        while not woken and time.monotonic() < deadline:
+            loop.run_until_complete(asyncio.sleep(0.01))
+        self.assertEqual(woken, ["due"])
+        wakeups.at(time.time() + 60, lambda: woken.append("never")).cancel()
+        self.assertEqual([handle for handle in loop._scheduled if not handle.cancelled()], [])  # type: ignore[attr-defined]
 
 
 class SharedTimerTests(SynchronousTestCase):
