@@ -188,9 +188,14 @@ destination(PyObject *addr, int family, struct sockaddr_storage *out, socklen_t 
         return -1;
     }
     if (name != last_dest || last_parsed.ss_family != family) {
-        const char *text = PyUnicode_AsUTF8(name);
+        Py_ssize_t length_of_text;
+        const char *text = PyUnicode_AsUTF8AndSize(name, &length_of_text);
         if (text == NULL)
             return -1;
+        if ((size_t)length_of_text != strlen(text)) { /* "127.0.0.1\0..." must not pass as 127.0.0.1 */
+            PyErr_SetString(PyExc_ValueError, "an address's host has a NUL character");
+            return -1;
+        }
         struct sockaddr_storage parsed;
         memset(&parsed, 0, sizeof(parsed));
         void *raw = family == AF_INET ? (void *)&((struct sockaddr_in *)&parsed)->sin_addr

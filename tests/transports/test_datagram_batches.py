@@ -218,6 +218,7 @@ class _Replies:
             ((b"127.0.0.1", port), TypeError),
             ((self.host, port, 0), TypeError),
             ((self.host, 70000), OverflowError),
+            ((self.host + "\0junk", port), ValueError),
             (("localhost", port), OSError),
             ((wrong_family, port), OSError),
         ):
