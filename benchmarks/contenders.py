@@ -150,10 +150,10 @@ UDP_CONTENDERS: dict[str, Any] = {
 UDP_PROXY_CONTENDERS: dict[str, Any] = {
     "echoapp-proxy UDP, default reactor": proxied("udp-echoapp"),
     "echoapp-proxy UDP, default reactor, a toxic of toxicity 0": proxied("udp-echoapp-spared"),
-    "echoapp-proxy UDP, default reactor, latency=0ms on every datagram": proxied("udp-echoapp-applied"),
+    "echoapp-proxy UDP, default reactor, latency=1ms on every datagram": proxied("udp-echoapp-applied"),
     "echoapp-proxy UDP, uvloop reactor": proxied("udp-echoapp-uvloop"),
     "echoapp-proxy UDP, uvloop, a toxic of toxicity 0": proxied("udp-echoapp-uvloop-spared"),
-    "echoapp-proxy UDP, uvloop, latency=0ms on every datagram": proxied("udp-echoapp-uvloop-applied"),
+    "echoapp-proxy UDP, uvloop, latency=1ms on every datagram": proxied("udp-echoapp-uvloop-applied"),
     "nginx stream, UDP": proxied("udp-nginx"),
     "plain Python UDP relay": proxied("udp-relay"),
 }

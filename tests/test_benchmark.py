@@ -191,7 +191,7 @@ class UDPProxyScenarioTests(SynchronousTestCase):
             self.skipTest(
                 "needs nginx and its stream module (.ci/run installs nginx-light, libnginx-mod-stream)"
             )
-        names = ["echoapp-proxy UDP, uvloop, latency=0ms on every datagram", "nginx stream, UDP"]
+        names = ["echoapp-proxy UDP, uvloop, latency=1ms on every datagram", "nginx stream, UDP"]
         with tempfile.TemporaryDirectory() as output:
             command = [sys.executable, RUN, "--smoke", "--scenario", "udpproxy", "--output", output]
             for name in names:

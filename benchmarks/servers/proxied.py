@@ -240,16 +240,17 @@ PROXIES = {
     "toxiproxy-toxic": lambda port, up: toxiproxy_api(port, up, TOXIC),
     "toxiproxy-spared": lambda port, up: toxiproxy_api(port, up, SPARING),
     # UDP, to a UDP echo.  A toxic of toxicity 0 (loss, sparing every
-    # datagram) and one that applies to every datagram (latency 0 ms).
+    # datagram) and one that applies to every datagram (latency 1 ms: 0 ms
+    # is no fault at all, so it would measure the quiet path).
     "udp-echoapp": lambda port, up: echoapp_udp(port, up),
     "udp-echoapp-spared": lambda port, up: echoapp_udp(port, up, fault="loss=1,fraction=0"),
-    "udp-echoapp-applied": lambda port, up: echoapp_udp(port, up, fault="latency=0ms"),
+    "udp-echoapp-applied": lambda port, up: echoapp_udp(port, up, fault="latency=1ms"),
     "udp-echoapp-uvloop": lambda port, up: echoapp_udp(port, up, "--reactor=uvloop"),
     "udp-echoapp-uvloop-spared": lambda port, up: echoapp_udp(
         port, up, "--reactor=uvloop", fault="loss=1,fraction=0"
     ),
     "udp-echoapp-uvloop-applied": lambda port, up: echoapp_udp(
-        port, up, "--reactor=uvloop", fault="latency=0ms"
+        port, up, "--reactor=uvloop", fault="latency=1ms"
     ),
     "udp-nginx": nginx_udp,
     "udp-relay": lambda port, up: [sys.executable, os.path.join(HERE, "udp_relay.py"), str(port), str(up)],
