@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
@@ -79,6 +80,24 @@ address(const struct sockaddr_storage *from)
     return NULL;
 }
 
+/* A Python int as a C int: 0, or -1 with an exception (not an int, or out of range). */
+static int
+as_int(PyObject *value, int *out)
+{
+    long wide = PyLong_AsLong(value);
+    if (wide == -1 && PyErr_Occurred())
+        return -1;
+    if (wide < INT_MIN || wide > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "an argument is out of a C int's range");
+        return -1;
+    }
+    *out = (int)wide;
+    return 0;
+}
+
+/* The largest datagram a read may ask for: UDP's own, with room to spare. */
+#define MAX_SIZE 65536
+
 static PyObject *
 recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -91,15 +110,15 @@ recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "recv_batch(fd, max_count, max_size)");
         return NULL;
     }
-    int fd = (int)PyLong_AsLong(args[0]);
-    int count = (int)PyLong_AsLong(args[1]);
-    Py_ssize_t size = PyLong_AsSsize_t(args[2]);
-    if (PyErr_Occurred())
+    int fd, count, wanted;
+    if (as_int(args[0], &fd) < 0 || as_int(args[1], &count) < 0 || as_int(args[2], &wanted) < 0)
         return NULL;
-    if (count < 1 || count > MAX_BATCH || size < 1) {
-        PyErr_Format(PyExc_ValueError, "recv_batch takes 1 to %d datagrams of 1 byte or more", MAX_BATCH);
+    if (count < 1 || count > MAX_BATCH || wanted < 1 || wanted > MAX_SIZE) {
+        PyErr_Format(PyExc_ValueError, "recv_batch takes 1 to %d datagrams of 1 to %d bytes", MAX_BATCH,
+                     MAX_SIZE);
         return NULL;
     }
+    Py_ssize_t size = wanted;
     if (size > slot) { /* grown once: untouched pages cost no memory */
         char *grown = PyMem_RawRealloc(slab, (size_t)size * MAX_BATCH);
         if (grown == NULL)
@@ -206,9 +225,13 @@ destination(PyObject *addr, int family, struct sockaddr_storage *out, socklen_t 
         }
         parsed.ss_family = (sa_family_t)family;
         memcpy(&last_parsed, &parsed, sizeof(parsed));
+        memcpy(out, &parsed, sizeof(*out));
+        /* Last: releasing the old host may run Python code (a str subclass's
+         * __del__) that calls send_reply and changes the cache. */
         Py_XSETREF(last_dest, Py_NewRef(name));
+    } else {
+        memcpy(out, &last_parsed, sizeof(*out));
     }
-    memcpy(out, &last_parsed, sizeof(*out));
     if (family == AF_INET) {
         ((struct sockaddr_in *)out)->sin_port = htons((uint16_t)port);
         *length = sizeof(struct sockaddr_in);
@@ -242,9 +265,8 @@ send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "send_reply(fd, family, prefix, suffix, datagram, address)");
         return NULL;
     }
-    int fd = (int)PyLong_AsLong(args[0]);
-    int family = (int)PyLong_AsLong(args[1]);
-    if (PyErr_Occurred())
+    int fd, family;
+    if (as_int(args[0], &fd) < 0 || as_int(args[1], &family) < 0)
         return NULL;
     if (family != AF_INET && family != AF_INET6) {
         PyErr_SetString(PyExc_ValueError, "the family is AF_INET or AF_INET6");

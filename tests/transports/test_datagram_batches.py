@@ -234,7 +234,44 @@ class _Replies:
 
 
 class AcceleratedIPv4ReplyTests(_Replies, SynchronousTestCase):
-    pass
+    def test_a_reply_goes_where_it_was_sent_even_if_the_cache_changes_under_it(self) -> None:
+        """
+        Releasing the host the cache held may run Python code that sends
+        a reply of its own (and caches its host): the reply being sent
+        still goes to its own address.
+        """
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(other.close)
+        try:
+            other.bind(("127.0.0.2", 0))
+        except OSError as error:
+            self.skipTest(f"no second loopback address: {error}")
+        other.settimeout(DEADLINE)
+        reply = self.reply
+
+        class Host(str):
+            def __del__(self) -> None:
+                reply(b"inner", ("127.0.0.2", other.getsockname()[1]))
+
+        host = Host("127.0.0.1")
+        reply(b"first", (host, self.client.getsockname()[1]))
+        del host  # the cache holds it now, alone
+        reply(b"outer", ("127.0.0.1", self.client.getsockname()[1]))
+        self.assertEqual(
+            [self.client.recvfrom(100)[0] for _ in range(2)], [b"Hello, first!", b"Hello, outer!"]
+        )
+        self.assertEqual(other.recvfrom(100)[0], b"Hello, inner!")
+
+    def test_arguments_out_of_range_are_refused_not_cut(self) -> None:
+        mmsg = use_udp_accelerator(self, True)
+        fd = self.server.fileno()
+        self.assertRaises(OverflowError, mmsg.recv_batch, 2**32 + fd, 1, 100)
+        self.assertRaises(OverflowError, mmsg.recv_batch, fd, 1, 2**59 + 1)
+        self.assertRaises(ValueError, mmsg.recv_batch, fd, 1, 65537)
+        self.assertRaises(TypeError, mmsg.recv_batch, "x", 1, 100)
+        self.assertRaises(
+            OverflowError, mmsg.send_reply, fd, 2**32 + socket.AF_INET, b"", b"", b"x", ("127.0.0.1", 1)
+        )
 
 
 class AcceleratedIPv6ReplyTests(_Replies, SynchronousTestCase):
