@@ -25,6 +25,7 @@ log = Logger(namespace="echoapp.faults")
 
 PIECE_COST = 100  # bytes of memory a queued run costs beyond its data
 NEVER = float("inf")
+LOOP_RESOLUTION = 0.001  # seconds: uvloop's timers count whole milliseconds
 
 
 class Wakeup:
@@ -104,6 +105,13 @@ class Wakeups:
         if self._loop is not None:
             if timer is not None:
                 timer.cancel()
+            if delay > 0.0:
+                # uvloop keeps time in whole milliseconds, on a clock cached
+                # per loop pass: a shorter wait fires at once, or early, and
+                # re-arming for what is left would spin the loop until the
+                # time came.  A turn not yet due waits a millisecond at
+                # least: late by less than that, never early.
+                delay = max(delay, LOOP_RESOLUTION)
             self._timer = self._loop.call_later(delay, self._fire)
         elif timer is not None and timer.active():
             timer.reset(delay)

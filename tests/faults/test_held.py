@@ -145,6 +145,47 @@ class LoopTimerTests(SynchronousTestCase):
         wakeups.at(time.time() + 60, lambda: woken.append("never")).cancel()
         self.assertEqual([handle for handle in loop._scheduled if not handle.cancelled()], [])  # type: ignore[attr-defined]
 
+    def test_no_spin_on_uvloops_millisecond_timers(self) -> None:
+        """
+        uvloop rounds a timer to whole milliseconds on a clock it caches
+        per pass, so a wait of 1.5 ms fires after 1 ms or at once; the
+        turn is then not due, and re-arming for the rest must not spin the
+        loop (it did: tens of thousands of passes for a few hundred turns).
+        """
+        try:
+            import uvloop
+        except ImportError:
+            self.skipTest("uvloop is not installed")
+        loop = uvloop.new_event_loop()
+        self.addCleanup(loop.close)
+
+        class OverALoop:
+            _asyncioEventloop = loop
+
+            def seconds(self) -> float:
+                return time.time()
+
+        wakeups = Wakeups(OverALoop())  # type: ignore[arg-type]
+        fire = wakeups._fire
+        fired: list[float] = []
+
+        def counting() -> None:
+            fired.append(time.time())
+            fire()
+
+        wakeups._fire = counting  # type: ignore[method-assign]
+        woken: list[float] = []
+        for _ in range(20):
+            due = time.time() + 0.0015
+            wakeups.at(due, lambda due=due: woken.append(time.time() - due))  # type: ignore[misc]
+            deadline = time.monotonic() + 5
+            count = len(woken)
+            while len(woken) == count and time.monotonic() < deadline:
+                loop.run_until_complete(asyncio.sleep(0))
+        self.assertEqual(len(woken), 20)
+        self.assertGreaterEqual(min(woken), 0.0, "never early")
+        self.assertLessEqual(len(fired), 60, "at most a few timer fires a turn")
+
 
 class SharedTimerTests(SynchronousTestCase):
     """The connections of one plan hold their bytes on one timer, and none outlives them."""
