@@ -204,7 +204,7 @@ def echoapp_api(port: int, upstream: int, toxic: str, *options: str, api: int | 
 # The toxic each proxy is given for the "a toxic" rows, as JSON through its
 # API: latency, the toxic toxiproxy's users configure most, on the
 # downstream (its default stream), with a delay small enough not to starve
-# the load (50 connections, 1 ms each way still leaves tens of thousands of
+# the load (50 connections, 1 ms a round trip still leaves tens of thousands of
 # requests a second) but real: every chunk is held and sent by a timer, on
 # both proxies.  (A latency of 0 ms is no toxic to echoapp-proxy, which
 # leaves such a connection on its quiet path: the rows would measure no

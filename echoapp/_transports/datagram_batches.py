@@ -103,7 +103,7 @@ class AcceleratedBatches:
         without waiting; how many bytes went, or C{OSError}.  It is the
         greeter's reply as C{udp.py} makes it in Python, made without a
         Python object per reply and sent without the socket module's
-        address parsing: about a tenth of the CPU per datagram.
+        address parsing: 5-12% of the CPU per datagram in A/B runs.
         """
         return partial(self._mmsg.send_reply, self._fd, self._family, prefix, suffix)
 
