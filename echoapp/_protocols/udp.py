@@ -4,6 +4,7 @@ The UDP greeter: each datagram gets one reply datagram to its sender.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -32,6 +33,11 @@ MAX_IPV6_DATAGRAM = 65527
 # Source ports below this belong to system services (echo 7, chargen 19,
 # DNS 53, ...): answering them is how UDP packet storms and reflection start.
 FIRST_UNPRIVILEGED_PORT = 1024
+
+# A send that failed on these found the socket's buffer (or the device
+# queue's) full: the reply is dropped, as UDP may, and counted as such; one
+# more try at once, through the port's write, would only fail again.
+SEND_BUFFER_FULL = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS})
 
 # Datagrams read per wake-up at most before the reactor runs other events
 # (Twisted's own port reads up to 256 KiB): at full load one wake-up finds
@@ -221,14 +227,19 @@ class UDPGreeter(DatagramProtocol):
                             answered += 1
                             bytes_in += length
                             continue
-                        except OSError:
-                            pass  # made again below, where a full buffer gets its handling
+                        except OSError as error:
+                            if error.errno in SEND_BUFFER_FULL:
+                                self._drop("buffer")
+                                continue
+                            # Made again below, where the port's own handling applies.
                     message = datagram.rstrip(b"\r\n")
                     reply = prefix + message + suffix + datagram[len(message) :]
                     try:
                         sendto(reply, addr)
-                    except OSError:
-                        if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
+                    except OSError as error:
+                        if error.errno in SEND_BUFFER_FULL or (
+                            self.transport.write(reply, addr) is False  # type: ignore[func-returns-value]
+                        ):
                             self._drop("buffer")
                             continue
                     answered += 1
@@ -298,8 +309,10 @@ class UDPGreeter(DatagramProtocol):
         else:
             try:
                 sendto(reply, addr)
-            except OSError:
-                if self.transport.write(reply, addr) is False:  # type: ignore[func-returns-value]
+            except OSError as error:
+                if error.errno in SEND_BUFFER_FULL or (
+                    self.transport.write(reply, addr) is False  # type: ignore[func-returns-value]
+                ):
                     return self._drop("buffer")
         stats = self.stats
         stats.answered += 1

@@ -468,14 +468,34 @@ class ReadReadyTests(SynchronousTestCase):
         self.assertEqual([event["error"] for event in events if "error" in event], [broken])
 
     def test_a_full_send_buffer_is_a_buffer_drop(self) -> None:
-        sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
+        """
+        A full buffer (EAGAIN, or ENOBUFS from a full device queue) drops
+        the reply, counted as such, without trying again through the port
+        (Twisted's would raise the same error, counted as a failure).
+        """
+        for full in (BlockingIOError(errno.EAGAIN, "full"), OSError(errno.ENOBUFS, "no buffer space")):
+            sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
 
-        def full(data: bytes, addr: Any) -> int:
+            def refuse(data: bytes, addr: Any, full: OSError = full) -> int:
+                raise full
+
+            sock.sendto = refuse  # type: ignore[method-assign]
+            protocol = reading_greeter(sock)
+            protocol.transport.write = self.fail  # type: ignore[method-assign, assignment]
+            protocol.read_ready()
+            self.assertEqual((protocol.stats.answered, protocol.stats.dropped["buffer"]), (0, 1), full)
+            self.assertEqual(protocol.stats.dropped["error"], 0)
+
+    def test_a_full_buffer_under_the_accelerator_is_one_try(self) -> None:
+        sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
+        sock.sendto = self.fail  # type: ignore[method-assign, assignment]
+        protocol = reading_greeter(sock)
+
+        def full(datagram: bytes, addr: Any) -> int:
             raise BlockingIOError(errno.EAGAIN, "full")
 
-        sock.sendto = full  # type: ignore[method-assign]
-        protocol = reading_greeter(sock)
-        protocol.transport.write = lambda data, addr: False  # type: ignore[method-assign, assignment, return-value]
+        protocol._reply_to = full
+        protocol.transport.write = self.fail  # type: ignore[method-assign, assignment]
         protocol.read_ready()
         self.assertEqual((protocol.stats.answered, protocol.stats.dropped["buffer"]), (0, 1))
 
