@@ -201,8 +201,7 @@ class UDPGreeter(DatagramProtocol):
                     if port < FIRST_UNPRIVILEGED_PORT or port in own_ports:
                         self._drop("port")
                         continue
-                    if ":" in host:  # IPv6, as Twisted's port gives it: (host, port)
-                        addr = addr[:2]
+                    if ":" in host:  # IPv6: rate-limited per prefix; the reply keeps the scope id
                         host = key(host)
                     if host != source:
                         if source is not None:

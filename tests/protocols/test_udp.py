@@ -393,7 +393,11 @@ class ReadReadyTests(SynchronousTestCase):
                 step = rng.choice([0, 0.1, 0.5, 2])
                 one_clock.advance(step)
                 batch_clock.advance(step)
-            self.assertEqual(sock.sent, transport.written, f"trial {trial}")
+            # The same replies to the same (host, port); the batch path keeps
+            # the socket's whole IPv6 address (its scope id), Twisted's port
+            # gives two items.
+            sent = [(reply, addr[:2]) for reply, addr in sock.sent]
+            self.assertEqual(sent, transport.written, f"trial {trial}")
             self.assertEqual(batched.stats.dropped, single.stats.dropped)
             self.assertEqual(
                 (batched.stats.answered, batched.stats.bytes_in, batched.stats.bytes_out),
@@ -485,6 +489,28 @@ class ReadReadyTests(SynchronousTestCase):
             protocol.read_ready()
             self.assertEqual((protocol.stats.answered, protocol.stats.dropped["buffer"]), (0, 1), full)
             self.assertEqual(protocol.stats.dropped["error"], 0)
+
+    def test_an_ipv6_reply_keeps_the_scope_it_came_from(self) -> None:
+        """
+        A link-local client is reached through the interface its datagram
+        came in on: the reply goes to the whole address the socket gave,
+        scope id included, with the accelerator and without.
+        """
+        source = ("fe80::1", 40000, 0, 3)
+        sock = QueuedSocket([(b"a", source), (b"b", source)])
+        protocol = reading_greeter(sock)
+        replied: list[Any] = []
+
+        def reply_to(datagram: bytes, addr: Any) -> int:
+            replied.append(addr)
+            if datagram == b"b":
+                raise OSError(errno.EINVAL, "made again in Python")
+            return len(datagram)
+
+        protocol._reply_to = reply_to
+        protocol.read_ready()
+        self.assertEqual(replied, [source, source])
+        self.assertEqual(sock.sent, [(b"Hello, b!", source)])
 
     def test_a_full_buffer_under_the_accelerator_is_one_try(self) -> None:
         sock = QueuedSocket([(b"a", ("127.0.0.1", 40000))])
