@@ -15,12 +15,15 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from echoapp import StartupError
 from echoapp._record.capture import CaptureFile
 from echoapp._record.recorder import Recorder
 from echoapp._record.store import FLUSH_EVERY
 from echoapp._starting import StartsOnce
+
+log = Logger(namespace="echoapp.record")
 
 # The longest the file waits, at stop, for connections still open (the
 # drain's own bound is shorter): then it is closed with them open in it.
@@ -45,13 +48,35 @@ class RecordService(StartsOnce):
         self.recorder = recorder
         recorder.sink = capture
         self.capture = capture
-        self._flushing = LoopingCall(self.flush)
+        self._flushing = LoopingCall(self._tick)
         self._flushing.clock = recorder.clock
+        self._failing = False
 
     def flush(self) -> None:
         """What waits in the journal goes to the file, and the file to the disk."""
         self.recorder.settle()
         self.capture.flush()
+
+    def _tick(self) -> None:
+        """
+        The timer's flush: a failure (a full disk, a rotation that could
+        not rename) is logged once, until a flush succeeds again, and the
+        timer goes on, where an exception would stop it for good and leave
+        a quiet connection's bytes out of the file.
+        """
+        try:
+            self.flush()
+        except Exception:
+            if not self._failing:
+                log.failure(
+                    "Writing the wire record to {path} failed; trying again every second",
+                    path=self.capture.path,
+                )
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("Writing the wire record to {path} works again", path=self.capture.path)
+            self._failing = False
 
     def start_once(self) -> None:
         """Opened in twistd's privileged step, where there is one: a path it cannot have stops start-up."""

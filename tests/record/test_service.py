@@ -10,12 +10,14 @@ import io
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -75,6 +77,35 @@ class FlushTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionDone()))
         self.service.stopService()
         self.assertEqual(self.clock.getDelayedCalls(), [])  # the service's timers went with it
+
+    def test_a_failed_flush_is_logged_once_and_the_next_one_still_comes(self) -> None:
+        """
+        A flush that fails (a full disk) does not stop the timer: the next
+        second's flush writes what waited, and the failure is one log line
+        until writing works again.
+        """
+        capture = self.service.capture
+        flush = capture.flush
+        failures = [OSError(28, "No space left on device")] * 2
+
+        def failing() -> None:
+            if failures:
+                raise failures.pop()
+            flush()
+
+        capture.flush = failing  # type: ignore[method-assign]
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.protocol.dataReceived(b"Hi\r\n")
+        self.clock.advance(FLUSH_EVERY)
+        self.clock.advance(FLUSH_EVERY)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1, "logged once while it fails")
+        self.clock.advance(FLUSH_EVERY)
+        self.assertEqual(payloads(self.path), [b"Hi\r\n", b"Hello, Hi\r\n"])
+        self.assertTrue(any("works again" in str(event.get("log_format")) for event in events))
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.service.stopService()
 
     def test_no_timer_outlives_the_service(self) -> None:
         """
