@@ -35,11 +35,14 @@ class Wakeup:
     drop its own timer.
     """
 
-    __slots__ = ("call", "wakeups", "when")
+    __slots__ = ("call", "short", "wakeups", "when")
 
-    def __init__(self, wakeups: Wakeups, when: float, call: Callable[[], object]) -> None:
+    def __init__(
+        self, wakeups: Wakeups, when: float, call: Callable[[], object], short: bool = False
+    ) -> None:
         self.wakeups = wakeups
         self.when = when
+        self.short = short  # asked for less than the loop's resolution ahead
         self.call: Callable[[], object] | None = call
 
     def active(self) -> bool:
@@ -81,11 +84,11 @@ class Wakeups:
 
     def at(self, when: float, call: Callable[[], object]) -> Wakeup:
         """C{call()} at C{when} (the clock's seconds), or as soon after as the reactor comes round."""
-        wakeup = Wakeup(self, when, call)
+        wakeup = Wakeup(self, when, call, when - self.clock.seconds() < LOOP_RESOLUTION)
         heappush(self._heap, (when, next(self._order), wakeup))
         self._live += 1
         if when < self._timer_at:
-            self._arm(when)
+            self._arm(when, wakeup.short)
         return wakeup
 
     def gone(self) -> None:
@@ -99,18 +102,23 @@ class Wakeups:
             heap[:] = [entry for entry in heap if entry[2].call is not None]
             heapify(heap)
 
-    def _arm(self, when: float) -> None:
+    def _arm(self, when: float, short: bool = False) -> None:
         delay = max(0.0, when - self.clock.seconds())
         timer = self._timer
         if self._loop is not None:
             if timer is not None:
                 timer.cancel()
-            if delay > 0.0:
+            if short:
+                # Asked for less than a millisecond ahead (a slicer's delay in
+                # microseconds, as toxiproxy's): the loop comes round at once
+                # until the time has come, a wait no longer than was asked.
+                delay = 0.0
+            elif delay > 0.0:
                 # uvloop keeps time in whole milliseconds, on a clock cached
-                # per loop pass: a shorter wait fires at once, or early, and
-                # re-arming for what is left would spin the loop until the
-                # time came.  A turn not yet due waits a millisecond at
-                # least: late by less than that, never early.
+                # per loop pass: a longer wait may fire early, and re-arming
+                # for what is left would spin the loop for up to a
+                # millisecond each time.  What is left waits a millisecond
+                # at least: late by less than that, never early.
                 delay = max(delay, LOOP_RESOLUTION)
             self._timer = self._loop.call_later(delay, self._fire)
         elif timer is not None and timer.active():
@@ -143,7 +151,7 @@ class Wakeups:
         while heap and heap[0][2].call is None:
             heappop(heap)
         if heap and heap[0][0] < self._timer_at:
-            self._arm(heap[0][0])
+            self._arm(heap[0][0], heap[0][2].short)
 
 
 class Held:

@@ -186,6 +186,40 @@ class LoopTimerTests(SynchronousTestCase):
         self.assertGreaterEqual(min(woken), 0.0, "never early")
         self.assertLessEqual(len(fired), 60, "at most a few timer fires a turn")
 
+    def test_waits_under_a_millisecond_are_kept_on_uvloop(self) -> None:
+        """
+        A turn asked for less than a millisecond ahead (toxiproxy's slicer
+        delays are in microseconds) is not rounded up to uvloop's
+        millisecond: a hundred turns of 50 µs, one after the other, take
+        far less than the 100 ms that rounding would make them.
+        """
+        try:
+            import uvloop
+        except ImportError:
+            self.skipTest("uvloop is not installed")
+        loop = uvloop.new_event_loop()
+        self.addCleanup(loop.close)
+
+        class OverALoop:
+            _asyncioEventloop = loop
+
+            def seconds(self) -> float:
+                return time.time()
+
+        wakeups = Wakeups(OverALoop())  # type: ignore[arg-type]
+        early: list[float] = []
+        started = time.monotonic()
+        for _ in range(100):
+            due = time.time() + 0.00005
+            woken: list[float] = []
+            wakeups.at(due, lambda due=due, woken=woken: woken.append(time.time() - due))  # type: ignore[misc]
+            deadline = time.monotonic() + 5
+            while not woken and time.monotonic() < deadline:
+                loop.run_until_complete(asyncio.sleep(0))
+            early += [lateness for lateness in woken if lateness < 0]
+        self.assertEqual(early, [], "never early")
+        self.assertLess(time.monotonic() - started, 0.08)
+
 
 class SharedTimerTests(SynchronousTestCase):
     """The connections of one plan hold their bytes on one timer, and none outlives them."""
