@@ -84,7 +84,9 @@ class Wakeups:
 
     def at(self, when: float, call: Callable[[], object]) -> Wakeup:
         """C{call()} at C{when} (the clock's seconds), or as soon after as the reactor comes round."""
-        wakeup = Wakeup(self, when, call, when - self.clock.seconds() < LOOP_RESOLUTION)
+        # Only a loop's millisecond timers need to know (no clock read per chunk elsewhere).
+        short = self._loop is not None and when - self.clock.seconds() < LOOP_RESOLUTION
+        wakeup = Wakeup(self, when, call, short)
         heappush(self._heap, (when, next(self._order), wakeup))
         self._live += 1
         if when < self._timer_at:
