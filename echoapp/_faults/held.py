@@ -42,7 +42,7 @@ class Wakeup:
     ) -> None:
         self.wakeups = wakeups
         self.when = when
-        self.short = short  # asked for less than the loop's resolution ahead
+        self.short = short  # asked for less than half the loop's resolution ahead
         self.call: Callable[[], object] | None = call
 
     def active(self) -> bool:
@@ -85,7 +85,10 @@ class Wakeups:
     def at(self, when: float, call: Callable[[], object]) -> Wakeup:
         """C{call()} at C{when} (the clock's seconds), or as soon after as the reactor comes round."""
         # Only a loop's millisecond timers need to know (no clock read per chunk elsewhere).
-        short = self._loop is not None and when - self.clock.seconds() < LOOP_RESOLUTION
+        # Under half of one: uvloop would run it at once anyway, and a wait of
+        # a whole millisecond, a hair under it by the time it gets here, is
+        # not short (it spun for that millisecond).
+        short = self._loop is not None and when - self.clock.seconds() < LOOP_RESOLUTION / 2
         wakeup = Wakeup(self, when, call, short)
         heappush(self._heap, (when, next(self._order), wakeup))
         self._live += 1
@@ -111,7 +114,7 @@ class Wakeups:
             if timer is not None:
                 timer.cancel()
             if short:
-                # Asked for less than a millisecond ahead (a slicer's delay in
+                # Asked for under half a millisecond ahead (a slicer's delay in
                 # microseconds, as toxiproxy's): the loop comes round at once
                 # until the time has come, a wait no longer than was asked.
                 delay = 0.0
