@@ -296,6 +296,19 @@ class FloodClient(AccumulatingProtocol):
             self.done.callback(None)
 
 
+def watched(transport: Any, writing: bool = False) -> bool:
+    """
+    Whether C{transport} is watched for reading (or writing) by the reactor
+    it registers with: its own C{reactor}, which for echoapp's transports on
+    Twisted's reactors is the shared poll's (L{echoapp._transports.polled}),
+    where the global reactor's C{getReaders} never lists them.
+    """
+    from echoapp._twisted import global_reactor
+
+    reactor = getattr(transport, "reactor", None) or global_reactor()
+    return transport in (reactor.getWriters() if writing else reactor.getReaders())
+
+
 async def wait_until(condition: Any, what: str) -> None:
     """Poll a condition, with a deadline so the test stops by itself."""
     from twisted.internet import reactor
@@ -332,7 +345,7 @@ async def assert_backpressure(test: Any, factory: Factory, payload: bytes, expec
     await connect_tcp(port.getHost().port, client)
     await wait_until(lambda: recording.protocols, "the connection")
     server = recording.protocols[0].transport
-    await wait_until(lambda: server not in reactor.getReaders(), "the server to stop reading")
+    await wait_until(lambda: not watched(server), "the server to stop reading")
     test.assertLess(buffered(server), 4 << 20)
     client.transport.resumeProducing()  # type: ignore[union-attr]
     await client.done

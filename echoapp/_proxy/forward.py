@@ -42,6 +42,7 @@ from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser, h
 from echoapp._proxy.addresses import plain_tcp, upstream_description
 from echoapp._transports.eager import eager_problem, switched_off
 from echoapp._transports.native_connect import NativeTCPClientEndpoint, TCPEndpoint
+from echoapp._transports.polled import polled
 from echoapp._twisted import asyncio_loop, connect_eager_tcp
 
 # Wraps the per-connection upstream factory (upstream faults), or leaves it be.
@@ -296,7 +297,7 @@ class EagerConnecting:
     def connectTCP(
         self, host: str, port: int, factory: Any, timeout: float = 30, bindAddress: Any = None
     ) -> Any:
-        return connect_eager_tcp(self.reactor, host, port, factory, timeout, bindAddress)
+        return connect_eager_tcp(polled(self.reactor), host, port, factory, timeout, bindAddress)
 
 
 def eager_connecting(reactor: Any) -> Any:

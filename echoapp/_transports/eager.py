@@ -27,6 +27,7 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
 from echoapp._process import PROCESS
+from echoapp._transports.polled import polled
 from echoapp._twisted import (
     EagerTCPPort,
     EagerUNIXPort,
@@ -92,7 +93,8 @@ def eager_problem() -> str | None:
 
 class EagerListening:
     """
-    A reactor whose stream listeners write eagerly; every other attribute
+    A reactor whose stream listeners write eagerly, their descriptors on
+    one shared poll (L{echoapp._transports.polled}); every other attribute
     is the real reactor's.
     """
 
@@ -105,7 +107,7 @@ class EagerListening:
     def listenTCP(
         self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
     ) -> EagerTCPPort:
-        listening = EagerTCPPort(port, factory, backlog, interface, self.reactor)
+        listening = EagerTCPPort(port, factory, backlog, interface, polled(self.reactor))
         listening.startListening()
         return listening
 
@@ -124,14 +126,14 @@ class EagerListening:
     def listenUNIX(
         self, address: Any, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
     ) -> IListeningPort:
-        listening = EagerUNIXPort(address, factory, backlog, mode, self.reactor, wantPID)
+        listening = EagerUNIXPort(address, factory, backlog, mode, polled(self.reactor), wantPID)
         listening.startListening()
         return listening
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: int, factory: IProtocolFactory) -> Any:
         if addressFamily == socket.AF_UNIX:
             return self.reactor.adoptStreamPort(fileDescriptor, addressFamily, factory)
-        return adopt_eager_port(self.reactor, fileDescriptor, addressFamily, factory)
+        return adopt_eager_port(polled(self.reactor), fileDescriptor, addressFamily, factory)
 
 
 def eager_reactor(reactor: Any) -> Any:

@@ -44,6 +44,7 @@ from tests.support import (
     make_certificates,
     recv_until_closed,
     wait_until,
+    watched,
 )
 
 
@@ -141,10 +142,7 @@ class ForwardingTests(TestCase):
         side: Any = recording.protocols[0]
         up = side.upstream.transport
         self.assertEqual(isinstance(up, NativeConnection), native)
-        readers: Any = reactor.getReaders  # type: ignore[attr-defined]
-        await wait_until(
-            lambda: side.transport not in readers() and up not in readers(), "the proxy to stop reading"
-        )
+        await wait_until(lambda: not watched(side.transport) and not watched(up), "the proxy to stop reading")
         held = up.unsent() if native else buffered(up)
         self.assertLess(buffered(side.transport) + held, 8 << 20)
         self.assertLess(side.stats.bytes_in, len(payload), "the proxy stopped reading before the flood ended")

@@ -22,7 +22,7 @@ from echoapp._proxy.api import status_of
 from echoapp._proxy.errors import ProxyError
 from echoapp._proxy.schema import toxic_from_json
 from echoapp._proxy.toxics import ProxyFaults, merged
-from tests.support import DEADLINE, LOOP, connect_tcp, recv_until_closed, wait_until
+from tests.support import DEADLINE, LOOP, connect_tcp, recv_until_closed, wait_until, watched
 
 
 def talk(port: int, first: bytes, change: object, then: bytes) -> tuple[bytes, bytes]:
@@ -243,11 +243,8 @@ class HeldBytesTests(TestCase):
         await wait_until(lambda: peer.connections.live, "the proxied connection")
         [side] = list(peer.connections.live)
         await wait_until(lambda: side.upstream is not None, "the upstream")
-        readers: Any = reactor.getReaders  # type: ignore[attr-defined]
         faulty = side.transport
-        await wait_until(
-            lambda: side.upstream.transport.transport not in readers(), "the upstream to be paused"
-        )
+        await wait_until(lambda: not watched(side.upstream.transport.transport), "the upstream to be paused")
         self.assertLess(faulty.sending.queue.held, 4 * HELD_BYTES, "held bytes stay bounded")
         client.transport.resumeProducing()  # type: ignore[union-attr]
         await client.done

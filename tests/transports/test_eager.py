@@ -44,8 +44,17 @@ from echoapp import _twisted, services
 from echoapp._process import PROCESS
 from echoapp._transports import eager
 from echoapp._transports.endpoints import stream_endpoint
+from echoapp._transports.polled import polled
 from echoapp._twisted import EagerTCPServer, EagerUNIXServer, queued
-from tests.support import CHECKOUT, connect_tcp, make_certificates, start, tutorial_client, wait_until
+from tests.support import (
+    CHECKOUT,
+    connect_tcp,
+    make_certificates,
+    start,
+    tutorial_client,
+    wait_until,
+    watched,
+)
 
 TINY = 4096  # SO_SNDBUF for the tests that need partial sends
 
@@ -138,7 +147,7 @@ class EagerTransportTests(TestCase):
         server = await pair(self, client)
         server.transport.write(b"hello\n")  # type: ignore[union-attr]
         self.assertEqual(queued(server.transport), 0)
-        self.assertNotIn(server.transport, global_reactor().getWriters())
+        self.assertFalse(watched(server.transport, writing=True))
         await wait_until(lambda: client.received == b"hello\n", "the bytes")
 
     async def test_partial_sends_keep_order(self) -> None:
@@ -646,6 +655,23 @@ class TwistedSuiteTests(SynchronousTestCase):
                 self.assertEqual(result.returncode, 0, f"{first}\nand again on its own:\n{report}")
             warnings.warn(f"passed when run again on its own: {' '.join(again)}\n{first}", stacklevel=1)
         self.assertIn("PASSED", result.stdout[-200:])
+        # The tests that read the reactor's descriptor set, with eager writes alone.
+        alone = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.transports.test_eager",
+                f"--temp-directory={scratch}/alone",
+                *reactor_set_tests(),
+            ],
+            cwd=CHECKOUT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, WITHOUT_THE_SHARED_POLL: "1"},
+        )
+        self.assertEqual(alone.returncode, 0, failures(alone.stdout) or alone.stdout[-3000:] + alone.stderr)
+        self.assertRegex(alone.stdout, r"PASSED \(.*successes=[1-9]")
 
 
 class TrialReportTests(SynchronousTestCase):
@@ -710,10 +736,47 @@ def failed_tests(report: str) -> list[str]:
     return sorted({match.group(0) for match in TEST_ID.finditer(failures(report))})
 
 
+def on_the_shared_poll(transport: Any) -> Any:
+    """C{transport}'s class, made with its reactor's shared poll (L{polled}) as echoapp's ports make it."""
+
+    def make(skt: Any, protocol: Any, client: Any, server: Any, sessionno: int, reactor: Any) -> Any:
+        return transport(skt, protocol, client, server, sessionno, polled(reactor))
+
+    return staticmethod(make)
+
+
+# Twisted's tests that ask the reactor's own descriptor set for a transport,
+# which lists echoapp's shared poll instead: skipped on it, run without it.
+ASK_THE_REACTORS_SET = {
+    "twisted.internet.test.test_tcp.TCPConnectionTestsBuilder": ["test_resumeProducing"],
+}
+WITHOUT_THE_SHARED_POLL = "ECHOAPP_SUITE_WITHOUT_SHARED_POLL"
+
+
+def reactor_set_tests() -> list[str]:
+    """The names of L{ASK_THE_REACTORS_SET}'s tests, one per reactor Twisted builds them for."""
+    names = []
+    for builder, methods in ASK_THE_REACTORS_SET.items():
+        module, name = builder.rsplit(".", 1)
+        for each in sorted(vars(importlib.import_module(module))):
+            if each.startswith(name + "_"):
+                names += [f"{module}.{each}.{method}" for method in methods]
+    return names
+
+
 def run_twisted_suite(arguments: list[str]) -> None:
-    """Trial with every Twisted TCP and UNIX port making eager connections."""
-    tcp.Port.transport = EagerTCPServer
-    unix.Port.transport = EagerUNIXServer
+    """Trial with every Twisted TCP and UNIX port making eager connections on the shared poll."""
+    if os.environ.get(WITHOUT_THE_SHARED_POLL):
+        tcp.Port.transport = EagerTCPServer
+        unix.Port.transport = EagerUNIXServer
+    else:
+        tcp.Port.transport = on_the_shared_poll(EagerTCPServer)
+        unix.Port.transport = on_the_shared_poll(EagerUNIXServer)
+        for builder, methods in ASK_THE_REACTORS_SET.items():
+            module, name = builder.rsplit(".", 1)
+            for method in methods:
+                test = getattr(getattr(importlib.import_module(module), name), method)
+                test.skip = "asks the reactor's getReaders for the transport: run without the shared poll"
     print("eager transports patched in")
     sys.argv = ["trial", *arguments]
     run()
