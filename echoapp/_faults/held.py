@@ -123,7 +123,8 @@ class Wakeups:
                 # per loop pass: a longer wait may fire early, and re-arming
                 # for what is left would spin the loop for up to a
                 # millisecond each time.  What is left waits a millisecond
-                # at least: late by less than that, never early.
+                # at least: late by less than that, never early (so a wait
+                # of 0.5 to 1 ms asked comes after about 1.1).
                 delay = max(delay, LOOP_RESOLUTION)
             self._timer = self._loop.call_later(delay, self._fire)
         elif timer is not None and timer.active():

@@ -41,12 +41,10 @@ from typing import Any
 
 from twisted.internet import error
 from twisted.internet.interfaces import IHalfCloseableDescriptor
-from twisted.logger import Logger
 from twisted.python import context
+from twisted.python import log as legacy
 from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
-
-log = Logger(namespace="echoapp.transports")
 
 IN, OUT = getattr(select, "EPOLLIN", 1), getattr(select, "EPOLLOUT", 4)
 GONE = getattr(select, "EPOLLHUP", 16) | getattr(select, "EPOLLERR", 8)
@@ -63,7 +61,7 @@ class SharedPoll:
     """
 
     def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
+        self.reactor = reactor  # weakly (L{polled}): a test's reactor goes, its poll with it
         self._poller = select.epoll()
         self._selectables: dict[int, Any] = {}
         self._reads: set[int] = set()
@@ -80,6 +78,8 @@ class SharedPoll:
 
     def add(self, xer: Any, primary: set[int], other: set[int], event: int, antievent: int) -> None:
         """Watch C{xer} for C{event} too (the reactor's C{_add}); the poll reads while it has any."""
+        if self._selectables and self not in self.reactor.getReaders():
+            self._forget()
         fd = xer.fileno()
         if fd not in primary:
             if fd in other:
@@ -88,8 +88,21 @@ class SharedPoll:
                 self._poller.register(fd, event)
             primary.add(fd)
             self._selectables[fd] = xer
-        # Idempotent, and again after anything (a test's janitor) took it away.
-        self.reactor.addReader(self)
+        self.reactor.addReader(self)  # idempotent
+
+    def _forget(self) -> None:
+        """
+        The reactor dropped the poll without a word (C{removeAll}: trial's
+        janitor after a test that left connections open): as the reactor
+        forgets its own, the poll forgets what it watched, which is never
+        polled again (a dirty test's connections served in the next one
+        made that one fail too).
+        """
+        self._poller.close()
+        self._poller = select.epoll()
+        self._selectables.clear()
+        self._reads.clear()
+        self._writes.clear()
 
     def remove(self, xer: Any, primary: set[int], other: set[int], antievent: int) -> None:
         """Stop watching C{xer} for this event (the reactor's C{_remove}: a closed one found by identity)."""
@@ -152,12 +165,15 @@ class SharedPoll:
                 continue
             try:
                 system["system"] = selectable.logPrefix()
-            except Exception:
+            except BaseException:
                 system["system"] = "(buggy logPrefix method)"
+                legacy.err(system=system["system"])
             try:
                 self._handle(selectable, fd, event)
-            except Exception:
-                log.failure("handling {selectable!r} failed", selectable=selectable)
+            except BaseException:
+                # As C{callWithLogger}: logged under the descriptor's prefix, and
+                # nothing leaves the pass (which would lose every descriptor on it).
+                legacy.err()
 
     def _handle(self, selectable: Any, fd: int, event: int) -> None:
         """Twisted's C{_doReadOrWrite}, without the log context around it."""
@@ -180,7 +196,7 @@ class SharedPoll:
                         reading = False
             except BaseException:
                 why = sys.exc_info()[1]
-                log.failure("{selectable!r} failed", selectable=selectable)
+                legacy.err()
         if why:
             self._disconnect(selectable, why, reading)
 
@@ -203,10 +219,7 @@ class SharedPoll:
         for selectable in list(self._selectables.values()):
             self.remove(selectable, self._reads, self._writes, OUT)
             self.remove(selectable, self._writes, self._reads, IN)
-            try:
-                selectable.connectionLost(reason)
-            except Exception:
-                log.failure("{selectable!r} failed to close", selectable=selectable)
+            legacy.callWithLogger(selectable, selectable.connectionLost, reason)
 
 
 class Polled:
@@ -216,7 +229,7 @@ class Polled:
     """
 
     def __init__(self, reactor: Any, poll: SharedPoll) -> None:
-        self.reactor = reactor
+        self.reactor = reactor  # weakly (L{polled})
         self.poll = poll
 
     def __getattr__(self, name: str) -> Any:
@@ -254,10 +267,19 @@ _POLLS: weakref.WeakKeyDictionary[Any, Polled] = weakref.WeakKeyDictionary()
 
 
 def polled(reactor: Any) -> Any:
-    """C{reactor} with its descriptors on its one shared poll, or C{reactor} itself without epoll."""
+    """
+    C{reactor} with its descriptors on its one shared poll, or C{reactor}
+    itself without epoll.  The poll and its reactor refer to the reactor
+    weakly: a reactor made for a test, and the poll's epoll, go when the
+    test drops it (held strongly, every reactor ever polled stayed).
+    """
     if isinstance(reactor, Polled) or not hasattr(select, "epoll"):
         return reactor
-    found = _POLLS.get(reactor)
-    if found is None:
-        found = _POLLS[reactor] = Polled(reactor, SharedPoll(reactor))
+    try:
+        found = _POLLS.get(reactor)
+        if found is None:
+            weak = weakref.proxy(reactor)
+            found = _POLLS[reactor] = Polled(weak, SharedPoll(weak))
+    except TypeError:  # a reactor that cannot be referred to weakly polls its own
+        return reactor
     return found
