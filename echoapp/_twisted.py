@@ -288,6 +288,22 @@ class EagerWrites:
         elif self.producer is not None and not self.streamingProducer:  # type: ignore[attr-defined]
             # A pull producer is asked for more when the queue drains.
             self.startWriting()  # type: ignore[attr-defined]
+        else:
+            self.sent_eagerly = True
+
+    sent_eagerly = False  # bytes left at once that Twisted's transport would still hold
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        As Twisted's; a pull producer registered after bytes left eagerly
+        is asked again once the socket is writable, as Twisted's queue,
+        still holding them, would ask it when they had left (a producer
+        that ignored the first ask waited for ever).
+        """
+        super().registerProducer(producer, streaming)  # type: ignore[misc]
+        if not streaming and self.sent_eagerly and self.producer is producer:  # type: ignore[attr-defined]
+            self.startWriting()  # type: ignore[attr-defined]
+        self.sent_eagerly = False
 
     def send_now(self, data: bytes) -> int:
         """Bytes the kernel took at once: 0 when it took none, or the send failed."""
