@@ -152,8 +152,11 @@ class SharedPollTests(SynchronousTestCase):
         first, second = Descriptor(self), Descriptor(self)
         self.on.addReader(first)
         self.on.addWriter(second)
-        for dropped in self.reactor.removeAll():
-            dropped.connectionLost(Failure(error.ConnectionLost()))
+        # What a reactor's removeAll returns (MemoryReactor's returns None before Twisted 26.10).
+        dropped = set(self.reactor.getReaders() + self.reactor.getWriters())
+        self.reactor.removeAll()
+        for each in dropped:
+            each.connectionLost(Failure(error.ConnectionLost()))
         self.assertEqual(first.told, [("lost", error.ConnectionLost)])
         self.assertEqual(second.told, [("lost", error.ConnectionLost)])
         self.assertEqual(self.on.getReaders() + self.on.getWriters(), [])
