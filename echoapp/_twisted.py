@@ -14,6 +14,7 @@ release that drops one costs that item's feature, never C{import echoapp}.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import signal
 import socket
@@ -21,7 +22,7 @@ import struct
 import sys
 from typing import Any
 
-from twisted.internet import abstract, tcp, unix
+from twisted.internet import abstract, main, tcp, unix
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
@@ -308,7 +309,20 @@ class EagerWrites:
     def send_now(self, data: bytes) -> int:
         """Bytes the kernel took at once: 0 when it took none, or the send failed."""
         sent = self.writeSomeData(data)  # type: ignore[attr-defined]
-        return sent if sent.__class__ is int else 0
+        if sent.__class__ is int:
+            return sent  # type: ignore[no-any-return]
+        self.send_failed()
+        return 0
+
+    def send_failed(self) -> None:
+        """
+        A send that failed took the socket's error (a peer's reset) with
+        it, and the next read would see a clean end: Twisted's transport
+        meets the error in its own write pass and reports the connection
+        lost, so the next read does (as C{abortConnection} replaces
+        C{doRead}, nothing is added to the reads that do not fail).
+        """
+        self.doRead = _connection_lost
 
     def writeSequence(self, iovec: Any) -> None:
         iovec = list(iovec)
@@ -329,8 +343,17 @@ class EagerTCPServer(EagerWrites, tcp.Server):
         """
         try:
             return self.socket.send(data)
-        except OSError:
+        except BlockingIOError:
             return 0
+        except OSError as failed:
+            if failed.errno != errno.ENOBUFS:  # Twisted's writeSomeData tries ENOBUFS again
+                self.send_failed()
+            return 0
+
+
+def _connection_lost() -> Exception:
+    """A failed eager send's connection, read: lost, as Twisted's write pass reports it."""
+    return main.CONNECTION_LOST
 
 
 class EagerTCPPort(tcp.Port):

@@ -251,6 +251,28 @@ class EagerTransportTests(TestCase):
         producer.registering = False
         await wait_until(lambda: asked == [True, False], "the second ask, once the socket is writable")
 
+    async def test_a_reset_an_eager_send_meets_is_a_lost_connection(self) -> None:
+        """
+        A send to a peer that reset takes the socket's error with it: the
+        read that follows sees a clean end.  Twisted's own transport meets
+        the error in its write pass and reports C{ConnectionLost}; an eager
+        send must too, or a reset arrives as C{ConnectionDone} (and
+        echoapp-proxy passed a client's reset on as a FIN).
+        """
+        factory = Factory.forProtocol(lambda: Served(None))
+        factory.served = []  # type: ignore[attr-defined]
+        port = eager.EagerListening(global_reactor()).listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        raw = socket.create_connection(("127.0.0.1", port.getHost().port))
+        await wait_until(lambda: factory.served, "the server's side")  # type: ignore[attr-defined]
+        served: Served = factory.served[0]  # type: ignore[attr-defined]
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()  # on loopback the reset has arrived when close returns
+        served.transport.write(b"after the reset")  # type: ignore[union-attr]
+        await served.lost
+        reason = served.reason
+        self.assertTrue(reason is not None and reason.check(error.ConnectionLost), reason)
+
     async def test_lose_connection_flushes_first(self) -> None:
         client = Client()
         server = await pair(self, client, sndbuf=TINY)
