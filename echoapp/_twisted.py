@@ -310,7 +310,7 @@ class EagerWrites:
         """Bytes the kernel took at once: 0 when it took none, or the send failed."""
         sent = self.writeSomeData(data)  # type: ignore[attr-defined]
         if sent.__class__ is int:
-            return sent  # type: ignore[no-any-return]
+            return sent
         self.send_failed()
         return 0
 
@@ -322,7 +322,7 @@ class EagerWrites:
         lost, so the next read does (as C{abortConnection} replaces
         C{doRead}, nothing is added to the reads that do not fail).
         """
-        self.doRead = _connection_lost
+        vars(self)["doRead"] = _connection_lost
 
     def writeSequence(self, iovec: Any) -> None:
         iovec = list(iovec)
