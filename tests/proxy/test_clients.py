@@ -73,37 +73,47 @@ class Upstreams(SynchronousTestCase):
         self.api_port = api.address_port("echoapp-proxy")
 
     def twistd_web(self) -> int:
+        """
+        C{twistd web} serving L{PAGE}, on a port chosen free; it is ours once
+        it serves the page.  Another test may take the port between
+        C{free_port} and twistd's bind (twistd then exits and whatever took
+        the port answers: once an echo server did, and the proxy's web rows
+        saw their own request), so that is tried again on another port.
+        """
         directory = tempfile.mkdtemp(prefix="echoapp-web-")
         self.addCleanup(shutil.rmtree, directory, True)
         with open(os.path.join(directory, "page.txt"), "wb") as page:
             page.write(PAGE)
-        port = free_port()
-        web = subprocess.Popen(
-            [
-                twistd_path(),
-                "-n",
-                "--pidfile=",
-                "web",
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--path",
-                directory,
-            ],
-            cwd=directory,
-            env=installed_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(web.wait)
-        self.addCleanup(web.terminate)
-        end = time.monotonic() + DEADLINE
-        while time.monotonic() < end:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
+        for _attempt in range(5):
+            port = free_port()
+            web = subprocess.Popen(
+                [
+                    twistd_path(),
+                    "-n",
+                    "--pidfile=",
+                    "web",
+                    "--listen",
+                    f"tcp:{port}:interface=127.0.0.1",
+                    "--path",
+                    directory,
+                ],
+                cwd=directory,
+                env=installed_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.addCleanup(web.wait)
+            self.addCleanup(web.terminate)
+            end = time.monotonic() + DEADLINE
+            while time.monotonic() < end and web.poll() is None:
+                try:
+                    answer = exchange(port, b"GET /page.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+                except OSError:
+                    answer = ""
+                if answer.startswith("HTTP/1.0 200") and answer.endswith(PAGE.decode()):
+                    return port
                 time.sleep(0.05)
-        raise AssertionError("twistd web did not listen")
+        raise AssertionError("twistd web did not serve the page")
 
 
 class PythonClientTests(Upstreams):
