@@ -84,19 +84,11 @@ class Upstreams(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, directory, True)
         with open(os.path.join(directory, "page.txt"), "wb") as page:
             page.write(PAGE)
+        serve_the_page = [twistd_path(), "-n", "--pidfile=", "web", "--path", directory, "--listen"]
         for _attempt in range(5):
             port = free_port()
             web = subprocess.Popen(
-                [
-                    twistd_path(),
-                    "-n",
-                    "--pidfile=",
-                    "web",
-                    "--listen",
-                    f"tcp:{port}:interface=127.0.0.1",
-                    "--path",
-                    directory,
-                ],
+                [*serve_the_page, f"tcp:{port}:interface=127.0.0.1"],
                 cwd=directory,
                 env=installed_env(),
                 stdout=subprocess.DEVNULL,
