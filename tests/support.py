@@ -640,26 +640,50 @@ def request(host: str, port: int, data: bytes, timeout: float = 5) -> bytes:
         return recv_until_closed(sock)
 
 
-def real_toxiproxy(test: SynchronousTestCase, server: str) -> int:
+def serve_on_a_free_port(
+    test: SynchronousTestCase, command: Sequence[str], ours: Any, what: str, **popen: Any
+) -> int:
     """
-    The real toxiproxy-server at C{server}, its API on a free loopback
-    port (returned), stopped at cleanup.
+    C{command} with a free loopback port appended (a twistd C{--listen}
+    description after C{--listen}, else the number), its port returned once
+    C{ours(port)} says the server answering is this one; stopped at
+    cleanup.  Another test may take the port between L{free_port} and the
+    server's bind: the server then exits and whatever took the port answers
+    (once an echo server answered for a twistd web, and a test saw its own
+    request), so it is started again on another.
     """
     import time
 
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "-host", "127.0.0.1", "-port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    test.addCleanup(process.wait)
-    test.addCleanup(process.terminate)
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
+    for _attempt in range(5):
+        port = free_port()
+        where = f"tcp:{port}:interface=127.0.0.1" if command[-1] == "--listen" else str(port)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        process = subprocess.Popen([*command, where], **quiet, **popen)
+        test.addCleanup(process.wait, DEADLINE)
+        test.addCleanup(process.terminate)
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end and process.poll() is None:
+            try:
+                if ours(port):
+                    return port
+            except OSError:
+                pass
             time.sleep(0.05)
-    return port
+    test.fail(f"{what} did not answer on a free port")
+
+
+def real_toxiproxy(test: SynchronousTestCase, server: str) -> int:
+    """
+    The real toxiproxy-server at C{server}, its API on a free loopback
+    port (returned), stopped at cleanup: ours once C{/version} answers
+    without echoapp-proxy's own header.
+    """
+
+    def ours(port: int) -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+            answer = recv_until_closed(sock, 1 << 16)
+        toxiproxys = b"x-echoapp" not in answer.lower()
+        return answer.startswith(b"HTTP/1.") and b" 200 " in answer[:16] and toxiproxys
+
+    return serve_on_a_free_port(test, [server, "-host", "127.0.0.1", "-port"], ours, "toxiproxy-server")

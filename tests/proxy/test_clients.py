@@ -23,8 +23,8 @@ from tests.support import (
     DEADLINE,
     LOOP,
     Twistd,
-    free_port,
     installed_env,
+    serve_on_a_free_port,
     twistd_path,
     udp_port_closed,
     udp_replies,
@@ -74,38 +74,20 @@ class Upstreams(SynchronousTestCase):
 
     def twistd_web(self) -> int:
         """
-        C{twistd web} serving L{PAGE}, on a port chosen free; it is ours once
-        it serves the page.  Another test may take the port between
-        C{free_port} and twistd's bind (twistd then exits and whatever took
-        the port answers: once an echo server did, and the proxy's web rows
-        saw their own request), so that is tried again on another port.
+        C{twistd web} serving L{PAGE} on a free port: ours once it serves
+        the page (L{serve_on_a_free_port}).
         """
         directory = tempfile.mkdtemp(prefix="echoapp-web-")
         self.addCleanup(shutil.rmtree, directory, True)
         with open(os.path.join(directory, "page.txt"), "wb") as page:
             page.write(PAGE)
-        serve_the_page = [twistd_path(), "-n", "--pidfile=", "web", "--path", directory, "--listen"]
-        for _attempt in range(5):
-            port = free_port()
-            web = subprocess.Popen(
-                [*serve_the_page, f"tcp:{port}:interface=127.0.0.1"],
-                cwd=directory,
-                env=installed_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            self.addCleanup(web.wait)
-            self.addCleanup(web.terminate)
-            end = time.monotonic() + DEADLINE
-            while time.monotonic() < end and web.poll() is None:
-                try:
-                    answer = exchange(port, b"GET /page.txt HTTP/1.0\r\nHost: x\r\n\r\n")
-                except OSError:
-                    answer = ""
-                if answer.startswith("HTTP/1.0 200") and answer.endswith(PAGE.decode()):
-                    return port
-                time.sleep(0.05)
-        raise AssertionError("twistd web did not serve the page")
+        command = [twistd_path(), "-n", "--pidfile=", "web", "--path", directory, "--listen"]
+
+        def ours(port: int) -> bool:
+            answer = exchange(port, b"GET /page.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+            return answer.startswith("HTTP/1.0 200") and answer.endswith(PAGE.decode())
+
+        return serve_on_a_free_port(self, command, ours, "twistd web", cwd=directory, env=installed_env())
 
 
 class PythonClientTests(Upstreams):

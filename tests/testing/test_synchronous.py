@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -23,7 +22,7 @@ from echoapp import testing
 from echoapp._twisted import asyncio_loop, global_reactor
 from echoapp.testing import Faults
 from echoapp.testing._thread import shared
-from tests.support import DEADLINE, free_port, installed_env, request
+from tests.support import DEADLINE, installed_env, request, serve_on_a_free_port
 
 # What a newcomer writes first: no async, no deferToThread, the client's own
 # blocking calls.  Each runs under a deadline of its own (the client's timeout).
@@ -119,24 +118,14 @@ def redis_server(test: SynchronousTestCase) -> dict[str, str]:
     binary = shutil.which("redis-server")
     if binary is None:
         return {}
-    port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    test.addCleanup(server.wait, DEADLINE)
-    test.addCleanup(server.terminate)
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(100) == b"+PONG\r\n":
-                    return {"ECHOAPP_TEST_REDIS": str(port)}
-        except OSError:
-            time.sleep(0.05)
-    test.fail("redis-server did not answer")
+
+    def ours(port: int) -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(100) == b"+PONG\r\n"
+
+    command = [binary, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--port"]
+    return {"ECHOAPP_TEST_REDIS": str(serve_on_a_free_port(test, command, ours, "redis-server"))}
 
 
 def with_redis() -> bool:
