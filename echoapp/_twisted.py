@@ -282,24 +282,19 @@ class EagerWrites:
             super().write(data)  # type: ignore[misc]
             return
         sent = self.send_now(data)
-        if sent < len(data):
-            # The rest, or after a failed send all of it, is queued: Twisted's
-            # own send then reports an error as why the connection was lost.
+        if sent < len(data):  # the rest (after a failed send, all of it) is queued
             super().write(data[sent:] if sent else data)  # type: ignore[misc]
         elif self.producer is not None and not self.streamingProducer:  # type: ignore[attr-defined]
-            # A pull producer is asked for more when the queue drains.
-            self.startWriting()  # type: ignore[attr-defined]
+            self.startWriting()  # type: ignore[attr-defined]  # a pull producer is asked when it drains
         else:
-            self.sent_eagerly = True
+            self.sent_eagerly = True  # bytes left that Twisted's queue would still hold
 
-    sent_eagerly = False  # bytes left at once that Twisted's transport would still hold
+    sent_eagerly = False
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        As Twisted's; a pull producer registered after bytes left eagerly
-        is asked again once the socket is writable, as Twisted's queue,
-        still holding them, would ask it when they had left (a producer
-        that ignored the first ask waited for ever).
+        A pull producer registered after bytes left eagerly is asked again
+        when the socket is writable, as Twisted asks it when its queue drains.
         """
         super().registerProducer(producer, streaming)  # type: ignore[misc]
         if not streaming and self.sent_eagerly and self.producer is producer:  # type: ignore[attr-defined]
@@ -309,20 +304,17 @@ class EagerWrites:
     def send_now(self, data: bytes) -> int:
         """Bytes the kernel took at once: 0 when it took none, or the send failed."""
         sent = self.writeSomeData(data)  # type: ignore[attr-defined]
-        if sent.__class__ is int:
-            return sent
-        self.send_failed()
-        return 0
+        return sent if sent.__class__ is int else self.send_failed()
 
-    def send_failed(self) -> None:
+    def send_failed(self) -> int:
         """
-        A send that failed took the socket's error (a peer's reset) with
-        it, and the next read would see a clean end: Twisted's transport
-        meets the error in its own write pass and reports the connection
-        lost, so the next read does (as C{abortConnection} replaces
-        C{doRead}, nothing is added to the reads that do not fail).
+        A failed send took the socket's error (a reset) and the next read
+        would see a clean end: it reports the connection lost instead, as
+        Twisted's own write pass does (set as C{abortConnection} sets it).
+        Nothing was sent: 0.
         """
-        vars(self)["doRead"] = _connection_lost
+        vars(self)["doRead"] = lambda: main.CONNECTION_LOST
+        return 0
 
     def writeSequence(self, iovec: Any) -> None:
         iovec = list(iovec)
@@ -336,31 +328,19 @@ class EagerTCPServer(EagerWrites, tcp.Server):
     """A TCP connection Twisted's port accepts, writing eagerly."""
 
     def send_now(self, data: bytes) -> int:
-        """
-        C{socket.send} itself: C{writeSomeData} adds two calls and a
-        memoryview per reply to cap a send for Windows, which this is not;
-        Python retries EINTR itself.
-        """
+        """C{socket.send} itself: C{writeSomeData} adds two calls and a memoryview (for Windows)."""
         try:
             return self.socket.send(data)
         except BlockingIOError:
             return 0
         except OSError as failed:
-            if failed.errno != errno.ENOBUFS:  # Twisted's writeSomeData tries ENOBUFS again
-                self.send_failed()
-            return 0
-
-
-def _connection_lost() -> Exception:
-    """A failed eager send's connection, read: lost, as Twisted's write pass reports it."""
-    return main.CONNECTION_LOST
+            return 0 if failed.errno == errno.ENOBUFS else self.send_failed()  # Twisted retries ENOBUFS
 
 
 class EagerTCPPort(tcp.Port):
     """
-    Twisted's TCP port making eager connections, and accepting at most
-    L{ACCEPT_BATCH} per read event, so the descriptor reserve holds a batch's
-    refusals.
+    Twisted's TCP port making eager connections, accepting at most
+    L{ACCEPT_BATCH} a read event (the descriptor reserve holds a batch's refusals).
     """
 
     transport = EagerTCPServer
