@@ -9,7 +9,6 @@ by L{eager_writes_problem} before the first eager port is made.
 
 from __future__ import annotations
 
-import errno
 from typing import Any
 
 from twisted.internet import abstract, main, tcp, unix
@@ -61,7 +60,10 @@ class EagerWrites:
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
         A pull producer registered after bytes left eagerly is asked again
-        when the socket is writable, as Twisted asks it when its queue drains.
+        when the socket is writable, as Twisted's queue asks it when bytes
+        written just before it drain; this asks after any earlier eager
+        write too, one more ask than Twisted's, which a pull producer takes
+        as any other (cheaper than knowing whether Twisted would still hold them).
         """
         super().registerProducer(producer, streaming)  # type: ignore[misc]
         if not streaming and self.sent_eagerly and self.producer is producer:  # type: ignore[attr-defined]
@@ -71,16 +73,25 @@ class EagerWrites:
     def send_now(self, data: bytes) -> int:
         """Bytes the kernel took at once: 0 when it took none, or the send failed."""
         sent = self.writeSomeData(data)  # type: ignore[attr-defined]
-        return sent if sent.__class__ is int else self.send_failed()
+        return sent if sent.__class__ is int else 0
 
-    def send_failed(self) -> int:
+    def reset_met(self) -> int:
         """
-        A failed send took the socket's error (a reset) and the next read
-        would see a clean end: it reports the connection lost instead, as
-        Twisted's own write pass does (set as C{abortConnection} sets it).
-        Nothing was sent: 0.
+        A send met the peer's reset (C{ECONNRESET}) and took the socket's
+        error with it: the reads after it still get what arrived before the
+        reset, but then a clean end, where Twisted's own transport, meeting
+        the error in its read or write pass, reports the connection lost.
+        So a clean end read from now on is a lost connection (the read is
+        wrapped in place, as C{abortConnection} replaces it).  Nothing was
+        sent: 0.
         """
-        vars(self)["doRead"] = lambda: main.CONNECTION_LOST
+        read = self.doRead  # type: ignore[attr-defined]
+
+        def read_then_lost() -> Any:
+            why = read()
+            return main.CONNECTION_LOST if why is main.CONNECTION_DONE else why
+
+        vars(self)["doRead"] = read_then_lost
         return 0
 
     def writeSequence(self, iovec: Any) -> None:
@@ -100,8 +111,12 @@ class EagerTCPServer(EagerWrites, tcp.Server):
             return self.socket.send(data)
         except BlockingIOError:
             return 0
-        except OSError as failed:
-            return 0 if failed.errno == errno.ENOBUFS else self.send_failed()  # Twisted retries ENOBUFS
+        except ConnectionResetError:
+            return self.reset_met()
+        except OSError:
+            # Queued, the rest: Twisted's write pass meets the error again (EPIPE after a
+            # peer's clean close and reset, as its own transport would) or retries ENOBUFS.
+            return 0
 
 
 class EagerTCPPort(tcp.Port):
