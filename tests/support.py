@@ -664,12 +664,38 @@ def serve_on_a_free_port(
         end = time.monotonic() + DEADLINE
         while time.monotonic() < end and process.poll() is None:
             try:
-                if ours(port):
+                if ours(port) and listens(process.pid, port):
                     return port
             except OSError:
                 pass
             time.sleep(0.05)
     test.fail(f"{what} did not answer on a free port")
+
+
+def listens(pid: int, port: int) -> bool:
+    """
+    Does process C{pid} hold the socket listening on TCP C{port}?  A server
+    of the same kind that took the port first answers as ours would (the
+    same page, the same PONG) while ours fails to bind: Linux's C{/proc}
+    names the socket's owner.
+    """
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as rows:
+                for row in list(rows)[1:]:
+                    fields = row.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                        sockets.add(f"socket:[{fields[9]}]")
+        except OSError:
+            continue
+    for descriptor in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}") in sockets:
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
 
 
 def real_toxiproxy(test: SynchronousTestCase, server: str) -> int:
