@@ -29,6 +29,7 @@ from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.posixbase import PosixReactorBase
@@ -38,8 +39,9 @@ from zope.interface import implementer
 
 from echoapp._faults import reset
 from echoapp._limits.descriptors import HoldsDescriptor
-from echoapp._limits.guard import GuardedFactory, GuardedProtocol, ReadPauser, half_closer
+from echoapp._limits.guard import ClosesWithGrace, GuardedFactory, GuardedProtocol, ReadPauser, half_closer
 from echoapp._proxy.addresses import plain_tcp, upstream_description
+from echoapp._proxy.hops import ARRIVED, UPSTREAMS, Ends, attempt, attempting, ends
 from echoapp._transports.eager import eager_problem, switched_off
 from echoapp._transports.native_connect import NativeTCPClientEndpoint, TCPEndpoint
 from echoapp._transports.polled import polled
@@ -67,24 +69,12 @@ def _send_no_more(upstream: Any) -> None:
         upstream.loseConnection()
 
 
-# This process's upstream connections by their local address, each with the
-# proxies its client's bytes have passed: a connection that arrives from one
-# of them has come round again (A to B to A, or A to itself) if it reaches a
-# proxy it passed already, and is cut; a chain of other proxies goes on.
-_PASSED: dict[tuple[str, int], frozenset[int]] = {}
-
-
-def _key(address: Any) -> tuple[str, int] | None:
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    return (host, port) if isinstance(host, str) and isinstance(port, int) else None
-
-
 def _clean(reason: Failure | None) -> bool:
     return reason is None or reason.check(ConnectionDone) is not None
 
 
 @implementer(IHalfCloseableProtocol)
-class ServerSide(HoldsDescriptor, Protocol):
+class ServerSide(HoldsDescriptor, ClosesWithGrace, Protocol):
     """
     The proxy's connection to the upstream: what it sends goes to the
     client.  Its socket counts against the descriptor ceiling too: each
@@ -92,16 +82,19 @@ class ServerSide(HoldsDescriptor, Protocol):
     """
 
     transport: Any
-    _local: tuple[str, int] | None = None  # its own address, while connected (L{_PASSED})
+    _ends: Ends | None = None  # while connected (L{UPSTREAMS})
 
     def __init__(self, client: ClientSide) -> None:
         self.client = client
 
     def connectionMade(self) -> None:
         self.hold_descriptor()
-        self._local = _key(self.transport.getHost())
-        if self._local is not None:
-            _PASSED[self._local] = self.client.passed
+        self._ends = ends(self.transport.getHost(), self.transport.getPeer())
+        if self._ends is not None:
+            UPSTREAMS[self._ends] = self.client
+            arrived = ARRIVED.get(self._ends)
+            if arrived is not None:  # accepted before we heard we were connected: told now
+                arrived.came_from(self.client)
         self.client.upstream_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -116,10 +109,22 @@ class ServerSide(HoldsDescriptor, Protocol):
     def writeConnectionLost(self) -> None:
         """The upstream stopped reading; the client's bytes stop with the close that follows."""
 
+    def close_cleanly(self, clock: IReactorTime, grace: float) -> None:
+        """
+        A FIN once what is buffered has gone, and a reset if the upstream
+        has not taken it within C{grace} seconds, as the client's side
+        closes: an upstream that never reads held its connection for ever
+        (and an abort alone leaves the kernel sending what it holds).
+        """
+        if self._abort is None:  # armed first: loseConnection may lose the connection at once
+            self._abort = clock.callLater(grace, reset, self.transport)  # an RST: unsent bytes go too
+            self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure | None = None) -> None:
+        self.cancel_abort()
         self.release_descriptor()
-        if self._local is not None:
-            _PASSED.pop(self._local, None)
+        if self._ends is not None and UPSTREAMS.get(self._ends) is self.client:
+            del UPSTREAMS[self._ends]
         self.client.upstream_lost(_clean(reason))
 
 
@@ -151,24 +156,58 @@ class ClientSide(GuardedProtocol):
     _gone = False
 
     passed: frozenset[int] = frozenset()  # the proxies this connection's bytes have passed
+    _arrived: Ends | None = None  # while connected (L{ARRIVED})
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self._early: list[bytes] = []
-        peer = _key(self.transport.getPeer())
-        before = _PASSED.get(peer, frozenset()) if peer is not None else frozenset()
-        if id(self.factory) in before:
-            # Our own upstream connection, back at a proxy it passed: a loop.
-            self.closing_because("forwarding loop")
-            self.transport.abortConnection()
-            return
-        self.passed = before | {id(self.factory)}
+        self.passed = frozenset({id(self.factory)})
+        self._arrived = arrived = ends(self.transport.getPeer(), self.transport.getHost())
+        if arrived is not None:
+            ARRIVED[arrived] = self
+            sender = UPSTREAMS.get(arrived)
+            if sender is not None and not self.came_from(sender):
+                return
         self.transport.pauseProducing()
+        if arrived is not None and sender is None and attempting(self.clock):
+            # One of this process's attempts may be this connection, its maker
+            # not yet told it is connected (it is, in this reactor pass): a
+            # turn later, it is known.  Connecting at once, a loop's next hop
+            # went on ahead of its cut, hop after hop.
+            self._wait = self.clock.callLater(0, self.connect_upstream)
+        else:
+            self.connect_upstream()
+
+    _wait: Any = None
+
+    def connect_upstream(self) -> None:
+        """Connect to the upstream, unless this connection has come round in a loop."""
+        self._wait = None
+        if self._gone:
+            return
+        sender = UPSTREAMS.get(self._arrived) if self._arrived is not None else None
+        if sender is not None and sender is not self and not self.came_from(sender):
+            return
         upstream: Factory = _UpstreamFactory(self)
         if self.factory.wrap_upstream is not None:
             upstream = self.factory.wrap_upstream(upstream)
+        over = attempt(self.clock)
         self._connecting = self.factory.upstream.connect(upstream)
+        self._connecting.addBoth(over)
         self._connecting.addErrback(self._upstream_failed)
+
+    def came_from(self, sender: ClientSide) -> bool:
+        """
+        This connection is C{sender}'s upstream connection, arrived: cut if
+        it has come round to a proxy it passed (False), else carrying what
+        C{sender}'s bytes passed on (True).
+        """
+        if id(self.factory) in sender.passed:
+            self.closing_because("forwarding loop")
+            self.transport.abortConnection()
+            return False
+        self.passed = self.passed | sender.passed
+        return True
 
     def _upstream_failed(self, failure: Failure) -> None:
         self._connecting = None
@@ -238,7 +277,7 @@ class ClientSide(GuardedProtocol):
     def both_done(self) -> None:
         """Each side has sent its FIN: what is buffered goes, then both close."""
         if self.upstream is not None:
-            self.upstream.transport.loseConnection()
+            self.upstream.close_cleanly(self.clock, self.factory.limits.close_grace)
         if not self._gone:
             self.close()
 
@@ -268,6 +307,10 @@ class ClientSide(GuardedProtocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._gone = True
+        if self._wait is not None and self._wait.active():
+            self._wait.cancel()
+        if self._arrived is not None and ARRIVED.get(self._arrived) is self:
+            del ARRIVED[self._arrived]
         super().connectionLost(reason)
         if self._connecting is not None:
             self._connecting.cancel()
@@ -275,7 +318,7 @@ class ClientSide(GuardedProtocol):
         if upstream is not None:
             self.upstream = None
             if _clean(reason):
-                upstream.transport.loseConnection()
+                upstream.close_cleanly(self.clock, self.factory.limits.close_grace)
             else:
                 reset(upstream.transport)
 

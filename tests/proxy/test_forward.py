@@ -21,7 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.internet.error import ConnectingCancelledError, NoProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -402,6 +402,106 @@ class TCPUpstreamTests(SynchronousTestCase):
             self.assertEqual((found.host, found.port), ("127.0.0.1", 99))  # type: ignore[attr-defined]
         self.assertNotIsInstance(upstream_endpoint(memory, "tcp:127.0.0.1:99:timeout=3"), TCPUpstream)
         self.assertNotIsInstance(upstream_endpoint(memory, "unix:/nowhere"), TCPUpstream)
+
+
+class NeverReads(Protocol):
+    """An upstream that takes the connection and never reads: what it is sent stays in the sockets."""
+
+    def connectionMade(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.factory.made.append(self)  # type: ignore[attr-defined]
+
+    def state(self) -> int:
+        """Its socket's TCP state (Linux's C{TCP_INFO}): 1 while established, as it never reads."""
+        info = self.transport.getHandle().getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)  # type: ignore[union-attr]
+        return info[0]
+
+
+class UpstreamCloseTests(TestCase):
+    async def test_an_upstream_that_never_reads_is_let_go_after_the_close_grace(self) -> None:
+        """
+        The client's side closes (here at the idle timeout) while the
+        upstream holds what the proxy sent it unread: the upstream's FIN
+        waits behind those bytes, so its connection is aborted at the end of
+        the close grace, as the client's own would be (it was held for ever:
+        a descriptor and megabytes of buffers per such client).
+        """
+        upstream = Factory.forProtocol(NeverReads)
+        upstream.made = []  # type: ignore[attr-defined]
+        port = await serverFromString(reactor, LOOP).listen(upstream)
+        self.addCleanup(port.stopListening)
+        peer = testing.proxy(
+            self, upstream=f"127.0.0.1:{port.getHost().port}", idle_timeout=0.3, close_grace=0.3
+        )
+        client = FloodClient(b"z" * (16 << 20), 0)
+        await connect_tcp(peer.port, client)
+        self.addCleanup(lambda: client.transport.abortConnection())  # type: ignore[union-attr]
+        await wait_until(lambda: upstream.made, "the upstream connected")  # type: ignore[attr-defined]
+        held: NeverReads = upstream.made[0]  # type: ignore[attr-defined]
+        self.addCleanup(lambda: held.transport.abortConnection())  # type: ignore[union-attr]
+        self.assertEqual(held.state(), 1, "established")
+        await wait_until(lambda: held.state() != 1, "the proxy's side of it gone (an RST: it never drained)")
+
+
+class LoopTellingTests(SynchronousTestCase):
+    """
+    A forwarding loop is told by both ends of the proxy's upstream
+    connection.  A local client may use the port number of a live upstream
+    connection to another address (Linux shares an ephemeral port across
+    destinations): by that port alone, 1 to 153 of 1,000 clients were cut
+    as loops.
+    """
+
+    def arrive(self, proxy: ProxyFactory, peer: int, host: int) -> StringTransport:
+        protocol = proxy.buildProtocol(IPv4Address("TCP", "127.0.0.1", peer))
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", host),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", peer),
+        )
+        protocol.makeConnection(transport)
+        return transport
+
+    def upstream_connects(self, memory: MemoryReactorClock, index: int, local: int, remote: int) -> None:
+        connecting = memory.tcpClients[index][2]
+        upstream = connecting.buildProtocol(IPv4Address("TCP", "127.0.0.1", remote))
+        upstream.makeConnection(
+            StringTransport(
+                hostAddress=IPv4Address("TCP", "127.0.0.1", local),
+                peerAddress=IPv4Address("TCP", "127.0.0.1", remote),
+            )
+        )
+
+    def test_a_client_on_an_upstream_connections_port_number_is_served(self) -> None:
+        memory = MemoryReactorClock()
+        proxy = ProxyFactory(TCPUpstream(memory, "127.0.0.1", 7000), clock=memory)
+        self.arrive(proxy, 40000, 6000)
+        self.upstream_connects(memory, 0, 50000, 7000)
+        second = self.arrive(proxy, 50000, 6000)  # port 50000 again, to the proxy, not to 7000
+        self.assertFalse(second.disconnecting, "served, not cut as a loop")
+        self.assertEqual(len(memory.tcpClients), 2, "its own upstream connection asked for")
+
+    def test_come_back_before_its_maker_heard_it_was_connected_it_is_cut_then(self) -> None:
+        """
+        The proxy accepts its own upstream connection before the side that
+        made it hears it is connected (the two are ready in one pass of the
+        reactor, in either order): cut when that side hears it.
+        """
+        memory = MemoryReactorClock()
+        proxy = ProxyFactory(TCPUpstream(memory, "127.0.0.1", 6000), clock=memory)  # pointed at itself
+        self.arrive(proxy, 40000, 6000)
+        back = self.arrive(proxy, 50000, 6000)
+        self.assertFalse(back.disconnecting, "nothing known of it yet")
+        self.upstream_connects(memory, 0, 50000, 6000)
+        self.assertTrue(back.disconnecting, "its maker connected: it is that connection, come back")
+
+    def test_the_proxys_own_upstream_connection_come_back_is_cut(self) -> None:
+        memory = MemoryReactorClock()
+        proxy = ProxyFactory(TCPUpstream(memory, "127.0.0.1", 6000), clock=memory)  # pointed at itself
+        self.arrive(proxy, 40000, 6000)
+        self.upstream_connects(memory, 0, 50000, 6000)
+        back = self.arrive(proxy, 50000, 6000)
+        self.assertTrue(back.disconnecting, "its own upstream connection, arriving: cut")
+        self.assertEqual(len(memory.tcpClients), 1, "no upstream asked for it")
 
 
 class StoppedTests(TestCase):
