@@ -186,7 +186,7 @@ class ClientSide(GuardedProtocol):
         if self._gone:
             return
         sender = UPSTREAMS.get(self._arrived) if self._arrived is not None else None
-        if sender is not None and sender is not self and not self.came_from(sender):
+        if sender is not None and not self.came_from(sender):
             return
         upstream: Factory = _UpstreamFactory(self)
         if self.factory.wrap_upstream is not None:

@@ -52,23 +52,18 @@ class EagerWrites:
             super().write(data[sent:] if sent else data)  # type: ignore[misc]
         elif self.producer is not None and not self.streamingProducer:  # type: ignore[attr-defined]
             self.startWriting()  # type: ignore[attr-defined]  # a pull producer is asked when it drains
-        else:
-            self.sent_eagerly = True  # bytes left that Twisted's queue would still hold
-
-    sent_eagerly = False
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """
-        A pull producer registered after bytes left eagerly is asked again
-        when the socket is writable, as Twisted's queue asks it when bytes
-        written just before it drain; this asks after any earlier eager
-        write too, one more ask than Twisted's, which a pull producer takes
-        as any other (cheaper than knowing whether Twisted would still hold them).
+        A pull producer is asked again once the socket is writable, as
+        Twisted's queue asks it when bytes written just before it drain:
+        eagerly they have left already.  Asked so whether or not bytes were
+        written, one ask more than Twisted's at most, which a pull producer
+        takes as any other; knowing would cost every write a mark.
         """
         super().registerProducer(producer, streaming)  # type: ignore[misc]
-        if not streaming and self.sent_eagerly and self.producer is producer:  # type: ignore[attr-defined]
+        if not streaming and self.producer is producer:  # type: ignore[attr-defined]
             self.startWriting()  # type: ignore[attr-defined]
-        self.sent_eagerly = False
 
     def send_now(self, data: bytes) -> int:
         """Bytes the kernel took at once: 0 when it took none, or the send failed."""
