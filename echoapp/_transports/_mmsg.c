@@ -249,7 +249,7 @@ destination(PyObject *addr, int family, struct sockaddr_storage *out, socklen_t 
  * The greeter's reply to one datagram, made and sent without a Python
  * object: prefix, the datagram without its trailing CR/LF, suffix, the
  * CR/LF mirrored (what bytes.rstrip(b"\r\n") and three concatenations
- * make in Python, udp.py's _answer_batch), sent with MSG_DONTWAIT.
+ * make in Python, udp.py's read_ready), sent with MSG_DONTWAIT.
  */
 static PyObject *
 send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import services
 from echoapp._protocols.udp import MAX_DATAGRAM, READ_BATCH, UDPGreeter
-from echoapp._transports.datagram_batches import AcceleratedBatches, SocketBatches
+from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches
 from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
 from tests.support import RecordingUDPTransport, start, use_udp_accelerator, wait_until
@@ -333,12 +333,13 @@ class ReadReadyTests(SynchronousTestCase):
             sock.sent, [(b"Hello, Ann!", ("127.0.0.1", 40000)), (b"Hello, Bob!", ("127.0.0.1", 40001))]
         )
 
-    def test_batches_grow_while_the_socket_stays_full_and_start_at_one(self) -> None:
+    def test_the_first_read_takes_one_and_every_later_one_all_that_are_ready(self) -> None:
         """
         The first read takes one datagram (answered at once: a client
-        waiting on it is not held back by the rest); a queue that stays
-        full is read in batches doubling to L{BATCH}; after a short
-        batch, one again.
+        waiting on it is not held back by the rest); every later read of
+        the wake-up asks for L{BATCH}, all that are ready, including after
+        a short one (not one again, doubling: a receive call per two
+        datagrams in a ping-pong).
         """
         sock = TricklingSocket([[(b"x", ("127.0.0.1", 40000))] * 100, [(b"y", ("127.0.0.1", 40000))] * 3])
         protocol = reading_greeter(sock, UDPLimits(rate=1e6, burst=10_000))
@@ -353,8 +354,37 @@ class ReadReadyTests(SynchronousTestCase):
         protocol._batches.recv = counting  # type: ignore[method-assign]
         protocol.read_ready()
         self.assertEqual(len(sock.sent), 103)
-        self.assertEqual(asked[:8], [1, 2, 4, 8, 16, 32, 32, 32], "the last came back short: 100 = 95 + 5")
-        self.assertEqual(asked[8:], [1, 2, 4], "then one again, doubling while full, until nothing more")
+        self.assertEqual(BATCH, 32)
+        self.assertEqual(asked[:5], [1, 32, 32, 32, 32], "the last came back short: 100 = 97 + 3")
+        self.assertEqual(asked[5:], [32, 32], "the trickle, then nothing more")
+
+    def test_buckets_are_found_once_per_wake_up_not_per_batch(self) -> None:
+        """
+        A wake-up of several batches from one source takes that source's
+        bucket and the global one out once each, and puts them back once
+        (its time is one): a ping-pong wake-up reads two or three datagrams
+        a batch, so per-batch bookkeeping was paid nearly per datagram.
+        """
+        source = ("127.0.0.1", 40000)
+        sock = TricklingSocket([[(b"a", source)]] * 5 + [[(b"b", source)] * 3])
+        protocol = reading_greeter(sock, UDPLimits(rate=1e6, burst=10_000))
+        calls: list[str] = []
+        for table, name in ((protocol.sources, "source"), (protocol.everyone, "global")):
+            for method in ("take_out", "put_back"):
+                original = getattr(table, method)
+
+                def counted(*args: Any, _original: Any = original, _name: str = f"{name} {method}") -> Any:
+                    calls.append(_name)
+                    return _original(*args)
+
+                setattr(table, method, counted)
+        protocol.read_ready()
+        self.assertEqual(len(sock.sent), 8)
+        self.assertEqual(
+            sorted(calls), ["global put_back", "global take_out", "source put_back", "source take_out"]
+        )
+        self.assertEqual(protocol.stats.answered, 8, "the counts are added once, all of them")
+        self.assertEqual(protocol.sources.take_out("127.0.0.1", 0.0), 10_000 - 8)
 
     def test_guards_decide_as_one_datagram_at_a_time(self) -> None:
         """
