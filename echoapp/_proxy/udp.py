@@ -44,6 +44,7 @@ from echoapp._proxy.loops import check_udp_loop, loops_to_itself
 from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
 from echoapp._proxy.toxics import ProxyFaults
+from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches, batches, reader
 from echoapp._transports.endpoints import UDPListen
 from echoapp._transports.listen import READ_SIZE, UDPListenService
 from echoapp._transports.native_udp import NativeDatagramPort, watch_readable
@@ -95,6 +96,7 @@ class Session(HoldsDescriptor):
         self.proxy = proxy
         self.client = client
         self.socket = sock
+        self.read = reader(sock, READ_SIZE)
         self.local: tuple[str, int] = sock.getsockname()[:2]
         self.last = now
         faults = proxy.faults
@@ -154,13 +156,13 @@ class Session(HoldsDescriptor):
         again at once while more wait.
         """
         try:
-            datagram = self.socket.recv(READ_SIZE)
-        except BlockingIOError:
-            return
+            datagram = self.read()
         except OSError:
             # ICMP port unreachable (or any error): the upstream is gone, as
             # nginx ends the session; the client's next datagram opens a fresh one.
             self.proxy.end(self)
+            return
+        if datagram is None:
             return
         proxy = self.proxy
         self.last = proxy.now()
@@ -222,6 +224,7 @@ class UDPProxy(DatagramProtocol):
         self.sessions: OrderedDict[tuple[str, int], Session] = OrderedDict()
         self._sweep: IDelayedCall | None = None
         self._socket: Any = None
+        self._batches: SocketBatches | AcceleratedBatches | None = None
         self._drops = ThrottledLog("UDP proxy dropped {count} datagrams ({reasons})")
         self.key = PeerKeys()
         self.failures = 0
@@ -236,12 +239,13 @@ class UDPProxy(DatagramProtocol):
         self.per_source = TokenBuckets(SESSION_RATE, SESSION_BURST, MAX_SESSIONS * 4, now)
         self.everyone = TokenBucket(SESSIONS_RATE, SESSIONS_BURST, now)
         transport = self.transport
-        self.sendto = self._send_to_client
+        self.sendto: Callable[[bytes, Any], object] = self._send_to_client
         if isinstance(transport, udp.Port) or (
             isinstance(transport, NativeDatagramPort) and transport.read_directly
         ):
             self._socket = transport.getHandle()
-            self.sendto = self._socket.sendto
+            self._batches = batches(self._socket)
+            self.sendto = self._batches.send_to
         if isinstance(transport, udp.Port) and transport.protocol is self:
             transport.doRead = self.read_ready  # type: ignore[method-assign]
         self._schedule()
@@ -263,41 +267,47 @@ class UDPProxy(DatagramProtocol):
 
     def read_ready(self) -> None:
         """The port has datagrams: every one ready is forwarded in this one frame, the clock read once."""
-        sock = self._socket
-        if sock is None:
+        reading = self._batches
+        if reading is None:
             return
-        recvfrom, sessions = sock.recvfrom, self.sessions
+        recv, sessions = reading.recv, self.sessions
         get, move_to_end = sessions.get, sessions.move_to_end
         now = self.now()
-        for _ in range(READ_BATCH):
+        left, want = READ_BATCH, 1  # as the UDP greeter reads: one first, then all that are ready
+        while left > 0:
             try:
-                datagram, addr = recvfrom(READ_SIZE)
-            except OSError:  # nothing more (or an error for no one: unconnected)
+                datagrams = recv(want if want < left else left, READ_SIZE)
+            except OSError:  # an error for no one (the socket is not connected)
                 return
-            # The common case in line: an open session (IPv4: the address
-            # is its key as it is) and no toxic that applies; the rest, and
-            # any error, takes the whole way (L{_forward}).
-            session = get(addr)
-            if session is None or session.refused:
-                self._forward(datagram, addr, now)
-                continue
-            try:
-                move_to_end(addr)
-                session.last = now
-                draws = session.up_draws
-                draws.note(datagram, datagram=True)
-                if draws.current() is not None:
-                    self._forward(datagram, addr, now, noted=True)
+            if not datagrams:
+                return
+            left -= len(datagrams)
+            want = BATCH
+            for datagram, addr in datagrams:
+                # The common case in line: an open session (IPv4: the address
+                # is its key as it is) and no toxic that applies; the rest, and
+                # any error, takes the whole way (L{_forward}).
+                session = get(addr)
+                if session is None or session.refused:
+                    self._forward(datagram, addr, now)
                     continue
                 try:
-                    session.socket.send(datagram)
-                except ConnectionRefusedError:
-                    session.refused = True
-                    self._forward(datagram, addr, now)
-                except OSError:
-                    pass  # a full buffer: dropped, as UDP may
-            except Exception:
-                self._failed(addr)
+                    move_to_end(addr)
+                    session.last = now
+                    draws = session.up_draws
+                    draws.note(datagram, datagram=True)
+                    if draws.current() is not None:
+                        self._forward(datagram, addr, now, noted=True)
+                        continue
+                    try:
+                        session.socket.send(datagram)
+                    except ConnectionRefusedError:
+                        session.refused = True
+                        self._forward(datagram, addr, now)
+                    except OSError:
+                        pass  # a full buffer: dropped, as UDP may
+                except Exception:
+                    self._failed(addr)
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self._forward(datagram, addr, self.now())

@@ -1,8 +1,10 @@
 /*
  * echoapp's optional UDP accelerator: a socket's ready datagrams read in
  * one system call (Linux's recvmmsg), which the standard library's socket
- * module does not offer, and the greeter's reply to one made and sent
- * without a Python object (send_reply).
+ * module does not offer, the greeter's reply to one made and sent
+ * without a Python object (send_reply), and the UDP proxy's two other
+ * calls, a session's read (recv_one) and the send back to its client
+ * (send_to), without socket's 64 KiB buffer, exception and GIL release.
  *
  * The contract is echoapp/_transports/datagram_batches.py's, where the same
  * call is written in Python on recvfrom (the fallback when this is not
@@ -302,6 +304,84 @@ send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(sent);
 }
 
+/*
+ * One datagram from a connected socket (a proxy session's upstream), into
+ * the receive buffer recv_batch uses: bytes, or None when nothing is ready.
+ * socket.recv allocates its whole size (64 KiB) per call, releases the GIL
+ * and raises for "nothing ready"; this does none of that.
+ */
+static PyObject *
+recv_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_one(fd, max_size)");
+        return NULL;
+    }
+    int fd, wanted;
+    if (as_int(args[0], &fd) < 0 || as_int(args[1], &wanted) < 0)
+        return NULL;
+    if (wanted < 1 || wanted > MAX_SIZE) {
+        PyErr_Format(PyExc_ValueError, "recv_one takes datagrams of 1 to %d bytes", MAX_SIZE);
+        return NULL;
+    }
+    Py_ssize_t size = wanted;
+    if (size > slot) {
+        char *grown = PyMem_RawRealloc(slab, (size_t)size * MAX_BATCH);
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        slab = grown;
+        slot = size;
+    }
+    ssize_t got;
+    do {
+        got = recv(fd, slab, (size_t)size, MSG_DONTWAIT);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyBytes_FromStringAndSize(slab, got);
+}
+
+/*
+ * A datagram sent as it is to an address (host, port[, flowinfo, scope_id])
+ * of the socket's family, without waiting: what socket.sendto does, with
+ * the host parsed once per host string (destination() above) and the GIL
+ * kept (MSG_DONTWAIT never blocks).
+ */
+static PyObject *
+send_to(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct sockaddr_storage target;
+    socklen_t namelen;
+    char *data;
+    Py_ssize_t size;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "send_to(fd, family, datagram, address)");
+        return NULL;
+    }
+    int fd, family;
+    if (as_int(args[0], &fd) < 0 || as_int(args[1], &family) < 0)
+        return NULL;
+    if (family != AF_INET && family != AF_INET6) {
+        PyErr_SetString(PyExc_ValueError, "the family is AF_INET or AF_INET6");
+        return NULL;
+    }
+    if (PyBytes_AsStringAndSize(args[2], &data, &size) < 0)
+        return NULL;
+    if (destination(args[3], family, &target, &namelen) < 0)
+        return NULL;
+    ssize_t sent;
+    do {
+        sent = sendto(fd, data, (size_t)size, MSG_DONTWAIT, (struct sockaddr *)&target, namelen);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromSsize_t(sent);
+}
+
 static PyMethodDef methods[] = {
     {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
      "recv_batch(fd, max_count, max_size) -> [(data, address), ...]: what is ready, up to max_count "
@@ -309,6 +389,12 @@ static PyMethodDef methods[] = {
     {"send_reply", (PyCFunction)(void (*)(void))send_reply, METH_FASTCALL,
      "send_reply(fd, family, prefix, suffix, datagram, address) -> sent: the greeter's reply to one "
      "datagram (prefix, the datagram without its trailing CR/LF, suffix, the CR/LF), sent at once."},
+    {"recv_one", (PyCFunction)(void (*)(void))recv_one, METH_FASTCALL,
+     "recv_one(fd, max_size) -> data or None: one datagram of a connected socket, None for nothing "
+     "ready; OSError for an error."},
+    {"send_to", (PyCFunction)(void (*)(void))send_to, METH_FASTCALL,
+     "send_to(fd, family, datagram, address) -> sent: the datagram as it is, to a numeric address of "
+     "the socket's family, at once."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,7 +5,7 @@ A UDP socket's ready datagrams read in batches: one system call per batch
 datagram where not.
 
 The standard library does not offer C{recvmmsg}; the one package on PyPI
-that does is not kept up.  So the accelerator is small (one function),
+that does is not kept up.  So the accelerator is small (four functions),
 optional (C{setup.py} skips it, with a warning, wherever it does not build,
 or where C{ECHOAPP_NO_ACCELERATOR} is set), and has a Python twin,
 L{SocketBatches}, which is also the contract both keep and the tests check
@@ -25,6 +25,10 @@ again with reads going on until the socket is empty: no better).  What
 the accelerator does for replies is make each one without Python objects
 and send it without the socket module's address parsing
 (L{AcceleratedBatches.replier}), which took 0.3-0.7 µs off a datagram.
+
+The UDP proxy asks two more things, with the same twin rule: C{send_to},
+a datagram sent as it is (the socket's C{sendto}), and L{reader}, a
+connected session socket's next datagram, L{None} when nothing is ready.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class SocketBatches:
     def __init__(self, sock: Any) -> None:
         self._recvfrom = sock.recvfrom
         self._error: OSError | None = None
+        self._sock = sock
 
     def recv(self, count: int, size: int) -> list[Datagram]:
         """Up to C{count} datagrams ready (see the module's contract)."""
@@ -78,6 +83,10 @@ class SocketBatches:
             self._error = failed
         return received
 
+    def send_to(self, datagram: bytes, address: Any) -> object:
+        """The datagram as it is, to C{address}: the socket's own C{sendto}."""
+        return self._sock.sendto(datagram, address)
+
     def replier(self, prefix: bytes, suffix: bytes) -> None:
         """None: without the accelerator, the greeter makes and sends each reply in Python."""
         return None
@@ -94,6 +103,9 @@ class AcceleratedBatches:
     def __init__(self, sock: socket.socket, mmsg: ModuleType) -> None:
         self._mmsg, self._fd, self._family = mmsg, sock.fileno(), sock.family
         self.recv: Callable[[int, int], list[Datagram]] = partial(mmsg.recv_batch, self._fd)
+        # C{send_to(datagram, address)}: sent as it is, as C{sock.sendto}
+        # does, with the address parsed once per host and the GIL kept.
+        self.send_to: Callable[[bytes, Any], object] = partial(mmsg.send_to, self._fd, self._family)
 
     def replier(self, prefix: bytes, suffix: bytes) -> Callable[[bytes, Any], int]:
         """
@@ -121,6 +133,28 @@ def accelerator() -> ModuleType | None:
     except ImportError:
         return None
     return _mmsg
+
+
+def reader(sock: Any, size: int, mmsg: ModuleType | None = None) -> Callable[[], bytes | None]:
+    """
+    C{read()} for a connected datagram socket: its next datagram (at most
+    C{size} bytes), L{None} when nothing is ready, C{OSError} for an error
+    (an ICMP refusal).  The accelerator's reads into its one buffer; the
+    socket's own C{recv} allocates C{size} bytes per call and raises for
+    "nothing ready", which is most of a UDP proxy session's read.
+    """
+    mmsg = mmsg or accelerator()
+    if mmsg is not None and isinstance(sock, socket.socket) and sock.type == socket.SOCK_DGRAM:
+        return partial(mmsg.recv_one, sock.fileno(), size)
+    recv = sock.recv
+
+    def read() -> bytes | None:
+        try:
+            return recv(size)
+        except BlockingIOError:
+            return None
+
+    return read
 
 
 def batches(sock: Any, mmsg: ModuleType | None = None) -> SocketBatches | AcceleratedBatches:
