@@ -100,6 +100,23 @@ as_int(PyObject *value, int *out)
 /* The largest datagram a read may ask for: UDP's own, with room to spare. */
 #define MAX_SIZE 65536
 
+/* The slab holds MAX_BATCH datagrams of size bytes: grown once (untouched pages cost no memory); -1 with
+ * MemoryError. */
+static int
+room_for(Py_ssize_t size)
+{
+    if (size > slot) {
+        char *grown = PyMem_RawRealloc(slab, (size_t)size * MAX_BATCH);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        slab = grown;
+        slot = size;
+    }
+    return 0;
+}
+
 static PyObject *
 recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -121,13 +138,8 @@ recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t size = wanted;
-    if (size > slot) { /* grown once: untouched pages cost no memory */
-        char *grown = PyMem_RawRealloc(slab, (size_t)size * MAX_BATCH);
-        if (grown == NULL)
-            return PyErr_NoMemory();
-        slab = grown;
-        slot = size;
-    }
+    if (room_for(size) < 0)
+        return NULL;
     memset(headers, 0, sizeof(struct mmsghdr) * count);
     for (int i = 0; i < count; i++) {
         vectors[i].iov_base = slab + (size_t)i * slot;
@@ -247,6 +259,32 @@ destination(PyObject *addr, int family, struct sockaddr_storage *out, socklen_t 
     return 0;
 }
 
+/* The socket's descriptor and family (args[0], args[1]), a family of IP: 0, or -1 with an exception. */
+static int
+socket_of(PyObject *const *args, int *fd, int *family)
+{
+    if (as_int(args[0], fd) < 0 || as_int(args[1], family) < 0)
+        return -1;
+    if (*family != AF_INET && *family != AF_INET6) {
+        PyErr_SetString(PyExc_ValueError, "the family is AF_INET or AF_INET6");
+        return -1;
+    }
+    return 0;
+}
+
+/* size bytes sent to target at once (MSG_DONTWAIT): how many went, or OSError. */
+static PyObject *
+send_now(int fd, const char *data, Py_ssize_t size, struct sockaddr_storage *target, socklen_t namelen)
+{
+    ssize_t sent;
+    do {
+        sent = sendto(fd, data, (size_t)size, MSG_DONTWAIT, (struct sockaddr *)target, namelen);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromSsize_t(sent);
+}
+
 /*
  * The greeter's reply to one datagram, made and sent without a Python
  * object: prefix, the datagram without its trailing CR/LF, suffix, the
@@ -268,12 +306,8 @@ send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int fd, family;
-    if (as_int(args[0], &fd) < 0 || as_int(args[1], &family) < 0)
+    if (socket_of(args, &fd, &family) < 0)
         return NULL;
-    if (family != AF_INET && family != AF_INET6) {
-        PyErr_SetString(PyExc_ValueError, "the family is AF_INET or AF_INET6");
-        return NULL;
-    }
     if (PyBytes_AsStringAndSize(args[2], &prefix, &prefix_size) < 0 ||
         PyBytes_AsStringAndSize(args[3], &suffix, &suffix_size) < 0 ||
         PyBytes_AsStringAndSize(args[4], &data, &size) < 0)
@@ -293,15 +327,10 @@ send_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     memcpy(buffer + prefix_size, data, (size_t)message);
     memcpy(buffer + prefix_size + message, suffix, (size_t)suffix_size);
     memcpy(buffer + prefix_size + message + suffix_size, data + message, (size_t)(size - message));
-    ssize_t sent;
-    do {
-        sent = sendto(fd, buffer, (size_t)total, MSG_DONTWAIT, (struct sockaddr *)&target, namelen);
-    } while (sent < 0 && errno == EINTR);
+    PyObject *sent = send_now(fd, buffer, total, &target, namelen);
     if (buffer != stack)
         PyMem_Free(buffer);
-    if (sent < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromSsize_t(sent);
+    return sent;
 }
 
 /*
@@ -325,13 +354,8 @@ recv_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t size = wanted;
-    if (size > slot) {
-        char *grown = PyMem_RawRealloc(slab, (size_t)size * MAX_BATCH);
-        if (grown == NULL)
-            return PyErr_NoMemory();
-        slab = grown;
-        slot = size;
-    }
+    if (room_for(size) < 0)
+        return NULL;
     ssize_t got;
     do {
         got = recv(fd, slab, (size_t)size, MSG_DONTWAIT);
@@ -363,23 +387,13 @@ send_to(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     int fd, family;
-    if (as_int(args[0], &fd) < 0 || as_int(args[1], &family) < 0)
+    if (socket_of(args, &fd, &family) < 0)
         return NULL;
-    if (family != AF_INET && family != AF_INET6) {
-        PyErr_SetString(PyExc_ValueError, "the family is AF_INET or AF_INET6");
-        return NULL;
-    }
     if (PyBytes_AsStringAndSize(args[2], &data, &size) < 0)
         return NULL;
     if (destination(args[3], family, &target, &namelen) < 0)
         return NULL;
-    ssize_t sent;
-    do {
-        sent = sendto(fd, data, (size_t)size, MSG_DONTWAIT, (struct sockaddr *)&target, namelen);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromSsize_t(sent);
+    return send_now(fd, data, size, &target, namelen);
 }
 
 static PyMethodDef methods[] = {

@@ -142,6 +142,56 @@ class _Contract:
         self.assertEqual([data for data, _ in mine.recv(BATCH, 100)], [b"before"])
         self.assertEqual(mine.recv(BATCH, 100), [])
 
+    # What the UDP proxy asks of a socket beside batches, the same with the
+    # accelerator and without: send_to sends a datagram as it is, and
+    # reader reads a connected socket's next datagram, None when nothing
+    # is ready, OSError for a refusal.
+
+    def connected(self: Any, to: Any) -> socket.socket:
+        sock = self.socket()
+        sock.connect(to)
+        sock.setblocking(False)
+        return sock
+
+    def test_send_to_sends_the_datagram_as_it_is(self: Any) -> None:
+        client = self.connected(self.server.getsockname())
+        for datagram in (b"", b"Bob\r\n", b"\r\n", bytes(range(256)) * 10, b"z" * self.largest):
+            self.assertEqual(self.batches.send_to(datagram, client.getsockname()), len(datagram))
+            client.settimeout(DEADLINE)
+            self.assertEqual(client.recv(65535), datagram)
+
+    def test_send_to_a_bad_address_is_a_clear_error(self: Any) -> None:
+        port = self.server.getsockname()[1]
+        for address in ("not a tuple", (self.host, 70000), (self.host + "\0junk", port)):
+            self.assertRaises((TypeError, ValueError, OverflowError), self.batches.send_to, b"x", address)
+
+    def test_reader_reads_one_datagram_and_none_when_nothing_is_ready(self: Any) -> None:
+        client = self.connected(self.server.getsockname())
+        read = reader(client, 65535)
+        self.assertEqual(isinstance(read, functools.partial), self.accelerated)
+        self.assertIsNone(read())
+        self.server.sendto(b"one", client.getsockname())
+        self.server.sendto(b"two\n", client.getsockname())
+        self.arrived(client)
+        self.assertEqual([read(), read(), read()], [b"one", b"two\n", None])
+
+    def test_reader_raises_a_refusal(self: Any) -> None:
+        """An upstream gone (ICMP port unreachable): the session learns it from its next read."""
+        gone = self.socket()
+        address = gone.getsockname()
+        gone.close()
+        sock = self.connected(address)
+        read = reader(sock, 100)
+        sock.send(b"anyone?")
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            try:
+                self.assertIsNone(read())
+            except ConnectionRefusedError:
+                return
+            time.sleep(0.001)
+        self.fail("no refusal within the deadline")
+
 
 class AcceleratedIPv4Tests(_Contract, SynchronousTestCase):
     accelerated = True
@@ -277,85 +327,6 @@ class AcceleratedIPv4ReplyTests(_Replies, SynchronousTestCase):
 
 
 class AcceleratedIPv6ReplyTests(_Replies, SynchronousTestCase):
-    family = socket.AF_INET6
-    host = "::1"
-
-
-class _ProxyCalls:
-    """
-    What the UDP proxy asks of a socket beside batches, the same with the
-    accelerator and without: C{send_to} sends a datagram as it is, and
-    C{reader} reads a connected socket's next datagram, L{None} when
-    nothing is ready, C{OSError} for a refusal.
-    """
-
-    accelerated: bool
-    family = socket.AF_INET
-    host = "127.0.0.1"
-
-    def setUp(self: Any) -> None:
-        self.mmsg = use_udp_accelerator(self, self.accelerated)
-        if self.family == socket.AF_INET6 and not socket.has_ipv6:
-            self.skipTest("no IPv6 here")
-        self.server = _Contract.socket(self)  # type: ignore[arg-type]
-        self.client = _Contract.socket(self)  # type: ignore[arg-type]
-        self.client.connect(self.server.getsockname())
-        self.client.setblocking(False)
-        self.read = reader(self.client, 65535)
-        self.assertEqual(isinstance(self.read, functools.partial), self.accelerated)
-
-    def test_send_to_sends_the_datagram_as_it_is(self: Any) -> None:
-        send_to = batches(self.server).send_to
-        largest = 65507 if self.family == socket.AF_INET else 65527
-        for datagram in (b"", b"Bob\r\n", b"\r\n", bytes(range(256)) * 10, b"z" * largest):
-            self.assertEqual(send_to(datagram, self.client.getsockname()), len(datagram))
-            self.client.settimeout(DEADLINE)
-            self.assertEqual(self.client.recv(65535), datagram)
-
-    def test_send_to_a_bad_address_is_a_clear_error(self: Any) -> None:
-        send_to = batches(self.server).send_to
-        port = self.client.getsockname()[1]
-        for address in ("not a tuple", (self.host, 70000), (self.host + "\0junk", port)):
-            self.assertRaises((TypeError, ValueError, OverflowError, OSError), send_to, b"x", address)
-
-    def test_reader_reads_one_datagram_and_none_when_nothing_is_ready(self: Any) -> None:
-        self.assertIsNone(self.read())
-        self.server.sendto(b"one", self.client.getsockname())
-        self.server.sendto(b"two\n", self.client.getsockname())
-        _Contract.arrived(self, self.client)  # type: ignore[arg-type]
-        self.assertEqual([self.read(), self.read(), self.read()], [b"one", b"two\n", None])
-
-    def test_reader_raises_a_refusal(self: Any) -> None:
-        """An upstream gone (ICMP port unreachable): the session learns it from its next read."""
-        gone = _Contract.socket(self)  # type: ignore[arg-type]
-        address = gone.getsockname()
-        gone.close()
-        sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        self.addCleanup(sock.close)
-        sock.connect(address)
-        sock.setblocking(False)
-        read = reader(sock, 100)
-        sock.send(b"anyone?")
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            try:
-                self.assertIsNone(read())
-            except ConnectionRefusedError:
-                return
-            time.sleep(0.001)
-        self.fail("no refusal within the deadline")
-
-
-class AcceleratedProxyCallsTests(_ProxyCalls, SynchronousTestCase):
-    accelerated = True
-
-
-class PythonProxyCallsTests(_ProxyCalls, SynchronousTestCase):
-    accelerated = False
-
-
-class AcceleratedIPv6ProxyCallsTests(_ProxyCalls, SynchronousTestCase):
-    accelerated = True
     family = socket.AF_INET6
     host = "::1"
 
