@@ -184,8 +184,14 @@ class Session(HoldsDescriptor):
         if unwatch is not None:
             unwatch()
             OWN_SOCKETS.pop(self.local, None)
+        self.read = _closed  # a wake-up still queued reads nothing: the number may be another socket's now
         self.socket.close()
         self.release_descriptor()
+
+
+def _closed() -> None:
+    """A closed session's read: nothing (its reader held the descriptor's number)."""
+    return None
 
 
 def session_socket(upstream: tuple[str, int]) -> socket.socket:
@@ -387,7 +393,7 @@ class UDPProxy(DatagramProtocol):
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
-        self._socket = None
+        self._socket = self._batches = None  # no more reads: its descriptor number may be reused
         for session in self.sessions.values():
             session.close()
         self.sessions.clear()

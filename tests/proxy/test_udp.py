@@ -159,6 +159,54 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self.opened), 2, "a closed session's address is anyone's again")
 
 
+class StoppedPortTests(SynchronousTestCase):
+    def test_a_stopped_port_reads_nothing_not_even_its_old_descriptor_number(self) -> None:
+        """
+        The listening port stopped (its socket closed): a wake-up still
+        queued reads nothing, where reading on by the old number would take
+        the datagrams of whatever socket got that number next.
+        """
+        from twisted.internet import udp
+
+        clock = MemoryReactorClock()
+        proxy = UDPProxy(("127.0.0.1", 9), ProxyFaults(seed=1), clock)
+        port = udp.Port(0, proxy, interface="127.0.0.1", reactor=clock)
+        port.startListening()
+        number = port.fileno()
+        port.connectionLost()
+        heir = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(heir.close)
+        heir.bind(("127.0.0.1", 0))
+        if heir.fileno() != number:
+            self.skipTest("the descriptor number went elsewhere")
+        heir.sendto(b"for the heir", heir.getsockname())
+        select.select([heir], [], [], DEADLINE)
+        proxy.read_ready()
+        heir.settimeout(DEADLINE)
+        self.assertEqual(heir.recv(100), b"for the heir")
+        self.assertEqual(proxy.sessions, {})
+
+    def test_a_closed_session_reads_nothing_not_even_its_old_descriptor_number(self) -> None:
+        clock = MemoryReactorClock()
+        proxy = UDPProxy(("127.0.0.1", 9), ProxyFaults(seed=1), clock)
+        proxy.makeConnection(FakeDatagramTransport())
+        self.addCleanup(proxy.stopProtocol)
+        proxy.datagramReceived(b"q", ("127.0.0.1", 40000))
+        [session] = proxy.sessions.values()
+        number = session.socket.fileno()
+        proxy.end(session)
+        heir = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(heir.close)
+        heir.bind(("127.0.0.1", 0))
+        if heir.fileno() != number:
+            self.skipTest("the descriptor number went elsewhere")
+        heir.sendto(b"for the heir", heir.getsockname())
+        select.select([heir], [], [], DEADLINE)
+        session.read_ready()
+        heir.settimeout(DEADLINE)
+        self.assertEqual(heir.recv(100), b"for the heir")
+
+
 class RefusedTests(SynchronousTestCase):
     def test_a_refusal_met_when_sending_opens_a_fresh_session_for_the_datagram(self) -> None:
         """ICMP port unreachable for an earlier datagram, reported by the next send: that one is not lost."""
