@@ -160,6 +160,19 @@ class SessionTests(SynchronousTestCase):
 
 
 class StoppedPortTests(SynchronousTestCase):
+    def assert_the_heir_keeps_its_datagram(self, number: int, wake_up: Any) -> None:
+        """A socket that gets descriptor C{number} next has a datagram queued; C{wake_up} leaves it there."""
+        heir = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(heir.close)
+        heir.bind(("127.0.0.1", 0))
+        if heir.fileno() != number:
+            self.skipTest("the descriptor number went elsewhere")
+        heir.sendto(b"for the heir", heir.getsockname())
+        select.select([heir], [], [], DEADLINE)
+        wake_up()
+        heir.settimeout(DEADLINE)
+        self.assertEqual(heir.recv(100), b"for the heir")
+
     def test_a_stopped_port_reads_nothing_not_even_its_old_descriptor_number(self) -> None:
         """
         The listening port stopped (its socket closed): a wake-up still
@@ -174,16 +187,7 @@ class StoppedPortTests(SynchronousTestCase):
         port.startListening()
         number = port.fileno()
         port.connectionLost()
-        heir = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(heir.close)
-        heir.bind(("127.0.0.1", 0))
-        if heir.fileno() != number:
-            self.skipTest("the descriptor number went elsewhere")
-        heir.sendto(b"for the heir", heir.getsockname())
-        select.select([heir], [], [], DEADLINE)
-        proxy.read_ready()
-        heir.settimeout(DEADLINE)
-        self.assertEqual(heir.recv(100), b"for the heir")
+        self.assert_the_heir_keeps_its_datagram(number, proxy.read_ready)
         self.assertEqual(proxy.sessions, {})
 
     def test_a_closed_session_reads_nothing_not_even_its_old_descriptor_number(self) -> None:
@@ -195,16 +199,7 @@ class StoppedPortTests(SynchronousTestCase):
         [session] = proxy.sessions.values()
         number = session.socket.fileno()
         proxy.end(session)
-        heir = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.addCleanup(heir.close)
-        heir.bind(("127.0.0.1", 0))
-        if heir.fileno() != number:
-            self.skipTest("the descriptor number went elsewhere")
-        heir.sendto(b"for the heir", heir.getsockname())
-        select.select([heir], [], [], DEADLINE)
-        session.read_ready()
-        heir.settimeout(DEADLINE)
-        self.assertEqual(heir.recv(100), b"for the heir")
+        self.assert_the_heir_keeps_its_datagram(number, session.read_ready)
 
 
 class RefusedTests(SynchronousTestCase):
