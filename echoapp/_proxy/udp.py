@@ -393,7 +393,9 @@ class UDPProxy(DatagramProtocol):
         if self._sweep is not None and self._sweep.active():
             self._sweep.cancel()
         self._sweep = None
-        self._socket = self._batches = None  # no more reads: its descriptor number may be reused
+        # No more reads nor sends by the descriptor's number: it may be reused.
+        self._socket = self._batches = None
+        self.sendto = self._send_to_client
         for session in self.sessions.values():
             session.close()
         self.sessions.clear()

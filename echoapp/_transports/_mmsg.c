@@ -8,8 +8,11 @@
  *
  * The contract is echoapp/_transports/datagram_batches.py's, where the same
  * call is written in Python on recvfrom (the fallback when this is not
- * built).  It passes MSG_DONTWAIT: it never blocks, so it keeps the GIL
- * (which also guards the one receive buffer below).
+ * built).  It passes MSG_DONTWAIT: it never blocks, so it keeps the GIL,
+ * which keeps other threads off the one receive buffer below; a call made
+ * again from the same thread (a finalizer the garbage collector runs while
+ * a result is built) is kept off it by copying each datagram out of it
+ * before anything the collector tracks is made.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -157,28 +160,37 @@ recv_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return PyList_New(0);
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    PyObject *datagrams = PyList_New(received);
-    if (datagrams == NULL)
-        return NULL;
+    /* Every payload copied out of the slab first: building the tuples and
+     * the list below may run the garbage collector, and with it Python code
+     * (a finalizer) that reads a socket again into the same slab, or grows
+     * it.  bytes objects are not the collector's, so making them runs none. */
+    PyObject *payloads[MAX_BATCH];
     for (int i = 0; i < received; i++) {
-        PyObject *from = address(&sources[i]);
-        if (from == NULL) {
-            Py_DECREF(datagrams);
-            return NULL;
-        }
         Py_ssize_t length = headers[i].msg_len < (unsigned int)size ? (Py_ssize_t)headers[i].msg_len : size;
-        PyObject *data = PyBytes_FromStringAndSize(vectors[i].iov_base, length);
-        PyObject *pair = data == NULL ? NULL : PyTuple_New(2);
-        if (pair == NULL) {
-            Py_XDECREF(data);
-            Py_DECREF(from);
-            Py_DECREF(datagrams);
+        payloads[i] = PyBytes_FromStringAndSize(vectors[i].iov_base, length);
+        if (payloads[i] == NULL) {
+            while (i-- > 0)
+                Py_DECREF(payloads[i]);
             return NULL;
         }
-        PyTuple_SET_ITEM(pair, 0, data);
+    }
+    PyObject *datagrams = PyList_New(received);
+    for (int i = 0; i < received; i++) {
+        PyObject *from = datagrams == NULL ? NULL : address(&sources[i]);
+        PyObject *pair = from == NULL ? NULL : PyTuple_New(2);
+        if (pair == NULL) {
+            Py_XDECREF(from);
+            Py_XDECREF(datagrams);
+            for (int j = i; j < received; j++)
+                Py_DECREF(payloads[j]);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, payloads[i]);
         PyTuple_SET_ITEM(pair, 1, from);
         PyList_SET_ITEM(datagrams, i, pair);
     }
+    if (datagrams == NULL)
+        return NULL;
     return datagrams;
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import select
 import socket
 import sys
 import time
@@ -324,6 +325,53 @@ class AcceleratedIPv4ReplyTests(_Replies, SynchronousTestCase):
         self.assertRaises(
             OverflowError, mmsg.send_reply, fd, 2**32 + socket.AF_INET, b"", b"", b"x", ("127.0.0.1", 1)
         )
+
+
+class ReentryTests(SynchronousTestCase):
+    family = socket.AF_INET
+    host = "127.0.0.1"
+
+    def test_a_read_from_a_finalizer_does_not_change_the_batch_being_built(self) -> None:
+        """
+        Building C{recv_batch}'s result may run the garbage collector, and a
+        finalizer may read a socket again (a proxy session's C{recv_one},
+        into the same buffer, grown): the batch holds what its own socket
+        gave.
+        """
+        import gc
+
+        mmsg = use_udp_accelerator(self, True)
+        server, other, sender = (_Contract.socket(self) for _ in range(3))  # type: ignore[arg-type]
+        for sock in (server, other):
+            sock.setblocking(False)
+        mmsg.recv_batch(server.fileno(), 1, 100)  # the buffer: 100 bytes a datagram
+        sender.sendto(b"the batch's own datagram", server.getsockname())
+        sender.sendto(b"EVIL", other.getsockname())
+        for sock in (server, other):
+            select.select([sock], [], [], DEADLINE)
+        read_again: list[Any] = []
+
+        class Cycle:
+            me: Any
+
+            def __del__(self) -> None:
+                read_again.append(mmsg.recv_one(other.fileno(), 60000))
+
+        threshold, enabled = gc.get_threshold(), gc.isenabled()
+        self.addCleanup(gc.set_threshold, *threshold)
+        self.addCleanup(lambda: gc.enable() if enabled else gc.disable())
+        gc.disable()
+        gc.set_threshold(1)
+        keep = [(i, -i) for i in range(5000)] + [[i] for i in range(5000)]  # free lists emptied
+        cycle = Cycle()
+        cycle.me = cycle
+        del cycle
+        gc.enable()
+        got = mmsg.recv_batch(server.fileno(), 32, 100)
+        gc.set_threshold(*threshold)
+        self.assertEqual(read_again, [b"EVIL"], "the finalizer ran inside recv_batch")
+        self.assertEqual([data for data, _ in got], [b"the batch's own datagram"])
+        del keep
 
 
 class AcceleratedIPv6ReplyTests(_Replies, SynchronousTestCase):
