@@ -485,6 +485,24 @@ class Twistd(Process):
         return code
 
 
+def twistd_on_a_free_port(args: Sequence[str]) -> tuple[Twistd, int]:
+    """
+    L{Twistd} with C{{port}} in C{args} replaced by a free loopback port,
+    and that port: for a port the test must know before twistd starts (an
+    API beside a C{--listen} logged alike).  Another test may take it
+    between L{free_port} and twistd's bind: twistd then exits saying so,
+    and is started again on another.  The caller stops it.
+    """
+    for _attempt in range(5):
+        port = free_port()
+        try:
+            return Twistd([arg.replace("{port}", str(port)) for arg in args]), port
+        except AssertionError as error:
+            if "Address already in use" not in str(error):
+                raise
+    raise AssertionError(f"twistd found no free port in 5 tries: {args}")
+
+
 def run_twistd(args: Iterable[str]) -> subprocess.CompletedProcess[str]:
     """Run twistd to completion (for option errors and --help)."""
     with tempfile.TemporaryDirectory() as directory:

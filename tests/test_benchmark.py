@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, free_port
+from tests.support import DEADLINE, free_port, listens
 
 RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "run.py")
 
@@ -236,21 +236,20 @@ class ProxyContenderTests(SynchronousTestCase):
 
     def started(self, kind: str) -> tuple[int, int]:
         """servers/proxied.py's C{kind}, its (port, API port), stopped at cleanup."""
-        port, api = free_port(), free_port()
         script = os.path.join(self.contenders.SERVERS, "proxied.py")
-        process = subprocess.Popen(
-            [sys.executable, script, kind, str(port), str(api)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.addCleanup(process.wait)
-        self.addCleanup(process.terminate)
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port, api
-            except OSError:
+        for _attempt in range(5):  # another test may take a port first: the proxy exits, and goes again
+            port, api = free_port(), free_port()
+            process = subprocess.Popen(
+                [sys.executable, script, kind, str(port), str(api)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.addCleanup(process.wait)
+            self.addCleanup(process.terminate)
+            deadline = time.monotonic() + DEADLINE
+            while time.monotonic() < deadline and process.poll() is None:
+                if listens(process.pid, port) and listens(process.pid, api):
+                    return port, api
                 time.sleep(0.05)
         self.fail(f"{kind} did not start")
 

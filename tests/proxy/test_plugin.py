@@ -15,7 +15,7 @@ import urllib.request
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import DEADLINE, LOOP, Twistd, free_port, json_file, run_twistd
+from tests.support import DEADLINE, LOOP, Twistd, free_port, json_file, run_twistd, twistd_on_a_free_port
 from tests.test_twistd import echo_exchange
 
 
@@ -208,9 +208,8 @@ class RecordTests(SynchronousTestCase):
         echo = Twistd(["echoapp-echo", "--listen", LOOP])
         self.addCleanup(echo.stop)
         upstream = f"127.0.0.1:{echo.address_port('echoapp-echo')}"
-        api = free_port()
-        api_listen = f"tcp:{api}:interface=127.0.0.1"
-        proxy = Twistd(
+        api_listen = "tcp:{port}:interface=127.0.0.1"
+        proxy, api = twistd_on_a_free_port(
             ["echoapp-proxy", "--listen", LOOP, "--upstream", upstream, "--record", path, "--api", api_listen]
         )
         self.addCleanup(proxy.stop)
@@ -261,8 +260,7 @@ class RecordTests(SynchronousTestCase):
         self.assertIn("--record-max-size: 'x' is not a size such as 16MB", done.stderr)
 
     def test_without_record_the_api_says_how_to_record(self) -> None:
-        api = free_port()
-        proxy = Twistd(["echoapp-proxy", "--api", f"tcp:{api}:interface=127.0.0.1"])
+        proxy, api = twistd_on_a_free_port(["echoapp-proxy", "--api", "tcp:{port}:interface=127.0.0.1"])
         self.addCleanup(proxy.stop)
         from tests.proxy.test_api import call
 
