@@ -160,13 +160,29 @@ class SessionTests(SynchronousTestCase):
 
 
 class StoppedPortTests(SynchronousTestCase):
-    def assert_the_heir_keeps_its_datagram(self, number: int, wake_up: Any) -> None:
-        """A socket that gets descriptor C{number} next has a datagram queued; C{wake_up} leaves it there."""
+    def stopped_port(self) -> tuple[UDPProxy, int]:
+        """A proxy on Twisted's UDP port, started and stopped (its socket closed), and its old number."""
+        from twisted.internet import udp
+
+        proxy = UDPProxy(("127.0.0.1", 9), ProxyFaults(seed=1), MemoryReactorClock())
+        port = udp.Port(0, proxy, interface="127.0.0.1", reactor=proxy.clock)
+        port.startListening()
+        number = port.fileno()
+        port.connectionLost()
+        return proxy, number
+
+    def heir(self, number: int) -> socket.socket:
+        """The socket that got descriptor C{number} next."""
         heir = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(heir.close)
         heir.bind(("127.0.0.1", 0))
         if heir.fileno() != number:
             self.skipTest("the descriptor number went elsewhere")
+        return heir
+
+    def assert_the_heir_keeps_its_datagram(self, number: int, wake_up: Any) -> None:
+        """A socket that gets descriptor C{number} next has a datagram queued; C{wake_up} leaves it there."""
+        heir = self.heir(number)
         heir.sendto(b"for the heir", heir.getsockname())
         select.select([heir], [], [], DEADLINE)
         wake_up()
@@ -179,16 +195,22 @@ class StoppedPortTests(SynchronousTestCase):
         queued reads nothing, where reading on by the old number would take
         the datagrams of whatever socket got that number next.
         """
-        from twisted.internet import udp
-
-        clock = MemoryReactorClock()
-        proxy = UDPProxy(("127.0.0.1", 9), ProxyFaults(seed=1), clock)
-        port = udp.Port(0, proxy, interface="127.0.0.1", reactor=clock)
-        port.startListening()
-        number = port.fileno()
-        port.connectionLost()
+        proxy, number = self.stopped_port()
         self.assert_the_heir_keeps_its_datagram(number, proxy.read_ready)
         self.assertEqual(proxy.sessions, {})
+
+    def test_a_stopped_port_sends_nothing_by_its_old_descriptor_number(self) -> None:
+        """A late answer for a client after the port stopped never leaves by another socket's number."""
+        proxy, number = self.stopped_port()
+        self.heir(number)
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(client.close)
+        client.bind(("127.0.0.1", 0))
+        try:
+            proxy.sendto(b"late answer", client.getsockname())
+        except Exception:
+            pass  # the stopped port's own transport refuses it: what matters is that nothing left
+        self.assertEqual(select.select([client], [], [], 0.2)[0], [], "sent through the heir's socket")
 
     def test_a_closed_session_reads_nothing_not_even_its_old_descriptor_number(self) -> None:
         clock = MemoryReactorClock()
