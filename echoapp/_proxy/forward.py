@@ -128,6 +128,10 @@ class ServerSide(HoldsDescriptor, ClosesWithGrace, Protocol):
         self.client.upstream_lost(_clean(reason))
 
 
+class _UpstreamSlot(HoldsDescriptor):
+    """A client's upstream descriptor, from its admission until its upstream side holds it (or fails)."""
+
+
 class _UpstreamFactory(Factory):
     noisy = False
 
@@ -156,10 +160,16 @@ class ClientSide(GuardedProtocol):
     _gone = False
 
     passed: frozenset[int] = frozenset()  # the proxies this connection's bytes have passed
+    _upstream_fd: HoldsDescriptor = HoldsDescriptor()  # its upstream's descriptor (made at admission)
     _arrived: Ends | None = None  # while connected (L{ARRIVED})
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # The upstream's descriptor counts from admission, not from when it
+        # connects: an accept batch admitted its clients before any upstream
+        # was counted, and past the ceiling accept() met EMFILE.
+        self._upstream_fd = _UpstreamSlot()
+        self._upstream_fd.hold_descriptor()
         self._early: list[bytes] = []
         self.passed = frozenset({id(self.factory)})
         self._arrived = arrived = ends(self.transport.getPeer(), self.transport.getHost())
@@ -210,6 +220,7 @@ class ClientSide(GuardedProtocol):
         return True
 
     def _upstream_failed(self, failure: Failure) -> None:
+        self._upstream_fd.release_descriptor()
         self._connecting = None
         if not self._gone:
             self.closing_because("upstream unreachable")
@@ -221,6 +232,7 @@ class ClientSide(GuardedProtocol):
         client left meanwhile).
         """
         self._connecting = None
+        self._upstream_fd.release_descriptor()  # the upstream's side holds it now
         if self._gone:
             upstream.transport.abortConnection()
             return
@@ -314,6 +326,7 @@ class ClientSide(GuardedProtocol):
         super().connectionLost(reason)
         if self._connecting is not None:
             self._connecting.cancel()
+        self._upstream_fd.release_descriptor()
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None

@@ -443,6 +443,29 @@ class UpstreamCloseTests(TestCase):
         await wait_until(lambda: held.state() != 1, "the proxy's side of it gone (an RST: it never drained)")
 
 
+def arrive(proxy: ProxyFactory, peer: int, host: int) -> StringTransport:
+    """A client from port C{peer} accepted on port C{host} (a fake transport)."""
+    protocol = proxy.buildProtocol(IPv4Address("TCP", "127.0.0.1", peer))
+    transport = StringTransport(
+        hostAddress=IPv4Address("TCP", "127.0.0.1", host),
+        peerAddress=IPv4Address("TCP", "127.0.0.1", peer),
+    )
+    protocol.makeConnection(transport)
+    return transport
+
+
+def upstream_connects(memory: MemoryReactorClock, index: int, local: int, remote: int) -> None:
+    """The C{index}th upstream attempt on C{memory} connects, from port C{local} to C{remote}."""
+    connecting = memory.tcpClients[index][2]
+    upstream = connecting.buildProtocol(IPv4Address("TCP", "127.0.0.1", remote))
+    upstream.makeConnection(
+        StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", local),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", remote),
+        )
+    )
+
+
 class LoopTellingTests(SynchronousTestCase):
     """
     A forwarding loop is told by both ends of the proxy's upstream
@@ -452,31 +475,12 @@ class LoopTellingTests(SynchronousTestCase):
     as loops.
     """
 
-    def arrive(self, proxy: ProxyFactory, peer: int, host: int) -> StringTransport:
-        protocol = proxy.buildProtocol(IPv4Address("TCP", "127.0.0.1", peer))
-        transport = StringTransport(
-            hostAddress=IPv4Address("TCP", "127.0.0.1", host),
-            peerAddress=IPv4Address("TCP", "127.0.0.1", peer),
-        )
-        protocol.makeConnection(transport)
-        return transport
-
-    def upstream_connects(self, memory: MemoryReactorClock, index: int, local: int, remote: int) -> None:
-        connecting = memory.tcpClients[index][2]
-        upstream = connecting.buildProtocol(IPv4Address("TCP", "127.0.0.1", remote))
-        upstream.makeConnection(
-            StringTransport(
-                hostAddress=IPv4Address("TCP", "127.0.0.1", local),
-                peerAddress=IPv4Address("TCP", "127.0.0.1", remote),
-            )
-        )
-
     def test_a_client_on_an_upstream_connections_port_number_is_served(self) -> None:
         memory = MemoryReactorClock()
         proxy = ProxyFactory(TCPUpstream(memory, "127.0.0.1", 7000), clock=memory)
-        self.arrive(proxy, 40000, 6000)
-        self.upstream_connects(memory, 0, 50000, 7000)
-        second = self.arrive(proxy, 50000, 6000)  # port 50000 again, to the proxy, not to 7000
+        arrive(proxy, 40000, 6000)
+        upstream_connects(memory, 0, 50000, 7000)
+        second = arrive(proxy, 50000, 6000)  # port 50000 again, to the proxy, not to 7000
         self.assertFalse(second.disconnecting, "served, not cut as a loop")
         self.assertEqual(len(memory.tcpClients), 2, "its own upstream connection asked for")
 
@@ -488,20 +492,69 @@ class LoopTellingTests(SynchronousTestCase):
         """
         memory = MemoryReactorClock()
         proxy = ProxyFactory(TCPUpstream(memory, "127.0.0.1", 6000), clock=memory)  # pointed at itself
-        self.arrive(proxy, 40000, 6000)
-        back = self.arrive(proxy, 50000, 6000)
+        arrive(proxy, 40000, 6000)
+        back = arrive(proxy, 50000, 6000)
         self.assertFalse(back.disconnecting, "nothing known of it yet")
-        self.upstream_connects(memory, 0, 50000, 6000)
+        upstream_connects(memory, 0, 50000, 6000)
         self.assertTrue(back.disconnecting, "its maker connected: it is that connection, come back")
 
     def test_the_proxys_own_upstream_connection_come_back_is_cut(self) -> None:
         memory = MemoryReactorClock()
         proxy = ProxyFactory(TCPUpstream(memory, "127.0.0.1", 6000), clock=memory)  # pointed at itself
-        self.arrive(proxy, 40000, 6000)
-        self.upstream_connects(memory, 0, 50000, 6000)
-        back = self.arrive(proxy, 50000, 6000)
+        arrive(proxy, 40000, 6000)
+        upstream_connects(memory, 0, 50000, 6000)
+        back = arrive(proxy, 50000, 6000)
         self.assertTrue(back.disconnecting, "its own upstream connection, arriving: cut")
         self.assertEqual(len(memory.tcpClients), 1, "no upstream asked for it")
+
+
+class UpstreamDescriptorTests(SynchronousTestCase):
+    """
+    A proxied client's upstream descriptor counts against the ceiling from
+    its admission, not from when its upstream connects: an accept batch
+    admitted its clients before any upstream was counted, and past the
+    ceiling C{accept()} met C{EMFILE} (Twisted then logs a line per socket
+    it closes; under ulimit -n 200 and a burst, 51 lines).
+    """
+
+    def setUp(self) -> None:
+        self.memory = MemoryReactorClock()
+        self.proxy = ProxyFactory(TCPUpstream(self.memory, "127.0.0.1", 7000), clock=self.memory)
+        self.before = DESCRIPTORS.open
+
+    def held(self) -> int:
+        return DESCRIPTORS.open - self.before
+
+    def test_two_from_admission_to_the_close(self) -> None:
+        client = arrive(self.proxy, 40000, 6000)
+        self.assertEqual(self.held(), 2, "the client's and its upstream's, while it connects")
+        upstream_connects(self.memory, 0, 50000, 7000)
+        self.assertEqual(self.held(), 2, "the upstream's side holds its own now")
+        client.loseConnection()
+        [protocol] = list(self.proxy.connections.live)
+        protocol.connectionLost(None)
+        self.assertEqual(self.held(), 1, "the upstream's, until it closes too")
+
+    def test_given_back_when_the_upstream_fails_or_the_client_leaves_first(self) -> None:
+        arrive(self.proxy, 40000, 6000)
+        connector = self.memory.connectors[0]
+        self.memory.tcpClients[0][2].clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        [refused] = list(self.proxy.connections.live)
+        self.assertEqual(self.held(), 1, "the attempt's descriptor given back as it fails")
+        refused.connectionLost(None)
+        self.assertEqual(self.held(), 0)
+        arrive(self.proxy, 40001, 6000)
+        [leaving] = list(self.proxy.connections.live)
+        leaving.connectionLost(None)
+        self.assertEqual(self.held(), 0, "the client left while its upstream connected")
+
+    def test_a_ceiling_of_two_admits_one_proxied_client(self) -> None:
+        self.patch(DESCRIPTORS, "ceiling", DESCRIPTORS.open + 2)
+        first = arrive(self.proxy, 40000, 6000)
+        second = arrive(self.proxy, 40001, 6000)
+        self.assertFalse(first.disconnecting)
+        self.assertTrue(second.value().startswith(b"ERROR: "), second.value())
+        self.assertEqual(len(self.memory.tcpClients), 1, "no upstream asked for the refused one")
 
 
 class StoppedTests(TestCase):
