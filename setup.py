@@ -1,6 +1,6 @@
 """
 The one thing setup.cfg cannot say: echoapp's optional C accelerator for
-UDP (recvmmsg, echoapp/_transports/_mmsg.c).  It is built where a
+UDP (recvmmsg, echoapp/_mmsg.c).  It is built where a
 C compiler and Python's headers are, and skipped, with a warning, where
 not (or where ECHOAPP_NO_ACCELERATOR is set): echoapp then reads
 datagrams one system call each, in Python, with the same behaviour.
@@ -10,5 +10,5 @@ import os
 
 from setuptools import Extension, setup
 
-accelerator = Extension("echoapp._transports._mmsg", ["echoapp/_transports/_mmsg.c"], optional=True)
+accelerator = Extension("echoapp._mmsg", ["echoapp/_mmsg.c"], optional=True)
 setup(ext_modules=[] if os.environ.get("ECHOAPP_NO_ACCELERATOR") else [accelerator])

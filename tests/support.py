@@ -587,7 +587,7 @@ def udp_accelerator() -> Any:
     if _built_accelerator:
         return _built_accelerator[0]
     try:
-        from echoapp._transports import _mmsg as built
+        from echoapp import _mmsg as built
     except ImportError:
         built = None
     if built is None and os.path.exists(in_checkout("setup.py")):
@@ -597,9 +597,9 @@ def udp_accelerator() -> Any:
             [sys.executable, "setup.py", "-q", "build_ext", "--build-lib", out, "--build-temp", f"{out}/tmp"],
             cwd=CHECKOUT, env=env, capture_output=True, timeout=120, check=False,
         )  # fmt: skip
-        path = os.path.join(out, "echoapp", "_transports", "_mmsg" + sysconfig.get_config_var("EXT_SUFFIX"))
+        path = os.path.join(out, "echoapp", "_mmsg" + sysconfig.get_config_var("EXT_SUFFIX"))
         if os.path.exists(path):
-            spec = importlib.util.spec_from_file_location("echoapp._transports._mmsg", path)
+            spec = importlib.util.spec_from_file_location("echoapp._mmsg", path)
             assert spec is not None and spec.loader is not None
             built = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(built)

@@ -53,6 +53,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "echoapp",
             "echoapp._process",
+            "echoapp._accelerator",
+            "echoapp._mmsg",
             "echoapp._starting",
             "echoapp._twisted",
             "echoapp._twisted.",

@@ -35,7 +35,8 @@ in a row; and per packet only the time, the sequence and
 acknowledgement numbers and the TCP checksum are packed, at the offsets
 dpkt's own header and block definitions give, with two C{struct} calls
 (the block's fields are in the machine's byte order, the packet's in
-the network's).  The checksums are computed, not left zero (Wireshark
+the network's), or in one call of echoapp's optional C accelerator,
+which makes the same bytes (L{DataHeaders.block}).  The checksums are computed, not left zero (Wireshark
 does not check them by default, but a user who turns checking on should
 not see every packet flagged): a one's-complement sum is the remainder
 modulo 0xFFFF of the number the bytes spell, so a payload's share is

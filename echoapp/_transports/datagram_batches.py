@@ -1,11 +1,11 @@
 """
 A UDP socket's ready datagrams read in batches: one system call per batch
 (Linux's C{recvmmsg}) where echoapp's optional C accelerator was built
-(C{_mmsg.c}, at install, where there is a C compiler), one C{recvfrom} per
+(C{echoapp/_mmsg.c}, at install, where there is a C compiler), one C{recvfrom} per
 datagram where not.
 
 The standard library does not offer C{recvmmsg}; the one package on PyPI
-that does is not kept up.  So the accelerator is small (four functions),
+that does is not kept up.  So the accelerator is small (five functions),
 optional (C{setup.py} skips it, with a warning, wherever it does not build,
 or where C{ECHOAPP_NO_ACCELERATOR} is set), and has a Python twin,
 L{SocketBatches}, which is also the contract both keep and the tests check
@@ -29,20 +29,29 @@ and send it without the socket module's address parsing
 The UDP proxy asks two more things, with the same twin rule: C{send_to},
 a datagram sent as it is (the socket's C{sendto}), and L{reader}, a
 connected session socket's next datagram, L{None} when nothing is ready.
+The wire record's capture asks one more (C{pack_data}, in
+C{echoapp._record.packets}, whose Python twin is there).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
-from functools import cache, partial
+from functools import partial
 from types import ModuleType
 from typing import Any
 
-# Set (to anything) to use the Python twin even where the accelerator is
-# built; also what setup.py reads to skip building it.
-ACCELERATOR_OFF = "ECHOAPP_NO_ACCELERATOR"
+from echoapp._accelerator import ACCELERATOR_OFF, accelerator
+
+__all__ = [
+    "ACCELERATOR_OFF",
+    "BATCH",
+    "AcceleratedBatches",
+    "SocketBatches",
+    "accelerator",
+    "batches",
+    "reader",
+]
 
 # Datagrams per system call, the accelerator's most: enough to make a
 # call's own cost small per datagram; its receive buffers (this many of the
@@ -118,21 +127,6 @@ class AcceleratedBatches:
         address parsing: 5-12% of the CPU per datagram in A/B runs.
         """
         return partial(self._mmsg.send_reply, self._fd, self._family, prefix, suffix)
-
-
-@cache
-def accelerator() -> ModuleType | None:
-    """
-    The C accelerator, imported on first use (a small module); C{None}
-    where it was not built, or is turned off (L{ACCELERATOR_OFF}).
-    """
-    if os.environ.get(ACCELERATOR_OFF):
-        return None
-    try:
-        from echoapp._transports import _mmsg
-    except ImportError:
-        return None
-    return _mmsg
 
 
 def reader(sock: Any, size: int, mmsg: ModuleType | None = None) -> Callable[[], bytes | None]:

@@ -9,12 +9,15 @@ when the size changes).
 from __future__ import annotations
 
 import ipaddress
+import random
 import sys
+from typing import Any
 
 import dpkt
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._record.packets import ACK, PSH, Blocks, DataHeaders
+from tests.support import udp_accelerator
 
 SIZES = [64, 64, 3, 64, 0, 1, 1500, 1500, 2, 64]  # sizes again, odd and even, and none
 AT = 1_700_000_000.123456
@@ -40,12 +43,23 @@ def by_dpkt(
     return data, bytes(block)
 
 
+def packers() -> list[Any]:
+    """Python's packing, and the C accelerator's where it is built."""
+    mmsg = udp_accelerator()
+    return [None] + ([mmsg.pack_data] if mmsg is not None else [])
+
+
 class DataBlockTests(SynchronousTestCase):
     def test_each_block_is_dpkts_own(self) -> None:
-        for six, host, peer in ((False, "127.0.0.1", "127.0.0.2"), (True, "::1", "fe80::1")):
+        for six, host, peer, pack in (
+            (six, host, peer, pack)
+            for six, host, peer in ((False, "127.0.0.1", "127.0.0.2"), (True, "::1", "fe80::1"))
+            for pack in packers()
+        ):
             source, destination = ipaddress.ip_address(peer).packed, ipaddress.ip_address(host).packed
             addresses = {"client": (source, 51234), "server": (destination, 40011)}
             side = DataHeaders(dpkt, Blocks(dpkt), addresses, six, "client")
+            side.pack = pack
             seq, ack = 0xFFFFFF00, 5000  # the sequence number wraps on the way
             for size in SIZES:
                 payload = bytes((size * 7 + i) % 256 for i in range(size))
@@ -57,3 +71,30 @@ class DataBlockTests(SynchronousTestCase):
                 headers = side.header(seq & 0xFFFFFFFF, ack, payload)  # a packet held back, made whole later
                 self.assertEqual(headers + payload, packet, (six, size))
                 seq += size
+
+    def test_the_accelerators_blocks_are_pythons(self) -> None:
+        """Random sizes, times (half microseconds too), numbers near the 32-bit wrap; IPv4 and IPv6."""
+        if len(packers()) < 2:
+            self.skipTest("echoapp's C accelerator is not built here")
+        rng = random.Random(29)
+        for six in (False, True):
+            source, destination = (
+                bytes(rng.randrange(256) for _ in range(16 if six else 4)) for _ in range(2)
+            )
+            addresses = {
+                "client": (source, rng.randrange(65536)),
+                "server": (destination, rng.randrange(65536)),
+            }
+            side = DataHeaders(dpkt, Blocks(dpkt), addresses, six, "server")
+            for _ in range(300):
+                size = rng.choice([0, 1, 2, 3, 63, 64, 1499, rng.randrange(32769)])
+                payload = rng.randbytes(size)
+                at = rng.choice([AT, 0.0, 1.5e-6, 2.5e-6, rng.uniform(0, 4e9)])
+                seq, ack = rng.choice([0, 0xFFFFFFFF, rng.randrange(1 << 32)]), rng.randrange(1 << 32)
+                made: list[list[bytes]] = []
+                for pack in packers():
+                    side.pack = pack
+                    pieces: list[bytes] = []
+                    side.block(pieces, at, seq, ack, payload)
+                    made.append(pieces)
+                self.assertEqual(b"".join(made[0]), b"".join(made[1]), (six, size, at, seq, ack))

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import select
 import socket
-import sys
 import time
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp._transports import datagram_batches
 from echoapp._transports.datagram_batches import (
     BATCH,
     AcceleratedBatches,
@@ -388,15 +385,6 @@ class SelectionTests(SynchronousTestCase):
             self.assertIsInstance(batches(udp), AcceleratedBatches)
             self.assertIsInstance(batches(tcp, mmsg), SocketBatches)
             self.assertIsInstance(batches(_FakeSocket(), mmsg), SocketBatches)
-
-    def test_turned_off_by_the_environment(self) -> None:
-        find = datagram_batches.accelerator.__wrapped__
-        mmsg = use_udp_accelerator(self, True)
-        self.patch(sys, "modules", {**sys.modules, "echoapp._transports._mmsg": mmsg})
-        self.patch(os, "environ", {})
-        self.assertIs(find(), mmsg)
-        self.patch(os, "environ", {datagram_batches.ACCELERATOR_OFF: "1"})
-        self.assertIsNone(find())
 
 
 class PythonTwinTests(SynchronousTestCase):

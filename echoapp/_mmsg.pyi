@@ -9,3 +9,16 @@ def send_reply(
 ) -> int: ...
 def recv_one(fd: int, max_size: int, /) -> bytes | None: ...
 def send_to(fd: int, family: int, datagram: bytes, address: Any, /) -> int: ...
+def pack_data(
+    first: bytes,
+    second: bytes,
+    gap0: bytes,
+    gap1: bytes,
+    trailer: bytes,
+    base: int,
+    at: float,
+    seq: int,
+    ack: int,
+    payload: bytes,
+    /,
+) -> bytes: ...
