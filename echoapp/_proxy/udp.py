@@ -38,11 +38,13 @@ from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyData
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._peers import PeerKeys
+from echoapp._protocols.udp import FIRST_UNPRIVILEGED_PORT
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.errors import Invalid
 from echoapp._proxy.loops import check_udp_loop, loops_to_itself
 from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
+from echoapp._proxy.sockets import session_socket
 from echoapp._proxy.toxics import ProxyFaults
 from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches, batches, reader
 from echoapp._transports.endpoints import UDPListen
@@ -194,19 +196,6 @@ def _closed() -> None:
     return None
 
 
-def session_socket(upstream: tuple[str, int]) -> socket.socket:
-    """A non-blocking datagram socket connected to C{upstream} (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.connect(upstream)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class UDPProxy(DatagramProtocol):
     """The client-facing port of a UDP proxy to C{upstream} (C{(host, port)}, a literal IP address)."""
 
@@ -234,6 +223,7 @@ class UDPProxy(DatagramProtocol):
         self._drops = ThrottledLog("UDP proxy dropped {count} datagrams ({reasons})")
         self.key = PeerKeys()
         self.failures = 0
+        self.own_port = -1  # the port it listens on, once it does
 
     def startProtocol(self) -> None:
         """
@@ -245,6 +235,8 @@ class UDPProxy(DatagramProtocol):
         self.per_source = TokenBuckets(SESSION_RATE, SESSION_BURST, MAX_SESSIONS * 4, now)
         self.everyone = TokenBucket(SESSIONS_RATE, SESSIONS_BURST, now)
         transport = self.transport
+        host = getattr(transport, "getHost", None)
+        self.own_port = getattr(host(), "port", -1) if host is not None else -1
         self.sendto: Callable[[bytes, Any], object] = self._send_to_client
         if isinstance(transport, udp.Port) or (
             isinstance(transport, NativeDatagramPort) and transport.read_directly
@@ -350,6 +342,13 @@ class UDPProxy(DatagramProtocol):
 
     def _open(self, client: tuple[str, int], now: float) -> Session | None:
         """A new session for C{client}, unless a guard or the descriptors say no (then it is dropped)."""
+        if client[1] < FIRST_UNPRIVILEGED_PORT or client[1] == self.own_port:
+            # As the UDP greeter: a system service's port (echo 7, chargen
+            # 19, ...) answering what the upstream sends back makes a loop
+            # that never ends; and a datagram forged from this very port
+            # would come round through the proxy for good.
+            self._drop("port")
+            return None
         via = OWN_SOCKETS.get(client)
         if via is None and client[0].startswith("::ffff:"):
             via = OWN_SOCKETS.get((client[0][7:], client[1]))

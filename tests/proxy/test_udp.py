@@ -85,9 +85,9 @@ class SessionTests(SynchronousTestCase):
 
     def test_one_upstream_socket_per_source_bounded_in_number(self) -> None:
         for source in range(3):
-            self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000 + source))
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1002))
-        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1001), ("10.0.0.1", 1002)])
+            self.proxy.datagramReceived(b"q", ("10.0.0.1", 41000 + source))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41002))
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 41001), ("10.0.0.1", 41002)])
         self.assertEqual(len(self.opened), 3, "one socket each")
         self.assertEqual(self.opened[0].fileno(), -1, "the oldest was closed to make room")
         self.assertEqual(len(self.clock.readers), 2, "the open sessions' sockets are read")
@@ -96,13 +96,13 @@ class SessionTests(SynchronousTestCase):
         self.patch(DESCRIPTORS, "open", 0)
         self.patch(DESCRIPTORS, "ceiling", 1)
         self.patch(DESCRIPTORS, "limit", lambda: 1)
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41000))
         self.assertEqual(DESCRIPTORS.open, 1, "the session's socket is held")
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1001))
-        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1001)], "the oldest went to make room")
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41001))
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 41001)], "the oldest went to make room")
         self.assertEqual(DESCRIPTORS.open, 1)
         DESCRIPTORS.open += 1  # a TCP client takes the last one
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1002))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41002))
         self.assertEqual(list(self.proxy.sessions), [], "no socket for a new source: dropped")
         self.proxy.stopProtocol()
         self.assertEqual(DESCRIPTORS.open, 1, "every session's descriptor given back")
@@ -112,16 +112,16 @@ class SessionTests(SynchronousTestCase):
             raise OSError(24, "Too many open files")
 
         self.patch(udp_module, "session_socket", no_socket)
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41000))
         self.assertEqual(self.proxy.sessions, {})
         self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_quiet_sessions_are_closed(self) -> None:
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41000))
         self.clock.advance(5)
-        self.proxy.datagramReceived(b"q", ("10.0.0.2", 1000))
+        self.proxy.datagramReceived(b"q", ("10.0.0.2", 41000))
         self.clock.advance(6)
-        self.assertEqual(list(self.proxy.sessions), [("10.0.0.2", 1000)])
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.2", 41000)])
         self.clock.advance(10)
         self.assertEqual(self.proxy.sessions, {})
         self.proxy.stopProtocol()
@@ -136,7 +136,7 @@ class SessionTests(SynchronousTestCase):
             self.proxy.datagramReceived(b"q", ("10.0.0.1", port))
         self.assertEqual(len(self.opened), burst, "one address: a burst of sessions, then none")
         self.clock.advance(1.0)
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 9))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 40009))
         self.assertEqual(len(self.opened), burst + 1, "the bucket refills")
         total = int(udp_module.SESSIONS_BURST)
         for host in range(total + 10):
@@ -147,16 +147,70 @@ class SessionTests(SynchronousTestCase):
 
     def test_a_datagram_from_our_own_session_socket_is_dropped(self) -> None:
         """A proxy pointed at itself, or at a proxy of this process pointed back: the first hop ends it."""
-        self.proxy.datagramReceived(b"q", ("10.0.0.1", 1000))
+        self.proxy.datagramReceived(b"q", ("10.0.0.1", 41000))
         [session] = self.proxy.sessions.values()
         self.proxy.datagramReceived(b"q", session.local)
         host, port = session.local
         self.proxy.datagramReceived(b"q", ("::ffff:" + host, port))
-        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 1000)])
+        self.assertEqual(list(self.proxy.sessions), [("10.0.0.1", 41000)])
         self.assertEqual(len(self.opened), 1)
         self.proxy.end(session)
         self.proxy.datagramReceived(b"q", session.local)
         self.assertEqual(len(self.opened), 2, "a closed session's address is anyone's again")
+
+
+class SourceGuardTests(SynchronousTestCase):
+    """
+    As the UDP greeter answers no system service's port nor its own, the
+    proxy opens no session for them: a client on the echo port (7) behind
+    an echo upstream bounced each datagram for ever, and one forged from
+    the proxy's own address came round through it for good.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet import udp
+
+        self.proxy = UDPProxy(("127.0.0.1", 9), ProxyFaults(seed=1), MemoryReactorClock())
+        self.port = udp.Port(0, self.proxy, interface="127.0.0.1", reactor=self.proxy.clock)
+        self.port.startListening()
+        self.addCleanup(self.port.connectionLost)
+
+    def test_no_session_for_a_privileged_port_nor_its_own(self) -> None:
+        own = self.port.getHost().port
+        for source in (
+            ("127.0.0.1", 7),
+            ("127.0.0.1", 0),
+            ("127.0.0.1", 1023),
+            ("127.0.0.1", own),
+            ("10.1.1.1", own),
+        ):
+            self.proxy.datagramReceived(b"q", source)
+        self.assertEqual(self.proxy.sessions, {})
+        self.proxy.datagramReceived(b"q", ("127.0.0.1", 1024))
+        self.assertEqual(list(self.proxy.sessions), [("127.0.0.1", 1024)])
+
+    def test_a_session_socket_is_never_connected_to_itself(self) -> None:
+        """The kernel gave a session the upstream's own port (the upstream down): made again."""
+        from echoapp._proxy import sockets
+
+        made: list[Any] = []
+        real = socket.socket
+
+        class FirstIsItself(real):  # type: ignore[misc, valid-type]
+            def getsockname(self) -> Any:
+                return ("127.0.0.1", 40999) if len(made) == 1 else super().getsockname()
+
+        def making(*args: Any) -> Any:
+            sock = FirstIsItself(*args)
+            made.append(sock)
+            return sock
+
+        self.patch(sockets.socket, "socket", making)
+        sock = sockets.session_socket(("127.0.0.1", 40999))
+        self.addCleanup(sock.close)
+        self.assertEqual(len(made), 2)
+        self.assertEqual(made[0].fileno(), -1, "the one connected to itself is closed")
+        self.assertIs(sock, made[1])
 
 
 class StoppedPortTests(SynchronousTestCase):
@@ -234,10 +288,10 @@ class RefusedTests(SynchronousTestCase):
         proxy = UDPProxy(upstream, ProxyFaults(seed=1), MemoryReactorClock())
         proxy.makeConnection(FakeDatagramTransport())
         self.addCleanup(proxy.stopProtocol)
-        proxy.datagramReceived(b"one", ("10.0.0.1", 1000))
+        proxy.datagramReceived(b"one", ("10.0.0.1", 41000))
         [first] = proxy.sessions.values()
         select.select([first.socket], [], [], DEADLINE)  # the ICMP error has come back
-        proxy.datagramReceived(b"two", ("10.0.0.1", 1000))
+        proxy.datagramReceived(b"two", ("10.0.0.1", 41000))
         [second] = proxy.sessions.values()
         self.assertIsNot(second, first)
         self.assertEqual(first.socket.fileno(), -1, "the refused session is closed")
