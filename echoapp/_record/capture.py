@@ -300,6 +300,10 @@ class CaptureFile:
                 if len(self._datagram_wires) >= MAX_SOURCES:  # bounded: the oldest source is made again
                     del self._datagram_wires[next(iter(self._datagram_wires))]
                 wire = self._datagram_wires[record.number] = Wire(record)
+            room = 65535 - 8 - (0 if wire.six else 20)  # what a synthetic packet of the wire's IP holds
+            if len(data) > room:  # a datagram over IPv6 drawn over IPv4 (a proxy between the two)
+                comments = [*comments, f"{len(data)} bytes, cut to the {room} an IPv4 packet holds"]
+                data = data[:room]
             dpkt = self._dpkt
             datagram = dpkt.udp.UDP(
                 sport=wire.addresses[sender][1], dport=wire.addresses[OTHER[sender]][1], data=data

@@ -91,6 +91,28 @@ class CaptureTests(SynchronousTestCase):
         self.assertIn("::1", flags)
         self.assertIn("R", flags.splitlines()[-1])
 
+    def test_a_datagram_too_large_for_the_drawn_packet_is_cut_with_a_note(self) -> None:
+        """
+        An IPv4 client of a UDP proxy to an IPv6 upstream: the upstream's
+        largest answers (65,527 bytes) are drawn over IPv4, which holds
+        65,507; each was a traceback out of the proxy's read.
+        """
+        path = os.path.join(temporary(self), "cut.pcapng")
+        clock = Clock()
+        capture = CaptureFile(path)
+        capture.open()
+        recorder = Recorder(clock, sink=capture)
+        record = recorder.open("udp", "proxy", ("127.0.0.1", 40000), ("::1", 9000))
+        record.data(SERVER, b"z" * 65_508)
+        record.data(SERVER, b"fits")
+        recorder.settle()
+        capture.close()
+        lengths = tshark_output("-r", path, "-T", "fields", "-e", "udp.length", "-e", "frame.comment")
+        self.assertEqual(
+            [line.split("\t") for line in lengths.splitlines()],
+            [["65515", "65508 bytes, cut to the 65507 an IPv4 packet holds"], ["12", ""]],
+        )
+
     def test_rotation_keeps_each_file_whole(self) -> None:
         """Past the size the file rotates; the new one shakes hands again, so it reassembles alone."""
         directory = temporary(self)
