@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -45,17 +46,19 @@ class Recorder:
         self.journal: list[Entry] = []
         self.waiting = 0
         self._sink: Sink | None = None
+        # The sink's last failure, for its owner to report (L{_Guarded}).
+        self.sink_error: Exception | None = None
         self.sink = sink
 
     @property
     def sink(self) -> Sink | None:
-        """Where every event goes on to (the capture file), or L{None}."""
+        """Where every event goes on to (the capture file, behind L{_Guarded}), or L{None}."""
         return self._sink
 
     @sink.setter
     def sink(self, sink: Sink | None) -> None:
         self.settle()
-        self._sink = sink
+        self._sink = None if sink is None else _Guarded(sink, self)
 
     @property
     def records(self) -> deque[ConnectionRecord]:
@@ -158,3 +161,44 @@ class Recorder:
             self._used -= oldest.cost
             self._evicted += 1
             oldest.forget()
+
+
+class _Guarded:
+    """
+    The sink as the recording hands it events: a sink that fails (a full
+    disk, a rotation that cannot rename) never fails the connection whose
+    event it was writing (the journal is settled inside a read, a close
+    inside C{connectionLost}).  The failure is kept as the recorder's
+    C{sink_error} for the sink's owner to report, once
+    (L{echoapp._record.service.RecordService}); anything else asked of
+    the sink goes to it as it is.
+    """
+
+    def __init__(self, sink: Sink, recorder: Recorder) -> None:
+        self.sink = sink
+        self.recorder = recorder
+
+    def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return method(*args)
+        except Exception as error:
+            self.recorder.sink_error = error
+            return None
+
+    def opened(self, record: ConnectionRecord) -> None:
+        self._call(self.sink.opened, record)
+
+    def batch(self, entries: list[Entry], comments: dict[int, list[str]]) -> None:
+        self._call(self.sink.batch, entries, comments)
+
+    def closed(self, record: ConnectionRecord, side: str, how: str, comments: list[str]) -> None:
+        self._call(self.sink.closed, record, side, how, comments)
+
+    def ended(self, record: ConnectionRecord) -> None:
+        self._call(self.sink.ended, record)
+
+    def comment_last(self, record: ConnectionRecord, text: str) -> bool:
+        return bool(self._call(self.sink.comment_last, record, text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sink, name)

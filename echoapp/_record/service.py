@@ -53,8 +53,16 @@ class RecordService(StartsOnce):
         self._failing = False
 
     def flush(self) -> None:
-        """What waits in the journal goes to the file, and the file to the disk."""
-        self.recorder.settle()
+        """
+        What waits in the journal goes to the file, and the file to the
+        disk; a failure the recording met since (kept, not raised into a
+        connection) is raised here, where the timer reports it.
+        """
+        recorder = self.recorder
+        recorder.settle()
+        error, recorder.sink_error = recorder.sink_error, None
+        if error is not None:
+            raise error
         self.capture.flush()
 
     def _tick(self) -> None:

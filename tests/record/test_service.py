@@ -107,6 +107,32 @@ class FlushTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionDone()))
         self.service.stopService()
 
+    def test_a_failing_capture_never_fails_the_connection(self) -> None:
+        """
+        The journal is settled inside a read once enough waits, and a
+        connection's end flushes the file inside C{connectionLost}: a
+        capture that fails there (a full disk) raised into the connection,
+        so every client's read failed.  Now the connection goes on, and
+        the timer's flush reports the failure, once.
+        """
+        capture = self.service.capture
+        full = OSError(28, "No space left on device")
+
+        def failing(*args: Any) -> None:
+            raise full
+
+        self.patch(capture, "batch", failing)
+        self.patch(capture, "ended", failing)
+        self.protocol.dataReceived(b"x" * 70_000 + b"\r\n")  # past the journal's bound: settled now
+        self.assertEqual(self.recorder.sink_error, full)
+        self.clock.advance(FLUSH_EVERY)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1, "the timer says so")
+        self.protocol.dataReceived(b"y" * 70_000 + b"\r\n")
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(FLUSH_EVERY)
+        self.assertEqual(self.flushLoggedErrors(OSError), [], "once, while it fails")
+        self.service.stopService()
+
     def test_no_timer_outlives_the_service(self) -> None:
         """
         Stopped while the connection is open, the service waits for it; once
