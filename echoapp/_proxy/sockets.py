@@ -32,3 +32,8 @@ def session_socket(upstream: tuple[str, int]) -> socket.socket:
             return sock
         sock.close()
     raise OSError(errno.EADDRINUSE, f"every session socket to {upstream} was connected to itself")
+
+
+def closed_read() -> None:
+    """A closed session's read: nothing (its reader held the descriptor's number, maybe reused)."""
+    return None

@@ -25,7 +25,7 @@ a stream with no toxic skips the fault wrapper.
 from __future__ import annotations
 
 import socket
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +44,7 @@ from echoapp._proxy.errors import Invalid
 from echoapp._proxy.loops import check_udp_loop, loops_to_itself
 from echoapp._proxy.named import ProxyService
 from echoapp._proxy.schema import ProxySpec
-from echoapp._proxy.sockets import session_socket
+from echoapp._proxy.sockets import closed_read, session_socket
 from echoapp._proxy.toxics import ProxyFaults
 from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches, batches, reader
 from echoapp._transports.endpoints import UDPListen
@@ -69,6 +69,10 @@ SESSIONS_RATE, SESSIONS_BURST = 2000.0, 2048.0
 # port): a datagram from one of them is a proxy forwarding to a proxy of
 # this process, which is a loop when it reaches a proxy it has passed.
 OWN_SOCKETS: dict[tuple[str, int], Session] = {}
+# The ports this process's UDP proxies listen on (how many listen on each):
+# a datagram from one comes round through the proxies (forged, or a
+# proxy's answers to another proxy's port), as the greeter's own ports do.
+OWN_PORTS: Counter[int] = Counter()
 
 
 class _Side(FaultyDatagramProtocol):
@@ -186,14 +190,11 @@ class Session(HoldsDescriptor):
         if unwatch is not None:
             unwatch()
             OWN_SOCKETS.pop(self.local, None)
-        self.read = _closed  # a wake-up still queued reads nothing: the number may be another socket's now
+        self.read = (
+            closed_read  # a wake-up still queued reads nothing: the number may be another socket's now
+        )
         self.socket.close()
         self.release_descriptor()
-
-
-def _closed() -> None:
-    """A closed session's read: nothing (its reader held the descriptor's number)."""
-    return None
 
 
 class UDPProxy(DatagramProtocol):
@@ -218,7 +219,6 @@ class UDPProxy(DatagramProtocol):
         self.idle_timeout = idle_timeout
         self.sessions: OrderedDict[tuple[str, int], Session] = OrderedDict()
         self._sweep: IDelayedCall | None = None
-        self._socket: Any = None
         self._batches: SocketBatches | AcceleratedBatches | None = None
         self._drops = ThrottledLog("UDP proxy dropped {count} datagrams ({reasons})")
         self.key = PeerKeys()
@@ -237,12 +237,12 @@ class UDPProxy(DatagramProtocol):
         transport = self.transport
         host = getattr(transport, "getHost", None)
         self.own_port = getattr(host(), "port", -1) if host is not None else -1
+        OWN_PORTS[self.own_port] += 1
         self.sendto: Callable[[bytes, Any], object] = self._send_to_client
         if isinstance(transport, udp.Port) or (
             isinstance(transport, NativeDatagramPort) and transport.read_directly
         ):
-            self._socket = transport.getHandle()
-            self._batches = batches(self._socket)
+            self._batches = batches(transport.getHandle())
             self.sendto = self._batches.send_to
         if isinstance(transport, udp.Port) and transport.protocol is self:
             transport.doRead = self.read_ready  # type: ignore[method-assign]
@@ -342,11 +342,12 @@ class UDPProxy(DatagramProtocol):
 
     def _open(self, client: tuple[str, int], now: float) -> Session | None:
         """A new session for C{client}, unless a guard or the descriptors say no (then it is dropped)."""
-        if client[1] < FIRST_UNPRIVILEGED_PORT or client[1] == self.own_port:
+        if client[1] < FIRST_UNPRIVILEGED_PORT or client[1] in OWN_PORTS:
             # As the UDP greeter: a system service's port (echo 7, chargen
             # 19, ...) answering what the upstream sends back makes a loop
-            # that never ends; and a datagram forged from this very port
-            # would come round through the proxy for good.
+            # that never ends; and a datagram from a port a proxy of this
+            # process listens on (forged, or another proxy's answer) would
+            # come round through the proxies for good.
             self._drop("port")
             return None
         via = OWN_SOCKETS.get(client)
@@ -393,7 +394,10 @@ class UDPProxy(DatagramProtocol):
             self._sweep.cancel()
         self._sweep = None
         # No more reads nor sends by the descriptor's number: it may be reused.
-        self._socket = self._batches = None
+        self._batches = None
+        OWN_PORTS[self.own_port] -= 1
+        if OWN_PORTS[self.own_port] <= 0:
+            del OWN_PORTS[self.own_port]
         self.sendto = self._send_to_client
         for session in self.sessions.values():
             session.close()

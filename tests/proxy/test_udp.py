@@ -189,6 +189,23 @@ class SourceGuardTests(SynchronousTestCase):
         self.proxy.datagramReceived(b"q", ("127.0.0.1", 1024))
         self.assertEqual(list(self.proxy.sessions), [("127.0.0.1", 1024)])
 
+    def test_no_session_for_another_proxys_port_while_it_listens(self) -> None:
+        """
+        A second proxy of the process: answers sent to its port by the
+        first (or forged from it) would go round the two for good.
+        """
+        from twisted.internet import udp
+
+        other = UDPProxy(("127.0.0.1", 9), ProxyFaults(seed=1), MemoryReactorClock())
+        port = udp.Port(0, other, interface="127.0.0.1", reactor=other.clock)
+        port.startListening()
+        theirs = port.getHost().port
+        self.proxy.datagramReceived(b"q", ("127.0.0.1", theirs))
+        self.assertEqual(self.proxy.sessions, {})
+        port.connectionLost()
+        self.proxy.datagramReceived(b"q", ("127.0.0.1", theirs))
+        self.assertEqual(list(self.proxy.sessions), [("127.0.0.1", theirs)], "a port no proxy holds now")
+
     def test_a_session_socket_is_never_connected_to_itself(self) -> None:
         """The kernel gave a session the upstream's own port (the upstream down): made again."""
         from echoapp._proxy import sockets
