@@ -49,6 +49,26 @@ def host_of(host: str) -> str:
     return host
 
 
+def not_a_host(host: str) -> bool:
+    """
+    Whether C{host}, a datagram's source address, names no single host:
+    IPv4's "this network" (0.0.0.0/8), multicast, reserved and broadcast
+    (224.0.0.0 and up), IPv6's multicast (ff00::/8) and unspecified
+    (C{::}), IPv4-mapped alike.  Only a forged datagram comes from one
+    (RFC 1122 3.2.1.3 has a host discard it; Linux's martian filter does
+    on every interface but loopback), and an answer to it is a broadcast
+    or multicast one, or a send the kernel refuses: a UDP service drops
+    it unanswered.  Cheap (no parsing), for the first datagram of each
+    run from one source.
+    """
+    if ":" in host:
+        if not (host.startswith("::ffff:") and "." in host):
+            return host == "::" or host[:2].lower() == "ff"
+        host = host[7:]
+    first, dot, _ = host.partition(".")
+    return bool(dot) and first.isdigit() and (int(first) == 0 or int(first) >= 224)
+
+
 def peer_host(addr: IAddress | None) -> str:
     """
     The host of a connection's peer, as logs show it; UNIX peers are all

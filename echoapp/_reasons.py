@@ -30,7 +30,9 @@ TIMEOUTS = {
 
 # Why a datagram got no reply (the client is told nothing: it is UDP).
 # "buffer": uvloop's native transport holds over 1 MiB of replies already.
-DROPS = ("port", "rate", "size", "error", "buffer")
+# "source": from an address that is no host (multicast, broadcast, 0.0.0.0):
+# forged, and an answer would go to many hosts or be refused.
+DROPS = ("port", "source", "rate", "size", "error", "buffer")
 
 # The key a protocol's notice is asked for when the service stops.
 SHUTDOWN = "shutdown"

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -230,6 +231,26 @@ def udp_exchange(port: int, datagrams: Sequence[bytes], host: str = "127.0.0.1")
             sock.sendto(datagram, (host, port))
             replies.append(sock.recvfrom(70000)[0])
         return replies
+
+
+def forge_udp(test: SynchronousTestCase, source: str, port: int, payload: bytes) -> None:
+    """
+    A UDP datagram to 127.0.0.1:C{port} "from" C{source} (IPv4, any
+    address, port 40000), written whole through a raw socket: how a forged
+    source reaches a service.  Skips C{test} where raw sockets are not
+    allowed (not root).
+    """
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except PermissionError:
+        test.skipTest("raw sockets (to forge a source address) need root")
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload  # checksum 0: none
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, socket.IPPROTO_UDP, 0,
+        socket.inet_aton(source), socket.inet_aton("127.0.0.1"),
+    )  # fmt: skip
+    with raw:
+        raw.sendto(header + udp, ("127.0.0.1", 0))  # the kernel fills in the IP checksum
 
 
 def udp_replies(

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from echoapp import services
 from echoapp._limits.connections import Connections
 from echoapp._limits.guard import Refusal
-from echoapp._peers import PeerKeys, host_of, peer_host
+from echoapp._peers import PeerKeys, host_of, not_a_host, peer_host
 from echoapp._protocols.echo import EchoFactory
 from echoapp._protocols.udp import UDPGreeter
 from echoapp.config import TCPLimits, UDPLimits
@@ -38,6 +38,24 @@ class HostTests(SynchronousTestCase):
         self.assertEqual(peer_host(IPv4Address("TCP", "10.1.2.3", 5)), "10.1.2.3")
         self.assertEqual(peer_host(UNIXAddress(b"/x")), "local")
         self.assertEqual(peer_host(None), "local")
+
+
+class NotAHostTests(SynchronousTestCase):
+    """The source addresses no datagram of a real host comes from (a forged one does)."""
+
+    def test_broadcast_multicast_and_unspecified(self) -> None:
+        for host in (
+            "0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.250", "240.0.0.1", "255.255.255.255",
+            "::", "ff02::1", "FF05::1:3", "ff02::1%lo", "::ffff:224.0.0.251", "::ffff:0.0.0.0",
+        ):  # fmt: skip
+            self.assertTrue(not_a_host(host), host)
+
+    def test_hosts(self) -> None:
+        for host in (
+            "127.0.0.1", "1.0.0.1", "10.0.0.255", "223.255.255.255", "::1", "2001:db8::1",
+            "fe80::1%lo", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "fd00::ff",
+        ):  # fmt: skip
+            self.assertFalse(not_a_host(host), host)
 
 
 class PeerKeyTests(SynchronousTestCase):

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from echoapp._framing import split_terminator
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._metrics import UDPStats
-from echoapp._peers import PeerKeys
+from echoapp._peers import PeerKeys, not_a_host
 from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches, batches
 from echoapp._transports.native_udp import NativeDatagramPort
 from echoapp._twisted import global_reactor
@@ -205,6 +205,10 @@ class UDPGreeter(DatagramProtocol):
                         if host != source:
                             if source is not None:
                                 sources.put_back(source, tokens, now)
+                                source = None
+                            if not_a_host(addr[0]):  # forged: no bucket is taken out for it
+                                self._drop("source")
+                                continue
                             tokens = sources.take_out(host, now)
                             source = host
                         if tokens < 1.0:
@@ -297,6 +301,8 @@ class UDPGreeter(DatagramProtocol):
         host, port = addr[0], addr[1]
         if port < FIRST_UNPRIVILEGED_PORT or port in self.own_ports:
             return self._drop("port")
+        if not_a_host(host):
+            return self._drop("source")
         if ":" in host:  # IPv6: rate-limited per prefix, IPv4-mapped as IPv4
             host = self.key(host)
         if not self.sources.allow(host) or not self.everyone.allow():

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
-from echoapp._peers import PeerKeys
+from echoapp._peers import PeerKeys, not_a_host
 from echoapp._protocols.udp import FIRST_UNPRIVILEGED_PORT
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.errors import Invalid
@@ -342,13 +342,12 @@ class UDPProxy(DatagramProtocol):
 
     def _open(self, client: tuple[str, int], now: float) -> Session | None:
         """A new session for C{client}, unless a guard or the descriptors say no (then it is dropped)."""
-        if client[1] < FIRST_UNPRIVILEGED_PORT or client[1] in OWN_PORTS:
-            # As the UDP greeter: a system service's port (echo 7, chargen
-            # 19, ...) answering what the upstream sends back makes a loop
-            # that never ends; and a datagram from a port a proxy of this
-            # process listens on (forged, or another proxy's answer) would
-            # come round through the proxies for good.
-            self._drop("port")
+        # As the UDP greeter: a system service's port (echo 7, chargen 19)
+        # answering the upstream loops for ever, as would a port a proxy of
+        # this process listens on; a broadcast or multicast source is forged.
+        refused = "port" if client[1] < FIRST_UNPRIVILEGED_PORT or client[1] in OWN_PORTS else None
+        if refused or not_a_host(client[0]):
+            self._drop(refused or "source")
             return None
         via = OWN_SOCKETS.get(client)
         if via is None and client[0].startswith("::ffff:"):

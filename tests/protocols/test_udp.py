@@ -15,7 +15,7 @@ from echoapp._protocols.udp import MAX_DATAGRAM, READ_BATCH, UDPGreeter
 from echoapp._transports.datagram_batches import BATCH, AcceleratedBatches, SocketBatches
 from echoapp.config import UDPLimits
 from echoapp.template import ReplyTemplate
-from tests.support import RecordingUDPTransport, start, use_udp_accelerator, wait_until
+from tests.support import RecordingUDPTransport, forge_udp, start, use_udp_accelerator, wait_until
 
 
 def greeter(
@@ -93,6 +93,24 @@ class UDPGuardTests(SynchronousTestCase):
         self.assertEqual(protocol.stats.dropped["port"], 6)
         protocol.datagramReceived(b"fine", ("127.0.0.1", 1024))
         self.assertEqual(transport.written, [(b"Hello, fine!", ("127.0.0.1", 1024))])
+
+    def test_no_reply_to_a_source_that_is_no_host(self) -> None:
+        """
+        A datagram "from" a broadcast, multicast or unspecified address is
+        forged: its answer would go to many hosts (or be refused by the
+        kernel, a traceback in the log); it is dropped, counted as such,
+        and takes no source's bucket.
+        """
+        protocol, transport = greeter(limits=UDPLimits(max_sources=2))
+        forged = ["255.255.255.255", "224.0.0.1", "239.255.255.250", "0.0.0.0", "ff02::1", "::"]
+        forged.append("::ffff:224.0.0.251")
+        for host in forged:
+            protocol.datagramReceived(b"amplify", (host, 40000))
+        self.assertEqual(transport.written, [])
+        self.assertEqual(protocol.stats.dropped["source"], len(forged))
+        self.assertEqual(len(protocol.sources._buckets), 0)
+        protocol.datagramReceived(b"fine", ("223.255.255.254", 40000))
+        self.assertEqual(transport.written, [(b"Hello, fine!", ("223.255.255.254", 40000))])
 
     def test_listeners_of_one_service_share_their_ports(self) -> None:
         shared: set[int] = set()
@@ -402,6 +420,8 @@ class ReadReadyTests(SynchronousTestCase):
             "2001:db8::1",
             "2001:db8::2",
             "fe80::1",
+            "224.0.0.1",  # forged sources, dropped between the others' runs
+            "ff02::1",
         ]
         for trial in range(20):
             one_clock, batch_clock = Clock(), Clock()
@@ -656,6 +676,26 @@ class _GuardsOverLoopback:
         self.assertEqual((stats.answered, stats.bytes_in, stats.bytes_out), (6, 65513, 65513 + 6 * 8))
         ports = 2 if os.geteuid() == 0 else 1
         self.assertEqual({k: v for k, v in stats.dropped.items() if v}, {"rate": 3, "size": 1, "port": ports})
+
+    async def test_a_forged_source_that_is_no_host_gets_no_reply(self: Any) -> None:
+        """
+        Datagrams forged "from" the broadcast address (a reply to it is a
+        send the kernel refuses: it was a traceback in the log), a
+        multicast group (a reply to every member) and "this network"
+        (0.0.0.0/8; a raw socket's 0.0.0.0 itself is filled in) are dropped
+        unanswered, counted, and not logged one by one; a real client's
+        datagram after them is answered.
+        """
+        [port] = await self.serve(UDPLimits(), "udp:0:interface=127.0.0.1")
+        greeter, number = port.protocol, port.getHost().port
+        for source in ("255.255.255.255", "224.0.0.1", "0.1.2.3"):
+            forge_udp(self, source, number, b"amplify me\n")
+        await wait_until(lambda: greeter.stats.dropped["source"] == 3, "the forged datagrams dropped")
+        client = self.client("127.0.0.1")
+        await self.exchange(greeter, [(client, b"real\n")], ("127.0.0.1", number))
+        self.assertEqual(self.replies(client), [b"Hello, real!\n"])
+        stats = greeter.stats
+        self.assertEqual((stats.answered, {k: v for k, v in stats.dropped.items() if v}), (1, {"source": 3}))
 
     async def test_every_size_over_ipv6(self: Any) -> None:
         if not socket.has_ipv6:

@@ -189,6 +189,14 @@ class SourceGuardTests(SynchronousTestCase):
         self.proxy.datagramReceived(b"q", ("127.0.0.1", 1024))
         self.assertEqual(list(self.proxy.sessions), [("127.0.0.1", 1024)])
 
+    def test_no_session_for_a_source_that_is_no_host(self) -> None:
+        """Forged from a broadcast, multicast or unspecified address: answers would go to many hosts."""
+        for host in ("255.255.255.255", "224.0.0.1", "0.0.0.0", "ff02::1", "::ffff:239.1.1.1"):
+            self.proxy.datagramReceived(b"q", (host, 40000))
+        self.assertEqual(self.proxy.sessions, {})
+        self.proxy.datagramReceived(b"q", ("127.0.0.1", 40000))
+        self.assertEqual(list(self.proxy.sessions), [("127.0.0.1", 40000)])
+
     def test_no_session_for_another_proxys_port_while_it_listens(self) -> None:
         """
         A second proxy of the process: answers sent to its port by the
