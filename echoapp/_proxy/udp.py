@@ -3,10 +3,10 @@ echoapp-proxy for UDP: each client source gets its own upstream socket
 (connected, so the upstream's answers find their way back to that client),
 with datagram faults in either direction: loss, duplication, reordering.
 
-The sessions are bounded in number (the source least recently heard from is dropped to
-make room), in idle time (a sweep closes the quiet ones) and in how fast
-they are made (token buckets per source address and in total), so a flood
-of spoofed sources costs a bounded number of sockets.  An upstream error
+The sessions are bounded in number (the source least recently heard from
+is dropped to make room), in idle time (a sweep closes the quiet ones) and
+in how fast they are made (token buckets per source address and in total):
+a flood of spoofed sources costs a bounded number of sockets.  An upstream error
 (ICMP port unreachable: the upstream restarts, or is not up yet) ends the
 session, as nginx's stream proxy does, so the client's next datagram opens
 a fresh one: a restart costs a client at most one datagram.
@@ -55,9 +55,7 @@ from echoapp.config import TCPLimits
 
 MAX_SESSIONS = 1024
 IDLE_TIMEOUT = 60.0  # seconds without a datagram either way
-# Datagrams read per wake-up at most, on either side, before the reactor
-# runs other events (as the UDP greeter's READ_BATCH).
-READ_BATCH = 256
+READ_BATCH = 256  # datagrams read per wake-up at most, as the UDP greeter's, then other events
 # New sessions per second (and at once) from one source address, and from
 # everyone: a NAT's clients or a test's hundreds of ports get theirs, a
 # loop through another process (each hop a new source port) dies within a
@@ -101,6 +99,7 @@ class Session(HoldsDescriptor):
     def __init__(self, proxy: UDPProxy, client: tuple[str, int], sock: socket.socket, now: float) -> None:
         self.proxy = proxy
         self.client = client
+        self.answer_to: Any = client  # the whole address, a link-local scope id too (L{UDPProxy._open})
         self.socket = sock
         self.read = reader(sock, READ_SIZE)
         self.local: tuple[str, int] = sock.getsockname()[:2]
@@ -176,9 +175,9 @@ class Session(HoldsDescriptor):
         draws.note(datagram, datagram=True)
         try:
             if draws.current() is not None:
-                self.down.write(datagram, self.client)
+                self.down.write(datagram, self.answer_to)
             else:
-                proxy.sendto(datagram, self.client)
+                proxy.sendto(datagram, self.answer_to)
         except OSError:
             pass  # the client's side is full: dropped, as UDP may
 
@@ -315,7 +314,7 @@ class UDPProxy(DatagramProtocol):
         try:
             session = self.sessions.get(client)
             if session is None:
-                session = self._open(client, now)
+                session = self._open(client, now, addr)
                 if session is None:
                     return
             else:
@@ -325,7 +324,7 @@ class UDPProxy(DatagramProtocol):
                 # Refused: the upstream was down and is (maybe) back; this
                 # socket is spent, a fresh one carries the datagram.
                 self.end(session)
-                session = self._open(client, now)
+                session = self._open(client, now, addr)
                 if session is not None:
                     session.send(datagram)
         except Exception:
@@ -340,7 +339,7 @@ class UDPProxy(DatagramProtocol):
         self.failures += 1
         self._drop("error")
 
-    def _open(self, client: tuple[str, int], now: float) -> Session | None:
+    def _open(self, client: tuple[str, int], now: float, addr: Any = None) -> Session | None:
         """A new session for C{client}, unless a guard or the descriptors say no (then it is dropped)."""
         # As the UDP greeter: a system service's port (echo 7, chargen 19)
         # answering the upstream loops for ever, as would a port a proxy of
@@ -373,6 +372,7 @@ class UDPProxy(DatagramProtocol):
         except OSError:
             return None  # the kernel has no socket for it either: dropped, as a full network would
         session = Session(self, client, sock, now)
+        session.answer_to = addr or client
         session.path = via.path | {self} if via is not None else frozenset((self,))
         session.hold_descriptor()
         session.start(self.clock)

@@ -68,6 +68,7 @@ class SessionTests(SynchronousTestCase):
         sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sink.bind(("127.0.0.1", 0))
         self.addCleanup(sink.close)
+        self.sink = sink
         self.opened: list[socket.socket] = []
         real = udp_module.session_socket
 
@@ -91,6 +92,23 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self.opened), 3, "one socket each")
         self.assertEqual(self.opened[0].fileno(), -1, "the oldest was closed to make room")
         self.assertEqual(len(self.clock.readers), 2, "the open sessions' sockets are read")
+
+    def test_answers_go_to_the_whole_address_a_scope_id_too(self) -> None:
+        """
+        An IPv6 link-local client is reached through the interface its
+        datagram came in on: the upstream's answers go to the whole address
+        the port gave (its scope id), while the session is the client's
+        (host, port).
+        """
+        client = ("fe80::1", 41000, 0, 3)
+        self.proxy.datagramReceived(b"q", client)
+        [session] = self.proxy.sessions.values()
+        self.assertEqual(session.client, ("fe80::1", 41000))
+        self.sink.sendto(b"answer", session.local)  # the upstream answers
+        select.select([session.socket], [], [], DEADLINE)
+        session.read_ready()
+        written = self.proxy.transport.written  # type: ignore[union-attr]
+        self.assertEqual(written, [(b"answer", client)])
 
     def test_session_sockets_count_against_the_descriptor_ceiling(self) -> None:
         self.patch(DESCRIPTORS, "open", 0)
