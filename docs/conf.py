@@ -27,10 +27,11 @@ gettext_compact = True
 gettext_uuid = False
 gettext_location = False
 
-# Quotes, but never dashes: "--metrics" stays two hyphens wherever a page or
-# a docstring has it bare, so that what a reader pastes into a shell works
-# (the reference shows options as code: docs/_ext/echoapp_reference.py).
-smartquotes_action = "qe"
+# Quotes, but never dashes nor ellipses: "--metrics" stays two hyphens and
+# "KEY=VALUE[,KEY=VALUE...]" three dots wherever a page or a docstring has
+# them bare, so that what a reader pastes into a shell works (the reference
+# shows options and quoted values as code: docs/_ext/echoapp_reference.py).
+smartquotes_action = "q"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -89,6 +89,19 @@ class SystemdUnitTests(SynchronousTestCase):
             page = url[len(PUBLISHED) :].removesuffix(".html") + ".rst"
             self.assertTrue(os.path.exists(os.path.join(DOCS, page)), (unit, page))
 
+    def test_a_units_install_comment_installs_what_its_page_does(self) -> None:
+        """
+        A unit that says how to install echoapp says what the systemd how-to
+        does (C{pip install .} in a checkout), not a name pip would fetch
+        from an index.
+        """
+        howto = open(os.path.join(DOCS, "howto", "systemd.rst"), encoding="utf-8").read()
+        self.assertIn("/opt/echoapp/bin/pip install .\n", howto)
+        for unit in os.listdir(UNITS):
+            for line in read("systemd", unit).splitlines():
+                if line.startswith("#") and "pip install" in line:
+                    self.assertTrue(line.endswith("/opt/echoapp/bin/pip install ."), (unit, line))
+
     def test_hardening(self) -> None:
         for unit in (
             "echoapp.service",

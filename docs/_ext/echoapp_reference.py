@@ -70,13 +70,14 @@ def row_node(cells: list[str], literal: tuple[int, ...]) -> nodes.row:
 
 # What a reader pastes into a shell or a config, found in prose: epytext's
 # C{...} and L{...} (the docstrings are epytext), a quoted command or value,
-# '' (the empty value), an option, an environment setting.  Rendered as code,
+# '' (the empty value), a 'word' quoted, an option (with a quoted value
+# after it: --reply '{}'), an environment setting.  Rendered as code,
 # smart quotes leave them alone: --metrics does not become an en dash, nor ''
 # curly quotes.
 _CODE = re.compile(
     r"""(?P<epytext>(?P<kind>[CLIBU])\{(?P<body>(?:[^{}]|\{[^{}]*\})*)\})"""
-    r"""|"(?P<quoted>[^"\s][^"]*)"|(?P<empty>'')"""
-    r"""|(?<![\w-])(?P<option>--[A-Za-z][\w-]*(?:=[^\s,;)]*[^\s,;).])?)"""
+    r"""|"(?P<quoted>[^"\s][^"]*)"|(?P<empty>'')|(?<!\w)'(?P<single>[^'\s]+)'(?!\w)"""
+    r"""|(?<![\w-])(?P<option>--[A-Za-z][\w-]*(?:=[^\s,;)]*[^\s,;).]| '[^'\s]*')?)"""
     r"""|(?<![\w-])(?P<setting>[A-Z][A-Z0-9]*_[A-Z0-9_]+=[^\s,;)]*[^\s,;).])"""
 )
 
@@ -107,7 +108,7 @@ def inline(text: str) -> list[nodes.Node]:
                 node += inline(body)
                 found.append(node)
         else:
-            found.append(nodes.literal(text=match["quoted"] or match["empty"] or match[0]))
+            found.append(nodes.literal(text=match["quoted"] or match["single"] or match["empty"] or match[0]))
     if at < len(text):
         found.append(nodes.Text(text[at:]))
     return found
