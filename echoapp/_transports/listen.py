@@ -54,18 +54,25 @@ def owner_name(service: Service, default: str = "echoapp") -> str:
 
 def _cannot_listen(service: Service, where: str, error: BaseException) -> StartupError:
     """
-    The one line that names the service, the address and the reason.  It is
-    also written to the terminal when twistd has swapped standard error for
-    its log (C{twistd -n --logfile FILE}), where no one would see it.
+    The one line that names the service, the address and the reason.  At
+    start-up (the reactor not running yet) it is also written to the
+    terminal when twistd has swapped standard error for its log
+    (C{twistd -n --logfile FILE}), where no one would see it.  Not once the
+    reactor runs: a listener an API call makes answers its client, and a
+    line per call on the daemon's standard error (a pipe no one reads
+    fills, and every write then blocks the whole process) is for no one.
     """
     owner = owner_name(service)
     reason = error.socketError if isinstance(error, CannotListenError) else error
     why = (reason.strerror if isinstance(reason, OSError) else None) or one_line(reason)
     line = f"{owner}: cannot listen on {where}: {one_line(reason)}"
     terminal = sys.__stderr__
-    if terminal is not None and sys.stderr is not terminal:
-        terminal.write(line + "\n")
-        terminal.flush()
+    if terminal is not None and sys.stderr is not terminal and not global_reactor().running:
+        try:
+            terminal.write(line + "\n")
+            terminal.flush()
+        except (OSError, ValueError):  # no terminal to tell (a closed pipe): the exit says it
+            pass
     return StartupError(line, f"{why}: {where} ({owner})")
 
 

@@ -1,9 +1,11 @@
+import io
 import socket
 import subprocess
 import sys
 from dataclasses import replace
+from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import CannotListenError
@@ -194,6 +196,43 @@ class CannotListenTests(TestCase):
             error = self.assertRaises(SystemExit, listener.privilegedStartService)
         self.assertIn(f"cannot listen on udp:{port}:interface=127.0.0.1:", str(error.code))
         self.assertIn("Address already in use", str(error.code))
+
+
+class TerminalTests(SynchronousTestCase):
+    """
+    Where twistd logs to a file, a listener that cannot listen at start-up
+    also says so on the terminal; once the reactor runs (a listener an API
+    call makes) it does not: a pipe no one reads would block the daemon.
+    """
+
+    def fail_to_listen(self, running: bool, terminal: Any) -> str:
+        from echoapp._transports import listen
+
+        self.patch(listen, "global_reactor", lambda: type("R", (), {"running": running})())
+        self.patch(sys, "__stderr__", terminal)
+        self.patch(sys, "stderr", io.StringIO())  # twistd's log in its place
+        error = listen._cannot_listen(Service(), "tcp:1", OSError(98, "Address already in use"))
+        return str(error)
+
+    def test_at_start_up_the_terminal_is_told(self) -> None:
+        terminal = io.StringIO()
+        line = self.fail_to_listen(False, terminal)
+        self.assertEqual(
+            terminal.getvalue(), "echoapp: cannot listen on tcp:1: [Errno 98] Address already in use\n"
+        )
+        self.assertIn("Address already in use", line)
+
+    def test_once_running_the_terminal_is_left_alone(self) -> None:
+        terminal = io.StringIO()
+        self.fail_to_listen(True, terminal)
+        self.assertEqual(terminal.getvalue(), "")
+
+    def test_a_closed_terminal_is_no_failure(self) -> None:
+        class Gone(io.StringIO):
+            def write(self, text: str) -> int:
+                raise BrokenPipeError(32, "Broken pipe")
+
+        self.assertIn("Address already in use", self.fail_to_listen(False, Gone()))
 
 
 class BacklogTests(SynchronousTestCase):
