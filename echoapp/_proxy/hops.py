@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from echoapp._peers import host_of
+
 Ends = tuple[tuple[str, int], tuple[str, int]]
 UPSTREAMS: dict[Ends, Any] = {}  # by ends: the client's side whose upstream connection it is
 ARRIVED: dict[Ends, Any] = {}  # by ends: the client's side of a connection that arrived
@@ -29,8 +31,13 @@ _ATTEMPTS: WeakKeyDictionary[Any, int] = WeakKeyDictionary()
 
 
 def _key(address: Any) -> tuple[str, int] | None:
+    """
+    An end as its host and port, an IPv4-mapped host as IPv4: an upstream
+    written C{[::ffff:127.0.0.1]:PORT} connects from an IPv6 socket, and
+    the proxy it reaches sees it arrive over IPv4.
+    """
     host, port = getattr(address, "host", None), getattr(address, "port", None)
-    return (host, port) if isinstance(host, str) and isinstance(port, int) else None
+    return (host_of(host), port) if isinstance(host, str) and isinstance(port, int) else None
 
 
 def ends(near: Any, far: Any) -> Ends | None:

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
-from echoapp._peers import PeerKeys, not_a_host
+from echoapp._peers import PeerKeys, host_of, not_a_host
 from echoapp._protocols.udp import FIRST_UNPRIVILEGED_PORT
 from echoapp._proxy.addresses import check_udp, shown, udp_listen_description, udp_upstream
 from echoapp._proxy.errors import Invalid
@@ -102,7 +102,8 @@ class Session(HoldsDescriptor):
         self.answer_to: Any = client  # the whole address, a link-local scope id too (L{UDPProxy._open})
         self.socket = sock
         self.read = reader(sock, READ_SIZE)
-        self.local: tuple[str, int] = sock.getsockname()[:2]
+        local = sock.getsockname()
+        self.local = (host_of(local[0]), local[1])  # as a datagram from it is seen: IPv4-mapped as IPv4
         self.last = now
         faults = proxy.faults
         self.up_side, self.down_side = (

@@ -92,6 +92,17 @@ class LoopTests(TestCase):
         self.assertIn("is its own listen address", str(caught.exception))
 
     async def test_two_proxies_pointed_at_each_other_cut_the_loop(self) -> None:
+        await self.cut_loop("127.0.0.1")
+
+    async def test_a_loop_through_an_ipv4_mapped_upstream_is_cut(self) -> None:
+        """
+        An upstream written as an IPv4-mapped IPv6 address is the same
+        host: its connection's ends (IPv6) are the arriving one's (IPv4).
+        It went round 130 times, until the per-peer limit stopped it.
+        """
+        await self.cut_loop("[::ffff:127.0.0.1]")
+
+    async def cut_loop(self, upstream_host: str) -> None:
         from twisted.internet.threads import deferToThread
 
         from echoapp._limits.descriptors import DESCRIPTORS
@@ -103,8 +114,8 @@ class LoopTests(TestCase):
         proxies.startService()
         self.addCleanup(proxies.stopService)
         before = DESCRIPTORS.open
-        proxies.add(proxies.make(ProxySpec("a", f"127.0.0.1:{first}", f"127.0.0.1:{second}")))
-        proxies.add(proxies.make(ProxySpec("b", f"127.0.0.1:{second}", f"127.0.0.1:{first}")))
+        proxies.add(proxies.make(ProxySpec("a", f"127.0.0.1:{first}", f"{upstream_host}:{second}")))
+        proxies.add(proxies.make(ProxySpec("b", f"127.0.0.1:{second}", f"{upstream_host}:{first}")))
         listeners_held = DESCRIPTORS.open - before
         got = await deferToThread(reset_or_bytes, first)
         self.assertIn(got, ("reset", b""), "the client is cut, not served by a loop")

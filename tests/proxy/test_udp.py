@@ -539,6 +539,16 @@ class LiveUDPProxyTests(TestCase):
         self.assertEqual(len(first.sessions), 1, "the client's")
         self.assertEqual(len(second.sessions), 1, "the first proxy's session")
 
+    async def test_a_loop_through_ipv4_mapped_upstreams_stops_at_the_first_hop_back(self) -> None:
+        """The same loop with upstreams written as IPv4-mapped IPv6 addresses: the same hosts."""
+        first, first_port = self.proxy(("::ffff:127.0.0.1", 9))
+        second, second_port = self.proxy(("::ffff:127.0.0.1", first_port))
+        first.upstream = ("::ffff:127.0.0.1", second_port)
+        [sock] = self.clients(1)
+        await deferToThread(exchange, [sock], first_port, b"loop", 0.5)
+        self.assertEqual(len(first.sessions), 1, "the client's")
+        self.assertEqual(len(second.sessions), 1, "the first proxy's session")
+
     async def test_proxies_chained_in_one_process_forward(self) -> None:
         """Not a loop: a proxy in front of another proxy of the same process (a chain of faults)."""
         echo = self.echo()
