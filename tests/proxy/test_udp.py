@@ -531,19 +531,16 @@ class LiveUDPProxyTests(TestCase):
         self.assertEqual(list(proxy.sessions), [sock.getsockname()], "the client's session, and no other")
 
     async def test_two_proxies_pointed_at_each_other_stop_at_the_first_hop_back(self) -> None:
-        first, first_port = self.proxy(("127.0.0.1", 9))
-        second, second_port = self.proxy(("127.0.0.1", first_port))
-        first.upstream = ("127.0.0.1", second_port)
-        [sock] = self.clients(1)
-        await deferToThread(exchange, [sock], first_port, b"loop", 0.5)
-        self.assertEqual(len(first.sessions), 1, "the client's")
-        self.assertEqual(len(second.sessions), 1, "the first proxy's session")
+        await self.loop_of_two("127.0.0.1")
 
     async def test_a_loop_through_ipv4_mapped_upstreams_stops_at_the_first_hop_back(self) -> None:
         """The same loop with upstreams written as IPv4-mapped IPv6 addresses: the same hosts."""
-        first, first_port = self.proxy(("::ffff:127.0.0.1", 9))
-        second, second_port = self.proxy(("::ffff:127.0.0.1", first_port))
-        first.upstream = ("::ffff:127.0.0.1", second_port)
+        await self.loop_of_two("::ffff:127.0.0.1")
+
+    async def loop_of_two(self, host: str) -> None:
+        first, first_port = self.proxy((host, 9))
+        second, second_port = self.proxy((host, first_port))
+        first.upstream = (host, second_port)
         [sock] = self.clients(1)
         await deferToThread(exchange, [sock], first_port, b"loop", 0.5)
         self.assertEqual(len(first.sessions), 1, "the client's")
