@@ -20,7 +20,7 @@ wrapped, and the path a request takes is the one the benchmark measures.
 """
 
 from echoapp._faults.closing import CloseState, Refused
-from echoapp._faults.datagrams import FaultyDatagramProtocol, FaultyDatagrams
+from echoapp._faults.datagrams import FaultyDatagramProtocol, FaultyDatagrams, HeldBytes
 from echoapp._faults.plan import (
     IDLE_CLOSE,
     LIMIT_CLOSES,
@@ -54,6 +54,7 @@ __all__ = [
     "FaultyDatagramProtocol",
     "FaultyDatagrams",
     "FaultyFactory",
+    "HeldBytes",
     "Refused",
     "Shape",
     "offered",

@@ -18,22 +18,44 @@ from echoapp._record import SERVER, records_of
 # The longest a reordered reply waits for the next reply to its source:
 # then it goes anyway, late, as a reordered datagram does, never stranded.
 REORDER_HOLD = 0.2
-# Bytes of replies a port may hold back (latency, reordering) at once: past
-# that a reply is dropped, as a full buffer drops it (reason=buffer), so a
-# flood against a slow UDP peer cannot grow the server.
+# Bytes of replies a port may hold back (latency, reordering) at once, every
+# source's and every proxy session's together (L{HeldBytes}): past that a
+# reply is dropped, as a full buffer drops it (reason=buffer), so a flood
+# against a slow UDP peer cannot grow the server.
 HELD_DATAGRAM_BYTES = 1 << 20
+# What a held datagram costs beyond its bytes (its timer, closure and
+# entries), charged against the same bound: a flood of small ones is bounded
+# in count too.
+HELD_COST = 512
+
+
+class HeldBytes:
+    """
+    The bytes of datagrams one port holds back, shared by the fault
+    wrappers of everything that sends through it (a UDP proxy's every
+    session, both ways): bounded per port, not per source, so a client
+    that opens sessions from new source ports cannot multiply the bound.
+    """
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
 
 
 class FaultyDatagrams:
     """The UDP greeter's transport, with the faults of the source each reply goes to."""
 
-    def __init__(self, transport: Any, protocol: FaultyDatagramProtocol) -> None:
+    def __init__(
+        self, transport: Any, protocol: FaultyDatagramProtocol, budget: HeldBytes | None = None
+    ) -> None:
         self._transport = transport
+        self._budget = budget if budget is not None else HeldBytes()
         self._protocol = protocol
         self._plan = protocol.plan
         self._held: dict[Any, tuple[bytes, IDelayedCall]] = {}
         self._timers: set[IDelayedCall] = set()
-        self.held_bytes = 0
+        self.held_bytes = 0  # this wrapper's share of its budget
         self._records = records_of(transport)  # the wire record's, by source; None: nothing records
 
     def _note(self, addr: Any, kind: str, note: str, last: bool = False) -> None:
@@ -43,13 +65,21 @@ class FaultyDatagrams:
 
     def _hold(self, datagram: bytes, addr: Any) -> bool:
         """Room for one more held reply?  Without, it is dropped and counted."""
-        if self.held_bytes + len(datagram) > HELD_DATAGRAM_BYTES:
+        cost = len(datagram) + HELD_COST
+        budget = self._budget
+        if budget.held + cost > HELD_DATAGRAM_BYTES:
             self._protocol.reply_dropped()
             if self._records is not None:
                 self._note(addr, "loss", f"reply dropped: {HELD_DATAGRAM_BYTES} B of replies held", True)
             return False
-        self.held_bytes += len(datagram)
+        budget.held += cost
+        self.held_bytes += cost
         return True
+
+    def _unhold(self, datagram: bytes) -> None:
+        cost = len(datagram) + HELD_COST
+        self._budget.held -= cost
+        self.held_bytes -= cost
 
     def write(self, datagram: bytes, addr: Any = None) -> Any:
         draws = self._protocol.draws_for(addr)
@@ -104,7 +134,7 @@ class FaultyDatagrams:
             self._later(delay, self._send_held, datagram, addr, note)
 
     def _send_held(self, datagram: bytes, addr: Any, note: tuple[str, str] | None = None) -> None:
-        self.held_bytes -= len(datagram)
+        self._unhold(datagram)
         self._send_now(datagram, addr, note)
 
     def _send_now(self, datagram: bytes, addr: Any, note: tuple[str, str] | None = None) -> None:
@@ -121,7 +151,7 @@ class FaultyDatagrams:
 
     def _forget(self, addr: Any) -> None:
         datagram, timer = self._held.pop(addr)
-        self.held_bytes -= len(datagram)
+        self._unhold(datagram)
         if timer.active():
             timer.cancel()
         self._timers.discard(timer)
@@ -133,6 +163,7 @@ class FaultyDatagrams:
                 timer.cancel()
         self._timers.clear()
         self._held.clear()
+        self._budget.held -= self.held_bytes
         self.held_bytes = 0
 
     def __getattr__(self, name: str) -> Any:

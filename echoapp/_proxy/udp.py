@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams
+from echoapp._faults import Draws, FaultPlan, FaultyDatagramProtocol, FaultyDatagrams, HeldBytes
 from echoapp._limits.descriptors import DESCRIPTORS, HoldsDescriptor
 from echoapp._limits.ratelimit import ThrottledLog, TokenBucket, TokenBuckets
 from echoapp._peers import PeerKeys, host_of, not_a_host
@@ -109,9 +109,9 @@ class Session(HoldsDescriptor):
         self.up_side, self.down_side = (
             _Side(faults.plans[stream], faults.link(stream)) for stream in ("upstream", "downstream")
         )
-        self.up = FaultyDatagrams(self, self.up_side)
+        self.up = FaultyDatagrams(self, self.up_side, proxy.held)
         # One per session, so a held datagram follows the next one to the same client.
-        self.down = FaultyDatagrams(proxy.transport, self.down_side)
+        self.down = FaultyDatagrams(proxy.transport, self.down_side, proxy.held)
         self._unwatch: Callable[[], None] | None = None
         self.refused = False
         self.up_draws = self.up_side.draws
@@ -224,6 +224,7 @@ class UDPProxy(DatagramProtocol):
         self.key = PeerKeys()
         self.failures = 0
         self.own_port = -1  # the port it listens on, once it does
+        self.held = HeldBytes()  # every session's held datagrams, both ways: bounded per proxy
 
     def startProtocol(self) -> None:
         """
@@ -361,8 +362,7 @@ class UDPProxy(DatagramProtocol):
         if not self.per_source.allow(host) or not self.everyone.allow():
             self._drop("rate")
             return None
-        # Room for one more socket: past the bound, or with the process's
-        # descriptors all held, the least recently heard source goes.
+        # Room for one more socket (past the bound, or with every descriptor held, the oldest goes).
         if self.sessions and (len(self.sessions) >= self.max_sessions or DESCRIPTORS.full()):
             _, oldest = self.sessions.popitem(last=False)
             oldest.close()
