@@ -229,6 +229,8 @@ class Options(PluginOptions):
             raise usage.UsageError(f"--config: {path}: over {MAX_CONFIG} bytes")
         try:
             data = json.loads(text)
+        except RecursionError:  # a list of lists thousands deep: a mistake, not a crash
+            raise usage.UsageError(f"--config: {path}: not JSON: nested too deeply") from None
         except ValueError as error:
             raise usage.UsageError(f"--config: {path}: not JSON: {error}") from None
         try:

@@ -106,6 +106,9 @@ class PluginTests(SynchronousTestCase):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
             file.write('[{"name": "a", "upstream": "127.0.0.1:1", "toxics": [{"type": "nope"}]}]')
         self.addCleanup(os.unlink, file.name)
+        deep = json_file(self, None)
+        with open(deep, "w") as nested:
+            nested.write("[" * 100_000 + "]" * 100_000)  # a RecursionError's traceback, before
         for args, said in [
             (["--listen", LOOP], "--listen and --upstream come in pairs"),
             ([], "nothing to proxy"),
@@ -124,6 +127,7 @@ class PluginTests(SynchronousTestCase):
             ),
             (["--config", file.name], "invalid toxic type at proxy 1"),
             (["--config", "/nonexistent.json"], "No such file"),
+            (["--config", deep], "not JSON: nested too deeply"),
         ]:
             result = run_twistd(["echoapp-proxy", *args])
             self.assertEqual(result.returncode, 1, args)
