@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echoapp._faults import FaultPlan, Faults, FaultyDatagramProtocol, FaultyFactory
+from echoapp._faults.sending import RECORDED_PIECES_PER_PASS
 from echoapp._proxy.toxics import ProxyFaults, Toxic
 from echoapp._record import Recorder, RecordingDatagramProtocol, RecordingFactory, render
 from tests.support import FaultAnswer, HalfClosingTransport, RecordingUDPTransport
@@ -47,6 +48,21 @@ class Connection:
 
 
 class SendingTests(SynchronousTestCase):
+    def test_a_recorded_pass_sends_fewer_slices(self) -> None:
+        """
+        Each slice of a recorded connection is a note and a packet of its
+        own: a pass sends L{RECORDED_PIECES_PER_PASS} of them, so the rest
+        of the reactor is not held for a pass of 1,024 (100 ms and more).
+        """
+        conn = Connection(Faults(slice=1))
+        conn.protocol.dataReceived(b"x" * 3000)
+        [pump] = conn.clock.getDelayedCalls()
+        pump.func(*pump.args, **pump.kw)  # one pass, as the reactor runs it
+        self.assertEqual(len(conn.transport.value()), RECORDED_PIECES_PER_PASS)
+        for _ in range(3002 // RECORDED_PIECES_PER_PASS):
+            conn.clock.advance(0)
+        self.assertEqual(len(conn.transport.value()), 3002, "the rest in the passes after it")
+
     def test_latency_is_held_then_sent(self) -> None:
         conn = Connection(Faults(latency=0.2))
         conn.send(b"Hello", 0.2)
