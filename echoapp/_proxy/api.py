@@ -46,7 +46,7 @@ from echoapp._proxy.registry import AnyProxy, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._proxy.trust import Allowance
-from echoapp._record.serve import served
+from echoapp._record.serve import served_in_turns
 from echoapp._transports.listen import StreamListenService
 
 MAX_BODY = 256 * 1024  # bytes: a populate of hundreds of proxies fits
@@ -313,7 +313,7 @@ class ToxiproxyResource(Resource):
         self._ignored(request, proxy, toxic)
         return 200, toxic_json(toxic)
 
-    def _record(self, proxy: AnyProxy, request: Request) -> tuple[int, Any]:
+    def _record(self, proxy: AnyProxy, request: Request) -> Deferred[tuple[int, Any]]:
         """A proxy's wire record from memory: its timeline, or with C{?format=pcapng} a capture."""
         recorder = getattr(self.proxies, "recorder", None)
         if recorder is None:
@@ -322,9 +322,12 @@ class ToxiproxyResource(Resource):
         kind = args.get(b"format", [b"text"])[-1]
         if kind not in (b"text", b"pcapng"):
             raise Invalid(f"format {kind.decode('ascii', 'replace')[:20]!r}: text or pcapng")
-        content_type, body = served(recorder, proxy, pcapng=kind == b"pcapng")
-        request.setHeader(b"content-type", content_type.encode())
-        return 200, Raw(body)
+
+        def answer(made: tuple[str, bytes]) -> tuple[int, Any]:
+            request.setHeader(b"content-type", made[0].encode())
+            return 200, Raw(made[1])
+
+        return served_in_turns(recorder, proxy, pcapng=kind == b"pcapng").addCallback(answer)
 
     @staticmethod
     def _ignored(request: Request, proxy: AnyProxy, toxic: Toxic) -> None:

@@ -10,8 +10,11 @@ where a record left bytes or events out.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
+from twisted.internet import task
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from echoapp._record.capture import CaptureFile
@@ -36,6 +39,12 @@ def piece(kept: Kept, offset: int, size: int) -> tuple[bytes, int]:
 
 def replay(records: Iterable[ConnectionRecord], capture: CaptureFile) -> None:
     """Tell C{capture}, in order, what each of C{records} kept, at the times it happened."""
+    for _ in replaying(records, capture):
+        pass
+
+
+def replaying(records: Iterable[ConnectionRecord], capture: CaptureFile) -> Iterator[None]:
+    """L{replay}, one record at a time: each step is bounded as a record is."""
     clock = Clock()
     store = Recorder(clock, budget=1 << 62, sink=capture)
     for record in sorted(records, key=lambda r: r.number):
@@ -63,6 +72,7 @@ def replay(records: Iterable[ConnectionRecord], capture: CaptureFile) -> None:
                 again.refused(event.text)
         if record.ended:
             again.lost(clean=True)
+        yield None
     store.settle()
 
 
@@ -73,9 +83,37 @@ def served(recorder: Recorder, owner: object = None, pcapng: bool = False) -> tu
     """
     if not pcapng:
         return TEXT, render(recorder, owner=owner).encode("utf-8")
-    stream = io.BytesIO()
-    capture = CaptureFile("(memory)")
-    capture.open(stream)
+    stream, capture = _in_memory()
     replay((r for r in recorder.records if owner is None or r.owner is owner), capture)
     capture.flush()
     return PCAPNG, stream.getvalue()
+
+
+def served_in_turns(
+    recorder: Recorder, owner: object = None, pcapng: bool = False, cooperator: Any = None
+) -> Deferred[tuple[str, bytes]]:
+    """
+    L{served}, for a server: a capture is made a record at a time, the
+    reactor serving everything else between (C{cooperator}'s turns, the
+    global one's by default).  Made in one go, 8 MiB of records held every
+    connection of the process for 170 ms, 670 on uvloop.
+    """
+    if not pcapng:
+        return succeed(served(recorder, owner))
+    stream, capture = _in_memory()
+    records = [r for r in recorder.records if owner is None or r.owner is owner]
+    steps = replaying(records, capture)
+    done = (cooperator or task).cooperate(steps).whenDone()
+
+    def finished(_: object) -> tuple[str, bytes]:
+        capture.flush()
+        return PCAPNG, stream.getvalue()
+
+    return done.addCallback(finished)
+
+
+def _in_memory() -> tuple[io.BytesIO, CaptureFile]:
+    stream = io.BytesIO()
+    capture = CaptureFile("(memory)")
+    capture.open(stream)
+    return stream, capture
