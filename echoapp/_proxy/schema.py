@@ -118,6 +118,10 @@ def _go_kind(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+# The longest name of a proxy or a toxic: names go into every answer that
+# lists them and into log lines (toxiproxy sets none; a 256 KiB name made
+# each GET /proxies that much longer).
+MAX_NAME = 256
 ECHOAPP_TYPE = "echoapp"  # attributes are --fault keys: {"latency": "50ms", "stall": "read"}
 
 
@@ -137,6 +141,8 @@ def _text(data: dict[str, Any], key: str, default: str = "") -> str:
         return default
     if not isinstance(value, str):
         raise _body_error(f"{key} is a string, not {type(value).__name__}")
+    if key == "name" and len(value) > MAX_NAME:
+        raise _body_error(f"name is longer than {MAX_NAME} characters")
     return value
 
 

@@ -471,6 +471,32 @@ class ApiTests(TestCase):
         )
         self.assertEqual(status, 201, "the name was not left taken")
 
+    async def test_names_and_toxics_are_bounded(self) -> None:
+        """
+        A name of a proxy or a toxic is at most 256 characters, and a proxy
+        has at most 100 toxics: each is in every answer that lists it, and
+        every chunk looks at every toxic (20,000 cost 12 ms a round trip).
+        """
+        long = "n" * 257
+        status, answer = await self.call(
+            "POST", "/proxies", {"name": long, "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+        )
+        self.assertEqual(
+            (status, answer["error"]), (400, "bad request body: name is longer than 256 characters")
+        )
+        proxy = {"name": "n" * 256, "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+        self.assertEqual((await self.call("POST", "/proxies", proxy))[0], 201)
+        toxics = f"/proxies/{'n' * 256}/toxics"
+        status, answer = await self.call("POST", toxics, {"name": long, "type": "latency"})
+        self.assertEqual(
+            (status, answer["error"]), (400, "bad request body: name is longer than 256 characters")
+        )
+        for number in range(100):
+            status, _ = await self.call("POST", toxics, {"name": f"t{number}", "type": "latency"})
+            self.assertEqual(status, 200, number)
+        status, answer = await self.call("POST", toxics, {"name": "t100", "type": "latency"})
+        self.assertEqual((status, answer["error"]), (400, "too many toxics: a proxy has at most 100"))
+
     async def test_a_body_over_the_bound_is_refused_unread(self) -> None:
         status, answer = await self.call("POST", "/populate", raw=b"[" + b" " * MAX_BODY + b"]")
         self.assertEqual(status, 413)
