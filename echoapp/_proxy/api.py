@@ -6,10 +6,12 @@ drive echoapp-proxy unchanged: the same paths and methods (PATCH too), JSON
 shapes, headers, status codes and, where a client reads them, error texts,
 compared call by call with toxiproxy in the tests.
 
-Where toxiproxy half-applies or crashes, this does neither: every request is
-checked whole before anything changes (L{echoapp._proxy.schema}), a batch is
-all or nothing (L{Proxies.populate}), a body over L{MAX_BODY} is refused
-before it is read, and any error is one JSON line with toxiproxy's status.
+Where toxiproxy crashes, this does not: every request is checked whole
+before anything changes (L{echoapp._proxy.schema}; a populate and a reset,
+which go through the proxies in turn, keep what they did before a proxy
+that failed, as toxiproxy's do: L{Proxies.populate}), a body over
+L{MAX_BODY} is refused before it is read, and any error is one JSON line
+with toxiproxy's status.
 The port is an L{echoapp._http.BoundedSite}, as the metrics port is: idle
 or slow clients cannot hold it, nor take the descriptors proxied clients
 need, and the operator's own call gets through while they try.

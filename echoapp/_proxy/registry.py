@@ -4,9 +4,9 @@ line, a C{--config} file (toxiproxy's populate format) or the HTTP API, each
 with its listener, its upstream, its toxics and its own limits.
 
 A proxy forwards TCP (L{Proxy}) or UDP (L{NamedUDPProxy}); its addresses are
-read by L{echoapp._proxy.addresses}.  Every change is all or nothing: a proxy
-that cannot listen is not kept, and a batch (L{Proxies.populate}) that fails
-anywhere leaves the proxies as they were.
+read by L{echoapp._proxy.addresses}.  A proxy that cannot listen is not
+kept; a batch (L{Proxies.populate}) or a reset that fails at one proxy keeps
+what it did to those before it, as toxiproxy's do.
 """
 
 from __future__ import annotations
@@ -362,8 +362,10 @@ class Proxies(MultiService):
         def each() -> Iterator[None]:
             for proxy in list(self.proxies.values()):
                 if self.proxies.get(proxy.proxy_name) is proxy:
+                    self.set_enabled(
+                        proxy, True
+                    )  # first, as toxiproxy: one that cannot listen keeps its toxics
                     proxy.faults.clear()
-                    self.set_enabled(proxy, True)
                 yield None
 
         return self._in_slices(each())

@@ -471,6 +471,28 @@ class ApiTests(TestCase):
         )
         self.assertEqual(status, 201, "the name was not left taken")
 
+    async def test_a_failed_reset_keeps_what_it_did_before(self) -> None:
+        """
+        A reset goes through the proxies in turn, as toxiproxy's: one that
+        cannot listen again (its port taken while it was disabled) stops it,
+        and the proxies before it keep their reset (the manual says so).
+        """
+        port = free_port()
+        for name, listen in (("first", "127.0.0.1:0"), ("second", f"127.0.0.1:{port}")):
+            spec = {"name": name, "listen": listen, "upstream": "127.0.0.1:1"}
+            self.assertEqual((await self.call("POST", "/proxies", spec))[0], 201)
+            toxic = {"name": "slow", "type": "latency", "attributes": {"latency": 50}}
+            self.assertEqual((await self.call("POST", f"/proxies/{name}/toxics", toxic))[0], 200)
+        self.assertEqual((await self.call("POST", "/proxies/second", {"enabled": False}))[0], 200)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", port))
+            taken.listen(1)
+            status, _ = await self.call("POST", "/reset")
+        self.assertEqual(status, 500)
+        self.assertEqual(await self.call("GET", "/proxies/first/toxics"), (200, []))
+        status, toxics = await self.call("GET", "/proxies/second/toxics")
+        self.assertEqual([toxic["name"] for toxic in toxics], ["slow"])
+
     async def test_names_and_toxics_are_bounded(self) -> None:
         """
         A name of a proxy or a toxic is at most 256 characters, and a proxy
