@@ -348,7 +348,9 @@ class Proxies(MultiService):
             self._track(proxy.close())
             self._track(maybeDeferred(proxy.disownServiceParent))
             return replacement
-        self.make(spec)  # the new upstream checked before anything changes
+        # The new upstream checked before anything changes, against where the
+        # proxy listens now (a proxy made on port 0 has its real port).
+        self.make(replace(spec, listen=proxy.address))
         proxy.set_upstream(spec.upstream)
         self.set_enabled(proxy, spec.enabled)
         return proxy
@@ -362,9 +364,8 @@ class Proxies(MultiService):
         def each() -> Iterator[None]:
             for proxy in list(self.proxies.values()):
                 if self.proxies.get(proxy.proxy_name) is proxy:
-                    self.set_enabled(
-                        proxy, True
-                    )  # first, as toxiproxy: one that cannot listen keeps its toxics
+                    # Enabled first, as toxiproxy: one that cannot listen keeps its toxics.
+                    self.set_enabled(proxy, True)
                     proxy.faults.clear()
                 yield None
 

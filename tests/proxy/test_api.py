@@ -380,6 +380,23 @@ class ApiTests(TestCase):
         status, answer = await self.call("POST", "/proxies/u", {"type": "tcp"})
         self.assertEqual(status, 400, answer)
 
+    async def test_an_update_to_its_own_address_is_refused(self) -> None:
+        """
+        A proxy made on port 0 listens on a port of its own: an update
+        that points its upstream there is a loop, refused as a create
+        naming it is (it was accepted, the spec's port being 0).
+        """
+        for kind in ("tcp", "udp"):
+            name = f"self-{kind}"
+            spec = {"name": name, "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+            if kind == "udp":
+                spec["type"] = "udp"
+            status, made = await self.call("POST", "/proxies", spec)
+            self.assertEqual(status, 201)
+            status, answer = await self.call("POST", f"/proxies/{name}", {"upstream": made["listen"]})
+            self.assertEqual(status, 400, (kind, answer))
+            self.assertIn("is its own listen address", answer["error"])
+
     async def test_an_update_cannot_change_a_proxys_kind(self) -> None:
         _, made = await self.call(
             "POST", "/proxies", {"name": "e", "listen": "127.0.0.1:0", "upstream": self.upstream}
