@@ -118,8 +118,15 @@ def check(spec: ProxySpec) -> tuple[StreamListen, Any]:
         raise CannotListen(f"listen {spec.listen!r}: {error}") from None
     try:
         upstream = clientFromString(ParseOnlyReactor(), upstream_description(spec.upstream))
+    except TypeError:  # a parameter missing or unknown: Python's words name Twisted's classes
+        raise Invalid(
+            f"upstream {spec.upstream!r}: not a client endpoint (a parameter missing or unknown)"
+        ) from None
     except Exception as error:
         raise Invalid(f"upstream {spec.upstream!r}: {one_line(error)}") from None
+    timeout = re.search(r"(?<![^:])timeout=([^:]*)", spec.upstream)
+    if timeout is not None and not (timeout[1].isdigit() and int(timeout[1]) > 0):
+        raise Invalid(f"upstream {spec.upstream!r}: a timeout is a whole number of seconds over 0")
     return listen, upstream
 
 

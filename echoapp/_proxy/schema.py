@@ -143,7 +143,9 @@ def _text(data: dict[str, Any], key: str, default: str = "") -> str:
         raise _body_error(f"{key} is a string, not {type(value).__name__}")
     if key == "name" and len(value) > MAX_NAME:
         raise _body_error(f"name is longer than {MAX_NAME} characters")
-    return value
+    # A lone surrogate ("\ud800", valid JSON, no Unicode) is U+FFFD, as Go's
+    # decoder reads it: no log line or answer fails to encode it.
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _attributes(
@@ -228,7 +230,7 @@ def toxic_from_json(data: Any, existing: Toxic | None = None) -> Toxic:
     if data.get("toxicity") is not None:  # JSON null: the default, as Go's decoder reads it
         value = data["toxicity"]
         if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
-            raise _body_error(f"toxicity is a number from 0 to 1, not {value!r}")
+            raise _body_error(f"toxicity is a number from 0 to 1, not {repr(value)[:40]}")
         toxicity = float(value)
     attributes, faults, ignored = _attributes(kind, data.get("attributes"), base)
     return Toxic(name, kind, stream, toxicity, faults, attributes, ignored)

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.testing import EventLoggingObserver
@@ -487,6 +488,31 @@ class ApiTests(TestCase):
             "POST", "/proxies", {"name": "t", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
         )
         self.assertEqual(status, 201, "the name was not left taken")
+
+    async def test_odd_values_are_said_in_the_apis_words_and_briefly(self) -> None:
+        """
+        No Python internals in an answer (a parameter a client endpoint
+        lacks), no value echoed whole (a toxicity of 4,000 digits), no
+        upstream that can never connect (a timeout of 0 or under), and a
+        lone surrogate in a name is U+FFFD, as Go's decoder reads it (it
+        made the log line that named it vanish).
+        """
+        for upstream, said in [
+            ("tcp:127.0.0.1\\:19001", "not a client endpoint (a parameter missing or unknown)"),
+            ("tcp:host=127.0.0.1:port=1:timeout=0", "a timeout is a whole number of seconds over 0"),
+            ("tcp:host=127.0.0.1:port=1:timeout=-5", "a timeout is a whole number of seconds over 0"),
+        ]:
+            spec = {"name": "odd", "listen": "127.0.0.1:0", "upstream": upstream}
+            status, answer = await self.call("POST", "/proxies", spec)
+            self.assertEqual(status, 400, upstream)
+            self.assertTrue(answer["error"].endswith(said), answer)
+        spec = {"name": "x\ud800", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1"}
+        status, made = await self.call("POST", "/proxies", raw=json.dumps(spec).encode())
+        self.assertEqual((status, made["name"]), (201, "x\ufffd"))
+        huge = b'{"type": "latency", "toxicity": ' + b"9" * 4000 + b"}"
+        status, answer = await self.call("POST", f"/proxies/{quote(made['name'])}/toxics", raw=huge)
+        self.assertEqual(status, 400)
+        self.assertLess(len(answer["error"]), 120, answer["error"])
 
     async def test_a_failed_reset_keeps_what_it_did_before(self) -> None:
         """
