@@ -57,6 +57,13 @@ def payload_too_large(content_type: bytes, body: bytes) -> bytes:
     )
 
 
+# A request line or header over the line receiver's bound, as Go's server answers it.
+HEADER_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Connection: close\r\n\r\n431 Request Header Fields Too Large"
+)
+
+
 class BoundedRequest(Request):
     """
     A request whose body stops being kept past the site's C{max_body} (a
@@ -126,6 +133,17 @@ class BoundedChannel(HoldsDescriptor, HTTPChannel):
         transport: Any = self.transport
         if transport is not None and not transport.disconnecting:
             transport.write(self.site.too_large)
+            transport.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        A request line or a header over C{MAX_LENGTH} (16 KiB): a 431, as Go's
+        server answers, rather than the line receiver's close without a word.
+        """
+        self._stop_waiting()
+        transport: Any = self.transport
+        if transport is not None and not transport.disconnecting:
+            transport.write(HEADER_TOO_LARGE)
             transport.loseConnection()
 
     def headerReceived(self, line: bytes) -> bool:

@@ -67,6 +67,16 @@ class DisplacementTests(SynchronousTestCase):
         )
         self.assertEqual(site.live, 3)
 
+    def test_a_line_over_the_bound_is_a_431(self) -> None:
+        """A request line or a header over 16 KiB is told so, as Go's server tells it, then closed."""
+        for request in (b"GET /" + b"x" * 17000, b"GET / HTTP/1.1\r\nX-Big: " + b"y" * 17000):
+            made = channel(BoundedSite(Ok(), SiteLimits(), Clock()))
+            assert made is not None
+            protocol, transport = made
+            protocol.dataReceived(request)
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 431 "), transport.value()[:60])
+            self.assertTrue(transport.disconnecting)
+
     def test_a_slow_body_is_cut_as_a_slow_head_is(self) -> None:
         clock = Clock()
         site = BoundedSite(Ok(), SiteLimits(head_timeout=2.0, max_body=100), clock)
