@@ -85,11 +85,16 @@ def _unescaped_ipv6(head: str, kind: str, fields: list[str]) -> str | None:
     return None
 
 
+# The kernel caps a backlog at net.core.somaxconn (65,535 at most on Linux);
+# listen() itself takes a C int, and a larger number was Python's words.
+MAX_BACKLOG = 65535
+
+
 def _bad_number(kind: str, key: str, text: str) -> str | None:
     if key == "port" and not (text.isdigit() and int(text) <= 65535):
         return f"port {text!r} is not a number from 0 to 65535: write e.g. {_EXAMPLES[kind]}"
-    if key == "backlog" and not (text.isdigit() and int(text) > 0):
-        return f"backlog {text!r} is not a positive whole number: write e.g. backlog=128"
+    if key == "backlog" and not (text.isdigit() and 0 < int(text) <= MAX_BACKLOG):
+        return f"backlog {text[:20]!r} is not a whole number from 1 to {MAX_BACKLOG}: write e.g. backlog=128"
     if key == "mode" and not re.fullmatch(r"(0o)?[0-7]{1,4}", text):
         return f"mode {text!r} is not an octal file mode: write e.g. mode=660"
     if key == "index" and not text.isdigit():

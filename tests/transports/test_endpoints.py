@@ -187,7 +187,10 @@ MISTAKES = {
     "tcp:99x99": "port '99x99' is not a number from 0 to 65535: write e.g. tcp:9999:interface=127.0.0.1",
     "tcp6:70000": "port '70000' is not a number from 0 to 65535: write e.g. tcp6:9999:interface=\\:\\:1",
     "tcp:port=-1": "port '-1' is not a number from 0 to 65535: write e.g. tcp:9999:interface=127.0.0.1",
-    "tcp:9999:backlog=lots": "backlog 'lots' is not a positive whole number: write e.g. backlog=128",
+    "tcp:9999:backlog=lots": "backlog 'lots' is not a whole number from 1 to 65535: write e.g. backlog=128",
+    # listen() takes a C int: Python's "signed integer is greater than maximum", before
+    "tcp:9999:backlog=99999999999999999999": "backlog '99999999999999999999' is not a whole number "
+    "from 1 to 65535: write e.g. backlog=128",
     "unix:/tmp/x.sock:mode=rw": "mode 'rw' is not an octal file mode: write e.g. mode=660",
     "systemd:domain=INET:index=first": "index 'first' is not a whole number: write e.g. "
     "systemd:domain=INET:index=0",
