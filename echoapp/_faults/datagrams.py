@@ -140,7 +140,11 @@ class FaultyDatagrams:
     def _send_now(self, datagram: bytes, addr: Any, note: tuple[str, str] | None = None) -> None:
         if note is not None and self._records is not None:
             self._note(addr, *note)
-        if self._transport.write(datagram, addr) is False:  # a full native buffer dropped it
+        try:
+            written = self._transport.write(datagram, addr)
+        except OSError:  # refused (a broadcast address, forged): dropped, never raised into a timer
+            written = False
+        if written is False:  # a full native buffer dropped it
             self._protocol.reply_dropped()
 
     def _release(self, addr: Any) -> None:

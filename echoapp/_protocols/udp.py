@@ -201,12 +201,15 @@ class UDPGreeter(DatagramProtocol):
                             self._drop("port")
                             continue
                         if ":" in host:  # IPv6: rate-limited per prefix; the reply keeps the scope id
+                            if not_a_host(host):  # each one: "::" shares its /64 with "::1"
+                                self._drop("source")
+                                continue
                             host = key(host)
                         if host != source:
                             if source is not None:
                                 sources.put_back(source, tokens, now)
                                 source = None
-                            if not_a_host(addr[0]):  # forged: no bucket is taken out for it
+                            if not_a_host(host):  # forged (IPv4): no bucket is taken out for it
                                 self._drop("source")
                                 continue
                             tokens = sources.take_out(host, now)
@@ -239,6 +242,9 @@ class UDPGreeter(DatagramProtocol):
                         try:
                             sendto(reply, addr)
                         except OSError as error:
+                            if error.errno == errno.EACCES:  # to a broadcast address: a forged source
+                                self._drop("source")
+                                continue
                             if error.errno in SEND_BUFFER_FULL or (
                                 self.transport.write(reply, addr) is False  # type: ignore[func-returns-value]
                             ):
@@ -319,6 +325,8 @@ class UDPGreeter(DatagramProtocol):
             try:
                 sendto(reply, addr)
             except OSError as error:
+                if error.errno == errno.EACCES:  # a subnet's broadcast address, which not_a_host cannot know
+                    return self._drop("source")
                 if error.errno in SEND_BUFFER_FULL or (
                     self.transport.write(reply, addr) is False  # type: ignore[func-returns-value]
                 ):

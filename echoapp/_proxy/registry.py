@@ -349,8 +349,10 @@ class Proxies(MultiService):
             self._track(maybeDeferred(proxy.disownServiceParent))
             return replacement
         # The new upstream checked before anything changes, against where the
-        # proxy listens now (a proxy made on port 0 has its real port).
-        self.make(replace(spec, listen=proxy.address))
+        # proxy listens now (a proxy made on port 0 has its real port; a UNIX
+        # socket's path is no address to write a listen with).
+        bound = proxy.port is not None and getattr(proxy.port.getHost(), "port", None) is not None
+        self.make(replace(spec, listen=proxy.address) if bound else spec)
         proxy.set_upstream(spec.upstream)
         self.set_enabled(proxy, spec.enabled)
         return proxy

@@ -67,6 +67,26 @@ class DatagramTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(transport.written, [(b"<a>", A)])
 
+    def test_a_delayed_reply_the_kernel_refuses_is_dropped_not_raised(self) -> None:
+        """
+        A delayed reply to a broadcast address (a forged source) is refused
+        with EACCES as it is sent, from a timer: dropped and counted, not
+        an exception into the reactor (a critical traceback per datagram).
+        """
+        protocol, transport, clock = datagrams(Faults(latency=0.1))
+        greeter: Any = protocol.wrapped
+        dropped: list[int] = []
+        greeter.reply_dropped = lambda: dropped.append(1)
+
+        def refused(datagram: bytes, addr: Any) -> None:
+            raise PermissionError(13, "Permission denied")
+
+        transport.write = refused  # type: ignore[method-assign, assignment]
+        protocol.datagramReceived(b"a", ("192.0.2.255", 40000))
+        clock.advance(0.1)
+        self.assertEqual(dropped, [1])
+        self.assertEqual(protocol.faulty.held_bytes, 0)  # type: ignore[union-attr]
+
     def test_held_replies_are_bounded(self) -> None:
         protocol, transport, clock = datagrams(Faults(latency=10))
         greeter: Any = protocol.wrapped

@@ -6,6 +6,7 @@ echoapp service answers to (listeners, health, drain) see echoapp-proxy too.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -19,7 +20,7 @@ from echoapp._proxy.registry import Proxies
 from echoapp._proxy.schema import ProxySpec
 from echoapp._transports.listen import descendants, listeners
 from echoapp.services import DrainService
-from tests.support import DEADLINE, LOOP, free_port, recv_until_closed, wait_until
+from tests.support import DEADLINE, LOOP, free_port, recv_until_closed, unix_socket_path, wait_until
 
 
 def ports(tree: Any) -> list[int]:
@@ -130,6 +131,23 @@ class LoopTests(TestCase):
         back = proxies.add(proxies.make(ProxySpec("back", LOOP, f"127.0.0.1:{echo.port}")))
         proxies.add(proxies.make(ProxySpec("front", f"127.0.0.1:{front}", back.address)))
         self.assertEqual(await deferToThread(echo_through, front, b"chained"), b"chained")
+
+    async def test_a_proxy_on_a_unix_socket_is_updated(self) -> None:
+        """
+        The loop check of an update reads where a proxy listens only when
+        that is a host and port: a UNIX socket's path is no listen address
+        (every update of the operator's UNIX proxy failed with it).
+        """
+        from dataclasses import replace
+
+        path = unix_socket_path(self, "u.sock")
+        proxies = self.started_proxies()
+        proxy = proxies.add(proxies.make(ProxySpec("u", f"unix:{path}", "127.0.0.1:1")))
+        updated = proxies.update(proxy, replace(proxy.spec, upstream="127.0.0.1:2"))
+        self.assertEqual(updated.spec.upstream, "127.0.0.1:2")
+        proxies.update(updated, replace(updated.spec, enabled=False))
+        self.assertFalse(updated.spec.enabled)
+        await wait_until(lambda: not os.path.exists(path), "the disabled proxy's socket closed")
 
     def started_proxies(self) -> Proxies:
         proxies = Proxies()
