@@ -19,9 +19,9 @@ from echoapp._record import SERVER, records_of
 # then it goes anyway, late, as a reordered datagram does, never stranded.
 REORDER_HOLD = 0.2
 # Bytes of replies a port may hold back (latency, reordering) at once, every
-# source's and every proxy session's together (L{HeldBytes}): past that a
-# reply is dropped, as a full buffer drops it (reason=buffer), so a flood
-# against a slow UDP peer cannot grow the server.
+# source's together (a UDP proxy gives its sessions one L{HeldBytes} of its
+# own size): past that a reply is dropped, as a full buffer drops it
+# (reason=buffer), so a flood against a slow UDP peer cannot grow the server.
 HELD_DATAGRAM_BYTES = 1 << 20
 # What a held datagram costs beyond its bytes (its timer, closure and
 # entries), charged against the same bound: a flood of small ones is bounded
@@ -37,10 +37,11 @@ class HeldBytes:
     that opens sessions from new source ports cannot multiply the bound.
     """
 
-    __slots__ = ("held",)
+    __slots__ = ("held", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = HELD_DATAGRAM_BYTES) -> None:
         self.held = 0
+        self.limit = limit
 
 
 class FaultyDatagrams:
@@ -67,10 +68,10 @@ class FaultyDatagrams:
         """Room for one more held reply?  Without, it is dropped and counted."""
         cost = len(datagram) + HELD_COST
         budget = self._budget
-        if budget.held + cost > HELD_DATAGRAM_BYTES:
+        if budget.held + cost > budget.limit:
             self._protocol.reply_dropped()
             if self._records is not None:
-                self._note(addr, "loss", f"reply dropped: {HELD_DATAGRAM_BYTES} B of replies held", True)
+                self._note(addr, "loss", f"reply dropped: {budget.limit} B of replies held", True)
             return False
         budget.held += cost
         self.held_bytes += cost
