@@ -34,14 +34,31 @@ class HeldBytes:
     The bytes of datagrams one port holds back, shared by the fault
     wrappers of everything that sends through it (a UDP proxy's every
     session, both ways): bounded per port, not per source, so a client
-    that opens sessions from new source ports cannot multiply the bound.
+    that opens sessions from new source ports cannot multiply the bound;
+    and within the C{whole}'s bound, if given (every UDP proxy of the
+    process), so that neither can making more proxies.
     """
 
-    __slots__ = ("held", "limit")
+    __slots__ = ("held", "limit", "whole")
 
-    def __init__(self, limit: int = HELD_DATAGRAM_BYTES) -> None:
+    def __init__(self, limit: int = HELD_DATAGRAM_BYTES, whole: HeldBytes | None = None) -> None:
         self.held = 0
         self.limit = limit
+        self.whole = whole
+
+    def take(self, cost: int) -> bool:
+        """C{cost} more held, if it fits here and in the whole; else nothing changes."""
+        whole = self.whole
+        if self.held + cost > self.limit or (whole is not None and not whole.take(cost)):
+            return False
+        self.held += cost
+        return True
+
+    def give(self, cost: int) -> None:
+        """C{cost} no longer held (sent, or dropped as the port stops)."""
+        self.held -= cost
+        if self.whole is not None:
+            self.whole.give(cost)
 
 
 class FaultyDatagrams:
@@ -67,19 +84,17 @@ class FaultyDatagrams:
     def _hold(self, datagram: bytes, addr: Any) -> bool:
         """Room for one more held reply?  Without, it is dropped and counted."""
         cost = len(datagram) + HELD_COST
-        budget = self._budget
-        if budget.held + cost > budget.limit:
+        if not self._budget.take(cost):
             self._protocol.reply_dropped()
             if self._records is not None:
-                self._note(addr, "loss", f"reply dropped: {budget.limit} B of replies held", True)
+                self._note(addr, "loss", f"reply dropped: {self._budget.limit} B of replies held", True)
             return False
-        budget.held += cost
         self.held_bytes += cost
         return True
 
     def _unhold(self, datagram: bytes) -> None:
         cost = len(datagram) + HELD_COST
-        self._budget.held -= cost
+        self._budget.give(cost)
         self.held_bytes -= cost
 
     def write(self, datagram: bytes, addr: Any = None) -> Any:
@@ -168,7 +183,7 @@ class FaultyDatagrams:
                 timer.cancel()
         self._timers.clear()
         self._held.clear()
-        self._budget.held -= self.held_bytes
+        self._budget.give(self.held_bytes)
         self.held_bytes = 0
 
     def __getattr__(self, name: str) -> Any:

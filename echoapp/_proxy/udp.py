@@ -57,6 +57,7 @@ MAX_SESSIONS = 1024
 IDLE_TIMEOUT = 60.0  # seconds without a datagram either way
 READ_BATCH = 256  # datagrams read per wake-up at most, as the UDP greeter's, then other events
 HELD_BYTES = 16 << 20  # what a proxy's toxics hold back (latency, reordering): 32,000 small datagrams
+ALL_HELD = HeldBytes(64 << 20)  # ... and every UDP proxy's of the process, together
 # New sessions per second (and at once) from one source address, and from
 # everyone: a NAT's clients or a test's hundreds of ports get theirs, a
 # loop through another process (each hop a new source port) dies within a
@@ -64,8 +65,7 @@ HELD_BYTES = 16 << 20  # what a proxy's toxics hold back (latency, reordering): 
 SESSION_RATE, SESSION_BURST = 200.0, 256.0
 SESSIONS_RATE, SESSIONS_BURST = 2000.0, 2048.0
 
-# This process's session sockets, every proxy's, by local address: a datagram
-# from one is a proxy forwarding to a proxy, a loop if it has passed it.
+# This process's session sockets by local address: from one, a loop if it passed its proxy.
 OWN_SOCKETS: dict[tuple[str, int], Session] = {}
 # The ports this process's UDP proxies listen on (how many listen on each):
 # a datagram from one comes round through the proxies (forged, or a
@@ -224,7 +224,7 @@ class UDPProxy(DatagramProtocol):
         self.key = PeerKeys()
         self.failures = 0
         self.own_port = -1  # the port it listens on, once it does
-        self.held = HeldBytes(HELD_BYTES)  # every session's held datagrams, both ways, together
+        self.held = HeldBytes(HELD_BYTES, ALL_HELD)  # every session's held datagrams, both ways
 
     def startProtocol(self) -> None:
         """

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from echoapp import testing
 from echoapp._faults import Faults
-from echoapp._faults.datagrams import HELD_COST
+from echoapp._faults.datagrams import HELD_COST, HeldBytes
 from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._proxy import udp as udp_module
 from echoapp._proxy.errors import Invalid
@@ -87,6 +87,31 @@ class HeldTests(SynchronousTestCase):
         self.assertEqual(held[-1], 0, "a new session finds the proxy's bound spent")
         proxy.stopProtocol()
         self.assertEqual(proxy.held.held, 0, "every session's share given back")
+
+    def test_held_datagrams_are_bounded_for_every_proxy_together(self) -> None:
+        """Nor can a client multiply the bound by making proxies through the API: the process has one too."""
+        whole = HeldBytes(100_000)
+        self.patch(udp_module, "ALL_HELD", whole)
+        sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sink.bind(("127.0.0.1", 0))
+        self.addCleanup(sink.close)
+        proxies = []
+        for _ in range(3):
+            proxy = UDPProxy(
+                sink.getsockname(), faults_with("upstream", Faults(latency=10)), MemoryReactorClock()
+            )
+            proxy.makeConnection(FakeDatagramTransport())
+            self.addCleanup(proxy.stopProtocol)
+            for n in range(30):
+                proxy.datagramReceived(b"x" * 4096, ("10.0.0.1", 41000 + n))
+            proxies.append(proxy)
+        self.assertEqual(whole.held, sum(proxy.held.held for proxy in proxies))
+        self.assertLessEqual(whole.held, 100_000)
+        self.assertGreater(whole.held, 100_000 - (4096 + HELD_COST), "full")
+        self.assertEqual(proxies[-1].held.held, 0, "the last proxy found the process's bound spent")
+        for proxy in proxies:
+            proxy.stopProtocol()
+        self.assertEqual(whole.held, 0)
 
 
 class SessionTests(SynchronousTestCase):
