@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 import weakref
 from typing import Any
 
@@ -32,6 +33,10 @@ ASSUMED_HELD = 32
 # Twisted's spare for EMFILE recovery, the reactor's waker, a rotated log
 # (five of them, measured, on the default reactor; room kept for more).
 OPENED_LATER = 16
+# Seconds a count of the descriptors held stands for every listener started
+# meanwhile: a count lists /proc/self/fd, which grows with what is open, so
+# a count per listener made a populate of 2,000 proxies quadratic.
+RECOUNT = 0.1
 
 
 def held_descriptors() -> int:
@@ -50,6 +55,7 @@ class Descriptors:
     def __init__(self) -> None:
         self.ceiling: int | None = None
         self.open = 0
+        self._counted = (-RECOUNT, 0)  # when the ceiling was last counted, and from which soft limit
 
     def reserve(self) -> int:
         """
@@ -83,7 +89,9 @@ class Descriptors:
     def raise_limit(self) -> int:
         """
         Raise the soft RLIMIT_NOFILE to the hard limit, once, and log the
-        figure: the connection ceiling follows from it.
+        figure: the connection ceiling follows from it, counted again at
+        most every L{RECOUNT} seconds (each listener started in between
+        takes one descriptor off it).
         """
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and soft < hard:
@@ -92,9 +100,13 @@ class Descriptors:
                 soft = hard
             except (ValueError, OSError):
                 pass
-        first = self.ceiling is None
-        # Again with every listener: each holds a descriptor of its own.
-        self.ceiling = max(soft - self.reserve(), 1)
+        ceiling, first = self.ceiling, self.ceiling is None
+        now = time.monotonic()
+        if ceiling is None or now - self._counted[0] >= RECOUNT or soft != self._counted[1]:
+            self.ceiling = max(soft - self.reserve(), 1)
+            self._counted = (now, soft)
+        else:  # the listener's own descriptor, until the next count sees it (and those closed since)
+            self.ceiling = max(ceiling - 1, 1)
         if first:
             log.info(
                 "File descriptor limit {limit}; at most {ceiling} connections",
@@ -138,6 +150,7 @@ class ProcessState:
         """A fresh process: nothing counted, decided or said yet (the same objects, emptied)."""
         self.descriptors.ceiling = None
         self.descriptors.open = 0
+        self.descriptors._counted = (-RECOUNT, 0)
         self.fallen_back: set[str] = set()
         self.eager_check: list[str | None] = []
         self.eager_off: list[str] = []

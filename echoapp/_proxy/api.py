@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 from base64 import b32hexencode
+from collections.abc import Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
@@ -122,6 +123,10 @@ def request_id() -> bytes:
 
 class Raw(bytes):
     """An answer that is not JSON (the wire record): its content type is set beside it."""
+
+
+class Encoded(bytes):
+    """JSON made already (the listing, in slices): answered as the JSON it spells."""
 
 
 class NoRoute(Exception):
@@ -251,7 +256,8 @@ class ToxiproxyResource(Resource):
             request.write(bytes(answer))
         elif answer is not None:
             body = answer if isinstance(answer, bytes) else _dumps(answer)
-            kind = JSON + b";charset=utf-8" if isinstance(answer, bytes) else JSON
+            made = isinstance(answer, bytes) and not isinstance(answer, Encoded)
+            kind = JSON + b";charset=utf-8" if made else JSON
             request.setHeader(b"content-type", kind)
             request.setHeader(b"content-length", b"%d" % len(body))
             request.write(body)
@@ -279,7 +285,7 @@ class ToxiproxyResource(Resource):
             return made.addCallback(lambda made: (201, {"proxies": [proxy.as_json() for proxy in made]}))
         if parts == ["proxies"]:
             if method == "GET":
-                return 200, {name: proxy.as_json() for name, proxy in sorted(proxies.proxies.items())}
+                return self._listing()
             spec = spec_from_json(self._body(request))
             listens.append(spec.listen)
             return 201, proxies.add(proxies.make(self._admitted(spec))).as_json()
@@ -294,6 +300,22 @@ class ToxiproxyResource(Resource):
                 return 204, None
             return 200, self._update(proxy, self._body(request), listens).as_json()
         return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
+
+    def _listing(self) -> Deferred[tuple[int, Any]]:
+        """
+        Every proxy by name, made in slices of the reactor's time
+        (L{Proxies.in_slices}): at the most proxies, made at once, it held
+        every other connection for 30-140 ms.
+        """
+        pieces: list[bytes] = []
+
+        def each() -> Iterator[None]:
+            for name, proxy in sorted(self.proxies.proxies.items()):
+                pieces.append(_dumps(name) + b":" + _dumps(proxy.as_json()))
+                yield None
+
+        made = self.proxies.in_slices(each())
+        return made.addCallback(lambda _: (200, Encoded(b"{" + b",".join(pieces) + b"}")))
 
     def _toxics(self, method: str, proxy: AnyProxy, rest: list[str], request: Request) -> tuple[int, Any]:
         """The toxics of one proxy: every edit is the proxy's own method (L{ProxyService.add_toxic}...)."""

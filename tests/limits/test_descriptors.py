@@ -6,11 +6,13 @@ import select
 import signal
 import socket
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from echoapp import _process
 from echoapp._limits.descriptors import DESCRIPTORS
 from echoapp._process import ACCEPT_BATCH, OPENED_LATER
 from echoapp._protocols.echo import EchoFactory
@@ -141,3 +143,35 @@ class CeilingUnderFloodTests(TestCase):
         self.assertNotIn("EMFILE", peer.output)
         # The first refusal, then the summary at the latest when it stops.
         self.assertLessEqual(peer.output.count("Refused "), 2, peer.output[-2000:])
+
+
+class CountingTests(SynchronousTestCase):
+    def test_listeners_started_together_share_one_count(self) -> None:
+        """
+        Each listener's start sets the ceiling again, but counting what the
+        process holds lists /proc/self/fd, which grows with every proxy:
+        a count per listener made a populate of thousands quadratic.  Within
+        L{_process.RECOUNT} a listener takes its one descriptor off the
+        count made last; after it, the process is counted again.
+        """
+        counts: list[int] = []
+
+        def counted() -> int:
+            counts.append(1)
+            return 40
+
+        self.patch(_process, "held_descriptors", counted)
+        descriptors = _process.Descriptors()
+        self.patch(descriptors, "open", 0)
+        now = [1000.0]
+        self.patch(_process, "time", SimpleNamespace(monotonic=lambda: now[0]))
+        descriptors.raise_limit()
+        first = descriptors.ceiling
+        assert first is not None
+        for started in range(1, 6):
+            descriptors.raise_limit()
+            self.assertEqual(descriptors.ceiling, first - started)
+        self.assertEqual(len(counts), 1)
+        now[0] += _process.RECOUNT
+        descriptors.raise_limit()
+        self.assertEqual((len(counts), descriptors.ceiling), (2, first), "counted again: what closed is back")

@@ -9,6 +9,7 @@ this run's reactor, on loopback.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import resource
 import socket
@@ -16,8 +17,14 @@ import threading
 import time
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
 
+from echoapp._proxy import registry
+from echoapp._proxy.api import ToxiproxyResource
+from echoapp._proxy.registry import Proxies
+from echoapp._proxy.schema import ProxySpec
 from tests.support import DEADLINE, LOOP, Twistd
 
 RLIMIT = 200  # descriptors: a ceiling the test reaches in a second
@@ -147,3 +154,73 @@ class ApiLimitTests(SynchronousTestCase):
         self.assertGreater(pinger.count, 10)
         self.assertLess(during_populate, WORST_WAIT, f"a ping waited {during_populate * 1000:.0f} ms")
         self.assertLess(pinger.worst, WORST_WAIT, f"a ping waited {pinger.worst * 1000:.0f} ms")
+
+
+def answered(resource: ToxiproxyResource, method: bytes, path: bytes, body: Any = None) -> DummyRequest:
+    """A request rendered by the API's resource, as twisted.web renders it: finished now or later."""
+    made = DummyRequest(path.strip(b"/").split(b"/"))
+    made.method = method
+    made.content = io.BytesIO(b"" if body is None else json.dumps(body).encode())
+    resource.render(made)
+    return made
+
+
+class ApiBoundsTests(SynchronousTestCase):
+    """What grows with the number of proxies is bounded, or done a slice of the reactor's time at a time."""
+
+    def api(self, count: int) -> tuple[Clock, Proxies, ToxiproxyResource]:
+        clock = Clock()
+        proxies = Proxies(reactor=clock)
+        for number in range(count):  # disabled: nothing listens, so no reactor is needed
+            proxies.add(proxies.make(ProxySpec(f"p{number}", "127.0.0.1:0", "127.0.0.1:1", enabled=False)))
+        return clock, proxies, ToxiproxyResource(proxies)
+
+    def test_the_listing_is_made_in_slices(self) -> None:
+        """
+        GET /proxies lets the reactor serve other connections between
+        slices: made at once, 4,000 proxies held them all for 30-140 ms.
+        Here a slice is one proxy, so five proxies take five turns.
+        """
+        self.patch(registry, "SLICE", 0.0)
+        clock, _, resource = self.api(5)
+        turns: list[float] = []
+        take_turn = clock.callLater
+        clock.callLater = lambda delay, *a, **k: turns.append(delay) or take_turn(delay, *a, **k)  # type: ignore[method-assign]
+        request = answered(resource, b"GET", b"/proxies")
+        self.assertFalse(request.finished, "not made at once")
+        clock.advance(0)
+        self.assertTrue(request.finished)
+        self.assertGreaterEqual(turns.count(0), 5, "a turn of the reactor for each proxy")
+        listing = json.loads(b"".join(request.written))
+        self.assertEqual(sorted(listing), [f"p{number}" for number in range(5)])
+        self.assertEqual(
+            listing["p3"],
+            {"name": "p3", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1", "enabled": False}
+            | {"Logger": {}, "toxics": []},
+        )
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"application/json"])
+
+    def test_a_proxy_past_the_bound_is_refused_in_one_line(self) -> None:
+        """
+        Past L{registry.MAX_PROXIES}, a create is a 400 and a populate
+        keeps the proxies before the one refused, as toxiproxy keeps them.
+        """
+        self.patch(registry, "MAX_PROXIES", 3)
+        clock, proxies, resource = self.api(2)
+        spec = {"name": "third", "listen": "127.0.0.1:0", "upstream": "127.0.0.1:1", "enabled": False}
+        self.assertEqual(
+            json.loads(b"".join(answered(resource, b"POST", b"/proxies", spec).written))["name"], "third"
+        )
+        refused = answered(resource, b"POST", b"/proxies", dict(spec, name="fourth"))
+        self.assertEqual(refused.responseCode, 400)
+        error = json.loads(b"".join(refused.written))["error"]
+        self.assertEqual(error, "too many proxies: echoapp-proxy keeps at most 3")
+        self.assertEqual(sorted(proxies.proxies), ["p0", "p1", "third"])
+        batch = [dict(spec, name="p0", upstream="127.0.0.1:2"), dict(spec, name="fifth")]
+        populated = answered(resource, b"POST", b"/populate", batch)
+        for _ in range(10):
+            clock.advance(0)
+        answer = json.loads(b"".join(populated.written))
+        self.assertEqual((populated.responseCode, answer["error"]), (400, error))
+        self.assertEqual([proxy["upstream"] for proxy in answer["proxies"]], ["127.0.0.1:2"])
+        self.assertEqual(len(proxies.proxies), 3, "a proxy replaced is not one more")
