@@ -63,7 +63,8 @@ def not_a_host(host: str) -> bool:
     """
     if ":" in host:
         if not (host.startswith("::ffff:") and "." in host):
-            return host == "::" or host[:2].lower() == "ff"
+            group = host[: host.index(":")]  # ff00::/8: four digits, "ff" first ("ff::1" is 00ff::1)
+            return host == "::" or (len(group) == 4 and group[:2].lower() == "ff")
         host = host[7:]
     first, dot, _ = host.partition(".")
     return bool(dot) and first.isdigit() and (int(first) == 0 or int(first) >= 224)

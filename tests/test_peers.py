@@ -54,6 +54,7 @@ class NotAHostTests(SynchronousTestCase):
         for host in (
             "127.0.0.1", "1.0.0.1", "10.0.0.255", "223.255.255.255", "::1", "2001:db8::1",
             "fe80::1%lo", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "fd00::ff",
+            "ff::1", "ff0::1", "FF:1::2",  # 00ff::1, 0ff0::1, 00ff:1::2: a first group under ff00
         ):  # fmt: skip
             self.assertFalse(not_a_host(host), host)
 

@@ -6,6 +6,7 @@ source's own generator (L{echoapp._faults.plan.Draws}).
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
@@ -158,8 +159,9 @@ class FaultyDatagrams:
             self._note(addr, *note)
         try:
             written = self._transport.write(datagram, addr)
-        except OSError:  # refused (a broadcast address, forged): dropped, never raised into a timer
-            written = False
+        except OSError as error:  # refused (a broadcast address, forged): dropped, never raised into a timer
+            self._protocol.reply_dropped("source" if error.errno == errno.EACCES else "buffer")
+            return
         if written is False:  # a full native buffer dropped it
             self._protocol.reply_dropped()
 
@@ -220,11 +222,11 @@ class FaultyDatagramProtocol(DatagramProtocol):
         self.plan.source(addr[:2]).note(datagram, datagram=True)
         self.wrapped.datagramReceived(datagram, addr)
 
-    def reply_dropped(self) -> None:
+    def reply_dropped(self, reason: str = "buffer") -> None:
         """A delayed reply the transport dropped: counted as the greeter counts it."""
         dropped = getattr(self.wrapped, "reply_dropped", None)
         if dropped is not None:
-            dropped()
+            dropped(reason)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.wrapped, name)

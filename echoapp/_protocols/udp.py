@@ -336,10 +336,14 @@ class UDPGreeter(DatagramProtocol):
         stats.bytes_in += len(datagram)
         stats.bytes_out += len(reply)
 
-    def reply_dropped(self) -> None:
-        """A reply counted as answered was dropped later (a delayed one, on a full buffer)."""
+    def reply_dropped(self, reason: str = "buffer") -> None:
+        """
+        A reply counted as answered was dropped later: a delayed one, on a
+        full buffer, or refused by the kernel (C{"source"}: to a broadcast
+        address, as an undelayed one is counted).
+        """
         self.stats.answered -= 1
-        self._drop("buffer")
+        self._drop(reason)
 
     def _drop(self, reason: str) -> None:
         self.stats.dropped[reason] += 1

@@ -75,8 +75,8 @@ class DatagramTests(SynchronousTestCase):
         """
         protocol, transport, clock = datagrams(Faults(latency=0.1))
         greeter: Any = protocol.wrapped
-        dropped: list[int] = []
-        greeter.reply_dropped = lambda: dropped.append(1)
+        dropped: list[str] = []
+        greeter.reply_dropped = dropped.append
 
         def refused(datagram: bytes, addr: Any) -> None:
             raise PermissionError(13, "Permission denied")
@@ -84,14 +84,14 @@ class DatagramTests(SynchronousTestCase):
         transport.write = refused  # type: ignore[method-assign, assignment]
         protocol.datagramReceived(b"a", ("192.0.2.255", 40000))
         clock.advance(0.1)
-        self.assertEqual(dropped, [1])
+        self.assertEqual(dropped, ["source"], "counted as an undelayed one is: a forged source")
         self.assertEqual(protocol.faulty.held_bytes, 0)  # type: ignore[union-attr]
 
     def test_held_replies_are_bounded(self) -> None:
         protocol, transport, clock = datagrams(Faults(latency=10))
         greeter: Any = protocol.wrapped
         dropped: list[int] = []
-        greeter.reply_dropped = lambda: dropped.append(1)
+        greeter.reply_dropped = lambda reason="buffer": dropped.append(1)
         for _ in range(300):
             protocol.datagramReceived(b"x" * 4096, A)
         # Each reply of 4,098 B costs 512 B more held (its timer): 227 fit in 1 MiB.
