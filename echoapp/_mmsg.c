@@ -5,7 +5,8 @@
  * without a Python object (send_reply), and the UDP proxy's two other
  * calls, a session's read (recv_one) and the send back to its client
  * (send_to), without socket's 64 KiB buffer, exception and GIL release;
- * and the wire record's data packets packed into pcapng blocks (pack_data).
+ * and the wire record's data packets packed into pcapng blocks (pack_data,
+ * pack_run: in _pcapng.c).
  *
  * The contract is echoapp/_transports/datagram_batches.py's, where the same
  * call is written in Python on recvfrom (the fallback when this is not
@@ -21,7 +22,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
@@ -410,85 +410,9 @@ send_to(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return send_now(fd, data, size, &target, namelen);
 }
 
-/*
- * One pcapng enhanced packet block of the wire record's data packets
- * (echoapp/_record/packets.py, DataHeaders.block, is the twin and says
- * what each piece is): first, the time in microseconds as two 32-bit
- * halves in the machine's order, second, the sequence and acknowledgement
- * numbers (network order), gap, the TCP checksum, gap, the payload and the
- * trailer, in one bytes object.  The checksum is 0xFFFF minus the sum,
- * modulo 0xFFFF, of base, seq, ack and the payload's 16-bit words (an odd
- * payload padded with a zero byte): the twin's remainder, summed here.
- */
-static PyObject *
-pack_data(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    char *first, *second, *gap0, *gap1, *trailer, *payload;
-    Py_ssize_t first_size, second_size, gap0_size, gap1_size, trailer_size, size;
-
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError,
-                        "pack_data(first, second, gap0, gap1, trailer, base, at, seq, ack, payload)");
-        return NULL;
-    }
-    if (PyBytes_AsStringAndSize(args[0], &first, &first_size) < 0 ||
-        PyBytes_AsStringAndSize(args[1], &second, &second_size) < 0 ||
-        PyBytes_AsStringAndSize(args[2], &gap0, &gap0_size) < 0 ||
-        PyBytes_AsStringAndSize(args[3], &gap1, &gap1_size) < 0 ||
-        PyBytes_AsStringAndSize(args[4], &trailer, &trailer_size) < 0 ||
-        PyBytes_AsStringAndSize(args[9], &payload, &size) < 0)
-        return NULL;
-    unsigned long long base = PyLong_AsUnsignedLongLong(args[5]);
-    double at = PyFloat_AsDouble(args[6]);
-    unsigned long seq = PyLong_AsUnsignedLong(args[7]);
-    unsigned long ack = PyLong_AsUnsignedLong(args[8]);
-    if (PyErr_Occurred())
-        return NULL;
-    if (seq > 0xFFFFFFFFUL || ack > 0xFFFFFFFFUL || base > 0xFFFFFFFFULL) {
-        PyErr_SetString(PyExc_OverflowError, "seq, ack and base are 32-bit numbers");
-        return NULL;
-    }
-    double micro = nearbyint(at * 1e6); /* round half to even, as Python's round() */
-    if (!(micro >= 0 && micro < 18446744073709551616.0)) {
-        PyErr_SetString(PyExc_OverflowError, "the time is out of a pcapng block's range");
-        return NULL;
-    }
-    unsigned long long stamp = (unsigned long long)micro;
-    unsigned long long sum = base + (seq >> 16) + (seq & 0xFFFF) + (ack >> 16) + (ack & 0xFFFF);
-    const unsigned char *bytes = (const unsigned char *)payload;
-    Py_ssize_t i = 0;
-    for (; i + 1 < size; i += 2)
-        sum += ((unsigned int)bytes[i] << 8) | bytes[i + 1];
-    if (i < size)
-        sum += (unsigned int)bytes[i] << 8;
-    unsigned int checksum = 0xFFFF - (unsigned int)(sum % 0xFFFF);
-    Py_ssize_t total = first_size + 8 + second_size + 8 + gap0_size + 2 + gap1_size + size + trailer_size;
-    PyObject *block = PyBytes_FromStringAndSize(NULL, total);
-    if (block == NULL)
-        return NULL;
-    char *out = PyBytes_AS_STRING(block);
-    uint32_t halves[2] = {(uint32_t)(stamp >> 32), (uint32_t)(stamp & 0xFFFFFFFFULL)};
-    uint32_t numbers[2] = {htonl((uint32_t)seq), htonl((uint32_t)ack)};
-    uint16_t sum16 = htons((uint16_t)checksum);
-    memcpy(out, first, (size_t)first_size);
-    out += first_size;
-    memcpy(out, halves, 8); /* the machine's order, as the block's other fields */
-    out += 8;
-    memcpy(out, second, (size_t)second_size);
-    out += second_size;
-    memcpy(out, numbers, 8);
-    out += 8;
-    memcpy(out, gap0, (size_t)gap0_size);
-    out += gap0_size;
-    memcpy(out, &sum16, 2);
-    out += 2;
-    memcpy(out, gap1, (size_t)gap1_size);
-    out += gap1_size;
-    memcpy(out, payload, (size_t)size);
-    out += size;
-    memcpy(out, trailer, (size_t)trailer_size);
-    return block;
-}
+/* The wire record's blocks: _pcapng.c. */
+PyObject *pack_data(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *pack_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 static PyMethodDef methods[] = {
     {"recv_batch", (PyCFunction)(void (*)(void))recv_batch, METH_FASTCALL,
@@ -506,6 +430,9 @@ static PyMethodDef methods[] = {
     {"pack_data", (PyCFunction)(void (*)(void))pack_data, METH_FASTCALL,
      "pack_data(first, second, gap0, gap1, trailer, base, at, seq, ack, payload) -> block: one pcapng "
      "block of the wire record's data packets (echoapp/_record/packets.py's twin)."},
+    {"pack_run", (PyCFunction)(void (*)(void))pack_run, METH_FASTCALL,
+     "pack_run(entries, start, stop, wires, out, size, limit, segment) -> (index, size): the blocks of "
+     "a run of the journal's data entries (echoapp/_record/capture.py's batch is the twin)."},
     {NULL, NULL, 0, NULL},
 };
 

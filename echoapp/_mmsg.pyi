@@ -22,3 +22,14 @@ def pack_data(
     payload: bytes,
     /,
 ) -> bytes: ...
+def pack_run(
+    entries: list[tuple[float, Any, str, bytes]],
+    start: int,
+    stop: int,
+    wires: dict[int, Any],
+    out: list[bytes],
+    size: int,
+    limit: int,
+    segment: int,
+    /,
+) -> tuple[int, int]: ...

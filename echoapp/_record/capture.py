@@ -61,6 +61,7 @@ import os
 import sys
 from typing import Any, BinaryIO
 
+from echoapp._accelerator import accelerator
 from echoapp._record.packets import ACK, FIN, OTHER, PSH, RST, SYN, Blocks, DataHeaders
 from echoapp._record.store import CLIENT, ConnectionRecord, Entry
 
@@ -109,6 +110,8 @@ class CaptureFile:
         self._rotating = False
         self._datagram_wires: dict[int, Wire] = {}
         self._blocks: Blocks | None = None
+        mmsg = accelerator()
+        self._run: Any = None if mmsg is None else mmsg.pack_run  # L{batch}'s runs, in C
 
     # --- the file ---
 
@@ -255,34 +258,59 @@ class CaptureFile:
         one call: a data packet of a connection made from its side's
         L{DataHeaders} (the last one held back, as every packet is, for a
         note that may still come); one with a note, one over L{SEGMENT} and
-        a UDP datagram made whole by dpkt.
+        a UDP datagram made whole by dpkt.  Where the C accelerator is
+        built, its C{pack_run} makes the runs of data packets between the
+        entries with a note (L{_entry} is its twin): in Python each cost
+        about half a microsecond, a quarter of what recording added to a
+        request.
         """
         if self._file is None or not entries:
             return
-        wires, out, last = self._wires, self._out, len(entries) - 1
-        for index, (at, record, direction, data) in enumerate(entries):
-            notes = comments.get(index) if comments else None
-            wire = wires.get(record.number)  # None for a UDP source: its numbers are not in it
-            if wire is None or notes or len(data) > SEGMENT:
-                self.data(record, direction, data, notes or [], at)
-                continue
-            if self._held is not None:
-                self._release()
-            side = wire.headers.get(direction)
-            if side is None:
-                side = wire.headers[direction] = self._side(wire, direction)
-            seq = wire.seq
-            sent = seq[side.sender]
-            seq[side.sender] = sent + len(data)
-            ack = seq[side.receiver] & 0xFFFFFFFF
-            if index == last:  # held back: a fault's note may still be for it
-                self._held = (at, side.header(sent & 0xFFFFFFFF, ack, data), data, [], record.number)
-            else:
-                self._size += side.block(out, at, sent & 0xFFFFFFFF, ack, data)
-                if self.max_bytes and self._size >= self.max_bytes:
-                    self._rotate()
+        run, last, index = self._run, len(entries) - 1, 0
+        noted, next_noted = sorted(comments) if comments and run is not None else [], 0
+        while index <= last:
+            if run is not None and index < last:
+                while next_noted < len(noted) and noted[next_noted] < index:
+                    next_noted += 1
+                stop = min(last, noted[next_noted]) if next_noted < len(noted) else last
+                if index < stop:
+                    if self._held is not None:
+                        self._release()
+                    start = index
+                    index, self._size = run(
+                        entries, index, stop, self._wires, self._out, self._size, self.max_bytes, SEGMENT
+                    )
+                    if index > start and self.max_bytes and self._size >= self.max_bytes:
+                        self._rotate()  # after the block that passed the size, as L{_entry} rotates
+                        continue
+            self._entry(index, entries[index], comments, last)
+            index += 1
         self._last = entries[-1][0]
         self._drain()
+
+    def _entry(self, index: int, entry: Entry, comments: dict[int, list[str]], last: int) -> None:
+        """One entry of a batch (L{batch}), its packet made here."""
+        at, record, direction, data = entry
+        notes = comments.get(index) if comments else None
+        wire = self._wires.get(record.number)  # None for a UDP source: its numbers are not in it
+        if wire is None or notes or len(data) > SEGMENT:
+            self.data(record, direction, data, notes or [], at)
+            return
+        if self._held is not None:
+            self._release()
+        side = wire.headers.get(direction)
+        if side is None:
+            side = wire.headers[direction] = self._side(wire, direction)
+        seq = wire.seq
+        sent = seq[side.sender]
+        seq[side.sender] = sent + len(data)
+        ack = seq[side.receiver] & 0xFFFFFFFF
+        if index == last:  # held back: a fault's note may still be for it
+            self._held = (at, side.header(sent & 0xFFFFFFFF, ack, data), data, [], record.number)
+        else:
+            self._size += side.block(self._out, at, sent & 0xFFFFFFFF, ack, data)
+            if self.max_bytes and self._size >= self.max_bytes:
+                self._rotate()
 
     def _side(self, wire: Wire, direction: str) -> DataHeaders:
         assert self._blocks is not None

@@ -87,6 +87,7 @@ class DataHeaders:
         "ip_fields",
         "length",
         "pack",
+        "packed",
         "receiver",
         "second",
         "sender",
@@ -132,6 +133,7 @@ class DataHeaders:
         self.head = struct.Struct(f"{blocks.order}12sII{8 + seq}s").pack
         self.size = self.base = self.total = -1
         self.first = self.second = self.trailer = b""
+        self.packed: tuple[Any, ...] = ()  # the accelerator's pack_run reads the sized pieces from here
         mmsg = accelerator()
         self.pack: Any = None if mmsg is None else mmsg.pack_data
 
@@ -150,6 +152,17 @@ class DataHeaders:
         self.second = struct.pack(f"{blocks.order}II", length, length) + bytes(header)
         self.trailer = blocks.trailers[pad](blocks.options, total)
         self.size, self.base, self.total = size, self.tcp_base + size, total
+        gaps = self.gaps
+        self.packed = (
+            self.first,
+            self.second,
+            *gaps,
+            self.trailer,
+            self.base,
+            total,
+            self.sender,
+            self.receiver,
+        )
 
     def block(self, out: list[bytes], at: float, seq: int, ack: int, payload: bytes) -> int:
         """The block of a packet carrying C{payload} sent C{at}, added to C{out}: its length."""

@@ -8,9 +8,11 @@ packet comments.  Skipped, saying why, without tshark.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import tempfile
+from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
@@ -20,7 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from echoapp._record import SERVER, Recorder, RecordingFactory, record_of
+from echoapp._record import CLIENT, SERVER, Recorder, RecordingFactory, record_of
 from echoapp._record.capture import SEGMENT, CaptureFile
 from tests.support import (
     DEADLINE,
@@ -31,6 +33,7 @@ from tests.support import (
     run_twistd,
     tshark_follow,
     tshark_output,
+    udp_accelerator,
     udp_exchange,
 )
 
@@ -283,3 +286,73 @@ class TwistdFaultCommentTests(SynchronousTestCase):
         self.assertLessEqual(len(received), 3)
         resets = [(flags, comment) for flags, _, comment in rows if "R" in flags]
         self.assertEqual(resets, [(resets[0][0], "reset after 3 B")], rows)
+
+
+class AcceleratedRunTests(SynchronousTestCase):
+    def capture(
+        self, directory: str, run: Any, keep_bytes: bool, rotate: int = 20_000, steps: int = 1500
+    ) -> list[bytes]:
+        """
+        The files a capture writes of one random journal: five connections
+        (IPv4 and IPv6) and a UDP source interleaved, sizes odd and even
+        and one over a segment, notes on some packets, settled at odd
+        places, rotated past C{rotate} bytes; made with C{run} as the
+        batch's runs.
+        """
+        path = os.path.join(directory, "c.pcapng")
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        capture = CaptureFile(path, rotate, keep=50)
+        capture._run = run
+        capture.open()
+        recorder = Recorder(clock, sink=capture, keep_bytes=keep_bytes)
+        hosts = ["127.0.0.1", "::1", "127.0.0.2", "::1", "10.0.0.1"]
+        records = [
+            recorder.open("tcp", "l", (host, 50000 + n), (host, 40000)) for n, host in enumerate(hosts)
+        ]
+        records.append(recorder.open("udp", "u", ("127.0.0.1", 41000), ("127.0.0.1", 9000)))
+        chance = random.Random(29)
+        for step in range(steps):
+            record = chance.choice(records)
+            size = SEGMENT + 5 if step == 700 else chance.choice([0, 1, 2, 63, 64, 65, 1499, 1500])
+            if chance.random() < 0.04:
+                record.fault("latency", f"note {step}", direction=SERVER)
+            record.data(chance.choice([CLIENT, SERVER]), chance.randbytes(size))
+            clock.advance(chance.choice([0.0, 0.0000005, 0.001]))
+            if chance.random() < 0.02:
+                recorder.settle()
+        recorder.settle()
+        capture.close()
+        names = sorted(os.listdir(directory))
+        self.assertGreater(len(names), 5, "rotated in the middle of runs")
+        return [
+            b"%s:%s" % (name.encode(), open(os.path.join(directory, name), "rb").read()) for name in names
+        ]
+
+    def test_the_accelerators_runs_are_pythons_byte_for_byte(self) -> None:
+        """
+        The C accelerator's C{pack_run} makes the batches' runs of data
+        packets; the files are, byte for byte, those Python's loop makes
+        (L{CaptureFile._entry}, the twin), with and without bytes kept in
+        memory, and the runs made in C are most of the packets.
+        """
+        mmsg = udp_accelerator()
+        if mmsg is None:
+            self.skipTest("echoapp's C accelerator is not built here")
+        for keep_bytes in (True, False):
+            made: list[int] = []
+
+            def counted(entries: Any, start: int, stop: int, *rest: Any, made: list[int] = made) -> Any:
+                index, size = mmsg.pack_run(entries, start, stop, *rest)
+                made.append(index - start)
+                return index, size
+
+            python = self.capture(temporary(self), None, keep_bytes)
+            accelerated = self.capture(temporary(self), counted, keep_bytes)
+            self.assertEqual(len(python), len(accelerated))
+            for ours, theirs in zip(python, accelerated, strict=True):
+                self.assertEqual(ours, theirs)
+            self.assertGreater(sum(made), 1000, "most packets made in C")
+        # A file over its size at once (its handshakes alone): a block each, every file rotated.
+        tiny = [self.capture(temporary(self), run, True, rotate=1, steps=40) for run in (None, mmsg.pack_run)]
+        self.assertEqual(tiny[0], tiny[1])
