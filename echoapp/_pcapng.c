@@ -120,17 +120,20 @@ pack_data(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *s_number, *s_headers, *s_seq, *s_size, *s_packed, *s_sized;
 
 static int
+name(PyObject **made, const char *text)
+{
+    if (*made == NULL)
+        *made = PyUnicode_InternFromString(text);
+    return *made == NULL ? -1 : 0;
+}
+
+static int
 names(void)
 {
-    if (s_number != NULL)
-        return 0;
-    s_number = PyUnicode_InternFromString("number");
-    s_headers = PyUnicode_InternFromString("headers");
-    s_seq = PyUnicode_InternFromString("seq");
-    s_size = PyUnicode_InternFromString("size");
-    s_packed = PyUnicode_InternFromString("packed");
-    s_sized = PyUnicode_InternFromString("_sized");
-    return (s_number && s_headers && s_seq && s_size && s_packed && s_sized) ? 0 : -1;
+    if (name(&s_number, "number") < 0 || name(&s_headers, "headers") < 0 || name(&s_seq, "seq") < 0 ||
+        name(&s_size, "size") < 0 || name(&s_packed, "packed") < 0 || name(&s_sized, "_sized") < 0)
+        return -1;
+    return 0;
 }
 
 /*
@@ -160,8 +163,12 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
     int made = -1;
     PyObject *headers = NULL, *side = NULL, *packed = NULL, *seq = NULL, *block = NULL, *next = NULL;
     headers = PyObject_GetAttr(wire, s_headers);
-    if (headers == NULL || !PyDict_Check(headers))
+    if (headers == NULL)
         goto done;
+    if (!PyDict_Check(headers)) {
+        PyErr_SetString(PyExc_TypeError, "a wire's headers are a dict");
+        goto done;
+    }
     side = PyDict_GetItemWithError(headers, direction);
     if (side == NULL) {
         made = PyErr_Occurred() ? -1 : 0;
