@@ -44,7 +44,7 @@ from echoapp._proxy.errors import (
     PopulateFailed,
     ProxyError,
 )
-from echoapp._proxy.named import check_proxy, ignored_line
+from echoapp._proxy.named import check_proxy, ignored_line, printable
 from echoapp._proxy.registry import AnyProxy, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
@@ -186,7 +186,7 @@ class ToxiproxyResource(Resource):
         listens: list[str] = []
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        path = "/".join(parts)
+        path = printable("/".join(parts))  # for the log: the names are the client's
         # One request at a time reads or changes the proxies (a populate takes
         # many turns of the reactor): each sees the state the last one left.
         # /version touches none, and answers a readiness probe at once.
@@ -216,7 +216,8 @@ class ToxiproxyResource(Resource):
     ) -> tuple[int, Any, bool]:
         """A refusal in toxiproxy's status and words; anything else a 500 with one line (and logged)."""
         if not failure.check(ProxyError):
-            log.failure("The API failed on {method} {path}", failure, method=method, path="/".join(parts))
+            path = printable("/".join(parts))
+            log.failure("The API failed on {method} {path}", failure, method=method, path=path)
             return 500, _dumps({"error": "internal error (logged)", "status": 500}) + b"\n", True
         error = failure.value
         status = status_of(error)

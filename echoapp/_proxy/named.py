@@ -227,7 +227,7 @@ class ProxyService(HoldsDescriptor, MultiService):
             super().privilegedStartService()
         except StartupError as error:
             code = str(error.code)
-            raise StartupError(f"echoapp-proxy: proxy {self.proxy_name}: {code}", code) from None
+            raise StartupError(f"echoapp-proxy: proxy {printable(self.proxy_name)}: {code}", code) from None
 
     def stopService(self) -> Deferred[None] | None:
         """Stop listening: the listener's descriptor is given back with it."""
@@ -246,10 +246,21 @@ class ProxyService(HoldsDescriptor, MultiService):
         }
 
 
+# Control characters as escapes: a name is the API client's, and reaches the
+# log and a header (a raw ESC repainted the operator's terminal).
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def printable(text: str) -> str:
+    """C{text} for a log line: its control characters as C{\\xNN}."""
+    return text.translate(_CONTROLS)
+
+
 def ignored_line(proxy: str, toxic: Toxic) -> str:
     """One line naming the attributes a toxic was given that its type does not have."""
     names = ", ".join(repr(name)[:40] for name in toxic.ignored[:8])
-    return f"proxy {proxy}, toxic {toxic.name}: ignored attribute(s) {names}: {toxic.type} has none such"
+    named = f"proxy {printable(proxy)}, toxic {printable(toxic.name)}"
+    return f"{named}: ignored attribute(s) {names}: {toxic.type} has none such"
 
 
 def warn_ignored(proxy: ProxyService) -> None:

@@ -18,6 +18,8 @@ import time
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -224,3 +226,26 @@ class ApiBoundsTests(SynchronousTestCase):
         self.assertEqual((populated.responseCode, answer["error"]), (400, error))
         self.assertEqual([proxy["upstream"] for proxy in answer["proxies"]], ["127.0.0.1:2"])
         self.assertEqual(len(proxies.proxies), 3, "a proxy replaced is not one more")
+
+    def test_a_name_reaches_the_log_and_headers_without_its_control_characters(self) -> None:
+        """
+        A proxy's and a toxic's names are the API client's: said in the log
+        and the C{X-Echoapp-Ignored} header, an ESC or a newline in them is
+        an escape, not a terminal's colour change or a line of its own.
+        """
+        _, proxies, resource = self.api(0)
+        name = "db\x1b[2J\nforged"
+        proxies.add(proxies.make(ProxySpec(name, "127.0.0.1:0", "127.0.0.1:1", enabled=False)))
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        toxic = {"name": "t\x1b]0;x\x07", "type": "latency", "attributes": {"latency": 1, "jiter": 5}}
+        made = DummyRequest([b"proxies", name.encode(), b"toxics"])
+        made.method = b"POST"
+        made.content = io.BytesIO(json.dumps(toxic).encode())
+        resource.render(made)
+        self.assertEqual(made.responseCode, 200, "toxiproxy's 200, the attribute left out")
+        [header] = made.responseHeaders.getRawHeaders(b"x-echoapp-ignored")
+        lines = [formatEvent(event) for event in logged if "ignored attribute" in formatEvent(event)]
+        self.assertEqual(len(lines), 1)
+        for said in (header.decode(), lines[0]):
+            self.assertIn("proxy db\\x1b[2J\\x0aforged, toxic t\\x1b]0;x\\x07:", said)
+            self.assertFalse([c for c in said if ord(c) < 0x20], said)
