@@ -18,7 +18,7 @@ from echoapp._faults import Faults
 from echoapp._proxy.addresses import is_udp, offered_by
 from echoapp._proxy.errors import ProxyError
 from echoapp._proxy.named import check_proxy
-from echoapp._proxy.registry import NAME, Proxies
+from echoapp._proxy.registry import MAX_PROXIES, NAME, Proxies
 from echoapp._proxy.schema import ProxySpec, batch_from_json
 from echoapp._proxy.toxics import Toxic
 from echoapp._proxy.trust import Allowance
@@ -196,6 +196,8 @@ class Options(PluginOptions):
             if spec.name in names:
                 raise usage.UsageError(f"proxy {spec.name}: proxy already exists")
             names.add(spec.name)
+        if len(batch) > MAX_PROXIES:
+            raise usage.UsageError(f"{len(batch)} proxies: echoapp-proxy keeps at most {MAX_PROXIES}")
 
     def _allowance(self, api: str) -> Allowance:
         """What the API's clients may have: where it listens, and what the operator allowed besides."""

@@ -109,6 +109,7 @@ class PluginTests(SynchronousTestCase):
         deep = json_file(self, None)
         with open(deep, "w") as nested:
             nested.write("[" * 100_000 + "]" * 100_000)  # a RecursionError's traceback, before
+        many = json_file(self, [{"name": f"p{n}", "upstream": "127.0.0.1:1"} for n in range(2001)])
         for args, said in [
             (["--listen", LOOP], "--listen and --upstream come in pairs"),
             ([], "nothing to proxy"),
@@ -128,6 +129,7 @@ class PluginTests(SynchronousTestCase):
             (["--config", file.name], "invalid toxic type at proxy 1"),
             (["--config", "/nonexistent.json"], "No such file"),
             (["--config", deep], "not JSON: nested too deeply"),
+            (["--config", many], "2001 proxies: echoapp-proxy keeps at most 2000"),
         ]:
             result = run_twistd(["echoapp-proxy", *args])
             self.assertEqual(result.returncode, 1, args)
