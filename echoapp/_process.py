@@ -33,10 +33,14 @@ ASSUMED_HELD = 32
 # Twisted's spare for EMFILE recovery, the reactor's waker, a rotated log
 # (five of them, measured, on the default reactor; room kept for more).
 OPENED_LATER = 16
-# Seconds a count of the descriptors held stands for every listener started
-# meanwhile: a count lists /proc/self/fd, which grows with what is open, so
-# a count per listener made a populate of 2,000 proxies quadratic.
+# A count of the descriptors held stands for the listeners started within
+# RECOUNT seconds of it, up to UNCOUNTED of them: a count lists
+# /proc/self/fd, which grows with what is open, so a count per listener made
+# a populate of 2,000 proxies quadratic.  A listener that holds its
+# descriptor (an API proxy's) moves the count not at all; one that does not
+# is one the reserve's OPENED_LATER already has room for.
 RECOUNT = 0.1
+UNCOUNTED = 8
 
 
 def held_descriptors() -> int:
@@ -55,7 +59,7 @@ class Descriptors:
     def __init__(self) -> None:
         self.ceiling: int | None = None
         self.open = 0
-        self._counted = (-RECOUNT, 0)  # when the ceiling was last counted, and from which soft limit
+        self._counted = (-RECOUNT, 0, 0)  # when the ceiling was counted, the soft limit, listeners since
 
     def reserve(self) -> int:
         """
@@ -90,8 +94,7 @@ class Descriptors:
         """
         Raise the soft RLIMIT_NOFILE to the hard limit, once, and log the
         figure: the connection ceiling follows from it, counted again at
-        most every L{RECOUNT} seconds (each listener started in between
-        takes one descriptor off it).
+        most every L{RECOUNT} seconds or L{UNCOUNTED} listeners.
         """
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and soft < hard:
@@ -100,13 +103,14 @@ class Descriptors:
                 soft = hard
             except (ValueError, OSError):
                 pass
-        ceiling, first = self.ceiling, self.ceiling is None
+        first = self.ceiling is None
         now = time.monotonic()
-        if ceiling is None or now - self._counted[0] >= RECOUNT or soft != self._counted[1]:
+        counted, was_soft, since = self._counted
+        if first or now - counted >= RECOUNT or soft != was_soft or since >= UNCOUNTED:
             self.ceiling = max(soft - self.reserve(), 1)
-            self._counted = (now, soft)
-        else:  # the listener's own descriptor, until the next count sees it (and those closed since)
-            self.ceiling = max(ceiling - 1, 1)
+            self._counted = (now, soft, 0)
+        else:
+            self._counted = (counted, soft, since + 1)
         if first:
             log.info(
                 "File descriptor limit {limit}; at most {ceiling} connections",
@@ -150,7 +154,7 @@ class ProcessState:
         """A fresh process: nothing counted, decided or said yet (the same objects, emptied)."""
         self.descriptors.ceiling = None
         self.descriptors.open = 0
-        self.descriptors._counted = (-RECOUNT, 0)
+        self.descriptors._counted = (-RECOUNT, 0, 0)
         self.fallen_back: set[str] = set()
         self.eager_check: list[str | None] = []
         self.eager_off: list[str] = []

@@ -249,10 +249,17 @@ class ProxyService(HoldsDescriptor, MultiService):
 # Control characters as escapes: a name is the API client's, and reaches the
 # log and a header (a raw ESC repainted the operator's terminal).
 _CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
+_SEPARATORS_AND_OVERRIDES = [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROLS |= {code: f"\\u{code:04x}" for code in _SEPARATORS_AND_OVERRIDES}
+_CONTROLS[ord("\\")] = "\\\\"  # a backslash of the name's own, told from an escape
 
 
 def printable(text: str) -> str:
-    """C{text} for a log line: its control characters as C{\\xNN}."""
+    """
+    C{text} for a log line: its control characters as C{\\xNN} (line
+    and paragraph separators and bidirectional overrides as C{\\uNNNN}),
+    a backslash doubled.
+    """
     return text.translate(_CONTROLS)
 
 

@@ -69,6 +69,7 @@ LINKTYPE_RAW = 101
 SEGMENT = 32768  # bytes of payload per synthetic packet (an IP packet holds 65535 at most)
 ISN = {"client": 1000, "server": 5000}  # initial sequence numbers: fixed, so captures compare
 MAX_SOURCES = 1024  # UDP sources whose addresses are kept made, not rebuilt per datagram
+NO_LIMIT = 1 << 62  # bytes: a rotation size past any file's, within the C run's numbers
 
 
 class Wire:
@@ -110,8 +111,8 @@ class CaptureFile:
         self._rotating = False
         self._datagram_wires: dict[int, Wire] = {}
         self._blocks: Blocks | None = None
-        mmsg = accelerator()
-        self._run: Any = None if mmsg is None else mmsg.pack_run  # L{batch}'s runs, in C
+        # L{batch}'s runs, in C (not in an accelerator built before it: Python's, then).
+        self._run: Any = getattr(accelerator(), "pack_run", None)
 
     # --- the file ---
 
@@ -269,17 +270,17 @@ class CaptureFile:
         run, last, index = self._run, len(entries) - 1, 0
         noted, next_noted = sorted(comments) if comments and run is not None else [], 0
         while index <= last:
-            if run is not None and index < last:
+            # With a packet held back, the next entry is Python's (L{_entry} releases it, or keeps it
+            # for an entry that makes no packet): the C run would release it first in any case.
+            if run is not None and index < last and self._held is None:
                 while next_noted < len(noted) and noted[next_noted] < index:
                     next_noted += 1
                 stop = min(last, noted[next_noted]) if next_noted < len(noted) else last
                 if index < stop:
-                    if self._held is not None:
-                        self._release()
                     start = index
-                    index, self._size = run(
-                        entries, index, stop, self._wires, self._out, self._size, self.max_bytes, SEGMENT
-                    )
+                    limit = min(self.max_bytes, NO_LIMIT)  # C's 64-bit numbers (0: none)
+                    wires, out = self._wires, self._out
+                    index, self._size = run(entries, index, stop, wires, out, self._size, limit, SEGMENT)
                     if index > start and self.max_bytes and self._size >= self.max_bytes:
                         self._rotate()  # after the block that passed the size, as L{_entry} rotates
                         continue

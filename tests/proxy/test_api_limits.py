@@ -234,7 +234,7 @@ class ApiBoundsTests(SynchronousTestCase):
         an escape, not a terminal's colour change or a line of its own.
         """
         _, proxies, resource = self.api(0)
-        name = "db\x1b[2J\nforged"
+        name = "db\x1b[2J\nforged\u202e\\x1b"  # and an override, and an escape's look-alike
         proxies.add(proxies.make(ProxySpec(name, "127.0.0.1:0", "127.0.0.1:1", enabled=False)))
         logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         toxic = {"name": "t\x1b]0;x\x07", "type": "latency", "attributes": {"latency": 1, "jiter": 5}}
@@ -247,5 +247,5 @@ class ApiBoundsTests(SynchronousTestCase):
         lines = [formatEvent(event) for event in logged if "ignored attribute" in formatEvent(event)]
         self.assertEqual(len(lines), 1)
         for said in (header.decode(), lines[0]):
-            self.assertIn("proxy db\\x1b[2J\\x0aforged, toxic t\\x1b]0;x\\x07:", said)
+            self.assertIn("proxy db\\x1b[2J\\x0aforged\\u202e\\\\x1b, toxic t\\x1b]0;x\\x07:", said)
             self.assertFalse([c for c in said if ord(c) < 0x20], said)
