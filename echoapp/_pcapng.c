@@ -160,8 +160,15 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
     if (wire == NULL)
         return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(wire);
+    /* Declared before the first goto: nothing read after done is left unset. */
     int made = -1;
     PyObject *headers = NULL, *side = NULL, *packed = NULL, *seq = NULL, *block = NULL, *next = NULL;
+    PyObject *sized, *sender, *receiver, *sent_number, *ack_number;
+    Py_ssize_t was;
+    piece pieces[5];
+    unsigned long long base, sent, ack;
+    long long length;
+    double at;
     headers = PyObject_GetAttr(wire, s_headers);
     if (headers == NULL)
         goto done;
@@ -175,17 +182,17 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
         goto done;
     }
     Py_INCREF(side);
-    PyObject *sized = PyObject_GetAttr(side, s_size);
+    sized = PyObject_GetAttr(side, s_size);
     if (sized == NULL)
         goto done;
-    Py_ssize_t was = PyLong_AsSsize_t(sized);
+    was = PyLong_AsSsize_t(sized);
     Py_DECREF(sized);
     if (was == -1 && PyErr_Occurred())
         goto done;
     if (was != size) { /* what depends on the size alone, made by the twin for this size */
-        PyObject *length = PyLong_FromSsize_t(size);
-        PyObject *done_sizing = length == NULL ? NULL : PyObject_CallMethodOneArg(side, s_sized, length);
-        Py_XDECREF(length);
+        PyObject *asked = PyLong_FromSsize_t(size);
+        PyObject *done_sizing = asked == NULL ? NULL : PyObject_CallMethodOneArg(side, s_sized, asked);
+        Py_XDECREF(asked);
         if (done_sizing == NULL)
             goto done;
         Py_DECREF(done_sizing);
@@ -198,14 +205,14 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
         PyErr_SetString(PyExc_TypeError, "a side's packed pieces are a tuple of 9");
         goto done;
     }
-    piece pieces[5];
     for (int i = 0; i < 5; i++)
         if (piece_of(PyTuple_GET_ITEM(packed, i), &pieces[i]) < 0)
             goto done;
-    unsigned long long base = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(packed, 5));
-    long long length = PyLong_AsLongLong(PyTuple_GET_ITEM(packed, 6));
-    PyObject *sender = PyTuple_GET_ITEM(packed, 7), *receiver = PyTuple_GET_ITEM(packed, 8);
-    double at = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
+    base = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(packed, 5));
+    length = PyLong_AsLongLong(PyTuple_GET_ITEM(packed, 6));
+    sender = PyTuple_GET_ITEM(packed, 7);
+    receiver = PyTuple_GET_ITEM(packed, 8);
+    at = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
     if (PyErr_Occurred())
         goto done;
     seq = PyObject_GetAttr(wire, s_seq);
@@ -215,15 +222,15 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
         PyErr_SetString(PyExc_TypeError, "a wire's seq is a dict");
         goto done;
     }
-    PyObject *sent_number = PyDict_GetItemWithError(seq, sender);
-    PyObject *ack_number = sent_number == NULL ? NULL : PyDict_GetItemWithError(seq, receiver);
+    sent_number = PyDict_GetItemWithError(seq, sender);
+    ack_number = sent_number == NULL ? NULL : PyDict_GetItemWithError(seq, receiver);
     if (ack_number == NULL) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_KeyError, "a wire's seq has both sides");
         goto done;
     }
-    unsigned long long sent = PyLong_AsUnsignedLongLong(sent_number);
-    unsigned long long ack = PyLong_AsUnsignedLongLong(ack_number);
+    sent = PyLong_AsUnsignedLongLong(sent_number);
+    ack = PyLong_AsUnsignedLongLong(ack_number);
     if (PyErr_Occurred())
         goto done;
     block = make_block(pieces, base, at, (unsigned long)(sent & 0xFFFFFFFFULL),
