@@ -44,7 +44,7 @@ from echoapp.services import DrainService, FaultNotice, stream_listener
 SLICE = 0.01
 # Proxies one process keeps (toxiproxy sets no bound): what grows with
 # their number and cannot be sliced, the collector's full pass over every
-# object of the process, took 75 ms at 4,000 proxies; about 50 at this many.
+# object of the process, took 75 ms at 4,000 proxies; 30-65 at this many.
 MAX_PROXIES = 2000
 
 
