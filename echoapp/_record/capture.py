@@ -261,9 +261,9 @@ class CaptureFile:
         note that may still come); one with a note, one over L{SEGMENT} and
         a UDP datagram made whole by dpkt.  Where the C accelerator is
         built, its C{pack_run} makes the runs of data packets between the
-        entries with a note (L{_entry} is its twin): in Python each cost
-        about half a microsecond, a quarter of what recording added to a
-        request.
+        entries with a note (L{_entry} is its twin): made in Python, they
+        cost half a microsecond more a request, a quarter of what recording
+        added to one.
         """
         if self._file is None or not entries:
             return
