@@ -46,7 +46,7 @@ from echoapp._proxy.errors import (
 )
 from echoapp._proxy.named import check_proxy, ignored_line, printable
 from echoapp._proxy.registry import AnyProxy, Proxies
-from echoapp._proxy.schema import ProxySpec, batch_from_json, parse_json, spec_from_json, toxic_from_json
+from echoapp._proxy.schema import ProxySpec, checking_batch, parse_json, spec_from_json, toxic_from_json
 from echoapp._proxy.toxics import Toxic, toxic_json, toxics_json
 from echoapp._proxy.trust import Allowance
 from echoapp._record.serve import served_in_turns
@@ -280,10 +280,9 @@ class ToxiproxyResource(Resource):
         if parts == ["reset"]:
             return proxies.reset().addCallback(lambda _: (204, None))
         if parts == ["populate"]:
-            batch = batch_from_json(self._body(request))
-            listens.extend(spec.listen for spec, _ in batch)
-            made = proxies.populate(batch, self._admitted)
-            return made.addCallback(lambda made: (201, {"proxies": [proxy.as_json() for proxy in made]}))
+            batch: list[tuple[ProxySpec, list[Toxic]]] = []
+            checked = proxies.in_slices(checking_batch(self._body(request), batch))  # all, before any is made
+            return checked.addCallback(lambda _: self._populate(batch, listens))
         if parts == ["proxies"]:
             if method == "GET":
                 return self._listing()
@@ -301,6 +300,12 @@ class ToxiproxyResource(Resource):
                 return 204, None
             return 200, self._update(proxy, self._body(request), listens).as_json()
         return self._toxics(method, proxies.get(parts[1]), parts[3:], request)
+
+    def _populate(self, batch: list[tuple[ProxySpec, list[Toxic]]], listens: list[str]) -> Deferred[Any]:
+        """A populate's proxies, its body checked: made (or kept) in slices, as toxiproxy makes them."""
+        listens.extend(spec.listen for spec, _ in batch)
+        made = self.proxies.populate(batch, self._admitted)
+        return made.addCallback(lambda made: (201, {"proxies": [proxy.as_json() for proxy in made]}))
 
     def _listing(self) -> Deferred[tuple[int, Any]]:
         """

@@ -10,7 +10,7 @@ refused request changes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -282,9 +282,20 @@ def batch_from_json(data: Any) -> list[tuple[ProxySpec, list[Toxic]]]:
 
     @raise Invalid: naming the proxy by its place (1 is the first).
     """
+    batch: list[tuple[ProxySpec, list[Toxic]]] = []
+    for _ in checking_batch(data, batch):
+        pass
+    return batch
+
+
+def checking_batch(data: Any, batch: list[tuple[ProxySpec, list[Toxic]]]) -> Iterator[None]:
+    """
+    L{batch_from_json} a proxy at a time, into C{batch}: the API checks a
+    populate's body in slices of the reactor's time (a body of 2,500
+    proxies with a toxic each took some 45 ms to check).
+    """
     if not isinstance(data, list):
         raise _body_error(f"a list of proxies, not {type(data).__name__}")
-    batch = []
     for place, entry in enumerate(data, 1):
         try:
             spec = spec_from_json(entry)
@@ -294,4 +305,4 @@ def batch_from_json(data: Any) -> list[tuple[ProxySpec, list[Toxic]]]:
             batch.append((spec, [toxic_from_json(toxic) for toxic in toxics]))
         except ProxyError as error:
             raise type(error)(f"{error} at proxy {place}") from None
-    return batch
+        yield None
