@@ -136,6 +136,18 @@ names(void)
     return 0;
 }
 
+/* A wire's attribute that is a dict (its headers, its seq): a new reference, or NULL with an error set. */
+static PyObject *
+dict_of(PyObject *wire, PyObject *name)
+{
+    PyObject *found = PyObject_GetAttr(wire, name);
+    if (found != NULL && !PyDict_Check(found)) {
+        PyErr_Format(PyExc_TypeError, "a wire's %U is a dict", name);
+        Py_CLEAR(found);
+    }
+    return found;
+}
+
 /*
  * One entry (at, record, direction, data) as its block, appended to out:
  * 1 made, 0 for one left to Python (no wire for its record, no side made
@@ -169,13 +181,9 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
     unsigned long long base, sent, ack;
     long long length;
     double at;
-    headers = PyObject_GetAttr(wire, s_headers);
+    headers = dict_of(wire, s_headers);
     if (headers == NULL)
         goto done;
-    if (!PyDict_Check(headers)) {
-        PyErr_SetString(PyExc_TypeError, "a wire's headers are a dict");
-        goto done;
-    }
     side = PyDict_GetItemWithError(headers, direction);
     if (side == NULL) {
         made = PyErr_Occurred() ? -1 : 0;
@@ -215,13 +223,9 @@ pack_entry(PyObject *entry, PyObject *wires, PyObject *out, Py_ssize_t segment, 
     at = PyFloat_AsDouble(PyTuple_GET_ITEM(entry, 0));
     if (PyErr_Occurred())
         goto done;
-    seq = PyObject_GetAttr(wire, s_seq);
+    seq = dict_of(wire, s_seq);
     if (seq == NULL)
         goto done;
-    if (!PyDict_Check(seq)) {
-        PyErr_SetString(PyExc_TypeError, "a wire's seq is a dict");
-        goto done;
-    }
     sent_number = PyDict_GetItemWithError(seq, sender);
     ack_number = sent_number == NULL ? NULL : PyDict_GetItemWithError(seq, receiver);
     if (ack_number == NULL) {
